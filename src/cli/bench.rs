@@ -1,0 +1,139 @@
+//! `swarm bench`: performance figures, one line each, in the form
+//! `bench <workload> <figure> <value> <unit>`. Figures are printed, never
+//! asserted: run them on a release build.
+
+use crate::auth::{Role, Signer};
+use crate::engine::{AttachOptions, Caller, Engine, EngineConfig, TaskSpec};
+use crate::spawn::{RustAgent, Spawner};
+use clap::Args;
+use serde_json::json;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Workloads to run (all when none): step-rust, fanout-rust.
+    workloads: Vec<String>,
+}
+
+const WORKLOADS: &[&str] = &["step-rust", "fanout-rust"];
+
+pub fn run(args: BenchArgs) -> ExitCode {
+    let chosen: Vec<String> = if args.workloads.is_empty() {
+        WORKLOADS.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.workloads
+    };
+    if let Some(bad) = chosen.iter().find(|w| !WORKLOADS.contains(&w.as_str())) {
+        eprintln!(
+            "swarm bench: unknown workload `{bad}` (known: {})",
+            WORKLOADS.join(", ")
+        );
+        return ExitCode::from(2);
+    }
+    if cfg!(debug_assertions) {
+        eprintln!("swarm bench: this is a debug build; figures mean little (use --release)");
+    }
+    let rt = super::runtime();
+    for w in &chosen {
+        match w.as_str() {
+            "step-rust" => rt.block_on(step_rust()),
+            "fanout-rust" => rt.block_on(fanout_rust()),
+            _ => unreachable!("checked above"),
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+pub(crate) fn line(workload: &str, figure: &str, value: f64, unit: &str) {
+    println!("bench {workload} {figure} {value:.2} {unit}");
+}
+
+fn engine() -> Engine {
+    Engine::new(EngineConfig::default(), Signer::random())
+}
+
+fn constant_agent() -> Arc<dyn Spawner> {
+    Arc::new(RustAgent::new(|_ctx| async { Ok(json!("ok")) }))
+}
+
+/// Sequential create+dispatch; per-step cost early and late in history.
+async fn step_rust() {
+    let engine = engine();
+    let op = engine
+        .attach(Caller::Host, AttachOptions::new("bench", Role::Operator))
+        .expect("attach");
+    let agent = constant_agent();
+    let total = 100_000;
+    let window = 1_000;
+    let mut window_start = Instant::now();
+    let all = Instant::now();
+    for i in 1..=total {
+        let id = engine
+            .start_task(&op, TaskSpec::new("const", json!(i)))
+            .expect("start");
+        engine
+            .dispatch_attempt(&op, id, agent.as_ref())
+            .await
+            .expect("dispatch");
+        if i == window || i == total {
+            let us = window_start.elapsed().as_secs_f64() * 1e6 / window as f64;
+            line("step-rust", &format!("us_per_step_at_{i}"), us, "us");
+        }
+        if i == total - window {
+            window_start = Instant::now();
+        }
+    }
+    let us = all.elapsed().as_secs_f64() * 1e6 / total as f64;
+    line("step-rust", "us_per_step_mean", us, "us");
+    line(
+        "step-rust",
+        "tasks_in_memory",
+        engine.tasks_in_memory() as f64,
+        "tasks",
+    );
+}
+
+/// N concurrent create+dispatch, wall time and peak RSS.
+async fn fanout_rust() {
+    for n in [1_000usize, 100_000] {
+        let engine = engine();
+        let op = engine
+            .attach(Caller::Host, AttachOptions::new("bench", Role::Operator))
+            .expect("attach");
+        let agent = constant_agent();
+        let start = Instant::now();
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let (engine, op, agent) = (engine.clone(), op.clone(), agent.clone());
+                tokio::spawn(async move {
+                    let id = engine.start_task(&op, TaskSpec::new("const", json!(i)))?;
+                    engine.dispatch_attempt(&op, id, agent.as_ref()).await
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for h in handles {
+            if h.await.expect("join").is_ok() {
+                ok += 1;
+            }
+        }
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        line("fanout-rust", &format!("wall_ms_{n}"), ms, "ms");
+        line("fanout-rust", &format!("ok_{n}"), ok as f64, "tasks");
+        line("fanout-rust", &format!("peak_rss_{n}"), peak_rss_mb(), "MB");
+    }
+}
+
+/// Peak resident set size of this process (VmHWM), in MB.
+pub(crate) fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}

@@ -1,0 +1,223 @@
+//! The event ledger and subscriptions to it.
+//!
+//! Every state change appends one [`Event`] with a monotonic cursor. The
+//! in-memory ledger keeps the last `retention` events in a ring; a
+//! [`Subscription`] pulls from it by cursor, so catching up and following live
+//! are the same loop and nothing can fall into a gap between them. A
+//! subscriber that falls further behind than the retention bound gets an
+//! explicit `EventsEvicted` error, never a silent skip.
+
+use super::{Engine, EngineError, TaskId};
+use crate::auth::{CapToken, Verb};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// What kind of worker output an `emit` carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    Progress,
+    Partial,
+    Artifact,
+}
+
+impl std::str::FromStr for OutputKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "progress" => Ok(OutputKind::Progress),
+            "partial" => Ok(OutputKind::Partial),
+            "artifact" => Ok(OutputKind::Artifact),
+            _ => Err(format!(
+                "unknown output kind `{s}` (progress, partial, artifact)"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventKind {
+    SessionAttached {
+        subject: Arc<str>,
+        role: &'static str,
+    },
+    SessionDetached {
+        subject: Arc<str>,
+        reason: &'static str,
+    },
+    TaskCreated {
+        agent: Arc<str>,
+        parent: Option<TaskId>,
+    },
+    AttemptStarted {
+        attempt: u32,
+    },
+    AttemptCompleted {
+        attempt: u32,
+        status: &'static str,
+        us: u64,
+    },
+    TaskCancelled,
+    TaskSuspended {
+        key: Arc<str>,
+    },
+    TaskResumed {
+        key: Arc<str>,
+    },
+    SeniorQueried {
+        key: Arc<str>,
+        question: Arc<Value>,
+    },
+    SeniorAnswered {
+        key: Arc<str>,
+    },
+    WorkerOutput {
+        output: OutputKind,
+        data: Arc<Value>,
+    },
+}
+
+impl EventKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::SessionAttached { .. } => "session_attached",
+            EventKind::SessionDetached { .. } => "session_detached",
+            EventKind::TaskCreated { .. } => "task_created",
+            EventKind::AttemptStarted { .. } => "attempt_started",
+            EventKind::AttemptCompleted { .. } => "attempt_completed",
+            EventKind::TaskCancelled => "task_cancelled",
+            EventKind::TaskSuspended { .. } => "task_suspended",
+            EventKind::TaskResumed { .. } => "task_resumed",
+            EventKind::SeniorQueried { .. } => "senior_queried",
+            EventKind::SeniorAnswered { .. } => "senior_answered",
+            EventKind::WorkerOutput { .. } => "worker_output",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub cursor: u64,
+    pub at_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskId>,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// A ring of the most recent events, indexed by cursor in O(1).
+pub(crate) struct Ledger {
+    events: VecDeque<Event>,
+    retention: usize,
+    next_cursor: u64,
+    pub(crate) appended: bool,
+}
+
+impl Ledger {
+    pub fn new(retention: usize) -> Ledger {
+        Ledger {
+            events: VecDeque::new(),
+            retention: retention.max(1),
+            next_cursor: 1,
+            appended: false,
+        }
+    }
+
+    pub fn push(&mut self, task: Option<TaskId>, kind: EventKind) {
+        if self.events.len() == self.retention {
+            self.events.pop_front();
+        }
+        self.events.push_back(Event {
+            cursor: self.next_cursor,
+            at_ms: super::now_ms(),
+            task,
+            kind,
+        });
+        self.next_cursor += 1;
+        self.appended = true;
+    }
+
+    /// The cursor of the newest event (0 when none yet).
+    pub fn last_cursor(&self) -> u64 {
+        self.next_cursor - 1
+    }
+
+    /// Up to `max` events with cursor > `after`.
+    pub fn after(&self, after: u64, max: usize) -> Result<Vec<Event>, EngineError> {
+        let oldest = self.events.front().map_or(self.next_cursor, |e| e.cursor);
+        if after + 1 < oldest {
+            return Err(EngineError::EventsEvicted {
+                cursor: after,
+                oldest,
+            });
+        }
+        let start = (after + 1 - oldest) as usize;
+        Ok(self.events.iter().skip(start).take(max).cloned().collect())
+    }
+}
+
+/// Follows the ledger from a cursor: catch-up and live in one loop.
+pub struct Subscription {
+    engine: Engine,
+    cursor: u64,
+    buf: VecDeque<Event>,
+}
+
+impl Subscription {
+    /// The cursor of the last event handed out.
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// The next event, waiting for one if the subscriber is caught up.
+    pub async fn next(&mut self) -> Result<Event, EngineError> {
+        loop {
+            if let Some(ev) = self.try_next()? {
+                return Ok(ev);
+            }
+            let engine = self.engine.clone();
+            let notified = engine.ledger_notify().notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(ev) = self.try_next()? {
+                return Ok(ev);
+            }
+            notified.await;
+        }
+    }
+
+    /// The next event if one is already in the ledger.
+    pub fn try_next(&mut self) -> Result<Option<Event>, EngineError> {
+        if self.buf.is_empty() {
+            let cursor = self.cursor;
+            let batch = self
+                .engine
+                .with_state("subscribe", |s| s.ledger.after(cursor, 512))?;
+            self.buf.extend(batch);
+        }
+        Ok(self.buf.pop_front().inspect(|ev| self.cursor = ev.cursor))
+    }
+}
+
+impl Engine {
+    /// Subscribes to events with cursor > `after` (0 for everything kept).
+    pub fn subscribe(&self, tok: &CapToken, after: u64) -> Result<Subscription, EngineError> {
+        self.check_signature(tok)?;
+        self.with_state("subscribe", |s| {
+            s.authorize(tok, super::state::Access::verb(Verb::Subscribe))
+        })?;
+        Ok(Subscription {
+            engine: self.clone(),
+            cursor: after,
+            buf: VecDeque::new(),
+        })
+    }
+
+    /// The newest cursor in the ledger.
+    pub fn last_cursor(&self) -> u64 {
+        self.with_state("last_cursor", |s| s.ledger.last_cursor())
+    }
+}

@@ -1,0 +1,177 @@
+//! The engine: one state, reached through one lock, and the verbs over it.
+//!
+//! [`Engine`] is a cheap handle (`Arc` inside). All state lives in one
+//! `EngineState` behind one `std::sync::Mutex`, touched only inside
+//! [`Engine::with_state`] by short synchronous closures: nothing awaits while
+//! holding it, so a waiter always gets the lock (no retry loop that can give
+//! up under load), and a hold longer than `hold_warn` is logged.
+//!
+//! The verbs live one group per file under `verbs/`.
+
+mod error;
+mod events;
+mod state;
+mod verbs;
+
+pub use error::EngineError;
+pub use events::{Event, EventKind, OutputKind, Subscription};
+pub use state::{TaskStatus, TaskView};
+pub use verbs::session::{AttachOptions, Caller};
+pub use verbs::task::TaskSpec;
+pub use verbs::worker::Prompt;
+
+use crate::auth::{AuthError, CapToken, Signer};
+use serde::Serialize;
+use state::EngineState;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::Notify;
+
+/// A task's id. Displayed as `t42`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct TaskId(pub u64);
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "t{}", self.0)
+    }
+}
+
+/// Engine limits and timings. `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Deepest allowed spawn depth (a root task has depth 0).
+    pub max_depth: u32,
+    /// Settled tasks kept in memory before the oldest are evicted.
+    pub task_retention: usize,
+    /// Events kept in the in-memory ledger.
+    pub ledger_retention: usize,
+    /// Lifetime of a worker token (it is revoked earlier, when its attempt settles).
+    pub worker_ttl: Duration,
+    /// A session silent this long is marked detached by the sweep.
+    pub heartbeat_timeout: Duration,
+    /// How often the sweep runs.
+    pub sweep_every: Duration,
+    /// Lock holds longer than this are logged.
+    pub hold_warn: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_depth: 4,
+            task_retention: 100_000,
+            ledger_retention: 100_000,
+            worker_ttl: Duration::from_secs(24 * 3600),
+            heartbeat_timeout: Duration::from_secs(30),
+            sweep_every: Duration::from_secs(5),
+            hold_warn: Duration::from_millis(5),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Mutex<EngineState>,
+    signer: Signer,
+    ledger_notify: Notify,
+    hold_warn: Duration,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Engine {
+    /// A new engine signing with `signer`. Inside a tokio runtime this also
+    /// starts the session sweep, which stops when the last handle is dropped.
+    pub fn new(config: EngineConfig, signer: Signer) -> Engine {
+        let sweep_every = config.sweep_every;
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                hold_warn: config.hold_warn,
+                state: Mutex::new(EngineState::new(config)),
+                signer,
+                ledger_notify: Notify::new(),
+            }),
+        };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(sweep(Arc::downgrade(&engine.inner), sweep_every));
+        }
+        engine
+    }
+
+    /// Runs `f` on the state under the lock. `f` must be short and must not
+    /// block; `op` names the caller in the hold-time warning.
+    pub(crate) fn with_state<R>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&mut EngineState) -> R,
+    ) -> R {
+        let mut guard = self
+            .inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let start = Instant::now();
+        let out = f(&mut guard);
+        let appended = std::mem::take(&mut guard.ledger.appended);
+        drop(guard);
+        let held = start.elapsed();
+        if held > self.inner.hold_warn {
+            tracing::warn!(
+                op,
+                held_us = held.as_micros() as u64,
+                "engine lock held long"
+            );
+        }
+        if appended {
+            self.inner.ledger_notify.notify_waiters();
+        }
+        out
+    }
+
+    pub(crate) fn ledger_notify(&self) -> &Notify {
+        &self.inner.ledger_notify
+    }
+
+    pub(crate) fn signer(&self) -> &Signer {
+        &self.inner.signer
+    }
+
+    /// Verification steps 1 and 2 (signature, expiry), done outside the lock.
+    pub(crate) fn check_signature(&self, tok: &CapToken) -> Result<(), AuthError> {
+        self.inner.signer.verify(tok)?;
+        let now = now_ms();
+        if now >= tok.claims.expires_at_ms {
+            return Err(AuthError::Expired {
+                expired_at_ms: tok.claims.expires_at_ms,
+                now_ms: now,
+            });
+        }
+        Ok(())
+    }
+
+    /// Number of tasks held in memory (settled ones are evicted past retention).
+    pub fn tasks_in_memory(&self) -> usize {
+        self.with_state("tasks_in_memory", |s| s.tasks.len())
+    }
+}
+
+/// Marks silent sessions detached and drops expired token records.
+async fn sweep(inner: Weak<Inner>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(inner) = inner.upgrade() else { return };
+        Engine { inner }.sweep_once();
+    }
+}

@@ -1,0 +1,275 @@
+//! The engine's one state value and the records it keeps.
+//!
+//! `EngineState` is only ever touched inside `Engine::with_state`, under one
+//! mutex, by short synchronous code. Memory stays bounded: terminal tasks are
+//! evicted past `task_retention`, the ledger past `ledger_retention`, and a
+//! worker token's record is dropped when its attempt settles.
+
+use super::events::{EventKind, Ledger};
+use super::{EngineConfig, EngineError, TaskId};
+use crate::auth::{AuthError, CapToken, Role, RoleVerbGate, Verb};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    Pending,
+    Running,
+    Suspended,
+    Pass,
+    Blocked,
+    Cancelled,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "pending",
+            TaskStatus::Running => "running",
+            TaskStatus::Suspended => "suspended",
+            TaskStatus::Pass => "pass",
+            TaskStatus::Blocked => "blocked",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Pass, blocked or cancelled: no worker is running for it.
+    pub fn is_settled(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Pass | TaskStatus::Blocked | TaskStatus::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A snapshot of a task handed to callers. Cloning is a few `Arc` bumps.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskView {
+    pub id: TaskId,
+    pub agent: Arc<str>,
+    pub status: TaskStatus,
+    pub attempt: u32,
+    pub parent: Option<TaskId>,
+    pub depth: u32,
+    pub input: Arc<Value>,
+    pub result: Option<Arc<Value>>,
+}
+
+pub(crate) struct Task {
+    pub agent: Arc<str>,
+    pub input: Arc<Value>,
+    pub parent: Option<TaskId>,
+    pub depth: u32,
+    pub status: TaskStatus,
+    pub attempt: u32,
+    pub result: Option<Arc<Value>>,
+    /// What a worker sent through `post_result` during the current attempt.
+    pub posted: Option<(Value, bool)>,
+    pub cancel: CancellationToken,
+    pub waiters: Option<Arc<Notify>>,
+    pub children: Vec<TaskId>,
+    pub worker_nonce: Option<u128>,
+    pub resume_keys: Vec<String>,
+}
+
+impl Task {
+    pub fn view(&self, id: TaskId) -> TaskView {
+        TaskView {
+            id,
+            agent: self.agent.clone(),
+            status: self.status,
+            attempt: self.attempt,
+            parent: self.parent,
+            depth: self.depth,
+            input: self.input.clone(),
+            result: self.result.clone(),
+        }
+    }
+
+    /// Wakes everyone in `poll_task` for this task.
+    pub fn wake(&mut self) {
+        if let Some(n) = self.waiters.take() {
+            n.notify_waiters();
+        }
+    }
+}
+
+/// The server-side half of a token.
+pub(crate) struct TokenRecord {
+    pub uses_left: Option<u32>,
+    pub gate: RoleVerbGate,
+    pub expires_at_ms: u64,
+    pub handle: Option<String>,
+}
+
+pub(crate) struct Session {
+    pub subject: Arc<str>,
+    pub role: Role,
+    pub last_seen_ms: u64,
+}
+
+pub(crate) struct ResumeEntry {
+    pub task: TaskId,
+    pub question: Arc<Value>,
+    pub answer: Option<Arc<Value>>,
+    pub notify: Arc<Notify>,
+    pub resumed_status: TaskStatus,
+}
+
+/// What a verb asks of the caller's token, checked in the documented order.
+pub(crate) struct Access {
+    pub verb: Verb,
+    pub task: Option<TaskId>,
+    pub spawn_depth: Option<u32>,
+}
+
+impl Access {
+    pub fn verb(verb: Verb) -> Access {
+        Access {
+            verb,
+            task: None,
+            spawn_depth: None,
+        }
+    }
+    pub fn on(verb: Verb, task: TaskId) -> Access {
+        Access {
+            verb,
+            task: Some(task),
+            spawn_depth: None,
+        }
+    }
+}
+
+pub(crate) struct EngineState {
+    pub config: EngineConfig,
+    pub tasks: HashMap<TaskId, Box<Task>>,
+    pub next_task: u64,
+    pub finished: VecDeque<TaskId>,
+    pub tokens: HashMap<u128, TokenRecord>,
+    pub sessions: HashMap<u128, Session>,
+    pub handles: HashMap<String, CapToken>,
+    pub resumes: HashMap<String, ResumeEntry>,
+    pub ledger: Ledger,
+}
+
+impl EngineState {
+    pub fn new(config: EngineConfig) -> EngineState {
+        EngineState {
+            ledger: Ledger::new(config.ledger_retention),
+            config,
+            tasks: HashMap::new(),
+            next_task: 1,
+            finished: VecDeque::new(),
+            tokens: HashMap::new(),
+            sessions: HashMap::new(),
+            handles: HashMap::new(),
+            resumes: HashMap::new(),
+        }
+    }
+
+    pub fn emit(&mut self, task: Option<TaskId>, kind: EventKind) {
+        self.ledger.push(task, kind);
+    }
+
+    pub fn task(&self, id: TaskId) -> Result<&Task, EngineError> {
+        self.tasks
+            .get(&id)
+            .map(|t| &**t)
+            .ok_or(EngineError::UnknownTask(id.0))
+    }
+
+    pub fn task_mut(&mut self, id: TaskId) -> Result<&mut Task, EngineError> {
+        self.tasks
+            .get_mut(&id)
+            .map(|t| &mut **t)
+            .ok_or(EngineError::UnknownTask(id.0))
+    }
+
+    /// Steps 3–7 of verification (signature and expiry are checked before
+    /// the lock is taken): revoked, role × verb, ownership, depth, uses left.
+    pub fn authorize(&mut self, tok: &CapToken, access: Access) -> Result<(), EngineError> {
+        let claims = &tok.claims;
+        let gate = match self.tokens.get(&claims.nonce) {
+            Some(rec) => rec.gate,
+            None => return Err(AuthError::Revoked.into()),
+        };
+        gate.check(claims.role, access.verb)?;
+        if let (Some(bound), Some(target)) = (claims.task, access.task)
+            && !self.descends_from(TaskId(target.0), TaskId(bound))
+        {
+            return Err(AuthError::NotOwner {
+                bound,
+                target: target.0,
+            }
+            .into());
+        }
+        if let Some(depth) = access.spawn_depth
+            && depth > self.config.max_depth
+        {
+            return Err(AuthError::DepthExceeded {
+                depth,
+                limit: self.config.max_depth,
+            }
+            .into());
+        }
+        let rec = self.tokens.get_mut(&claims.nonce).expect("checked above");
+        if let Some(left) = rec.uses_left.as_mut() {
+            if *left == 0 {
+                return Err(AuthError::Exhausted.into());
+            }
+            *left -= 1;
+        }
+        Ok(())
+    }
+
+    /// True when `task` is `ancestor` or one of its descendants. Bounded by
+    /// the spawn depth limit, never by history.
+    fn descends_from(&self, task: TaskId, ancestor: TaskId) -> bool {
+        let mut cur = Some(task);
+        for _ in 0..=self.config.max_depth + 1 {
+            match cur {
+                Some(t) if t == ancestor => return true,
+                Some(t) => cur = self.tasks.get(&t).and_then(|t| t.parent),
+                None => return false,
+            }
+        }
+        false
+    }
+
+    pub fn revoke(&mut self, nonce: u128) {
+        if let Some(rec) = self.tokens.remove(&nonce)
+            && let Some(h) = rec.handle
+        {
+            self.handles.remove(&h);
+        }
+    }
+
+    /// Records that `id` settled; evicts the oldest settled tasks past the
+    /// retention bound so memory does not grow with history.
+    pub fn retire(&mut self, id: TaskId) {
+        self.finished.push_back(id);
+        while self.finished.len() > self.config.task_retention {
+            let Some(old) = self.finished.pop_front() else {
+                break;
+            };
+            let settled = self.tasks.get(&old).is_some_and(|t| t.status.is_settled());
+            if settled && let Some(t) = self.tasks.remove(&old) {
+                for k in t.resume_keys {
+                    self.resumes.remove(&k);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! `dispatch_attempt`: run one attempt of a task through a spawner.
+//!
+//! Increments the attempt, mints a worker token bound to the task, runs the
+//! spawner, awaits the worker (or the task's cancellation), applies the
+//! outcome, revokes the worker token and wakes waiters. The lock is taken
+//! twice per attempt, each time for O(1) work, whatever the history.
+
+use crate::auth::{CapToken, Role, TokenClaims, Verb, nonce};
+use crate::engine::events::EventKind;
+use crate::engine::state::{Access, EngineState, TaskStatus, TaskView, TokenRecord};
+use crate::engine::{Engine, EngineError, TaskId, now_ms};
+use crate::spawn::{Outcome, SpawnCtx, SpawnError, Spawner};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Instant;
+
+impl Engine {
+    /// Runs one attempt of `task` and returns the task as it settled.
+    pub async fn dispatch_attempt(
+        &self,
+        tok: &CapToken,
+        task: TaskId,
+        spawner: &dyn Spawner,
+    ) -> Result<TaskView, EngineError> {
+        self.check_signature(tok)?;
+        let now = now_ms();
+        let (claims, attempt, agent, input, cancel) = self.with_state("dispatch", |s| {
+            s.authorize(tok, Access::on(Verb::Dispatch, task))?;
+            let gate = s
+                .tokens
+                .get(&tok.claims.nonce)
+                .map(|r| r.gate)
+                .unwrap_or_default();
+            let worker_ttl = s.config.worker_ttl.as_millis() as u64;
+            let t = s.task_mut(task)?;
+            if !matches!(t.status, TaskStatus::Pending | TaskStatus::Blocked) {
+                return Err(EngineError::InvalidState {
+                    task: task.0,
+                    status: t.status,
+                    verb: "dispatch",
+                    needs: "pending or blocked",
+                });
+            }
+            t.status = TaskStatus::Running;
+            t.attempt += 1;
+            t.posted = None;
+            let claims = TokenClaims {
+                subject: Arc::from(format!("worker:{task}")),
+                role: Role::Worker,
+                scopes: Arc::from([]),
+                issued_at_ms: now,
+                expires_at_ms: now + worker_ttl,
+                max_uses: None,
+                nonce: nonce(),
+                task: Some(task.0),
+            };
+            t.worker_nonce = Some(claims.nonce);
+            let out = (
+                claims,
+                t.attempt,
+                t.agent.clone(),
+                t.input.clone(),
+                t.cancel.clone(),
+            );
+            s.tokens.insert(
+                out.0.nonce,
+                TokenRecord {
+                    uses_left: None,
+                    gate,
+                    expires_at_ms: out.0.expires_at_ms,
+                    handle: None,
+                },
+            );
+            s.emit(Some(task), EventKind::AttemptStarted { attempt: out.1 });
+            Ok(out)
+        })?;
+        let ctx = SpawnCtx {
+            engine: self.clone(),
+            task,
+            attempt,
+            agent,
+            input,
+            token: self.signer().sign(claims),
+            cancel: cancel.clone(),
+        };
+        let nonce = ctx.token.claims.nonce;
+        let started = Instant::now();
+        let worker = spawner.spawn(ctx);
+        let outcome = tokio::select! {
+            biased;
+            out = worker => out,
+            _ = cancel.cancelled() => Ok(Outcome::Cancelled),
+        };
+        let us = started.elapsed().as_micros() as u64;
+        Ok(self.with_state("dispatch.settle", |s| {
+            settle(s, task, attempt, nonce, outcome, us)
+        }))
+    }
+}
+
+/// Applies an attempt's outcome. A task cancelled meanwhile stays cancelled.
+fn settle(
+    s: &mut EngineState,
+    id: TaskId,
+    attempt: u32,
+    worker_nonce: u128,
+    outcome: Result<Outcome, SpawnError>,
+    us: u64,
+) -> TaskView {
+    s.revoke(worker_nonce);
+    let Some(t) = s.tasks.get_mut(&id) else {
+        return TaskView {
+            id,
+            agent: Arc::from(""),
+            status: TaskStatus::Cancelled,
+            attempt,
+            parent: None,
+            depth: 0,
+            input: Arc::new(Value::Null),
+            result: None,
+        };
+    };
+    t.worker_nonce = None;
+    let posted = t.posted.take();
+    let (status, result) = if t.status == TaskStatus::Cancelled {
+        (TaskStatus::Cancelled, None)
+    } else {
+        match outcome {
+            Ok(Outcome::Pass(v)) => (TaskStatus::Pass, Some(v)),
+            Ok(Outcome::Blocked(v)) => (TaskStatus::Blocked, Some(v)),
+            Ok(Outcome::Cancelled) => (TaskStatus::Cancelled, None),
+            Ok(Outcome::Timeout) => (TaskStatus::Blocked, Some(json!({"error": "timeout"}))),
+            Ok(Outcome::Exited) => match posted {
+                Some((v, true)) => (TaskStatus::Pass, Some(v)),
+                Some((v, false)) => (TaskStatus::Blocked, Some(v)),
+                None => (
+                    TaskStatus::Blocked,
+                    Some(json!({"error": "worker exited without a result"})),
+                ),
+            },
+            Err(e) => (
+                TaskStatus::Blocked,
+                Some(json!({"error": e.to_string(), "code": e.code()})),
+            ),
+        }
+    };
+    t.status = status;
+    if let Some(v) = result {
+        t.result = Some(Arc::new(v));
+    }
+    if status == TaskStatus::Cancelled {
+        t.cancel.cancel();
+    }
+    t.wake();
+    let view = t.view(id);
+    s.emit(
+        Some(id),
+        EventKind::AttemptCompleted {
+            attempt,
+            status: status.as_str(),
+            us,
+        },
+    );
+    s.retire(id);
+    view
+}

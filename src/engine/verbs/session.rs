@@ -1,0 +1,179 @@
+//! Session verbs: attach, detach, heartbeat, and the sweep that detaches
+//! sessions which stopped heart-beating (their tasks stay).
+
+use crate::auth::{AuthError, CapToken, Role, RoleVerbGate, TokenClaims, Verb, nonce};
+use crate::engine::events::EventKind;
+use crate::engine::state::{Access, Session, TokenRecord};
+use crate::engine::{Engine, EngineError, now_ms};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Who asks for a new session.
+pub enum Caller<'a> {
+    /// The host process itself (Rust code holding the `Engine`): the root of
+    /// all authority, e.g. `swarm run` attaching its flow as operator.
+    Host,
+    /// A session whose role may call `attach`.
+    Token(&'a CapToken),
+}
+
+/// What session to open.
+#[derive(Debug, Clone)]
+pub struct AttachOptions {
+    pub subject: String,
+    pub role: Role,
+    pub ttl: Duration,
+    pub max_uses: Option<u32>,
+    pub scopes: Vec<String>,
+    /// A narrowed gate for this session (defaults to the default table).
+    pub gate: Option<RoleVerbGate>,
+}
+
+impl AttachOptions {
+    pub fn new(subject: impl Into<String>, role: Role) -> AttachOptions {
+        AttachOptions {
+            subject: subject.into(),
+            role,
+            ttl: Duration::from_secs(24 * 3600),
+            max_uses: None,
+            scopes: Vec::new(),
+            gate: None,
+        }
+    }
+}
+
+impl Engine {
+    /// Opens a session and returns its token.
+    pub fn attach(&self, caller: Caller<'_>, opts: AttachOptions) -> Result<CapToken, EngineError> {
+        if opts.role == Role::Worker {
+            return Err(EngineError::Invalid(
+                "worker tokens are minted by dispatch, not attach".into(),
+            ));
+        }
+        if let Caller::Token(tok) = caller {
+            self.check_signature(tok)?;
+        }
+        let now = now_ms();
+        let claims = TokenClaims {
+            subject: Arc::from(opts.subject.as_str()),
+            role: opts.role,
+            scopes: opts.scopes.into(),
+            issued_at_ms: now,
+            expires_at_ms: now.saturating_add(opts.ttl.as_millis() as u64),
+            max_uses: opts.max_uses,
+            nonce: nonce(),
+            task: None,
+        };
+        self.with_state("attach", |s| {
+            // A session hands out no more than its own table allows.
+            let wider = match caller {
+                Caller::Host => RoleVerbGate::default(),
+                Caller::Token(tok) => {
+                    s.authorize(tok, Access::verb(Verb::Attach))?;
+                    s.tokens
+                        .get(&tok.claims.nonce)
+                        .map(|r| r.gate)
+                        .unwrap_or_default()
+                }
+            };
+            let gate = opts.gate.unwrap_or(wider);
+            gate.within(&wider)?;
+            s.tokens.insert(
+                claims.nonce,
+                TokenRecord {
+                    uses_left: claims.max_uses,
+                    gate,
+                    expires_at_ms: claims.expires_at_ms,
+                    handle: None,
+                },
+            );
+            s.sessions.insert(
+                claims.nonce,
+                Session {
+                    subject: claims.subject.clone(),
+                    role: claims.role,
+                    last_seen_ms: now,
+                },
+            );
+            s.emit(
+                None,
+                EventKind::SessionAttached {
+                    subject: claims.subject.clone(),
+                    role: claims.role.as_str(),
+                },
+            );
+            Ok::<_, EngineError>(())
+        })?;
+        Ok(self.signer().sign(claims))
+    }
+
+    /// Closes the session and revokes its token. Its tasks stay.
+    pub fn detach(&self, tok: &CapToken) -> Result<(), EngineError> {
+        self.check_signature(tok)?;
+        self.with_state("detach", |s| {
+            s.authorize(tok, Access::verb(Verb::Detach))?;
+            s.revoke(tok.claims.nonce);
+            if let Some(sess) = s.sessions.remove(&tok.claims.nonce) {
+                s.emit(
+                    None,
+                    EventKind::SessionDetached {
+                        subject: sess.subject,
+                        reason: "detach",
+                    },
+                );
+            }
+            Ok(())
+        })
+    }
+
+    /// Tells the engine the session is alive.
+    pub fn heartbeat(&self, tok: &CapToken) -> Result<(), EngineError> {
+        self.check_signature(tok)?;
+        self.with_state("heartbeat", |s| {
+            s.authorize(tok, Access::verb(Verb::Heartbeat))?;
+            if let Some(sess) = s.sessions.get_mut(&tok.claims.nonce) {
+                sess.last_seen_ms = now_ms();
+            }
+            Ok(())
+        })
+    }
+
+    /// The gate that applies to `tok` (its session's, possibly narrowed).
+    pub fn gate_of(&self, tok: &CapToken) -> Result<RoleVerbGate, EngineError> {
+        self.check_signature(tok)?;
+        self.with_state("gate_of", |s| {
+            s.tokens
+                .get(&tok.claims.nonce)
+                .map(|r| r.gate)
+                .ok_or(AuthError::Revoked.into())
+        })
+    }
+
+    /// One pass of the background sweep.
+    pub(crate) fn sweep_once(&self) {
+        let now = now_ms();
+        self.with_state("sweep", |s| {
+            let timeout = s.config.heartbeat_timeout.as_millis() as u64;
+            let silent: Vec<u128> = s
+                .sessions
+                .iter()
+                .filter(|(_, sess)| now.saturating_sub(sess.last_seen_ms) > timeout)
+                .map(|(n, _)| *n)
+                .collect();
+            for n in silent {
+                s.revoke(n);
+                if let Some(sess) = s.sessions.remove(&n) {
+                    tracing::info!(subject = %sess.subject, role = %sess.role, "session detached: no heartbeat");
+                    s.emit(
+                        None,
+                        EventKind::SessionDetached {
+                            subject: sess.subject,
+                            reason: "heartbeat",
+                        },
+                    );
+                }
+            }
+            s.tokens.retain(|_, rec| rec.expires_at_ms > now);
+        });
+    }
+}

@@ -1,0 +1,12 @@
+//! lua-swarm: a host for agent swarms scripted in Lua.
+//!
+//! Layout (each layer calls only the ones below it):
+//! - `engine` — tasks, attempts, sessions, the event ledger; one state, one lock.
+//! - `auth`   — roles, verbs, the role × verb gate, HMAC-signed capability tokens.
+//! - `spawn`  — the `Spawner`/`Layer` seams, the layer registry, agent backends.
+//! - `cli`    — the `swarm` command line (`bench`, ...).
+
+pub mod auth;
+pub mod cli;
+pub mod engine;
+pub mod spawn;
