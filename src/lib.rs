@@ -4,9 +4,11 @@
 //! - `engine` — tasks, attempts, sessions, the event ledger; one state, one lock.
 //! - `auth`   — roles, verbs, the role × verb gate, HMAC-signed capability tokens.
 //! - `spawn`  — the `Spawner`/`Layer` seams, the layer registry, agent backends.
+//! - `lua`    — sandboxed VMs, the `swarm.*` modules, the `lua` agent backend.
 //! - `cli`    — the `swarm` command line (`bench`, ...).
 
 pub mod auth;
 pub mod cli;
 pub mod engine;
+pub mod lua;
 pub mod spawn;

@@ -1,0 +1,140 @@
+//! The `lua` backend: an agent body is a Lua function run in a sandboxed VM
+//! that holds a worker token for the task.
+//!
+//! The agent's source is a chunk that returns `function(task) ... end`. VMs
+//! are pooled, but each task runs the chunk afresh in a new environment, so
+//! globals, upvalues and metatables of one task never reach the next. A VM
+//! whose limits tripped, or whose task was abandoned mid-run, is dropped.
+//!
+//! Results: `return value` → pass; `return nil, err` → blocked with `err`;
+//! an error → blocked with `{ error, code }`; returning nothing leaves the
+//! outcome to `swarm.worker.result(value, ok)`.
+
+use super::{Host, LuaError, Vm, VmOptions, modules};
+use crate::spawn::{Outcome, SpawnCtx, SpawnError, Spawner, Worker};
+use mlua::{Function, Value};
+use serde_json::json;
+use std::sync::{Arc, Mutex};
+
+/// Idle VMs kept per agent.
+const POOL_MAX: usize = 64;
+
+pub struct LuaAgent {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    source: String,
+    chunk: String,
+    host: Host,
+    opts: VmOptions,
+    pool: Mutex<Vec<PooledVm>>,
+}
+
+struct PooledVm {
+    vm: Vm,
+    chunk: Function,
+}
+
+impl LuaAgent {
+    /// An agent whose body is `source` (a chunk returning a function),
+    /// reported in errors as `chunk` (e.g. `agents/review.lua`).
+    pub fn new(host: Host, source: &str, chunk: &str, opts: VmOptions) -> LuaAgent {
+        LuaAgent {
+            inner: Arc::new(Inner {
+                source: source.to_string(),
+                chunk: chunk.to_string(),
+                host,
+                opts,
+                pool: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// VMs currently idle in the pool.
+    pub fn pooled(&self) -> usize {
+        self.inner
+            .pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+}
+
+impl Inner {
+    fn checkout(&self) -> Result<PooledVm, LuaError> {
+        if let Some(vm) = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(vm);
+        }
+        let vm = Vm::new(self.host.clone(), self.opts.clone())?;
+        // `local _ENV = ...` on the chunk's first line: each call gets the
+        // environment it is passed, and line numbers stay the user's.
+        let wrapped = format!("local _ENV = ...; {}", self.source);
+        let placeholder = vm.env().map_err(|e| vm.classify(e))?;
+        let chunk = vm.load(&placeholder, &wrapped, &self.chunk)?;
+        Ok(PooledVm { vm, chunk })
+    }
+
+    fn checkin(&self, pooled: PooledVm) {
+        pooled.vm.set_token(None);
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < POOL_MAX {
+            pool.push(pooled);
+        }
+    }
+
+    async fn run(self: Arc<Self>, ctx: SpawnCtx) -> Result<Outcome, SpawnError> {
+        let pooled = self
+            .checkout()
+            .map_err(|e| SpawnError::Failed(e.to_string()))?;
+        let vm = &pooled.vm;
+        vm.set_token(Some(ctx.token.clone()));
+        vm.arm(Some(ctx.cancel.clone()));
+        let result = async {
+            let env = vm.env().map_err(|e| vm.classify(e))?;
+            let body = vm.call(&pooled.chunk, env).await?;
+            let Some(Value::Function(f)) = body.into_iter().next() else {
+                return Err(LuaError::Runtime(format!(
+                    "{}: the agent chunk must return a function(task)",
+                    self.chunk
+                )));
+            };
+            let task = vm.lua().create_table().map_err(|e| vm.classify(e))?;
+            task.raw_set("id", ctx.task.0).map_err(|e| vm.classify(e))?;
+            task.raw_set("attempt", ctx.attempt)
+                .map_err(|e| vm.classify(e))?;
+            task.raw_set("agent", &*ctx.agent)
+                .map_err(|e| vm.classify(e))?;
+            let input = modules::to_lua(vm.lua(), &*ctx.input).map_err(|e| vm.classify(e))?;
+            task.raw_set("input", input).map_err(|e| vm.classify(e))?;
+            vm.call(&f, task).await
+        }
+        .await;
+        let outcome = match result {
+            Ok(values) => {
+                let mut it = values.into_iter();
+                let (first, second) = (it.next().unwrap_or(Value::Nil), it.next());
+                let json = |v: Value| modules::to_json(vm.lua(), v, "agent result");
+                match (first, second) {
+                    (Value::Nil, Some(err)) if !err.is_nil() => json(err).map(Outcome::Blocked),
+                    (Value::Nil, _) => Ok(Outcome::Exited),
+                    (v, _) => json(v).map(Outcome::Pass),
+                }
+                .unwrap_or_else(|e| {
+                    Outcome::Blocked(json!({"error": e.to_string(), "code": e.code}))
+                })
+            }
+            Err(e) => Outcome::Blocked(json!({"error": e.to_string(), "code": e.code()})),
+        };
+        if vm.limits().tripped().is_none() {
+            self.checkin(pooled);
+        }
+        Ok(outcome)
+    }
+}
+
+impl Spawner for LuaAgent {
+    fn spawn(&self, ctx: SpawnCtx) -> Worker {
+        Box::pin(self.inner.clone().run(ctx))
+    }
+}

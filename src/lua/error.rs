@@ -1,0 +1,116 @@
+//! Host errors as Lua sees them, built in exactly one place.
+//!
+//! Host functions return `(true, value)` or `(false, err)`; the embedded
+//! wrappers in `lua/swarm/init.lua` raise `err` for verbs (misuse and refusals
+//! raise). `err` is a table `{ code = "forbidden", message = "...", where =
+//! "flow.lua:12" }` whose `__tostring` reads `flow.lua:12: message [code]`.
+//! `where` is the first Lua frame outside the embedded library, so users see
+//! their own file and line.
+
+use crate::engine::EngineError;
+use crate::spawn::SpawnError;
+use mlua::{Lua, Table, Value};
+
+const ERROR_MT: &str = "swarm.error_mt";
+
+/// Anything with a stable code and a message.
+pub trait Coded: std::fmt::Display {
+    fn code(&self) -> &'static str;
+}
+
+impl Coded for EngineError {
+    fn code(&self) -> &'static str {
+        EngineError::code(self)
+    }
+}
+
+impl Coded for SpawnError {
+    fn code(&self) -> &'static str {
+        SpawnError::code(self)
+    }
+}
+
+/// A misuse detected by the Lua layer itself (bad argument, unknown agent).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct LuaUsage {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl LuaUsage {
+    pub fn new(code: &'static str, message: impl Into<String>) -> LuaUsage {
+        LuaUsage {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl Coded for LuaUsage {
+    fn code(&self) -> &'static str {
+        self.code
+    }
+}
+
+/// `file:line` of the innermost Lua frame at or above `level` that is not
+/// in the embedded library; `?` when there is none.
+pub fn caller_location(lua: &Lua, level: usize) -> String {
+    for lvl in level..level + 24 {
+        let frame = lua.inspect_stack(lvl, |d| {
+            let src = d.source();
+            let short = src.short_src.as_deref().unwrap_or("?").to_string();
+            let embedded = src
+                .source
+                .as_deref()
+                .is_some_and(|s| s.starts_with("@swarm/"));
+            (src.what, short, d.current_line(), embedded)
+        });
+        match frame {
+            None => break,
+            Some(("C", ..)) | Some((_, _, _, true)) => continue,
+            Some((_, short, line, false)) => {
+                return match line {
+                    Some(l) => format!("{short}:{l}"),
+                    None => short,
+                };
+            }
+        }
+    }
+    "?".to_string()
+}
+
+/// The shared metatable of error tables (created once per VM).
+pub fn install_error_metatable(lua: &Lua) -> mlua::Result<()> {
+    let mt: Table = lua
+        .load(
+            r#"return { __name = "swarm.error", __tostring = function(e)
+                return tostring(e.where) .. ": " .. tostring(e.message) .. " [" .. tostring(e.code) .. "]"
+            end }"#,
+        )
+        .set_name("=swarm.error")
+        .eval()?;
+    lua.set_named_registry_value(ERROR_MT, mt)
+}
+
+/// Builds an error table for `code` and `message` at the caller's location.
+pub fn error_table(lua: &Lua, code: &str, message: &str) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.raw_set("code", code)?;
+    t.raw_set("message", message)?;
+    t.raw_set("where", caller_location(lua, 0))?;
+    let mt: Table = lua.named_registry_value(ERROR_MT)?;
+    t.set_metatable(Some(mt))?;
+    Ok(t)
+}
+
+/// `(true, value)` or `(false, error table)`.
+pub fn reply<E: Coded>(lua: &Lua, r: Result<Value, E>) -> mlua::Result<(bool, Value)> {
+    match r {
+        Ok(v) => Ok((true, v)),
+        Err(e) => Ok((
+            false,
+            Value::Table(error_table(lua, e.code(), &e.to_string())?),
+        )),
+    }
+}

@@ -1,0 +1,63 @@
+//! `swarm.json`: encode and decode with explicit null and empty arrays.
+//!
+//! `swarm.json.null` stands for JSON null in both directions; decoded arrays
+//! carry the array metatable (see `swarm.json.array`) so `{}` that was `[]`
+//! encodes back as `[]`. `decode` of bad text is an expected failure and
+//! returns `nil, err`; `encode` of a function or userdata raises.
+
+use super::ser_opts;
+use crate::lua::error::caller_location;
+use mlua::{Lua, LuaSerdeExt, Table, Value};
+
+pub fn register(lua: &Lua) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.raw_set("null", lua.null())?;
+    t.raw_set(
+        "encode",
+        lua.create_function(|lua, (v, opts): (Value, Option<Table>)| {
+            let pretty = opts
+                .and_then(|o| o.get::<bool>("pretty").ok())
+                .unwrap_or(false);
+            let json: serde_json::Value = lua.from_value(v).map_err(|e| {
+                mlua::Error::RuntimeError(format!(
+                    "{}: swarm.json.encode: {e}",
+                    caller_location(lua, 0)
+                ))
+            })?;
+            let s = if pretty {
+                serde_json::to_string_pretty(&json)
+            } else {
+                serde_json::to_string(&json)
+            };
+            s.map_err(mlua::Error::external)
+        })?,
+    )?;
+    t.raw_set(
+        "decode",
+        lua.create_function(|lua, s: mlua::LuaString| {
+            match serde_json::from_slice::<serde_json::Value>(&s.as_bytes()) {
+                Ok(v) => Ok((lua.to_value_with(&v, ser_opts())?, Value::Nil)),
+                Err(e) => Ok((
+                    Value::Nil,
+                    Value::String(lua.create_string(format!("swarm.json.decode: {e}"))?),
+                )),
+            }
+        })?,
+    )?;
+    t.raw_set(
+        "array",
+        lua.create_function(|lua, t: Option<Table>| {
+            let t = match t {
+                Some(t) => t,
+                None => lua.create_table()?,
+            };
+            t.set_metatable(Some(lua.array_metatable()))?;
+            Ok(t)
+        })?,
+    )?;
+    t.raw_set(
+        "is_null",
+        lua.create_function(|lua, v: Value| Ok(v == lua.null()))?,
+    )?;
+    Ok(t)
+}

@@ -1,0 +1,31 @@
+//! `swarm.log`: Lua logging into `tracing`, tagged with the caller's
+//! file:line.
+
+use crate::lua::error::caller_location;
+use mlua::{Lua, Table, Value, Variadic};
+
+pub fn register(lua: &Lua) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    for level in ["trace", "debug", "info", "warn", "error"] {
+        t.raw_set(
+            level,
+            lua.create_function(move |lua, args: Variadic<Value>| {
+                let msg: Vec<String> = args
+                    .iter()
+                    .map(|v| v.to_string().unwrap_or_else(|_| "?".into()))
+                    .collect();
+                let msg = msg.join(" ");
+                let at = caller_location(lua, 0);
+                match level {
+                    "trace" => tracing::trace!(target: "lua", %at, "{msg}"),
+                    "debug" => tracing::debug!(target: "lua", %at, "{msg}"),
+                    "info" => tracing::info!(target: "lua", %at, "{msg}"),
+                    "warn" => tracing::warn!(target: "lua", %at, "{msg}"),
+                    _ => tracing::error!(target: "lua", %at, "{msg}"),
+                }
+                Ok(())
+            })?,
+        )?;
+    }
+    Ok(t)
+}
