@@ -4,13 +4,16 @@
 local raw = ...
 local error, pairs, type = error, pairs, type
 
+local function check(ok, v)
+  if not ok then
+    error(v, 0)
+  end
+  return v
+end
+
 local function raising(f)
   return function(...)
-    local ok, v = f(...)
-    if not ok then
-      error(v, 0)
-    end
-    return v
+    return check(f(...))
   end
 end
 
@@ -22,11 +25,28 @@ local function wrap(t)
   return out
 end
 
+-- Verbs that wait all go through the one async host function.
+local wait = raw.wait
+local function waiting(op)
+  return function(a, b)
+    return check(wait(op, a, b))
+  end
+end
+
+local engine = wrap(raw.engine)
+engine.poll_task = waiting("poll_task")
+engine.dispatch = waiting("dispatch")
+engine.await_resume = waiting("await_resume")
+engine.events = waiting("events")
+
+local time = wrap(raw.time)
+time.sleep = waiting("sleep")
+
 return {
-  engine = wrap(raw.engine),
+  engine = engine,
   gate = wrap(raw.gate),
   worker = wrap(raw.worker),
-  time = wrap(raw.time),
+  time = time,
   json = raw.json,
   log = raw.log,
 }

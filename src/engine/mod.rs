@@ -20,7 +20,7 @@ pub use verbs::session::{AttachOptions, Caller};
 pub use verbs::task::TaskSpec;
 pub use verbs::worker::Prompt;
 
-use crate::auth::{AuthError, CapToken, Signer};
+use crate::auth::Signer;
 use serde::Serialize;
 use state::EngineState;
 use std::fmt;
@@ -82,6 +82,7 @@ struct Inner {
     signer: Signer,
     ledger_notify: Notify,
     hold_warn: Duration,
+    worker_ttl: Duration,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -99,7 +100,8 @@ impl Engine {
         let engine = Engine {
             inner: Arc::new(Inner {
                 hold_warn: config.hold_warn,
-                state: Mutex::new(EngineState::new(config)),
+                worker_ttl: config.worker_ttl,
+                state: Mutex::new(EngineState::new(config, signer.clone())),
                 signer,
                 ledger_notify: Notify::new(),
             }),
@@ -148,17 +150,8 @@ impl Engine {
         &self.inner.signer
     }
 
-    /// Verification steps 1 and 2 (signature, expiry), done outside the lock.
-    pub(crate) fn check_signature(&self, tok: &CapToken) -> Result<(), AuthError> {
-        self.inner.signer.verify(tok)?;
-        let now = now_ms();
-        if now >= tok.claims.expires_at_ms {
-            return Err(AuthError::Expired {
-                expired_at_ms: tok.claims.expires_at_ms,
-                now_ms: now,
-            });
-        }
-        Ok(())
+    pub(crate) fn worker_ttl(&self) -> Duration {
+        self.inner.worker_ttl
     }
 
     /// Number of tasks held in memory (settled ones are evicted past retention).

@@ -7,7 +7,7 @@
 
 use super::events::{EventKind, Ledger};
 use super::{EngineConfig, EngineError, TaskId};
-use crate::auth::{AuthError, CapToken, Role, RoleVerbGate, Verb};
+use crate::auth::{AuthError, CapToken, Role, RoleVerbGate, Signer, Verb};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
@@ -106,12 +106,34 @@ impl Task {
     }
 }
 
-/// The server-side half of a token.
+/// The server-side half of a token: the token exactly as minted, so a
+/// presented token that is byte-for-byte the minted one needs no HMAC.
 pub(crate) struct TokenRecord {
+    pub token: CapToken,
     pub uses_left: Option<u32>,
     pub gate: RoleVerbGate,
-    pub expires_at_ms: u64,
     pub handle: Option<String>,
+}
+
+impl TokenRecord {
+    pub fn new(token: CapToken, gate: RoleVerbGate) -> TokenRecord {
+        TokenRecord {
+            uses_left: token.claims.max_uses,
+            token,
+            gate,
+            handle: None,
+        }
+    }
+}
+
+/// Equal claims and equal signatures, the latter compared in constant time.
+fn same_token(a: &CapToken, b: &CapToken) -> bool {
+    let diff = a
+        .signature
+        .iter()
+        .zip(b.signature.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    diff == 0 && a.claims == b.claims
 }
 
 pub(crate) struct Session {
@@ -154,6 +176,7 @@ impl Access {
 
 pub(crate) struct EngineState {
     pub config: EngineConfig,
+    pub signer: Signer,
     pub tasks: HashMap<TaskId, Box<Task>>,
     pub next_task: u64,
     pub finished: VecDeque<TaskId>,
@@ -165,8 +188,9 @@ pub(crate) struct EngineState {
 }
 
 impl EngineState {
-    pub fn new(config: EngineConfig) -> EngineState {
+    pub fn new(config: EngineConfig, signer: Signer) -> EngineState {
         EngineState {
+            signer,
             ledger: Ledger::new(config.ledger_retention),
             config,
             tasks: HashMap::new(),
@@ -197,14 +221,34 @@ impl EngineState {
             .ok_or(EngineError::UnknownTask(id.0))
     }
 
-    /// Steps 3–7 of verification (signature and expiry are checked before
-    /// the lock is taken): revoked, role × verb, ownership, depth, uses left.
+    /// Steps 1–3 of verification: signature, expiry, revoked. A token
+    /// identical to the one minted skips the HMAC; any other is checked
+    /// against its signature, so a forgery is `BadSignature` even when its
+    /// nonce is known, and a genuine token without a record is `Revoked`.
+    pub fn verify(&self, tok: &CapToken) -> Result<&TokenRecord, AuthError> {
+        let rec = self.tokens.get(&tok.claims.nonce);
+        let minted = rec.is_some_and(|r| same_token(&r.token, tok));
+        if !minted {
+            self.signer.verify(tok)?;
+        }
+        let now = super::now_ms();
+        if now >= tok.claims.expires_at_ms {
+            return Err(AuthError::Expired {
+                expired_at_ms: tok.claims.expires_at_ms,
+                now_ms: now,
+            });
+        }
+        match rec {
+            Some(r) if minted => Ok(r),
+            _ => Err(AuthError::Revoked),
+        }
+    }
+
+    /// All seven verification steps, in order: signature, expiry, revoked,
+    /// role × verb, ownership, spawn depth, uses left.
     pub fn authorize(&mut self, tok: &CapToken, access: Access) -> Result<(), EngineError> {
         let claims = &tok.claims;
-        let gate = match self.tokens.get(&claims.nonce) {
-            Some(rec) => rec.gate,
-            None => return Err(AuthError::Revoked.into()),
-        };
+        let gate = self.verify(tok)?.gate;
         gate.check(claims.role, access.verb)?;
         if let (Some(bound), Some(target)) = (claims.task, access.task)
             && !self.descends_from(TaskId(target.0), TaskId(bound))

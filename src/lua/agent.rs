@@ -92,8 +92,9 @@ impl Inner {
         vm.arm(Some(ctx.cancel.clone()));
         let result = async {
             let env = vm.env().map_err(|e| vm.classify(e))?;
-            let body = vm.call(&pooled.chunk, env).await?;
-            let Some(Value::Function(f)) = body.into_iter().next() else {
+            // The chunk's top level runs synchronously: it only defines.
+            let body: Value = pooled.chunk.call(env).map_err(|e| vm.classify(e))?;
+            let Value::Function(f) = body else {
                 return Err(LuaError::Runtime(format!(
                     "{}: the agent chunk must return a function(task)",
                     self.chunk

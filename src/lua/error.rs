@@ -82,14 +82,7 @@ pub fn caller_location(lua: &Lua, level: usize) -> String {
 
 /// The shared metatable of error tables (created once per VM).
 pub fn install_error_metatable(lua: &Lua) -> mlua::Result<()> {
-    let mt: Table = lua
-        .load(
-            r#"return { __name = "swarm.error", __tostring = function(e)
-                return tostring(e.where) .. ": " .. tostring(e.message) .. " [" .. tostring(e.code) .. "]"
-            end }"#,
-        )
-        .set_name("=swarm.error")
-        .eval()?;
+    let mt: Table = super::embedded::chunk(lua, super::embedded::ERROR_MT)?.call(())?;
     lua.set_named_registry_value(ERROR_MT, mt)
 }
 

@@ -89,7 +89,7 @@ impl Vm {
         mt.raw_set("__index", &self.base)?;
         env.set_metatable(Some(mt))?;
         env.raw_set("_G", &env)?;
-        env.raw_set("load", sandboxed_load(&self.lua, env.clone())?)?;
+        self.lua.set_named_registry_value(CURRENT_ENV, &env)?;
         Ok(env)
     }
 
@@ -180,6 +180,9 @@ fn root_message(err: &mlua::Error) -> String {
 fn build(host: Host, opts: VmOptions) -> mlua::Result<Vm> {
     let libs = StdLib::STRING | StdLib::TABLE | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE;
     let lua = Lua::new_with(libs, LuaOptions::default())?;
+    // Everything built here lives as long as the VM: collecting during
+    // construction is wasted work.
+    lua.gc_stop();
     let limits = Arc::new(Limits::new(opts.instruction_budget));
     lua.set_app_data(VmCtx {
         host,
@@ -188,16 +191,9 @@ fn build(host: Host, opts: VmOptions) -> mlua::Result<Vm> {
         memory_limit: opts.memory_limit,
     });
     install_error_metatable(&lua)?;
+    install_frozen_metamethods(&lua)?;
     let g = lua.globals();
-    for name in [
-        "dofile",
-        "loadfile",
-        "load",
-        "warn",
-        "require",
-        "collectgarbage",
-        "print",
-    ] {
+    for name in ["dofile", "loadfile", "warn"] {
         g.raw_set(name, Value::Nil)?;
     }
     replace_base(&lua, &g)?;
@@ -218,9 +214,11 @@ fn build(host: Host, opts: VmOptions) -> mlua::Result<Vm> {
         let t: Table = g.raw_get(name)?;
         g.raw_set(name, freeze(&lua, name, t)?)?;
     }
-    let string_mt: Table = lua.load("return getmetatable('')").eval()?;
-    string_mt.raw_set("__metatable", "locked")?;
+    if let Some(string_mt) = lua.type_metatable::<mlua::LuaString>() {
+        string_mt.raw_set("__metatable", "locked")?;
+    }
     let base = freeze(&lua, "_G", g)?;
+    lua.gc_restart();
     lua.set_memory_limit(opts.memory_limit)?;
     limits::install(&lua, limits.clone(), opts.memory_limit / 10 * 9)?;
     Ok(Vm {
@@ -232,25 +230,44 @@ fn build(host: Host, opts: VmOptions) -> mlua::Result<Vm> {
 }
 
 /// A read-only view of `t`: reads fall through, writes raise, the metatable
-/// is hidden, `pairs` walks the original.
+/// is hidden, `pairs` walks the original. Nested tables of the `swarm`
+/// library are frozen too.
 pub(crate) fn freeze(lua: &Lua, name: &str, t: Table) -> mlua::Result<Table> {
-    for pair in t.pairs::<Value, Value>() {
-        let (k, v) = pair?;
-        if let (Value::String(key), Value::Table(inner)) = (&k, &v)
-            && inner.metatable().is_none()
-            && name.starts_with("swarm")
-        {
-            let child = format!("{name}.{}", key.to_str()?);
-            t.raw_set(k.clone(), freeze(lua, &child, inner.clone())?)?;
+    if name.starts_with("swarm") {
+        for pair in t.pairs::<Value, Value>() {
+            let (k, v) = pair?;
+            if let (Value::String(key), Value::Table(inner)) = (&k, &v)
+                && inner.metatable().is_none()
+            {
+                let child = format!("{name}.{}", key.to_str()?);
+                t.raw_set(k.clone(), freeze(lua, &child, inner.clone())?)?;
+            }
         }
     }
+    let shared: Table = lua.named_registry_value(FROZEN_MT)?;
+    let mt = lua.create_table_with_capacity(0, 6)?;
+    for key in ["__newindex", "__pairs", "__metatable", "__frozen"] {
+        mt.raw_set(key, shared.raw_get::<Value>(key)?)?;
+    }
+    mt.raw_set("__index", t)?;
+    mt.raw_set("__label", name)?;
     let proxy = lua.create_table()?;
-    let mt = lua.create_table()?;
-    let label = name.to_string();
-    mt.raw_set("__index", t.clone())?;
-    mt.raw_set(
+    proxy.set_metatable(Some(mt))?;
+    Ok(proxy)
+}
+
+const FROZEN_MT: &str = "swarm.frozen_mt";
+
+/// The metamethods every frozen table shares, created once per VM.
+fn install_frozen_metamethods(lua: &Lua) -> mlua::Result<()> {
+    let shared = lua.create_table()?;
+    shared.raw_set(
         "__newindex",
-        lua.create_function(move |lua, (_t, k): (Value, Value)| {
+        lua.create_function(|lua, (t, k): (Table, Value)| {
+            let label: String = t
+                .metatable()
+                .and_then(|mt| mt.raw_get("__label").ok())
+                .unwrap_or_default();
             Err::<(), _>(mlua::Error::RuntimeError(format!(
                 "{}: attempt to modify read-only table '{label}' (field '{}')",
                 caller_location(lua, 0),
@@ -259,15 +276,20 @@ pub(crate) fn freeze(lua: &Lua, name: &str, t: Table) -> mlua::Result<Table> {
         })?,
     )?;
     let next: Function = lua.globals().raw_get("next")?;
-    let original = t.clone();
-    mt.raw_set(
+    shared.raw_set(
         "__pairs",
-        lua.create_function(move |_, _: Value| Ok((next.clone(), original.clone(), Value::Nil)))?,
+        lua.create_function(move |_, t: Table| {
+            let original: Value = t
+                .metatable()
+                .map(|mt| mt.raw_get("__index"))
+                .transpose()?
+                .unwrap_or(Value::Nil);
+            Ok((next.clone(), original, Value::Nil))
+        })?,
     )?;
-    mt.raw_set("__metatable", "locked")?;
-    mt.raw_set("__frozen", true)?;
-    proxy.set_metatable(Some(mt))?;
-    Ok(proxy)
+    shared.raw_set("__metatable", "locked")?;
+    shared.raw_set("__frozen", true)?;
+    lua.set_named_registry_value(FROZEN_MT, shared)
 }
 
 fn is_frozen(t: &Table) -> bool {
@@ -316,6 +338,7 @@ fn replace_base(lua: &Lua, g: &Table) -> mlua::Result<()> {
             Ok(t)
         })?,
     )?;
+    g.raw_set("load", sandboxed_load(lua)?)?;
     let loaded = lua.create_table()?;
     g.raw_set(
         "require",
@@ -331,8 +354,11 @@ fn replace_base(lua: &Lua, g: &Table) -> mlua::Result<()> {
     Ok(())
 }
 
-/// `load` for one environment: text chunks only, default env = `env`.
-fn sandboxed_load(lua: &Lua, env: Table) -> mlua::Result<Function> {
+/// Registry slot of the environment of the run in progress.
+const CURRENT_ENV: &str = "swarm.current_env";
+
+/// `load`: text chunks only; the default environment is the current run's.
+fn sandboxed_load(lua: &Lua) -> mlua::Result<Function> {
     lua.create_function(
         move |lua, (chunk, name, mode, e): (Value, Option<String>, Option<String>, Option<Table>)| {
             let Value::String(src) = chunk else {
@@ -351,7 +377,10 @@ fn sandboxed_load(lua: &Lua, env: Table) -> mlua::Result<Function> {
                 .load(&bytes[..])
                 .set_name(name.unwrap_or_else(|| "=(load)".into()))
                 .set_mode(ChunkMode::Text)
-                .set_environment(e.unwrap_or_else(|| env.clone()))
+                .set_environment(match e {
+                    Some(e) => e,
+                    None => lua.named_registry_value(CURRENT_ENV)?,
+                })
                 .into_function();
             match f {
                 Ok(f) => Ok((Value::Function(f), Value::Nil)),
@@ -483,16 +512,12 @@ fn install_guards(lua: &Lua, g: &Table) -> mlua::Result<()> {
         Ok(limits.tripped().is_some())
     })?;
     let co: Table = g.raw_get("coroutine")?;
-    let guards: Table = lua
-        .load(embedded::GUARDS)
-        .set_name("@swarm/guards.lua")
-        .set_mode(ChunkMode::Text)
-        .call((
-            g.raw_get::<Function>("pcall")?,
-            g.raw_get::<Function>("xpcall")?,
-            co.raw_get::<Function>("resume")?,
-            tripped,
-        ))?;
+    let guards: Table = embedded::chunk(lua, embedded::GUARDS)?.call((
+        g.raw_get::<Function>("pcall")?,
+        g.raw_get::<Function>("xpcall")?,
+        co.raw_get::<Function>("resume")?,
+        tripped,
+    ))?;
     g.raw_set("pcall", guards.raw_get::<Function>("pcall")?)?;
     g.raw_set("xpcall", guards.raw_get::<Function>("xpcall")?)?;
     co.raw_set("resume", guards.raw_get::<Function>("resume")?)?;

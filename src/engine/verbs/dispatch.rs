@@ -22,16 +22,20 @@ impl Engine {
         task: TaskId,
         spawner: &dyn Spawner,
     ) -> Result<TaskView, EngineError> {
-        self.check_signature(tok)?;
         let now = now_ms();
-        let (claims, attempt, agent, input, cancel) = self.with_state("dispatch", |s| {
+        let worker = self.signer().sign(TokenClaims {
+            subject: Arc::from(format!("worker:{task}")),
+            role: Role::Worker,
+            scopes: Arc::from([]),
+            issued_at_ms: now,
+            expires_at_ms: now + self.worker_ttl().as_millis() as u64,
+            max_uses: None,
+            nonce: nonce(),
+            task: Some(task.0),
+        });
+        let (attempt, agent, input, cancel) = self.with_state("dispatch", |s| {
             s.authorize(tok, Access::on(Verb::Dispatch, task))?;
-            let gate = s
-                .tokens
-                .get(&tok.claims.nonce)
-                .map(|r| r.gate)
-                .unwrap_or_default();
-            let worker_ttl = s.config.worker_ttl.as_millis() as u64;
+            let gate = s.verify(tok)?.gate;
             let t = s.task_mut(task)?;
             if !matches!(t.status, TaskStatus::Pending | TaskStatus::Blocked) {
                 return Err(EngineError::InvalidState {
@@ -44,34 +48,16 @@ impl Engine {
             t.status = TaskStatus::Running;
             t.attempt += 1;
             t.posted = None;
-            let claims = TokenClaims {
-                subject: Arc::from(format!("worker:{task}")),
-                role: Role::Worker,
-                scopes: Arc::from([]),
-                issued_at_ms: now,
-                expires_at_ms: now + worker_ttl,
-                max_uses: None,
-                nonce: nonce(),
-                task: Some(task.0),
-            };
-            t.worker_nonce = Some(claims.nonce);
+            t.worker_nonce = Some(worker.claims.nonce);
             let out = (
-                claims,
                 t.attempt,
                 t.agent.clone(),
                 t.input.clone(),
                 t.cancel.clone(),
             );
-            s.tokens.insert(
-                out.0.nonce,
-                TokenRecord {
-                    uses_left: None,
-                    gate,
-                    expires_at_ms: out.0.expires_at_ms,
-                    handle: None,
-                },
-            );
-            s.emit(Some(task), EventKind::AttemptStarted { attempt: out.1 });
+            s.tokens
+                .insert(worker.claims.nonce, TokenRecord::new(worker.clone(), gate));
+            s.emit(Some(task), EventKind::AttemptStarted { attempt: out.0 });
             Ok(out)
         })?;
         let ctx = SpawnCtx {
@@ -80,7 +66,7 @@ impl Engine {
             attempt,
             agent,
             input,
-            token: self.signer().sign(claims),
+            token: worker,
             cancel: cancel.clone(),
         };
         let nonce = ctx.token.claims.nonce;

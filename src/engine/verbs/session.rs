@@ -1,7 +1,7 @@
 //! Session verbs: attach, detach, heartbeat, and the sweep that detaches
 //! sessions which stopped heart-beating (their tasks stay).
 
-use crate::auth::{AuthError, CapToken, Role, RoleVerbGate, TokenClaims, Verb, nonce};
+use crate::auth::{CapToken, Role, RoleVerbGate, TokenClaims, Verb, nonce};
 use crate::engine::events::EventKind;
 use crate::engine::state::{Access, Session, TokenRecord};
 use crate::engine::{Engine, EngineError, now_ms};
@@ -50,9 +50,6 @@ impl Engine {
                 "worker tokens are minted by dispatch, not attach".into(),
             ));
         }
-        if let Caller::Token(tok) = caller {
-            self.check_signature(tok)?;
-        }
         let now = now_ms();
         let claims = TokenClaims {
             subject: Arc::from(opts.subject.as_str()),
@@ -64,6 +61,8 @@ impl Engine {
             nonce: nonce(),
             task: None,
         };
+        let token = self.signer().sign(claims);
+        let claims = &token.claims;
         self.with_state("attach", |s| {
             // A session hands out no more than its own table allows.
             let wider = match caller {
@@ -78,15 +77,8 @@ impl Engine {
             };
             let gate = opts.gate.unwrap_or(wider);
             gate.within(&wider)?;
-            s.tokens.insert(
-                claims.nonce,
-                TokenRecord {
-                    uses_left: claims.max_uses,
-                    gate,
-                    expires_at_ms: claims.expires_at_ms,
-                    handle: None,
-                },
-            );
+            s.tokens
+                .insert(claims.nonce, TokenRecord::new(token.clone(), gate));
             s.sessions.insert(
                 claims.nonce,
                 Session {
@@ -104,12 +96,11 @@ impl Engine {
             );
             Ok::<_, EngineError>(())
         })?;
-        Ok(self.signer().sign(claims))
+        Ok(token)
     }
 
     /// Closes the session and revokes its token. Its tasks stay.
     pub fn detach(&self, tok: &CapToken) -> Result<(), EngineError> {
-        self.check_signature(tok)?;
         self.with_state("detach", |s| {
             s.authorize(tok, Access::verb(Verb::Detach))?;
             s.revoke(tok.claims.nonce);
@@ -128,7 +119,6 @@ impl Engine {
 
     /// Tells the engine the session is alive.
     pub fn heartbeat(&self, tok: &CapToken) -> Result<(), EngineError> {
-        self.check_signature(tok)?;
         self.with_state("heartbeat", |s| {
             s.authorize(tok, Access::verb(Verb::Heartbeat))?;
             if let Some(sess) = s.sessions.get_mut(&tok.claims.nonce) {
@@ -140,13 +130,7 @@ impl Engine {
 
     /// The gate that applies to `tok` (its session's, possibly narrowed).
     pub fn gate_of(&self, tok: &CapToken) -> Result<RoleVerbGate, EngineError> {
-        self.check_signature(tok)?;
-        self.with_state("gate_of", |s| {
-            s.tokens
-                .get(&tok.claims.nonce)
-                .map(|r| r.gate)
-                .ok_or(AuthError::Revoked.into())
-        })
+        self.with_state("gate_of", |s| Ok(s.verify(tok)?.gate))
     }
 
     /// One pass of the background sweep.
@@ -173,7 +157,7 @@ impl Engine {
                     );
                 }
             }
-            s.tokens.retain(|_, rec| rec.expires_at_ms > now);
+            s.tokens.retain(|_, rec| rec.token.claims.expires_at_ms > now);
         });
     }
 }

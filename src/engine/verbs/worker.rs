@@ -29,7 +29,6 @@ fn bound(tok: &CapToken, verb: &'static str) -> Result<TaskId, EngineError> {
 impl Engine {
     /// The bound task's input.
     pub fn fetch_prompt(&self, tok: &CapToken) -> Result<Prompt, EngineError> {
-        self.check_signature(tok)?;
         let id = bound(tok, "fetch_prompt")?;
         self.with_state("fetch_prompt", |s| {
             s.authorize(tok, Access::on(Verb::FetchPrompt, id))?;
@@ -45,7 +44,6 @@ impl Engine {
 
     /// Progress, a partial result or an artifact, as an event.
     pub fn emit(&self, tok: &CapToken, output: OutputKind, data: Value) -> Result<(), EngineError> {
-        self.check_signature(tok)?;
         let id = bound(tok, "emit")?;
         self.with_state("emit", |s| {
             s.authorize(tok, Access::on(Verb::Emit, id))?;
@@ -62,7 +60,6 @@ impl Engine {
 
     /// Records the attempt's result; it applies when the worker ends.
     pub fn post_result(&self, tok: &CapToken, value: Value, ok: bool) -> Result<(), EngineError> {
-        self.check_signature(tok)?;
         let id = bound(tok, "post_result")?;
         self.with_state("post_result", |s| {
             s.authorize(tok, Access::on(Verb::PostResult, id))?;
@@ -74,8 +71,8 @@ impl Engine {
     /// A short handle (128 random bits, hex) for a process that calls back
     /// later; it dies with the token.
     pub fn worker_handle(&self, tok: &CapToken) -> Result<String, EngineError> {
-        self.check_signature(tok)?;
         self.with_state("worker_handle", |s| {
+            s.verify(tok)?;
             let rec = s
                 .tokens
                 .get_mut(&tok.claims.nonce)

@@ -1,12 +1,15 @@
 //! `swarm.engine`: the engine verbs, called with the VM's own token.
-//! Verbs that wait (`poll_task`, `dispatch`, `await_resume`, `events` with a
-//! hold) are async: the Lua coroutine yields to tokio while it waits.
+//!
+//! Non-waiting verbs are plain host functions. Verbs that wait
+//! (`poll_task`, `dispatch`, `await_resume`, `events` with a hold) go
+//! through the one async host function `wait` (see `modules/mod.rs`): the
+//! Lua coroutine yields to tokio while it waits.
 
-use super::{caller, to_json, to_lua};
-use crate::engine::{EngineError, TaskId, TaskSpec};
+use super::{caller, to_json, to_lua, view_to_lua};
+use crate::engine::{EngineError, TaskId, TaskSpec, TaskView};
 use crate::lua::error::{LuaUsage, reply};
 use crate::lua::sandbox::VmCtx;
-use mlua::{Lua, Table, Value};
+use mlua::{FromLua, Lua, Table, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,169 +17,145 @@ fn engine_err(e: EngineError) -> LuaUsage {
     LuaUsage::new(e.code(), e.to_string())
 }
 
-fn ms(v: Option<u64>, default: u64) -> Duration {
-    Duration::from_millis(v.unwrap_or(default))
+fn conv(e: mlua::Error) -> LuaUsage {
+    LuaUsage::new("convert", e.to_string())
+}
+
+fn arg<T: FromLua>(lua: &Lua, v: Value, what: &str) -> Result<T, LuaUsage> {
+    T::from_lua(v, lua).map_err(|e| LuaUsage::new("bad_argument", format!("{what}: {e}")))
+}
+
+fn view(lua: &Lua, r: Result<TaskView, EngineError>) -> Result<Value, LuaUsage> {
+    view_to_lua(lua, &r.map_err(engine_err)?).map_err(conv)
+}
+
+/// Registers a host function `name` whose body returns `Result<Value, LuaUsage>`.
+fn verb<A, F>(lua: &Lua, t: &Table, name: &str, f: F) -> mlua::Result<()>
+where
+    A: mlua::FromLuaMulti,
+    F: Fn(&Lua, A) -> Result<Value, LuaUsage> + Send + 'static,
+{
+    t.raw_set(
+        name,
+        lua.create_function(move |lua, args: A| reply(lua, f(lua, args)))?,
+    )
 }
 
 pub fn register(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
-    t.raw_set(
-        "start_task",
-        lua.create_function(|lua, spec: Table| {
-            let r = (|| -> Result<Value, LuaUsage> {
-                let (engine, tok) = caller(lua)?;
-                let agent: String = spec.get("agent").map_err(|_| {
-                    LuaUsage::new("bad_argument", "start_task: `agent` must be a string")
-                })?;
-                let input = to_json(
-                    lua,
-                    spec.get("input").unwrap_or(Value::Nil),
-                    "start_task input",
-                )?;
-                let parent: Option<u64> = spec.get("parent").unwrap_or(None);
-                let mut task = TaskSpec::new(&agent, input);
-                task.parent = parent.map(TaskId);
-                let id = engine.start_task(&tok, task).map_err(engine_err)?;
-                Ok(Value::Integer(id.0 as i64))
-            })();
-            reply(lua, r)
-        })?,
-    )?;
-    t.raw_set(
-        "read_task",
-        lua.create_function(|lua, id: u64| {
-            let r = caller(lua).and_then(|(engine, tok)| {
-                let v = engine.read_task(&tok, TaskId(id)).map_err(engine_err)?;
-                to_lua(lua, &v).map_err(|e| LuaUsage::new("convert", e.to_string()))
-            });
-            reply(lua, r)
-        })?,
-    )?;
-    t.raw_set(
-        "cancel_task",
-        lua.create_function(|lua, id: u64| {
-            let r = caller(lua).and_then(|(engine, tok)| {
-                let v = engine.cancel_task(&tok, TaskId(id)).map_err(engine_err)?;
-                to_lua(lua, &v).map_err(|e| LuaUsage::new("convert", e.to_string()))
-            });
-            reply(lua, r)
-        })?,
-    )?;
-    t.raw_set(
-        "poll_task",
-        lua.create_async_function(|lua, (id, hold): (u64, Option<u64>)| async move {
-            let r = match caller(&lua) {
-                Ok((engine, tok)) => engine
-                    .poll_task(&tok, TaskId(id), ms(hold, 0))
-                    .await
-                    .map_err(engine_err),
-                Err(e) => Err(e),
-            };
-            let r = r.and_then(|v| {
-                to_lua(&lua, &v).map_err(|e| LuaUsage::new("convert", e.to_string()))
-            });
-            reply(&lua, r)
-        })?,
-    )?;
-    t.raw_set(
-        "dispatch",
-        lua.create_async_function(|lua, id: u64| async move {
-            let r = dispatch(&lua, TaskId(id)).await;
-            let r = r.and_then(|v| {
-                to_lua(&lua, &v).map_err(|e| LuaUsage::new("convert", e.to_string()))
-            });
-            reply(&lua, r)
-        })?,
-    )?;
-    t.raw_set(
+    verb(lua, &t, "start_task", |lua, spec: Table| {
+        let (engine, tok) = caller(lua)?;
+        let agent: String = spec
+            .get("agent")
+            .map_err(|_| LuaUsage::new("bad_argument", "start_task: `agent` must be a string"))?;
+        let input = to_json(
+            lua,
+            spec.get("input").unwrap_or(Value::Nil),
+            "start_task input",
+        )?;
+        let parent: Option<u64> = spec.get("parent").unwrap_or(None);
+        let mut task = TaskSpec::new(&agent, input);
+        task.parent = parent.map(TaskId);
+        let id = engine.start_task(&tok, task).map_err(engine_err)?;
+        Ok(Value::Integer(id.0 as i64))
+    })?;
+    verb(lua, &t, "read_task", |lua, id: u64| {
+        let (engine, tok) = caller(lua)?;
+        view(lua, engine.read_task(&tok, TaskId(id)))
+    })?;
+    verb(lua, &t, "cancel_task", |lua, id: u64| {
+        let (engine, tok) = caller(lua)?;
+        view(lua, engine.cancel_task(&tok, TaskId(id)))
+    })?;
+    verb(
+        lua,
+        &t,
         "query_senior",
-        lua.create_function(|lua, (id, question): (u64, Value)| {
-            let r = caller(lua).and_then(|(engine, tok)| {
-                let q = to_json(lua, question, "query_senior question")?;
-                let key = engine
-                    .query_senior(&tok, TaskId(id), q)
-                    .map_err(engine_err)?;
-                Ok(Value::String(
-                    lua.create_string(&key)
-                        .map_err(|e| LuaUsage::new("convert", e.to_string()))?,
-                ))
-            });
-            reply(lua, r)
-        })?,
+        |lua, (id, question): (u64, Value)| {
+            let (engine, tok) = caller(lua)?;
+            let q = to_json(lua, question, "query_senior question")?;
+            let key = engine
+                .query_senior(&tok, TaskId(id), q)
+                .map_err(engine_err)?;
+            Ok(Value::String(lua.create_string(&key).map_err(conv)?))
+        },
     )?;
-    t.raw_set(
-        "resume",
-        lua.create_function(|lua, (key, answer): (String, Value)| {
-            let r = caller(lua).and_then(|(engine, tok)| {
-                let a = to_json(lua, answer, "resume answer")?;
-                engine.resume(&tok, &key, a).map_err(engine_err)?;
-                Ok(Value::Boolean(true))
-            });
-            reply(lua, r)
-        })?,
-    )?;
-    t.raw_set(
-        "await_resume",
-        lua.create_async_function(|lua, (key, timeout): (String, Option<u64>)| async move {
-            let r = match caller(&lua) {
-                Ok((engine, tok)) => engine
-                    .await_resume(&tok, &key, ms(timeout, 24 * 3600 * 1000))
-                    .await
-                    .map_err(engine_err),
-                Err(e) => Err(e),
-            };
-            let r = r.and_then(|v| {
-                to_lua(&lua, &*v).map_err(|e| LuaUsage::new("convert", e.to_string()))
-            });
-            reply(&lua, r)
-        })?,
-    )?;
-    t.raw_set(
-        "events",
-        lua.create_async_function(
-            |lua, (after, opts): (Option<u64>, Option<Table>)| async move {
-                let max: usize = opts
-                    .as_ref()
-                    .and_then(|o| o.get("max").ok())
-                    .unwrap_or(1000);
-                let hold: Option<u64> = opts.as_ref().and_then(|o| o.get("hold_ms").ok());
-                let r = events(&lua, after.unwrap_or(0), max, ms(hold, 0)).await;
-                reply(&lua, r)
-            },
-        )?,
-    )?;
-    t.raw_set(
-        "heartbeat",
-        lua.create_function(|lua, ()| {
-            let r = caller(lua).and_then(|(engine, tok)| {
-                engine.heartbeat(&tok).map_err(engine_err)?;
-                Ok(Value::Boolean(true))
-            });
-            reply(lua, r)
-        })?,
-    )?;
-    t.raw_set(
-        "detach",
-        lua.create_function(|lua, ()| {
-            let r = caller(lua).and_then(|(engine, tok)| {
-                engine.detach(&tok).map_err(engine_err)?;
-                Ok(Value::Boolean(true))
-            });
-            reply(lua, r)
-        })?,
-    )?;
-    t.raw_set(
-        "last_cursor",
-        lua.create_function(|lua, ()| {
-            let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
-            Ok((true, ctx.host.engine.last_cursor()))
-        })?,
-    )?;
+    verb(lua, &t, "resume", |lua, (key, answer): (String, Value)| {
+        let (engine, tok) = caller(lua)?;
+        let a = to_json(lua, answer, "resume answer")?;
+        engine.resume(&tok, &key, a).map_err(engine_err)?;
+        Ok(Value::Boolean(true))
+    })?;
+    verb(lua, &t, "heartbeat", |lua, ()| {
+        let (engine, tok) = caller(lua)?;
+        engine.heartbeat(&tok).map_err(engine_err)?;
+        Ok(Value::Boolean(true))
+    })?;
+    verb(lua, &t, "detach", |lua, ()| {
+        let (engine, tok) = caller(lua)?;
+        engine.detach(&tok).map_err(engine_err)?;
+        Ok(Value::Boolean(true))
+    })?;
+    verb(lua, &t, "last_cursor", |lua, ()| {
+        let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
+        Ok(Value::Integer(ctx.host.engine.last_cursor() as i64))
+    })?;
     Ok(t)
 }
 
+/// The waiting verbs, reached through the async host function `wait`.
+pub async fn wait(lua: &Lua, op: &str, a: Value, b: Value) -> Result<Value, LuaUsage> {
+    let ms = |v: Value, default: u64| -> Result<Duration, LuaUsage> {
+        let n: Option<u64> = arg(lua, v, op)?;
+        Ok(Duration::from_millis(n.unwrap_or(default)))
+    };
+    match op {
+        "poll_task" => {
+            let (engine, tok) = caller(lua)?;
+            let id: u64 = arg(lua, a, "poll_task id")?;
+            let hold = ms(b, 0)?;
+            view(lua, engine.poll_task(&tok, TaskId(id), hold).await)
+        }
+        "dispatch" => {
+            let id: u64 = arg(lua, a, "dispatch id")?;
+            let v = dispatch(lua, TaskId(id)).await?;
+            view_to_lua(lua, &v).map_err(conv)
+        }
+        "await_resume" => {
+            let (engine, tok) = caller(lua)?;
+            let key: String = arg(lua, a, "await_resume key")?;
+            let timeout = ms(b, 24 * 3600 * 1000)?;
+            let answer = engine
+                .await_resume(&tok, &key, timeout)
+                .await
+                .map_err(engine_err)?;
+            to_lua(lua, &*answer).map_err(conv)
+        }
+        "events" => {
+            let after: Option<u64> = arg(lua, a, "events cursor")?;
+            let opts: Option<Table> = arg(lua, b, "events options")?;
+            let max: usize = opts
+                .as_ref()
+                .and_then(|o| o.get("max").ok())
+                .unwrap_or(1000);
+            let hold: Option<u64> = opts.as_ref().and_then(|o| o.get("hold_ms").ok());
+            events(
+                lua,
+                after.unwrap_or(0),
+                max,
+                Duration::from_millis(hold.unwrap_or(0)),
+            )
+            .await
+        }
+        other => Err(LuaUsage::new(
+            "bad_argument",
+            format!("unknown wait `{other}`"),
+        )),
+    }
+}
+
 /// Runs one attempt of `id` through the spawner registered for its agent.
-async fn dispatch(lua: &Lua, id: TaskId) -> Result<crate::engine::TaskView, LuaUsage> {
+async fn dispatch(lua: &Lua, id: TaskId) -> Result<TaskView, LuaUsage> {
     let (engine, tok) = caller(lua)?;
     let agents = {
         let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
@@ -209,5 +188,5 @@ async fn events(lua: &Lua, after: u64, max: usize, hold: Duration) -> Result<Val
         out.push(ev.map_err(engine_err)?);
     }
     let list: Vec<Arc<crate::engine::Event>> = out.into_iter().map(Arc::new).collect();
-    to_lua(lua, &list).map_err(|e| LuaUsage::new("convert", e.to_string()))
+    to_lua(lua, &list).map_err(conv)
 }

@@ -11,12 +11,11 @@ mod time;
 mod worker;
 
 use super::embedded;
-use super::error::{LuaUsage, caller_location};
+use super::error::{LuaUsage, caller_location, reply};
 use super::sandbox::VmCtx;
 use crate::auth::CapToken;
 use crate::engine::Engine;
-use mlua::chunk::ChunkMode;
-use mlua::{Lua, LuaSerdeExt, Table, Value};
+use mlua::{FromLua, Lua, LuaSerdeExt, Table, Value};
 
 /// Builds the `swarm` table for a new VM.
 pub fn compose(lua: &Lua) -> mlua::Result<Table> {
@@ -27,10 +26,22 @@ pub fn compose(lua: &Lua) -> mlua::Result<Table> {
     raw.raw_set("json", json::register(lua)?)?;
     raw.raw_set("log", log::register(lua)?)?;
     raw.raw_set("time", time::register(lua)?)?;
-    lua.load(embedded::INIT)
-        .set_name("@swarm/init.lua")
-        .set_mode(ChunkMode::Text)
-        .call(raw)
+    // One async host function for every verb that waits: mlua compiles a
+    // small Lua trampoline per async function, so one keeps VMs cheap.
+    raw.raw_set(
+        "wait",
+        lua.create_async_function(|lua, (op, a, b): (String, Value, Value)| async move {
+            let r = match op.as_str() {
+                "sleep" => match f64::from_lua(a, &lua) {
+                    Ok(ms) => time::sleep(ms).await.map(|()| Value::Boolean(true)),
+                    Err(e) => Err(LuaUsage::new("bad_argument", format!("sleep: {e}"))),
+                },
+                _ => engine::wait(&lua, &op, a, b).await,
+            };
+            reply(&lua, r)
+        })?,
+    )?;
+    embedded::chunk(lua, embedded::INIT)?.call(raw)
 }
 
 /// The VM's engine and its one token, or a `no_token` usage error.
@@ -53,6 +64,25 @@ pub(crate) fn ser_opts() -> mlua::serde::SerializeOptions {
 
 pub(crate) fn to_lua<T: serde::Serialize + ?Sized>(lua: &Lua, v: &T) -> mlua::Result<Value> {
     lua.to_value_with(v, ser_opts())
+}
+
+/// A task view as a Lua table, built field by field (no serde round trip
+/// for the fixed fields).
+pub(crate) fn view_to_lua(lua: &Lua, v: &crate::engine::TaskView) -> mlua::Result<Value> {
+    let t = lua.create_table_with_capacity(0, 8)?;
+    t.raw_set("id", v.id.0)?;
+    t.raw_set("agent", &*v.agent)?;
+    t.raw_set("status", v.status.as_str())?;
+    t.raw_set("attempt", v.attempt)?;
+    t.raw_set("depth", v.depth)?;
+    if let Some(p) = v.parent {
+        t.raw_set("parent", p.0)?;
+    }
+    t.raw_set("input", to_lua(lua, &*v.input)?)?;
+    if let Some(r) = &v.result {
+        t.raw_set("result", to_lua(lua, &**r)?)?;
+    }
+    Ok(Value::Table(t))
 }
 
 /// A Lua value as JSON, or a usage error naming what could not convert.

@@ -2,6 +2,8 @@
 //! `bench <workload> <figure> <value> <unit>`. Figures are printed, never
 //! asserted: run them on a release build.
 
+mod lua;
+
 use crate::auth::{Role, Signer};
 use crate::engine::{AttachOptions, Caller, Engine, EngineConfig, TaskSpec};
 use crate::spawn::{RustAgent, Spawner};
@@ -13,11 +15,18 @@ use std::time::Instant;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Workloads to run (all when none): step-rust, fanout-rust.
+    /// Workloads to run (all when none): step-rust, fanout-rust, step-lua,
+    /// vm-new, verb-call.
     workloads: Vec<String>,
 }
 
-const WORKLOADS: &[&str] = &["step-rust", "fanout-rust"];
+const WORKLOADS: &[&str] = &[
+    "step-rust",
+    "fanout-rust",
+    "step-lua",
+    "vm-new",
+    "verb-call",
+];
 
 pub fn run(args: BenchArgs) -> ExitCode {
     let chosen: Vec<String> = if args.workloads.is_empty() {
@@ -40,6 +49,9 @@ pub fn run(args: BenchArgs) -> ExitCode {
         match w.as_str() {
             "step-rust" => rt.block_on(step_rust()),
             "fanout-rust" => rt.block_on(fanout_rust()),
+            "step-lua" => rt.block_on(lua::step_lua()),
+            "vm-new" => lua::vm_new(),
+            "verb-call" => rt.block_on(lua::verb_call()),
             _ => unreachable!("checked above"),
         }
     }
@@ -50,7 +62,7 @@ pub(crate) fn line(workload: &str, figure: &str, value: f64, unit: &str) {
     println!("bench {workload} {figure} {value:.2} {unit}");
 }
 
-fn engine() -> Engine {
+pub(crate) fn engine() -> Engine {
     Engine::new(EngineConfig::default(), Signer::random())
 }
 
