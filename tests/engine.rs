@@ -6,7 +6,9 @@ use lua_swarm::engine::{
     AttachOptions, Caller, Engine, EngineConfig, EngineError, EventKind, OutputKind, TaskSpec,
     TaskStatus,
 };
-use lua_swarm::spawn::{LayerRegistry, Outcome, RustAgent, SpawnCtx, Spawner, build_stack};
+use lua_swarm::spawn::{
+    LayerEnv, LayerRegistry, Outcome, RustAgent, SpawnCtx, Spawner, build_stack,
+};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -485,15 +487,16 @@ async fn narrowed_session_gate_applies_to_its_workers_and_cannot_be_widened() {
 #[tokio::test]
 async fn layers_come_from_the_registry_and_unknown_keys_are_errors() {
     let reg = LayerRegistry::builtin();
-    assert!(reg.build("no-such-layer", &Value::Null).is_err());
-    let timeout = reg.build("timeout", &json!({"ms": 20})).unwrap();
+    let e = engine();
+    let op = attach(&e, Role::Operator);
+    let env = LayerEnv { engine: e.clone(), token: op.clone() };
+    assert!(reg.build("no-such-layer", &Value::Null, &env).is_err());
+    let timeout = reg.build("timeout", &json!({"ms": 20}), &env).unwrap();
     let slow: Arc<dyn Spawner> = Arc::new(RustAgent::new(|_ctx: SpawnCtx| async {
         tokio::time::sleep(Duration::from_secs(30)).await;
         Ok(json!(1))
     }));
     let stack = build_stack(slow, &[timeout]);
-    let e = engine();
-    let op = attach(&e, Role::Operator);
     let id = e.start_task(&op, TaskSpec::new("slow", json!(0))).unwrap();
     let v = e.dispatch_attempt(&op, id, stack.as_ref()).await.unwrap();
     assert_eq!(v.status, TaskStatus::Blocked);

@@ -21,6 +21,8 @@ pub enum OutputKind {
     Progress,
     Partial,
     Artifact,
+    /// A line a process agent wrote to stderr.
+    Stderr,
 }
 
 impl std::str::FromStr for OutputKind {
@@ -30,6 +32,7 @@ impl std::str::FromStr for OutputKind {
             "progress" => Ok(OutputKind::Progress),
             "partial" => Ok(OutputKind::Partial),
             "artifact" => Ok(OutputKind::Artifact),
+            "stderr" => Ok(OutputKind::Stderr),
             _ => Err(format!(
                 "unknown output kind `{s}` (progress, partial, artifact)"
             )),
@@ -78,6 +81,11 @@ pub enum EventKind {
         output: OutputKind,
         data: Arc<Value>,
     },
+    /// A note from a middleware layer (audit timings, long-hold warnings).
+    LayerNote {
+        layer: &'static str,
+        note: Arc<Value>,
+    },
 }
 
 impl EventKind {
@@ -94,6 +102,7 @@ impl EventKind {
             EventKind::SeniorQueried { .. } => "senior_queried",
             EventKind::SeniorAnswered { .. } => "senior_answered",
             EventKind::WorkerOutput { .. } => "worker_output",
+            EventKind::LayerNote { .. } => "layer_note",
         }
     }
 }
@@ -213,6 +222,20 @@ impl Engine {
             cursor: after,
             buf: VecDeque::new(),
         })
+    }
+
+    /// Appends a layer's note to the ledger. Host code only: layers run in
+    /// the host, so this is not a verb and Lua cannot reach it.
+    pub fn note(&self, task: TaskId, layer: &'static str, note: Value) {
+        self.with_state("note", |s| {
+            s.emit(
+                Some(task),
+                EventKind::LayerNote {
+                    layer,
+                    note: Arc::new(note),
+                },
+            )
+        });
     }
 
     /// The newest cursor in the ledger.

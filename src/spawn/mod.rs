@@ -7,9 +7,11 @@
 //! assembled. Backends live one per file.
 
 mod layers;
+mod process;
 mod rust;
 
-pub use layers::LayerRegistry;
+pub use layers::{LayerEnv, LayerRegistry, layer_fn};
+pub use process::{ProcessAgent, ProcessSpec};
 pub use rust::RustAgent;
 
 use crate::auth::CapToken;

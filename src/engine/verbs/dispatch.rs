@@ -69,18 +69,52 @@ impl Engine {
             token: worker,
             cancel: cancel.clone(),
         };
-        let nonce = ctx.token.claims.nonce;
-        let started = Instant::now();
+        let mut guard = SettleOnDrop {
+            engine: self.clone(),
+            task,
+            attempt,
+            nonce: ctx.token.claims.nonce,
+            started: Instant::now(),
+            armed: true,
+        };
         let worker = spawner.spawn(ctx);
         let outcome = tokio::select! {
             biased;
             out = worker => out,
             _ = cancel.cancelled() => Ok(Outcome::Cancelled),
         };
-        let us = started.elapsed().as_micros() as u64;
-        Ok(self.with_state("dispatch.settle", |s| {
+        guard.armed = false;
+        Ok(guard.settle(outcome))
+    }
+}
+
+/// Settles the attempt as cancelled if the dispatching future is dropped
+/// before the worker ends (a lost race, Ctrl-C), so no task is left running
+/// and no worker token outlives its attempt.
+struct SettleOnDrop {
+    engine: Engine,
+    task: TaskId,
+    attempt: u32,
+    nonce: u128,
+    started: Instant,
+    armed: bool,
+}
+
+impl SettleOnDrop {
+    fn settle(&self, outcome: Result<Outcome, SpawnError>) -> TaskView {
+        let us = self.started.elapsed().as_micros() as u64;
+        let (task, attempt, nonce) = (self.task, self.attempt, self.nonce);
+        self.engine.with_state("dispatch.settle", |s| {
             settle(s, task, attempt, nonce, outcome, us)
-        }))
+        })
+    }
+}
+
+impl Drop for SettleOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            self.settle(Ok(Outcome::Cancelled));
+        }
     }
 }
 

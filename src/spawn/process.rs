@@ -1,0 +1,274 @@
+//! The `process` backend: any command as an agent.
+//!
+//! Contract with the process: stdin is one JSON document `{ task, attempt,
+//! agent, input, profile }`; stdout is either one JSON value (the result) or
+//! NDJSON events `{"event": "progress"|"partial"|"artifact", "data": ...}`
+//! ending with `{"event": "final", "value": ..., "ok": true}`. Exit status 0
+//! means pass, anything else blocked. Each stderr line becomes a `stderr`
+//! event. The environment carries `SWARM_TASK_ID`, `SWARM_ATTEMPT`,
+//! `SWARM_AGENT` and `SWARM_WORKER_HANDLE` (128 random bits, for processes
+//! that call back later).
+//!
+//! The process runs in its own process group: a timeout, a cancellation or
+//! dropping the worker kills the whole group. Only commands declared in a
+//! blueprint run; Lua code cannot start processes.
+
+use super::{Outcome, SpawnCtx, SpawnError, Spawner, Worker};
+use crate::engine::OutputKind;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    /// Program and arguments; no shell is involved.
+    pub argv: Vec<String>,
+    pub cwd: Option<PathBuf>,
+    pub env: BTreeMap<String, String>,
+    pub timeout: Option<Duration>,
+    /// Bytes of stdout accepted before the process is killed.
+    pub max_output: usize,
+    /// The agent's profile (system prompt, model, ...), passed on stdin.
+    pub profile: Value,
+}
+
+impl ProcessSpec {
+    pub fn new(argv: Vec<String>) -> ProcessSpec {
+        ProcessSpec {
+            argv,
+            cwd: None,
+            env: BTreeMap::new(),
+            timeout: None,
+            max_output: 16 << 20,
+            profile: Value::Null,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ProcessAgent {
+    spec: Arc<ProcessSpec>,
+}
+
+impl ProcessAgent {
+    pub fn new(spec: ProcessSpec) -> ProcessAgent {
+        ProcessAgent {
+            spec: Arc::new(spec),
+        }
+    }
+}
+
+impl Spawner for ProcessAgent {
+    fn spawn(&self, ctx: SpawnCtx) -> Worker {
+        Box::pin(run(self.spec.clone(), ctx))
+    }
+}
+
+/// Kills the process group when dropped (timeout, cancel, abandoned worker,
+/// or leftovers after a normal exit).
+struct KillGroup(Option<u32>);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            // SAFETY: killpg has no memory-safety preconditions; a group that
+            // is already gone yields ESRCH, which is fine to ignore.
+            unsafe {
+                libc::killpg(pgid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+fn blocked(code: &str, error: String, extra: Value) -> Outcome {
+    let mut v = json!({ "error": error, "code": code });
+    if let (Value::Object(m), Value::Object(e)) = (&mut v, extra) {
+        m.extend(e);
+    }
+    Outcome::Blocked(v)
+}
+
+async fn run(spec: Arc<ProcessSpec>, ctx: SpawnCtx) -> Result<Outcome, SpawnError> {
+    let Some(program) = spec.argv.first() else {
+        return Ok(blocked("spawn_failed", "empty command".into(), Value::Null));
+    };
+    let handle = ctx
+        .engine
+        .worker_handle(&ctx.token)
+        .map_err(|e| SpawnError::Failed(e.to_string()))?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(&spec.argv[1..])
+        .envs(&spec.env)
+        .env("SWARM_TASK_ID", ctx.task.0.to_string())
+        .env("SWARM_ATTEMPT", ctx.attempt.to_string())
+        .env("SWARM_AGENT", &*ctx.agent)
+        .env("SWARM_WORKER_HANDLE", handle)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(dir) = &spec.cwd {
+        cmd.current_dir(dir);
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = format!("cannot start `{program}`: {e}");
+            return Ok(blocked("spawn_failed", msg, Value::Null));
+        }
+    };
+    let _group = KillGroup(child.id());
+    let stdin_doc = json!({
+        "task": ctx.task.0, "attempt": ctx.attempt, "agent": &*ctx.agent,
+        "input": &*ctx.input, "profile": spec.profile,
+    });
+    if let Some(mut stdin) = child.stdin.take() {
+        let bytes = serde_json::to_vec(&stdin_doc).unwrap_or_default();
+        // A process that never reads stdin must not block us.
+        tokio::spawn(async move {
+            let _ = stdin.write_all(&bytes).await;
+            let _ = stdin.shutdown().await;
+        });
+    }
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let work = async {
+        let (out, err_tail) = tokio::join!(
+            read_stdout(stdout, spec.max_output, &ctx),
+            read_stderr(stderr, &ctx)
+        );
+        let status = child.wait().await;
+        (out, err_tail, status)
+    };
+    let limit = spec.timeout.unwrap_or(Duration::MAX);
+    let (out, err_tail, status) = tokio::select! {
+        r = work => r,
+        _ = ctx.cancel.cancelled() => return Ok(Outcome::Cancelled),
+        _ = tokio::time::sleep(limit) => return Ok(Outcome::Timeout),
+    };
+    let status = status.map_err(|e| SpawnError::Failed(format!("waiting for `{program}`: {e}")))?;
+    let stdout = match out {
+        Ok(o) => o,
+        Err(too_big) => return Ok(too_big),
+    };
+    Ok(outcome(status, stdout, err_tail))
+}
+
+/// What stdout said: a final value from NDJSON events, or the whole text.
+struct Stdout {
+    final_value: Option<(Value, bool)>,
+    plain: Vec<u8>,
+}
+
+async fn read_stdout(
+    stdout: impl AsyncRead + Unpin,
+    max: usize,
+    ctx: &SpawnCtx,
+) -> Result<Stdout, Outcome> {
+    let mut reader = BufReader::new(stdout);
+    let mut out = Stdout {
+        final_value: None,
+        plain: Vec::new(),
+    };
+    let (mut line, mut total) = (Vec::new(), 0usize);
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total += n,
+        }
+        if total > max {
+            let msg = format!("stdout exceeded the output cap of {max} bytes");
+            return Err(blocked("output_too_large", msg, Value::Null));
+        }
+        if !event_line(&line, ctx, &mut out) {
+            out.plain.extend_from_slice(&line);
+        }
+    }
+    Ok(out)
+}
+
+/// Handles one NDJSON event line; false when the line is not an event.
+fn event_line(line: &[u8], ctx: &SpawnCtx, out: &mut Stdout) -> bool {
+    let trimmed = line.trim_ascii();
+    if !trimmed.starts_with(b"{") {
+        return false;
+    }
+    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(trimmed) else {
+        return false;
+    };
+    let Some(kind) = obj.get("event").and_then(Value::as_str) else {
+        return false;
+    };
+    let data = obj.get("data").cloned().unwrap_or(Value::Null);
+    match kind {
+        "final" => {
+            let ok = obj.get("ok").and_then(Value::as_bool).unwrap_or(true);
+            let value = obj.get("value").cloned().unwrap_or(data);
+            out.final_value = Some((value, ok));
+        }
+        other => match other.parse::<OutputKind>() {
+            Ok(kind) => {
+                let _ = ctx.engine.emit(&ctx.token, kind, data);
+            }
+            Err(_) => return false,
+        },
+    }
+    true
+}
+
+/// Emits each stderr line as an event; returns the last few KiB.
+async fn read_stderr(stderr: impl AsyncRead + Unpin, ctx: &SpawnCtx) -> String {
+    const TAIL: usize = 4096;
+    let mut lines = BufReader::new(stderr).lines();
+    let mut tail = String::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let _ = ctx
+            .engine
+            .emit(&ctx.token, OutputKind::Stderr, Value::String(line.clone()));
+        tail.push_str(&line);
+        tail.push('\n');
+        if tail.len() > TAIL {
+            let cut = tail.len() - TAIL;
+            let cut = (cut..tail.len()).find(|&i| tail.is_char_boundary(i)).unwrap_or(0);
+            tail.drain(..cut);
+        }
+    }
+    tail
+}
+
+fn outcome(status: std::process::ExitStatus, stdout: Stdout, stderr: String) -> Outcome {
+    let parsed = match stdout.final_value {
+        Some(v) => Ok(v),
+        None if stdout.plain.trim_ascii().is_empty() => Ok((Value::Null, true)),
+        None => serde_json::from_slice::<Value>(stdout.plain.trim_ascii())
+            .map(|v| (v, true))
+            .map_err(|e| e.to_string()),
+    };
+    if !status.success() {
+        let how = match status.code() {
+            Some(c) => format!("process exited with status {c}"),
+            None => format!("process was killed ({status})"),
+        };
+        let mut extra = json!({ "stderr": stderr });
+        if let Ok((v, _)) = &parsed {
+            extra["value"] = v.clone();
+        }
+        return blocked("exit_status", how, extra);
+    }
+    match parsed {
+        Ok((v, true)) => Outcome::Pass(v),
+        Ok((v, false)) => Outcome::Blocked(v),
+        Err(e) => blocked(
+            "bad_output",
+            format!("invalid JSON on stdout: {e}"),
+            json!({ "stderr": stderr }),
+        ),
+    }
+}
