@@ -5,10 +5,12 @@
 //! - `auth`   — roles, verbs, the role × verb gate, HMAC-signed capability tokens.
 //! - `spawn`  — the `Spawner`/`Layer` seams, the layer registry, agent backends.
 //! - `lua`    — sandboxed VMs, the `swarm.*` modules, the `lua` agent backend.
-//! - `cli`    — the `swarm` command line (`bench`, ...).
+//! - `run`    — blueprints: load, validate, build agent stacks, run a flow.
+//! - `cli`    — the `swarm` command line (`run`, `check`, `bench`).
 
 pub mod auth;
 pub mod cli;
 pub mod engine;
 pub mod lua;
+pub mod run;
 pub mod spawn;

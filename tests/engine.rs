@@ -489,7 +489,10 @@ async fn layers_come_from_the_registry_and_unknown_keys_are_errors() {
     let reg = LayerRegistry::builtin();
     let e = engine();
     let op = attach(&e, Role::Operator);
-    let env = LayerEnv { engine: e.clone(), token: op.clone() };
+    let env = LayerEnv {
+        engine: e.clone(),
+        token: op.clone(),
+    };
     assert!(reg.build("no-such-layer", &Value::Null, &env).is_err());
     let timeout = reg.build("timeout", &json!({"ms": 20}), &env).unwrap();
     let slow: Arc<dyn Spawner> = Arc::new(RustAgent::new(|_ctx: SpawnCtx| async {

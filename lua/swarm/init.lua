@@ -42,7 +42,7 @@ engine.events = waiting("events")
 local time = wrap(raw.time)
 time.sleep = waiting("sleep")
 
-return {
+local swarm = {
   engine = engine,
   gate = wrap(raw.gate),
   worker = wrap(raw.worker),
@@ -50,3 +50,7 @@ return {
   json = raw.json,
   log = raw.log,
 }
+-- The raising `wait` goes to the flow library (for `gather`).
+return swarm, function(op, a, b)
+  return check(wait(op, a, b))
+end

@@ -2,6 +2,8 @@
 //! subcommand lives in its own file.
 
 mod bench;
+mod check;
+mod run;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -15,6 +17,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a blueprint's flow to the end.
+    Run(run::RunArgs),
+    /// Validate blueprints without running them.
+    Check(check::CheckArgs),
     /// Print performance figures: `bench <workload> <figure> <value> <unit>`.
     Bench(bench::BenchArgs),
 }
@@ -23,6 +29,8 @@ pub fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Check(args) => check::run(args),
         Command::Bench(args) => bench::run(args),
     }
 }

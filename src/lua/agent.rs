@@ -1,7 +1,8 @@
 //! The `lua` backend: an agent body is a Lua function run in a sandboxed VM
 //! that holds a worker token for the task.
 //!
-//! The agent's source is a chunk that returns `function(task) ... end`. VMs
+//! The agent's source is a chunk that returns `function(task) ... end`, or a
+//! blueprint file whose `agents[name]` is `swarm.agent.lua { run = ... }`. VMs
 //! are pooled, but each task runs the chunk afresh in a new environment, so
 //! globals, upvalues and metatables of one task never reach the next. A VM
 //! whose limits tripped, or whose task was abandoned mid-run, is dropped.
@@ -26,6 +27,8 @@ pub struct LuaAgent {
 struct Inner {
     source: String,
     chunk: String,
+    /// For a blueprint: which agent's `run` to call.
+    select: Option<String>,
     host: Host,
     opts: VmOptions,
     pool: Mutex<Vec<PooledVm>>,
@@ -44,11 +47,26 @@ impl LuaAgent {
             inner: Arc::new(Inner {
                 source: source.to_string(),
                 chunk: chunk.to_string(),
+                select: None,
                 host,
                 opts,
                 pool: Mutex::new(Vec::new()),
             }),
         }
+    }
+
+    /// The agent `name` of the blueprint whose source is `source`: each task
+    /// evaluates the blueprint afresh and calls `agents[name].run`.
+    pub fn for_blueprint(
+        host: Host,
+        source: &str,
+        chunk: &str,
+        name: &str,
+        opts: VmOptions,
+    ) -> LuaAgent {
+        let mut agent = LuaAgent::new(host, source, chunk, opts);
+        Arc::get_mut(&mut agent.inner).expect("fresh").select = Some(name.to_string());
+        agent
     }
 
     /// VMs currently idle in the pool.
@@ -93,7 +111,10 @@ impl Inner {
         let result = async {
             let env = vm.env().map_err(|e| vm.classify(e))?;
             // The chunk's top level runs synchronously: it only defines.
-            let body: Value = pooled.chunk.call(env).map_err(|e| vm.classify(e))?;
+            let mut body: Value = pooled.chunk.call(env).map_err(|e| vm.classify(e))?;
+            if let (Some(name), Value::Table(bp)) = (&self.select, &body) {
+                body = select_run(bp, name).unwrap_or(Value::Nil);
+            }
             let Value::Function(f) = body else {
                 return Err(LuaError::Runtime(format!(
                     "{}: the agent chunk must return a function(task)",
@@ -132,6 +153,15 @@ impl Inner {
         }
         Ok(outcome)
     }
+}
+
+/// `bp.spec.agents[name].spec.run` of a blueprint marker table.
+fn select_run(bp: &mlua::Table, name: &str) -> mlua::Result<Value> {
+    let spec: mlua::Table = bp.get("spec")?;
+    let agents: mlua::Table = spec.get("agents")?;
+    let agent: mlua::Table = agents.get(name)?;
+    let aspec: mlua::Table = agent.get("spec")?;
+    aspec.get("run")
 }
 
 impl Spawner for LuaAgent {

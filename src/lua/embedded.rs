@@ -20,6 +20,11 @@ pub const GUARDS: (&str, &str) = (
     include_str!("../../lua/swarm/guards.lua"),
 );
 pub const ERROR_MT: (&str, &str) = ("swarm/error.lua", include_str!("../../lua/swarm/error.lua"));
+pub const FLOW: (&str, &str) = ("swarm/flow.lua", include_str!("../../lua/swarm/flow.lua"));
+pub const BLUEPRINT: (&str, &str) = (
+    "swarm/blueprint.lua",
+    include_str!("../../lua/swarm/blueprint.lua"),
+);
 
 /// Bytecode of each embedded chunk, compiled on first use.
 fn bytecode(name: &'static str, src: &'static str) -> mlua::Result<Vec<u8>> {
@@ -79,8 +84,42 @@ pub fn require(lua: &Lua, name: &str) -> mlua::Result<Value> {
             other => Ok(other),
         };
     }
+    if let Some(v) = require_local(lua, name)? {
+        return Ok(v);
+    }
     Err(mlua::Error::RuntimeError(format!(
-        "{}: module '{name}' not found: the sandbox can require only the swarm library",
+        "{}: module '{name}' not found: the sandbox can require only the swarm library \
+         and Lua files next to the blueprint",
         caller_location(lua, 0)
     )))
+}
+
+/// `require "a.b"` → `<blueprint dir>/a/b.lua`, run in the current run's
+/// environment. Names are plain identifiers separated by dots: no paths.
+fn require_local(lua: &Lua, name: &str) -> mlua::Result<Option<Value>> {
+    let dir = lua
+        .app_data_ref::<super::sandbox::VmCtx>()
+        .and_then(|ctx| ctx.host.dir.clone());
+    let Some(dir) = dir else { return Ok(None) };
+    let plain = name.split('.').all(|part| {
+        !part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    });
+    if !plain {
+        return Ok(None);
+    }
+    let path = dir.join(format!("{}.lua", name.replace('.', "/")));
+    let Ok(source) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let env: Table = lua.named_registry_value("swarm.current_env")?;
+    let v: Value = lua
+        .load(source)
+        .set_name(format!("@{}", path.display()))
+        .set_mode(ChunkMode::Text)
+        .set_environment(env)
+        .call(())?;
+    Ok(Some(if v.is_nil() { Value::Boolean(true) } else { v }))
 }

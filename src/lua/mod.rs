@@ -6,13 +6,17 @@
 mod agent;
 mod embedded;
 pub mod error;
+mod layer;
+pub use error::LuaUsage;
 mod limits;
 mod modules;
 pub mod pattern;
 mod sandbox;
 
 pub use agent::LuaAgent;
+pub use layer::lua_layer;
 pub use limits::{LimitError, Tripped};
+pub use modules::{VALIDATE, to_json, to_lua};
 pub use sandbox::{Vm, VmOptions};
 
 use crate::engine::Engine;
@@ -57,6 +61,21 @@ impl AgentsRef {
     pub fn get(&self, name: &str) -> Option<Arc<dyn Spawner>> {
         Agents(self.0.upgrade()?).get(name)
     }
+
+    /// Agent names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let Some(map) = self.0.upgrade() else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
 }
 
 /// Where `print` goes.
@@ -68,6 +87,8 @@ pub struct Host {
     pub engine: Engine,
     pub agents: AgentsRef,
     pub print: PrintSink,
+    /// The blueprint's directory: `require "x"` may load `x.lua` from it.
+    pub dir: Option<std::path::PathBuf>,
 }
 
 impl Host {
@@ -77,6 +98,7 @@ impl Host {
             engine,
             agents: agents.downgrade(),
             print: Arc::new(|line| tracing::info!(target: "lua", "{line}")),
+            dir: None,
         }
     }
 }

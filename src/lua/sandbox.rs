@@ -44,6 +44,8 @@ impl Default for VmOptions {
 pub(crate) struct VmCtx {
     pub host: Host,
     pub token: Mutex<Option<CapToken>>,
+    /// The default parent of tasks this VM starts (a run's root task).
+    pub parent: Mutex<Option<crate::engine::TaskId>>,
     pub limits: Arc<Limits>,
     pub memory_limit: usize,
 }
@@ -51,6 +53,10 @@ pub(crate) struct VmCtx {
 impl VmCtx {
     pub fn token(&self) -> Option<CapToken> {
         self.token.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn parent(&self) -> Option<crate::engine::TaskId> {
+        *self.parent.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -82,6 +88,12 @@ impl Vm {
         *ctx.token.lock().unwrap_or_else(|e| e.into_inner()) = tok;
     }
 
+    /// Sets the default parent of tasks this VM starts.
+    pub fn set_parent(&self, task: Option<crate::engine::TaskId>) {
+        let ctx = self.lua.app_data_ref::<VmCtx>().expect("VmCtx installed");
+        *ctx.parent.lock().unwrap_or_else(|e| e.into_inner()) = task;
+    }
+
     /// A fresh global environment for one run.
     pub fn env(&self) -> mlua::Result<Table> {
         let env = self.lua.create_table()?;
@@ -90,6 +102,8 @@ impl Vm {
         env.set_metatable(Some(mt))?;
         env.raw_set("_G", &env)?;
         self.lua.set_named_registry_value(CURRENT_ENV, &env)?;
+        self.lua
+            .set_named_registry_value(CURRENT_LOADED, self.lua.create_table()?)?;
         Ok(env)
     }
 
@@ -187,6 +201,7 @@ fn build(host: Host, opts: VmOptions) -> mlua::Result<Vm> {
     lua.set_app_data(VmCtx {
         host,
         token: Mutex::new(None),
+        parent: Mutex::new(None),
         limits: limits.clone(),
         memory_limit: opts.memory_limit,
     });
@@ -339,10 +354,11 @@ fn replace_base(lua: &Lua, g: &Table) -> mlua::Result<()> {
         })?,
     )?;
     g.raw_set("load", sandboxed_load(lua)?)?;
-    let loaded = lua.create_table()?;
+    lua.set_named_registry_value(CURRENT_LOADED, lua.create_table()?)?;
     g.raw_set(
         "require",
         lua.create_function(move |lua, name: String| {
+            let loaded: Table = lua.named_registry_value(CURRENT_LOADED)?;
             if let Some(v) = loaded.raw_get::<Option<Value>>(name.as_str())? {
                 return Ok(v);
             }
@@ -356,6 +372,9 @@ fn replace_base(lua: &Lua, g: &Table) -> mlua::Result<()> {
 
 /// Registry slot of the environment of the run in progress.
 const CURRENT_ENV: &str = "swarm.current_env";
+/// Registry slot of the run's `require` cache (fresh per run, so modules'
+/// state never crosses runs in a pooled VM).
+pub(crate) const CURRENT_LOADED: &str = "swarm.current_loaded";
 
 /// `load`: text chunks only; the default environment is the current run's.
 fn sandboxed_load(lua: &Lua) -> mlua::Result<Function> {

@@ -236,7 +236,9 @@ async fn read_stderr(stderr: impl AsyncRead + Unpin, ctx: &SpawnCtx) -> String {
         tail.push('\n');
         if tail.len() > TAIL {
             let cut = tail.len() - TAIL;
-            let cut = (cut..tail.len()).find(|&i| tail.is_char_boundary(i)).unwrap_or(0);
+            let cut = (cut..tail.len())
+                .find(|&i| tail.is_char_boundary(i))
+                .unwrap_or(0);
             tail.drain(..cut);
         }
     }

@@ -55,7 +55,9 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
         )?;
         let parent: Option<u64> = spec.get("parent").unwrap_or(None);
         let mut task = TaskSpec::new(&agent, input);
-        task.parent = parent.map(TaskId);
+        task.parent = parent
+            .map(TaskId)
+            .or_else(|| lua.app_data_ref::<VmCtx>().and_then(|ctx| ctx.parent()));
         let id = engine.start_task(&tok, task).map_err(engine_err)?;
         Ok(Value::Integer(id.0 as i64))
     })?;

@@ -5,6 +5,8 @@
 
 mod engine;
 mod gate;
+mod gather;
+mod host;
 mod json;
 mod log;
 mod time;
@@ -36,13 +38,40 @@ pub fn compose(lua: &Lua) -> mlua::Result<Table> {
                     Ok(ms) => time::sleep(ms).await.map(|()| Value::Boolean(true)),
                     Err(e) => Err(LuaUsage::new("bad_argument", format!("sleep: {e}"))),
                 },
+                "gather" => gather::gather(&lua, a, b).await,
                 _ => engine::wait(&lua, &op, a, b).await,
             };
             reply(&lua, r)
         })?,
     )?;
-    embedded::chunk(lua, embedded::INIT)?.call(raw)
+    let (swarm, wait): (Table, mlua::Function) = embedded::chunk(lua, embedded::INIT)?.call(raw)?;
+    let host = host::register(lua)?;
+    host.raw_set("wait", wait)?;
+    let flow: Table = embedded::chunk(lua, embedded::FLOW)?.call((&swarm, &host))?;
+    let blueprint: Table = embedded::chunk(lua, embedded::BLUEPRINT)?.call((&swarm, &host))?;
+    for name in [
+        "step",
+        "pstep",
+        "try",
+        "parallel",
+        "all_settled",
+        "race",
+        "any",
+        "map",
+        "ask",
+        "sleep",
+    ] {
+        swarm.raw_set(name, flow.raw_get::<Value>(name)?)?;
+    }
+    for name in ["blueprint", "agent", "layer", "duration"] {
+        swarm.raw_set(name, blueprint.raw_get::<Value>(name)?)?;
+    }
+    lua.set_named_registry_value(VALIDATE, blueprint.raw_get::<mlua::Function>("validate")?)?;
+    Ok(swarm)
 }
+
+/// Registry slot of the blueprint validator (`lua/swarm/blueprint.lua`).
+pub const VALIDATE: &str = "swarm.validate";
 
 /// The VM's engine and its one token, or a `no_token` usage error.
 pub(crate) fn caller(lua: &Lua) -> Result<(Engine, CapToken), LuaUsage> {
@@ -62,7 +91,7 @@ pub(crate) fn ser_opts() -> mlua::serde::SerializeOptions {
         .set_array_metatable(true)
 }
 
-pub(crate) fn to_lua<T: serde::Serialize + ?Sized>(lua: &Lua, v: &T) -> mlua::Result<Value> {
+pub fn to_lua<T: serde::Serialize + ?Sized>(lua: &Lua, v: &T) -> mlua::Result<Value> {
     lua.to_value_with(v, ser_opts())
 }
 
@@ -86,7 +115,7 @@ pub(crate) fn view_to_lua(lua: &Lua, v: &crate::engine::TaskView) -> mlua::Resul
 }
 
 /// A Lua value as JSON, or a usage error naming what could not convert.
-pub(crate) fn to_json(lua: &Lua, v: Value, what: &str) -> Result<serde_json::Value, LuaUsage> {
+pub fn to_json(lua: &Lua, v: Value, what: &str) -> Result<serde_json::Value, LuaUsage> {
     lua.from_value::<serde_json::Value>(v).map_err(|e| {
         LuaUsage::new(
             "bad_value",

@@ -42,12 +42,20 @@ pub fn register_all(reg: &mut LayerRegistry) {
             let (engine, inner) = (engine.clone(), inner.clone());
             Box::pin(async move {
                 let started = Instant::now();
-                engine.note(ctx.task, "audit", json!({"phase": "start", "attempt": ctx.attempt}));
+                engine.note(
+                    ctx.task,
+                    "audit",
+                    json!({"phase": "start", "attempt": ctx.attempt}),
+                );
                 let (task, attempt) = (ctx.task, ctx.attempt);
                 let out = inner.spawn(ctx).await;
                 let name = out.as_ref().map_or("error", Outcome::name);
                 let us = started.elapsed().as_micros() as u64;
-                engine.note(task, "audit", json!({"phase": "end", "attempt": attempt, "outcome": name, "us": us}));
+                engine.note(
+                    task,
+                    "audit",
+                    json!({"phase": "end", "attempt": attempt, "outcome": name, "us": us}),
+                );
                 out
             })
         }))
@@ -100,13 +108,19 @@ pub fn register_all(reg: &mut LayerRegistry) {
                     _ = tokio::time::sleep(warn) => {}
                 }
                 tracing::warn!(%task, warn_ms = warn.as_millis() as u64, "attempt is taking long");
-                engine.note(task, "long_hold", json!({"warn_ms": warn.as_millis() as u64}));
+                engine.note(
+                    task,
+                    "long_hold",
+                    json!({"warn_ms": warn.as_millis() as u64}),
+                );
                 worker.await
             })
         }))
     });
     reg.register("senior_escalation", |opts, env| {
-        let wait = Duration::from_secs_f64(num(opts, "senior_escalation", "timeout_ms", Some(86_400_000.0))? / 1000.0);
+        let wait = Duration::from_secs_f64(
+            num(opts, "senior_escalation", "timeout_ms", Some(86_400_000.0))? / 1000.0,
+        );
         let env = env.clone();
         Ok(layer_fn(move |inner, ctx| {
             let (inner, env) = (inner.clone(), env.clone());
@@ -122,11 +136,22 @@ pub fn register_all(reg: &mut LayerRegistry) {
                     "agent": &*agent, "task": task.0, "blocked": original,
                 });
                 let failed = |e: crate::engine::EngineError| SpawnError::Failed(e.to_string());
-                let key = env.engine.query_senior(&env.token, task, question).map_err(failed)?;
-                let answer = env.engine.await_resume(&env.token, &key, wait).await.map_err(failed)?;
+                let key = env
+                    .engine
+                    .query_senior(&env.token, task, question)
+                    .map_err(failed)?;
+                let answer = env
+                    .engine
+                    .await_resume(&env.token, &key, wait)
+                    .await
+                    .map_err(failed)?;
                 let ok = answer.get("ok").and_then(Value::as_bool).unwrap_or(true);
                 let value = json!({ "original": original, "override": *answer });
-                Ok(if ok { Outcome::Pass(value) } else { Outcome::Blocked(value) })
+                Ok(if ok {
+                    Outcome::Pass(value)
+                } else {
+                    Outcome::Blocked(value)
+                })
             })
         }))
     });
@@ -171,7 +196,10 @@ pub fn register_all(reg: &mut LayerRegistry) {
         Ok(layer_fn(move |inner, ctx| {
             let (inner, permits) = (inner.clone(), permits.clone());
             Box::pin(async move {
-                let _permit = permits.acquire_owned().await.map_err(|e| SpawnError::Failed(e.to_string()))?;
+                let _permit = permits
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| SpawnError::Failed(e.to_string()))?;
                 inner.spawn(ctx).await
             })
         }))

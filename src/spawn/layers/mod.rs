@@ -22,8 +22,7 @@ pub struct LayerEnv {
     pub token: CapToken,
 }
 
-type Factory =
-    Box<dyn Fn(&Value, &LayerEnv) -> Result<Arc<dyn Layer>, SpawnError> + Send + Sync>;
+type Factory = Box<dyn Fn(&Value, &LayerEnv) -> Result<Arc<dyn Layer>, SpawnError> + Send + Sync>;
 
 #[derive(Default)]
 pub struct LayerRegistry {
@@ -31,6 +30,17 @@ pub struct LayerRegistry {
 }
 
 impl LayerRegistry {
+    /// Keys of the built-in layers.
+    pub const BUILTIN: &'static [&'static str] = &[
+        "audit",
+        "concurrency",
+        "long_hold",
+        "rate_limit",
+        "retry",
+        "senior_escalation",
+        "timeout",
+    ];
+
     /// The registry with every built-in layer: audit, retry, timeout,
     /// long_hold, senior_escalation, rate_limit, concurrency.
     pub fn builtin() -> LayerRegistry {
@@ -47,7 +57,12 @@ impl LayerRegistry {
     }
 
     /// Builds the layer registered under `key` with `opts`.
-    pub fn build(&self, key: &str, opts: &Value, env: &LayerEnv) -> Result<Arc<dyn Layer>, SpawnError> {
+    pub fn build(
+        &self,
+        key: &str,
+        opts: &Value,
+        env: &LayerEnv,
+    ) -> Result<Arc<dyn Layer>, SpawnError> {
         match self.factories.get(key) {
             Some(f) => f(opts, env),
             None => Err(SpawnError::UnknownLayer {

@@ -1,0 +1,193 @@
+-- The blueprint DSL and its validation.
+--
+--   return swarm.blueprint "review" {
+--     agents = { writer = swarm.agent.process { cmd = { "python3", "w.py" } } },
+--     hints  = { layers = { "audit", { "retry", max = 3 } } },
+--     layers = { shout = swarm.layer { after = function(ctx, r) return r end } },
+--     gate   = { worker = { "fetch_prompt", "emit", "post_result" } },
+--     flow   = function(input) return swarm.step("writer", input) end,
+--   }
+--
+-- Constructors record where they were called, so validation errors name
+-- file:line and the field. `validate` returns every error, not the first.
+local swarm, host = ...
+local error, pairs, ipairs, type, tostring, setmetatable, tonumber =
+  error, pairs, ipairs, type, tostring, setmetatable, tonumber
+local where = host.where
+
+local M = {}
+
+local function marker(kind, spec)
+  if type(spec) ~= "table" then
+    error(where() .. ": swarm." .. kind .. " expects a table", 0)
+  end
+  return { __swarm = kind, where = where(), spec = spec }
+end
+
+--- `swarm.blueprint "name" { ... }`
+function M.blueprint(name)
+  if type(name) ~= "string" or name == "" then
+    error(where() .. ": swarm.blueprint: the name must be a non-empty string", 0)
+  end
+  local at = where()
+  return function(spec)
+    local bp = marker("blueprint", spec)
+    bp.name, bp.where = name, at
+    return bp
+  end
+end
+
+M.agent = {
+  --- An agent whose body is `run = function(task) ... end`, run in its own sandbox.
+  lua = function(spec) return marker("agent.lua", spec) end,
+  --- A command: `cmd = { argv... }` (no shell) or `shell = "..."`.
+  process = function(spec) return marker("agent.process", spec) end,
+  --- A Rust function registered with the host under `name`.
+  rust = function(spec) return marker("agent.rust", spec) end,
+}
+
+--- A middleware layer written in Lua: `before(ctx, input)` may return a new
+--- input, or `nil, reason` to reject; `after(ctx, result)` may return a new
+--- `{ ok = bool, value = any }`.
+function M.layer(spec) return marker("layer", spec) end
+
+-- Validation -------------------------------------------------------------
+
+local PROFILE = { description = "string", system = "string", model = "string", tools = "table",
+                  layers = "table" }
+local AGENT_FIELDS = {
+  ["agent.lua"] = { run = "function" },
+  ["agent.process"] = { cmd = "table", shell = "string", cwd = "string", env = "table",
+                        timeout = "duration", max_output = "number" },
+  ["agent.rust"] = { name = "string" },
+}
+local BLUEPRINT_FIELDS = { description = "string", agents = "table", hints = "table",
+                           layers = "table", gate = "table", flow = "function" }
+
+--- Milliseconds from a number (ms) or a string like "250ms", "60s", "2m".
+function M.duration(v)
+  if type(v) == "number" then return v end
+  if type(v) ~= "string" then return nil end
+  local n, unit = v:match("^%s*([%d%.]+)%s*(%a*)%s*$")
+  n = tonumber(n)
+  if not n then return nil end
+  local scale = ({ [""] = 1, ms = 1, s = 1000, m = 60000, h = 3600000 })[unit]
+  return scale and n * scale
+end
+
+local function check_type(v, want)
+  if want == "duration" then return M.duration(v) ~= nil end
+  return type(v) == want
+end
+
+local function layer_list(list, at, field, bp, errors)
+  if type(list) ~= "table" then
+    errors[#errors + 1] = { where = at, field = field, message = "must be a list of layer names" }
+    return
+  end
+  for i, entry in ipairs(list) do
+    local key = type(entry) == "table" and entry[1] or entry
+    local f = field .. "[" .. i .. "]"
+    if type(key) ~= "string" then
+      errors[#errors + 1] = { where = at, field = f, message = "must be a layer name or { name, options... }" }
+    elseif not host.is_layer(key) and not (type(bp.spec.layers) == "table" and bp.spec.layers[key]) then
+      errors[#errors + 1] = { where = at, field = f,
+        message = "unknown layer `" .. key .. "` (built-in: " .. host.layer_keys() .. ")" }
+    end
+  end
+end
+
+local function check_agent(name, a, bp, errors)
+  local field = "agents." .. tostring(name)
+  if type(a) ~= "table" or not AGENT_FIELDS[a.__swarm] then
+    errors[#errors + 1] = { where = bp.where, field = field,
+      message = "must be swarm.agent.lua{}, swarm.agent.process{} or swarm.agent.rust{}" }
+    return
+  end
+  local allowed = AGENT_FIELDS[a.__swarm]
+  for k, v in pairs(a.spec) do
+    local want = allowed[k] or PROFILE[k]
+    if not want then
+      errors[#errors + 1] = { where = a.where, field = field .. "." .. tostring(k), message = "unknown field" }
+    elseif not check_type(v, want) then
+      errors[#errors + 1] = { where = a.where, field = field .. "." .. k,
+        message = "must be a " .. want .. ", got " .. type(v) }
+    end
+  end
+  if a.__swarm == "agent.lua" and type(a.spec.run) ~= "function" then
+    errors[#errors + 1] = { where = a.where, field = field .. ".run", message = "is required (function(task))" }
+  elseif a.__swarm == "agent.process" and not a.spec.cmd and not a.spec.shell then
+    errors[#errors + 1] = { where = a.where, field = field .. ".cmd", message = "is required (a list: program, args...)" }
+  elseif a.__swarm == "agent.rust" and not a.spec.name then
+    errors[#errors + 1] = { where = a.where, field = field .. ".name", message = "is required" }
+  end
+  if a.spec.layers then layer_list(a.spec.layers, a.where, field .. ".layers", bp, errors) end
+end
+
+--- Every problem with `bp`, as `{ where, field, message }` entries.
+function M.validate(bp)
+  local errors = {}
+  if type(bp) ~= "table" or bp.__swarm ~= "blueprint" then
+    return { { where = "?", field = "(return value)",
+               message = "a blueprint file must return swarm.blueprint \"name\" { ... }" } }
+  end
+  local spec = bp.spec
+  for k, v in pairs(spec) do
+    local want = BLUEPRINT_FIELDS[k]
+    if not want then
+      errors[#errors + 1] = { where = bp.where, field = tostring(k), message = "unknown field" }
+    elseif type(v) ~= want then
+      errors[#errors + 1] = { where = bp.where, field = k, message = "must be a " .. want .. ", got " .. type(v) }
+    end
+  end
+  if type(spec.flow) ~= "function" then
+    errors[#errors + 1] = { where = bp.where, field = "flow", message = "is required (function(input))" }
+  end
+  if type(spec.agents) == "table" then
+    for name, a in pairs(spec.agents) do check_agent(name, a, bp, errors) end
+  end
+  if type(spec.hints) == "table" then
+    for k, v in pairs(spec.hints) do
+      if k == "layers" then
+        layer_list(v, bp.where, "hints.layers", bp, errors)
+      else
+        errors[#errors + 1] = { where = bp.where, field = "hints." .. tostring(k), message = "unknown hint" }
+      end
+    end
+  end
+  if type(spec.layers) == "table" then
+    for name, l in pairs(spec.layers) do
+      local field = "layers." .. tostring(name)
+      if type(l) ~= "table" or l.__swarm ~= "layer" then
+        errors[#errors + 1] = { where = bp.where, field = field, message = "must be swarm.layer{ before = ..., after = ... }" }
+      else
+        for k, v in pairs(l.spec) do
+          if (k ~= "before" and k ~= "after") or type(v) ~= "function" then
+            errors[#errors + 1] = { where = l.where, field = field .. "." .. tostring(k),
+              message = "only `before` and `after` functions are allowed" }
+          end
+        end
+      end
+    end
+  end
+  if type(spec.gate) == "table" then
+    for role, verbs in pairs(spec.gate) do
+      local field = "gate." .. tostring(role)
+      if not host.is_role(role) then
+        errors[#errors + 1] = { where = bp.where, field = field, message = "unknown role (operator, worker, senior, observer)" }
+      elseif type(verbs) ~= "table" then
+        errors[#errors + 1] = { where = bp.where, field = field, message = "must be a list of verb names" }
+      else
+        for i, verb in ipairs(verbs) do
+          if not host.is_verb(verb) then
+            errors[#errors + 1] = { where = bp.where, field = field .. "[" .. i .. "]",
+              message = "unknown verb `" .. tostring(verb) .. "`" }
+          end
+        end
+      end
+    end
+  end
+  return errors
+end
+
+return M

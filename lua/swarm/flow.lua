@@ -1,0 +1,165 @@
+-- Flow primitives, written over `swarm.engine`.
+--
+-- A flow runs as a coroutine; every step is an engine task dispatched
+-- through its agent's middleware stack. Concurrent branches (`parallel`,
+-- `map`, `race`, `any`, `all_settled`) are coroutines of the same run, run
+-- together by the host's `gather`, so waiting costs memory, not threads.
+-- Two error channels: `step` raises a step error; `pstep` and `try` return
+-- `ok, value_or_error`.
+local swarm, host = ...
+local engine, time = swarm.engine, swarm.time
+local error, pcall, select, setmetatable, type, tostring, ipairs =
+  error, pcall, select, setmetatable, type, tostring, ipairs
+local wait, where = host.wait, host.where
+
+local StepError = {
+  __name = "swarm.step_error",
+  __tostring = function(e)
+    return tostring(e.where) .. ": " .. tostring(e.message) .. " [" .. tostring(e.code) .. "]"
+  end,
+}
+
+local function describe(v)
+  if type(v) == "table" then
+    local ok, s = pcall(swarm.json.encode, v)
+    if ok then return s end
+  end
+  return tostring(v)
+end
+
+local M = {}
+
+--- Runs one step; returns `true, result` on pass, `false, step_error` otherwise.
+function M.pstep(agent, input)
+  if type(agent) ~= "string" then
+    error(where() .. ": swarm.step: agent name must be a string, got " .. type(agent), 0)
+  end
+  if not host.has_agent(agent) then
+    error(setmetatable({
+      code = "unknown_agent", agent = agent, where = where(),
+      message = "unknown agent `" .. agent .. "` (known: " .. host.agent_names() .. ")",
+    }, StepError), 0)
+  end
+  local id = engine.start_task({ agent = agent, input = input })
+  local view = engine.dispatch(id)
+  if view.status == "pass" then
+    return true, view.result
+  end
+  local code = view.status
+  local result = view.result
+  if type(result) == "table" and result.error == "timeout" then code = "timeout" end
+  return false, setmetatable({
+    code = code, agent = agent, task = id, result = result, where = where(),
+    message = "step `" .. agent .. "` (task " .. id .. ") " .. code .. ": " .. describe(result),
+  }, StepError)
+end
+
+--- Runs one step and returns its result; raises a step error unless it passed.
+function M.step(agent, input)
+  local ok, v = M.pstep(agent, input)
+  if not ok then error(v, 0) end
+  return v
+end
+
+--- Calls `fn(...)`; returns `true, results...` or `false, err` (error values).
+function M.try(fn, ...)
+  return pcall(fn, ...)
+end
+
+local function branches(fns, what)
+  if type(fns) ~= "table" then
+    error(where() .. ": swarm." .. what .. ": expects a list of functions", 0)
+  end
+  local wrapped = {}
+  for i, fn in ipairs(fns) do
+    if type(fn) ~= "function" then
+      error(where() .. ": swarm." .. what .. ": item " .. i .. " is not a function", 0)
+    end
+    wrapped[i] = function() return pcall(fn) end
+  end
+  return wrapped
+end
+
+--- Runs every function concurrently; returns their results in order.
+--- The first failure cancels the others and is raised.
+function M.parallel(fns, opts)
+  local res = wait("gather", branches(fns, "parallel"), {
+    mode = "all", fail_fast = true, concurrency = opts and opts.concurrency,
+  })
+  local out = {}
+  for i = 1, #fns do
+    local r = res[i]
+    if r and not r.ok then error(r.value, 0) end
+    out[i] = r and r.value
+  end
+  return out
+end
+
+--- Runs every function concurrently; returns `{ ok = bool, value | error }`
+--- for each, in order. Never raises for a branch's failure.
+function M.all_settled(fns, opts)
+  local res = wait("gather", branches(fns, "all_settled"), {
+    mode = "all", fail_fast = false, concurrency = opts and opts.concurrency,
+  })
+  local out = {}
+  for i = 1, #fns do
+    local r = res[i]
+    out[i] = r.ok and { ok = true, value = r.value } or { ok = false, error = r.value }
+  end
+  return out
+end
+
+--- The first branch to finish wins (its value, or its error is raised);
+--- the others are cancelled.
+function M.race(fns)
+  local r = wait("gather", branches(fns, "race"), { mode = "race" })
+  if not r.ok then error(r.value, 0) end
+  return r.value, r.index
+end
+
+--- The first branch to succeed wins; raises only when every branch failed.
+function M.any(fns)
+  local r = wait("gather", branches(fns, "any"), { mode = "any" })
+  if r.ok then return r.value, r.index end
+  error(setmetatable({
+    code = "all_failed", errors = r.errors, where = where(),
+    message = "every branch of swarm.any failed",
+  }, StepError), 0)
+end
+
+--- Applies `fn(item, index)` to every item, at most `opts.concurrency` at a
+--- time (default 64); returns the results in order, raising the first failure.
+function M.map(items, fn, opts)
+  if type(items) ~= "table" or type(fn) ~= "function" then
+    error(where() .. ": swarm.map: expects (items, fn[, opts])", 0)
+  end
+  local fns = {}
+  for i, item in ipairs(items) do
+    fns[i] = function() return pcall(fn, item, i) end
+  end
+  local res = wait("gather", fns, {
+    mode = "all", fail_fast = true, concurrency = (opts and opts.concurrency) or 64,
+  })
+  local out = {}
+  for i = 1, #items do
+    local r = res[i]
+    if r and not r.ok then error(r.value, 0) end
+    out[i] = r and r.value
+  end
+  return out
+end
+
+--- Asks a senior and waits for the answer. `question` is a string or a
+--- table; `question.key` (or the string itself) names it for `--answer`.
+function M.ask(question, opts)
+  local key = engine.query_senior(host.current_task(), question)
+  return engine.await_resume(key, opts and opts.timeout_ms)
+end
+
+--- Waits `ms` milliseconds without blocking other branches.
+function M.sleep(ms)
+  return time.sleep(ms)
+end
+
+M.StepError = StepError
+return M

@@ -1,0 +1,97 @@
+//! `gather`: runs Lua functions as concurrent coroutines of one run.
+//!
+//! The flow library's `parallel`, `all_settled`, `race`, `any` and `map` all
+//! come here. Each function becomes an mlua async thread; they are polled
+//! together inside the caller's own future (no tokio task, no OS thread per
+//! branch), at most `concurrency` at a time. Every branch function returns
+//! `ok, value` (the flow library wraps user functions in `pcall`), so errors
+//! stay Lua values. Branches that lose a race or follow a failure are
+//! dropped, which cancels their in-flight steps.
+
+use crate::lua::error::LuaUsage;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use mlua::{Function, Lua, MultiValue, Value};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    All { fail_fast: bool },
+    Race,
+    Any,
+}
+
+fn usage(e: mlua::Error) -> LuaUsage {
+    LuaUsage::new("bad_argument", format!("gather: {e}"))
+}
+
+pub async fn gather(lua: &Lua, fns: Value, opts: Value) -> Result<Value, LuaUsage> {
+    let Value::Table(fns) = fns else {
+        return Err(LuaUsage::new(
+            "bad_argument",
+            "gather: expects a list of functions",
+        ));
+    };
+    let opts = match opts {
+        Value::Table(t) => Some(t),
+        _ => None,
+    };
+    let get = |k: &str| opts.as_ref().and_then(|o| o.get::<Value>(k).ok());
+    let mode = match get("mode").and_then(|v| v.to_string().ok()).as_deref() {
+        Some("race") => Mode::Race,
+        Some("any") => Mode::Any,
+        _ => Mode::All {
+            fail_fast: get("fail_fast").is_some_and(|v| v.as_boolean() == Some(true)),
+        },
+    };
+    let limit = get("concurrency")
+        .and_then(|v| v.as_integer())
+        .filter(|n| *n > 0)
+        .map_or(usize::MAX, |n| n as usize);
+    let fns: Vec<Function> = fns
+        .sequence_values()
+        .collect::<mlua::Result<_>>()
+        .map_err(usage)?;
+    let n = fns.len();
+    let mut pending = fns.into_iter().enumerate();
+    let mut running = FuturesUnordered::new();
+    let results = lua.create_table_with_capacity(n, 0).map_err(usage)?;
+    let errors = lua.create_table().map_err(usage)?;
+    loop {
+        while running.len() < limit {
+            let Some((i, f)) = pending.next() else { break };
+            let thread = lua.create_thread(f).map_err(usage)?;
+            let fut = thread.into_async::<MultiValue>(()).map_err(usage)?;
+            running.push(async move { (i, fut.await) });
+        }
+        let Some((i, out)) = running.next().await else {
+            break;
+        };
+        // A branch that raised past its pcall hit a VM limit: stop everything.
+        let values = out.map_err(|e| LuaUsage::new("branch_failed", e.to_string()))?;
+        let mut it = values.into_iter();
+        let ok = it.next().and_then(|v| v.as_boolean()).unwrap_or(false);
+        let value = it.next().unwrap_or(Value::Nil);
+        let entry = lua.create_table().map_err(usage)?;
+        entry.raw_set("ok", ok).map_err(usage)?;
+        entry.raw_set("value", value.clone()).map_err(usage)?;
+        entry.raw_set("index", i + 1).map_err(usage)?;
+        match mode {
+            Mode::Race => return Ok(Value::Table(entry)),
+            Mode::Any if ok => return Ok(Value::Table(entry)),
+            Mode::Any => errors.raw_set(i + 1, value).map_err(usage)?,
+            Mode::All { fail_fast } => {
+                results.raw_set(i + 1, entry).map_err(usage)?;
+                if fail_fast && !ok {
+                    return Ok(Value::Table(results));
+                }
+            }
+        }
+    }
+    if mode == Mode::Any {
+        let entry = lua.create_table().map_err(usage)?;
+        entry.raw_set("ok", false).map_err(usage)?;
+        entry.raw_set("errors", errors).map_err(usage)?;
+        return Ok(Value::Table(entry));
+    }
+    Ok(Value::Table(results))
+}

@@ -1,0 +1,137 @@
+//! Turning a blueprint's agents into spawner stacks.
+//!
+//! [`build_agents`] is the one place a stack is assembled from a blueprint:
+//! the blueprint's `hints.layers` (outermost first), then the agent's own
+//! `layers`, then the backend. A name in a layer list is a built-in key or
+//! one of the blueprint's Lua `layers`.
+
+use super::blueprint::{AgentSpec, Backend, Blueprint, LayerUse};
+use crate::lua::{Agents, Host, LuaAgent, Vm, VmOptions, lua_layer};
+use crate::spawn::{
+    Layer, LayerEnv, LayerRegistry, ProcessAgent, RustAgent, SpawnError, Spawner, build_stack,
+};
+use mlua::{Function, Table};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Rust functions a blueprint can name with `swarm.agent.rust { name = ... }`.
+#[derive(Clone, Default)]
+pub struct RustAgents(BTreeMap<String, RustAgent>);
+
+impl RustAgents {
+    /// The agents every `swarm` binary has: `echo` (returns its input),
+    /// `upper` (upper-cases a string), `sleep` (waits `input.ms`, returns
+    /// `input.value`), `fail` (blocks with its input).
+    pub fn builtin() -> RustAgents {
+        let mut r = RustAgents::default();
+        r.insert(
+            "echo",
+            RustAgent::new(|ctx| async move { Ok((*ctx.input).clone()) }),
+        );
+        r.insert(
+            "upper",
+            RustAgent::new(|ctx| async move {
+                match ctx.input.as_str() {
+                    Some(s) => Ok(json!(s.to_uppercase())),
+                    None => Err(json!({"error": "upper expects a string"})),
+                }
+            }),
+        );
+        r.insert(
+            "sleep",
+            RustAgent::new(|ctx| async move {
+                let ms = ctx.input.get("ms").and_then(Value::as_u64).unwrap_or(0);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+                    _ = ctx.cancel.cancelled() => return Err(json!("cancelled")),
+                }
+                Ok(ctx.input.get("value").cloned().unwrap_or(Value::Null))
+            }),
+        );
+        r.insert(
+            "fail",
+            RustAgent::new(|ctx| async move { Err((*ctx.input).clone()) }),
+        );
+        r
+    }
+
+    pub fn insert(&mut self, name: &str, agent: RustAgent) {
+        self.0.insert(name.to_string(), agent);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&RustAgent> {
+        self.0.get(name)
+    }
+}
+
+/// Everything needed to build a run's agents.
+pub struct Build<'a> {
+    pub blueprint: &'a Blueprint,
+    /// The blueprint's table in the flow VM (for Lua layers).
+    pub table: &'a Table,
+    pub flow_vm: &'a Vm,
+    pub host: Host,
+    pub env: LayerEnv,
+    pub rust: &'a RustAgents,
+    pub vm: VmOptions,
+}
+
+/// Builds every agent's stack into `agents`.
+pub fn build_agents(b: &Build<'_>, agents: &Agents) -> Result<(), SpawnError> {
+    let registry = LayerRegistry::builtin();
+    for spec in &b.blueprint.agents {
+        let backend = backend(b, spec)?;
+        let mut layers = Vec::new();
+        for use_ in b.blueprint.layers.iter().chain(&spec.layers) {
+            layers.push(layer(b, &registry, use_)?);
+        }
+        agents.insert(&spec.name, build_stack(backend, &layers));
+    }
+    Ok(())
+}
+
+fn backend(b: &Build<'_>, spec: &AgentSpec) -> Result<Arc<dyn Spawner>, SpawnError> {
+    Ok(match &spec.backend {
+        Backend::Lua => Arc::new(LuaAgent::for_blueprint(
+            b.host.clone(),
+            &b.blueprint.source,
+            &b.blueprint.chunk,
+            &spec.name,
+            b.vm.clone(),
+        )),
+        Backend::Rust(name) => Arc::new(b.rust.get(name).cloned().ok_or_else(|| {
+            SpawnError::Failed(format!(
+                "agent `{}`: no Rust agent named `{name}` is registered",
+                spec.name
+            ))
+        })?),
+        Backend::Process(p) => Arc::new(ProcessAgent::new(p.clone())),
+    })
+}
+
+fn layer(
+    b: &Build<'_>,
+    registry: &LayerRegistry,
+    use_: &LayerUse,
+) -> Result<Arc<dyn Layer>, SpawnError> {
+    let lua_err = |e: mlua::Error| SpawnError::Failed(e.to_string());
+    let spec: Table = b.table.get("spec").map_err(lua_err)?;
+    let user: Option<Table> = spec
+        .get::<Option<Table>>("layers")
+        .map_err(lua_err)?
+        .map(|l| l.get::<Option<Table>>(use_.key.as_str()))
+        .transpose()
+        .map_err(lua_err)?
+        .flatten();
+    match user {
+        Some(l) => {
+            let fns: Table = l.get("spec").map_err(lua_err)?;
+            let before: Option<Function> = fns.get("before").map_err(lua_err)?;
+            let after: Option<Function> = fns.get("after").map_err(lua_err)?;
+            Ok(lua_layer(b.flow_vm.lua(), &use_.key, before, after))
+        }
+        None => registry.build(&use_.key, &use_.opts, &b.env),
+    }
+}

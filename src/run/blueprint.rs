@@ -1,0 +1,346 @@
+//! Loading a blueprint: evaluate the file in a sandbox, validate it, and
+//! read it into plain Rust values.
+//!
+//! Validation of shape and names is in Lua (`lua/swarm/blueprint.lua`,
+//! which knows where each constructor was called); the gate's
+//! never-widen rule is checked here with `RoleVerbGate::narrow`. All
+//! problems are collected, none is fatal alone.
+
+use crate::auth::{Role, RoleVerbGate, Verb};
+use crate::lua::{LuaError, Vm};
+use crate::spawn::ProcessSpec;
+use mlua::{Function, LuaSerdeExt, Table, Value};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One thing wrong with a blueprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub location: String,
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: `{}` {}", self.location, self.field, self.message)
+    }
+}
+
+/// Why a blueprint could not be loaded.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BlueprintError {
+    #[error("cannot read {path}: {message}")]
+    Read { path: String, message: String },
+    #[error(transparent)]
+    Lua(#[from] LuaError),
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+/// A middleware layer named in `hints.layers` or an agent's `layers`.
+#[derive(Debug, Clone)]
+pub struct LayerUse {
+    pub key: String,
+    pub opts: serde_json::Value,
+}
+
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Lua,
+    Rust(String),
+    Process(ProcessSpec),
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
+    pub name: String,
+    pub backend: Backend,
+    /// Layers of this agent alone, inside the blueprint's.
+    pub layers: Vec<LayerUse>,
+    pub profile: serde_json::Value,
+}
+
+/// A validated blueprint.
+#[derive(Debug, Clone)]
+pub struct Blueprint {
+    pub name: String,
+    pub path: PathBuf,
+    /// The chunk name errors show (the path as given).
+    pub chunk: String,
+    pub source: Arc<str>,
+    /// SHA-256 of the source, hex.
+    pub hash: String,
+    pub agents: Vec<AgentSpec>,
+    /// Layers for every agent, outermost first.
+    pub layers: Vec<LayerUse>,
+    pub gate: Option<RoleVerbGate>,
+}
+
+impl Blueprint {
+    pub fn dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+}
+
+/// Reads the file at `path`.
+pub fn read(path: &Path) -> Result<String, BlueprintError> {
+    std::fs::read_to_string(path).map_err(|e| BlueprintError::Read {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Evaluates `source` in `vm` and validates it. Returns the blueprint and
+/// its Lua table (whose `spec.flow` and `spec.layers` live in `vm`).
+pub fn load(vm: &Vm, path: &Path, source: &str) -> Result<(Blueprint, Table), BlueprintError> {
+    let chunk = path.display().to_string();
+    let env = vm.env().map_err(|e| vm.classify(e))?;
+    let f = vm.load(&env, source, &chunk)?;
+    vm.arm(None);
+    let value: Value = f.call(()).map_err(|e| vm.classify(e))?;
+    let lua = vm.lua();
+    let validate: Function = lua
+        .named_registry_value(crate::lua::VALIDATE)
+        .map_err(|e| vm.classify(e))?;
+    let problems: Vec<Problem> = validate
+        .call::<Table>(value.clone())
+        .and_then(|t| {
+            t.sequence_values::<Table>()
+                .map(|p| {
+                    let p = p?;
+                    Ok(Problem {
+                        location: p.get("where")?,
+                        field: p.get("field")?,
+                        message: p.get("message")?,
+                    })
+                })
+                .collect()
+        })
+        .map_err(|e| vm.classify(e))?;
+    if !problems.is_empty() {
+        return Err(BlueprintError::Invalid(problems));
+    }
+    let Value::Table(bp) = value else {
+        unreachable!("validate accepted a non-table");
+    };
+    let read = Reader {
+        vm,
+        dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+    };
+    let blueprint = read.blueprint(&bp, path, &chunk, source)?;
+    Ok((blueprint, bp))
+}
+
+struct Reader<'a> {
+    vm: &'a Vm,
+    dir: PathBuf,
+}
+
+fn err(location: &str, field: &str, message: impl Into<String>) -> BlueprintError {
+    BlueprintError::Invalid(vec![Problem {
+        location: location.into(),
+        field: field.into(),
+        message: message.into(),
+    }])
+}
+
+impl Reader<'_> {
+    fn lua_err(&self, e: mlua::Error) -> BlueprintError {
+        BlueprintError::Lua(self.vm.classify(e))
+    }
+
+    fn blueprint(
+        &self,
+        bp: &Table,
+        path: &Path,
+        chunk: &str,
+        source: &str,
+    ) -> Result<Blueprint, BlueprintError> {
+        let at: String = bp.get("where").map_err(|e| self.lua_err(e))?;
+        let spec: Table = bp.get("spec").map_err(|e| self.lua_err(e))?;
+        let mut agents = Vec::new();
+        if let Some(list) = spec
+            .get::<Option<Table>>("agents")
+            .map_err(|e| self.lua_err(e))?
+        {
+            for pair in list.pairs::<String, Table>() {
+                let (name, a) = pair.map_err(|e| self.lua_err(e))?;
+                agents.push(self.agent(&name, &a)?);
+            }
+        }
+        agents.sort_by(|a, b| a.name.cmp(&b.name));
+        let hints: Option<Table> = spec.get("hints").map_err(|e| self.lua_err(e))?;
+        let layers = match hints {
+            Some(h) => self.layers(h.get("layers").map_err(|e| self.lua_err(e))?)?,
+            None => Vec::new(),
+        };
+        let gate = match spec
+            .get::<Option<Table>>("gate")
+            .map_err(|e| self.lua_err(e))?
+        {
+            Some(g) => Some(self.gate(&g, &at)?),
+            None => None,
+        };
+        Ok(Blueprint {
+            name: bp.get("name").map_err(|e| self.lua_err(e))?,
+            path: path.to_path_buf(),
+            chunk: chunk.to_string(),
+            source: Arc::from(source),
+            hash: hex(&Sha256::digest(source.as_bytes())),
+            agents,
+            layers,
+            gate,
+        })
+    }
+
+    fn layers(&self, list: Option<Table>) -> Result<Vec<LayerUse>, BlueprintError> {
+        let Some(list) = list else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for entry in list.sequence_values::<Value>() {
+            match entry.map_err(|e| self.lua_err(e))? {
+                Value::String(s) => out.push(LayerUse {
+                    key: s.to_str().map_err(|e| self.lua_err(e))?.to_string(),
+                    opts: serde_json::Value::Object(Default::default()),
+                }),
+                Value::Table(t) => {
+                    let key: String = t.raw_get(1).map_err(|e| self.lua_err(e))?;
+                    t.raw_set(1, Value::Nil).map_err(|e| self.lua_err(e))?;
+                    let opts: serde_json::Value = self
+                        .vm
+                        .lua()
+                        .from_value(Value::Table(t.clone()))
+                        .map_err(|e| self.lua_err(e))?;
+                    t.raw_set(1, key.as_str()).map_err(|e| self.lua_err(e))?;
+                    out.push(LayerUse { key, opts });
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    fn agent(&self, name: &str, a: &Table) -> Result<AgentSpec, BlueprintError> {
+        let kind: String = a.get("__swarm").map_err(|e| self.lua_err(e))?;
+        let at: String = a.get("where").map_err(|e| self.lua_err(e))?;
+        let spec: Table = a.get("spec").map_err(|e| self.lua_err(e))?;
+        let mut profile = serde_json::Map::new();
+        for key in ["description", "system", "model", "tools"] {
+            let v: Value = spec.get(key).map_err(|e| self.lua_err(e))?;
+            if !v.is_nil() {
+                let json = self.vm.lua().from_value(v).map_err(|e| self.lua_err(e))?;
+                profile.insert(key.to_string(), json);
+            }
+        }
+        let backend = match kind.as_str() {
+            "agent.lua" => Backend::Lua,
+            "agent.rust" => Backend::Rust(spec.get("name").map_err(|e| self.lua_err(e))?),
+            _ => Backend::Process(self.process(name, &spec, &at, &profile)?),
+        };
+        Ok(AgentSpec {
+            name: name.to_string(),
+            backend,
+            layers: self.layers(spec.get("layers").map_err(|e| self.lua_err(e))?)?,
+            profile: serde_json::Value::Object(profile),
+        })
+    }
+
+    fn process(
+        &self,
+        name: &str,
+        spec: &Table,
+        at: &str,
+        profile: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<ProcessSpec, BlueprintError> {
+        #[derive(Deserialize)]
+        struct Raw {
+            cmd: Option<Vec<String>>,
+            shell: Option<String>,
+            cwd: Option<String>,
+            #[serde(default)]
+            env: BTreeMap<String, String>,
+            timeout: Option<serde_json::Value>,
+            max_output: Option<f64>,
+        }
+        let mut view = serde_json::Map::new();
+        for key in ["cmd", "shell", "cwd", "env", "timeout", "max_output"] {
+            let v: Value = spec.get(key).map_err(|e| self.lua_err(e))?;
+            if !v.is_nil() {
+                view.insert(
+                    key.into(),
+                    self.vm.lua().from_value(v).map_err(|e| self.lua_err(e))?,
+                );
+            }
+        }
+        let field = |f: &str| format!("agents.{name}.{f}");
+        let raw: Raw = serde_json::from_value(serde_json::Value::Object(view))
+            .map_err(|e| err(at, &field("cmd"), e.to_string()))?;
+        let argv = match (raw.cmd, raw.shell) {
+            (Some(cmd), _) if !cmd.is_empty() => cmd,
+            (_, Some(sh)) => vec!["sh".into(), "-c".into(), sh],
+            _ => return Err(err(at, &field("cmd"), "must name a program")),
+        };
+        let timeout = match spec.get::<Value>("timeout").map_err(|e| self.lua_err(e))? {
+            Value::Nil => None,
+            v => self.duration(v)?,
+        };
+        let _ = raw.timeout;
+        let mut p = ProcessSpec::new(argv);
+        p.cwd = Some(match raw.cwd {
+            Some(c) => self.dir.join(c),
+            None => self.dir.clone(),
+        });
+        p.env = raw.env;
+        p.timeout = timeout.map(|ms| Duration::from_secs_f64(ms / 1000.0));
+        if let Some(max) = raw.max_output {
+            p.max_output = max as usize;
+        }
+        p.profile = serde_json::Value::Object(profile.clone());
+        Ok(p)
+    }
+
+    /// Milliseconds, through `swarm.duration` (one parser for Lua and Rust).
+    fn duration(&self, v: Value) -> Result<Option<f64>, BlueprintError> {
+        let swarm: Table = self
+            .vm
+            .lua()
+            .globals()
+            .get("swarm")
+            .map_err(|e| self.lua_err(e))?;
+        let f: Function = swarm.get("duration").map_err(|e| self.lua_err(e))?;
+        f.call(v).map_err(|e| self.lua_err(e))
+    }
+
+    fn gate(&self, g: &Table, at: &str) -> Result<RoleVerbGate, BlueprintError> {
+        let mut gate = RoleVerbGate::default();
+        for pair in g.pairs::<String, Vec<String>>() {
+            let (role, verbs) = pair.map_err(|e| self.lua_err(e))?;
+            let field = format!("gate.{role}");
+            let role: Role = role.parse().map_err(|m: String| err(at, &field, m))?;
+            let verbs: Vec<Verb> = verbs
+                .iter()
+                .map(|v| v.parse())
+                .collect::<Result<_, String>>()
+                .map_err(|m| err(at, &field, m))?;
+            gate = gate
+                .narrow(role, &verbs)
+                .map_err(|e| err(at, &field, format!("widens the default gate: {e}")))?;
+        }
+        Ok(gate)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,226 @@
+//! Running a blueprint's flow to the end.
+//!
+//! A run is one root task (agent `flow:<name>`) whose worker is the flow
+//! itself, running in the run's flow VM as operator: every step is a child
+//! task of the root, so cancelling the root (Ctrl-C) cancels the whole run,
+//! and the root's settled status is the run's status. A "senior desk" beside
+//! the run answers senior questions from `--answer KEY=VALUE`, or on the
+//! terminal, or ends the run with a clear error when it cannot.
+
+mod agents;
+pub mod blueprint;
+mod desk;
+
+pub use agents::RustAgents;
+pub use blueprint::{Blueprint, BlueprintError, Problem};
+pub use desk::{parse_answer, question_name};
+
+use crate::auth::{CapToken, Role};
+use crate::engine::{AttachOptions, Caller, Engine, EngineError, TaskId, TaskSpec, TaskStatus};
+use crate::lua::{Agents, Host, PrintSink, Vm, VmOptions, to_json, to_lua};
+use crate::spawn::{LayerEnv, Outcome, SpawnCtx, SpawnError, Spawner, Worker};
+use mlua::{Function, Table, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// How to run.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// Answers to senior questions by key (`--answer KEY=VALUE`).
+    pub answers: BTreeMap<String, serde_json::Value>,
+    /// Ask unanswered senior questions on the terminal.
+    pub interactive: bool,
+    pub vm: VmOptions,
+    pub rust: RustAgents,
+    /// Where Lua `print` goes (default: the log).
+    pub print: Option<PrintSink>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            answers: BTreeMap::new(),
+            interactive: false,
+            vm: VmOptions::default(),
+            rust: RustAgents::builtin(),
+            print: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Blueprint(#[from] BlueprintError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub root: TaskId,
+    pub status: TaskStatus,
+    pub result: serde_json::Value,
+}
+
+/// A loaded blueprint, ready to run.
+pub struct Run {
+    engine: Engine,
+    pub blueprint: Blueprint,
+    vm: Arc<Vm>,
+    flow: Function,
+    token: CapToken,
+    // Kept alive for the run: VMs only hold a weak reference.
+    _agents: Agents,
+    opts: RunOptions,
+}
+
+/// Loads and validates the blueprint at `path` and builds its agents.
+pub fn prepare(engine: &Engine, path: &Path, opts: RunOptions) -> Result<Run, RunError> {
+    let source = blueprint::read(path)?;
+    prepare_source(engine, path, &source, opts)
+}
+
+/// Like [`prepare`], with the source already read.
+pub fn prepare_source(
+    engine: &Engine,
+    path: &Path,
+    source: &str,
+    opts: RunOptions,
+) -> Result<Run, RunError> {
+    let agents = Agents::default();
+    let mut host = Host::new(engine.clone(), &agents);
+    host.dir = path
+        .parent()
+        .map(|d| {
+            if d.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                d
+            }
+        })
+        .map(Path::to_path_buf);
+    if let Some(p) = &opts.print {
+        host.print = p.clone();
+    }
+    let vm = Vm::new(host.clone(), opts.vm.clone()).map_err(BlueprintError::Lua)?;
+    let (bp, table) = blueprint::load(&vm, path, source)?;
+    let mut attach = AttachOptions::new(format!("run:{}", bp.name), Role::Operator);
+    attach.gate = bp.gate;
+    let token = engine.attach(Caller::Host, attach)?;
+    vm.set_token(Some(token.clone()));
+    let build = agents::Build {
+        blueprint: &bp,
+        table: &table,
+        flow_vm: &vm,
+        host,
+        env: LayerEnv {
+            engine: engine.clone(),
+            token: token.clone(),
+        },
+        rust: &opts.rust,
+        vm: opts.vm.clone(),
+    };
+    agents::build_agents(&build, &agents)?;
+    let flow: Function = table
+        .get::<Table>("spec")
+        .and_then(|s| s.get("flow"))
+        .map_err(|e| BlueprintError::Lua(vm.classify(e)))?;
+    Ok(Run {
+        engine: engine.clone(),
+        blueprint: bp,
+        vm: Arc::new(vm),
+        flow,
+        token,
+        _agents: agents,
+        opts,
+    })
+}
+
+impl Run {
+    /// Starts the run's root task and returns its id (so a caller can
+    /// cancel it), then [`Run::finish`] runs it.
+    pub fn start(&self, input: serde_json::Value) -> Result<TaskId, RunError> {
+        let spec = TaskSpec::new(&format!("flow:{}", self.blueprint.name), input);
+        let root = self.engine.start_task(&self.token, spec)?;
+        self.vm.set_parent(Some(root));
+        Ok(root)
+    }
+
+    /// Runs the flow of the started root task to the end.
+    pub async fn finish(&self, root: TaskId) -> Result<RunReport, RunError> {
+        let desk = desk::Desk::open(&self.engine, &self.token, root, &self.opts)?;
+        let flow = FlowSpawner {
+            vm: self.vm.clone(),
+            flow: self.flow.clone(),
+        };
+        let view = self
+            .engine
+            .dispatch_attempt(&self.token, root, &flow)
+            .await?;
+        let unanswered = desk.close();
+        let result = match unanswered {
+            Some(message) => serde_json::json!({ "error": message, "code": "senior_unanswered" }),
+            None => view
+                .result
+                .map(|r| (*r).clone())
+                .unwrap_or(serde_json::Value::Null),
+        };
+        Ok(RunReport {
+            root,
+            status: view.status,
+            result,
+        })
+    }
+
+    /// Starts and finishes in one call.
+    pub async fn run(&self, input: serde_json::Value) -> Result<RunReport, RunError> {
+        let root = self.start(input)?;
+        self.finish(root).await
+    }
+
+    /// Cancels the run (the root task and every step under it).
+    pub fn cancel(&self, root: TaskId) -> Result<(), RunError> {
+        self.engine.cancel_task(&self.token, root)?;
+        Ok(())
+    }
+}
+
+/// The root task's worker: the flow function in the flow VM.
+struct FlowSpawner {
+    vm: Arc<Vm>,
+    flow: Function,
+}
+
+impl Spawner for FlowSpawner {
+    fn spawn(&self, ctx: SpawnCtx) -> Worker {
+        let (vm, flow) = (self.vm.clone(), self.flow.clone());
+        Box::pin(async move {
+            vm.arm(Some(ctx.cancel.clone()));
+            let input =
+                to_lua(vm.lua(), &*ctx.input).map_err(|e| SpawnError::Failed(e.to_string()))?;
+            Ok(match vm.call(&flow, input).await {
+                Ok(values) => {
+                    let first = values.into_iter().next().unwrap_or(Value::Nil);
+                    match to_json(vm.lua(), first, "the flow's return value") {
+                        Ok(v) => Outcome::Pass(v),
+                        Err(e) => Outcome::Blocked(
+                            serde_json::json!({ "error": e.to_string(), "code": e.code }),
+                        ),
+                    }
+                }
+                Err(e) if ctx.cancel.is_cancelled() => {
+                    let _ = e;
+                    Outcome::Cancelled
+                }
+                Err(e) => Outcome::Blocked(
+                    serde_json::json!({ "error": e.to_string(), "code": e.code() }),
+                ),
+            })
+        })
+    }
+}
