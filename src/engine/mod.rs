@@ -67,7 +67,8 @@ impl Default for EngineConfig {
             worker_ttl: Duration::from_secs(24 * 3600),
             heartbeat_timeout: Duration::from_secs(30),
             sweep_every: Duration::from_secs(5),
-            hold_warn: Duration::from_millis(5),
+            // Generous: a busy 2-core box can preempt a holder for ms.
+            hold_warn: Duration::from_millis(50),
         }
     }
 }

@@ -125,9 +125,11 @@ impl Inner {
             task.raw_set("id", ctx.task.0).map_err(|e| vm.classify(e))?;
             task.raw_set("attempt", ctx.attempt)
                 .map_err(|e| vm.classify(e))?;
+            task.raw_set("retry", ctx.retry)
+                .map_err(|e| vm.classify(e))?;
             task.raw_set("agent", &*ctx.agent)
                 .map_err(|e| vm.classify(e))?;
-            let input = modules::to_lua(vm.lua(), &*ctx.input).map_err(|e| vm.classify(e))?;
+            let input = modules::input_to_lua(vm.lua(), &ctx.input).map_err(|e| vm.classify(e))?;
             task.raw_set("input", input).map_err(|e| vm.classify(e))?;
             vm.call(&f, task).await
         }

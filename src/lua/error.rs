@@ -54,7 +54,9 @@ impl Coded for LuaUsage {
 }
 
 /// `file:line` of the innermost Lua frame at or above `level` that is not
-/// in the embedded library; `?` when there is none.
+/// in the embedded library. When a tail call (`return swarm.step(...)`)
+/// removed the caller's frame, it falls back to where the run's entry
+/// function was defined, marked as such; `?` when nothing is known.
 pub fn caller_location(lua: &Lua, level: usize) -> String {
     for lvl in level..level + 24 {
         let frame = lua.inspect_stack(lvl, |d| {
@@ -77,7 +79,16 @@ pub fn caller_location(lua: &Lua, level: usize) -> String {
             }
         }
     }
-    "?".to_string()
+    lua.app_data_ref::<super::sandbox::VmCtx>()
+        .and_then(|ctx| ctx.entry_location())
+        .map(|at| format!("{at} (in a tail call)"))
+        .unwrap_or_else(|| "?".to_string())
+}
+
+/// `file:line` where `f` was defined.
+pub fn defined_at(f: &mlua::Function) -> Option<String> {
+    let info = f.info();
+    Some(format!("{}:{}", info.short_src?, info.line_defined?))
 }
 
 /// The shared metatable of error tables (created once per VM).

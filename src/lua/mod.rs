@@ -16,7 +16,7 @@ mod sandbox;
 pub use agent::LuaAgent;
 pub use layer::lua_layer;
 pub use limits::{LimitError, Tripped};
-pub use modules::{VALIDATE, to_json, to_lua};
+pub use modules::{VALIDATE, input_to_lua, to_json, to_lua};
 pub use sandbox::{Vm, VmOptions};
 
 use crate::engine::Engine;

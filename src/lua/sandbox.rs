@@ -46,6 +46,8 @@ pub(crate) struct VmCtx {
     pub token: Mutex<Option<CapToken>>,
     /// The default parent of tasks this VM starts (a run's root task).
     pub parent: Mutex<Option<crate::engine::TaskId>>,
+    /// Where the running entry function (flow, agent body) was defined.
+    pub entry: Mutex<Option<String>>,
     pub limits: Arc<Limits>,
     pub memory_limit: usize,
 }
@@ -57,6 +59,10 @@ impl VmCtx {
 
     pub fn parent(&self) -> Option<crate::engine::TaskId> {
         *self.parent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn entry_location(&self) -> Option<String> {
+        self.entry.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -125,11 +131,15 @@ impl Vm {
     }
 
     /// Calls `f` on an async Lua thread: host verbs it calls may wait.
+    /// `f` becomes the run's entry function for error locations.
     pub async fn call(
         &self,
         f: &Function,
         args: impl mlua::IntoLuaMulti,
     ) -> Result<MultiValue, LuaError> {
+        if let Some(ctx) = self.lua.app_data_ref::<VmCtx>() {
+            *ctx.entry.lock().unwrap_or_else(|e| e.into_inner()) = super::error::defined_at(f);
+        }
         f.call_async::<MultiValue>(args)
             .await
             .map_err(|e| self.classify(e))
@@ -202,6 +212,7 @@ fn build(host: Host, opts: VmOptions) -> mlua::Result<Vm> {
         host,
         token: Mutex::new(None),
         parent: Mutex::new(None),
+        entry: Mutex::new(None),
         limits: limits.clone(),
         memory_limit: opts.memory_limit,
     });

@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 pub struct Desk {
     handle: JoinHandle<()>,
+    senior: CapToken,
     unanswered: Arc<Mutex<Option<String>>>,
 }
 
@@ -54,6 +55,7 @@ impl Desk {
         let (engine, operator) = (engine.clone(), operator.clone());
         let (answers, interactive, slot) =
             (opts.answers.clone(), opts.interactive, unanswered.clone());
+        let desk_token = senior.clone();
         let handle = tokio::spawn(async move {
             while let Ok(ev) = sub.next().await {
                 let EventKind::SeniorQueried { key, question } = ev.kind else {
@@ -79,7 +81,16 @@ impl Desk {
                 }
             }
         });
-        Ok(Desk { handle, unanswered })
+        Ok(Desk {
+            handle,
+            senior: desk_token,
+            unanswered,
+        })
+    }
+
+    /// The desk's senior session token.
+    pub fn token(&self) -> &CapToken {
+        &self.senior
     }
 
     /// Stops the desk; returns why the run could not go on, if it could not.

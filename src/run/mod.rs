@@ -17,7 +17,7 @@ pub use desk::{parse_answer, question_name};
 
 use crate::auth::{CapToken, Role};
 use crate::engine::{AttachOptions, Caller, Engine, EngineError, TaskId, TaskSpec, TaskStatus};
-use crate::lua::{Agents, Host, PrintSink, Vm, VmOptions, to_json, to_lua};
+use crate::lua::{Agents, Host, PrintSink, Vm, VmOptions, input_to_lua, to_json};
 use crate::spawn::{LayerEnv, Outcome, SpawnCtx, SpawnError, Spawner, Worker};
 use mlua::{Function, Table, Value};
 use std::collections::BTreeMap;
@@ -158,11 +158,11 @@ impl Run {
             vm: self.vm.clone(),
             flow: self.flow.clone(),
         };
-        let view = self
-            .engine
-            .dispatch_attempt(&self.token, root, &flow)
-            .await?;
+        let alive = self.keep_alive(&desk);
+        let view = self.engine.dispatch_attempt(&self.token, root, &flow).await;
+        alive.abort();
         let unanswered = desk.close();
+        let view = view?;
         let result = match unanswered {
             Some(message) => serde_json::json!({ "error": message, "code": "senior_unanswered" }),
             None => view
@@ -174,6 +174,21 @@ impl Run {
             root,
             status: view.status,
             result,
+        })
+    }
+
+    /// Heart-beats the run's sessions while it runs, so a long run is never
+    /// swept as a silent session.
+    fn keep_alive(&self, desk: &desk::Desk) -> tokio::task::JoinHandle<()> {
+        let engine = self.engine.clone();
+        let tokens = [self.token.clone(), desk.token().clone()];
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                for t in &tokens {
+                    let _ = engine.heartbeat(t);
+                }
+            }
         })
     }
 
@@ -201,8 +216,8 @@ impl Spawner for FlowSpawner {
         let (vm, flow) = (self.vm.clone(), self.flow.clone());
         Box::pin(async move {
             vm.arm(Some(ctx.cancel.clone()));
-            let input =
-                to_lua(vm.lua(), &*ctx.input).map_err(|e| SpawnError::Failed(e.to_string()))?;
+            let input = input_to_lua(vm.lua(), &ctx.input)
+                .map_err(|e| SpawnError::Failed(e.to_string()))?;
             Ok(match vm.call(&flow, input).await {
                 Ok(values) => {
                     let first = values.into_iter().next().unwrap_or(Value::Nil);

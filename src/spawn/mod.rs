@@ -34,6 +34,8 @@ pub struct SpawnCtx {
     pub token: CapToken,
     /// Fired when the task is cancelled; a worker must stop when it fires.
     pub cancel: CancellationToken,
+    /// How many times a `retry` layer has re-run this attempt (0 at first).
+    pub retry: u32,
 }
 
 /// How an attempt ended, as the worker reports it.

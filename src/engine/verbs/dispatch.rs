@@ -68,6 +68,7 @@ impl Engine {
             input,
             token: worker,
             cancel: cancel.clone(),
+            retry: 0,
         };
         let mut guard = SettleOnDrop {
             engine: self.clone(),

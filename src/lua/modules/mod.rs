@@ -95,6 +95,15 @@ pub fn to_lua<T: serde::Serialize + ?Sized>(lua: &Lua, v: &T) -> mlua::Result<Va
     lua.to_value_with(v, ser_opts())
 }
 
+/// A task or flow input: JSON null at the top level becomes `nil`, so
+/// `input and input.x` works as Lua programmers expect.
+pub fn input_to_lua(lua: &Lua, v: &serde_json::Value) -> mlua::Result<Value> {
+    match v {
+        serde_json::Value::Null => Ok(Value::Nil),
+        v => to_lua(lua, v),
+    }
+}
+
 /// A task view as a Lua table, built field by field (no serde round trip
 /// for the fixed fields).
 pub(crate) fn view_to_lua(lua: &Lua, v: &crate::engine::TaskView) -> mlua::Result<Value> {

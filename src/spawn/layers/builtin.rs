@@ -84,7 +84,9 @@ pub fn register_all(reg: &mut LayerRegistry) {
             Box::pin(async move {
                 let mut try_no = 1;
                 loop {
-                    let out = inner.spawn(ctx.clone()).await;
+                    let mut this = ctx.clone();
+                    this.retry = try_no - 1;
+                    let out = inner.spawn(this).await;
                     let name = out.as_ref().map_or("error", Outcome::name);
                     if try_no >= max || !on.iter().any(|o| o == name) || ctx.cancel.is_cancelled() {
                         return out;
