@@ -13,7 +13,7 @@
 local swarm, host = ...
 local error, pairs, ipairs, type, tostring, setmetatable, tonumber =
   error, pairs, ipairs, type, tostring, setmetatable, tonumber
-local where = host.where
+local where, locate = host.where, host.constructor_where
 
 local M = {}
 
@@ -21,7 +21,7 @@ local function marker(kind, spec)
   if type(spec) ~= "table" then
     error(where() .. ": swarm." .. kind .. " expects a table", 0)
   end
-  return { __swarm = kind, where = where(), spec = spec }
+  return { __swarm = kind, where = locate(), spec = spec }
 end
 
 --- `swarm.blueprint "name" { ... }`
@@ -29,7 +29,7 @@ function M.blueprint(name)
   if type(name) ~= "string" or name == "" then
     error(where() .. ": swarm.blueprint: the name must be a non-empty string", 0)
   end
-  local at = where()
+  local at = locate()
   return function(spec)
     local bp = marker("blueprint", spec)
     bp.name, bp.where = name, at

@@ -84,12 +84,14 @@ pub fn run(args: RunArgs) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        let finish = prepared.finish(root);
+        tokio::pin!(finish);
         let report = tokio::select! {
-            r = prepared.finish(root) => r,
+            r = &mut finish => r,
             _ = tokio::signal::ctrl_c() => {
                 eprintln!("\ninterrupted: cancelling the run");
                 let _ = prepared.cancel(root);
-                prepared.finish(root).await
+                finish.await
             }
         };
         if let Some(p) = progress {

@@ -16,6 +16,7 @@ mod verbs;
 pub use error::EngineError;
 pub use events::{Event, EventKind, OutputKind, Subscription};
 pub use state::{TaskStatus, TaskView};
+pub use verbs::senior::PendingQuestion;
 pub use verbs::session::{AttachOptions, Caller};
 pub use verbs::task::TaskSpec;
 pub use verbs::worker::Prompt;
@@ -82,6 +83,7 @@ struct Inner {
     state: Mutex<EngineState>,
     signer: Signer,
     ledger_notify: Notify,
+    questions_notify: Notify,
     hold_warn: Duration,
     worker_ttl: Duration,
 }
@@ -105,6 +107,7 @@ impl Engine {
                 state: Mutex::new(EngineState::new(config, signer.clone())),
                 signer,
                 ledger_notify: Notify::new(),
+                questions_notify: Notify::new(),
             }),
         };
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -141,6 +144,10 @@ impl Engine {
             self.inner.ledger_notify.notify_waiters();
         }
         out
+    }
+
+    pub(crate) fn questions_notify(&self) -> &Notify {
+        &self.inner.questions_notify
     }
 
     pub(crate) fn ledger_notify(&self) -> &Notify {

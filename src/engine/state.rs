@@ -184,6 +184,8 @@ pub(crate) struct EngineState {
     pub sessions: HashMap<u128, Session>,
     pub handles: HashMap<String, CapToken>,
     pub resumes: HashMap<String, ResumeEntry>,
+    /// Keys of unanswered questions, so listing them is O(open questions).
+    pub open_questions: std::collections::BTreeSet<String>,
     pub ledger: Ledger,
 }
 
@@ -200,6 +202,7 @@ impl EngineState {
             sessions: HashMap::new(),
             handles: HashMap::new(),
             resumes: HashMap::new(),
+            open_questions: Default::default(),
         }
     }
 
@@ -312,6 +315,7 @@ impl EngineState {
             if settled && let Some(t) = self.tasks.remove(&old) {
                 for k in t.resume_keys {
                     self.resumes.remove(&k);
+                    self.open_questions.remove(&k);
                 }
             }
         }

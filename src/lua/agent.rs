@@ -85,6 +85,7 @@ impl Inner {
             return Ok(vm);
         }
         let vm = Vm::new(self.host.clone(), self.opts.clone())?;
+        vm.skip_locations();
         // `local _ENV = ...` on the chunk's first line: each call gets the
         // environment it is passed, and line numbers stay the user's.
         let wrapped = format!("local _ENV = ...; {}", self.source);

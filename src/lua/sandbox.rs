@@ -46,8 +46,11 @@ pub(crate) struct VmCtx {
     pub token: Mutex<Option<CapToken>>,
     /// The default parent of tasks this VM starts (a run's root task).
     pub parent: Mutex<Option<crate::engine::TaskId>>,
-    /// Where the running entry function (flow, agent body) was defined.
-    pub entry: Mutex<Option<String>>,
+    /// The running entry function (flow, agent body), for error locations.
+    pub entry: Mutex<Option<Function>>,
+    /// Whether blueprint constructors record where they were called (needed
+    /// to validate; agent VMs only evaluate blueprints already validated).
+    pub locate: std::sync::atomic::AtomicBool,
     pub limits: Arc<Limits>,
     pub memory_limit: usize,
 }
@@ -62,7 +65,8 @@ impl VmCtx {
     }
 
     pub fn entry_location(&self) -> Option<String> {
-        self.entry.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let f = self.entry.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        super::error::defined_at(&f?)
     }
 }
 
@@ -92,6 +96,13 @@ impl Vm {
     pub fn set_token(&self, tok: Option<CapToken>) {
         let ctx = self.lua.app_data_ref::<VmCtx>().expect("VmCtx installed");
         *ctx.token.lock().unwrap_or_else(|e| e.into_inner()) = tok;
+    }
+
+    /// Turns off recording where blueprint constructors were called.
+    pub fn skip_locations(&self) {
+        let ctx = self.lua.app_data_ref::<VmCtx>().expect("VmCtx installed");
+        ctx.locate
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Sets the default parent of tasks this VM starts.
@@ -138,7 +149,7 @@ impl Vm {
         args: impl mlua::IntoLuaMulti,
     ) -> Result<MultiValue, LuaError> {
         if let Some(ctx) = self.lua.app_data_ref::<VmCtx>() {
-            *ctx.entry.lock().unwrap_or_else(|e| e.into_inner()) = super::error::defined_at(f);
+            *ctx.entry.lock().unwrap_or_else(|e| e.into_inner()) = Some(f.clone());
         }
         f.call_async::<MultiValue>(args)
             .await
@@ -213,6 +224,7 @@ fn build(host: Host, opts: VmOptions) -> mlua::Result<Vm> {
         token: Mutex::new(None),
         parent: Mutex::new(None),
         entry: Mutex::new(None),
+        locate: std::sync::atomic::AtomicBool::new(true),
         limits: limits.clone(),
         memory_limit: opts.memory_limit,
     });

@@ -82,14 +82,13 @@ pub struct Blueprint {
     pub gate: Option<RoleVerbGate>,
 }
 
-impl Blueprint {
-    pub fn dir(&self) -> PathBuf {
-        self.path
-            .parent()
-            .map(Path::to_path_buf)
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or_else(|| PathBuf::from("."))
-    }
+/// The directory of a blueprint file: where its process agents run and its
+/// `require`d helpers live.
+pub fn dir_of(path: &Path) -> PathBuf {
+    path.parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// Reads the file at `path`.
@@ -135,7 +134,7 @@ pub fn load(vm: &Vm, path: &Path, source: &str) -> Result<(Blueprint, Table), Bl
     };
     let read = Reader {
         vm,
-        dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        dir: dir_of(path),
     };
     let blueprint = read.blueprint(&bp, path, &chunk, source)?;
     Ok((blueprint, bp))

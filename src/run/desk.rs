@@ -7,11 +7,12 @@
 
 use super::{RunError, RunOptions};
 use crate::auth::{CapToken, Role};
-use crate::engine::{AttachOptions, Caller, Engine, EventKind, TaskId};
+use crate::engine::{AttachOptions, Caller, Engine, TaskId};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, Write};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::task::JoinHandle;
 
 pub struct Desk {
@@ -50,33 +51,34 @@ impl Desk {
             Caller::Host,
             AttachOptions::new("senior-desk", Role::Senior),
         )?;
-        let mut sub = engine.subscribe(&senior, engine.last_cursor())?;
         let unanswered = Arc::new(Mutex::new(None));
         let (engine, operator) = (engine.clone(), operator.clone());
         let (answers, interactive, slot) =
             (opts.answers.clone(), opts.interactive, unanswered.clone());
         let desk_token = senior.clone();
         let handle = tokio::spawn(async move {
-            while let Ok(ev) = sub.next().await {
-                let EventKind::SeniorQueried { key, question } = ev.kind else {
-                    continue;
-                };
-                if !ev.task.is_some_and(|t| under(&engine, &operator, t, root)) {
-                    continue;
-                }
-                let name = question_name(&question);
-                match answer(&answers, interactive, &name, &question).await {
-                    Some(a) => {
-                        let _ = engine.resume(&senior, &key, a);
+            let mut seen = HashSet::new();
+            let hold = Duration::from_secs(3600);
+            while let Ok(open) = engine.pending_questions(&senior, &seen, hold).await {
+                for q in open {
+                    seen.insert(q.key.clone());
+                    if !under(&engine, &operator, q.task, root) {
+                        continue;
                     }
-                    None => {
-                        let msg = format!(
-                            "senior question `{name}` needs an answer: pass --answer {name}=VALUE \
-                             or run on a terminal"
-                        );
-                        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
-                        let _ = engine.cancel_task(&operator, root);
-                        return;
+                    let name = question_name(&q.question);
+                    match answer(&answers, interactive, &name, &q.question).await {
+                        Some(a) => {
+                            let _ = engine.resume(&senior, &q.key, a);
+                        }
+                        None => {
+                            let msg = format!(
+                                "senior question `{name}` needs an answer: pass --answer \
+                                 {name}=VALUE or run on a terminal"
+                            );
+                            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+                            let _ = engine.cancel_task(&operator, root);
+                            return;
+                        }
                     }
                 }
             }

@@ -31,6 +31,9 @@ pub struct RunOptions {
     pub answers: BTreeMap<String, serde_json::Value>,
     /// Ask unanswered senior questions on the terminal.
     pub interactive: bool,
+    /// Limits of the flow's VM (default: 1 GiB, room for 100,000 branches).
+    pub flow_vm: VmOptions,
+    /// Limits of each Lua agent's VM (default: 64 MiB).
     pub vm: VmOptions,
     pub rust: RustAgents,
     /// Where Lua `print` goes (default: the log).
@@ -42,6 +45,10 @@ impl Default for RunOptions {
         RunOptions {
             answers: BTreeMap::new(),
             interactive: false,
+            flow_vm: VmOptions {
+                memory_limit: 1 << 30,
+                ..VmOptions::default()
+            },
             vm: VmOptions::default(),
             rust: RustAgents::builtin(),
             print: None,
@@ -94,20 +101,11 @@ pub fn prepare_source(
 ) -> Result<Run, RunError> {
     let agents = Agents::default();
     let mut host = Host::new(engine.clone(), &agents);
-    host.dir = path
-        .parent()
-        .map(|d| {
-            if d.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                d
-            }
-        })
-        .map(Path::to_path_buf);
+    host.dir = Some(blueprint::dir_of(path));
     if let Some(p) = &opts.print {
         host.print = p.clone();
     }
-    let vm = Vm::new(host.clone(), opts.vm.clone()).map_err(BlueprintError::Lua)?;
+    let vm = Vm::new(host.clone(), opts.flow_vm.clone()).map_err(BlueprintError::Lua)?;
     let (bp, table) = blueprint::load(&vm, path, source)?;
     let mut attach = AttachOptions::new(format!("run:{}", bp.name), Role::Operator);
     attach.gate = bp.gate;

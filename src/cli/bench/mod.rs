@@ -2,6 +2,7 @@
 //! `bench <workload> <figure> <value> <unit>`. Figures are printed, never
 //! asserted: run them on a release build.
 
+mod flow;
 mod lua;
 
 use crate::auth::{Role, Signer};
@@ -15,7 +16,7 @@ use std::time::Instant;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Workloads to run (all when none): step-rust, fanout-rust, step-lua,
+    /// vm-new, verb-call, flow-seq100, flow-map100k, step-process.
     /// vm-new, verb-call.
     workloads: Vec<String>,
 }
@@ -26,6 +27,9 @@ const WORKLOADS: &[&str] = &[
     "step-lua",
     "vm-new",
     "verb-call",
+    "flow-seq100",
+    "flow-map100k",
+    "step-process",
 ];
 
 pub fn run(args: BenchArgs) -> ExitCode {
@@ -52,6 +56,9 @@ pub fn run(args: BenchArgs) -> ExitCode {
             "step-lua" => rt.block_on(lua::step_lua()),
             "vm-new" => lua::vm_new(),
             "verb-call" => rt.block_on(lua::verb_call()),
+            "flow-seq100" => rt.block_on(flow::flow_seq100()),
+            "flow-map100k" => rt.block_on(flow::flow_map100k()),
+            "step-process" => rt.block_on(flow::step_process()),
             _ => unreachable!("checked above"),
         }
     }

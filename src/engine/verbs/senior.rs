@@ -9,8 +9,17 @@ use crate::engine::events::EventKind;
 use crate::engine::state::{Access, ResumeEntry, TaskStatus};
 use crate::engine::{Engine, EngineError, TaskId};
 use serde_json::Value;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// An unanswered senior question.
+#[derive(Debug, Clone)]
+pub struct PendingQuestion {
+    pub key: String,
+    pub task: TaskId,
+    pub question: Arc<Value>,
+}
 
 impl Engine {
     /// Suspends `task` with a question for a senior; returns the resume key.
@@ -20,7 +29,7 @@ impl Engine {
         task: TaskId,
         question: Value,
     ) -> Result<String, EngineError> {
-        self.with_state("query_senior", |s| {
+        let key = self.with_state("query_senior", |s| {
             s.authorize(tok, Access::on(Verb::QuerySenior, task))?;
             let key = format!("{:032x}", nonce());
             let question = Arc::new(question);
@@ -40,6 +49,7 @@ impl Engine {
             t.status = TaskStatus::Suspended;
             t.resume_keys.push(key.clone());
             t.wake();
+            s.open_questions.insert(key.clone());
             s.resumes.insert(
                 key.clone(),
                 ResumeEntry {
@@ -60,7 +70,9 @@ impl Engine {
             );
             s.emit(Some(task), EventKind::TaskSuspended { key: k });
             Ok(key)
-        })
+        })?;
+        self.questions_notify().notify_waiters();
+        Ok(key)
     }
 
     /// Answers the question behind `key`; the task leaves `suspended`.
@@ -76,6 +88,7 @@ impl Engine {
             }
             entry.answer = Some(Arc::new(answer));
             entry.notify.notify_waiters();
+            s.open_questions.remove(key);
             let (task, back_to) = (entry.task, entry.resumed_status);
             if let Some(t) = s.tasks.get_mut(&task)
                 && t.status == TaskStatus::Suspended
@@ -132,6 +145,46 @@ impl Engine {
                     what: "await_resume",
                     ms: timeout.as_millis() as u64,
                 });
+            }
+        }
+    }
+
+    /// Unanswered senior questions whose keys are not in `seen`; waits up to
+    /// `hold` for one when there is none. Gated as `resume`: whoever may
+    /// answer may list.
+    pub async fn pending_questions(
+        &self,
+        tok: &CapToken,
+        seen: &HashSet<String>,
+        hold: Duration,
+    ) -> Result<Vec<PendingQuestion>, EngineError> {
+        self.with_state("pending_questions", |s| {
+            s.authorize(tok, Access::verb(Verb::Resume))
+        })?;
+        let deadline = tokio::time::Instant::now() + hold;
+        loop {
+            let notified = self.questions_notify().notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let open = self.with_state("pending_questions", |s| {
+                s.open_questions
+                    .iter()
+                    .filter(|k| !seen.contains(*k))
+                    .filter_map(|k| {
+                        let e = s.resumes.get(k)?;
+                        Some(PendingQuestion {
+                            key: k.clone(),
+                            task: e.task,
+                            question: e.question.clone(),
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            });
+            if !open.is_empty() {
+                return Ok(open);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(Vec::new());
             }
         }
     }

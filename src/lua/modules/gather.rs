@@ -21,7 +21,13 @@ enum Mode {
 }
 
 fn usage(e: mlua::Error) -> LuaUsage {
-    LuaUsage::new("bad_argument", format!("gather: {e}"))
+    match e {
+        mlua::Error::MemoryError(m) => LuaUsage::new(
+            "memory_limit",
+            format!("gather: {m} (raise the flow VM's memory limit for this many branches)"),
+        ),
+        e => LuaUsage::new("bad_argument", format!("gather: {e}")),
+    }
 }
 
 pub async fn gather(lua: &Lua, fns: Value, opts: Value) -> Result<Value, LuaUsage> {

@@ -1,0 +1,212 @@
+//! The `swarm` binary end to end: exit codes, output, `--answer`,
+//! `--events`, `check`, and Ctrl-C (SIGINT) cancelling a run cleanly.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn swarm() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_swarm"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c.stdin(Stdio::null());
+    c
+}
+
+fn scratch(name: &str, file: &str, body: &str) -> String {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(file);
+    std::fs::write(&p, body).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn run_hello_prints_the_result_and_exits_zero() {
+    let out = swarm()
+        .args([
+            "run",
+            "blueprints/hello.lua",
+            "--input",
+            r#"{"name":"cli"}"#,
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["loud"], "HELLO, CLI!");
+}
+
+#[test]
+fn input_from_a_file_and_events_as_ndjson() {
+    let input = scratch("input", "in.json", r#"{"name":"file"}"#);
+    let events = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-events.ndjson");
+    let out = swarm()
+        .args([
+            "run",
+            "blueprints/hello.lua",
+            "--input",
+            &format!("@{input}"),
+        ])
+        .args(["--events-file", &events.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Hello, file!"));
+    let text = std::fs::read_to_string(events).unwrap();
+    let kinds: Vec<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for k in [
+        "task_created",
+        "attempt_started",
+        "worker_output",
+        "layer_note",
+        "attempt_completed",
+    ] {
+        assert!(kinds.iter().any(|x| x == k), "no {k} in {kinds:?}");
+    }
+}
+
+#[test]
+fn a_failing_flow_exits_one_and_usage_errors_exit_two() {
+    let failing = scratch(
+        "fail",
+        "fail.lua",
+        "local swarm = require 'swarm'\nreturn swarm.blueprint 'f' {\n  flow = function() error('nope') end,\n}\n",
+    );
+    let out = swarm().args(["run", &failing]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fail.lua:3: nope"));
+
+    let out = swarm()
+        .args(["run", "blueprints/hello.lua", "--input", "{oops"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--input is not valid JSON"));
+
+    let out = swarm().args(["run", "no/such/file.lua"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read no/such/file.lua"));
+}
+
+#[test]
+fn senior_answers_come_from_the_command_line_or_fail_clearly() {
+    let out = swarm()
+        .args([
+            "run",
+            "blueprints/review.lua",
+            "--input",
+            r#"{"topic":"cli"}"#,
+        ])
+        .args([
+            "--answer",
+            r#"escalate:reviewer={"ok":true}"#,
+            "--answer",
+            "approve=yes",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["approved"], "yes");
+
+    let out = swarm()
+        .args([
+            "run",
+            "blueprints/review.lua",
+            "--input",
+            r#"{"topic":"cli"}"#,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("needs an answer: pass --answer escalate:reviewer=VALUE"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_reports_every_error_of_every_file() {
+    let a = scratch(
+        "check",
+        "a.lua",
+        "local swarm = require 'swarm'\nreturn swarm.blueprint 'a' {\n  flw = function() end,\n}\n",
+    );
+    let b = scratch("check", "b.lua", "return 42\n");
+    let out = swarm()
+        .args([
+            "check",
+            "blueprints/hello.lua",
+            "blueprints/review.lua",
+            &a,
+            &b,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("ok blueprints/hello.lua") && stdout.contains("ok blueprints/review.lua")
+    );
+    assert!(stderr.contains("a.lua:2: `flw` unknown field"), "{stderr}");
+    assert!(stderr.contains("a.lua:2: `flow` is required"), "{stderr}");
+    assert!(stderr.contains("must return swarm.blueprint"), "{stderr}");
+    assert!(stderr.contains("2 of 4 blueprints have errors"), "{stderr}");
+}
+
+#[test]
+fn sigint_cancels_the_run_and_kills_process_agents() {
+    let marker = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-sigint-marker");
+    let _ = std::fs::remove_file(&marker);
+    let bp = scratch(
+        "sigint",
+        "slow.lua",
+        &format!(
+            "local swarm = require 'swarm'\nreturn swarm.blueprint 's' {{\n  agents = {{ p = swarm.agent.process {{ shell = 'sleep 2; touch {}' }} }},\n  flow = function() return swarm.step('p', 1) end,\n}}\n",
+            marker.display()
+        ),
+    );
+    let child = swarm()
+        .args(["run", &bp])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "cancel took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("interrupted") && err.contains("flow cancelled"),
+        "{err}"
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(!marker.exists(), "the process agent outlived the run");
+}
