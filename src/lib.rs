@@ -5,6 +5,7 @@
 //! - `auth`   — roles, verbs, the role × verb gate, HMAC-signed capability tokens.
 //! - `spawn`  — the `Spawner`/`Layer` seams, the layer registry, agent backends.
 //! - `lua`    — sandboxed VMs, the `swarm.*` modules, the `lua` agent backend.
+//! - `store`  — the durable journal (SQLite): runs, steps, events, questions.
 //! - `run`    — blueprints: load, validate, build agent stacks, run a flow.
 //! - `cli`    — the `swarm` command line (`run`, `check`, `bench`).
 
@@ -14,3 +15,4 @@ pub mod engine;
 pub mod lua;
 pub mod run;
 pub mod spawn;
+pub mod store;

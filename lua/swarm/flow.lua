@@ -11,6 +11,51 @@ local engine, time = swarm.engine, swarm.time
 local error, pcall, select, setmetatable, type, tostring, ipairs =
   error, pcall, select, setmetatable, type, tostring, ipairs
 local wait, where = host.wait, host.where
+local journal_active, journal_get, journal_asked =
+  host.journal_active, host.journal_get, host.journal_asked
+local running, raw_now, raw_random = coroutine.running, time.now, math.random
+
+-- Journal positions (durable runs only). Each journaled call takes the next
+-- number in its coroutine; the branches of a gather at position P number
+-- theirs "P/1:1", "P/1:2", ..., so replay finds every call whatever order
+-- the branches finished in. The first coroutine to make a journaled call in
+-- a run is the flow itself.
+local ctxs = setmetatable({}, { __mode = "k" })
+local current_run, root_taken
+
+local function journaled()
+  local run = journal_active()
+  if run and run ~= current_run then
+    current_run, root_taken = run, false
+    ctxs = setmetatable({}, { __mode = "k" })
+  end
+  return run
+end
+
+local function next_pos()
+  local co = running()
+  local c = ctxs[co]
+  if not c then
+    if root_taken then
+      error(where() .. ": swarm.step, ask, sleep, now and random must run in the flow or in "
+        .. "its swarm.parallel/map branches, not in a coroutine of your own", 0)
+    end
+    root_taken = true
+    c = { prefix = "", n = 0 }
+    ctxs[co] = c
+  end
+  c.n = c.n + 1
+  return c.prefix .. c.n
+end
+
+local function put(pos, kind, key, input, ok, value)
+  wait("journal_put", pos, { kind = kind, key = key, input = input, ok = ok, value = value })
+end
+
+local function question_name(q)
+  if type(q) == "table" then return tostring(q.key or "question") end
+  return tostring(q)
+end
 
 local StepError = {
   __name = "swarm.step_error",
@@ -34,6 +79,18 @@ function M.pstep(agent, input)
   if type(agent) ~= "string" then
     error(where() .. ": swarm.step: agent name must be a string, got " .. type(agent), 0)
   end
+  local pos
+  if journaled() then
+    pos = next_pos()
+    local found, ok, value = journal_get(pos, "step", agent, input)
+    if found then
+      if ok then return true, value end
+      return false, setmetatable({
+        code = value.code, agent = agent, task = value.task, result = value.result,
+        where = where(), message = value.message,
+      }, StepError)
+    end
+  end
   if not host.has_agent(agent) then
     error(setmetatable({
       code = "unknown_agent", agent = agent, where = where(),
@@ -43,14 +100,19 @@ function M.pstep(agent, input)
   local id = engine.start_task({ agent = agent, input = input })
   local view = engine.dispatch(id)
   if view.status == "pass" then
+    if pos then put(pos, "step", agent, input, true, view.result) end
     return true, view.result
   end
   local code = view.status
   local result = view.result
   if type(result) == "table" and result.error == "timeout" then code = "timeout" end
+  local message = "step `" .. agent .. "` (task " .. id .. ") " .. code .. ": " .. describe(result)
+  -- A cancelled step is not journaled: on resume it runs again.
+  if pos and code ~= "cancelled" then
+    put(pos, "step", agent, input, false, { code = code, task = id, result = result, message = message })
+  end
   return false, setmetatable({
-    code = code, agent = agent, task = id, result = result, where = where(),
-    message = "step `" .. agent .. "` (task " .. id .. ") " .. code .. ": " .. describe(result),
+    code = code, agent = agent, task = id, result = result, where = where(), message = message,
   }, StepError)
 end
 
@@ -71,11 +133,20 @@ local function branches(fns, what)
     error(where() .. ": swarm." .. what .. ": expects a list of functions", 0)
   end
   local wrapped = {}
+  local base = journaled() and next_pos()
   for i, fn in ipairs(fns) do
     if type(fn) ~= "function" then
       error(where() .. ": swarm." .. what .. ": item " .. i .. " is not a function", 0)
     end
-    wrapped[i] = function() return pcall(fn) end
+    if base then
+      local prefix = base .. "/" .. i .. ":"
+      wrapped[i] = function()
+        ctxs[running()] = { prefix = prefix, n = 0 }
+        return pcall(fn)
+      end
+    else
+      wrapped[i] = function() return pcall(fn) end
+    end
   end
   return wrapped
 end
@@ -135,8 +206,9 @@ function M.map(items, fn, opts)
   end
   local fns = {}
   for i, item in ipairs(items) do
-    fns[i] = function() return pcall(fn, item, i) end
+    fns[i] = function() return fn(item, i) end
   end
+  fns = branches(fns, "map")
   local res = wait("gather", fns, {
     mode = "all", fail_fast = true, concurrency = (opts and opts.concurrency) or 64,
   })
@@ -152,13 +224,57 @@ end
 --- Asks a senior and waits for the answer. `question` is a string or a
 --- table; `question.key` (or the string itself) names it for `--answer`.
 function M.ask(question, opts)
+  local pos, name
+  if journaled() then
+    pos, name = next_pos(), question_name(question)
+    local found, _, value = journal_get(pos, "ask", name, question)
+    if found then return value end
+    -- Answered with `swarm answer` while the run was stopped?
+    local early = wait("journal_question", pos, question)
+    if early ~= nil then
+      put(pos, "ask", name, question, true, early)
+      return early
+    end
+  end
   local key = engine.query_senior(host.current_task(), question)
-  return engine.await_resume(key, opts and opts.timeout_ms)
+  if pos then journal_asked(key, pos) end
+  local answer = engine.await_resume(key, opts and opts.timeout_ms)
+  if pos then put(pos, "ask", name, question, true, answer) end
+  return answer
 end
 
 --- Waits `ms` milliseconds without blocking other branches.
 function M.sleep(ms)
-  return time.sleep(ms)
+  local pos
+  if journaled() then
+    pos = next_pos()
+    if journal_get(pos, "sleep", "sleep", ms) then return true end
+  end
+  time.sleep(ms)
+  if pos then put(pos, "sleep", "sleep", ms, true, true) end
+  return true
+end
+
+-- In a durable run, the clock and random numbers are journaled too, so a
+-- replayed flow sees the values the first run saw.
+time.now = function()
+  if not journaled() then return raw_now() end
+  local pos = next_pos()
+  local found, _, value = journal_get(pos, "now", "now", nil)
+  if found then return value end
+  local v = raw_now()
+  put(pos, "now", "now", nil, true, v)
+  return v
+end
+
+math.random = function(...)
+  if not journaled() then return raw_random(...) end
+  local pos, args = next_pos(), { ... }
+  local found, _, value = journal_get(pos, "random", "random", args)
+  if found then return value end
+  local v = raw_random(...)
+  put(pos, "random", "random", args, true, v)
+  return v
 end
 
 M.StepError = StepError

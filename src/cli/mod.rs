@@ -4,9 +4,13 @@
 mod bench;
 mod check;
 mod run;
+mod runs;
 
-use clap::{Parser, Subcommand};
+use crate::store::{SqliteStore, Store, default_path};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(name = "swarm", version, about = "Host agent swarms scripted in Lua")]
@@ -21,8 +25,43 @@ enum Command {
     Run(run::RunArgs),
     /// Validate blueprints without running them.
     Check(check::CheckArgs),
+    /// List journaled runs.
+    Runs(runs::RunsArgs),
+    /// Show one run: its journal and events.
+    Show(runs::ShowArgs),
+    /// Continue an interrupted or waiting run from its journal.
+    Resume(run::ResumeArgs),
+    /// Answer a run's pending senior question.
+    Answer(runs::AnswerArgs),
+    /// Cancel a run.
+    Cancel(runs::CancelArgs),
     /// Print performance figures: `bench <workload> <figure> <value> <unit>`.
     Bench(bench::BenchArgs),
+}
+
+/// Where the journal is (`--db`, else `$SWARM_DB`, else `.swarm/swarm.db`).
+#[derive(Args, Clone)]
+pub struct Journaling {
+    /// The journal database.
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+    /// Run in memory only: nothing is journaled, nothing can be resumed.
+    #[arg(long)]
+    no_journal: bool,
+}
+
+/// Opens the journal (unless `--no-journal`) and marks runs whose process
+/// is gone as interrupted.
+pub(crate) fn open_store(j: &Journaling) -> Result<Option<Arc<dyn Store>>, crate::store::StoreError> {
+    if j.no_journal {
+        return Ok(None);
+    }
+    let path = j.db.clone().unwrap_or_else(default_path);
+    let store = SqliteStore::open(&path)?;
+    for id in store.mark_interrupted()? {
+        eprintln!("note: run {id} was interrupted (its process is gone); `swarm resume {id}` continues it");
+    }
+    Ok(Some(Arc::new(store)))
 }
 
 pub fn main() -> ExitCode {
@@ -31,6 +70,11 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Check(args) => check::run(args),
+        Command::Runs(args) => runs::list(args),
+        Command::Show(args) => runs::show(args),
+        Command::Resume(args) => run::resume(args),
+        Command::Answer(args) => runs::answer(args),
+        Command::Cancel(args) => runs::cancel(args),
         Command::Bench(args) => bench::run(args),
     }
 }

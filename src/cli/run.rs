@@ -1,27 +1,27 @@
-//! `swarm run FILE`: run a blueprint's flow to the end.
+//! `swarm run FILE` and `swarm resume RUN`: run a flow to the end.
 //!
 //! Prints the flow's return value on stdout (pretty JSON, or one line with
 //! `--json`); `--events` writes NDJSON events to stderr (or `--events-file`);
 //! on a terminal a live progress line shows done / running / failed steps.
-//! Exit status: 0 pass, 1 the flow failed or was cancelled, 2 usage or
-//! blueprint errors. Ctrl-C cancels the run: process agents are killed and
-//! events are flushed before exiting.
+//! Exit status: 0 pass, 1 the flow failed, was cancelled or is waiting for
+//! an answer, 2 usage, blueprint or journal errors. Ctrl-C cancels the run:
+//! process agents are killed and events flushed before exiting. Runs are
+//! journaled (see `store`) unless `--no-journal`.
 
+use super::{Journaling, open_store};
 use crate::auth::Signer;
-use crate::engine::{Engine, EngineConfig, EventKind, TaskStatus};
-use crate::run::{self, RunOptions};
+use crate::engine::{Engine, EngineConfig, EventKind, TaskId, TaskStatus};
+use crate::run::{self, Run, RunOptions};
+use crate::store::Store;
 use clap::Args;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-#[derive(Args)]
-pub struct RunArgs {
-    /// The blueprint file.
-    file: PathBuf,
-    /// The flow's input: JSON text, or @path to a JSON file.
-    #[arg(long)]
-    input: Option<String>,
+/// Flags shared by `run` and `resume`.
+#[derive(Args, Clone)]
+pub struct Output {
     /// Print the result as one line of JSON.
     #[arg(long)]
     json: bool,
@@ -34,6 +34,36 @@ pub struct RunArgs {
     /// Answer a senior question: NAME=VALUE (VALUE is JSON or text). Repeatable.
     #[arg(long = "answer", value_name = "NAME=VALUE")]
     answers: Vec<String>,
+    /// Without a terminal, wait for `swarm answer` instead of stopping.
+    #[arg(long)]
+    wait_answers: bool,
+    #[command(flatten)]
+    journal: Journaling,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The blueprint file.
+    file: PathBuf,
+    /// The flow's input: JSON text, or @path to a JSON file.
+    #[arg(long)]
+    input: Option<String>,
+    /// Id for the journaled run (default: <blueprint>-<8 hex>).
+    #[arg(long, value_name = "ID")]
+    run_id: Option<String>,
+    #[command(flatten)]
+    out: Output,
+}
+
+#[derive(Args)]
+pub struct ResumeArgs {
+    /// The run to continue.
+    run: String,
+    /// Resume even though the blueprint changed since the run started.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    out: Output,
 }
 
 /// Parses `--input`: JSON text or `@file`.
@@ -42,78 +72,157 @@ pub(crate) fn parse_input(input: Option<&str>) -> Result<serde_json::Value, Stri
         return Ok(serde_json::Value::Null);
     };
     let body = match text.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("--input @{path}: {e}"))?,
+        Some(path) => {
+            std::fs::read_to_string(path).map_err(|e| format!("--input @{path}: {e}"))?
+        }
         None => text.to_string(),
     };
     serde_json::from_str(&body).map_err(|e| format!("--input is not valid JSON: {e}"))
 }
 
+fn options(out: &Output, store: Option<Arc<dyn Store>>) -> Result<RunOptions, String> {
+    let mut opts = RunOptions {
+        interactive: std::io::stdin().is_terminal(),
+        wait_for_answers: out.wait_answers,
+        store,
+        ..RunOptions::default()
+    };
+    for a in &out.answers {
+        let Some((name, value)) = a.split_once('=') else {
+            return Err(format!("--answer `{a}`: expected NAME=VALUE"));
+        };
+        opts.answers.insert(name.to_string(), run::parse_answer(value));
+    }
+    opts.print = Some(Arc::new(|line: &str| eprintln!("{line}")));
+    Ok(opts)
+}
+
+fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(code)
+}
+
 pub fn run(args: RunArgs) -> ExitCode {
     let input = match parse_input(args.input.as_deref()) {
         Ok(v) => v,
-        Err(e) => return usage(&e),
+        Err(e) => return fail(2, e),
     };
-    let mut opts = RunOptions {
-        interactive: std::io::stdin().is_terminal(),
-        ..RunOptions::default()
+    let store = match open_store(&args.out.journal) {
+        Ok(s) => s,
+        Err(e) => return fail(2, e),
     };
-    for a in &args.answers {
-        let Some((name, value)) = a.split_once('=') else {
-            return usage(&format!("--answer `{a}`: expected NAME=VALUE"));
-        };
-        opts.answers
-            .insert(name.to_string(), run::parse_answer(value));
-    }
-    opts.print = Some(std::sync::Arc::new(|line: &str| eprintln!("{line}")));
+    let mut opts = match options(&args.out, store) {
+        Ok(o) => o,
+        Err(e) => return fail(2, e),
+    };
+    opts.run_id = args.run_id.clone();
     super::runtime().block_on(async move {
         let engine = Engine::new(EngineConfig::default(), Signer::from_env());
         let prepared = match run::prepare(&engine, &args.file, opts) {
             Ok(r) => r,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(2);
-            }
+            Err(e) => return fail(2, e),
         };
-        let events = spawn_event_writer(&engine, &args);
-        let progress = std::io::stderr().is_terminal() && !args.events;
-        let progress = progress.then(|| spawn_progress(&engine));
-        let root = match prepared.start(input) {
+        let root = match prepared.start(input).await {
             Ok(r) => r,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(2);
-            }
+            Err(e) => return fail(2, e),
         };
-        let finish = prepared.finish(root);
-        tokio::pin!(finish);
-        let report = tokio::select! {
-            r = &mut finish => r,
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("\ninterrupted: cancelling the run");
-                let _ = prepared.cancel(root);
-                finish.await
-            }
-        };
-        if let Some(p) = progress {
-            p.abort();
-            eprint!("\r\x1b[2K");
-        }
-        if let Some(w) = events {
-            finish_events(&engine, w).await;
-        }
-        match report {
-            Ok(report) => print_report(&report, args.json),
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(1)
-            }
-        }
+        execute(&engine, &prepared, root, &args.out).await
     })
 }
 
-fn usage(message: &str) -> ExitCode {
-    eprintln!("swarm run: {message}");
-    ExitCode::from(2)
+pub fn resume(args: ResumeArgs) -> ExitCode {
+    let store = match open_store(&args.out.journal) {
+        Ok(Some(s)) => s,
+        Ok(None) => return fail(2, "resume needs the journal (drop --no-journal)"),
+        Err(e) => return fail(2, e),
+    };
+    let record = match store.run(&args.run) {
+        Ok(Some(r)) => r,
+        Ok(None) => return fail(2, format!("no run `{}` in {}", args.run, store.path().display())),
+        Err(e) => return fail(2, e),
+    };
+    match record.status.as_str() {
+        "pass" | "blocked" | "cancelled" => {
+            return fail(
+                2,
+                format!("run `{}` already finished ({}); there is nothing to resume", record.id, record.status),
+            );
+        }
+        "running" => {
+            return fail(
+                2,
+                format!("run `{}` is running in process {}", record.id, record.pid.unwrap_or(0)),
+            );
+        }
+        _ => {}
+    }
+    let path = PathBuf::from(&record.path);
+    let source = match run::blueprint::read(&path) {
+        Ok(s) => s,
+        Err(e) => return fail(2, e),
+    };
+    let hash = run::blueprint::hash(&source);
+    if hash != record.hash && !args.force {
+        return fail(
+            2,
+            format!(
+                "the blueprint {} changed since run `{}` started (was {}, now {}); \
+                 resume with --force to replay the journal against the new version",
+                path.display(),
+                record.id,
+                &record.hash[..12],
+                &hash[..12]
+            ),
+        );
+    }
+    let opts = match options(&args.out, Some(store)) {
+        Ok(o) => o,
+        Err(e) => return fail(2, e),
+    };
+    super::runtime().block_on(async move {
+        let engine = Engine::new(EngineConfig::default(), Signer::from_env());
+        let prepared = match run::prepare_source(&engine, &path, &source, opts) {
+            Ok(r) => r,
+            Err(e) => return fail(2, e),
+        };
+        let root = match prepared.resume(&record).await {
+            Ok(r) => r,
+            Err(e) => return fail(2, e),
+        };
+        execute(&engine, &prepared, root, &args.out).await
+    })
+}
+
+/// Runs a started root task to the end with progress, events and Ctrl-C.
+async fn execute(engine: &Engine, prepared: &Run, root: TaskId, out: &Output) -> ExitCode {
+    if let Some(id) = prepared.run_id() {
+        eprintln!("run {id}");
+    }
+    let events = spawn_event_writer(engine, out);
+    let progress = std::io::stderr().is_terminal() && !out.events;
+    let progress = progress.then(|| spawn_progress(engine));
+    let finish = prepared.finish(root);
+    tokio::pin!(finish);
+    let report = tokio::select! {
+        r = &mut finish => r,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("\ninterrupted: cancelling the run");
+            let _ = prepared.cancel(root);
+            finish.await
+        }
+    };
+    if let Some(p) = progress {
+        p.abort();
+        eprint!("\r\x1b[2K");
+    }
+    if let Some(w) = events {
+        w.done.notify_one();
+        let _ = w.handle.await;
+    }
+    match report {
+        Ok(report) => print_report(&report, out.json),
+        Err(e) => fail(1, e),
+    }
 }
 
 fn print_report(report: &run::RunReport, json: bool) -> ExitCode {
@@ -134,54 +243,48 @@ fn print_report(report: &run::RunReport, json: bool) -> ExitCode {
 
 struct EventWriter {
     handle: tokio::task::JoinHandle<()>,
-    done: std::sync::Arc<tokio::sync::Notify>,
+    done: Arc<tokio::sync::Notify>,
 }
 
-/// NDJSON events to stderr or a file, following the ledger from now on.
-fn spawn_event_writer(engine: &Engine, args: &RunArgs) -> Option<EventWriter> {
-    let mut out: Box<dyn Write + Send> = match (&args.events_file, args.events) {
+/// NDJSON events to stderr or a file, following the ledger from the start.
+fn spawn_event_writer(engine: &Engine, out: &Output) -> Option<EventWriter> {
+    let mut sink: Box<dyn Write + Send> = match (&out.events_file, out.events) {
         (Some(path), _) => match std::fs::File::create(path) {
             Ok(f) => Box::new(std::io::BufWriter::new(f)),
             Err(e) => {
-                eprintln!("swarm run: --events-file {}: {e}", path.display());
+                eprintln!("swarm: --events-file {}: {e}", path.display());
                 return None;
             }
         },
         (None, true) => Box::new(std::io::stderr()),
         (None, false) => return None,
     };
-    let sub = observer(engine);
-    let mut sub = sub.and_then(|t| engine.subscribe(&t, 0).ok())?;
-    let done = std::sync::Arc::new(tokio::sync::Notify::new());
+    let mut sub = observer(engine).and_then(|t| engine.subscribe(&t, 0).ok())?;
+    let done = Arc::new(tokio::sync::Notify::new());
     let stop = done.clone();
     let handle = tokio::spawn(async move {
+        let mut write = |ev: &crate::engine::Event| {
+            let _ = serde_json::to_writer(&mut sink, ev);
+            let _ = sink.write_all(b"\n");
+        };
         loop {
             tokio::select! {
                 ev = sub.next() => match ev {
-                    Ok(ev) => {
-                        let _ = serde_json::to_writer(&mut out, &ev);
-                        let _ = out.write_all(b"\n");
-                    }
+                    Ok(ev) => write(&ev),
                     Err(_) => break,
                 },
                 _ = stop.notified() => {
-                    // Drain what is already in the ledger, then stop.
                     while let Ok(Some(ev)) = sub.try_next() {
-                        let _ = serde_json::to_writer(&mut out, &ev);
-                        let _ = out.write_all(b"\n");
+                        write(&ev);
                     }
                     break;
                 }
             }
         }
-        let _ = out.flush();
+        drop(write);
+        let _ = sink.flush();
     });
     Some(EventWriter { handle, done })
-}
-
-async fn finish_events(_engine: &Engine, w: EventWriter) {
-    w.done.notify_one();
-    let _ = w.handle.await;
 }
 
 fn observer(engine: &Engine) -> Option<crate::auth::CapToken> {

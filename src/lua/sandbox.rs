@@ -48,6 +48,8 @@ pub(crate) struct VmCtx {
     pub parent: Mutex<Option<crate::engine::TaskId>>,
     /// The running entry function (flow, agent body), for error locations.
     pub entry: Mutex<Option<Function>>,
+    /// The run's journal, for flow VMs of durable runs.
+    pub journal: Mutex<Option<Arc<crate::store::Journal>>>,
     /// Whether blueprint constructors record where they were called (needed
     /// to validate; agent VMs only evaluate blueprints already validated).
     pub locate: std::sync::atomic::AtomicBool,
@@ -62,6 +64,10 @@ impl VmCtx {
 
     pub fn parent(&self) -> Option<crate::engine::TaskId> {
         *self.parent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn journal(&self) -> Option<Arc<crate::store::Journal>> {
+        self.journal.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn entry_location(&self) -> Option<String> {
@@ -96,6 +102,12 @@ impl Vm {
     pub fn set_token(&self, tok: Option<CapToken>) {
         let ctx = self.lua.app_data_ref::<VmCtx>().expect("VmCtx installed");
         *ctx.token.lock().unwrap_or_else(|e| e.into_inner()) = tok;
+    }
+
+    /// Attaches the run's journal: journaled calls replay and record.
+    pub fn set_journal(&self, journal: Option<Arc<crate::store::Journal>>) {
+        let ctx = self.lua.app_data_ref::<VmCtx>().expect("VmCtx installed");
+        *ctx.journal.lock().unwrap_or_else(|e| e.into_inner()) = journal;
     }
 
     /// Turns off recording where blueprint constructors were called.
@@ -224,6 +236,7 @@ fn build(host: Host, opts: VmOptions) -> mlua::Result<Vm> {
         token: Mutex::new(None),
         parent: Mutex::new(None),
         entry: Mutex::new(None),
+        journal: Mutex::new(None),
         locate: std::sync::atomic::AtomicBool::new(true),
         limits: limits.clone(),
         memory_limit: opts.memory_limit,

@@ -195,7 +195,7 @@ impl Reader<'_> {
             path: path.to_path_buf(),
             chunk: chunk.to_string(),
             source: Arc::from(source),
-            hash: hex(&Sha256::digest(source.as_bytes())),
+            hash: hash(source),
             agents,
             layers,
             gate,
@@ -338,6 +338,11 @@ impl Reader<'_> {
         }
         Ok(gate)
     }
+}
+
+/// SHA-256 of a blueprint's source, hex.
+pub fn hash(source: &str) -> String {
+    hex(&Sha256::digest(source.as_bytes()))
 }
 
 fn hex(bytes: &[u8]) -> String {

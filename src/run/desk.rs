@@ -6,6 +6,7 @@
 //! message saying how to answer.
 
 use super::{RunError, RunOptions};
+use crate::store::Journal;
 use crate::auth::{CapToken, Role};
 use crate::engine::{AttachOptions, Caller, Engine, TaskId};
 use serde_json::Value;
@@ -46,46 +47,28 @@ impl Desk {
         operator: &CapToken,
         root: TaskId,
         opts: &RunOptions,
+        journal: Option<Arc<Journal>>,
     ) -> Result<Desk, RunError> {
         let senior = engine.attach(
             Caller::Host,
             AttachOptions::new("senior-desk", Role::Senior),
         )?;
         let unanswered = Arc::new(Mutex::new(None));
-        let (engine, operator) = (engine.clone(), operator.clone());
-        let (answers, interactive, slot) =
-            (opts.answers.clone(), opts.interactive, unanswered.clone());
-        let desk_token = senior.clone();
-        let handle = tokio::spawn(async move {
-            let mut seen = HashSet::new();
-            let hold = Duration::from_secs(3600);
-            while let Ok(open) = engine.pending_questions(&senior, &seen, hold).await {
-                for q in open {
-                    seen.insert(q.key.clone());
-                    if !under(&engine, &operator, q.task, root) {
-                        continue;
-                    }
-                    let name = question_name(&q.question);
-                    match answer(&answers, interactive, &name, &q.question).await {
-                        Some(a) => {
-                            let _ = engine.resume(&senior, &q.key, a);
-                        }
-                        None => {
-                            let msg = format!(
-                                "senior question `{name}` needs an answer: pass --answer \
-                                 {name}=VALUE or run on a terminal"
-                            );
-                            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
-                            let _ = engine.cancel_task(&operator, root);
-                            return;
-                        }
-                    }
-                }
-            }
-        });
+        let ctx = Ctx {
+            engine: engine.clone(),
+            operator: operator.clone(),
+            senior: senior.clone(),
+            root,
+            answers: opts.answers.clone(),
+            interactive: opts.interactive,
+            wait: opts.wait_for_answers,
+            journal,
+            stopped: unanswered.clone(),
+        };
+        let handle = tokio::spawn(ctx.serve());
         Ok(Desk {
             handle,
-            senior: desk_token,
+            senior,
             unanswered,
         })
     }
@@ -105,6 +88,109 @@ impl Desk {
     }
 }
 
+struct Ctx {
+    engine: Engine,
+    operator: CapToken,
+    senior: CapToken,
+    root: TaskId,
+    answers: BTreeMap<String, Value>,
+    interactive: bool,
+    wait: bool,
+    journal: Option<Arc<Journal>>,
+    stopped: Arc<Mutex<Option<String>>>,
+}
+
+impl Ctx {
+    async fn serve(self) {
+        let mut seen = HashSet::new();
+        // Questions that may still be answered from the journal (by
+        // `swarm answer` in another process): (engine key, position).
+        let mut open: Vec<(String, String)> = Vec::new();
+        let hold = if self.journal.is_some() {
+            Duration::from_millis(250)
+        } else {
+            Duration::from_secs(3600)
+        };
+        loop {
+            let Ok(new) = self.engine.pending_questions(&self.senior, &seen, hold).await else {
+                return;
+            };
+            for q in new {
+                seen.insert(q.key.clone());
+                if !under(&self.engine, &self.operator, q.task, self.root) {
+                    continue;
+                }
+                let name = question_name(&q.question);
+                if let Some(a) = self.answers.get(&name) {
+                    let _ = self.engine.resume(&self.senior, &q.key, a.clone());
+                    continue;
+                }
+                if let Some(pos) = self.journal.as_ref().and_then(|j| j.position_of(&q.key)) {
+                    open.push((q.key.clone(), pos));
+                }
+                if self.interactive {
+                    self.prompt(q.key.clone(), name, q.question.clone());
+                } else if !self.wait || self.journal.is_none() {
+                    self.stop(&name);
+                    return;
+                }
+            }
+            if let Some(j) = &self.journal {
+                if j.store().cancel_requested(j.run()).unwrap_or(false) {
+                    *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some("cancelled with `swarm cancel`".into());
+                    let _ = self.engine.cancel_task(&self.operator, self.root);
+                    return;
+                }
+                self.poll_answers(j, &mut open);
+            }
+        }
+    }
+
+    /// Answers open questions that were answered in the journal.
+    fn poll_answers(&self, j: &Journal, open: &mut Vec<(String, String)>) {
+        if open.is_empty() {
+            return;
+        }
+        let Ok(questions) = j.store().questions(j.run()) else {
+            return;
+        };
+        open.retain(|(key, pos)| {
+            match questions.iter().find(|q| &q.pos == pos).and_then(|q| q.answer.clone()) {
+                Some(a) => {
+                    let _ = self.engine.resume(&self.senior, key, a);
+                    false
+                }
+                None => true,
+            }
+        });
+    }
+
+    /// Asks on the terminal; whichever answer comes first wins.
+    fn prompt(&self, key: String, name: String, question: Arc<Value>) {
+        let (engine, senior) = (self.engine.clone(), self.senior.clone());
+        tokio::spawn(async move {
+            if let Some(a) = ask_terminal(name, question).await {
+                let _ = engine.resume(&senior, &key, a);
+            }
+        });
+    }
+
+    fn stop(&self, name: &str) {
+        let how = match &self.journal {
+            Some(j) => format!(
+                "pass --answer {name}=VALUE, run on a terminal, or answer it with \
+                 `swarm answer {run} {name} VALUE` and continue with `swarm resume {run}`",
+                run = j.run()
+            ),
+            None => format!("pass --answer {name}=VALUE or run on a terminal"),
+        };
+        let msg = format!("senior question `{name}` needs an answer: {how}");
+        *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+        let _ = self.engine.cancel_task(&self.operator, self.root);
+    }
+}
+
 /// True when `task` is `root` or one of its descendants.
 fn under(engine: &Engine, tok: &CapToken, task: TaskId, root: TaskId) -> bool {
     let mut cur = Some(task);
@@ -118,27 +204,16 @@ fn under(engine: &Engine, tok: &CapToken, task: TaskId, root: TaskId) -> bool {
     false
 }
 
-async fn answer(
-    answers: &BTreeMap<String, Value>,
-    interactive: bool,
-    name: &str,
-    question: &Value,
-) -> Option<Value> {
-    if let Some(a) = answers.get(name) {
-        return Some(a.clone());
-    }
-    if !interactive {
-        return None;
-    }
-    let text = match question {
+async fn ask_terminal(name: String, question: Arc<Value>) -> Option<Value> {
+    let text = match &*question {
         Value::Object(m) => m
             .get("text")
             .and_then(Value::as_str)
-            .unwrap_or(name)
+            .unwrap_or(&name)
             .to_string(),
-        _ => name.to_string(),
+        _ => name.clone(),
     };
-    let shown = serde_json::to_string_pretty(question).unwrap_or_default();
+    let shown = serde_json::to_string_pretty(&*question).unwrap_or_default();
     tokio::task::spawn_blocking(move || {
         let mut err = std::io::stderr();
         let _ = writeln!(err, "\nsenior question `{text}`:\n{shown}");

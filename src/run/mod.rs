@@ -10,6 +10,7 @@
 mod agents;
 pub mod blueprint;
 mod desk;
+mod durable;
 
 pub use agents::RustAgents;
 pub use blueprint::{Blueprint, BlueprintError, Problem};
@@ -19,6 +20,7 @@ use crate::auth::{CapToken, Role};
 use crate::engine::{AttachOptions, Caller, Engine, EngineError, TaskId, TaskSpec, TaskStatus};
 use crate::lua::{Agents, Host, PrintSink, Vm, VmOptions, input_to_lua, to_json};
 use crate::spawn::{LayerEnv, Outcome, SpawnCtx, SpawnError, Spawner, Worker};
+use crate::store::{Journal, RunRecord, Store, StoreError};
 use mlua::{Function, Table, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -31,6 +33,9 @@ pub struct RunOptions {
     pub answers: BTreeMap<String, serde_json::Value>,
     /// Ask unanswered senior questions on the terminal.
     pub interactive: bool,
+    /// Without a terminal, wait for `swarm answer` from another process
+    /// instead of stopping the run (durable runs only).
+    pub wait_for_answers: bool,
     /// Limits of the flow's VM (default: 1 GiB, room for 100,000 branches).
     pub flow_vm: VmOptions,
     /// Limits of each Lua agent's VM (default: 64 MiB).
@@ -38,6 +43,10 @@ pub struct RunOptions {
     pub rust: RustAgents,
     /// Where Lua `print` goes (default: the log).
     pub print: Option<PrintSink>,
+    /// The journal; `None` runs in memory only.
+    pub store: Option<Arc<dyn Store>>,
+    /// The id of a new durable run (default: `<blueprint>-<8 hex>`).
+    pub run_id: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -45,6 +54,7 @@ impl Default for RunOptions {
         RunOptions {
             answers: BTreeMap::new(),
             interactive: false,
+            wait_for_answers: false,
             flow_vm: VmOptions {
                 memory_limit: 1 << 30,
                 ..VmOptions::default()
@@ -52,6 +62,8 @@ impl Default for RunOptions {
             vm: VmOptions::default(),
             rust: RustAgents::builtin(),
             print: None,
+            store: None,
+            run_id: None,
         }
     }
 }
@@ -64,12 +76,18 @@ pub enum RunError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Spawn(#[from] SpawnError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Resume(String),
 }
 
 /// How a run ended.
 #[derive(Debug, Clone)]
 pub struct RunReport {
     pub root: TaskId,
+    /// The journal's id for the run, when it has one.
+    pub run_id: Option<String>,
     pub status: TaskStatus,
     pub result: serde_json::Value,
 }
@@ -84,6 +102,7 @@ pub struct Run {
     // Kept alive for the run: VMs only hold a weak reference.
     _agents: Agents,
     opts: RunOptions,
+    journal: std::sync::Mutex<Option<Arc<Journal>>>,
 }
 
 /// Loads and validates the blueprint at `path` and builds its agents.
@@ -136,22 +155,46 @@ pub fn prepare_source(
         token,
         _agents: agents,
         opts,
+        journal: Default::default(),
     })
 }
 
 impl Run {
     /// Starts the run's root task and returns its id (so a caller can
     /// cancel it), then [`Run::finish`] runs it.
-    pub fn start(&self, input: serde_json::Value) -> Result<TaskId, RunError> {
+    /// With a store, the run is recorded in the journal first.
+    pub async fn start(&self, input: serde_json::Value) -> Result<TaskId, RunError> {
+        self.begin_durable(&input).await?;
+        self.root(input)
+    }
+
+    /// Starts the root task of a recorded run again: journaled calls
+    /// replay, the first call past the journal runs live.
+    pub async fn resume(&self, record: &RunRecord) -> Result<TaskId, RunError> {
+        self.resume_durable(record).await?;
+        self.root(record.input.clone())
+    }
+
+    fn root(&self, input: serde_json::Value) -> Result<TaskId, RunError> {
         let spec = TaskSpec::new(&format!("flow:{}", self.blueprint.name), input);
         let root = self.engine.start_task(&self.token, spec)?;
         self.vm.set_parent(Some(root));
         Ok(root)
     }
 
+    /// The journal id of the run in progress.
+    pub fn run_id(&self) -> Option<String> {
+        self.journal().map(|j| j.run().to_string())
+    }
+
     /// Runs the flow of the started root task to the end.
     pub async fn finish(&self, root: TaskId) -> Result<RunReport, RunError> {
-        let desk = desk::Desk::open(&self.engine, &self.token, root, &self.opts)?;
+        let journal = self.journal();
+        let sink = match (&journal, &self.opts.store) {
+            (Some(j), Some(store)) => durable::EventSink::start(&self.engine, store.clone(), j.run()),
+            _ => None,
+        };
+        let desk = desk::Desk::open(&self.engine, &self.token, root, &self.opts, journal.clone())?;
         let flow = FlowSpawner {
             vm: self.vm.clone(),
             flow: self.flow.clone(),
@@ -160,7 +203,11 @@ impl Run {
         let view = self.engine.dispatch_attempt(&self.token, root, &flow).await;
         alive.abort();
         let unanswered = desk.close();
+        if let Some(sink) = sink {
+            sink.finish().await;
+        }
         let view = view?;
+        let waiting = unanswered.is_some() && journal.is_some();
         let result = match unanswered {
             Some(message) => serde_json::json!({ "error": message, "code": "senior_unanswered" }),
             None => view
@@ -168,8 +215,13 @@ impl Run {
                 .map(|r| (*r).clone())
                 .unwrap_or(serde_json::Value::Null),
         };
+        if let (Some(j), Some(store)) = (&journal, &self.opts.store) {
+            let status = if waiting { "waiting" } else { view.status.as_str() };
+            store.set_status(j.run(), status, Some(result.clone()), None).await?;
+        }
         Ok(RunReport {
             root,
+            run_id: journal.map(|j| j.run().to_string()),
             status: view.status,
             result,
         })
@@ -192,7 +244,7 @@ impl Run {
 
     /// Starts and finishes in one call.
     pub async fn run(&self, input: serde_json::Value) -> Result<RunReport, RunError> {
-        let root = self.start(input)?;
+        let root = self.start(input).await?;
         self.finish(root).await
     }
 

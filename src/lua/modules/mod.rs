@@ -7,6 +7,7 @@ mod engine;
 mod gate;
 mod gather;
 mod host;
+mod journal;
 mod json;
 mod log;
 mod time;
@@ -39,6 +40,8 @@ pub fn compose(lua: &Lua) -> mlua::Result<Table> {
                     Err(e) => Err(LuaUsage::new("bad_argument", format!("sleep: {e}"))),
                 },
                 "gather" => gather::gather(&lua, a, b).await,
+                "journal_put" => journal::put(&lua, a, b).await,
+                "journal_question" => journal::question(&lua, a, b).await,
                 _ => engine::wait(&lua, &op, a, b).await,
             };
             reply(&lua, r)
@@ -46,6 +49,7 @@ pub fn compose(lua: &Lua) -> mlua::Result<Table> {
     )?;
     let (swarm, wait): (Table, mlua::Function) = embedded::chunk(lua, embedded::INIT)?.call(raw)?;
     let host = host::register(lua)?;
+    journal::register(lua, &host)?;
     host.raw_set("wait", wait)?;
     let flow: Table = embedded::chunk(lua, embedded::FLOW)?.call((&swarm, &host))?;
     let blueprint: Table = embedded::chunk(lua, embedded::BLUEPRINT)?.call((&swarm, &host))?;

@@ -1,0 +1,221 @@
+//! `swarm runs`, `show`, `answer`, `cancel`: the journal from the outside.
+
+use super::{Journaling, open_store};
+use crate::engine::now_ms;
+use crate::run;
+use crate::store::{Store, StoreError};
+use clap::Args;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Args)]
+pub struct RunsArgs {
+    /// Only runs with this status (running, waiting, interrupted, pass, blocked, cancelled).
+    #[arg(long)]
+    status: Option<String>,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    journal: Journaling,
+}
+
+#[derive(Args)]
+pub struct ShowArgs {
+    run: String,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    journal: Journaling,
+}
+
+#[derive(Args)]
+pub struct AnswerArgs {
+    run: String,
+    /// The question's name (its `key`, or its text).
+    key: String,
+    /// JSON, or plain text.
+    value: String,
+    #[command(flatten)]
+    journal: Journaling,
+}
+
+#[derive(Args)]
+pub struct CancelArgs {
+    run: String,
+    #[command(flatten)]
+    journal: Journaling,
+}
+
+fn store(j: &Journaling) -> Result<Arc<dyn Store>, ExitCode> {
+    match open_store(j) {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err(fail("this command reads the journal (drop --no-journal)")),
+        Err(e) => Err(fail(e)),
+    }
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(2)
+}
+
+fn ago(ms: u64) -> String {
+    let s = now_ms().saturating_sub(ms) / 1000;
+    match s {
+        0..60 => format!("{s}s ago"),
+        60..3600 => format!("{}m ago", s / 60),
+        3600..86400 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86400),
+    }
+}
+
+fn found(s: &Arc<dyn Store>, id: &str) -> Result<crate::store::RunRecord, ExitCode> {
+    match s.run(id) {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err(fail(format!("no run `{id}` in {}", s.path().display()))),
+        Err(e) => Err(fail(e)),
+    }
+}
+
+pub fn list(args: RunsArgs) -> ExitCode {
+    let s = match store(&args.journal) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let runs = match s.runs(args.status.as_deref()) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&runs).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    println!("{:<28} {:<14} {:<12} {:>6}  {:<10} {}", "RUN", "BLUEPRINT", "STATUS", "STEPS", "STARTED", "UPDATED");
+    for r in runs {
+        let status = match r.status.as_str() {
+            "interrupted" | "waiting" => format!("{} ↻", r.status),
+            other => other.to_string(),
+        };
+        println!(
+            "{:<28} {:<14} {:<12} {:>6}  {:<10} {}",
+            r.id,
+            r.blueprint,
+            status,
+            r.steps,
+            ago(r.created_ms),
+            ago(r.updated_ms)
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+pub fn show(args: ShowArgs) -> ExitCode {
+    let s = match store(&args.journal) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let r = match found(&s, &args.run) {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    let (journal, events, questions) = match (|| {
+        Ok::<_, StoreError>((s.journal(&r.id)?, s.events(&r.id, 0, 100_000)?, s.questions(&r.id)?))
+    })() {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
+    if args.json {
+        let v = serde_json::json!({ "run": r, "journal": journal, "events": events, "questions": questions });
+        println!("{v}");
+        return ExitCode::SUCCESS;
+    }
+    println!("run        {}\nblueprint  {} ({})\nhash       {}", r.id, r.blueprint, r.path, r.hash);
+    println!("status     {}\ninput      {}", r.status, r.input);
+    if let Some(res) = &r.result {
+        println!("result     {res}");
+    }
+    println!("\njournal ({} entries)", journal.len());
+    for e in &journal {
+        let mut v = e.value.to_string();
+        if v.len() > 60 {
+            v.truncate(57);
+            v.push_str("...");
+        }
+        let mark = if e.ok { "ok " } else { "err" };
+        println!("  {:<10} {:<6} {:<16} {mark} {v}", e.pos, e.kind, e.key);
+    }
+    for q in &questions {
+        let a = q.answer.as_ref().map_or("(unanswered)".to_string(), |a| a.to_string());
+        println!("  question {} `{}`: {a}", q.pos, q.name);
+    }
+    println!("\nevents ({})", events.len());
+    for e in events.iter().rev().take(20).rev() {
+        println!("  #{:<6} {:<18} task {}", e.id, e.kind, e.payload.get("task").unwrap_or(&serde_json::Value::Null));
+    }
+    ExitCode::SUCCESS
+}
+
+pub fn answer(args: AnswerArgs) -> ExitCode {
+    let s = match store(&args.journal) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let r = match found(&s, &args.run) {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    match s.answer(&r.id, &args.key, run::parse_answer(&args.value)) {
+        Ok(true) => {
+            match r.status.as_str() {
+                "running" => println!("answered; run {} continues", r.id),
+                _ => println!("answered; continue it with `swarm resume {}`", r.id),
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(false) => {
+            let open: Vec<String> = s
+                .questions(&r.id)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|q| q.answer.is_none())
+                .map(|q| q.name)
+                .collect();
+            fail(format!(
+                "run `{}` has no open question `{}` (open: {})",
+                r.id,
+                args.key,
+                if open.is_empty() { "none".into() } else { open.join(", ") }
+            ))
+        }
+        Err(e) => fail(e),
+    }
+}
+
+pub fn cancel(args: CancelArgs) -> ExitCode {
+    let s = match store(&args.journal) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let r = match found(&s, &args.run) {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    let done = match r.status.as_str() {
+        "pass" | "blocked" | "cancelled" => {
+            return fail(format!("run `{}` already finished ({})", r.id, r.status));
+        }
+        "running" => s.request_cancel(&r.id).map(|()| "cancel requested; the running process stops it"),
+        _ => futures_block(s.set_status(&r.id, "cancelled", None, None)).map(|()| "cancelled"),
+    };
+    match done {
+        Ok(msg) => {
+            println!("{msg}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn futures_block(c: crate::store::Commit) -> Result<(), StoreError> {
+    super::runtime().block_on(c)
+}

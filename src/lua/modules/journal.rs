@@ -1,0 +1,113 @@
+//! Journal hooks for the flow library: replay recorded calls by position,
+//! record new ones (waiting for the commit), and refuse a flow that asks for
+//! something other than what its journal recorded at that position.
+//! Present in every VM; inert unless the VM's run has a journal.
+
+use super::to_json;
+use crate::lua::error::{LuaUsage, caller_location};
+use crate::lua::sandbox::VmCtx;
+use crate::store::{Journal, QuestionRecord, input_hash};
+use mlua::{Lua, LuaSerdeExt, Table, Value};
+use std::sync::Arc;
+
+fn journal(lua: &Lua) -> Option<Arc<Journal>> {
+    lua.app_data_ref::<VmCtx>().and_then(|ctx| ctx.journal())
+}
+
+pub fn register(lua: &Lua, host: &Table) -> mlua::Result<()> {
+    host.raw_set(
+        "journal_active",
+        lua.create_function(|lua, ()| Ok(journal(lua).map(|j| j.run().to_string())))?,
+    )?;
+    // found, ok, value — or raises when the flow diverged from its journal.
+    host.raw_set(
+        "journal_get",
+        lua.create_function(|lua, (pos, kind, key, input): (String, String, String, Value)| {
+            let Some(j) = journal(lua) else {
+                return Ok((false, Value::Nil, Value::Nil));
+            };
+            let Some(e) = j.lookup(&pos) else {
+                return Ok((false, Value::Nil, Value::Nil));
+            };
+            let input = to_json(lua, input, "journaled input").map_err(mlua::Error::external)?;
+            let hash = input_hash(&input);
+            if e.kind != kind || e.key != key || e.input_hash != hash {
+                return Err(mlua::Error::RuntimeError(format!(
+                    "{}: flow is not deterministic: journal has {}({}, input hash {}) at position {pos}, \
+                     flow asked for {kind}({key}, input hash {hash})",
+                    caller_location(lua, 0),
+                    e.kind,
+                    e.key,
+                    e.input_hash
+                )));
+            }
+            let value = lua.to_value_with(&e.value, super::ser_opts())?;
+            Ok((true, Value::Boolean(e.ok), value))
+        })?,
+    )?;
+    host.raw_set(
+        "journal_asked",
+        lua.create_function(|lua, (key, pos): (String, String)| {
+            if let Some(j) = journal(lua) {
+                j.asked(&key, &pos);
+            }
+            Ok(())
+        })?,
+    )?;
+    Ok(())
+}
+
+fn store_err(e: crate::store::StoreError) -> LuaUsage {
+    LuaUsage::new("journal", e.to_string())
+}
+
+/// `wait("journal_put", pos, { kind, key, input, ok, value })`.
+pub async fn put(lua: &Lua, pos: Value, spec: Value) -> Result<Value, LuaUsage> {
+    let Some(j) = journal(lua) else {
+        return Ok(Value::Boolean(false));
+    };
+    let bad = |m: &str| LuaUsage::new("bad_argument", format!("journal_put: {m}"));
+    let pos = pos.to_string().map_err(|_| bad("position"))?;
+    let Value::Table(spec) = spec else {
+        return Err(bad("spec"));
+    };
+    let get = |k: &str| spec.get::<Value>(k).unwrap_or(Value::Nil);
+    let kind = get("kind").to_string().map_err(|_| bad("kind"))?;
+    let key = get("key").to_string().map_err(|_| bad("key"))?;
+    let input = to_json(lua, get("input"), "journaled input")?;
+    let ok = get("ok").as_boolean().unwrap_or(false);
+    let value = to_json(lua, get("value"), "journaled value")?;
+    j.record(&pos, &kind, &key, input_hash(&input), ok, value)
+        .await
+        .map_err(store_err)?;
+    Ok(Value::Boolean(true))
+}
+
+/// `wait("journal_question", pos, question)`: stores the question (so
+/// `swarm answer` can find it) and returns an answer already given, if any.
+pub async fn question(lua: &Lua, pos: Value, question: Value) -> Result<Value, LuaUsage> {
+    let Some(j) = journal(lua) else {
+        return Ok(Value::Nil);
+    };
+    let pos = pos
+        .to_string()
+        .map_err(|_| LuaUsage::new("bad_argument", "journal_question: position"))?;
+    let question = to_json(lua, question, "question")?;
+    let name = crate::run::question_name(&question);
+    let store = j.store().clone();
+    let run = j.run().to_string();
+    let answered = store
+        .questions(&run)
+        .map_err(store_err)?
+        .into_iter()
+        .find(|q| q.pos == pos)
+        .and_then(|q| q.answer);
+    if let Some(a) = answered {
+        return lua.to_value_with(&a, super::ser_opts()).map_err(|e| LuaUsage::new("convert", e.to_string()));
+    }
+    store
+        .ask(QuestionRecord { run, pos, name, question, answer: None })
+        .await
+        .map_err(store_err)?;
+    Ok(Value::Nil)
+}

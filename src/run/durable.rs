@@ -1,0 +1,128 @@
+//! What makes a run durable: its record in the journal, replay of its
+//! journaled calls on resume, and its events persisted in order.
+
+use super::{Run, RunError};
+use crate::auth::Role;
+use crate::engine::{AttachOptions, Caller, Engine, now_ms};
+use crate::store::{Journal, RunRecord, Store};
+use std::sync::Arc;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// `<blueprint>-<8 hex>`: short enough to type, random enough not to clash.
+pub fn new_run_id(blueprint: &str) -> String {
+    let n: u32 = rand::random();
+    format!("{blueprint}-{n:08x}")
+}
+
+impl Run {
+    /// Records a new run in the journal and attaches its (empty) journal.
+    pub(super) async fn begin_durable(&self, input: &serde_json::Value) -> Result<(), RunError> {
+        let Some(store) = self.opts.store.clone() else {
+            return Ok(());
+        };
+        let id = self
+            .opts
+            .run_id
+            .clone()
+            .unwrap_or_else(|| new_run_id(&self.blueprint.name));
+        let path = std::fs::canonicalize(&self.blueprint.path)
+            .unwrap_or_else(|_| self.blueprint.path.clone());
+        let record = RunRecord {
+            id: id.clone(),
+            blueprint: self.blueprint.name.clone(),
+            path: path.display().to_string(),
+            hash: self.blueprint.hash.clone(),
+            input: input.clone(),
+            status: "running".into(),
+            result: None,
+            pid: Some(std::process::id()),
+            created_ms: now_ms(),
+            updated_ms: now_ms(),
+            steps: 0,
+        };
+        store.create_run(&record).await?;
+        self.attach_journal(Journal::new(store, &id, Vec::new()));
+        Ok(())
+    }
+
+    /// Re-opens a recorded run: its journal is replayed from the top.
+    pub(super) async fn resume_durable(&self, record: &RunRecord) -> Result<(), RunError> {
+        let Some(store) = self.opts.store.clone() else {
+            return Err(RunError::Resume("resuming needs a journal".into()));
+        };
+        let entries = store.journal(&record.id)?;
+        store
+            .set_status(&record.id, "running", None, Some(std::process::id()))
+            .await?;
+        self.attach_journal(Journal::new(store, &record.id, entries));
+        Ok(())
+    }
+
+    fn attach_journal(&self, journal: Journal) {
+        let journal = Arc::new(journal);
+        self.vm.set_journal(Some(journal.clone()));
+        *self.journal.lock().unwrap_or_else(|e| e.into_inner()) = Some(journal);
+    }
+
+    pub(super) fn journal(&self) -> Option<Arc<Journal>> {
+        self.journal.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Writes the engine's events to the journal, in ledger order, in batches.
+pub struct EventSink {
+    handle: JoinHandle<()>,
+    stop: Arc<Notify>,
+}
+
+impl EventSink {
+    pub fn start(engine: &Engine, store: Arc<dyn Store>, run: &str) -> Option<EventSink> {
+        let tok = engine
+            .attach(Caller::Host, AttachOptions::new("journal", Role::Observer))
+            .ok()?;
+        let mut sub = engine.subscribe(&tok, engine.last_cursor()).ok()?;
+        let stop = Arc::new(Notify::new());
+        let (stopped, run) = (stop.clone(), run.to_string());
+        let handle = tokio::spawn(async move {
+            loop {
+                let mut batch = Vec::new();
+                let stopping = tokio::select! {
+                    ev = sub.next() => match ev {
+                        Ok(ev) => {
+                            batch.push(ev);
+                            false
+                        }
+                        Err(_) => true,
+                    },
+                    _ = stopped.notified() => true,
+                };
+                while let Ok(Some(ev)) = sub.try_next() {
+                    batch.push(ev);
+                }
+                let rows: Vec<_> = batch
+                    .into_iter()
+                    .map(|ev| {
+                        let payload = serde_json::to_value(&ev).unwrap_or_default();
+                        (run.clone(), ev.kind.name().to_string(), payload)
+                    })
+                    .collect();
+                if !rows.is_empty()
+                    && let Err(e) = store.append_events(rows).await
+                {
+                    tracing::error!(%e, "persisting events failed");
+                }
+                if stopping {
+                    break;
+                }
+            }
+        });
+        Some(EventSink { handle, stop })
+    }
+
+    /// Writes what is left and stops.
+    pub async fn finish(self) {
+        self.stop.notify_one();
+        let _ = self.handle.await;
+    }
+}

@@ -1,0 +1,99 @@
+//! One run's journal, as the flow sees it while it runs or replays.
+//!
+//! Entries recorded by an earlier process are replayed by position; new ones
+//! are appended and waited for (group commit). The map of engine resume keys
+//! to positions lets the senior desk match answers given with
+//! `swarm answer` from another process.
+
+use super::{JournalEntry, Store, StoreError};
+use crate::engine::now_ms;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub struct Journal {
+    store: Arc<dyn Store>,
+    run: String,
+    recorded: Mutex<HashMap<String, JournalEntry>>,
+    asks: Mutex<HashMap<String, String>>,
+}
+
+/// A short, stable hash of a JSON value (keys are sorted by serde_json).
+pub fn input_hash(v: &Value) -> String {
+    let digest = Sha256::digest(v.to_string().as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Journal {
+    pub fn new(store: Arc<dyn Store>, run: &str, entries: Vec<JournalEntry>) -> Journal {
+        Journal {
+            store,
+            run: run.to_string(),
+            recorded: Mutex::new(entries.into_iter().map(|e| (e.pos.clone(), e)).collect()),
+            asks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn run(&self) -> &str {
+        &self.run
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The entry recorded at `pos`, if any.
+    pub fn lookup(&self, pos: &str) -> Option<JournalEntry> {
+        self.recorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(pos)
+            .cloned()
+    }
+
+    /// Records a call's outcome and waits until it is on disk.
+    pub async fn record(
+        &self,
+        pos: &str,
+        kind: &str,
+        key: &str,
+        input_hash: String,
+        ok: bool,
+        value: Value,
+    ) -> Result<(), StoreError> {
+        let entry = JournalEntry {
+            run: self.run.clone(),
+            pos: pos.to_string(),
+            kind: kind.to_string(),
+            key: key.to_string(),
+            input_hash,
+            ok,
+            value,
+            attempts: 1,
+            at_ms: now_ms(),
+        };
+        self.recorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(entry.pos.clone(), entry.clone());
+        self.store.append(entry).await
+    }
+
+    /// Remembers that engine resume key `key` is the question at `pos`.
+    pub fn asked(&self, key: &str, pos: &str) {
+        self.asks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_string(), pos.to_string());
+    }
+
+    /// The position of the question behind engine resume key `key`.
+    pub fn position_of(&self, key: &str) -> Option<String> {
+        self.asks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+}

@@ -1,0 +1,128 @@
+//! The durable journal: runs, their step results, events and senior
+//! questions, in one embedded SQLite database.
+//!
+//! [`Store`] is the small surface the rest of the host uses, so a server
+//! database could stand behind it later; [`SqliteStore`] is the one
+//! implementation. Writes are grouped: concurrent appends share one
+//! transaction (group commit), and an append's future resolves only once
+//! its transaction is committed, so **a step result the flow has seen is on
+//! disk**. WAL mode with `synchronous = NORMAL`: a committed step survives the
+//! death of the `swarm` process; after a power cut the last few commits may
+//! be lost, never half-written.
+
+mod journal;
+mod schema;
+mod sqlite;
+
+pub use journal::{Journal, input_hash};
+pub use sqlite::SqliteStore;
+
+use serde_json::Value;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+/// Why the store could not do something. Each names the database file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the journal at {path}: {message}")]
+    Open { path: String, message: String },
+    #[error("the journal at {path} is not a usable SQLite database ({message}); move it aside to start a new one")]
+    Corrupt { path: String, message: String },
+    #[error("the journal at {path} is locked by another process (gave up after {secs} s)")]
+    Locked { path: String, secs: u64 },
+    #[error("journal write failed at {path}: {message}")]
+    Write { path: String, message: String },
+    #[error("journal read failed at {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("the journal writer has stopped")]
+    Closed,
+}
+
+/// A run as the journal knows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub blueprint: String,
+    pub path: String,
+    pub hash: String,
+    pub input: Value,
+    /// running, pass, blocked, cancelled, interrupted.
+    pub status: String,
+    pub result: Option<Value>,
+    pub pid: Option<u32>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    /// Completed journal entries.
+    pub steps: u64,
+}
+
+/// One journaled call of a flow: a step, an answer, a sleep, a clock or
+/// random read. `pos` is its position in the flow (see `lua/swarm/flow.lua`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct JournalEntry {
+    pub run: String,
+    pub pos: String,
+    pub kind: String,
+    pub key: String,
+    pub input_hash: String,
+    pub ok: bool,
+    pub value: Value,
+    pub attempts: u32,
+    pub at_ms: u64,
+}
+
+/// A persisted engine event.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EventRecord {
+    pub id: i64,
+    pub run: String,
+    pub kind: String,
+    pub payload: Value,
+}
+
+/// A senior question asked by a run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QuestionRecord {
+    pub run: String,
+    pub pos: String,
+    pub name: String,
+    pub question: Value,
+    pub answer: Option<Value>,
+}
+
+/// Resolves when a write is committed.
+pub type Commit = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+
+/// What the host needs from a journal.
+pub trait Store: Send + Sync {
+    fn path(&self) -> PathBuf;
+    fn create_run(&self, run: &RunRecord) -> Commit;
+    /// Sets status (and result, when settled) of a run.
+    fn set_status(&self, run: &str, status: &str, result: Option<Value>, pid: Option<u32>) -> Commit;
+    fn run(&self, id: &str) -> Result<Option<RunRecord>, StoreError>;
+    fn runs(&self, status: Option<&str>) -> Result<Vec<RunRecord>, StoreError>;
+    fn journal(&self, run: &str) -> Result<Vec<JournalEntry>, StoreError>;
+    /// Appends one journal entry; resolves once it is on disk.
+    fn append(&self, entry: JournalEntry) -> Commit;
+    /// Appends events, in order (no acknowledgement needed by callers).
+    fn append_events(&self, events: Vec<(String, String, Value)>) -> Commit;
+    fn events(&self, run: &str, after: i64, limit: usize) -> Result<Vec<EventRecord>, StoreError>;
+    fn ask(&self, q: QuestionRecord) -> Commit;
+    /// Answers the first open question of `run` named `name` (or at `name`
+    /// as a position). False when there is none.
+    fn answer(&self, run: &str, name: &str, answer: Value) -> Result<bool, StoreError>;
+    fn questions(&self, run: &str) -> Result<Vec<QuestionRecord>, StoreError>;
+    fn request_cancel(&self, run: &str) -> Result<(), StoreError>;
+    fn cancel_requested(&self, run: &str) -> Result<bool, StoreError>;
+    /// Marks runs left `running` by a process that is gone as `interrupted`;
+    /// returns their ids.
+    fn mark_interrupted(&self) -> Result<Vec<String>, StoreError>;
+}
+
+/// The journal's default location: `$SWARM_DB`, or `.swarm/swarm.db`.
+pub fn default_path() -> PathBuf {
+    std::env::var_os("SWARM_DB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".swarm/swarm.db"))
+}

@@ -1,0 +1,79 @@
+//! The journal's schema and its migrations.
+//!
+//! One schema, versioned with `PRAGMA user_version`: migration N takes a
+//! database from version N-1 to N, inside one transaction. A database newer
+//! than this binary is refused rather than guessed at.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: runs, the step journal, persisted events, senior questions.
+    r#"
+    CREATE TABLE runs (
+        id          TEXT PRIMARY KEY,
+        blueprint   TEXT NOT NULL,
+        path        TEXT NOT NULL,
+        hash        TEXT NOT NULL,
+        input       TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        result      TEXT,
+        pid         INTEGER,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        created_ms  INTEGER NOT NULL,
+        updated_ms  INTEGER NOT NULL
+    );
+    CREATE INDEX runs_status ON runs(status);
+    CREATE TABLE journal (
+        run         TEXT NOT NULL,
+        pos         TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        input_hash  TEXT NOT NULL,
+        ok          INTEGER NOT NULL,
+        value       TEXT NOT NULL,
+        attempts    INTEGER NOT NULL,
+        at_ms       INTEGER NOT NULL,
+        PRIMARY KEY (run, pos)
+    ) WITHOUT ROWID;
+    CREATE TABLE events (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        run         TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        payload     TEXT NOT NULL
+    );
+    CREATE INDEX events_run ON events(run, id);
+    CREATE TABLE questions (
+        run         TEXT NOT NULL,
+        pos         TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        question    TEXT NOT NULL,
+        answer      TEXT,
+        asked_ms    INTEGER NOT NULL,
+        answered_ms INTEGER,
+        PRIMARY KEY (run, pos)
+    ) WITHOUT ROWID;
+    "#,
+];
+
+/// The schema version this binary writes.
+pub const VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings `conn` up to [`VERSION`].
+pub fn migrate(conn: &mut Connection) -> Result<(), String> {
+    let current: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    if current > VERSION {
+        return Err(format!(
+            "the database has schema version {current}, newer than this swarm ({VERSION})"
+        ));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        tx.execute_batch(sql).map_err(|e| e.to_string())?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)
+            .map_err(|e| e.to_string())?;
+        tx.commit().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,388 @@
+//! [`SqliteStore`]: the journal in SQLite (WAL), with group commit.
+//!
+//! One writer thread owns the write connection. Writes arrive as jobs on a
+//! channel; the thread takes every job waiting, runs them all in one
+//! transaction, commits once, then acknowledges each. Under load many steps
+//! share one commit; alone, a step pays one commit (no fsync per commit with
+//! WAL + `synchronous = NORMAL`). Reads use a second connection.
+
+use super::{Commit, EventRecord, JournalEntry, QuestionRecord, RunRecord, Store, StoreError, schema};
+use crate::engine::now_ms;
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::mpsc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+const BUSY: Duration = Duration::from_secs(5);
+const BATCH_MAX: usize = 4096;
+
+type Job = Box<dyn FnOnce(&Transaction) -> rusqlite::Result<()> + Send>;
+
+struct Req {
+    job: Job,
+    ack: oneshot::Sender<Result<(), StoreError>>,
+}
+
+pub struct SqliteStore {
+    path: PathBuf,
+    jobs: Mutex<mpsc::Sender<Req>>,
+    reader: Mutex<Connection>,
+}
+
+fn classify(path: &Path, e: &rusqlite::Error, write: bool) -> StoreError {
+    let path = path.display().to_string();
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
+            path,
+            message: e.to_string(),
+        },
+        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => StoreError::Locked {
+            path,
+            secs: BUSY.as_secs(),
+        },
+        _ if write => StoreError::Write { path, message: e.to_string() },
+        _ => StoreError::Read { path, message: e.to_string() },
+    }
+}
+
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(|e| StoreError::Open {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    conn.busy_timeout(BUSY).map_err(|e| classify(path, &e, false))?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the journal at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        }
+        let mut conn = connect(path)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| classify(path, &e, true))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(%mode, "journal is not in WAL mode");
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| classify(path, &e, true))?;
+        schema::migrate(&mut conn).map_err(|message| {
+            let lower = message.to_lowercase();
+            let path = path.display().to_string();
+            if lower.contains("not a database") || lower.contains("malformed") {
+                StoreError::Corrupt { path, message }
+            } else if lower.contains("locked") || lower.contains("busy") {
+                StoreError::Locked { path, secs: BUSY.as_secs() }
+            } else {
+                StoreError::Open { path, message }
+            }
+        })?;
+        let reader = connect(path)?;
+        let (tx, rx) = mpsc::channel::<Req>();
+        let wpath = path.to_path_buf();
+        std::thread::Builder::new()
+            .name("swarm-journal".into())
+            .spawn(move || writer(conn, rx, &wpath))
+            .map_err(|e| StoreError::Open {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            jobs: Mutex::new(tx),
+            reader: Mutex::new(reader),
+        })
+    }
+
+    fn submit(&self, job: Job) -> Commit {
+        let (ack, done) = oneshot::channel();
+        let sent = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(Req { job, ack });
+        Box::pin(async move {
+            sent.map_err(|_| StoreError::Closed)?;
+            done.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        f(&conn).map_err(|e| classify(&self.path, &e, false))
+    }
+}
+
+/// The writer thread: batches waiting jobs into one transaction.
+fn writer(mut conn: Connection, jobs: mpsc::Receiver<Req>, path: &Path) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < BATCH_MAX {
+            match jobs.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        let mut acks = Vec::with_capacity(batch.len());
+        let outcome = (|| {
+            let tx = conn.transaction()?;
+            for Req { job, ack } in batch {
+                let r = job(&tx).map_err(|e| classify(path, &e, true));
+                acks.push((ack, r));
+            }
+            tx.commit()
+        })();
+        match outcome {
+            Ok(()) => {
+                for (ack, r) in acks {
+                    let _ = ack.send(r);
+                }
+            }
+            Err(e) => {
+                let err = classify(path, &e, true);
+                tracing::error!(%err, "journal commit failed");
+                for (ack, _) in acks {
+                    let _ = ack.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn json(text: Option<String>) -> Option<Value> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+}
+
+fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRecord> {
+    Ok(RunRecord {
+        id: r.get(0)?,
+        blueprint: r.get(1)?,
+        path: r.get(2)?,
+        hash: r.get(3)?,
+        input: json(r.get(4)?).unwrap_or(Value::Null),
+        status: r.get(5)?,
+        result: json(r.get(6)?),
+        pid: r.get(7)?,
+        created_ms: r.get::<_, i64>(8)? as u64,
+        updated_ms: r.get::<_, i64>(9)? as u64,
+        steps: r.get::<_, i64>(10)? as u64,
+    })
+}
+
+const RUN_COLUMNS: &str = "id, blueprint, path, hash, input, status, result, pid, created_ms, updated_ms, \
+     (SELECT count(*) FROM journal j WHERE j.run = runs.id)";
+
+fn pid_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks whether the process exists.
+    pid == std::process::id() || unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+}
+
+impl Store for SqliteStore {
+    fn path(&self) -> PathBuf {
+        self.path.clone()
+    }
+
+    fn create_run(&self, run: &RunRecord) -> Commit {
+        let r = run.clone();
+        self.submit(Box::new(move |tx| {
+            tx.execute(
+                "INSERT INTO runs (id, blueprint, path, hash, input, status, result, pid, created_ms, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7, ?8, ?8)",
+                params![r.id, r.blueprint, r.path, r.hash, r.input.to_string(), r.status, r.pid, r.created_ms as i64],
+            )?;
+            Ok(())
+        }))
+    }
+
+    fn set_status(&self, run: &str, status: &str, result: Option<Value>, pid: Option<u32>) -> Commit {
+        let (run, status) = (run.to_string(), status.to_string());
+        self.submit(Box::new(move |tx| {
+            tx.execute(
+                "UPDATE runs SET status = ?2, result = coalesce(?3, result), pid = coalesce(?4, pid),
+                 updated_ms = ?5, cancel_requested = CASE WHEN ?2 = 'running' THEN cancel_requested ELSE 0 END
+                 WHERE id = ?1",
+                params![run, status, result.map(|v| v.to_string()), pid, now_ms() as i64],
+            )?;
+            Ok(())
+        }))
+    }
+
+    fn run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
+        self.read(|c| {
+            c.query_row(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"), [id], run_row)
+                .optional()
+        })
+    }
+
+    fn runs(&self, status: Option<&str>) -> Result<Vec<RunRecord>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE ?1 IS NULL OR status = ?1 ORDER BY created_ms, id"
+            ))?;
+            stmt.query_map([status], run_row)?.collect()
+        })
+    }
+
+    fn journal(&self, run: &str) -> Result<Vec<JournalEntry>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT run, pos, kind, key, input_hash, ok, value, attempts, at_ms FROM journal
+                 WHERE run = ?1 ORDER BY at_ms, pos",
+            )?;
+            stmt.query_map([run], |r| {
+                Ok(JournalEntry {
+                    run: r.get(0)?,
+                    pos: r.get(1)?,
+                    kind: r.get(2)?,
+                    key: r.get(3)?,
+                    input_hash: r.get(4)?,
+                    ok: r.get(5)?,
+                    value: json(r.get(6)?).unwrap_or(Value::Null),
+                    attempts: r.get(7)?,
+                    at_ms: r.get::<_, i64>(8)? as u64,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    fn append(&self, e: JournalEntry) -> Commit {
+        self.submit(Box::new(move |tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO journal (run, pos, kind, key, input_hash, ok, value, attempts, at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![e.run, e.pos, e.kind, e.key, e.input_hash, e.ok, e.value.to_string(), e.attempts, e.at_ms as i64],
+            )?;
+            Ok(())
+        }))
+    }
+
+    fn append_events(&self, events: Vec<(String, String, Value)>) -> Commit {
+        self.submit(Box::new(move |tx| {
+            let mut stmt = tx.prepare_cached("INSERT INTO events (run, kind, payload) VALUES (?1, ?2, ?3)")?;
+            for (run, kind, payload) in events {
+                stmt.execute(params![run, kind, payload.to_string()])?;
+            }
+            Ok(())
+        }))
+    }
+
+    fn events(&self, run: &str, after: i64, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, run, kind, payload FROM events WHERE run = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            )?;
+            stmt.query_map(params![run, after, limit as i64], |r| {
+                Ok(EventRecord {
+                    id: r.get(0)?,
+                    run: r.get(1)?,
+                    kind: r.get(2)?,
+                    payload: json(r.get(3)?).unwrap_or(Value::Null),
+                })
+            })?
+            .collect()
+        })
+    }
+
+    fn ask(&self, q: QuestionRecord) -> Commit {
+        self.submit(Box::new(move |tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO questions (run, pos, name, question, answer, asked_ms)
+                 VALUES (?1, ?2, ?3, ?4, NULL, ?5)",
+                params![q.run, q.pos, q.name, q.question.to_string(), now_ms() as i64],
+            )?;
+            Ok(())
+        }))
+    }
+
+    fn answer(&self, run: &str, name: &str, answer: Value) -> Result<bool, StoreError> {
+        let (run, name) = (run.to_string(), name.to_string());
+        let changed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = changed.clone();
+        block_on(self.submit(Box::new(move |tx| {
+            let n = tx.execute(
+                "UPDATE questions SET answer = ?3, answered_ms = ?4
+                 WHERE run = ?1 AND pos = (SELECT pos FROM questions WHERE run = ?1 AND answer IS NULL
+                                           AND (name = ?2 OR pos = ?2) ORDER BY asked_ms LIMIT 1)",
+                params![run, name, answer.to_string(), now_ms() as i64],
+            )?;
+            flag.store(n > 0, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        })))?;
+        Ok(changed.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn questions(&self, run: &str) -> Result<Vec<QuestionRecord>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT run, pos, name, question, answer FROM questions WHERE run = ?1 ORDER BY asked_ms",
+            )?;
+            stmt.query_map([run], |r| {
+                Ok(QuestionRecord {
+                    run: r.get(0)?,
+                    pos: r.get(1)?,
+                    name: r.get(2)?,
+                    question: json(r.get(3)?).unwrap_or(Value::Null),
+                    answer: json(r.get(4)?),
+                })
+            })?
+            .collect()
+        })
+    }
+
+    fn request_cancel(&self, run: &str) -> Result<(), StoreError> {
+        let run = run.to_string();
+        block_on(self.submit(Box::new(move |tx| {
+            tx.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?1", [run])?;
+            Ok(())
+        })))
+    }
+
+    fn cancel_requested(&self, run: &str) -> Result<bool, StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT cancel_requested FROM runs WHERE id = ?1", [run], |r| r.get::<_, bool>(0))
+                .optional()
+                .map(|v| v.unwrap_or(false))
+        })
+    }
+
+    fn mark_interrupted(&self) -> Result<Vec<String>, StoreError> {
+        let running: Vec<(String, Option<u32>)> = self.read(|c| {
+            let mut stmt = c.prepare("SELECT id, pid FROM runs WHERE status = 'running'")?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+        })?;
+        let gone: Vec<String> = running
+            .into_iter()
+            .filter(|(_, pid)| !pid.is_some_and(pid_alive))
+            .map(|(id, _)| id)
+            .collect();
+        for id in &gone {
+            block_on(self.set_status(id, "interrupted", None, None))?;
+        }
+        Ok(gone)
+    }
+}
+
+/// Waits for a commit from synchronous code (CLI commands, startup), on a
+/// helper thread so it works inside and outside any tokio runtime.
+fn block_on(commit: Commit) -> Result<(), StoreError> {
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .map_err(|_| StoreError::Closed)?;
+            rt.block_on(commit)
+        })
+        .join()
+        .unwrap_or(Err(StoreError::Closed))
+    })
+}
