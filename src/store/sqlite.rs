@@ -16,7 +16,13 @@ use std::sync::mpsc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-const BUSY: Duration = Duration::from_secs(5);
+/// How long to wait for another process's lock: `SWARM_DB_BUSY_MS`, else 5 s.
+fn busy() -> Duration {
+    std::env::var("SWARM_DB_BUSY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(5), Duration::from_millis)
+}
 const BATCH_MAX: usize = 4096;
 
 type Job = Box<dyn FnOnce(&Transaction) -> rusqlite::Result<()> + Send>;
@@ -41,7 +47,7 @@ fn classify(path: &Path, e: &rusqlite::Error, write: bool) -> StoreError {
         },
         Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => StoreError::Locked {
             path,
-            secs: BUSY.as_secs(),
+            secs: busy().as_secs(),
         },
         _ if write => StoreError::Write { path, message: e.to_string() },
         _ => StoreError::Read { path, message: e.to_string() },
@@ -53,7 +59,7 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
         path: path.display().to_string(),
         message: e.to_string(),
     })?;
-    conn.busy_timeout(BUSY).map_err(|e| classify(path, &e, false))?;
+    conn.busy_timeout(busy()).map_err(|e| classify(path, &e, false))?;
     Ok(conn)
 }
 
@@ -81,7 +87,7 @@ impl SqliteStore {
             if lower.contains("not a database") || lower.contains("malformed") {
                 StoreError::Corrupt { path, message }
             } else if lower.contains("locked") || lower.contains("busy") {
-                StoreError::Locked { path, secs: BUSY.as_secs() }
+                StoreError::Locked { path, secs: busy().as_secs() }
             } else {
                 StoreError::Open { path, message }
             }
