@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 fn swarm() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_swarm"));
     c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c.env(
+        "SWARM_DB",
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-journal.db"),
+    );
     c.stdin(Stdio::null());
     c
 }

@@ -14,7 +14,9 @@ const STEPS: usize = 60;
 
 fn swarm() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_swarm"));
-    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     c
 }
 
@@ -49,16 +51,24 @@ fn input() -> String {
 }
 
 fn completed(db: &Path, id: &str) -> usize {
-    let Ok(c) = Connection::open(db) else { return 0 };
-    c.query_row("SELECT count(*) FROM journal WHERE run = ?1 AND kind = 'step'", [id], |r| {
-        r.get::<_, i64>(0)
-    })
+    let Ok(c) = Connection::open(db) else {
+        return 0;
+    };
+    c.query_row(
+        "SELECT count(*) FROM journal WHERE run = ?1 AND kind = 'step'",
+        [id],
+        |r| r.get::<_, i64>(0),
+    )
     .unwrap_or(0) as usize
 }
 
 fn run_exists(db: &Path, id: &str) -> bool {
     Connection::open(db)
-        .and_then(|c| c.query_row("SELECT count(*) FROM runs WHERE id = ?1", [id], |r| r.get::<_, i64>(0)))
+        .and_then(|c| {
+            c.query_row("SELECT count(*) FROM runs WHERE id = ?1", [id], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
         .map(|n| n > 0)
         .unwrap_or(false)
 }
@@ -77,18 +87,34 @@ impl Rng {
 /// Runs the crash flow to completion as run `id` in `dir`, killing it at
 /// random points while `kills` is below `want`. Checks everything and
 /// returns the final result.
-fn crash_run(id: &str, rng: &mut Rng, kills: &mut usize, want: usize, seed: u64) -> serde_json::Value {
+fn crash_run(
+    id: &str,
+    rng: &mut Rng,
+    kills: &mut usize,
+    want: usize,
+    seed: u64,
+) -> serde_json::Value {
     let (dir, bp) = setup(id);
     let db = dir.join("swarm.db");
     let mut in_flight = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(240);
     let result = loop {
-        assert!(Instant::now() < deadline, "the crash test did not finish (seed {seed})");
+        assert!(
+            Instant::now() < deadline,
+            "the crash test did not finish (seed {seed})"
+        );
         let mut cmd = swarm();
         if run_exists(&db, id) {
             cmd.args(["resume", id]);
         } else {
-            cmd.args(["run", bp.to_str().unwrap(), "--input", &input(), "--run-id", id]);
+            cmd.args([
+                "run",
+                bp.to_str().unwrap(),
+                "--input",
+                &input(),
+                "--run-id",
+                id,
+            ]);
         }
         cmd.args(["--db", db.to_str().unwrap(), "--json"]);
         let mut child = cmd.spawn().unwrap();
@@ -116,7 +142,9 @@ fn crash_run(id: &str, rng: &mut Rng, kills: &mut usize, want: usize, seed: u64)
     let text = std::fs::read_to_string(dir.join("lines.txt")).unwrap();
     let mut counts = BTreeMap::new();
     for line in text.lines() {
-        *counts.entry(line.trim().parse::<usize>().unwrap()).or_insert(0) += 1;
+        *counts
+            .entry(line.trim().parse::<usize>().unwrap())
+            .or_insert(0) += 1;
     }
     for step in 1..=STEPS {
         let n = counts.get(&step).copied().unwrap_or(0);
@@ -133,9 +161,11 @@ fn crash_run(id: &str, rng: &mut Rng, kills: &mut usize, want: usize, seed: u64)
     // Persisted events have no gaps.
     let c = Connection::open(&db).unwrap();
     let (min, max, n): (i64, i64, i64) = c
-        .query_row("SELECT min(id), max(id), count(*) FROM events WHERE run = ?1", [id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
+        .query_row(
+            "SELECT min(id), max(id), count(*) FROM events WHERE run = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
         .unwrap();
     assert_eq!(max - min + 1, n, "events have gaps (seed {seed})");
     let status: String = c
@@ -150,11 +180,21 @@ fn sigkill_at_random_points_then_resume_loses_nothing() {
     // An uninterrupted run for reference.
     let (ref_dir, ref_bp) = setup("reference");
     let out = swarm()
-        .args(["run", ref_bp.to_str().unwrap(), "--input", &input(), "--json"])
+        .args([
+            "run",
+            ref_bp.to_str().unwrap(),
+            "--input",
+            &input(),
+            "--json",
+        ])
         .args(["--db", ref_dir.join("swarm.db").to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let reference: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
     let seed = std::time::SystemTime::now()

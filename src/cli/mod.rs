@@ -52,14 +52,18 @@ pub struct Journaling {
 
 /// Opens the journal (unless `--no-journal`) and marks runs whose process
 /// is gone as interrupted.
-pub(crate) fn open_store(j: &Journaling) -> Result<Option<Arc<dyn Store>>, crate::store::StoreError> {
+pub(crate) fn open_store(
+    j: &Journaling,
+) -> Result<Option<Arc<dyn Store>>, crate::store::StoreError> {
     if j.no_journal {
         return Ok(None);
     }
     let path = j.db.clone().unwrap_or_else(default_path);
     let store = SqliteStore::open(&path)?;
     for id in store.mark_interrupted()? {
-        eprintln!("note: run {id} was interrupted (its process is gone); `swarm resume {id}` continues it");
+        eprintln!(
+            "note: run {id} was interrupted (its process is gone); `swarm resume {id}` continues it"
+        );
     }
     Ok(Some(Arc::new(store)))
 }

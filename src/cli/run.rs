@@ -72,9 +72,7 @@ pub(crate) fn parse_input(input: Option<&str>) -> Result<serde_json::Value, Stri
         return Ok(serde_json::Value::Null);
     };
     let body = match text.strip_prefix('@') {
-        Some(path) => {
-            std::fs::read_to_string(path).map_err(|e| format!("--input @{path}: {e}"))?
-        }
+        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("--input @{path}: {e}"))?,
         None => text.to_string(),
     };
     serde_json::from_str(&body).map_err(|e| format!("--input is not valid JSON: {e}"))
@@ -91,7 +89,8 @@ fn options(out: &Output, store: Option<Arc<dyn Store>>) -> Result<RunOptions, St
         let Some((name, value)) = a.split_once('=') else {
             return Err(format!("--answer `{a}`: expected NAME=VALUE"));
         };
-        opts.answers.insert(name.to_string(), run::parse_answer(value));
+        opts.answers
+            .insert(name.to_string(), run::parse_answer(value));
     }
     opts.print = Some(Arc::new(|line: &str| eprintln!("{line}")));
     Ok(opts)
@@ -138,20 +137,32 @@ pub fn resume(args: ResumeArgs) -> ExitCode {
     };
     let record = match store.run(&args.run) {
         Ok(Some(r)) => r,
-        Ok(None) => return fail(2, format!("no run `{}` in {}", args.run, store.path().display())),
+        Ok(None) => {
+            return fail(
+                2,
+                format!("no run `{}` in {}", args.run, store.path().display()),
+            );
+        }
         Err(e) => return fail(2, e),
     };
     match record.status.as_str() {
         "pass" | "blocked" | "cancelled" => {
             return fail(
                 2,
-                format!("run `{}` already finished ({}); there is nothing to resume", record.id, record.status),
+                format!(
+                    "run `{}` already finished ({}); there is nothing to resume",
+                    record.id, record.status
+                ),
             );
         }
         "running" => {
             return fail(
                 2,
-                format!("run `{}` is running in process {}", record.id, record.pid.unwrap_or(0)),
+                format!(
+                    "run `{}` is running in process {}",
+                    record.id,
+                    record.pid.unwrap_or(0)
+                ),
             );
         }
         _ => {}
@@ -281,7 +292,6 @@ fn spawn_event_writer(engine: &Engine, out: &Output) -> Option<EventWriter> {
                 }
             }
         }
-        drop(write);
         let _ = sink.flush();
     });
     Some(EventWriter { handle, done })

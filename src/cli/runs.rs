@@ -90,7 +90,10 @@ pub fn list(args: RunsArgs) -> ExitCode {
         println!("{}", serde_json::to_string(&runs).unwrap_or_default());
         return ExitCode::SUCCESS;
     }
-    println!("{:<28} {:<14} {:<12} {:>6}  {:<10} {}", "RUN", "BLUEPRINT", "STATUS", "STEPS", "STARTED", "UPDATED");
+    println!(
+        "{:<28} {:<14} {:<12} {:>6}  {:<10} UPDATED",
+        "RUN", "BLUEPRINT", "STATUS", "STEPS", "STARTED"
+    );
     for r in runs {
         let status = match r.status.as_str() {
             "interrupted" | "waiting" => format!("{} ↻", r.status),
@@ -119,7 +122,11 @@ pub fn show(args: ShowArgs) -> ExitCode {
         Err(c) => return c,
     };
     let (journal, events, questions) = match (|| {
-        Ok::<_, StoreError>((s.journal(&r.id)?, s.events(&r.id, 0, 100_000)?, s.questions(&r.id)?))
+        Ok::<_, StoreError>((
+            s.journal(&r.id)?,
+            s.events(&r.id, 0, 100_000)?,
+            s.questions(&r.id)?,
+        ))
     })() {
         Ok(x) => x,
         Err(e) => return fail(e),
@@ -129,7 +136,10 @@ pub fn show(args: ShowArgs) -> ExitCode {
         println!("{v}");
         return ExitCode::SUCCESS;
     }
-    println!("run        {}\nblueprint  {} ({})\nhash       {}", r.id, r.blueprint, r.path, r.hash);
+    println!(
+        "run        {}\nblueprint  {} ({})\nhash       {}",
+        r.id, r.blueprint, r.path, r.hash
+    );
     println!("status     {}\ninput      {}", r.status, r.input);
     if let Some(res) = &r.result {
         println!("result     {res}");
@@ -145,12 +155,20 @@ pub fn show(args: ShowArgs) -> ExitCode {
         println!("  {:<10} {:<6} {:<16} {mark} {v}", e.pos, e.kind, e.key);
     }
     for q in &questions {
-        let a = q.answer.as_ref().map_or("(unanswered)".to_string(), |a| a.to_string());
+        let a = q
+            .answer
+            .as_ref()
+            .map_or("(unanswered)".to_string(), |a| a.to_string());
         println!("  question {} `{}`: {a}", q.pos, q.name);
     }
     println!("\nevents ({})", events.len());
     for e in events.iter().rev().take(20).rev() {
-        println!("  #{:<6} {:<18} task {}", e.id, e.kind, e.payload.get("task").unwrap_or(&serde_json::Value::Null));
+        println!(
+            "  #{:<6} {:<18} task {}",
+            e.id,
+            e.kind,
+            e.payload.get("task").unwrap_or(&serde_json::Value::Null)
+        );
     }
     ExitCode::SUCCESS
 }
@@ -184,7 +202,11 @@ pub fn answer(args: AnswerArgs) -> ExitCode {
                 "run `{}` has no open question `{}` (open: {})",
                 r.id,
                 args.key,
-                if open.is_empty() { "none".into() } else { open.join(", ") }
+                if open.is_empty() {
+                    "none".into()
+                } else {
+                    open.join(", ")
+                }
             ))
         }
         Err(e) => fail(e),
@@ -204,7 +226,9 @@ pub fn cancel(args: CancelArgs) -> ExitCode {
         "pass" | "blocked" | "cancelled" => {
             return fail(format!("run `{}` already finished ({})", r.id, r.status));
         }
-        "running" => s.request_cancel(&r.id).map(|()| "cancel requested; the running process stops it"),
+        "running" => s
+            .request_cancel(&r.id)
+            .map(|()| "cancel requested; the running process stops it"),
         _ => futures_block(s.set_status(&r.id, "cancelled", None, None)).map(|()| "cancelled"),
     };
     match done {

@@ -67,7 +67,10 @@ impl VmCtx {
     }
 
     pub fn journal(&self) -> Option<Arc<crate::store::Journal>> {
-        self.journal.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn entry_location(&self) -> Option<String> {

@@ -6,9 +6,9 @@
 //! message saying how to answer.
 
 use super::{RunError, RunOptions};
-use crate::store::Journal;
 use crate::auth::{CapToken, Role};
 use crate::engine::{AttachOptions, Caller, Engine, TaskId};
+use crate::store::Journal;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, Write};
@@ -16,10 +16,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
+/// Why the desk stopped a run.
+pub enum Stop {
+    /// A question nobody could answer here; the message says how to.
+    Unanswered(String),
+    /// `swarm cancel` from another process.
+    Cancelled,
+}
+
 pub struct Desk {
     handle: JoinHandle<()>,
     senior: CapToken,
-    unanswered: Arc<Mutex<Option<String>>>,
+    unanswered: Arc<Mutex<Option<Stop>>>,
 }
 
 /// The name `--answer` uses for a question.
@@ -79,7 +87,7 @@ impl Desk {
     }
 
     /// Stops the desk; returns why the run could not go on, if it could not.
-    pub fn close(self) -> Option<String> {
+    pub fn close(self) -> Option<Stop> {
         self.handle.abort();
         self.unanswered
             .lock()
@@ -97,7 +105,7 @@ struct Ctx {
     interactive: bool,
     wait: bool,
     journal: Option<Arc<Journal>>,
-    stopped: Arc<Mutex<Option<String>>>,
+    stopped: Arc<Mutex<Option<Stop>>>,
 }
 
 impl Ctx {
@@ -112,7 +120,11 @@ impl Ctx {
             Duration::from_secs(3600)
         };
         loop {
-            let Ok(new) = self.engine.pending_questions(&self.senior, &seen, hold).await else {
+            let Ok(new) = self
+                .engine
+                .pending_questions(&self.senior, &seen, hold)
+                .await
+            else {
                 return;
             };
             for q in new {
@@ -137,8 +149,7 @@ impl Ctx {
             }
             if let Some(j) = &self.journal {
                 if j.store().cancel_requested(j.run()).unwrap_or(false) {
-                    *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some("cancelled with `swarm cancel`".into());
+                    *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(Stop::Cancelled);
                     let _ = self.engine.cancel_task(&self.operator, self.root);
                     return;
                 }
@@ -156,7 +167,11 @@ impl Ctx {
             return;
         };
         open.retain(|(key, pos)| {
-            match questions.iter().find(|q| &q.pos == pos).and_then(|q| q.answer.clone()) {
+            match questions
+                .iter()
+                .find(|q| &q.pos == pos)
+                .and_then(|q| q.answer.clone())
+            {
                 Some(a) => {
                     let _ = self.engine.resume(&self.senior, key, a);
                     false
@@ -186,7 +201,7 @@ impl Ctx {
             None => format!("pass --answer {name}=VALUE or run on a terminal"),
         };
         let msg = format!("senior question `{name}` needs an answer: {how}");
-        *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+        *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(Stop::Unanswered(msg));
         let _ = self.engine.cancel_task(&self.operator, self.root);
     }
 }

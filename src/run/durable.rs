@@ -66,9 +66,15 @@ impl Run {
     }
 
     pub(super) fn journal(&self) -> Option<Arc<Journal>> {
-        self.journal.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
+
+/// How long the event sink gathers events before committing them.
+const EVENT_BATCH: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Writes the engine's events to the journal, in ledger order, in batches.
 pub struct EventSink {
@@ -97,6 +103,14 @@ impl EventSink {
                     },
                     _ = stopped.notified() => true,
                 };
+                // Events are not waited for by anyone: gather a few ms
+                // worth into one commit instead of one commit per event.
+                if !stopping {
+                    tokio::select! {
+                        _ = tokio::time::sleep(EVENT_BATCH) => {}
+                        _ = stopped.notified() => stopped.notify_one(),
+                    }
+                }
                 while let Ok(Some(ev)) = sub.try_next() {
                     batch.push(ev);
                 }

@@ -15,6 +15,7 @@ mod durable;
 pub use agents::RustAgents;
 pub use blueprint::{Blueprint, BlueprintError, Problem};
 pub use desk::{parse_answer, question_name};
+pub use durable::EventSink;
 
 use crate::auth::{CapToken, Role};
 use crate::engine::{AttachOptions, Caller, Engine, EngineError, TaskId, TaskSpec, TaskStatus};
@@ -191,7 +192,9 @@ impl Run {
     pub async fn finish(&self, root: TaskId) -> Result<RunReport, RunError> {
         let journal = self.journal();
         let sink = match (&journal, &self.opts.store) {
-            (Some(j), Some(store)) => durable::EventSink::start(&self.engine, store.clone(), j.run()),
+            (Some(j), Some(store)) => {
+                durable::EventSink::start(&self.engine, store.clone(), j.run())
+            }
             _ => None,
         };
         let desk = desk::Desk::open(&self.engine, &self.token, root, &self.opts, journal.clone())?;
@@ -207,17 +210,28 @@ impl Run {
             sink.finish().await;
         }
         let view = view?;
-        let waiting = unanswered.is_some() && journal.is_some();
+        let waiting = matches!(unanswered, Some(desk::Stop::Unanswered(_))) && journal.is_some();
         let result = match unanswered {
-            Some(message) => serde_json::json!({ "error": message, "code": "senior_unanswered" }),
+            Some(desk::Stop::Unanswered(message)) => {
+                serde_json::json!({ "error": message, "code": "senior_unanswered" })
+            }
+            Some(desk::Stop::Cancelled) => {
+                serde_json::json!({ "error": "cancelled with `swarm cancel`", "code": "cancelled" })
+            }
             None => view
                 .result
                 .map(|r| (*r).clone())
                 .unwrap_or(serde_json::Value::Null),
         };
         if let (Some(j), Some(store)) = (&journal, &self.opts.store) {
-            let status = if waiting { "waiting" } else { view.status.as_str() };
-            store.set_status(j.run(), status, Some(result.clone()), None).await?;
+            let status = if waiting {
+                "waiting"
+            } else {
+                view.status.as_str()
+            };
+            store
+                .set_status(j.run(), status, Some(result.clone()), None)
+                .await?;
         }
         Ok(RunReport {
             root,

@@ -27,10 +27,12 @@ use std::pin::Pin;
 pub enum StoreError {
     #[error("cannot open the journal at {path}: {message}")]
     Open { path: String, message: String },
-    #[error("the journal at {path} is not a usable SQLite database ({message}); move it aside to start a new one")]
+    #[error(
+        "the journal at {path} is not a usable SQLite database ({message}); move it aside to start a new one"
+    )]
     Corrupt { path: String, message: String },
-    #[error("the journal at {path} is locked by another process (gave up after {secs} s)")]
-    Locked { path: String, secs: u64 },
+    #[error("the journal at {path} is locked by another process (gave up after {ms} ms)")]
+    Locked { path: String, ms: u64 },
     #[error("journal write failed at {path}: {message}")]
     Write { path: String, message: String },
     #[error("journal read failed at {path}: {message}")]
@@ -99,7 +101,13 @@ pub trait Store: Send + Sync {
     fn path(&self) -> PathBuf;
     fn create_run(&self, run: &RunRecord) -> Commit;
     /// Sets status (and result, when settled) of a run.
-    fn set_status(&self, run: &str, status: &str, result: Option<Value>, pid: Option<u32>) -> Commit;
+    fn set_status(
+        &self,
+        run: &str,
+        status: &str,
+        result: Option<Value>,
+        pid: Option<u32>,
+    ) -> Commit;
     fn run(&self, id: &str) -> Result<Option<RunRecord>, StoreError>;
     fn runs(&self, status: Option<&str>) -> Result<Vec<RunRecord>, StoreError>;
     fn journal(&self, run: &str) -> Result<Vec<JournalEntry>, StoreError>;

@@ -58,22 +58,31 @@ const MIGRATIONS: &[&str] = &[
 /// The schema version this binary writes.
 pub const VERSION: i64 = MIGRATIONS.len() as i64;
 
-/// Brings `conn` up to [`VERSION`].
+fn version(conn: &Connection) -> Result<i64, String> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| e.to_string())
+}
+
+/// Brings `conn` up to [`VERSION`]. Several processes may open a new
+/// database at once: the version is re-read inside an IMMEDIATE transaction
+/// (the write lock), so exactly one of them migrates.
 pub fn migrate(conn: &mut Connection) -> Result<(), String> {
-    let current: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
+    if version(conn)? == VERSION {
+        return Ok(());
+    }
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(|e| e.to_string())?;
+    let current = version(&tx)?;
     if current > VERSION {
         return Err(format!(
             "the database has schema version {current}, newer than this swarm ({VERSION})"
         ));
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        let tx = conn.transaction().map_err(|e| e.to_string())?;
+    for sql in MIGRATIONS.iter().skip(current as usize) {
         tx.execute_batch(sql).map_err(|e| e.to_string())?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)
-            .map_err(|e| e.to_string())?;
-        tx.commit().map_err(|e| e.to_string())?;
     }
-    Ok(())
+    tx.pragma_update(None, "user_version", VERSION)
+        .map_err(|e| e.to_string())?;
+    tx.commit().map_err(|e| e.to_string())
 }

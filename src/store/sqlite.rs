@@ -1,18 +1,21 @@
 //! [`SqliteStore`]: the journal in SQLite (WAL), with group commit.
 //!
-//! One writer thread owns the write connection. Writes arrive as jobs on a
-//! channel; the thread takes every job waiting, runs them all in one
-//! transaction, commits once, then acknowledges each. Under load many steps
-//! share one commit; alone, a step pays one commit (no fsync per commit with
-//! WAL + `synchronous = NORMAL`). Reads use a second connection.
+//! Group commit without a writer thread: a write is queued, and whoever
+//! finds the write connection free becomes the leader, commits everything
+//! queued in one transaction and acknowledges each; writes queued meanwhile
+//! ride the leader's next transaction. Alone, a step pays one commit on its
+//! own thread (no hand-off latency; no fsync per commit with WAL +
+//! `synchronous = NORMAL`); under load many steps share one commit. Reads
+//! use a second connection.
 
-use super::{Commit, EventRecord, JournalEntry, QuestionRecord, RunRecord, Store, StoreError, schema};
+use super::{
+    Commit, EventRecord, JournalEntry, QuestionRecord, RunRecord, Store, StoreError, schema,
+};
 use crate::engine::now_ms;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::mpsc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -23,7 +26,6 @@ fn busy() -> Duration {
         .and_then(|v| v.parse().ok())
         .map_or(Duration::from_secs(5), Duration::from_millis)
 }
-const BATCH_MAX: usize = 4096;
 
 type Job = Box<dyn FnOnce(&Transaction) -> rusqlite::Result<()> + Send>;
 
@@ -34,7 +36,8 @@ struct Req {
 
 pub struct SqliteStore {
     path: PathBuf,
-    jobs: Mutex<mpsc::Sender<Req>>,
+    queue: Mutex<Vec<Req>>,
+    writer: Mutex<Connection>,
     reader: Mutex<Connection>,
 }
 
@@ -47,10 +50,16 @@ fn classify(path: &Path, e: &rusqlite::Error, write: bool) -> StoreError {
         },
         Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => StoreError::Locked {
             path,
-            secs: busy().as_secs(),
+            ms: busy().as_millis() as u64,
         },
-        _ if write => StoreError::Write { path, message: e.to_string() },
-        _ => StoreError::Read { path, message: e.to_string() },
+        _ if write => StoreError::Write {
+            path,
+            message: e.to_string(),
+        },
+        _ => StoreError::Read {
+            path,
+            message: e.to_string(),
+        },
     }
 }
 
@@ -59,7 +68,8 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
         path: path.display().to_string(),
         message: e.to_string(),
     })?;
-    conn.busy_timeout(busy()).map_err(|e| classify(path, &e, false))?;
+    conn.busy_timeout(busy())
+        .map_err(|e| classify(path, &e, false))?;
     Ok(conn)
 }
 
@@ -87,39 +97,63 @@ impl SqliteStore {
             if lower.contains("not a database") || lower.contains("malformed") {
                 StoreError::Corrupt { path, message }
             } else if lower.contains("locked") || lower.contains("busy") {
-                StoreError::Locked { path, secs: busy().as_secs() }
+                StoreError::Locked {
+                    path,
+                    ms: busy().as_millis() as u64,
+                }
             } else {
                 StoreError::Open { path, message }
             }
         })?;
         let reader = connect(path)?;
-        let (tx, rx) = mpsc::channel::<Req>();
-        let wpath = path.to_path_buf();
-        std::thread::Builder::new()
-            .name("swarm-journal".into())
-            .spawn(move || writer(conn, rx, &wpath))
-            .map_err(|e| StoreError::Open {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
-            jobs: Mutex::new(tx),
+            queue: Mutex::new(Vec::new()),
+            writer: Mutex::new(conn),
             reader: Mutex::new(reader),
         })
     }
 
     fn submit(&self, job: Job) -> Commit {
         let (ack, done) = oneshot::channel();
-        let sent = self
-            .jobs
+        self.queue
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .send(Req { job, ack });
-        Box::pin(async move {
-            sent.map_err(|_| StoreError::Closed)?;
-            done.await.map_err(|_| StoreError::Closed)?
-        })
+            .push(Req { job, ack });
+        self.lead();
+        Box::pin(async move { done.await.map_err(|_| StoreError::Closed)? })
+    }
+
+    /// Commits queued writes if no one else is: see the module doc. After
+    /// letting go of the connection it looks at the queue again, so a write
+    /// queued while it held the connection is never stranded.
+    fn lead(&self) {
+        let work = || {
+            while let Ok(mut conn) = self.writer.try_lock() {
+                let batch =
+                    std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()));
+                if batch.is_empty() {
+                    return;
+                }
+                commit_batch(&mut conn, batch, &self.path);
+                drop(conn);
+                if self
+                    .queue
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_empty()
+                {
+                    return;
+                }
+            }
+        };
+        // The commit is blocking I/O: tell a multi-thread runtime.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(work)
+            }
+            _ => work(),
+        }
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
@@ -128,37 +162,28 @@ impl SqliteStore {
     }
 }
 
-/// The writer thread: batches waiting jobs into one transaction.
-fn writer(mut conn: Connection, jobs: mpsc::Receiver<Req>, path: &Path) {
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < BATCH_MAX {
-            match jobs.try_recv() {
-                Ok(more) => batch.push(more),
-                Err(_) => break,
+/// Runs a batch of writes in one transaction and acknowledges each.
+fn commit_batch(conn: &mut Connection, batch: Vec<Req>, path: &Path) {
+    let mut acks = Vec::with_capacity(batch.len());
+    let outcome = (|| {
+        let tx = conn.transaction()?;
+        for Req { job, ack } in batch {
+            let r = job(&tx).map_err(|e| classify(path, &e, true));
+            acks.push((ack, r));
+        }
+        tx.commit()
+    })();
+    match outcome {
+        Ok(()) => {
+            for (ack, r) in acks {
+                let _ = ack.send(r);
             }
         }
-        let mut acks = Vec::with_capacity(batch.len());
-        let outcome = (|| {
-            let tx = conn.transaction()?;
-            for Req { job, ack } in batch {
-                let r = job(&tx).map_err(|e| classify(path, &e, true));
-                acks.push((ack, r));
-            }
-            tx.commit()
-        })();
-        match outcome {
-            Ok(()) => {
-                for (ack, r) in acks {
-                    let _ = ack.send(r);
-                }
-            }
-            Err(e) => {
-                let err = classify(path, &e, true);
-                tracing::error!(%err, "journal commit failed");
-                for (ack, _) in acks {
-                    let _ = ack.send(Err(err.clone()));
-                }
+        Err(e) => {
+            let err = classify(path, &e, true);
+            tracing::error!(%err, "journal commit failed");
+            for (ack, _) in acks {
+                let _ = ack.send(Err(err.clone()));
             }
         }
     }
@@ -209,7 +234,13 @@ impl Store for SqliteStore {
         }))
     }
 
-    fn set_status(&self, run: &str, status: &str, result: Option<Value>, pid: Option<u32>) -> Commit {
+    fn set_status(
+        &self,
+        run: &str,
+        status: &str,
+        result: Option<Value>,
+        pid: Option<u32>,
+    ) -> Commit {
         let (run, status) = (run.to_string(), status.to_string());
         self.submit(Box::new(move |tx| {
             tx.execute(
@@ -224,8 +255,12 @@ impl Store for SqliteStore {
 
     fn run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
         self.read(|c| {
-            c.query_row(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"), [id], run_row)
-                .optional()
+            c.query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+                [id],
+                run_row,
+            )
+            .optional()
         })
     }
 
@@ -263,18 +298,29 @@ impl Store for SqliteStore {
 
     fn append(&self, e: JournalEntry) -> Commit {
         self.submit(Box::new(move |tx| {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT OR REPLACE INTO journal (run, pos, kind, key, input_hash, ok, value, attempts, at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![e.run, e.pos, e.kind, e.key, e.input_hash, e.ok, e.value.to_string(), e.attempts, e.at_ms as i64],
-            )?;
+            )?
+            .execute(params![
+                e.run,
+                e.pos,
+                e.kind,
+                e.key,
+                e.input_hash,
+                e.ok,
+                e.value.to_string(),
+                e.attempts,
+                e.at_ms as i64
+            ])?;
             Ok(())
         }))
     }
 
     fn append_events(&self, events: Vec<(String, String, Value)>) -> Commit {
         self.submit(Box::new(move |tx| {
-            let mut stmt = tx.prepare_cached("INSERT INTO events (run, kind, payload) VALUES (?1, ?2, ?3)")?;
+            let mut stmt =
+                tx.prepare_cached("INSERT INTO events (run, kind, payload) VALUES (?1, ?2, ?3)")?;
             for (run, kind, payload) in events {
                 stmt.execute(params![run, kind, payload.to_string()])?;
             }
@@ -304,7 +350,13 @@ impl Store for SqliteStore {
             tx.execute(
                 "INSERT OR IGNORE INTO questions (run, pos, name, question, answer, asked_ms)
                  VALUES (?1, ?2, ?3, ?4, NULL, ?5)",
-                params![q.run, q.pos, q.name, q.question.to_string(), now_ms() as i64],
+                params![
+                    q.run,
+                    q.pos,
+                    q.name,
+                    q.question.to_string(),
+                    now_ms() as i64
+                ],
             )?;
             Ok(())
         }))
@@ -355,16 +407,21 @@ impl Store for SqliteStore {
 
     fn cancel_requested(&self, run: &str) -> Result<bool, StoreError> {
         self.read(|c| {
-            c.query_row("SELECT cancel_requested FROM runs WHERE id = ?1", [run], |r| r.get::<_, bool>(0))
-                .optional()
-                .map(|v| v.unwrap_or(false))
+            c.query_row(
+                "SELECT cancel_requested FROM runs WHERE id = ?1",
+                [run],
+                |r| r.get::<_, bool>(0),
+            )
+            .optional()
+            .map(|v| v.unwrap_or(false))
         })
     }
 
     fn mark_interrupted(&self) -> Result<Vec<String>, StoreError> {
         let running: Vec<(String, Option<u32>)> = self.read(|c| {
             let mut stmt = c.prepare("SELECT id, pid FROM runs WHERE status = 'running'")?;
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
         })?;
         let gone: Vec<String> = running
             .into_iter()

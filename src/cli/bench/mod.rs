@@ -3,6 +3,7 @@
 //! asserted: run them on a release build.
 
 mod flow;
+mod journal;
 mod lua;
 
 use crate::auth::{Role, Signer};
@@ -16,7 +17,7 @@ use std::time::Instant;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// vm-new, verb-call, flow-seq100, flow-map100k, step-process.
+    /// vm-new, verb-call, flow-seq100, flow-map100k, step-process, journal.
     /// vm-new, verb-call.
     workloads: Vec<String>,
 }
@@ -30,6 +31,7 @@ const WORKLOADS: &[&str] = &[
     "flow-seq100",
     "flow-map100k",
     "step-process",
+    "journal",
 ];
 
 pub fn run(args: BenchArgs) -> ExitCode {
@@ -59,6 +61,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
             "flow-seq100" => rt.block_on(flow::flow_seq100()),
             "flow-map100k" => rt.block_on(flow::flow_map100k()),
             "step-process" => rt.block_on(flow::step_process()),
+            "journal" => rt.block_on(journal::journal()),
             _ => unreachable!("checked above"),
         }
     }
@@ -73,7 +76,7 @@ pub(crate) fn engine() -> Engine {
     Engine::new(EngineConfig::default(), Signer::random())
 }
 
-fn constant_agent() -> Arc<dyn Spawner> {
+pub(crate) fn constant_agent() -> Arc<dyn Spawner> {
     Arc::new(RustAgent::new(|_ctx| async { Ok(json!("ok")) }))
 }
 

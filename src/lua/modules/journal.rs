@@ -103,10 +103,18 @@ pub async fn question(lua: &Lua, pos: Value, question: Value) -> Result<Value, L
         .find(|q| q.pos == pos)
         .and_then(|q| q.answer);
     if let Some(a) = answered {
-        return lua.to_value_with(&a, super::ser_opts()).map_err(|e| LuaUsage::new("convert", e.to_string()));
+        return lua
+            .to_value_with(&a, super::ser_opts())
+            .map_err(|e| LuaUsage::new("convert", e.to_string()));
     }
     store
-        .ask(QuestionRecord { run, pos, name, question, answer: None })
+        .ask(QuestionRecord {
+            run,
+            pos,
+            name,
+            question,
+            answer: None,
+        })
         .await
         .map_err(store_err)?;
     Ok(Value::Nil)

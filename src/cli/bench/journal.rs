@@ -1,0 +1,121 @@
+//! The `journal` workload: per-step cost with the durable journal on, side
+//! by side with it off.
+
+use super::{constant_agent, engine, line};
+use crate::auth::Role;
+use crate::engine::{AttachOptions, Caller, TaskSpec};
+use crate::run::{self, RunOptions};
+use crate::store::{Journal, SqliteStore, Store, input_hash};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+fn scratch_db() -> PathBuf {
+    let p = std::env::temp_dir().join(format!("swarm-bench-{}.db", std::process::id()));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", p.display()));
+    }
+    p
+}
+
+/// Sequential create+dispatch of a Rust agent, each result journaled
+/// (waiting for its commit) and the events persisted.
+async fn step_rust(journal: bool, steps: u64) -> f64 {
+    let engine = engine();
+    let op = engine
+        .attach(Caller::Host, AttachOptions::new("bench", Role::Operator))
+        .expect("attach");
+    let agent = constant_agent();
+    let db = scratch_db();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).expect("journal"));
+    let j = Journal::new(store.clone(), "bench", Vec::new());
+    let sink = journal
+        .then(|| crate::run::EventSink::start(&engine, store.clone(), "bench"))
+        .flatten();
+    let start = Instant::now();
+    for i in 0..steps {
+        let id = engine
+            .start_task(&op, TaskSpec::new("const", json!(i)))
+            .expect("start");
+        let view = engine
+            .dispatch_attempt(&op, id, agent.as_ref())
+            .await
+            .expect("dispatch");
+        if journal {
+            let value = view.result.map(|r| (*r).clone()).unwrap_or_default();
+            j.record(
+                &i.to_string(),
+                "step",
+                "const",
+                input_hash(&json!(i)),
+                true,
+                value,
+            )
+            .await
+            .expect("journal");
+        }
+    }
+    let us = start.elapsed().as_secs_f64() * 1e6 / steps as f64;
+    if let Some(s) = sink {
+        s.finish().await;
+    }
+    us
+}
+
+const SEQ: &str = r#"
+local swarm = require "swarm"
+return swarm.blueprint "seq" {
+  agents = { rust = swarm.agent.rust { name = "echo" } },
+  flow = function(n)
+    local x = 0
+    for i = 1, n do x = swarm.step("rust", i) end
+    return x
+  end,
+}
+"#;
+
+async fn flow_seq100(journal: bool) -> f64 {
+    let engine = engine();
+    let db = scratch_db();
+    let mut opts = RunOptions::default();
+    if journal {
+        opts.store = Some(Arc::new(SqliteStore::open(&db).expect("journal")));
+    }
+    let r = run::prepare_source(&engine, Path::new("seq.lua"), SEQ, opts).expect("blueprint");
+    let runs = 50;
+    r.run(json!(100)).await.expect("warm-up");
+    let start = Instant::now();
+    for _ in 0..runs {
+        r.run(json!(100)).await.expect("run");
+    }
+    start.elapsed().as_secs_f64() * 1e6 / (100 * runs) as f64
+}
+
+pub async fn journal() {
+    line(
+        "journal",
+        "step_rust_us_journal_off",
+        step_rust(false, 5_000).await,
+        "us",
+    );
+    line(
+        "journal",
+        "step_rust_us_journal_on",
+        step_rust(true, 5_000).await,
+        "us",
+    );
+    line(
+        "journal",
+        "flow_seq100_us_journal_off",
+        flow_seq100(false).await,
+        "us",
+    );
+    line(
+        "journal",
+        "flow_seq100_us_journal_on",
+        flow_seq100(true).await,
+        "us",
+    );
+    let _ = std::fs::remove_file(scratch_db());
+}

@@ -1,0 +1,312 @@
+//! Durable runs from the outside: resume after a stop, answers from another
+//! process, cancellation, deterministic replay of parallel branches, clock
+//! and random reads, and every kind of bad input to the journal.
+
+use rusqlite::Connection;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("durable-{name}"));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+    fn file(&self, name: &str, body: &str) -> String {
+        let p = self.0.join(name);
+        std::fs::write(&p, body).unwrap();
+        p.display().to_string()
+    }
+    fn db(&self) -> String {
+        self.0.join("swarm.db").display().to_string()
+    }
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_swarm"));
+        c.args(args).args(["--db", &self.db()]);
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+    fn swarm(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.cmd(args).spawn().unwrap()
+    }
+    fn journal(&self, run: &str) -> Vec<(String, String, Value)> {
+        let c = Connection::open(self.db()).unwrap();
+        let mut stmt = c
+            .prepare("SELECT pos, kind, value FROM journal WHERE run = ?1 ORDER BY pos")
+            .unwrap();
+        stmt.query_map([run], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                serde_json::from_str(&r.get::<_, String>(2)?).unwrap(),
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    }
+    fn status(&self, run: &str) -> String {
+        let c = Connection::open(self.db()).unwrap();
+        c.query_row("SELECT status FROM runs WHERE id = ?1", [run], |r| r.get(0))
+            .unwrap()
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn append_agent() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/agents/append.sh")
+        .display()
+        .to_string()
+}
+
+/// Two parallel steps with side effects, a clock read, a random number, then
+/// a senior question: without an answer the run stops as `waiting`.
+fn replay_blueprint() -> String {
+    format!(
+        r#"local swarm = require "swarm"
+return swarm.blueprint "replay" {{
+  agents = {{
+    left = swarm.agent.process {{ cmd = {{ "sh", "{a}", "left.txt" }} }},
+    right = swarm.agent.process {{ cmd = {{ "sh", "{a}", "right.txt" }} }},
+  }},
+  flow = function()
+    local both = swarm.parallel {{
+      function() return swarm.step("left", 1) + swarm.step("left", 2) end,
+      function() return swarm.step("right", 3) end,
+    }}
+    local now, r = swarm.time.now(), math.random(1000000)
+    local go = swarm.ask {{ key = "go", text = "Continue?" }}
+    return {{ both = both, now = now, r = r, go = go }}
+  end,
+}}
+"#,
+        a = append_agent()
+    )
+}
+
+#[test]
+fn a_stopped_run_resumes_from_its_journal_without_redoing_work() {
+    let d = Dir::new("replay");
+    let bp = d.file("replay.lua", &replay_blueprint());
+    let out = d.swarm(&["run", &bp, "--run-id", "rp"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("swarm answer rp go VALUE"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(d.status("rp"), "waiting");
+
+    // Answering an unknown run or question is a clear error.
+    let out = d.swarm(&["answer", "nope", "go", "yes"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("no run `nope`"));
+    let out = d.swarm(&["answer", "rp", "stop", "yes"]);
+    assert!(
+        text(&out).contains("has no open question `stop` (open: go)"),
+        "{}",
+        text(&out)
+    );
+
+    assert!(
+        d.swarm(&["answer", "rp", "go", r#"{"sure":true}"#])
+            .status
+            .success()
+    );
+    let out = d.swarm(&["resume", "rp", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["both"], json!([3, 3]));
+    assert_eq!(result["go"], json!({"sure": true}));
+
+    // The clock and random values are the ones journaled the first time.
+    let journal = d.journal("rp");
+    let find = |kind: &str| {
+        journal
+            .iter()
+            .find(|(_, k, _)| k == kind)
+            .unwrap()
+            .2
+            .clone()
+    };
+    assert_eq!(result["now"], find("now"));
+    assert_eq!(result["r"], find("random"));
+    // Branch positions are per branch, so replay is order-independent.
+    let positions: Vec<&str> = journal.iter().map(|(p, _, _)| p.as_str()).collect();
+    for p in ["1/1:1", "1/1:2", "1/2:1", "2", "3", "4"] {
+        assert!(positions.contains(&p), "no position {p} in {positions:?}");
+    }
+    // No step ran twice.
+    let left = std::fs::read_to_string(d.0.join("left.txt")).unwrap();
+    let right = std::fs::read_to_string(d.0.join("right.txt")).unwrap();
+    assert_eq!((left.as_str(), right.as_str()), ("1\n2\n", "3\n"));
+
+    // Resuming a finished run says so.
+    let out = d.swarm(&["resume", "rp"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("already finished (pass)"));
+    let out = d.swarm(&["runs", "--json"]);
+    let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs[0]["status"], "pass");
+    assert!(d.swarm(&["show", "rp"]).status.success());
+}
+
+#[test]
+fn a_changed_blueprint_is_refused_unless_forced_and_divergence_is_caught() {
+    let d = Dir::new("changed");
+    let v1 = "local swarm = require 'swarm'\nreturn swarm.blueprint 'c' {\n  agents = { a = swarm.agent.rust { name = 'echo' }, b = swarm.agent.rust { name = 'upper' } },\n  flow = function()\n    local x = swarm.step('a', 'x')\n    return swarm.ask('go') and x\n  end,\n}\n";
+    let bp = d.file("c.lua", v1);
+    assert_eq!(
+        d.swarm(&["run", &bp, "--run-id", "c1"]).status.code(),
+        Some(1)
+    );
+    d.file(
+        "c.lua",
+        &v1.replace("swarm.step('a', 'x')", "swarm.step('b', 'x')"),
+    );
+    let out = d.swarm(&["resume", "c1"]);
+    assert_eq!(out.status.code(), Some(2));
+    let t = text(&out);
+    assert!(
+        t.contains("changed since run `c1` started (was ") && t.contains("--force"),
+        "{t}"
+    );
+    let out = d.swarm(&["resume", "c1", "--force"]);
+    assert_eq!(out.status.code(), Some(1));
+    let t = text(&out);
+    assert!(
+        t.contains("c.lua:5") && t.contains("flow is not deterministic"),
+        "{t}"
+    );
+    assert!(
+        t.contains("journal has step(a,") && t.contains("flow asked for step(b,"),
+        "{t}"
+    );
+}
+
+#[test]
+fn an_answer_from_another_process_reaches_a_waiting_run() {
+    let d = Dir::new("answer");
+    let bp = d.file(
+        "w.lua",
+        "local swarm = require 'swarm'\nreturn swarm.blueprint 'w' {\n  flow = function() return swarm.ask({ key = 'ok?' }) end,\n}\n",
+    );
+    let mut child = d.spawn(&["run", &bp, "--run-id", "w1", "--wait-answers", "--json"]);
+    let t0 = Instant::now();
+    loop {
+        let out = d.swarm(&["answer", "w1", "ok?", "\"sure\""]);
+        if out.status.success() {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let run = child.wait_with_output().unwrap();
+            panic!("{}\nthe run said: {}", text(&out), text(&run));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "\"sure\"");
+}
+
+#[test]
+fn swarm_cancel_stops_a_run_in_another_process() {
+    let d = Dir::new("cancel");
+    let bp = d.file(
+        "s.lua",
+        "local swarm = require 'swarm'\nreturn swarm.blueprint 's' {\n  agents = { nap = swarm.agent.rust { name = 'sleep' } },\n  flow = function() return swarm.step('nap', { ms = 30000 }) end,\n}\n",
+    );
+    let child = d.spawn(&["run", &bp, "--run-id", "s1"]);
+    let t0 = Instant::now();
+    while !d.swarm(&["cancel", "s1"]).status.success() {
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert_eq!(d.status("s1"), "cancelled");
+    let out = d.swarm(&["cancel", "s1"]);
+    assert!(text(&out).contains("already finished (cancelled)"));
+}
+
+#[test]
+fn a_killed_run_is_marked_interrupted_and_resumable() {
+    let d = Dir::new("interrupted");
+    let bp = d.file(
+        "k.lua",
+        "local swarm = require 'swarm'\nreturn swarm.blueprint 'k' {\n  agents = { nap = swarm.agent.rust { name = 'sleep' } },\n  flow = function() swarm.step('nap', { ms = 300 }); return 'done' end,\n}\n",
+    );
+    let mut child = d.spawn(&["run", &bp, "--run-id", "k1"]);
+    std::thread::sleep(Duration::from_millis(150));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = d.swarm(&["runs", "--status", "interrupted", "--json"]);
+    let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs[0]["id"], "k1", "{}", text(&out));
+    let out = d.swarm(&["resume", "k1", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "\"done\"");
+}
+
+#[test]
+fn a_corrupt_journal_is_a_clear_error_and_is_left_alone() {
+    let d = Dir::new("corrupt");
+    let garbage = b"this is not a database, it only looks like a file".repeat(100);
+    std::fs::write(d.db(), &garbage).unwrap();
+    let bp = d.file("h.lua", "local swarm = require 'swarm'\nreturn swarm.blueprint 'h' { flow = function() return 1 end }\n");
+    for args in [vec!["runs"], vec!["run", bp.as_str()]] {
+        let out = d.swarm(&args);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            text(&out).contains("not a usable SQLite database"),
+            "{}",
+            text(&out)
+        );
+    }
+    assert_eq!(
+        std::fs::read(d.db()).unwrap(),
+        garbage,
+        "the corrupt file was modified"
+    );
+}
+
+#[test]
+fn a_locked_journal_is_a_clear_error() {
+    let d = Dir::new("locked");
+    let bp = d.file("h.lua", "local swarm = require 'swarm'\nreturn swarm.blueprint 'h' { flow = function() return 1 end }\n");
+    assert!(d.swarm(&["run", &bp]).status.success());
+    let holder = Connection::open(d.db()).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let out = d
+        .cmd(&["run", &bp])
+        .env("SWARM_DB_BUSY_MS", "300")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("locked by another process"),
+        "{}",
+        text(&out)
+    );
+    holder.execute_batch("ROLLBACK").unwrap();
+}
