@@ -7,12 +7,14 @@
 //! - `lua`    — sandboxed VMs, the `swarm.*` modules, the `lua` agent backend.
 //! - `store`  — the durable journal (SQLite): runs, steps, events, questions.
 //! - `run`    — blueprints: load, validate, build agent stacks, run a flow.
+//! - `reload` — hot reload: live blueprint versions kept current by a file watcher.
 //! - `cli`    — the `swarm` command line (`run`, `check`, `bench`).
 
 pub mod auth;
 pub mod cli;
 pub mod engine;
 pub mod lua;
+pub mod reload;
 pub mod run;
 pub mod spawn;
 pub mod store;

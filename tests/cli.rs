@@ -214,3 +214,49 @@ fn sigint_cancels_the_run_and_kills_process_agents() {
     std::thread::sleep(Duration::from_millis(2500));
     assert!(!marker.exists(), "the process agent outlived the run");
 }
+
+#[test]
+fn dev_reruns_the_flow_after_each_successful_reload() {
+    use std::io::BufRead;
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-dev");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("w.lua");
+    let write = |v: &str| {
+        let src = format!(
+            "local swarm = require 'swarm'\nreturn swarm.blueprint 'w' {{ flow = function() return {v} end }}\n"
+        );
+        std::fs::write(&file, src).unwrap();
+    };
+    write("'one'");
+    let mut child = swarm()
+        .args(["dev", dir.to_str().unwrap(), "--run", "w"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let next = || {
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("a result line")
+    };
+    assert_eq!(next(), r#"w v1 → pass "one""#);
+    std::thread::sleep(Duration::from_millis(200));
+    write("(");
+    std::thread::sleep(Duration::from_millis(300));
+    write("'two'");
+    assert_eq!(next(), r#"w v2 → pass "two""#);
+    child.kill().unwrap();
+    let err = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&err.stderr);
+    assert!(
+        err.contains("✓ w v1") && err.contains("✗ syntax error") && err.contains("keeping v1"),
+        "{err}"
+    );
+}

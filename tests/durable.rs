@@ -62,6 +62,20 @@ impl Dir {
     }
 }
 
+/// Waits for `child` to exit, killing it (and failing) after `secs`.
+fn wait_exit(mut child: Child, secs: u64) -> Output {
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > Duration::from_secs(secs) {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("process did not exit within {secs} s: {}", text(&out));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -223,7 +237,7 @@ fn an_answer_from_another_process_reaches_a_waiting_run() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = child.wait_with_output().unwrap();
+    let out = wait_exit(child, 15);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "\"sure\"");
 }
@@ -241,7 +255,7 @@ fn swarm_cancel_stops_a_run_in_another_process() {
         assert!(t0.elapsed() < Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = child.wait_with_output().unwrap();
+    let out = wait_exit(child, 15);
     assert_eq!(out.status.code(), Some(1));
     assert!(t0.elapsed() < Duration::from_secs(5));
     assert_eq!(d.status("s1"), "cancelled");

@@ -3,6 +3,7 @@
 
 mod bench;
 mod check;
+mod dev;
 mod run;
 mod runs;
 
@@ -25,6 +26,8 @@ enum Command {
     Run(run::RunArgs),
     /// Validate blueprints without running them.
     Check(check::CheckArgs),
+    /// Hot-reload development: watch blueprints, keep the last good version live.
+    Dev(dev::DevArgs),
     /// List journaled runs.
     Runs(runs::RunsArgs),
     /// Show one run: its journal and events.
@@ -74,6 +77,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Check(args) => check::run(args),
+        Command::Dev(args) => dev::run(args),
         Command::Runs(args) => runs::list(args),
         Command::Show(args) => runs::show(args),
         Command::Resume(args) => run::resume(args),

@@ -86,6 +86,21 @@ pub enum EventKind {
         layer: &'static str,
         note: Arc<Value>,
     },
+    /// `swarm dev` made a new version of a blueprint live.
+    BlueprintLoaded {
+        name: Arc<str>,
+        version: u64,
+        hash: Arc<str>,
+    },
+    /// A changed blueprint failed to load; the last good version stays live.
+    BlueprintReloadFailed {
+        path: Arc<str>,
+        error: Arc<str>,
+    },
+    /// A blueprint's file was deleted.
+    BlueprintUnloaded {
+        name: Arc<str>,
+    },
 }
 
 impl EventKind {
@@ -103,6 +118,9 @@ impl EventKind {
             EventKind::SeniorAnswered { .. } => "senior_answered",
             EventKind::WorkerOutput { .. } => "worker_output",
             EventKind::LayerNote { .. } => "layer_note",
+            EventKind::BlueprintLoaded { .. } => "blueprint_loaded",
+            EventKind::BlueprintReloadFailed { .. } => "blueprint_reload_failed",
+            EventKind::BlueprintUnloaded { .. } => "blueprint_unloaded",
         }
     }
 }
@@ -236,6 +254,11 @@ impl Engine {
                 },
             )
         });
+    }
+
+    /// Appends a host event (e.g. a blueprint reload). Host code only.
+    pub fn announce(&self, kind: EventKind) {
+        self.with_state("announce", |s| s.emit(None, kind));
     }
 
     /// The newest cursor in the ledger.

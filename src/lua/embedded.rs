@@ -114,6 +114,12 @@ fn require_local(lua: &Lua, name: &str) -> mlua::Result<Option<Value>> {
     let Ok(source) = std::fs::read_to_string(&path) else {
         return Ok(None);
     };
+    if let Some(ctx) = lua.app_data_ref::<super::sandbox::VmCtx>() {
+        ctx.required
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(path.clone());
+    }
     let env: Table = lua.named_registry_value("swarm.current_env")?;
     let v: Value = lua
         .load(source)

@@ -48,6 +48,8 @@ pub(crate) struct VmCtx {
     pub parent: Mutex<Option<crate::engine::TaskId>>,
     /// The running entry function (flow, agent body), for error locations.
     pub entry: Mutex<Option<Function>>,
+    /// Files `require`d from the blueprint's directory (hot reload watches them).
+    pub required: Mutex<Vec<std::path::PathBuf>>,
     /// The run's journal, for flow VMs of durable runs.
     pub journal: Mutex<Option<Arc<crate::store::Journal>>>,
     /// Whether blueprint constructors record where they were called (needed
@@ -111,6 +113,15 @@ impl Vm {
     pub fn set_journal(&self, journal: Option<Arc<crate::store::Journal>>) {
         let ctx = self.lua.app_data_ref::<VmCtx>().expect("VmCtx installed");
         *ctx.journal.lock().unwrap_or_else(|e| e.into_inner()) = journal;
+    }
+
+    /// Files this VM has `require`d from the blueprint's directory.
+    pub fn required_files(&self) -> Vec<std::path::PathBuf> {
+        let ctx = self.lua.app_data_ref::<VmCtx>().expect("VmCtx installed");
+        ctx.required
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Turns off recording where blueprint constructors were called.
@@ -240,6 +251,7 @@ fn build(host: Host, opts: VmOptions) -> mlua::Result<Vm> {
         parent: Mutex::new(None),
         entry: Mutex::new(None),
         journal: Mutex::new(None),
+        required: Mutex::new(Vec::new()),
         locate: std::sync::atomic::AtomicBool::new(true),
         limits: limits.clone(),
         memory_limit: opts.memory_limit,

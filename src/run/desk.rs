@@ -111,9 +111,9 @@ struct Ctx {
 impl Ctx {
     async fn serve(self) {
         let mut seen = HashSet::new();
-        // Questions that may still be answered from the journal (by
-        // `swarm answer` in another process): (engine key, position).
-        let mut open: Vec<(String, String)> = Vec::new();
+        // Engine keys of questions that may still be answered from the
+        // journal (by `swarm answer` in another process).
+        let mut open: Vec<String> = Vec::new();
         let hold = if self.journal.is_some() {
             Duration::from_millis(250)
         } else {
@@ -137,8 +137,8 @@ impl Ctx {
                     let _ = self.engine.resume(&self.senior, &q.key, a.clone());
                     continue;
                 }
-                if let Some(pos) = self.journal.as_ref().and_then(|j| j.position_of(&q.key)) {
-                    open.push((q.key.clone(), pos));
+                if self.journal.is_some() {
+                    open.push(q.key.clone());
                 }
                 if self.interactive {
                     self.prompt(q.key.clone(), name, q.question.clone());
@@ -159,17 +159,22 @@ impl Ctx {
     }
 
     /// Answers open questions that were answered in the journal.
-    fn poll_answers(&self, j: &Journal, open: &mut Vec<(String, String)>) {
+    fn poll_answers(&self, j: &Journal, open: &mut Vec<String>) {
         if open.is_empty() {
             return;
         }
         let Ok(questions) = j.store().questions(j.run()) else {
             return;
         };
-        open.retain(|(key, pos)| {
+        // The flow registers a question's position just after asking it,
+        // so it is looked up at every poll.
+        open.retain(|key| {
+            let Some(pos) = j.position_of(key) else {
+                return true;
+            };
             match questions
                 .iter()
-                .find(|q| &q.pos == pos)
+                .find(|q| q.pos == pos)
                 .and_then(|q| q.answer.clone())
             {
                 Some(a) => {

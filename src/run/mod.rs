@@ -183,6 +183,11 @@ impl Run {
         Ok(root)
     }
 
+    /// Files the blueprint `require`d from its directory while loading.
+    pub fn required_files(&self) -> Vec<std::path::PathBuf> {
+        self.vm.required_files()
+    }
+
     /// The journal id of the run in progress.
     pub fn run_id(&self) -> Option<String> {
         self.journal().map(|j| j.run().to_string())

@@ -73,6 +73,27 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// Switches to WAL. Several processes opening a new database at once can
+/// get "busy" here without the busy handler being consulted, so retry.
+fn wal(conn: &Connection, path: &Path) -> Result<String, StoreError> {
+    let give_up = std::time::Instant::now() + busy();
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+            Ok(mode) => return Ok(mode),
+            Err(e)
+                if std::time::Instant::now() < give_up
+                    && matches!(
+                        e.sqlite_error_code(),
+                        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+                    ) =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(classify(path, &e, true)),
+        }
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the journal at `path` and migrates it.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
@@ -83,9 +104,7 @@ impl SqliteStore {
             })?;
         }
         let mut conn = connect(path)?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(|e| classify(path, &e, true))?;
+        let mode = wal(&conn, path)?;
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(%mode, "journal is not in WAL mode");
         }

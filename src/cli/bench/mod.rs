@@ -5,6 +5,7 @@
 mod flow;
 mod journal;
 mod lua;
+mod reload;
 
 use crate::auth::{Role, Signer};
 use crate::engine::{AttachOptions, Caller, Engine, EngineConfig, TaskSpec};
@@ -17,7 +18,8 @@ use std::time::Instant;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// vm-new, verb-call, flow-seq100, flow-map100k, step-process, journal.
+    /// vm-new, verb-call, flow-seq100, flow-map100k, step-process, journal,
+    /// reload-latency.
     /// vm-new, verb-call.
     workloads: Vec<String>,
 }
@@ -32,6 +34,7 @@ const WORKLOADS: &[&str] = &[
     "flow-map100k",
     "step-process",
     "journal",
+    "reload-latency",
 ];
 
 pub fn run(args: BenchArgs) -> ExitCode {
@@ -62,6 +65,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
             "flow-map100k" => rt.block_on(flow::flow_map100k()),
             "step-process" => rt.block_on(flow::step_process()),
             "journal" => rt.block_on(journal::journal()),
+            "reload-latency" => rt.block_on(reload::reload_latency()),
             _ => unreachable!("checked above"),
         }
     }

@@ -1,0 +1,133 @@
+//! `swarm dev DIR|FILE [--run NAME]`: hot-reload development.
+//!
+//! Loads every blueprint, then watches. One calm line per reload: name,
+//! version, time taken; errors marked and the last good version kept. With
+//! `--run NAME`, each successful reload of NAME runs its flow again (the
+//! previous re-run is cancelled if still going) and prints the result.
+
+use crate::auth::Signer;
+use crate::engine::{Engine, EngineConfig};
+use crate::reload::{Dev, Reload, Watch};
+use crate::run::RunOptions;
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct DevArgs {
+    /// A directory of blueprints, or one blueprint file.
+    target: PathBuf,
+    /// Re-run this blueprint's flow after each successful reload.
+    #[arg(long, value_name = "NAME")]
+    run: Option<String>,
+    /// Input for `--run`: JSON text, or @path to a JSON file.
+    #[arg(long)]
+    input: Option<String>,
+    /// Debounce window in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    debounce_ms: u64,
+}
+
+fn say(r: &Reload) {
+    match r {
+        Reload::Loaded {
+            name,
+            path,
+            version,
+            ms,
+        } => {
+            eprintln!(
+                "✓ {name} v{version} ({}) live in {ms:.1} ms",
+                path.display()
+            )
+        }
+        Reload::Failed { error, kept, .. } => {
+            let kept = kept.map_or("nothing live".to_string(), |v| format!("keeping v{v}"));
+            eprintln!("✗ {error} ({kept})");
+        }
+        Reload::Unloaded { name, path } => {
+            eprintln!("– {name} unloaded ({} was deleted)", path.display())
+        }
+    }
+}
+
+pub fn run(args: DevArgs) -> ExitCode {
+    let input = match super::run::parse_input(args.input.as_deref()) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("swarm dev: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !args.target.exists() {
+        eprintln!("swarm dev: {} does not exist", args.target.display());
+        return ExitCode::from(2);
+    }
+    super::runtime().block_on(async move {
+        let engine = Engine::new(EngineConfig::default(), Signer::from_env());
+        let opts = RunOptions {
+            print: Some(Arc::new(|line: &str| eprintln!("{line}"))),
+            ..RunOptions::default()
+        };
+        let dev = Arc::new(Dev::new(engine, opts));
+        let mut rerun: Option<tokio::task::JoinHandle<()>> = None;
+        let initial = dev.scan(&args.target);
+        initial.iter().for_each(say);
+        let mut watch = match Watch::start(
+            dev.clone(),
+            &args.target,
+            Duration::from_millis(args.debounce_ms),
+        ) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("swarm dev: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        eprintln!("watching {} (Ctrl-C to stop)", args.target.display());
+        if let Some(name) = &args.run
+            && dev.live(name).is_some()
+        {
+            rerun = Some(spawn_run(dev.clone(), name.clone(), input.clone()));
+        }
+        loop {
+            tokio::select! {
+                r = watch.reloads.recv() => {
+                    let Some(r) = r else { break };
+                    say(&r);
+                    if let (Reload::Loaded { name, .. }, Some(want)) = (&r, &args.run)
+                        && name == want
+                    {
+                        if let Some(old) = rerun.take() {
+                            old.abort();
+                        }
+                        rerun = Some(spawn_run(dev.clone(), name.clone(), input.clone()));
+                    }
+                }
+                _ = tokio::signal::ctrl_c() => break,
+            }
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+/// Runs the live version of `name` and prints its result. Aborting the task
+/// drops the run, which cancels its steps.
+fn spawn_run(dev: Arc<Dev>, name: String, input: serde_json::Value) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let version = dev.live(&name).map_or(0, |v| v.version);
+        let run = match dev.prepare(&name) {
+            Ok(r) => r,
+            Err(e) => return eprintln!("✗ {e}"),
+        };
+        match run.run(input).await {
+            Ok(report) => {
+                let text = serde_json::to_string(&report.result).unwrap_or_default();
+                println!("{name} v{version} → {} {text}", report.status);
+            }
+            Err(e) => eprintln!("✗ {name} v{version}: {e}"),
+        }
+    })
+}
