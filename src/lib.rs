@@ -8,6 +8,7 @@
 //! - `store`  — the durable journal (SQLite): runs, steps, events, questions.
 //! - `run`    — blueprints: load, validate, build agent stacks, run a flow.
 //! - `reload` — hot reload: live blueprint versions kept current by a file watcher.
+//! - `repl`   — `swarm repl`: a Lua session on a live engine.
 //! - `cli`    — the `swarm` command line (`run`, `check`, `bench`).
 
 pub mod auth;
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod engine;
 pub mod lua;
 pub mod reload;
+pub mod repl;
 pub mod run;
 pub mod spawn;
 pub mod store;

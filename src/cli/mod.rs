@@ -4,6 +4,7 @@
 mod bench;
 mod check;
 mod dev;
+mod repl;
 mod run;
 mod runs;
 
@@ -28,6 +29,8 @@ enum Command {
     Check(check::CheckArgs),
     /// Hot-reload development: watch blueprints, keep the last good version live.
     Dev(dev::DevArgs),
+    /// An interactive Lua session on a live engine.
+    Repl(repl::ReplArgs),
     /// List journaled runs.
     Runs(runs::RunsArgs),
     /// Show one run: its journal and events.
@@ -78,6 +81,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Check(args) => check::run(args),
         Command::Dev(args) => dev::run(args),
+        Command::Repl(args) => repl::run(args),
         Command::Runs(args) => runs::list(args),
         Command::Show(args) => runs::show(args),
         Command::Resume(args) => run::resume(args),

@@ -58,7 +58,11 @@ pub fn chunk(lua: &Lua, (name, src): (&'static str, &'static str)) -> mlua::Resu
 }
 
 /// Embedded modules a sandbox may `require`: (module name, chunk name, source).
-const MODULES: &[(&str, &str, &str)] = &[];
+const MODULES: &[(&str, &str, &str)] = &[(
+    "swarm.pretty",
+    "swarm/pretty.lua",
+    include_str!("../../lua/swarm/pretty.lua"),
+)];
 
 /// Resolves `require(name)` inside a sandbox.
 pub fn require(lua: &Lua, name: &str) -> mlua::Result<Value> {

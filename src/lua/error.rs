@@ -88,7 +88,8 @@ pub fn caller_location(lua: &Lua, level: usize) -> String {
 /// `file:line` where `f` was defined.
 pub fn defined_at(f: &mlua::Function) -> Option<String> {
     let info = f.info();
-    Some(format!("{}:{}", info.short_src?, info.line_defined?))
+    // A main chunk reports line 0; its first line is the better guess.
+    Some(format!("{}:{}", info.short_src?, info.line_defined?.max(1)))
 }
 
 /// The shared metatable of error tables (created once per VM).

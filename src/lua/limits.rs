@@ -5,7 +5,8 @@
 //! coroutine Lua creates (they inherit the hook) and every thread mlua
 //! creates for async calls. Once a limit trips the VM stays tripped: the hook
 //! fails again at every check and `pcall`/`coroutine.resume` re-raise, so a
-//! script cannot catch its way past a limit. A tripped VM is never reused.
+//! script cannot catch its way past a limit. A pooled agent VM that tripped
+//! is never reused; `arm` starts a new run untripped.
 
 use mlua::{HookTriggers, Lua, VmState};
 use std::sync::Mutex;
@@ -86,6 +87,8 @@ impl Limits {
             (self.epoch.elapsed() + t).as_nanos().min(u64::MAX as u128) as u64
         });
         self.deadline_ns.store(deadline, Ordering::Relaxed);
+        // A new run starts untripped (the REPL reuses its VM after Ctrl-C).
+        self.tripped.store(0, Ordering::Relaxed);
         *self.cancel.lock().unwrap_or_else(|e| e.into_inner()) = cancel;
     }
 

@@ -89,3 +89,32 @@ pub async fn verb_call() {
         line("verb-call", figure, ns, "ns");
     }
 }
+
+/// `swarm repl` cold start: process start → first answer (`1` piped in),
+/// exit included. An upper bound on "cold start to first prompt".
+pub fn repl_start() {
+    use std::io::Write;
+    let exe = std::env::current_exe().expect("own path");
+    let mut samples = Vec::new();
+    for _ in 0..20 {
+        let start = Instant::now();
+        let mut child = std::process::Command::new(&exe)
+            .args(["repl", "--no-history"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn swarm repl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"1\n")
+            .expect("write");
+        let out = child.wait_with_output().expect("repl exits");
+        assert_eq!(out.stdout, b"1\n", "unexpected repl output");
+        samples.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    samples.sort_by(f64::total_cmp);
+    line("repl-start", "median_ms", samples[samples.len() / 2], "ms");
+    line("repl-start", "max_ms", samples[samples.len() - 1], "ms");
+}

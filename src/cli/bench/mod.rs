@@ -19,7 +19,7 @@ use std::time::Instant;
 #[derive(Args)]
 pub struct BenchArgs {
     /// vm-new, verb-call, flow-seq100, flow-map100k, step-process, journal,
-    /// reload-latency.
+    /// reload-latency, repl-start.
     /// vm-new, verb-call.
     workloads: Vec<String>,
 }
@@ -35,6 +35,7 @@ const WORKLOADS: &[&str] = &[
     "step-process",
     "journal",
     "reload-latency",
+    "repl-start",
 ];
 
 pub fn run(args: BenchArgs) -> ExitCode {
@@ -66,6 +67,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
             "step-process" => rt.block_on(flow::step_process()),
             "journal" => rt.block_on(journal::journal()),
             "reload-latency" => rt.block_on(reload::reload_latency()),
+            "repl-start" => lua::repl_start(),
             _ => unreachable!("checked above"),
         }
     }

@@ -1,0 +1,101 @@
+//! `swarm repl` through piped stdin and through a real pseudo-terminal.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn repl(args: &[&str], input: &str) -> (String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_swarm"))
+        .arg("repl")
+        .args(args)
+        .arg("--no-history")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn piped_expressions_statements_tables_and_errors() {
+    let (out, err) = repl(
+        &[],
+        "1 + 1\nfunction f(x)\n  return x * 2\nend\nf(21)\n{ b = { c = 2 }, a = 1, 'x' }\nreturn 1, 'two'\nlocal t = {} t.self = t return t\nx = 5\nx\nerror('boom')\nprint('after the error')\n",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "2",
+            "42",
+            r#"{ "x", a = 1, b = { c = 2 } }"#,
+            "1\t\"two\"",
+            "{ self = <cycle> }",
+            "5",
+            "after the error"
+        ]
+    );
+    assert!(err.contains("stdin:1: boom"), "{err}");
+}
+
+#[test]
+fn piped_blueprints_run_in_the_foreground_and_background() {
+    let (out, err) = repl(
+        &["blueprints/hello.lua"],
+        "repl.run('hello', { name = 'fg' }).loud\nid = repl.spawn('hello', { name = 'bg' })\nrepl.wait(id)\n:runs\n:events 2\nrepl.run('nope')\n",
+    );
+    assert!(out.contains("loaded `hello`"), "{out}");
+    assert!(out.contains("\"HELLO, FG!\""), "{out}");
+    assert!(out.contains("[r1] hello → pass"), "{out}");
+    assert!(out.contains("r1    hello            pass"), "{out}");
+    assert!(out.contains("attempt_completed"), "{out}");
+    assert!(err.contains("no blueprint `nope` loaded"), "{err}");
+}
+
+#[test]
+fn observers_are_refused_start_task() {
+    let (out, err) = repl(
+        &["--role", "observer"],
+        "swarm.gate.whoami().role\nswarm.engine.start_task{ agent = 'x' }\nrepl.run('hello')\n",
+    );
+    assert_eq!(out.trim(), "\"observer\"");
+    assert!(
+        err.contains("stdin:1")
+            && err.contains("role `observer` may not call `start_task` [forbidden]"),
+        "{err}"
+    );
+    assert!(err.contains("role `observer` may not run flows"), "{err}");
+}
+
+#[test]
+fn a_real_terminal_session() {
+    let history = Path::new(env!("CARGO_TARGET_TMPDIR")).join("repl-history");
+    let _ = std::fs::remove_file(&history);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pty_repl.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_swarm"))
+        .arg(&history)
+        .output()
+        .expect("python3 runs the pty driver");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(history.exists(), "history was not written");
+}
