@@ -1,0 +1,119 @@
+---@meta swarm.flow
+-- Flow primitives and the blueprint DSL, on the `swarm` table.
+
+---A step that did not pass.
+---@class swarm.StepError : swarm.Error
+---@field agent string
+---@field task integer
+---@field result any  what the agent reported
+
+---Runs one step; raises a `swarm.StepError` unless it passed.
+---@param agent string
+---@param input any
+---@return any result
+function swarm.step(agent, input) end
+
+---Runs one step; returns `true, result` or `false, step_error`.
+---@param agent string
+---@param input any
+---@return boolean ok
+---@return any result_or_error
+function swarm.pstep(agent, input) end
+
+---`pcall`: `true, results...` or `false, err`.
+---@param fn function
+---@return boolean ok
+---@return any ...
+function swarm.try(fn, ...) end
+
+---Runs all at once; results in order; the first failure cancels the rest and is raised.
+---@param fns function[]
+---@param opts { concurrency: integer? }?
+---@return any[]
+function swarm.parallel(fns, opts) end
+
+---Runs all; `{ ok = true, value }` or `{ ok = false, error }` for each.
+---@param fns function[]
+---@param opts { concurrency: integer? }?
+---@return { ok: boolean, value: any, error: any }[]
+function swarm.all_settled(fns, opts) end
+
+---The first branch to finish wins; the others are cancelled.
+---@param fns function[]
+---@return any value
+---@return integer index
+function swarm.race(fns) end
+
+---The first branch to succeed wins; raises `all_failed` when none does.
+---@param fns function[]
+---@return any value
+---@return integer index
+function swarm.any(fns) end
+
+---`fn(item, index)` for every item, at most `opts.concurrency` (64) at a time.
+---@param items any[]
+---@param fn fun(item: any, index: integer): any
+---@param opts { concurrency: integer? }?
+---@return any[]
+function swarm.map(items, fn, opts) end
+
+---Asks a senior and waits for the answer. Name it with `key` for `--answer`.
+---@param question string|{ key: string?, text: string? }
+---@param opts { timeout_ms: integer? }?
+---@return any answer
+function swarm.ask(question, opts) end
+
+---Waits without blocking other branches (journaled in durable runs).
+---@param ms number
+function swarm.sleep(ms) end
+
+---Milliseconds from a number or "250ms", "60s", "2m", "1h".
+---@param v number|string
+---@return number?
+function swarm.duration(v) end
+
+---@class swarm.AgentSpec
+---@field description string?
+---@field system string?
+---@field model string?
+---@field tools table?
+---@field layers (string|table)[]?  this agent's layers, inside the blueprint's
+
+---@class swarm.LuaAgentSpec : swarm.AgentSpec
+---@field run fun(task: { id: integer, attempt: integer, retry: integer, agent: string, input: any }): any
+
+---@class swarm.ProcessAgentSpec : swarm.AgentSpec
+---@field cmd string[]?      program and arguments (no shell)
+---@field shell string?      or a command for `sh -c`
+---@field cwd string?        relative to the blueprint's directory
+---@field env table<string, string>?
+---@field timeout (number|string)?
+---@field max_output number?
+
+---@class swarm.RustAgentSpec : swarm.AgentSpec
+---@field name string  a Rust function registered with the host
+
+swarm.agent = {}
+---@param spec swarm.LuaAgentSpec
+function swarm.agent.lua(spec) end
+---@param spec swarm.ProcessAgentSpec
+function swarm.agent.process(spec) end
+---@param spec swarm.RustAgentSpec
+function swarm.agent.rust(spec) end
+
+---A middleware layer written in Lua.
+---@param spec { before: (fun(ctx: table, input: any): any, any?)?, after: (fun(ctx: table, result: { ok: boolean, value: any, status: string }): table?)? }
+function swarm.layer(spec) end
+
+---@class swarm.BlueprintSpec
+---@field description string?
+---@field agents table<string, table>?
+---@field hints { layers: (string|table)[]? }?
+---@field layers table<string, table>?
+---@field gate table<string, string[]>?
+---@field flow fun(input: any): any
+
+---`swarm.blueprint "name" { ... }`
+---@param name string
+---@return fun(spec: swarm.BlueprintSpec): table
+function swarm.blueprint(name) end
