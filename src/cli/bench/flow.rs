@@ -70,6 +70,7 @@ pub async fn flow_map100k() {
     let engine = engine();
     let r = run::prepare_source(&engine, Path::new("map.lua"), MAP, RunOptions::default())
         .expect("bench blueprint");
+    super::reset_peak_rss();
     let start = Instant::now();
     let report = r.run(json!({ "n": 100_000 })).await.expect("run");
     let ms = start.elapsed().as_secs_f64() * 1e3;

@@ -131,6 +131,7 @@ async fn fanout_rust() {
             .attach(Caller::Host, AttachOptions::new("bench", Role::Operator))
             .expect("attach");
         let agent = constant_agent();
+        reset_peak_rss();
         let start = Instant::now();
         let handles: Vec<_> = (0..n)
             .map(|i| {
@@ -152,6 +153,12 @@ async fn fanout_rust() {
         line("fanout-rust", &format!("ok_{n}"), ok as f64, "tasks");
         line("fanout-rust", &format!("peak_rss_{n}"), peak_rss_mb(), "MB");
     }
+}
+
+/// Resets the peak RSS (VmHWM) so a workload's figure is its own, not the
+/// high-water mark of workloads run before it in this process.
+pub(crate) fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// Peak resident set size of this process (VmHWM), in MB.
