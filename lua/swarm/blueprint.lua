@@ -13,7 +13,14 @@
 local swarm, host = ...
 local error, pairs, ipairs, type, tostring, setmetatable, tonumber =
   error, pairs, ipairs, type, tostring, setmetatable, tonumber
-local where, locate = host.where, host.constructor_where
+local where = host.where
+
+-- Constructors record where they were called, for validation. Agent VMs
+-- evaluate blueprints that were already validated and turn this off.
+local locating = true
+local function locate()
+  if locating then return where() end
+end
 
 local M = {}
 
@@ -123,6 +130,9 @@ local function check_agent(name, a, bp, errors)
   end
   if a.spec.layers then layer_list(a.spec.layers, a.where, field .. ".layers", bp, errors) end
 end
+
+--- Turns recording constructor locations on or off (host use).
+function M._locating(on) locating = on end
 
 --- Every problem with `bp`, as `{ where, field, message }` entries.
 function M.validate(bp)

@@ -37,6 +37,8 @@ struct Inner {
 struct PooledVm {
     vm: Vm,
     chunk: Function,
+    /// `lua/swarm/entry.lua` bound to this VM.
+    entry: Function,
 }
 
 impl LuaAgent {
@@ -91,7 +93,8 @@ impl Inner {
         let wrapped = format!("local _ENV = ...; {}", self.source);
         let placeholder = vm.env().map_err(|e| vm.classify(e))?;
         let chunk = vm.load(&placeholder, &wrapped, &self.chunk)?;
-        Ok(PooledVm { vm, chunk })
+        let entry = vm.agent_entry().map_err(|e| vm.classify(e))?;
+        Ok(PooledVm { vm, chunk, entry })
     }
 
     fn checkin(&self, pooled: PooledVm) {
@@ -110,28 +113,27 @@ impl Inner {
         vm.set_token(Some(ctx.token.clone()));
         vm.arm(Some(ctx.cancel.clone()));
         let result = async {
-            let env = vm.env().map_err(|e| vm.classify(e))?;
-            // The chunk's top level runs synchronously: it only defines.
-            let mut body: Value = pooled.chunk.call(env).map_err(|e| vm.classify(e))?;
-            if let (Some(name), Value::Table(bp)) = (&self.select, &body) {
-                body = select_run(bp, name).unwrap_or(Value::Nil);
-            }
+            // One call: fresh environment, the chunk's top level (it only
+            // defines, so it runs synchronously), the body, the task table.
+            let input = modules::input_to_lua(vm.lua(), &ctx.input).map_err(|e| vm.classify(e))?;
+            let (body, task): (Value, Value) = pooled
+                .entry
+                .call((
+                    &pooled.chunk,
+                    self.select.as_deref(),
+                    ctx.task.0,
+                    ctx.attempt,
+                    ctx.retry,
+                    &*ctx.agent,
+                    input,
+                ))
+                .map_err(|e| vm.classify(e))?;
             let Value::Function(f) = body else {
                 return Err(LuaError::Runtime(format!(
                     "{}: the agent chunk must return a function(task)",
                     self.chunk
                 )));
             };
-            let task = vm.lua().create_table().map_err(|e| vm.classify(e))?;
-            task.raw_set("id", ctx.task.0).map_err(|e| vm.classify(e))?;
-            task.raw_set("attempt", ctx.attempt)
-                .map_err(|e| vm.classify(e))?;
-            task.raw_set("retry", ctx.retry)
-                .map_err(|e| vm.classify(e))?;
-            task.raw_set("agent", &*ctx.agent)
-                .map_err(|e| vm.classify(e))?;
-            let input = modules::input_to_lua(vm.lua(), &ctx.input).map_err(|e| vm.classify(e))?;
-            task.raw_set("input", input).map_err(|e| vm.classify(e))?;
             vm.call(&f, task).await
         }
         .await;
@@ -156,15 +158,6 @@ impl Inner {
         }
         Ok(outcome)
     }
-}
-
-/// `bp.spec.agents[name].spec.run` of a blueprint marker table.
-fn select_run(bp: &mlua::Table, name: &str) -> mlua::Result<Value> {
-    let spec: mlua::Table = bp.get("spec")?;
-    let agents: mlua::Table = spec.get("agents")?;
-    let agent: mlua::Table = agents.get(name)?;
-    let aspec: mlua::Table = agent.get("spec")?;
-    aspec.get("run")
 }
 
 impl Spawner for LuaAgent {

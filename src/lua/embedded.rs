@@ -20,6 +20,7 @@ pub const GUARDS: (&str, &str) = (
     include_str!("../../lua/swarm/guards.lua"),
 );
 pub const ERROR_MT: (&str, &str) = ("swarm/error.lua", include_str!("../../lua/swarm/error.lua"));
+pub const ENTRY: (&str, &str) = ("swarm/entry.lua", include_str!("../../lua/swarm/entry.lua"));
 pub const FLOW: (&str, &str) = ("swarm/flow.lua", include_str!("../../lua/swarm/flow.lua"));
 pub const BLUEPRINT: (&str, &str) = (
     "swarm/blueprint.lua",

@@ -52,9 +52,6 @@ pub(crate) struct VmCtx {
     pub required: Mutex<Vec<std::path::PathBuf>>,
     /// The run's journal, for flow VMs of durable runs.
     pub journal: Mutex<Option<Arc<crate::store::Journal>>>,
-    /// Whether blueprint constructors record where they were called (needed
-    /// to validate; agent VMs only evaluate blueprints already validated).
-    pub locate: std::sync::atomic::AtomicBool,
     pub limits: Arc<Limits>,
     pub memory_limit: usize,
 }
@@ -126,9 +123,12 @@ impl Vm {
 
     /// Turns off recording where blueprint constructors were called.
     pub fn skip_locations(&self) {
-        let ctx = self.lua.app_data_ref::<VmCtx>().expect("VmCtx installed");
-        ctx.locate
-            .store(false, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(f) = self
+            .lua
+            .named_registry_value::<Function>(super::modules::LOCATING)
+        {
+            let _ = f.call::<()>(false);
+        }
     }
 
     /// Sets the default parent of tasks this VM starts.
@@ -148,6 +148,17 @@ impl Vm {
         self.lua
             .set_named_registry_value(CURRENT_LOADED, self.lua.create_table()?)?;
         Ok(env)
+    }
+
+    /// The per-task entry of Lua agents (`lua/swarm/entry.lua`), bound to
+    /// this VM.
+    pub(crate) fn agent_entry(&self) -> mlua::Result<Function> {
+        let begin = self.lua.create_function(|lua, env: Table| {
+            lua.set_named_registry_value(CURRENT_ENV, &env)?;
+            lua.set_named_registry_value(CURRENT_LOADED, lua.create_table()?)
+        })?;
+        let setmetatable: Function = self.lua.globals().raw_get("setmetatable")?;
+        embedded::chunk(&self.lua, embedded::ENTRY)?.call((setmetatable, &self.base, begin))
     }
 
     /// Compiles text `source` as chunk `@name` in `env`.
@@ -252,7 +263,6 @@ fn build(host: Host, opts: VmOptions) -> mlua::Result<Vm> {
         entry: Mutex::new(None),
         journal: Mutex::new(None),
         required: Mutex::new(Vec::new()),
-        locate: std::sync::atomic::AtomicBool::new(true),
         limits: limits.clone(),
         memory_limit: opts.memory_limit,
     });
@@ -409,6 +419,9 @@ fn replace_base(lua: &Lua, g: &Table) -> mlua::Result<()> {
     g.raw_set(
         "require",
         lua.create_function(move |lua, name: String| {
+            if name == "swarm" {
+                return lua.globals().raw_get::<Value>("swarm");
+            }
             let loaded: Table = lua.named_registry_value(CURRENT_LOADED)?;
             if let Some(v) = loaded.raw_get::<Option<Value>>(name.as_str())? {
                 return Ok(v);

@@ -14,17 +14,6 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
         lua.create_function(|lua, ()| Ok(caller_location(lua, 0)))?,
     )?;
     t.raw_set(
-        "constructor_where",
-        lua.create_function(|lua, ()| {
-            let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
-            if ctx.locate.load(std::sync::atomic::Ordering::Relaxed) {
-                Ok(Some(caller_location(lua, 0)))
-            } else {
-                Ok(None)
-            }
-        })?,
-    )?;
-    t.raw_set(
         "has_agent",
         lua.create_function(|lua, name: String| {
             let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");

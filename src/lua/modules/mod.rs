@@ -71,8 +71,12 @@ pub fn compose(lua: &Lua) -> mlua::Result<Table> {
         swarm.raw_set(name, blueprint.raw_get::<Value>(name)?)?;
     }
     lua.set_named_registry_value(VALIDATE, blueprint.raw_get::<mlua::Function>("validate")?)?;
+    lua.set_named_registry_value(LOCATING, blueprint.raw_get::<mlua::Function>("_locating")?)?;
     Ok(swarm)
 }
+
+/// Registry slot of the switch for constructor locations (blueprint.lua).
+pub(crate) const LOCATING: &str = "swarm.locating";
 
 /// Registry slot of the blueprint validator (`lua/swarm/blueprint.lua`).
 pub const VALIDATE: &str = "swarm.validate";
