@@ -151,11 +151,11 @@ local function branches(fns, what)
   return wrapped
 end
 
---- Runs every function concurrently; returns their results in order.
---- The first failure cancels the others and is raised.
-function M.parallel(fns, opts)
-  local res = wait("gather", branches(fns, "parallel"), {
-    mode = "all", fail_fast = true, concurrency = opts and opts.concurrency,
+-- Runs `fns` as branches; their values in order, the first failure raised
+-- (the branches still running are cancelled).
+local function all_of(fns, what, concurrency)
+  local res = wait("gather", branches(fns, what), {
+    mode = "all", fail_fast = true, concurrency = concurrency,
   })
   local out = {}
   for i = 1, #fns do
@@ -164,6 +164,12 @@ function M.parallel(fns, opts)
     out[i] = r and r.value
   end
   return out
+end
+
+--- Runs every function concurrently; returns their results in order.
+--- The first failure cancels the others and is raised.
+function M.parallel(fns, opts)
+  return all_of(fns, "parallel", opts and opts.concurrency)
 end
 
 --- Runs every function concurrently; returns `{ ok = bool, value | error }`
@@ -208,17 +214,7 @@ function M.map(items, fn, opts)
   for i, item in ipairs(items) do
     fns[i] = function() return fn(item, i) end
   end
-  fns = branches(fns, "map")
-  local res = wait("gather", fns, {
-    mode = "all", fail_fast = true, concurrency = (opts and opts.concurrency) or 64,
-  })
-  local out = {}
-  for i = 1, #items do
-    local r = res[i]
-    if r and not r.ok then error(r.value, 0) end
-    out[i] = r and r.value
-  end
-  return out
+  return all_of(fns, "map", (opts and opts.concurrency) or 64)
 end
 
 --- Asks a senior and waits for the answer. `question` is a string or a

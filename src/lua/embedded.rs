@@ -8,7 +8,7 @@
 //! is the largest part of building a VM otherwise.
 
 use super::error::caller_location;
-use super::sandbox::freeze;
+use super::stdlib::freeze;
 use mlua::chunk::ChunkMode;
 use mlua::{Function, Lua, StdLib, Table, Value};
 use std::collections::HashMap;

@@ -12,6 +12,7 @@ mod limits;
 mod modules;
 pub mod pattern;
 mod sandbox;
+mod stdlib;
 
 pub use agent::LuaAgent;
 pub use layer::lua_layer;

@@ -1,0 +1,320 @@
+//! The sandbox's standard library: what replaces or wraps the stock one.
+//!
+//! Frozen (read-only) tables, `print` to the log, `collectgarbage("count")`,
+//! a `rawset` that refuses frozen tables, `require` of the embedded library
+//! and the blueprint's own files, text-only `load` defaulting to the run's
+//! environment, budgeted string patterns, a size-checked `string.rep`, a
+//! reduced `os`, and the `pcall`/`xpcall`/`coroutine.resume` guards. Used
+//! only by `sandbox::build`.
+
+use super::embedded;
+use super::error::caller_location;
+use super::limits::{LimitError, Limits, Tripped};
+use super::pattern;
+use super::sandbox::{VmCtx, root_message};
+use mlua::chunk::ChunkMode;
+use mlua::{Function, Lua, Table, Value, Variadic};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A read-only view of `t`: reads fall through, writes raise, the metatable
+/// is hidden, `pairs` walks the original. Nested tables of the `swarm`
+/// library are frozen too.
+pub(crate) fn freeze(lua: &Lua, name: &str, t: Table) -> mlua::Result<Table> {
+    if name.starts_with("swarm") {
+        for pair in t.pairs::<Value, Value>() {
+            let (k, v) = pair?;
+            if let (Value::String(key), Value::Table(inner)) = (&k, &v)
+                && inner.metatable().is_none()
+            {
+                let child = format!("{name}.{}", key.to_str()?);
+                t.raw_set(k.clone(), freeze(lua, &child, inner.clone())?)?;
+            }
+        }
+    }
+    let shared: Table = lua.named_registry_value(FROZEN_MT)?;
+    let mt = lua.create_table_with_capacity(0, 6)?;
+    for key in ["__newindex", "__pairs", "__metatable", "__frozen"] {
+        mt.raw_set(key, shared.raw_get::<Value>(key)?)?;
+    }
+    mt.raw_set("__index", t)?;
+    mt.raw_set("__label", name)?;
+    let proxy = lua.create_table()?;
+    proxy.set_metatable(Some(mt))?;
+    Ok(proxy)
+}
+
+const FROZEN_MT: &str = "swarm.frozen_mt";
+
+/// The metamethods every frozen table shares, created once per VM.
+pub(crate) fn install_frozen_metamethods(lua: &Lua) -> mlua::Result<()> {
+    let shared = lua.create_table()?;
+    shared.raw_set(
+        "__newindex",
+        lua.create_function(|lua, (t, k): (Table, Value)| {
+            let label: String = t
+                .metatable()
+                .and_then(|mt| mt.raw_get("__label").ok())
+                .unwrap_or_default();
+            Err::<(), _>(mlua::Error::RuntimeError(format!(
+                "{}: attempt to modify read-only table '{label}' (field '{}')",
+                caller_location(lua, 0),
+                k.to_string().unwrap_or_default()
+            )))
+        })?,
+    )?;
+    let next: Function = lua.globals().raw_get("next")?;
+    shared.raw_set(
+        "__pairs",
+        lua.create_function(move |_, t: Table| {
+            let original: Value = t
+                .metatable()
+                .map(|mt| mt.raw_get("__index"))
+                .transpose()?
+                .unwrap_or(Value::Nil);
+            Ok((next.clone(), original, Value::Nil))
+        })?,
+    )?;
+    shared.raw_set("__metatable", "locked")?;
+    shared.raw_set("__frozen", true)?;
+    lua.set_named_registry_value(FROZEN_MT, shared)
+}
+
+fn is_frozen(t: &Table) -> bool {
+    t.metatable()
+        .is_some_and(|mt| mt.raw_get::<bool>("__frozen").unwrap_or(false))
+}
+
+fn ctx_limits(lua: &Lua) -> Arc<Limits> {
+    lua.app_data_ref::<VmCtx>().expect("VmCtx").limits.clone()
+}
+
+pub(crate) fn replace_base(lua: &Lua, g: &Table) -> mlua::Result<()> {
+    g.raw_set(
+        "print",
+        lua.create_function(|lua, args: Variadic<Value>| {
+            let parts: Vec<String> = args
+                .iter()
+                .map(|v| v.to_string().unwrap_or_else(|_| "?".into()))
+                .collect();
+            let line = parts.join("\t");
+            let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
+            (ctx.host.print)(&line);
+            Ok(())
+        })?,
+    )?;
+    g.raw_set(
+        "collectgarbage",
+        lua.create_function(|lua, opt: Option<String>| match opt.as_deref() {
+            None | Some("count") => Ok(lua.used_memory() as f64 / 1024.0),
+            Some(other) => Err(mlua::Error::RuntimeError(format!(
+                "{}: collectgarbage(\"{other}\") is not available in the sandbox (only \"count\")",
+                caller_location(lua, 0)
+            ))),
+        })?,
+    )?;
+    g.raw_set(
+        "rawset",
+        lua.create_function(|lua, (t, k, v): (Table, Value, Value)| {
+            if is_frozen(&t) {
+                return Err(mlua::Error::RuntimeError(format!(
+                    "{}: attempt to modify a read-only table with rawset",
+                    caller_location(lua, 0)
+                )));
+            }
+            t.raw_set(k, v)?;
+            Ok(t)
+        })?,
+    )?;
+    g.raw_set("load", sandboxed_load(lua)?)?;
+    lua.set_named_registry_value(CURRENT_LOADED, lua.create_table()?)?;
+    g.raw_set(
+        "require",
+        lua.create_function(move |lua, name: String| {
+            if name == "swarm" {
+                return lua.globals().raw_get::<Value>("swarm");
+            }
+            let loaded: Table = lua.named_registry_value(CURRENT_LOADED)?;
+            if let Some(v) = loaded.raw_get::<Option<Value>>(name.as_str())? {
+                return Ok(v);
+            }
+            let v = embedded::require(lua, &name)?;
+            loaded.raw_set(name.as_str(), v.clone())?;
+            Ok(v)
+        })?,
+    )?;
+    Ok(())
+}
+
+/// Registry slot of the environment of the run in progress.
+pub(crate) const CURRENT_ENV: &str = "swarm.current_env";
+/// Registry slot of the run's `require` cache (fresh per run, so modules'
+/// state never crosses runs in a pooled VM).
+pub(crate) const CURRENT_LOADED: &str = "swarm.current_loaded";
+
+/// `load`: text chunks only; the default environment is the current run's.
+fn sandboxed_load(lua: &Lua) -> mlua::Result<Function> {
+    lua.create_function(
+        move |lua, (chunk, name, mode, e): (Value, Option<String>, Option<String>, Option<Table>)| {
+            let Value::String(src) = chunk else {
+                return Err(mlua::Error::RuntimeError(format!(
+                    "{}: load: only string chunks are allowed in the sandbox",
+                    caller_location(lua, 0)
+                )));
+            };
+            let bytes = src.as_bytes();
+            if mode.as_deref().is_some_and(|m| !m.contains('t')) || bytes.first() == Some(&0x1b) {
+                return Ok((Value::Nil, Value::String(lua.create_string(
+                    "attempt to load a binary chunk (binary chunks are not allowed in the sandbox)",
+                )?)));
+            }
+            let f = lua
+                .load(&bytes[..])
+                .set_name(name.unwrap_or_else(|| "=(load)".into()))
+                .set_mode(ChunkMode::Text)
+                .set_environment(match e {
+                    Some(e) => e,
+                    None => lua.named_registry_value(CURRENT_ENV)?,
+                })
+                .into_function();
+            match f {
+                Ok(f) => Ok((Value::Function(f), Value::Nil)),
+                Err(err) => Ok((Value::Nil, Value::String(lua.create_string(root_message(&err))?))),
+            }
+        },
+    )
+}
+
+pub(crate) fn replace_string(lua: &Lua, g: &Table) -> mlua::Result<()> {
+    let s: Table = g.raw_get("string")?;
+    s.raw_set("dump", Value::Nil)?;
+    fn charge(lua: &Lua) -> impl Fn(u64) -> mlua::Result<()> + '_ {
+        let limits = ctx_limits(lua);
+        move |n: u64| limits.charge(n).map_err(|t| limits.error(lua, t))
+    }
+    s.raw_set(
+        "find",
+        lua.create_function(move |lua, args| {
+            let c = charge(lua);
+            pattern::find(lua, args, true, &c)
+        })?,
+    )?;
+    s.raw_set(
+        "match",
+        lua.create_function(
+            move |lua, (a, b, c): (mlua::LuaString, mlua::LuaString, Option<i64>)| {
+                let ch = charge(lua);
+                pattern::find(lua, (a, b, c, None), false, &ch)
+            },
+        )?,
+    )?;
+    s.raw_set(
+        "gsub",
+        lua.create_function(move |lua, args| {
+            let c = charge(lua);
+            pattern::gsub(lua, args, &c)
+        })?,
+    )?;
+    s.raw_set(
+        "gmatch",
+        lua.create_function(
+            move |lua, (src, pat, init): (mlua::LuaString, mlua::LuaString, Option<i64>)| {
+                let mut pos = pattern::gmatch_start(init, src.as_bytes().len());
+                let mut last = None;
+                lua.create_function_mut(move |lua, ()| {
+                    let c = charge(lua);
+                    pattern::gmatch_next(
+                        lua,
+                        &src.as_bytes(),
+                        &pat.as_bytes(),
+                        &mut pos,
+                        &mut last,
+                        &c,
+                    )
+                })
+            },
+        )?,
+    )?;
+    s.raw_set(
+        "rep",
+        lua.create_function(|lua, (s, n, sep): (mlua::LuaString, i64, Option<mlua::LuaString>)| {
+            if n <= 0 {
+                return lua.create_string("");
+            }
+            let (s, sep) = (s.as_bytes(), sep.as_ref().map(|x| x.as_bytes()));
+            let sep_len = sep.as_ref().map_or(0, |x| x.len());
+            let total = (s.len() as u128 + sep_len as u128) * n as u128;
+            let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
+            if total > ctx.memory_limit as u128 {
+                ctx.limits.trip(Tripped::Memory);
+                return Err(mlua::Error::external(LimitError {
+                    kind: Tripped::Memory,
+                    what: format!(
+                        "string.rep would build {total} bytes, over the VM memory limit of {} bytes",
+                        ctx.memory_limit
+                    ),
+                    location: caller_location(lua, 0),
+                }));
+            }
+            ctx.limits
+                .charge(total as u64 / 64)
+                .map_err(|t| ctx.limits.error(lua, t))?;
+            let mut out = Vec::with_capacity(total as usize);
+            for i in 0..n {
+                if i > 0
+                    && let Some(sep) = &sep {
+                        out.extend_from_slice(sep);
+                    }
+                out.extend_from_slice(&s);
+            }
+            lua.create_string(&out)
+        })?,
+    )?;
+    Ok(())
+}
+
+pub(crate) fn reduced_os(lua: &Lua) -> mlua::Result<Table> {
+    let os = lua.create_table()?;
+    os.raw_set(
+        "time",
+        lua.create_function(|lua, t: Option<Value>| {
+            if t.is_some() {
+                return Err(mlua::Error::RuntimeError(format!(
+                    "{}: os.time(table) is not available in the sandbox",
+                    caller_location(lua, 0)
+                )));
+            }
+            Ok(crate::engine::now_ms() / 1000)
+        })?,
+    )?;
+    let start = Instant::now();
+    os.raw_set(
+        "clock",
+        lua.create_function(move |_, ()| Ok(start.elapsed().as_secs_f64()))?,
+    )?;
+    Ok(os)
+}
+
+/// `pcall`, `xpcall` and `coroutine.resume` that re-raise a tripped limit.
+pub(crate) fn install_guards(lua: &Lua, g: &Table) -> mlua::Result<()> {
+    let tripped = lua.create_function(|lua, err: Value| {
+        let limits = ctx_limits(lua);
+        if let Value::String(s) = &err
+            && s.as_bytes().as_ref() == b"not enough memory"
+        {
+            limits.trip(Tripped::Memory);
+        }
+        Ok(limits.tripped().is_some())
+    })?;
+    let co: Table = g.raw_get("coroutine")?;
+    let guards: Table = embedded::chunk(lua, embedded::GUARDS)?.call((
+        g.raw_get::<Function>("pcall")?,
+        g.raw_get::<Function>("xpcall")?,
+        co.raw_get::<Function>("resume")?,
+        tripped,
+    ))?;
+    g.raw_set("pcall", guards.raw_get::<Function>("pcall")?)?;
+    g.raw_set("xpcall", guards.raw_get::<Function>("xpcall")?)?;
+    co.raw_set("resume", guards.raw_get::<Function>("resume")?)?;
+    Ok(())
+}
