@@ -130,20 +130,9 @@ pub fn run(args: RunArgs) -> ExitCode {
 }
 
 pub fn resume(args: ResumeArgs) -> ExitCode {
-    let store = match open_store(&args.out.journal) {
-        Ok(Some(s)) => s,
-        Ok(None) => return fail(2, "resume needs the journal (drop --no-journal)"),
-        Err(e) => return fail(2, e),
-    };
-    let record = match store.run(&args.run) {
-        Ok(Some(r)) => r,
-        Ok(None) => {
-            return fail(
-                2,
-                format!("no run `{}` in {}", args.run, store.path().display()),
-            );
-        }
-        Err(e) => return fail(2, e),
+    let (store, record) = match super::runs::journaled_run(&args.out.journal, &args.run) {
+        Ok(x) => x,
+        Err(code) => return code,
     };
     match record.status.as_str() {
         "pass" | "blocked" | "cancelled" => {

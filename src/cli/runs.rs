@@ -3,7 +3,7 @@
 use super::{Journaling, open_store};
 use crate::engine::now_ms;
 use crate::run;
-use crate::store::{Store, StoreError};
+use crate::store::{RunRecord, Store, StoreError};
 use clap::Args;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -46,10 +46,24 @@ pub struct CancelArgs {
     journal: Journaling,
 }
 
-fn store(j: &Journaling) -> Result<Arc<dyn Store>, ExitCode> {
+/// The journal, or an exit code after saying why not.
+pub(super) fn store(j: &Journaling) -> Result<Arc<dyn Store>, ExitCode> {
     match open_store(j) {
         Ok(Some(s)) => Ok(s),
         Ok(None) => Err(fail("this command reads the journal (drop --no-journal)")),
+        Err(e) => Err(fail(e)),
+    }
+}
+
+/// The journal and run `id` in it, or an exit code after saying why not.
+pub(super) fn journaled_run(
+    j: &Journaling,
+    id: &str,
+) -> Result<(Arc<dyn Store>, RunRecord), ExitCode> {
+    let s = store(j)?;
+    match s.run(id) {
+        Ok(Some(r)) => Ok((s, r)),
+        Ok(None) => Err(fail(format!("no run `{id}` in {}", s.path().display()))),
         Err(e) => Err(fail(e)),
     }
 }
@@ -66,14 +80,6 @@ fn ago(ms: u64) -> String {
         60..3600 => format!("{}m ago", s / 60),
         3600..86400 => format!("{}h ago", s / 3600),
         _ => format!("{}d ago", s / 86400),
-    }
-}
-
-fn found(s: &Arc<dyn Store>, id: &str) -> Result<crate::store::RunRecord, ExitCode> {
-    match s.run(id) {
-        Ok(Some(r)) => Ok(r),
-        Ok(None) => Err(fail(format!("no run `{id}` in {}", s.path().display()))),
-        Err(e) => Err(fail(e)),
     }
 }
 
@@ -113,12 +119,8 @@ pub fn list(args: RunsArgs) -> ExitCode {
 }
 
 pub fn show(args: ShowArgs) -> ExitCode {
-    let s = match store(&args.journal) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
-    let r = match found(&s, &args.run) {
-        Ok(r) => r,
+    let (s, r) = match journaled_run(&args.journal, &args.run) {
+        Ok(x) => x,
         Err(c) => return c,
     };
     let (journal, events, questions) = match (|| {
@@ -174,12 +176,8 @@ pub fn show(args: ShowArgs) -> ExitCode {
 }
 
 pub fn answer(args: AnswerArgs) -> ExitCode {
-    let s = match store(&args.journal) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
-    let r = match found(&s, &args.run) {
-        Ok(r) => r,
+    let (s, r) = match journaled_run(&args.journal, &args.run) {
+        Ok(x) => x,
         Err(c) => return c,
     };
     match s.answer(&r.id, &args.key, run::parse_answer(&args.value)) {
@@ -214,12 +212,8 @@ pub fn answer(args: AnswerArgs) -> ExitCode {
 }
 
 pub fn cancel(args: CancelArgs) -> ExitCode {
-    let s = match store(&args.journal) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
-    let r = match found(&s, &args.run) {
-        Ok(r) => r,
+    let (s, r) = match journaled_run(&args.journal, &args.run) {
+        Ok(x) => x,
         Err(c) => return c,
     };
     let done = match r.status.as_str() {
@@ -229,7 +223,7 @@ pub fn cancel(args: CancelArgs) -> ExitCode {
         "running" => s
             .request_cancel(&r.id)
             .map(|()| "cancel requested; the running process stops it"),
-        _ => futures_block(s.set_status(&r.id, "cancelled", None, None)).map(|()| "cancelled"),
+        _ => crate::store::wait(s.set_status(&r.id, "cancelled", None, None)).map(|()| "cancelled"),
     };
     match done {
         Ok(msg) => {
@@ -238,8 +232,4 @@ pub fn cancel(args: CancelArgs) -> ExitCode {
         }
         Err(e) => fail(e),
     }
-}
-
-fn futures_block(c: crate::store::Commit) -> Result<(), StoreError> {
-    super::runtime().block_on(c)
 }

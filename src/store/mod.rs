@@ -15,7 +15,7 @@ mod schema;
 mod sqlite;
 
 pub use journal::{Journal, input_hash};
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, block_on as wait};
 
 use serde_json::Value;
 use std::future::Future;

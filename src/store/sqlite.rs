@@ -456,7 +456,7 @@ impl Store for SqliteStore {
 
 /// Waits for a commit from synchronous code (CLI commands, startup), on a
 /// helper thread so it works inside and outside any tokio runtime.
-fn block_on(commit: Commit) -> Result<(), StoreError> {
+pub fn block_on(commit: Commit) -> Result<(), StoreError> {
     std::thread::scope(|s| {
         s.spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
