@@ -48,8 +48,10 @@ local function next_pos()
   return c.prefix .. c.n
 end
 
-local function put(pos, kind, key, input, ok, value)
-  wait("journal_put", pos, { kind = kind, key = key, input = input, ok = ok, value = value })
+-- Records a call; `hash` is the input hash `journal_get` returned, so the
+-- input is converted and hashed once per call.
+local function put(pos, kind, key, hash, ok, value)
+  wait("journal_put", pos, { kind = kind, key = key, hash = hash, ok = ok, value = value })
 end
 
 local function question_name(q)
@@ -79,10 +81,11 @@ function M.pstep(agent, input)
   if type(agent) ~= "string" then
     error(where() .. ": swarm.step: agent name must be a string, got " .. type(agent), 0)
   end
-  local pos
+  local pos, hash
   if journaled() then
     pos = next_pos()
-    local found, ok, value = journal_get(pos, "step", agent, input)
+    local found, ok, value
+    found, ok, value, hash = journal_get(pos, "step", agent, input)
     if found then
       if ok then return true, value end
       return false, setmetatable({
@@ -100,7 +103,7 @@ function M.pstep(agent, input)
   local id = engine.start_task({ agent = agent, input = input })
   local view = engine.dispatch(id)
   if view.status == "pass" then
-    if pos then put(pos, "step", agent, input, true, view.result) end
+    if pos then put(pos, "step", agent, hash, true, view.result) end
     return true, view.result
   end
   local code = view.status
@@ -109,7 +112,7 @@ function M.pstep(agent, input)
   local message = "step `" .. agent .. "` (task " .. id .. ") " .. code .. ": " .. describe(result)
   -- A cancelled step is not journaled: on resume it runs again.
   if pos and code ~= "cancelled" then
-    put(pos, "step", agent, input, false, { code = code, task = id, result = result, message = message })
+    put(pos, "step", agent, hash, false, { code = code, task = id, result = result, message = message })
   end
   return false, setmetatable({
     code = code, agent = agent, task = id, result = result, where = where(), message = message,
@@ -220,34 +223,37 @@ end
 --- Asks a senior and waits for the answer. `question` is a string or a
 --- table; `question.key` (or the string itself) names it for `--answer`.
 function M.ask(question, opts)
-  local pos, name
+  local pos, name, hash
   if journaled() then
     pos, name = next_pos(), question_name(question)
-    local found, _, value = journal_get(pos, "ask", name, question)
+    local found, _, value
+    found, _, value, hash = journal_get(pos, "ask", name, question)
     if found then return value end
     -- Answered with `swarm answer` while the run was stopped?
     local early = wait("journal_question", pos, question)
     if early ~= nil then
-      put(pos, "ask", name, question, true, early)
+      put(pos, "ask", name, hash, true, early)
       return early
     end
   end
   local key = engine.query_senior(host.current_task(), question)
   if pos then journal_asked(key, pos) end
   local answer = engine.await_resume(key, opts and opts.timeout_ms)
-  if pos then put(pos, "ask", name, question, true, answer) end
+  if pos then put(pos, "ask", name, hash, true, answer) end
   return answer
 end
 
 --- Waits `ms` milliseconds without blocking other branches.
 function M.sleep(ms)
-  local pos
+  local pos, hash
   if journaled() then
     pos = next_pos()
-    if journal_get(pos, "sleep", "sleep", ms) then return true end
+    local found, _ok, _value
+    found, _ok, _value, hash = journal_get(pos, "sleep", "sleep", ms)
+    if found then return true end
   end
   time.sleep(ms)
-  if pos then put(pos, "sleep", "sleep", ms, true, true) end
+  if pos then put(pos, "sleep", "sleep", hash, true, true) end
   return true
 end
 
@@ -256,20 +262,20 @@ end
 time.now = function()
   if not journaled() then return raw_now() end
   local pos = next_pos()
-  local found, _, value = journal_get(pos, "now", "now", nil)
+  local found, _, value, hash = journal_get(pos, "now", "now", nil)
   if found then return value end
   local v = raw_now()
-  put(pos, "now", "now", nil, true, v)
+  put(pos, "now", "now", hash, true, v)
   return v
 end
 
 math.random = function(...)
   if not journaled() then return raw_random(...) end
   local pos, args = next_pos(), { ... }
-  local found, _, value = journal_get(pos, "random", "random", args)
+  local found, _, value, hash = journal_get(pos, "random", "random", args)
   if found then return value end
   local v = raw_random(...)
-  put(pos, "random", "random", args, true, v)
+  put(pos, "random", "random", hash, true, v)
   return v
 end
 

@@ -19,18 +19,19 @@ pub fn register(lua: &Lua, host: &Table) -> mlua::Result<()> {
         "journal_active",
         lua.create_function(|lua, ()| Ok(journal(lua).map(|j| j.run().to_string())))?,
     )?;
-    // found, ok, value — or raises when the flow diverged from its journal.
+    // found, ok, value, input hash — or raises when the flow diverged from
+    // its journal. The hash goes back into `journal_put`.
     host.raw_set(
         "journal_get",
         lua.create_function(|lua, (pos, kind, key, input): (String, String, String, Value)| {
             let Some(j) = journal(lua) else {
-                return Ok((false, Value::Nil, Value::Nil));
-            };
-            let Some(e) = j.lookup(&pos) else {
-                return Ok((false, Value::Nil, Value::Nil));
+                return Ok((false, Value::Nil, Value::Nil, None));
             };
             let input = to_json(lua, input, "journaled input").map_err(mlua::Error::external)?;
             let hash = input_hash(&input);
+            let Some(e) = j.lookup(&pos) else {
+                return Ok((false, Value::Nil, Value::Nil, Some(hash)));
+            };
             if e.kind != kind || e.key != key || e.input_hash != hash {
                 return Err(mlua::Error::RuntimeError(format!(
                     "{}: flow is not deterministic: journal has {}({}, input hash {}) at position {pos}, \
@@ -42,7 +43,7 @@ pub fn register(lua: &Lua, host: &Table) -> mlua::Result<()> {
                 )));
             }
             let value = lua.to_value_with(&e.value, super::ser_opts())?;
-            Ok((true, Value::Boolean(e.ok), value))
+            Ok((true, Value::Boolean(e.ok), value, Some(hash)))
         })?,
     )?;
     host.raw_set(
@@ -61,7 +62,8 @@ fn store_err(e: crate::store::StoreError) -> LuaUsage {
     LuaUsage::new("journal", e.to_string())
 }
 
-/// `wait("journal_put", pos, { kind, key, input, ok, value })`.
+/// `wait("journal_put", pos, { kind, key, hash, ok, value })`, `hash` being
+/// what `journal_get` returned for the same call.
 pub async fn put(lua: &Lua, pos: Value, spec: Value) -> Result<Value, LuaUsage> {
     let Some(j) = journal(lua) else {
         return Ok(Value::Boolean(false));
@@ -74,10 +76,10 @@ pub async fn put(lua: &Lua, pos: Value, spec: Value) -> Result<Value, LuaUsage> 
     let get = |k: &str| spec.get::<Value>(k).unwrap_or(Value::Nil);
     let kind = get("kind").to_string().map_err(|_| bad("kind"))?;
     let key = get("key").to_string().map_err(|_| bad("key"))?;
-    let input = to_json(lua, get("input"), "journaled input")?;
+    let hash = get("hash").to_string().map_err(|_| bad("hash"))?;
     let ok = get("ok").as_boolean().unwrap_or(false);
     let value = to_json(lua, get("value"), "journaled value")?;
-    j.record(&pos, &kind, &key, input_hash(&input), ok, value)
+    j.record(&pos, &kind, &key, hash, ok, value)
         .await
         .map_err(store_err)?;
     Ok(Value::Boolean(true))
