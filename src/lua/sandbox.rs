@@ -148,19 +148,16 @@ impl Vm {
         mt.raw_set("__index", &self.base)?;
         env.set_metatable(Some(mt))?;
         env.raw_set("_G", &env)?;
-        self.lua.set_named_registry_value(CURRENT_ENV, &env)?;
-        self.lua
-            .set_named_registry_value(CURRENT_LOADED, self.lua.create_table()?)?;
+        begin_run(&self.lua, &env)?;
         Ok(env)
     }
 
     /// The per-task entry of Lua agents (`lua/swarm/entry.lua`), bound to
     /// this VM.
     pub(crate) fn agent_entry(&self) -> mlua::Result<Function> {
-        let begin = self.lua.create_function(|lua, env: Table| {
-            lua.set_named_registry_value(CURRENT_ENV, &env)?;
-            lua.set_named_registry_value(CURRENT_LOADED, lua.create_table()?)
-        })?;
+        let begin = self
+            .lua
+            .create_function(|lua, env: Table| begin_run(lua, &env))?;
         let setmetatable: Function = self.lua.globals().raw_get("setmetatable")?;
         embedded::chunk(&self.lua, embedded::ENTRY)?.call((setmetatable, &self.base, begin))
     }
@@ -232,6 +229,13 @@ impl Vm {
             other => LuaError::Runtime(root_message(&other)),
         }
     }
+}
+
+/// Makes `env` the current run's environment: the default of `load` and
+/// the owner of a fresh `require` cache.
+fn begin_run(lua: &Lua, env: &Table) -> mlua::Result<()> {
+    lua.set_named_registry_value(CURRENT_ENV, env)?;
+    lua.set_named_registry_value(CURRENT_LOADED, lua.create_table()?)
 }
 
 fn find_limit(err: &mlua::Error) -> Option<LimitError> {

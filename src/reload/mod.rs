@@ -274,7 +274,7 @@ impl Dev {
     pub fn prepare(&self, name: &str) -> Result<Run, RunError> {
         let v = self
             .live(name)
-            .ok_or_else(|| RunError::Resume(format!("no live blueprint named `{name}`")))?;
+            .ok_or_else(|| RunError::Refused(format!("no live blueprint named `{name}`")))?;
         run::prepare_source(&self.engine, &v.path, &v.source, self.opts.clone())
     }
 }

@@ -269,21 +269,15 @@ impl Reader<'_> {
             cwd: Option<String>,
             #[serde(default)]
             env: BTreeMap<String, String>,
-            timeout: Option<serde_json::Value>,
             max_output: Option<f64>,
         }
-        let mut view = serde_json::Map::new();
-        for key in ["cmd", "shell", "cwd", "env", "timeout", "max_output"] {
-            let v: Value = spec.get(key).map_err(|e| self.lua_err(e))?;
-            if !v.is_nil() {
-                view.insert(
-                    key.into(),
-                    self.vm.lua().from_value(v).map_err(|e| self.lua_err(e))?,
-                );
-            }
-        }
         let field = |f: &str| format!("agents.{name}.{f}");
-        let raw: Raw = serde_json::from_value(serde_json::Value::Object(view))
+        // Validation already checked every field's type; profile fields are
+        // ignored here.
+        let raw: Raw = self
+            .vm
+            .lua()
+            .from_value(Value::Table(spec.clone()))
             .map_err(|e| err(at, &field("cmd"), e.to_string()))?;
         let argv = match (raw.cmd, raw.shell) {
             (Some(cmd), _) if !cmd.is_empty() => cmd,
@@ -294,7 +288,6 @@ impl Reader<'_> {
             Value::Nil => None,
             v => self.duration(v)?,
         };
-        let _ = raw.timeout;
         let mut p = ProcessSpec::new(argv);
         p.cwd = Some(match raw.cwd {
             Some(c) => self.dir.join(c),

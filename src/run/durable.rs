@@ -49,7 +49,7 @@ impl Run {
     /// Re-opens a recorded run: its journal is replayed from the top.
     pub(super) async fn resume_durable(&self, record: &RunRecord) -> Result<(), RunError> {
         let Some(store) = self.opts.store.clone() else {
-            return Err(RunError::Resume("resuming needs a journal".into()));
+            return Err(RunError::Refused("resuming needs a journal".into()));
         };
         let entries = store.journal(&record.id)?;
         store

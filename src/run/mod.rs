@@ -79,8 +79,10 @@ pub enum RunError {
     Spawn(#[from] SpawnError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A request the run layer cannot serve (resuming without a journal,
+    /// running a blueprint that is not live).
     #[error("{0}")]
-    Resume(String),
+    Refused(String),
 }
 
 /// How a run ended.
