@@ -47,6 +47,19 @@ impl LuaUsage {
     }
 }
 
+impl From<EngineError> for LuaUsage {
+    fn from(e: EngineError) -> LuaUsage {
+        LuaUsage::new(e.code(), e.to_string())
+    }
+}
+
+/// A Lua value that could not be built or converted.
+impl From<mlua::Error> for LuaUsage {
+    fn from(e: mlua::Error) -> LuaUsage {
+        LuaUsage::new("convert", e.to_string())
+    }
+}
+
 impl Coded for LuaUsage {
     fn code(&self) -> &'static str {
         self.code

@@ -5,40 +5,20 @@
 //! through the one async host function `wait` (see `modules/mod.rs`): the
 //! Lua coroutine yields to tokio while it waits.
 
-use super::{caller, to_json, to_lua, view_to_lua};
+use super::{caller, to_json, to_lua, verb, view_to_lua};
 use crate::engine::{EngineError, TaskId, TaskSpec, TaskView};
-use crate::lua::error::{LuaUsage, reply};
+use crate::lua::error::LuaUsage;
 use crate::lua::sandbox::VmCtx;
 use mlua::{FromLua, Lua, Table, Value};
 use std::sync::Arc;
 use std::time::Duration;
-
-fn engine_err(e: EngineError) -> LuaUsage {
-    LuaUsage::new(e.code(), e.to_string())
-}
-
-fn conv(e: mlua::Error) -> LuaUsage {
-    LuaUsage::new("convert", e.to_string())
-}
 
 fn arg<T: FromLua>(lua: &Lua, v: Value, what: &str) -> Result<T, LuaUsage> {
     T::from_lua(v, lua).map_err(|e| LuaUsage::new("bad_argument", format!("{what}: {e}")))
 }
 
 fn view(lua: &Lua, r: Result<TaskView, EngineError>) -> Result<Value, LuaUsage> {
-    view_to_lua(lua, &r.map_err(engine_err)?).map_err(conv)
-}
-
-/// Registers a host function `name` whose body returns `Result<Value, LuaUsage>`.
-fn verb<A, F>(lua: &Lua, t: &Table, name: &str, f: F) -> mlua::Result<()>
-where
-    A: mlua::FromLuaMulti,
-    F: Fn(&Lua, A) -> Result<Value, LuaUsage> + Send + 'static,
-{
-    t.raw_set(
-        name,
-        lua.create_function(move |lua, args: A| reply(lua, f(lua, args)))?,
-    )
+    view_to_lua(lua, &r.map_err(LuaUsage::from)?).map_err(LuaUsage::from)
 }
 
 pub fn register(lua: &Lua) -> mlua::Result<Table> {
@@ -58,7 +38,7 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
         task.parent = parent
             .map(TaskId)
             .or_else(|| lua.app_data_ref::<VmCtx>().and_then(|ctx| ctx.parent()));
-        let id = engine.start_task(&tok, task).map_err(engine_err)?;
+        let id = engine.start_task(&tok, task).map_err(LuaUsage::from)?;
         Ok(Value::Integer(id.0 as i64))
     })?;
     verb(lua, &t, "read_task", |lua, id: u64| {
@@ -78,24 +58,26 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
             let q = to_json(lua, question, "query_senior question")?;
             let key = engine
                 .query_senior(&tok, TaskId(id), q)
-                .map_err(engine_err)?;
-            Ok(Value::String(lua.create_string(&key).map_err(conv)?))
+                .map_err(LuaUsage::from)?;
+            Ok(Value::String(
+                lua.create_string(&key).map_err(LuaUsage::from)?,
+            ))
         },
     )?;
     verb(lua, &t, "resume", |lua, (key, answer): (String, Value)| {
         let (engine, tok) = caller(lua)?;
         let a = to_json(lua, answer, "resume answer")?;
-        engine.resume(&tok, &key, a).map_err(engine_err)?;
+        engine.resume(&tok, &key, a).map_err(LuaUsage::from)?;
         Ok(Value::Boolean(true))
     })?;
     verb(lua, &t, "heartbeat", |lua, ()| {
         let (engine, tok) = caller(lua)?;
-        engine.heartbeat(&tok).map_err(engine_err)?;
+        engine.heartbeat(&tok).map_err(LuaUsage::from)?;
         Ok(Value::Boolean(true))
     })?;
     verb(lua, &t, "detach", |lua, ()| {
         let (engine, tok) = caller(lua)?;
-        engine.detach(&tok).map_err(engine_err)?;
+        engine.detach(&tok).map_err(LuaUsage::from)?;
         Ok(Value::Boolean(true))
     })?;
     verb(lua, &t, "last_cursor", |lua, ()| {
@@ -121,7 +103,7 @@ pub async fn wait(lua: &Lua, op: &str, a: Value, b: Value) -> Result<Value, LuaU
         "dispatch" => {
             let id: u64 = arg(lua, a, "dispatch id")?;
             let v = dispatch(lua, TaskId(id)).await?;
-            view_to_lua(lua, &v).map_err(conv)
+            view_to_lua(lua, &v).map_err(LuaUsage::from)
         }
         "await_resume" => {
             let (engine, tok) = caller(lua)?;
@@ -130,8 +112,8 @@ pub async fn wait(lua: &Lua, op: &str, a: Value, b: Value) -> Result<Value, LuaU
             let answer = engine
                 .await_resume(&tok, &key, timeout)
                 .await
-                .map_err(engine_err)?;
-            to_lua(lua, &*answer).map_err(conv)
+                .map_err(LuaUsage::from)?;
+            to_lua(lua, &*answer).map_err(LuaUsage::from)
         }
         "events" => {
             let after: Option<u64> = arg(lua, a, "events cursor")?;
@@ -163,22 +145,22 @@ async fn dispatch(lua: &Lua, id: TaskId) -> Result<TaskView, LuaUsage> {
         let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
         ctx.host.agents.clone()
     };
-    let agent = engine.read_task(&tok, id).map_err(engine_err)?.agent;
+    let agent = engine.read_task(&tok, id).map_err(LuaUsage::from)?.agent;
     let spawner = agents
         .get(&agent)
         .ok_or_else(|| LuaUsage::new("unknown_agent", format!("no agent named `{agent}`")))?;
     engine
         .dispatch_attempt(&tok, id, spawner.as_ref())
         .await
-        .map_err(engine_err)
+        .map_err(LuaUsage::from)
 }
 
 async fn events(lua: &Lua, after: u64, max: usize, hold: Duration) -> Result<Value, LuaUsage> {
     let (engine, tok) = caller(lua)?;
-    let mut sub = engine.subscribe(&tok, after).map_err(engine_err)?;
+    let mut sub = engine.subscribe(&tok, after).map_err(LuaUsage::from)?;
     let mut out = Vec::new();
     while out.len() < max {
-        match sub.try_next().map_err(engine_err)? {
+        match sub.try_next().map_err(LuaUsage::from)? {
             Some(ev) => out.push(ev),
             None => break,
         }
@@ -187,8 +169,8 @@ async fn events(lua: &Lua, after: u64, max: usize, hold: Duration) -> Result<Val
         && !hold.is_zero()
         && let Ok(ev) = tokio::time::timeout(hold, sub.next()).await
     {
-        out.push(ev.map_err(engine_err)?);
+        out.push(ev.map_err(LuaUsage::from)?);
     }
     let list: Vec<Arc<crate::engine::Event>> = out.into_iter().map(Arc::new).collect();
-    to_lua(lua, &list).map_err(conv)
+    to_lua(lua, &list).map_err(LuaUsage::from)
 }

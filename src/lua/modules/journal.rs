@@ -107,7 +107,7 @@ pub async fn question(lua: &Lua, pos: Value, question: Value) -> Result<Value, L
     if let Some(a) = answered {
         return lua
             .to_value_with(&a, super::ser_opts())
-            .map_err(|e| LuaUsage::new("convert", e.to_string()));
+            .map_err(LuaUsage::from);
     }
     store
         .ask(QuestionRecord {

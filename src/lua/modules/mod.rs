@@ -81,6 +81,19 @@ pub(crate) const LOCATING: &str = "swarm.locating";
 /// Registry slot of the blueprint validator (`lua/swarm/blueprint.lua`).
 pub const VALIDATE: &str = "swarm.validate";
 
+/// Registers host function `name`, whose body returns
+/// `Result<Value, LuaUsage>`, with the `(ok, value_or_err)` convention.
+pub(crate) fn verb<A, F>(lua: &Lua, t: &Table, name: &str, f: F) -> mlua::Result<()>
+where
+    A: mlua::FromLuaMulti,
+    F: Fn(&Lua, A) -> Result<Value, LuaUsage> + Send + 'static,
+{
+    t.raw_set(
+        name,
+        lua.create_function(move |lua, args: A| reply(lua, f(lua, args)))?,
+    )
+}
+
 /// The VM's engine and its one token, or a `no_token` usage error.
 pub(crate) fn caller(lua: &Lua) -> Result<(Engine, CapToken), LuaUsage> {
     let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx installed");

@@ -2,64 +2,37 @@
 //! Called from a VM whose token is not a worker's, each function raises
 //! with the engine's refusal (`forbidden` or `no_bound_task`).
 
-use super::{caller, to_json, to_lua};
+use super::{caller, to_json, to_lua, verb};
 use crate::engine::OutputKind;
-use crate::lua::error::{LuaUsage, reply};
+use crate::lua::error::LuaUsage;
 use mlua::{Lua, Table, Value};
 
 pub fn register(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
-    t.raw_set(
-        "task",
-        lua.create_function(|lua, ()| {
-            let r = caller(lua).and_then(|(engine, tok)| {
-                let p = engine
-                    .fetch_prompt(&tok)
-                    .map_err(|e| LuaUsage::new(e.code(), e.to_string()))?;
-                to_lua(lua, &p).map_err(|e| LuaUsage::new("convert", e.to_string()))
-            });
-            reply(lua, r)
-        })?,
-    )?;
-    t.raw_set(
-        "input",
-        lua.create_function(|lua, ()| {
-            let r = caller(lua).and_then(|(engine, tok)| {
-                let p = engine
-                    .fetch_prompt(&tok)
-                    .map_err(|e| LuaUsage::new(e.code(), e.to_string()))?;
-                to_lua(lua, &*p.input).map_err(|e| LuaUsage::new("convert", e.to_string()))
-            });
-            reply(lua, r)
-        })?,
-    )?;
-    t.raw_set(
-        "emit",
-        lua.create_function(|lua, (kind, data): (String, Value)| {
-            let r = caller(lua).and_then(|(engine, tok)| {
-                let kind: OutputKind =
-                    kind.parse().map_err(|m| LuaUsage::new("bad_argument", m))?;
-                let data = to_json(lua, data, "emit data")?;
-                engine
-                    .emit(&tok, kind, data)
-                    .map_err(|e| LuaUsage::new(e.code(), e.to_string()))?;
-                Ok(Value::Boolean(true))
-            });
-            reply(lua, r)
-        })?,
-    )?;
-    t.raw_set(
+    verb(lua, &t, "task", |lua, ()| {
+        let (engine, tok) = caller(lua)?;
+        Ok(to_lua(lua, &engine.fetch_prompt(&tok)?)?)
+    })?;
+    verb(lua, &t, "input", |lua, ()| {
+        let (engine, tok) = caller(lua)?;
+        Ok(to_lua(lua, &*engine.fetch_prompt(&tok)?.input)?)
+    })?;
+    verb(lua, &t, "emit", |lua, (kind, data): (String, Value)| {
+        let (engine, tok) = caller(lua)?;
+        let kind: OutputKind = kind.parse().map_err(|m| LuaUsage::new("bad_argument", m))?;
+        engine.emit(&tok, kind, to_json(lua, data, "emit data")?)?;
+        Ok(Value::Boolean(true))
+    })?;
+    verb(
+        lua,
+        &t,
         "result",
-        lua.create_function(|lua, (value, ok): (Value, Option<bool>)| {
-            let r = caller(lua).and_then(|(engine, tok)| {
-                let v = to_json(lua, value, "result value")?;
-                engine
-                    .post_result(&tok, v, ok.unwrap_or(true))
-                    .map_err(|e| LuaUsage::new(e.code(), e.to_string()))?;
-                Ok(Value::Boolean(true))
-            });
-            reply(lua, r)
-        })?,
+        |lua, (value, ok): (Value, Option<bool>)| {
+            let (engine, tok) = caller(lua)?;
+            let v = to_json(lua, value, "result value")?;
+            engine.post_result(&tok, v, ok.unwrap_or(true))?;
+            Ok(Value::Boolean(true))
+        },
     )?;
     Ok(t)
 }
