@@ -88,6 +88,13 @@ impl Engine {
         })
     }
 
+    /// The agent a task is for. Host code only (not a verb, no token): the
+    /// Lua layer uses it to choose the spawner before `dispatch_attempt`,
+    /// which checks the caller.
+    pub fn task_agent(&self, id: TaskId) -> Result<Arc<str>, EngineError> {
+        self.with_state("task_agent", |s| Ok(s.task(id)?.agent.clone()))
+    }
+
     /// A snapshot of the task.
     pub fn read_task(&self, tok: &CapToken, id: TaskId) -> Result<TaskView, EngineError> {
         self.with_state("read_task", |s| {

@@ -145,7 +145,8 @@ async fn dispatch(lua: &Lua, id: TaskId) -> Result<TaskView, LuaUsage> {
         let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
         ctx.host.agents.clone()
     };
-    let agent = engine.read_task(&tok, id).map_err(LuaUsage::from)?.agent;
+    // Only to pick the spawner: `dispatch_attempt` checks the token itself.
+    let agent = engine.task_agent(id)?;
     let spawner = agents
         .get(&agent)
         .ok_or_else(|| LuaUsage::new("unknown_agent", format!("no agent named `{agent}`")))?;
