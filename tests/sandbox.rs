@@ -2,109 +2,15 @@
 //! error with file:line within its deadline, while a healthy run on the same
 //! engine completes.
 
-use lua_swarm::auth::{Role, Signer};
-use lua_swarm::engine::{AttachOptions, Caller, Engine, EngineConfig, TaskSpec, TaskStatus};
-use lua_swarm::lua::{Agents, Host, LuaAgent, LuaError, Vm, VmOptions};
+mod common;
+
+use common::{World, assert_err, blocked, blocked_with, memory_opts, world};
+use lua_swarm::auth::Role;
+use lua_swarm::engine::{AttachOptions, Caller, TaskSpec, TaskStatus};
+use lua_swarm::lua::{LuaError, Vm, VmOptions};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-struct World {
-    engine: Engine,
-    agents: Agents,
-    op: lua_swarm::auth::CapToken,
-}
-
-fn world() -> World {
-    let engine = Engine::new(EngineConfig::default(), Signer::random());
-    let op = engine
-        .attach(Caller::Host, AttachOptions::new("test", Role::Operator))
-        .unwrap();
-    World {
-        engine,
-        agents: Agents::default(),
-        op,
-    }
-}
-
-impl World {
-    fn host(&self) -> Host {
-        Host::new(self.engine.clone(), &self.agents)
-    }
-
-    fn agent(&self, name: &str, src: &str, opts: VmOptions) -> Arc<LuaAgent> {
-        let a = Arc::new(LuaAgent::new(
-            self.host(),
-            src,
-            &format!("{name}.lua"),
-            opts,
-        ));
-        self.agents.insert(name, a.clone());
-        a
-    }
-
-    async fn run(&self, name: &str, input: Value) -> (TaskStatus, Value) {
-        let id = self
-            .engine
-            .start_task(&self.op, TaskSpec::new(name, input))
-            .unwrap();
-        let spawner = self.agents.get(name).unwrap();
-        let v = self
-            .engine
-            .dispatch_attempt(&self.op, id, spawner.as_ref())
-            .await
-            .unwrap();
-        (
-            v.status,
-            v.result.map(|r| (*r).clone()).unwrap_or(Value::Null),
-        )
-    }
-}
-
-const HEALTHY: &str = r#"
-return function(task)
-  local n = 0
-  for i = 1, 1000 do n = n + i end
-  swarm.time.sleep(5)
-  return { sum = n, input = task.input }
-end
-"#;
-
-fn bomb_opts() -> VmOptions {
-    VmOptions {
-        timeout: Some(Duration::from_millis(300)),
-        memory_limit: 16 << 20,
-        ..VmOptions::default()
-    }
-}
-
-/// Runs `body` (the inside of an agent function) beside a healthy agent and
-/// returns the bomb's blocked result; asserts the healthy run passed.
-async fn blocked(body: &str) -> Value {
-    let w = Arc::new(world());
-    w.agent("healthy", HEALTHY, VmOptions::default());
-    let src = format!("return function(task)\n{body}\nend\n");
-    w.agent("bomb", &src, bomb_opts());
-    let w2 = w.clone();
-    let healthy = tokio::spawn(async move { w2.run("healthy", json!(1)).await });
-    let started = Instant::now();
-    let (status, result) = w.run("bomb", json!(null)).await;
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "bomb stopped late"
-    );
-    let (hs, hr) = healthy.await.unwrap();
-    assert_eq!(hs, TaskStatus::Pass, "healthy run on the same engine: {hr}");
-    assert_eq!(hr["sum"], json!(500500));
-    assert_eq!(status, TaskStatus::Blocked, "bomb result: {result}");
-    result
-}
-
-fn assert_err(result: &Value, code: &str, needle: &str) {
-    let msg = result["error"].as_str().unwrap_or_default();
-    assert_eq!(result["code"], json!(code), "{result}");
-    assert!(msg.contains(needle), "`{msg}` should mention `{needle}`");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn io_is_absent() {
@@ -260,11 +166,19 @@ async fn unbounded_recursion_is_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_bombs_hit_the_memory_limit() {
-    let r = blocked("return ('x'):rep(1e9)").await;
+    let r = blocked_with("return ('x'):rep(1e9)", memory_opts()).await;
     assert_err(&r, "memory_limit", "bomb.lua:2");
-    let r = blocked("local t = {}\n for i = 1, 1e9 do t[i] = ('x'):rep(1000) .. i end").await;
+    let r = blocked_with(
+        "local t = {}\n for i = 1, 1e9 do t[i] = ('x'):rep(1000) .. i end",
+        memory_opts(),
+    )
+    .await;
     assert_err(&r, "memory_limit", "bomb.lua:3");
-    let r = blocked("local s = 'x'\n while true do s = s .. s end").await;
+    let r = blocked_with(
+        "local s = 'x'\n while true do s = s .. s end",
+        memory_opts(),
+    )
+    .await;
     assert_eq!(r["code"], json!("memory_limit"), "{r}");
 }
 
@@ -325,7 +239,7 @@ return me.role, ok, ok or err.code, ok or err.message, ok or err.where,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn role_gate_from_lua_for_every_role() {
     let w = world();
-    w.agent("healthy", HEALTHY, VmOptions::default());
+    w.agent("healthy", common::HEALTHY, VmOptions::default());
     let cases = [
         (Role::Operator, true, "forbidden", true),
         (Role::Observer, false, "forbidden", false),
@@ -480,15 +394,16 @@ async fn cancelling_a_task_stops_its_running_lua() {
             .await
             .unwrap()
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let t0 = Instant::now();
+    // Wait (bounded by the hang guard) until the spin is really running.
+    while w.engine.read_task(&w.op, id).unwrap().status != TaskStatus::Running {
+        tokio::task::yield_now().await;
+    }
     w.engine.cancel_task(&w.op, id).unwrap();
-    let v = tokio::time::timeout(Duration::from_secs(2), run)
+    let v = tokio::time::timeout(common::HANG_GUARD, run)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(v.status, TaskStatus::Cancelled);
-    assert!(t0.elapsed() < Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

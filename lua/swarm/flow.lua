@@ -74,7 +74,7 @@ local function describe(v)
   return tostring(v)
 end
 
-local M = {}
+local M = { StepError = StepError }
 
 --- Runs one step; returns `true, result` on pass, `false, step_error` otherwise.
 function M.pstep(agent, input)

@@ -1,8 +1,20 @@
--- pcall, xpcall and coroutine.resume that cannot swallow a tripped limit:
--- once the VM's budget, deadline, cancellation or memory limit has tripped,
--- the error is raised again instead of being returned.
-local raw_pcall, raw_xpcall, raw_resume, tripped = ...
-local error = error
+-- pcall, xpcall and the coroutine functions, made to respect the VM's limits:
+-- - once the budget, deadline, cancellation or memory limit has tripped, the
+--   error is raised again instead of being returned, so no script can catch
+--   its way past a limit;
+-- - an xpcall message handler never runs for a tripped limit (Lua would run
+--   it inside the hook that raised, where hooks are off, outside every limit);
+-- - each resume is charged a fixed number of instructions, because a
+--   yield/resume round trip costs the host far more than the few
+--   instructions the hook counts for it;
+-- - coroutine.wrap resumes through the guarded resume;
+-- - every Lua thread that runs user code has a pcall at its base (`protect`,
+--   used by the host for flows, agents and layers, and by coroutine.create
+--   and wrap). An error raised by the limit hook leaves Lua's "hooks
+--   allowed" flag off on its way out; a pcall restores it before pending
+--   `__close` handlers run, so those handlers stay under the limits.
+local raw_pcall, raw_xpcall, raw_resume, raw_create, raw_close, raw_status, tripped, charge = ...
+local error, type = error, type
 
 local function pass(ok, ...)
   if not ok and tripped((...)) then
@@ -11,8 +23,50 @@ local function pass(ok, ...)
   return ok, ...
 end
 
+local function rethrow(ok, ...)
+  if ok then return ... end
+  error((...), 0)
+end
+
+local function protect(f, ...)
+  return rethrow(raw_pcall(f, ...))
+end
+
+local function create(f)
+  if type(f) ~= "function" then
+    error("bad argument #1 to 'create' (function expected, got " .. type(f) .. ")", 2)
+  end
+  return raw_create(function(...) return protect(f, ...) end)
+end
+
+local function resume(co, ...)
+  charge()
+  return pass(raw_resume(co, ...))
+end
+
+local function unwrap(co, ok, ...)
+  if ok then return ... end
+  local err = ...
+  if raw_status(co) == "dead" then raw_close(co) end
+  error(err, 0)
+end
+
 return {
   pcall = function(f, ...) return pass(raw_pcall(f, ...)) end,
-  xpcall = function(f, handler, ...) return pass(raw_xpcall(f, handler, ...)) end,
-  resume = function(co, ...) return pass(raw_resume(co, ...)) end,
+  xpcall = function(f, handler, ...)
+    if type(handler) ~= "function" then
+      return pass(raw_xpcall(f, handler, ...))
+    end
+    return pass(raw_xpcall(f, function(e)
+      if tripped(e) then return e end
+      return handler(e)
+    end, ...))
+  end,
+  resume = resume,
+  protect = protect,
+  create = create,
+  wrap = function(f)
+    local co = create(f)
+    return function(...) return unwrap(co, resume(co, ...)) end
+  end,
 }

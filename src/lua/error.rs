@@ -111,6 +111,11 @@ pub fn install_error_metatable(lua: &Lua) -> mlua::Result<()> {
     lua.set_named_registry_value(ERROR_MT, mt)
 }
 
+/// The shared metatable of error tables.
+pub(crate) fn error_metatable(lua: &Lua) -> mlua::Result<Table> {
+    lua.named_registry_value(ERROR_MT)
+}
+
 /// Builds an error table for `code` and `message` at the caller's location.
 pub fn error_table(lua: &Lua, code: &str, message: &str) -> mlua::Result<Table> {
     let t = lua.create_table()?;

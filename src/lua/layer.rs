@@ -12,6 +12,7 @@
 //! blocked with `{ code = "layer_error", error = "file:line: ..." }`.
 
 use super::modules::{to_json, to_lua};
+use super::sandbox::call_protected;
 use crate::spawn::{Layer, Outcome, SpawnCtx, layer_fn};
 use mlua::{Function, Lua, MultiValue, Value};
 use serde_json::json;
@@ -82,7 +83,7 @@ fn layer_error(e: impl std::fmt::Display) -> Outcome {
 async fn call_before(lua: &Lua, f: &Function, mut ctx: SpawnCtx) -> Result<SpawnCtx, Outcome> {
     let args = (|| Ok::<_, mlua::Error>((ctx_table(lua, &ctx)?, to_lua(lua, &*ctx.input)?)))()
         .map_err(layer_error)?;
-    let out: MultiValue = f.call_async(args).await.map_err(layer_error)?;
+    let out: MultiValue = call_protected(lua, f, args).await.map_err(layer_error)?;
     let mut it = out.into_iter();
     match (
         it.next().unwrap_or(Value::Nil),
@@ -124,7 +125,10 @@ async fn call_after(
         (Ok(t), Ok(r)) => (t, r),
         (Err(e), _) | (_, Err(e)) => return layer_error(e),
     };
-    match f.call_async::<Value>(args).await {
+    let first = call_protected(lua, f, args)
+        .await
+        .map(|v| v.into_iter().next().unwrap_or(Value::Nil));
+    match first {
         Ok(Value::Nil) => out,
         Ok(Value::Table(t)) => {
             let ok = t.get::<Option<bool>>("ok").ok().flatten().unwrap_or(ok);

@@ -8,7 +8,8 @@
 //! script cannot catch its way past a limit. A pooled agent VM that tripped
 //! is never reused; `arm` starts a new run untripped.
 
-use mlua::{HookTriggers, Lua, VmState};
+use mlua::{Lua, ffi};
+use std::ffi::{c_char, c_int, c_void};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -64,6 +65,9 @@ pub struct Limits {
     deadline_ns: AtomicU64,
     epoch: Instant,
     tripped: AtomicU8,
+    /// Where the hook stopped the VM, for the typed error.
+    tripped_at: Mutex<Option<String>>,
+    memory_soft: AtomicU64,
     cancel: Mutex<Option<CancellationToken>>,
 }
 
@@ -75,6 +79,8 @@ impl Limits {
             deadline_ns: AtomicU64::new(0),
             epoch: Instant::now(),
             tripped: AtomicU8::new(0),
+            tripped_at: Mutex::new(None),
+            memory_soft: AtomicU64::new(u64::MAX),
             cancel: Mutex::new(None),
         }
     }
@@ -89,7 +95,22 @@ impl Limits {
         self.deadline_ns.store(deadline, Ordering::Relaxed);
         // A new run starts untripped (the REPL reuses its VM after Ctrl-C).
         self.tripped.store(0, Ordering::Relaxed);
+        *self.tripped_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
         *self.cancel.lock().unwrap_or_else(|e| e.into_inner()) = cancel;
+    }
+
+    fn note_location(&self, at: String) {
+        let mut slot = self.tripped_at.lock().unwrap_or_else(|e| e.into_inner());
+        slot.get_or_insert(at);
+    }
+
+    /// Where the hook stopped the VM (`?` when it was not the hook).
+    pub fn tripped_at(&self) -> String {
+        self.tripped_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| "?".into())
     }
 
     pub fn tripped(&self) -> Option<Tripped> {
@@ -172,15 +193,84 @@ impl Limits {
 /// Besides the budget, deadline and cancellation, the hook trips the memory
 /// limit softly at `memory_soft` bytes, so a growing table is stopped with the
 /// exact file:line; the allocator's hard limit is the backstop.
+///
+/// The hook is a plain C hook set on the main thread, which every thread
+/// inherits when it is created (Lua copies the hook into `lua_newthread`'s
+/// result; mlua makes its async threads that way). It is not mlua's hook
+/// callback because that one trims the hooked function's stack before it
+/// raises, after which Lua runs pending `__close` handlers with no hook at
+/// all: a `while true do end` there would never stop.
 pub fn install(lua: &Lua, limits: std::sync::Arc<Limits>, memory_soft: usize) -> mlua::Result<()> {
-    let triggers = HookTriggers::new().every_nth_instruction(HOOK_EVERY);
-    lua.set_global_hook(triggers, move |lua, _debug| {
-        if lua.used_memory() > memory_soft {
+    limits
+        .memory_soft
+        .store(memory_soft as u64, Ordering::Relaxed);
+    // The pointer stays valid for the state's whole life: the VM's app data
+    // holds an `Arc` of the same limits and is dropped only after
+    // `lua_close`.
+    let ptr = std::sync::Arc::as_ptr(&limits) as *mut c_void;
+    unsafe {
+        lua.exec_raw::<()>((), |state| {
+            ffi::lua_pushlightuserdata(state, ptr);
+            ffi::lua_rawsetp(state, ffi::LUA_REGISTRYINDEX, hook_key());
+            ffi::lua_sethook(
+                state,
+                Some(limit_hook),
+                ffi::LUA_MASKCOUNT,
+                HOOK_EVERY as c_int,
+            );
+        })
+    }
+}
+
+fn hook_key() -> *const c_void {
+    static KEY: u8 = 0;
+    &KEY as *const u8 as *const c_void
+}
+
+unsafe extern "C-unwind" fn limit_hook(state: *mut ffi::lua_State, _ar: *mut ffi::lua_Debug) {
+    unsafe {
+        ffi::lua_rawgetp(state, ffi::LUA_REGISTRYINDEX, hook_key());
+        let ptr = ffi::lua_touserdata(state, -1) as *const Limits;
+        ffi::lua_settop(state, -2);
+        let Some(limits) = ptr.as_ref() else { return };
+        let used = ffi::lua_gc(state, ffi::LUA_GCCOUNT) as u64 * 1024
+            + ffi::lua_gc(state, ffi::LUA_GCCOUNTB) as u64;
+        if used > limits.memory_soft.load(Ordering::Relaxed) {
             limits.trip(Tripped::Memory);
         }
-        match limits.charge(HOOK_EVERY as u64) {
-            Ok(()) => Ok(VmState::Continue),
-            Err(t) => Err(limits.error(lua, t)),
+        if let Err(t) = limits.charge(HOOK_EVERY as u64) {
+            let location = raw_location(state);
+            let message = format!("{location}: {}", limits.describe(t));
+            limits.note_location(location);
+            ffi::lua_pushlstring(state, message.as_ptr() as *const c_char, message.len());
+            drop(message);
+            ffi::lua_error(state);
         }
-    })
+    }
+}
+
+/// `file:line` of the innermost Lua frame outside the embedded library,
+/// read with the C debug API (the hook cannot call back into mlua).
+unsafe fn raw_location(state: *mut ffi::lua_State) -> String {
+    unsafe {
+        for level in 0..24 {
+            let mut ar: ffi::lua_Debug = std::mem::zeroed();
+            if ffi::lua_getstack(state, level, &mut ar) == 0 {
+                break;
+            }
+            ffi::lua_getinfo(state, c"Sl".as_ptr(), &mut ar);
+            let what = std::ffi::CStr::from_ptr(ar.what).to_bytes();
+            let source = std::ffi::CStr::from_ptr(ar.source).to_bytes();
+            if what == b"C" || source.starts_with(b"@swarm/") {
+                continue;
+            }
+            let short = std::ffi::CStr::from_ptr(ar.short_src.as_ptr()).to_string_lossy();
+            return if ar.currentline > 0 {
+                format!("{short}:{}", ar.currentline)
+            } else {
+                short.into_owned()
+            };
+        }
+        "?".to_string()
+    }
 }

@@ -13,13 +13,13 @@
 use super::error::install_error_metatable;
 use super::limits::{self, LimitError, Limits, Tripped};
 use super::stdlib::{
-    CURRENT_ENV, CURRENT_LOADED, freeze, install_frozen_metamethods, install_guards, reduced_os,
-    replace_base, replace_string,
+    CURRENT_ENV, CURRENT_LOADED, freeze, install_frozen_metamethods, install_guards,
+    lock_metatable, reduced_os, replace_base, replace_string,
 };
 use super::{Host, LuaError, embedded, modules};
 use crate::auth::CapToken;
 use mlua::chunk::ChunkMode;
-use mlua::{Function, Lua, LuaOptions, MultiValue, StdLib, Table, Value};
+use mlua::{Function, Lua, LuaOptions, LuaSerdeExt, MultiValue, StdLib, Table, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -189,9 +189,12 @@ impl Vm {
         if let Some(ctx) = self.lua.app_data_ref::<VmCtx>() {
             *ctx.entry.lock().unwrap_or_else(|e| e.into_inner()) = Some(f.clone());
         }
-        f.call_async::<MultiValue>(args)
-            .await
-            .map_err(|e| self.classify(e))
+        let call = TripOnDrop {
+            call: Box::pin(call_protected(&self.lua, f, args)),
+            limits: self.limits.clone(),
+            done: false,
+        };
+        call.await.map_err(|e| self.classify(e))
     }
 
     /// Loads and runs `source` in a fresh environment with fresh limits.
@@ -214,19 +217,66 @@ impl Vm {
             return LuaError::Limit(LimitError {
                 kind: Tripped::Memory,
                 what: format!("memory limit of {} bytes exceeded", self.opts.memory_limit),
-                location: "?".into(),
+                location: self.limits.tripped_at(),
             });
         }
         if let Some(t) = self.limits.tripped() {
             return LuaError::Limit(LimitError {
                 kind: t,
                 what: self.limits.describe(t),
-                location: "?".into(),
+                location: self.limits.tripped_at(),
             });
         }
         match err {
             mlua::Error::SyntaxError { message, .. } => LuaError::Syntax(message),
             other => LuaError::Runtime(root_message(&other)),
+        }
+    }
+}
+
+/// Calls `f(args)` on a new async thread whose base is a pcall (see
+/// `protect` in `lua/swarm/guards.lua`): the one way the host runs user
+/// code that may wait.
+pub(crate) async fn call_protected(
+    lua: &Lua,
+    f: &Function,
+    args: impl mlua::IntoLuaMulti,
+) -> mlua::Result<MultiValue> {
+    let protect: Function = lua.named_registry_value(super::stdlib::PROTECT)?;
+    let mut args = args.into_lua_multi(lua)?;
+    args.push_front(Value::Function(f.clone()));
+    protect.call_async::<MultiValue>(args).await
+}
+
+/// A call into Lua that trips the VM's limits if it is dropped before it
+/// finished (a cancelled task, a lost race). Dropping the call unwinds the
+/// Lua thread, which runs pending `__close` handlers: they must find the VM
+/// already stopped, so they end at their first hook check instead of
+/// running unbounded after their task is gone.
+struct TripOnDrop<F> {
+    call: std::pin::Pin<Box<F>>,
+    limits: Arc<Limits>,
+    done: bool,
+}
+
+impl<F: std::future::Future> std::future::Future for TripOnDrop<F> {
+    type Output = F::Output;
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let this = self.get_mut();
+        let out = this.call.as_mut().poll(cx);
+        this.done = out.is_ready();
+        out
+    }
+}
+
+impl<F> Drop for TripOnDrop<F> {
+    fn drop(&mut self) {
+        // Runs before `call` is dropped.
+        if !self.done {
+            self.limits.trip(Tripped::Cancelled);
         }
     }
 }
@@ -285,6 +335,11 @@ fn build(host: Host, opts: VmOptions) -> mlua::Result<Vm> {
     g.raw_set("os", reduced_os(&lua)?)?;
     g.raw_set("swarm", modules::compose(&lua)?)?;
     install_guards(&lua, &g)?;
+    // The base library's `_G` points at the raw globals; each run's
+    // environment sets its own `_G`, so the raw one must not be reachable.
+    g.raw_set("_G", Value::Nil)?;
+    lock_metatable(&lua, "json array", &lua.array_metatable())?;
+    lock_metatable(&lua, "swarm.error", &super::error::error_metatable(&lua)?)?;
     // Freeze every library table, then the globals themselves.
     for name in [
         "string",

@@ -63,17 +63,20 @@ pub(crate) fn install_frozen_metamethods(lua: &Lua) -> mlua::Result<()> {
             )))
         })?,
     )?;
+    // `pairs(frozen)` walks the backing table through a host iterator that
+    // takes the proxy, never the backing table: Lua code only ever holds
+    // the proxy, so it cannot write to what the proxy protects.
     let next: Function = lua.globals().raw_get("next")?;
+    let frozen_next = lua.create_function(move |_, (proxy, key): (Table, Value)| {
+        let backing: Table = match proxy.metatable() {
+            Some(mt) if is_frozen(&proxy) => mt.raw_get("__index")?,
+            _ => return Err(mlua::Error::RuntimeError("not a read-only table".into())),
+        };
+        next.call::<mlua::MultiValue>((backing, key))
+    })?;
     shared.raw_set(
         "__pairs",
-        lua.create_function(move |_, t: Table| {
-            let original: Value = t
-                .metatable()
-                .map(|mt| mt.raw_get("__index"))
-                .transpose()?
-                .unwrap_or(Value::Nil);
-            Ok((next.clone(), original, Value::Nil))
-        })?,
+        lua.create_function(move |_, t: Table| Ok((frozen_next.clone(), t, Value::Nil)))?,
     )?;
     shared.raw_set("__metatable", "locked")?;
     shared.raw_set("__frozen", true)?;
@@ -126,6 +129,10 @@ pub(crate) fn replace_base(lua: &Lua, g: &Table) -> mlua::Result<()> {
             Ok(t)
         })?,
     )?;
+    g.raw_set(
+        "setmetatable",
+        no_finalizers(lua, g.raw_get("setmetatable")?)?,
+    )?;
     g.raw_set("load", sandboxed_load(lua)?)?;
     lua.set_named_registry_value(CURRENT_LOADED, lua.create_table()?)?;
     g.raw_set(
@@ -144,6 +151,35 @@ pub(crate) fn replace_base(lua: &Lua, g: &Table) -> mlua::Result<()> {
         })?,
     )?;
     Ok(())
+}
+
+/// `setmetatable` that refuses a metatable with a `__gc` field. Lua 5.4 runs
+/// finalizers with hooks off, so a finalizer could never be held to an
+/// instruction budget, deadline or cancellation, and it would run whenever
+/// the collector gets to it, even during a later task. As in Luau, user
+/// tables get no finalizers. (Lua marks an object for finalization only if
+/// its metatable has `__gc` when it is set, so adding one later is inert.)
+fn no_finalizers(lua: &Lua, raw: Function) -> mlua::Result<Function> {
+    lua.create_function(move |lua, (t, mt): (Value, Value)| {
+        if let Value::Table(m) = &mt
+            && !m.raw_get::<Value>("__gc")?.is_nil()
+        {
+            return Err(mlua::Error::RuntimeError(format!(
+                "{}: setmetatable: finalizers (__gc) are not available in the sandbox",
+                caller_location(lua, 0)
+            )));
+        }
+        raw.call::<Value>((t, mt))
+    })
+}
+
+/// Makes a metatable the host shares between objects (error tables, JSON
+/// arrays) read-only to Lua: `getmetatable(obj)` returns a frozen view of
+/// it, so reads work and `getmetatable(a) == getmetatable(b)` holds, but
+/// nothing one task writes there can reach the next.
+pub(crate) fn lock_metatable(lua: &Lua, name: &str, mt: &Table) -> mlua::Result<()> {
+    let view = freeze(lua, name, mt.clone())?;
+    mt.raw_set("__metatable", view)
 }
 
 /// Registry slot of the environment of the run in progress.
@@ -295,7 +331,16 @@ pub(crate) fn reduced_os(lua: &Lua) -> mlua::Result<Table> {
     Ok(os)
 }
 
-/// `pcall`, `xpcall` and `coroutine.resume` that re-raise a tripped limit.
+/// Registry slot of `protect(f, ...)`: calls `f` under a pcall at the base
+/// of its thread and raises its error again (see `lua/swarm/guards.lua`).
+pub(crate) const PROTECT: &str = "swarm.protect";
+
+/// Instructions charged per `coroutine.resume`: a resume/yield round trip
+/// costs about as much host CPU as this many plain instructions.
+const RESUME_COST: u64 = 200;
+
+/// `pcall`, `xpcall`, `coroutine.resume` and `coroutine.wrap` that respect
+/// the limits (see `lua/swarm/guards.lua`).
 pub(crate) fn install_guards(lua: &Lua, g: &Table) -> mlua::Result<()> {
     let tripped = lua.create_function(|lua, err: Value| {
         let limits = ctx_limits(lua);
@@ -306,15 +351,26 @@ pub(crate) fn install_guards(lua: &Lua, g: &Table) -> mlua::Result<()> {
         }
         Ok(limits.tripped().is_some())
     })?;
+    let charge = lua.create_function(|lua, ()| {
+        let limits = ctx_limits(lua);
+        limits.charge(RESUME_COST).map_err(|t| limits.error(lua, t))
+    })?;
     let co: Table = g.raw_get("coroutine")?;
     let guards: Table = embedded::chunk(lua, embedded::GUARDS)?.call((
         g.raw_get::<Function>("pcall")?,
         g.raw_get::<Function>("xpcall")?,
         co.raw_get::<Function>("resume")?,
+        co.raw_get::<Function>("create")?,
+        co.raw_get::<Function>("close")?,
+        co.raw_get::<Function>("status")?,
         tripped,
+        charge,
     ))?;
     g.raw_set("pcall", guards.raw_get::<Function>("pcall")?)?;
     g.raw_set("xpcall", guards.raw_get::<Function>("xpcall")?)?;
+    co.raw_set("wrap", guards.raw_get::<Function>("wrap")?)?;
+    co.raw_set("create", guards.raw_get::<Function>("create")?)?;
+    lua.set_named_registry_value(PROTECT, guards.raw_get::<Function>("protect")?)?;
     co.raw_set("resume", guards.raw_get::<Function>("resume")?)?;
     Ok(())
 }

@@ -67,6 +67,7 @@ pub fn compose(lua: &Lua) -> mlua::Result<Table> {
     ] {
         swarm.raw_set(name, flow.raw_get::<Value>(name)?)?;
     }
+    super::stdlib::lock_metatable(lua, "swarm.step_error", &flow.raw_get("StepError")?)?;
     for name in ["blueprint", "agent", "layer", "duration"] {
         swarm.raw_set(name, blueprint.raw_get::<Value>(name)?)?;
     }

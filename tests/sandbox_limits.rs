@@ -1,0 +1,171 @@
+//! No Lua code runs outside the limits: finalizers do not exist for user
+//! tables, `__close` handlers and `xpcall` message handlers that run after a
+//! limit tripped stop at once, a dropped task's pending handlers find the VM
+//! stopped, and coroutine switches are charged to the budget.
+
+mod common;
+
+use common::{HANG_GUARD, assert_err, blocked, blocked_with, world};
+use lua_swarm::engine::{EngineConfig, TaskSpec, TaskStatus};
+use lua_swarm::lua::VmOptions;
+use serde_json::json;
+use std::sync::Arc;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_tables_get_no_finalizers() {
+    let r = blocked("setmetatable({}, { __gc = function() while true do end end })").await;
+    assert_err(&r, "lua_error", "bomb.lua:2");
+    assert_err(&r, "lua_error", "finalizers (__gc) are not available");
+    // A metatable whose __gc is added later is inert, as in stock Lua.
+    let w = world();
+    w.agent(
+        "late",
+        "return function()\n local mt = {}\n setmetatable({}, mt)\n mt.__gc = function() while true do end end\n return 'ok'\n end",
+        VmOptions::default(),
+    );
+    for _ in 0..3 {
+        assert_eq!(w.run("late", json!(null)).await.1, json!("ok"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_handlers_after_a_limit_stop_at_once() {
+    let r = blocked(
+        "local x <close> = setmetatable({}, { __close = function() while true do end end })\n\
+         while true do end",
+    )
+    .await;
+    assert_eq!(r["code"], json!("deadline"), "{r}");
+    let budget = VmOptions {
+        instruction_budget: 1_000_000,
+        ..VmOptions::default()
+    };
+    let r = blocked_with(
+        "local x <close> = setmetatable({}, { __close = function() while true do end end })\n\
+         while true do end",
+        budget,
+    )
+    .await;
+    assert_eq!(r["code"], json!("instruction_budget"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xpcall_handlers_never_run_for_a_tripped_limit() {
+    let r = blocked(
+        "return xpcall(function() while true do end end, function(e)\n while true do end\n end)",
+    )
+    .await;
+    assert_err(&r, "deadline", "bomb.lua:2");
+    // Handlers still run for ordinary errors.
+    let w = world();
+    w.agent(
+        "h",
+        "return function()\n return select(2, xpcall(error, function(e) return 'handled ' .. e end, 'x'))\n end",
+        VmOptions::default(),
+    );
+    assert_eq!(w.run("h", json!(null)).await.1, json!("handled x"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_tasks_close_handlers_find_the_vm_stopped() {
+    let w = Arc::new(world());
+    w.agent(
+        "sleeper",
+        r#"return function()
+  local x <close> = setmetatable({}, { __close = function() while true do end end })
+  swarm.worker.emit("progress", "asleep")
+  swarm.time.sleep(3600 * 1000)
+end"#,
+        VmOptions::default(),
+    );
+    w.agent("healthy", common::HEALTHY, VmOptions::default());
+    let id = w
+        .engine
+        .start_task(&w.op, TaskSpec::new("sleeper", json!(null)))
+        .unwrap();
+    let w2 = w.clone();
+    let run = tokio::spawn(async move {
+        let s = w2.agents.get("sleeper").unwrap();
+        w2.engine.dispatch_attempt(&w2.op, id, s.as_ref()).await
+    });
+    // Bounded by the hang guard: wait for the agent to be asleep.
+    let mut sub = w.engine.subscribe(&w.op, 0).unwrap();
+    loop {
+        let ev = tokio::time::timeout(HANG_GUARD, sub.next())
+            .await
+            .expect("hang guard")
+            .unwrap();
+        if serde_json::to_value(&ev).unwrap()["kind"] == json!("worker_output") {
+            break;
+        }
+    }
+    w.engine.cancel_task(&w.op, id).unwrap();
+    let v = tokio::time::timeout(HANG_GUARD, run)
+        .await
+        .expect("the dropped task's __close handler ran unbounded")
+        .unwrap()
+        .unwrap();
+    assert_eq!(v.status, TaskStatus::Cancelled);
+    let (s, _) = w.run("healthy", json!(2)).await;
+    assert_eq!(s, TaskStatus::Pass);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coroutine_switches_are_charged() {
+    // Counts resumes in progress events until the budget trips.
+    let w = world_budget(2_000_000);
+    let (s, r) = w.run("spin", json!(null)).await;
+    assert_eq!(s, TaskStatus::Blocked);
+    assert_eq!(r["code"], json!("instruction_budget"), "{r}");
+    let mut sub = w.engine.subscribe(&w.op, 0).unwrap();
+    let mut reports = 0;
+    while let Some(ev) = sub.try_next().unwrap() {
+        if serde_json::to_value(&ev).unwrap()["kind"] == json!("worker_output") {
+            reports += 1;
+        }
+    }
+    // One report per 1,000 resumes; at least 100 instructions are charged
+    // per resume, so 2e6 instructions allow at most 20 reports.
+    assert!(reports <= 20, "{reports} thousand resumes on a 2e6 budget");
+}
+
+fn world_budget(budget: u64) -> common::World {
+    let w = common::world_with(EngineConfig::default());
+    w.agent(
+        "spin",
+        r#"return function()
+  local n = 0
+  local co = coroutine.wrap(function() while true do coroutine.yield() end end)
+  while true do
+    co()
+    n = n + 1
+    if n % 1000 == 0 then swarm.worker.emit("progress", n) end
+  end
+end"#,
+        VmOptions {
+            instruction_budget: budget,
+            ..VmOptions::default()
+        },
+    );
+    w
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coroutine_wrap_behaves_like_lua() {
+    let w = world();
+    w.agent(
+        "wrap",
+        r#"return function()
+  local gen = coroutine.wrap(function(a) local b = coroutine.yield(a + 1) return b * 2 end)
+  local first, second = gen(1), gen(10)
+  local bad = coroutine.wrap(function() error("inside") end)
+  local ok, err = pcall(bad)
+  local dead_ok = pcall(bad)
+  return { first, second, ok, tostring(err):match("inside") ~= nil, dead_ok }
+end"#,
+        VmOptions::default(),
+    );
+    let (s, r) = w.run("wrap", json!(null)).await;
+    assert_eq!(s, TaskStatus::Pass, "{r}");
+    assert_eq!(r, json!([2, 20, false, true, false]));
+}
