@@ -186,10 +186,15 @@ impl Ledger {
     }
 }
 
-/// Follows the ledger from a cursor: catch-up and live in one loop.
+/// Follows the ledger from a cursor: catch-up and live in one loop. A
+/// subscription by a token bound to a run sees only that run's events.
 pub struct Subscription {
     engine: Engine,
+    token: CapToken,
+    /// The last event handed out, or skipped as not visible.
     cursor: u64,
+    /// The last event read from the ledger.
+    fetched: u64,
     buf: VecDeque<Event>,
 }
 
@@ -218,11 +223,22 @@ impl Subscription {
 
     /// The next event if one is already in the ledger.
     pub fn try_next(&mut self) -> Result<Option<Event>, EngineError> {
-        if self.buf.is_empty() {
-            let cursor = self.cursor;
-            let batch = self
-                .engine
-                .with_state("subscribe", |s| s.ledger.after(cursor, 512))?;
+        while self.buf.is_empty() {
+            let (after, tok) = (self.fetched, &self.token);
+            let (batch, last) = self.engine.with_state("subscribe", |s| {
+                let batch = s.ledger.after(after, 512)?;
+                let last = batch.last().map(|e| e.cursor);
+                let seen: Vec<Event> = batch
+                    .into_iter()
+                    .filter(|e| s.visible(tok, e.task))
+                    .collect();
+                Ok::<_, EngineError>((seen, last))
+            })?;
+            let Some(last) = last else { break };
+            self.fetched = last;
+            if batch.is_empty() {
+                self.cursor = last;
+            }
             self.buf.extend(batch);
         }
         Ok(self.buf.pop_front().inspect(|ev| self.cursor = ev.cursor))
@@ -237,7 +253,9 @@ impl Engine {
         })?;
         Ok(Subscription {
             engine: self.clone(),
+            token: tok.clone(),
             cursor: after,
+            fetched: after,
             buf: VecDeque::new(),
         })
     }

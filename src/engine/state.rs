@@ -250,28 +250,14 @@ impl EngineState {
     /// All seven verification steps, in order: signature, expiry, revoked,
     /// role × verb, ownership, spawn depth, uses left.
     pub fn authorize(&mut self, tok: &CapToken, access: Access) -> Result<(), EngineError> {
-        let claims = &tok.claims;
-        let gate = self.verify(tok)?.gate;
-        gate.check(claims.role, access.verb)?;
-        if let (Some(bound), Some(target)) = (claims.task, access.task)
-            && !self.descends_from(TaskId(target.0), TaskId(bound))
-        {
-            return Err(AuthError::NotOwner {
-                bound,
-                target: target.0,
-            }
-            .into());
+        self.check(tok, access.verb, access.task)?;
+        if let Some(depth) = access.spawn_depth {
+            self.check_depth(depth)?;
         }
-        if let Some(depth) = access.spawn_depth
-            && depth > self.config.max_depth
-        {
-            return Err(AuthError::DepthExceeded {
-                depth,
-                limit: self.config.max_depth,
-            }
-            .into());
-        }
-        let rec = self.tokens.get_mut(&claims.nonce).expect("checked above");
+        let rec = self
+            .tokens
+            .get_mut(&tok.claims.nonce)
+            .expect("checked above");
         if let Some(left) = rec.uses_left.as_mut() {
             if *left == 0 {
                 return Err(AuthError::Exhausted.into());
@@ -281,9 +267,53 @@ impl EngineState {
         Ok(())
     }
 
+    /// Signature, expiry, revocation, role × verb and ownership, without
+    /// spending a use.
+    pub fn check(
+        &self,
+        tok: &CapToken,
+        verb: Verb,
+        task: Option<TaskId>,
+    ) -> Result<(), EngineError> {
+        let gate = self.verify(tok)?.gate;
+        gate.check(tok.claims.role, verb)?;
+        if let (Some(bound), Some(target)) = (tok.claims.task, task)
+            && !self.descends_from(target, TaskId(bound))
+        {
+            return Err(AuthError::NotOwner {
+                bound,
+                target: target.0,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    pub fn check_depth(&self, depth: u32) -> Result<(), EngineError> {
+        if depth > self.config.max_depth {
+            return Err(AuthError::DepthExceeded {
+                depth,
+                limit: self.config.max_depth,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Whether a holder of `tok` may see something about `task`: an
+    /// unbound token sees everything; a bound one only its own tasks (and
+    /// nothing that belongs to no task).
+    pub fn visible(&self, tok: &CapToken, task: Option<TaskId>) -> bool {
+        match (tok.claims.task, task) {
+            (None, _) => true,
+            (Some(bound), Some(t)) => self.descends_from(t, TaskId(bound)),
+            (Some(_), None) => false,
+        }
+    }
+
     /// True when `task` is `ancestor` or one of its descendants. Bounded by
     /// the spawn depth limit, never by history.
-    fn descends_from(&self, task: TaskId, ancestor: TaskId) -> bool {
+    pub fn descends_from(&self, task: TaskId, ancestor: TaskId) -> bool {
         let mut cur = Some(task);
         for _ in 0..=self.config.max_depth + 1 {
             match cur {

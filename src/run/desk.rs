@@ -57,10 +57,9 @@ impl Desk {
         opts: &RunOptions,
         journal: Option<Arc<Journal>>,
     ) -> Result<Desk, RunError> {
-        let senior = engine.attach(
-            Caller::Host,
-            AttachOptions::new("senior-desk", Role::Senior),
-        )?;
+        let mut attach = AttachOptions::new("senior-desk", Role::Senior);
+        attach.task = Some(root);
+        let senior = engine.attach(Caller::Host, attach)?;
         let unanswered = Arc::new(Mutex::new(None));
         let ctx = Ctx {
             engine: engine.clone(),

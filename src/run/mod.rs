@@ -106,6 +106,8 @@ pub struct Run {
     _agents: Agents,
     opts: RunOptions,
     journal: std::sync::Mutex<Option<Arc<Journal>>>,
+    /// The flow's own token, bound to the run's root task.
+    flow_token: std::sync::Mutex<Option<CapToken>>,
 }
 
 /// Loads and validates the blueprint at `path` and builds its agents.
@@ -132,7 +134,6 @@ pub fn prepare_source(
     let mut attach = AttachOptions::new(format!("run:{}", bp.name), Role::Operator);
     attach.gate = bp.gate;
     let token = engine.attach(Caller::Host, attach)?;
-    vm.set_token(Some(token.clone()));
     let build = agents::Build {
         blueprint: &bp,
         table: &table,
@@ -159,6 +160,7 @@ pub fn prepare_source(
         _agents: agents,
         opts,
         journal: Default::default(),
+        flow_token: Default::default(),
     })
 }
 
@@ -178,11 +180,27 @@ impl Run {
         self.root(record.input.clone())
     }
 
+    /// Starts the root task and gives the flow VM its token: an operator
+    /// token bound to the root, so the flow (and its Lua layers) can reach
+    /// only this run's tasks, events and questions, even on a shared engine.
     fn root(&self, input: serde_json::Value) -> Result<TaskId, RunError> {
         let spec = TaskSpec::new(&format!("flow:{}", self.blueprint.name), input);
         let root = self.engine.start_task(&self.token, spec)?;
+        let mut attach = AttachOptions::new(format!("run:{}", self.blueprint.name), Role::Operator);
+        attach.gate = self.blueprint.gate;
+        attach.task = Some(root);
+        let bound = self.engine.attach(Caller::Host, attach)?;
+        self.vm.set_token(Some(bound.clone()));
         self.vm.set_parent(Some(root));
+        *self.flow_token.lock().unwrap_or_else(|e| e.into_inner()) = Some(bound);
         Ok(root)
+    }
+
+    fn flow_token(&self) -> Option<CapToken> {
+        self.flow_token
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Files the blueprint `require`d from its directory while loading.
@@ -212,6 +230,9 @@ impl Run {
         let alive = self.keep_alive(&desk);
         let view = self.engine.dispatch_attempt(&self.token, root, &flow).await;
         alive.abort();
+        if let Some(tok) = self.flow_token() {
+            let _ = self.engine.detach(&tok);
+        }
         let unanswered = desk.close();
         if let Some(sink) = sink {
             sink.finish().await;
@@ -252,7 +273,8 @@ impl Run {
     /// swept as a silent session.
     fn keep_alive(&self, desk: &desk::Desk) -> tokio::task::JoinHandle<()> {
         let engine = self.engine.clone();
-        let tokens = [self.token.clone(), desk.token().clone()];
+        let mut tokens = vec![self.token.clone(), desk.token().clone()];
+        tokens.extend(self.flow_token());
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(std::time::Duration::from_secs(5)).await;

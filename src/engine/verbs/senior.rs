@@ -78,7 +78,15 @@ impl Engine {
     /// Answers the question behind `key`; the task leaves `suspended`.
     pub fn resume(&self, tok: &CapToken, key: &str, answer: Value) -> Result<(), EngineError> {
         self.with_state("resume", |s| {
-            s.authorize(tok, Access::verb(Verb::Resume))?;
+            let task = s.resumes.get(key).map(|e| e.task);
+            s.authorize(
+                tok,
+                Access {
+                    verb: Verb::Resume,
+                    task,
+                    spawn_depth: None,
+                },
+            )?;
             let entry = s
                 .resumes
                 .get_mut(key)
@@ -171,7 +179,7 @@ impl Engine {
                     .iter()
                     .filter(|k| !seen.contains(*k))
                     .filter_map(|k| {
-                        let e = s.resumes.get(k)?;
+                        let e = s.resumes.get(k).filter(|e| s.visible(tok, Some(e.task)))?;
                         Some(PendingQuestion {
                             key: k.clone(),
                             task: e.task,

@@ -4,7 +4,7 @@
 use crate::auth::{CapToken, Role, RoleVerbGate, TokenClaims, Verb, nonce};
 use crate::engine::events::EventKind;
 use crate::engine::state::{Access, Session, TokenRecord};
-use crate::engine::{Engine, EngineError, now_ms};
+use crate::engine::{Engine, EngineError, TaskId, now_ms};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +27,10 @@ pub struct AttachOptions {
     pub scopes: Vec<String>,
     /// A narrowed gate for this session (defaults to the default table).
     pub gate: Option<RoleVerbGate>,
+    /// Binds the session to one task and its descendants (a run's root):
+    /// every verb on any other task is refused, and only that task's events
+    /// and questions are visible.
+    pub task: Option<TaskId>,
 }
 
 impl AttachOptions {
@@ -38,6 +42,7 @@ impl AttachOptions {
             max_uses: None,
             scopes: Vec::new(),
             gate: None,
+            task: None,
         }
     }
 }
@@ -59,7 +64,7 @@ impl Engine {
             expires_at_ms: now.saturating_add(opts.ttl.as_millis() as u64),
             max_uses: opts.max_uses,
             nonce: nonce(),
-            task: None,
+            task: opts.task.map(|t| t.0),
         };
         let token = self.signer().sign(claims);
         let claims = &token.claims;
@@ -68,7 +73,21 @@ impl Engine {
             let wider = match caller {
                 Caller::Host => RoleVerbGate::default(),
                 Caller::Token(tok) => {
-                    s.authorize(tok, Access::verb(Verb::Attach))?;
+                    // A bound session opens only sessions bound within its task.
+                    if tok.claims.task.is_some() && opts.task.is_none() {
+                        return Err(EngineError::Invalid(
+                            "a session bound to a task can only open sessions bound within it"
+                                .into(),
+                        ));
+                    }
+                    s.authorize(
+                        tok,
+                        Access {
+                            verb: Verb::Attach,
+                            task: opts.task,
+                            spawn_depth: None,
+                        },
+                    )?;
                     s.tokens
                         .get(&tok.claims.nonce)
                         .map(|r| r.gate)

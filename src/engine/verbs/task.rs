@@ -37,6 +37,16 @@ impl Engine {
     pub fn start_task(&self, tok: &CapToken, spec: TaskSpec) -> Result<TaskId, EngineError> {
         self.with_state("start_task", |s| {
             let parent = spec.parent.or(tok.claims.task.map(TaskId));
+            // Ownership first: a foreign parent is refused before anything
+            // about it (even whether it exists) is revealed.
+            s.authorize(
+                tok,
+                Access {
+                    verb: Verb::StartTask,
+                    task: parent,
+                    spawn_depth: None,
+                },
+            )?;
             let (depth, cancel) = match parent {
                 Some(p) => {
                     let pt = s.task(p)?;
@@ -44,14 +54,7 @@ impl Engine {
                 }
                 None => (0, CancellationToken::new()),
             };
-            s.authorize(
-                tok,
-                Access {
-                    verb: Verb::StartTask,
-                    task: parent,
-                    spawn_depth: Some(depth),
-                },
-            )?;
+            s.check_depth(depth)?;
             let id = TaskId(s.next_task);
             s.next_task += 1;
             s.tasks.insert(
@@ -88,11 +91,14 @@ impl Engine {
         })
     }
 
-    /// The agent a task is for. Host code only (not a verb, no token): the
-    /// Lua layer uses it to choose the spawner before `dispatch_attempt`,
-    /// which checks the caller.
-    pub fn task_agent(&self, id: TaskId) -> Result<Arc<str>, EngineError> {
-        self.with_state("task_agent", |s| Ok(s.task(id)?.agent.clone()))
+    /// The agent `tok` would dispatch task `id` to, so the caller can pick
+    /// the spawner before `dispatch_attempt`. Checks the token may dispatch
+    /// that task first, so a foreign task's agent is never revealed.
+    pub fn task_agent(&self, tok: &CapToken, id: TaskId) -> Result<Arc<str>, EngineError> {
+        self.with_state("task_agent", |s| {
+            s.check(tok, Verb::Dispatch, Some(id))?;
+            Ok(s.task(id)?.agent.clone())
+        })
     }
 
     /// A snapshot of the task.

@@ -145,8 +145,7 @@ async fn dispatch(lua: &Lua, id: TaskId) -> Result<TaskView, LuaUsage> {
         let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
         ctx.host.agents.clone()
     };
-    // Only to pick the spawner: `dispatch_attempt` checks the token itself.
-    let agent = engine.task_agent(id)?;
+    let agent = engine.task_agent(&tok, id)?;
     let spawner = agents
         .get(&agent)
         .ok_or_else(|| LuaUsage::new("unknown_agent", format!("no agent named `{agent}`")))?;
