@@ -260,3 +260,40 @@ fn dev_reruns_the_flow_after_each_successful_reload() {
         "{err}"
     );
 }
+
+#[test]
+fn process_agents_get_a_clean_environment() {
+    let bp = scratch(
+        "env",
+        "env.lua",
+        r#"local swarm = require "swarm"
+return swarm.blueprint "env" {
+  agents = {
+    show = swarm.agent.process {
+      cmd = { "sh", "-c", [[printf '{"secret":"%s","path":"%s","mine":"%s","inherited":"%s","stray":"%s"}' "$SWARM_SECRET" "$PATH" "$MINE" "$PASSED_KEY" "$STRAY_VAR"]] },
+      env = { MINE = "declared" },
+      inherit = { "PASSED_KEY" },
+    },
+  },
+  flow = function() return swarm.step("show", 1) end,
+}"#,
+    );
+    let out = swarm()
+        .args(["run", &bp, "--json", "--no-journal"])
+        .env("SWARM_SECRET", "hunter2")
+        .env("PASSED_KEY", "given")
+        .env("STRAY_VAR", "leaked")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["secret"], "", "SWARM_SECRET reached the agent: {v}");
+    assert_eq!(v["stray"], "", "{v}");
+    assert_eq!(v["mine"], "declared");
+    assert_eq!(v["inherited"], "given");
+    assert_ne!(v["path"], "", "PATH is on the allow-list");
+}

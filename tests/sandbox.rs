@@ -10,7 +10,6 @@ use lua_swarm::engine::{AttachOptions, Caller, TaskSpec, TaskStatus};
 use lua_swarm::lua::{LuaError, Vm, VmOptions};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn io_is_absent() {

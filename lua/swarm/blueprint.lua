@@ -64,7 +64,7 @@ local PROFILE = { description = "string", system = "string", model = "string", t
                   layers = "table" }
 local AGENT_FIELDS = {
   ["agent.lua"] = { run = "function" },
-  ["agent.process"] = { cmd = "table", shell = "string", cwd = "string", env = "table",
+  ["agent.process"] = { cmd = "table", shell = "string", cwd = "string", env = "table", inherit = "table",
                         timeout = "duration", max_output = "number" },
   ["agent.rust"] = { name = "string" },
 }

@@ -13,7 +13,8 @@
 --   and wrap). An error raised by the limit hook leaves Lua's "hooks
 --   allowed" flag off on its way out; a pcall restores it before pending
 --   `__close` handlers run, so those handlers stay under the limits.
-local raw_pcall, raw_xpcall, raw_resume, raw_create, raw_close, raw_status, tripped, charge = ...
+local raw_pcall, raw_xpcall, raw_resume, raw_create, raw_close, raw_status, tripped, charge,
+  traceback = ...
 local error, type = error, type
 
 local function pass(ok, ...)
@@ -28,8 +29,10 @@ local function rethrow(ok, ...)
   error((...), 0)
 end
 
+-- The message handler adds the traceback where the error happened, as
+-- the host showed it before this pcall existed.
 local function protect(f, ...)
-  return rethrow(raw_pcall(f, ...))
+  return rethrow(raw_xpcall(f, traceback, ...))
 end
 
 local function create(f)

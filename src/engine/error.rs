@@ -30,6 +30,14 @@ pub enum EngineError {
     Timeout { what: &'static str, ms: u64 },
     #[error("invalid argument: {0}")]
     Invalid(String),
+    #[error("{what} is {} of JSON, over the limit of {}", super::size::human(*bytes), super::size::human(*limit))]
+    TooLarge {
+        what: &'static str,
+        bytes: usize,
+        limit: usize,
+    },
+    #[error("the engine already holds {} of task inputs (limit {}); wait for tasks to finish", super::size::human(*held), super::size::human(*limit))]
+    Full { held: usize, limit: usize },
 }
 
 impl EngineError {
@@ -46,6 +54,8 @@ impl EngineError {
             EngineError::EventsEvicted { .. } => "events_evicted",
             EngineError::Timeout { .. } => "timeout",
             EngineError::Invalid(_) => "invalid",
+            EngineError::TooLarge { .. } => "payload_too_large",
+            EngineError::Full { .. } => "engine_full",
         }
     }
 }

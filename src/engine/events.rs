@@ -135,34 +135,58 @@ pub struct Event {
     pub kind: EventKind,
 }
 
-/// A ring of the most recent events, indexed by cursor in O(1).
+/// A ring of the most recent events, indexed by cursor in O(1), bounded
+/// both in events and in bytes.
 pub(crate) struct Ledger {
-    events: VecDeque<Event>,
+    events: VecDeque<(Event, usize)>,
     retention: usize,
+    retention_bytes: usize,
+    bytes: usize,
     next_cursor: u64,
     pub(crate) appended: bool,
 }
 
+/// What an event costs to keep: a fixed part plus its payload.
+fn weight(kind: &EventKind) -> usize {
+    let payload = match kind {
+        EventKind::WorkerOutput { data: v, .. }
+        | EventKind::SeniorQueried { question: v, .. }
+        | EventKind::LayerNote { note: v, .. } => super::size::measure(v, usize::MAX).heap,
+        EventKind::BlueprintReloadFailed { error, .. } => error.len(),
+        _ => 0,
+    };
+    128 + payload
+}
+
 impl Ledger {
-    pub fn new(retention: usize) -> Ledger {
+    pub fn new(retention: usize, retention_bytes: usize) -> Ledger {
         Ledger {
             events: VecDeque::new(),
             retention: retention.max(1),
+            retention_bytes,
+            bytes: 0,
             next_cursor: 1,
             appended: false,
         }
     }
 
     pub fn push(&mut self, task: Option<TaskId>, kind: EventKind) {
-        if self.events.len() == self.retention {
-            self.events.pop_front();
+        let w = weight(&kind);
+        while !self.events.is_empty()
+            && (self.events.len() >= self.retention || self.bytes + w > self.retention_bytes)
+        {
+            if let Some((_, old)) = self.events.pop_front() {
+                self.bytes -= old;
+            }
         }
-        self.events.push_back(Event {
+        self.bytes += w;
+        let event = Event {
             cursor: self.next_cursor,
             at_ms: super::now_ms(),
             task,
             kind,
-        });
+        };
+        self.events.push_back((event, w));
         self.next_cursor += 1;
         self.appended = true;
     }
@@ -174,7 +198,7 @@ impl Ledger {
 
     /// Up to `max` events with cursor > `after`.
     pub fn after(&self, after: u64, max: usize) -> Result<Vec<Event>, EngineError> {
-        let oldest = self.events.front().map_or(self.next_cursor, |e| e.cursor);
+        let oldest = self.events.front().map_or(self.next_cursor, |e| e.0.cursor);
         if after + 1 < oldest {
             return Err(EngineError::EventsEvicted {
                 cursor: after,
@@ -182,7 +206,13 @@ impl Ledger {
             });
         }
         let start = (after + 1 - oldest) as usize;
-        Ok(self.events.iter().skip(start).take(max).cloned().collect())
+        Ok(self
+            .events
+            .iter()
+            .skip(start)
+            .take(max)
+            .map(|(e, _)| e.clone())
+            .collect())
     }
 }
 

@@ -10,6 +10,7 @@
 
 mod error;
 mod events;
+pub mod size;
 mod state;
 mod verbs;
 
@@ -57,6 +58,17 @@ pub struct EngineConfig {
     pub sweep_every: Duration,
     /// Lock holds longer than this are logged.
     pub hold_warn: Duration,
+    /// Largest step input, result, senior question or answer, as JSON.
+    pub max_payload_bytes: usize,
+    /// Largest `emit` payload (one progress, partial or artifact event).
+    pub max_emit_bytes: usize,
+    /// Bytes of unsettled tasks' inputs the engine holds at once; beyond
+    /// it, `start_task` is refused (`engine_full`).
+    pub max_live_bytes: usize,
+    /// Bytes of settled tasks kept; the oldest are evicted past it.
+    pub task_retention_bytes: usize,
+    /// Bytes of events kept in the ledger; the oldest are evicted past it.
+    pub ledger_retention_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -70,6 +82,11 @@ impl Default for EngineConfig {
             sweep_every: Duration::from_secs(5),
             // Generous: a busy 2-core box can preempt a holder for ms.
             hold_warn: Duration::from_millis(50),
+            max_payload_bytes: 16 << 20,
+            max_emit_bytes: 1 << 20,
+            max_live_bytes: 1 << 30,
+            task_retention_bytes: 256 << 20,
+            ledger_retention_bytes: 64 << 20,
         }
     }
 }
@@ -165,6 +182,11 @@ impl Engine {
     /// Number of tasks held in memory (settled ones are evicted past retention).
     pub fn tasks_in_memory(&self) -> usize {
         self.with_state("tasks_in_memory", |s| s.tasks.len())
+    }
+
+    /// Bytes of task data the engine holds: `(live inputs, settled tasks)`.
+    pub fn held_bytes(&self) -> (usize, usize) {
+        self.with_state("held_bytes", |s| (s.live_bytes, s.retained_bytes))
     }
 }
 

@@ -82,6 +82,12 @@ pub(crate) struct Task {
     pub children: Vec<TaskId>,
     pub worker_nonce: Option<u128>,
     pub resume_keys: Vec<String>,
+    /// Heap bytes of `input`.
+    pub input_bytes: usize,
+    /// Bytes this task is counted for (in `live_bytes` until it settles,
+    /// then in `retained_bytes`).
+    pub held: usize,
+    pub retired: bool,
 }
 
 impl Task {
@@ -187,13 +193,19 @@ pub(crate) struct EngineState {
     /// Keys of unanswered questions, so listing them is O(open questions).
     pub open_questions: std::collections::BTreeSet<String>,
     pub ledger: Ledger,
+    /// Heap bytes of unsettled tasks' inputs.
+    pub live_bytes: usize,
+    /// Heap bytes of what settled tasks keep.
+    pub retained_bytes: usize,
 }
 
 impl EngineState {
     pub fn new(config: EngineConfig, signer: Signer) -> EngineState {
         EngineState {
             signer,
-            ledger: Ledger::new(config.ledger_retention),
+            ledger: Ledger::new(config.ledger_retention, config.ledger_retention_bytes),
+            live_bytes: 0,
+            retained_bytes: 0,
             config,
             tasks: HashMap::new(),
             next_task: 1,
@@ -333,16 +345,78 @@ impl EngineState {
         }
     }
 
-    /// Records that `id` settled; evicts the oldest settled tasks past the
-    /// retention bound so memory does not grow with history.
+    /// Measures a payload entering the engine against `limit`.
+    pub fn admit(&self, what: &'static str, v: &Value, limit: usize) -> Result<usize, EngineError> {
+        let size = super::size::measure(v, limit);
+        if size.json > limit {
+            return Err(EngineError::TooLarge {
+                what,
+                bytes: size.json,
+                limit,
+            });
+        }
+        Ok(size.heap)
+    }
+
+    /// Makes room for a new unsettled task holding `bytes` of input.
+    pub fn hold_live(&mut self, bytes: usize) -> Result<(), EngineError> {
+        let limit = self.config.max_live_bytes;
+        if self.live_bytes + bytes > limit {
+            return Err(EngineError::Full {
+                held: self.live_bytes,
+                limit,
+            });
+        }
+        self.live_bytes += bytes;
+        Ok(())
+    }
+
+    /// A blocked task dispatched again counts as live again.
+    pub fn revive(&mut self, id: TaskId) {
+        if let Some(t) = self.tasks.get_mut(&id)
+            && t.retired
+        {
+            t.retired = false;
+            self.retained_bytes -= t.held;
+            t.held = t.input_bytes;
+            self.live_bytes += t.held;
+        }
+    }
+
+    /// Records that `id` settled. A task that passed or was cancelled can
+    /// never run again, so it keeps only its result (what `poll_task` and
+    /// the flow read); a blocked one keeps its input for a retry. Evicts
+    /// the oldest settled tasks past the retention bounds, in tasks and in
+    /// bytes, so memory does not grow with history.
     pub fn retire(&mut self, id: TaskId) {
+        let Some(t) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        if t.retired {
+            return;
+        }
+        t.retired = true;
+        self.live_bytes -= t.held;
+        if t.status != TaskStatus::Blocked {
+            t.input = NULL.with(Arc::clone);
+            t.input_bytes = 0;
+        }
+        let result = t
+            .result
+            .as_ref()
+            .map_or(0, |r| super::size::measure(r, usize::MAX).heap);
+        t.held = t.input_bytes + result;
+        self.retained_bytes += t.held;
         self.finished.push_back(id);
-        while self.finished.len() > self.config.task_retention {
+        while self.finished.len() > self.config.task_retention
+            || self.retained_bytes > self.config.task_retention_bytes
+        {
             let Some(old) = self.finished.pop_front() else {
                 break;
             };
-            let settled = self.tasks.get(&old).is_some_and(|t| t.status.is_settled());
+            let settled = self.tasks.get(&old).is_some_and(|t| t.retired);
             if settled && let Some(t) = self.tasks.remove(&old) {
+                self.retained_bytes -= t.held;
                 for k in t.resume_keys {
                     self.resumes.remove(&k);
                     self.open_questions.remove(&k);
@@ -350,4 +424,9 @@ impl EngineState {
             }
         }
     }
+}
+
+thread_local! {
+    /// The input a settled task keeps: one shared `null`.
+    static NULL: Arc<Value> = Arc::new(Value::Null);
 }

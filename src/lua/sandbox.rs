@@ -297,13 +297,27 @@ fn find_limit(err: &mlua::Error) -> Option<LimitError> {
     }
 }
 
+/// `m` with one traceback: the one taken where the error happened (see
+/// `protect`); the one mlua appends where it was raised again shows only
+/// the host's plumbing.
+fn without_traceback(m: &str) -> String {
+    const TB: &str = "\nstack traceback:";
+    match m
+        .find(TB)
+        .and_then(|i| m[i + 1..].find(TB).map(|j| i + 1 + j))
+    {
+        Some(second) => m[..second].to_string(),
+        None => m.to_string(),
+    }
+}
+
 /// The innermost message, without mlua's traceback decoration.
 pub(crate) fn root_message(err: &mlua::Error) -> String {
     match err {
         mlua::Error::CallbackError { cause, .. } => root_message(cause),
         mlua::Error::WithContext { cause, .. } => root_message(cause),
-        mlua::Error::RuntimeError(m) => m.clone(),
-        other => other.to_string(),
+        mlua::Error::RuntimeError(m) => without_traceback(m),
+        other => without_traceback(&other.to_string()),
     }
 }
 

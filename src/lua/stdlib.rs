@@ -331,6 +331,23 @@ pub(crate) fn reduced_os(lua: &Lua) -> mlua::Result<Table> {
     Ok(os)
 }
 
+/// A message handler: a string error gets the Lua traceback of where it
+/// happened appended (as `luaL_traceback` writes it); other values pass
+/// through. Plain C, so it is safe where Lua code must not run (inside the
+/// limit hook) and never allocates a Lua frame.
+unsafe extern "C-unwind" fn traceback(state: *mut mlua::ffi::lua_State) -> std::ffi::c_int {
+    use mlua::ffi;
+    unsafe {
+        if ffi::lua_type(state, 1) == ffi::LUA_TSTRING {
+            let msg = ffi::lua_tostring(state, 1);
+            ffi::luaL_traceback(state, state, msg, 1);
+        } else {
+            ffi::lua_settop(state, 1);
+        }
+    }
+    1
+}
+
 /// Registry slot of `protect(f, ...)`: calls `f` under a pcall at the base
 /// of its thread and raises its error again (see `lua/swarm/guards.lua`).
 pub(crate) const PROTECT: &str = "swarm.protect";
@@ -365,6 +382,7 @@ pub(crate) fn install_guards(lua: &Lua, g: &Table) -> mlua::Result<()> {
         co.raw_get::<Function>("status")?,
         tripped,
         charge,
+        unsafe { lua.create_c_function(traceback)? },
     ))?;
     g.raw_set("pcall", guards.raw_get::<Function>("pcall")?)?;
     g.raw_set("xpcall", guards.raw_get::<Function>("xpcall")?)?;

@@ -269,6 +269,8 @@ impl Reader<'_> {
             cwd: Option<String>,
             #[serde(default)]
             env: BTreeMap<String, String>,
+            #[serde(default)]
+            inherit: Vec<String>,
             max_output: Option<f64>,
         }
         let field = |f: &str| format!("agents.{name}.{f}");
@@ -294,6 +296,7 @@ impl Reader<'_> {
             None => self.dir.clone(),
         });
         p.env = raw.env;
+        p.inherit = raw.inherit;
         p.timeout = timeout.map(|ms| Duration::from_secs_f64(ms / 1000.0));
         if let Some(max) = raw.max_output {
             p.max_output = max as usize;

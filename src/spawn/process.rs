@@ -9,6 +9,12 @@
 //! `SWARM_AGENT` and `SWARM_WORKER_HANDLE` (128 random bits, for processes
 //! that call back later).
 //!
+//! The environment is clean: only the variables in [`ALLOWED_ENV`] pass
+//! through from the host, plus the ones the blueprint names in `inherit`,
+//! plus its own `env`, plus the `SWARM_*` task variables. The host's
+//! secrets (`SWARM_SECRET`, API keys) never reach an agent unless a
+//! blueprint asks for them by name.
+//!
 //! The process runs in its own process group: a timeout, a cancellation or
 //! dropping the worker kills the whole group. Only commands declared in a
 //! blueprint run; Lua code cannot start processes.
@@ -21,7 +27,25 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+
+/// Host variables every process agent sees (when the host has them).
+pub const ALLOWED_ENV: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TERM",
+    "TZ", "TMPDIR",
+];
+
+/// The process's whole environment, in one place (see the module doc).
+fn environment(spec: &ProcessSpec) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = ALLOWED_ENV
+        .iter()
+        .copied()
+        .chain(spec.inherit.iter().map(String::as_str))
+        .filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?)))
+        .collect();
+    env.extend(spec.env.clone());
+    env
+}
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -30,6 +54,8 @@ pub struct ProcessSpec {
     pub argv: Vec<String>,
     pub cwd: Option<PathBuf>,
     pub env: BTreeMap<String, String>,
+    /// Host variables passed through by name (e.g. `OPENAI_API_KEY`).
+    pub inherit: Vec<String>,
     pub timeout: Option<Duration>,
     /// Bytes of stdout accepted before the process is killed.
     pub max_output: usize,
@@ -43,6 +69,7 @@ impl ProcessSpec {
             argv,
             cwd: None,
             env: BTreeMap::new(),
+            inherit: Vec::new(),
             timeout: None,
             max_output: 16 << 20,
             profile: Value::Null,
@@ -103,7 +130,8 @@ async fn run(spec: Arc<ProcessSpec>, ctx: SpawnCtx) -> Result<Outcome, SpawnErro
         .map_err(|e| SpawnError::Failed(e.to_string()))?;
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(&spec.argv[1..])
-        .envs(&spec.env)
+        .env_clear()
+        .envs(environment(&spec))
         .env("SWARM_TASK_ID", ctx.task.0.to_string())
         .env("SWARM_ATTEMPT", ctx.attempt.to_string())
         .env("SWARM_AGENT", &*ctx.agent)
@@ -223,17 +251,33 @@ fn event_line(line: &[u8], ctx: &SpawnCtx, out: &mut Stdout) -> bool {
     true
 }
 
-/// Emits each stderr line as an event; returns the last few KiB.
+/// Emits each stderr line as an event; returns the last few KiB. A line
+/// longer than [`STDERR_LINE`] is cut into pieces of that size, so a
+/// process that never writes a newline cannot grow the host's memory.
 async fn read_stderr(stderr: impl AsyncRead + Unpin, ctx: &SpawnCtx) -> String {
     const TAIL: usize = 4096;
-    let mut lines = BufReader::new(stderr).lines();
+    let mut reader = BufReader::new(stderr);
     let mut tail = String::new();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let _ = ctx
-            .engine
-            .emit(&ctx.token, OutputKind::Stderr, Value::String(line.clone()));
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match (&mut reader)
+            .take(STDERR_LINE as u64)
+            .read_until(b'\n', &mut buf)
+            .await
+        {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+        }
+        let line = String::from_utf8_lossy(&buf).into_owned();
         tail.push_str(&line);
         tail.push('\n');
+        let _ = ctx
+            .engine
+            .emit(&ctx.token, OutputKind::Stderr, Value::String(line));
         if tail.len() > TAIL {
             let cut = tail.len() - TAIL;
             let cut = (cut..tail.len())
@@ -244,6 +288,9 @@ async fn read_stderr(stderr: impl AsyncRead + Unpin, ctx: &SpawnCtx) -> String {
     }
     tail
 }
+
+/// Longest stderr line kept as one event.
+const STDERR_LINE: usize = 8 << 10;
 
 fn outcome(status: std::process::ExitStatus, stdout: Stdout, stderr: String) -> Outcome {
     let parsed = match stdout.final_value {

@@ -21,7 +21,20 @@ pub struct Journal {
 
 /// A short, stable hash of a JSON value (keys are sorted by serde_json).
 pub fn input_hash(v: &Value) -> String {
-    let digest = Sha256::digest(v.to_string().as_bytes());
+    // Streamed into the hasher: hashing never builds the encoded text.
+    struct Hasher(Sha256);
+    impl std::io::Write for Hasher {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Hasher(Sha256::new());
+    let _ = serde_json::to_writer(&mut h, v);
+    let digest = h.0.finalize();
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -36,6 +36,7 @@ impl Engine {
         let (attempt, agent, input, cancel) = self.with_state("dispatch", |s| {
             s.authorize(tok, Access::on(Verb::Dispatch, task))?;
             let gate = s.verify(tok)?.gate;
+            s.revive(task);
             let t = s.task_mut(task)?;
             if !matches!(t.status, TaskStatus::Pending | TaskStatus::Blocked) {
                 return Err(EngineError::InvalidState {
@@ -120,6 +121,16 @@ impl Drop for SettleOnDrop {
 }
 
 /// Applies an attempt's outcome. A task cancelled meanwhile stays cancelled.
+fn too_large(v: &Value, limit: usize) -> bool {
+    crate::engine::size::measure(v, limit).json > limit
+}
+
+fn too_large_error(what: &'static str, v: &Value, limit: usize) -> Value {
+    let bytes = crate::engine::size::measure(v, limit).json;
+    let e = EngineError::TooLarge { what, bytes, limit };
+    json!({ "error": e.to_string(), "code": e.code() })
+}
+
 fn settle(
     s: &mut EngineState,
     id: TaskId,
@@ -129,6 +140,7 @@ fn settle(
     us: u64,
 ) -> TaskView {
     s.revoke(worker_nonce);
+    let limit = s.config.max_payload_bytes;
     let Some(t) = s.tasks.get_mut(&id) else {
         return TaskView {
             id,
@@ -143,6 +155,12 @@ fn settle(
     };
     t.worker_nonce = None;
     let posted = t.posted.take();
+    let outcome = match outcome {
+        Ok(Outcome::Pass(v) | Outcome::Blocked(v)) if too_large(&v, limit) => {
+            Ok(Outcome::Blocked(too_large_error("the result", &v, limit)))
+        }
+        other => other,
+    };
     let (status, result) = if t.status == TaskStatus::Cancelled {
         (TaskStatus::Cancelled, None)
     } else {

@@ -31,6 +31,7 @@ impl Engine {
     ) -> Result<String, EngineError> {
         let key = self.with_state("query_senior", |s| {
             s.authorize(tok, Access::on(Verb::QuerySenior, task))?;
+            s.admit("the question", &question, s.config.max_payload_bytes)?;
             let key = format!("{:032x}", nonce());
             let question = Arc::new(question);
             let t = s.task_mut(task)?;
@@ -87,6 +88,7 @@ impl Engine {
                     spawn_depth: None,
                 },
             )?;
+            s.admit("the answer", &answer, s.config.max_payload_bytes)?;
             let entry = s
                 .resumes
                 .get_mut(key)

@@ -55,6 +55,9 @@ impl Engine {
                 None => (0, CancellationToken::new()),
             };
             s.check_depth(depth)?;
+            let limit = s.config.max_payload_bytes;
+            let input_bytes = s.admit("the step input", &spec.input, limit)?;
+            s.hold_live(input_bytes)?;
             let id = TaskId(s.next_task);
             s.next_task += 1;
             s.tasks.insert(
@@ -73,6 +76,9 @@ impl Engine {
                     children: Vec::new(),
                     worker_nonce: None,
                     resume_keys: Vec::new(),
+                    input_bytes,
+                    held: input_bytes,
+                    retired: false,
                 }),
             );
             if let Some(p) = parent

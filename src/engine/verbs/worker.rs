@@ -47,6 +47,7 @@ impl Engine {
         let id = bound(tok, "emit")?;
         self.with_state("emit", |s| {
             s.authorize(tok, Access::on(Verb::Emit, id))?;
+            s.admit("the emitted payload", &data, s.config.max_emit_bytes)?;
             s.emit(
                 Some(id),
                 EventKind::WorkerOutput {
@@ -63,6 +64,7 @@ impl Engine {
         let id = bound(tok, "post_result")?;
         self.with_state("post_result", |s| {
             s.authorize(tok, Access::on(Verb::PostResult, id))?;
+            s.admit("the result", &value, s.config.max_payload_bytes)?;
             s.task_mut(id)?.posted = Some((value, ok));
             Ok(())
         })

@@ -7,6 +7,8 @@
 
 use super::ser_opts;
 use crate::lua::error::caller_location;
+use crate::lua::limits::{LimitError, Tripped};
+use crate::lua::sandbox::VmCtx;
 use mlua::{Lua, LuaSerdeExt, Table, Value};
 
 pub fn register(lua: &Lua) -> mlua::Result<Table> {
@@ -24,6 +26,25 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
                     caller_location(lua, 0)
                 ))
             })?;
+            // The text becomes a Lua string: refuse before encoding when it
+            // could not fit in what is left of the VM's memory (a string of
+            // NUL bytes encodes six times longer than it is).
+            let (limits, room) = {
+                let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
+                let room = ctx.memory_limit.saturating_sub(lua.used_memory());
+                (ctx.limits.clone(), if pretty { room / 2 } else { room })
+            };
+            let bytes = crate::engine::size::measure(&json, room).json;
+            if bytes > room {
+                limits.trip(Tripped::Memory);
+                return Err(mlua::Error::external(LimitError {
+                    kind: Tripped::Memory,
+                    what: format!(
+                        "swarm.json.encode would build {bytes} bytes, more than the VM's memory has left"
+                    ),
+                    location: caller_location(lua, 0),
+                }));
+            }
             let s = if pretty {
                 serde_json::to_string_pretty(&json)
             } else {
