@@ -297,3 +297,31 @@ return swarm.blueprint "env" {
     assert_eq!(v["inherited"], "given");
     assert_ne!(v["path"], "", "PATH is on the allow-list");
 }
+
+#[test]
+fn deadline_flag_stops_a_run_that_never_ends() {
+    let bp = scratch(
+        "deadline",
+        "forever.lua",
+        r#"local swarm = require "swarm"
+return swarm.blueprint "forever" {
+  flow = function() while true do swarm.sleep(1) end end,
+}"#,
+    );
+    let out = swarm()
+        .args(["run", &bp, "--no-journal", "--deadline", "200ms"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("run_deadline") || err.contains("deadline of 200ms"),
+        "{err}"
+    );
+    let out = swarm()
+        .args(["run", &bp, "--no-journal", "--deadline", "20"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give a unit"));
+}

@@ -69,7 +69,7 @@ local AGENT_FIELDS = {
   ["agent.rust"] = { name = "string" },
 }
 local BLUEPRINT_FIELDS = { description = "string", agents = "table", hints = "table",
-                           layers = "table", gate = "table", flow = "function" }
+                           layers = "table", gate = "table", limits = "table", flow = "function" }
 
 --- Milliseconds from a number (ms) or a string like "250ms", "60s", "2m".
 function M.duration(v)

@@ -37,8 +37,36 @@ pub struct Output {
     /// Without a terminal, wait for `swarm answer` instead of stopping.
     #[arg(long)]
     wait_answers: bool,
+    /// Stop the run after this long (e.g. 90s, 10m, 1h); the blueprint's
+    /// `limits.deadline` applies too, and the shorter one wins.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    deadline: Option<std::time::Duration>,
+    /// Lua-agent VMs that may run tasks at once, per spawn depth
+    /// (default 256, or $SWARM_MAX_LUA_VMS).
+    #[arg(long, value_name = "N")]
+    max_vms: Option<usize>,
     #[command(flatten)]
     journal: Journaling,
+}
+
+/// `250ms`, `90s`, `10m`, `1h` (a unit is required).
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: f64 = n
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (e.g. 90s, 10m, 1h)"))?;
+    let ms = match unit.trim() {
+        "ms" => 1.0,
+        "s" => 1000.0,
+        "m" => 60_000.0,
+        "h" => 3_600_000.0,
+        _ => return Err(format!("`{s}`: give a unit: ms, s, m or h")),
+    };
+    Ok(std::time::Duration::from_secs_f64(n * ms / 1000.0))
 }
 
 #[derive(Args)]
@@ -83,8 +111,15 @@ fn options(out: &Output, store: Option<Arc<dyn Store>>) -> Result<RunOptions, St
         interactive: std::io::stdin().is_terminal(),
         wait_for_answers: out.wait_answers,
         store,
+        deadline: out.deadline,
         ..RunOptions::default()
     };
+    if let Some(n) = out.max_vms {
+        if n == 0 {
+            return Err("--max-vms must be at least 1".into());
+        }
+        opts.vm_slots = Some(crate::lua::VmSlots::new(n));
+    }
     for a in &out.answers {
         let Some((name, value)) = a.split_once('=') else {
             return Err(format!("--answer `{a}`: expected NAME=VALUE"));

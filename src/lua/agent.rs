@@ -7,6 +7,9 @@
 //! globals, upvalues and metatables of one task never reach the next. A VM
 //! whose limits tripped, or whose task was abandoned mid-run, is dropped.
 //!
+//! A task waits for a VM slot at its depth first (see [`super::VmSlots`]),
+//! so the number of agent VMs running at once is capped.
+//!
 //! Results: `return value` → pass; `return nil, err` → blocked with `err`;
 //! an error → blocked with `{ error, code }`; returning nothing leaves the
 //! outcome to `swarm.worker.result(value, ok)`.
@@ -106,6 +109,11 @@ impl Inner {
     }
 
     async fn run(self: Arc<Self>, ctx: SpawnCtx) -> Result<Outcome, SpawnError> {
+        let slots = self.host.vm_slots.clone();
+        let _slot = tokio::select! {
+            slot = slots.acquire(ctx.depth) => slot,
+            _ = ctx.cancel.cancelled() => return Ok(Outcome::Cancelled),
+        };
         let pooled = self
             .checkout()
             .map_err(|e| SpawnError::Failed(e.to_string()))?;

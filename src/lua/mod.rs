@@ -82,6 +82,55 @@ impl AgentsRef {
 /// Where `print` goes.
 pub type PrintSink = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// How many Lua-agent VMs may run tasks at once, per spawn depth.
+///
+/// A task waits in a FIFO queue for a slot at its own depth. Depths have
+/// separate slots because a Lua agent may dispatch children and wait for
+/// them while it holds its slot: with one shared pool, N agents waiting on
+/// N children would deadlock. So at most `per_depth × (max_depth + 1)`
+/// agent VMs run at once, each within its own memory limit.
+#[derive(Clone)]
+pub struct VmSlots(Arc<[tokio::sync::Semaphore]>);
+
+impl VmSlots {
+    /// Default slots per depth (`SWARM_MAX_LUA_VMS` overrides).
+    pub const DEFAULT: usize = 256;
+
+    pub fn new(per_depth: usize) -> VmSlots {
+        let depths = 8;
+        VmSlots(
+            (0..depths)
+                .map(|_| tokio::sync::Semaphore::new(per_depth.max(1)))
+                .collect(),
+        )
+    }
+
+    /// The process-wide slots every [`Host`] shares unless given its own.
+    pub fn shared() -> VmSlots {
+        static SHARED: std::sync::OnceLock<VmSlots> = std::sync::OnceLock::new();
+        SHARED
+            .get_or_init(|| {
+                let n = std::env::var("SWARM_MAX_LUA_VMS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(Self::DEFAULT);
+                VmSlots::new(n)
+            })
+            .clone()
+    }
+
+    /// Waits for a slot at `depth`.
+    pub async fn acquire(&self, depth: u32) -> tokio::sync::SemaphorePermit<'_> {
+        let i = (depth as usize).min(self.0.len() - 1);
+        self.0[i].acquire().await.expect("never closed")
+    }
+
+    /// Slots free at `depth`.
+    pub fn available(&self, depth: u32) -> usize {
+        self.0[(depth as usize).min(self.0.len() - 1)].available_permits()
+    }
+}
+
 /// What a VM is connected to.
 #[derive(Clone)]
 pub struct Host {
@@ -90,6 +139,8 @@ pub struct Host {
     pub print: PrintSink,
     /// The blueprint's directory: `require "x"` may load `x.lua` from it.
     pub dir: Option<std::path::PathBuf>,
+    /// Slots for Lua-agent VMs running tasks.
+    pub vm_slots: VmSlots,
 }
 
 impl Host {
@@ -100,6 +151,7 @@ impl Host {
             agents: agents.downgrade(),
             print: Arc::new(|line| tracing::info!(target: "lua", "{line}")),
             dir: None,
+            vm_slots: VmSlots::shared(),
         }
     }
 }

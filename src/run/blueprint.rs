@@ -80,6 +80,8 @@ pub struct Blueprint {
     /// Layers for every agent, outermost first.
     pub layers: Vec<LayerUse>,
     pub gate: Option<RoleVerbGate>,
+    /// `limits.deadline`: wall-clock time a run may take (default none).
+    pub deadline: Option<Duration>,
 }
 
 /// The directory of a blueprint file: where its process agents run and its
@@ -190,7 +192,9 @@ impl Reader<'_> {
             Some(g) => Some(self.gate(&g, &at)?),
             None => None,
         };
+        let deadline = self.limits(&spec, &at)?;
         Ok(Blueprint {
+            deadline,
             name: bp.get("name").map_err(|e| self.lua_err(e))?,
             path: path.to_path_buf(),
             chunk: chunk.to_string(),
@@ -200,6 +204,40 @@ impl Reader<'_> {
             layers,
             gate,
         })
+    }
+
+    /// `limits = { deadline = "1h" }`: the run's wall-clock deadline.
+    fn limits(&self, spec: &Table, at: &str) -> Result<Option<Duration>, BlueprintError> {
+        let Some(limits) = spec
+            .get::<Option<Table>>("limits")
+            .map_err(|e| self.lua_err(e))?
+        else {
+            return Ok(None);
+        };
+        let mut deadline = None;
+        for pair in limits.pairs::<Value, Value>() {
+            let (k, v) = pair.map_err(|e| self.lua_err(e))?;
+            match k.to_string().ok().as_deref() {
+                Some("deadline") => match self.duration(v)? {
+                    Some(ms) if ms > 0.0 => deadline = Some(Duration::from_secs_f64(ms / 1000.0)),
+                    _ => {
+                        return Err(err(
+                            at,
+                            "limits.deadline",
+                            "must be a positive duration such as \"30s\", \"10m\" or \"1h\"",
+                        ));
+                    }
+                },
+                other => {
+                    return Err(err(
+                        at,
+                        &format!("limits.{}", other.unwrap_or("?")),
+                        "unknown limit (known: deadline)",
+                    ));
+                }
+            }
+        }
+        Ok(deadline)
     }
 
     fn layers(&self, list: Option<Table>) -> Result<Vec<LayerUse>, BlueprintError> {

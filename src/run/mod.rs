@@ -48,6 +48,11 @@ pub struct RunOptions {
     pub store: Option<Arc<dyn Store>>,
     /// The id of a new durable run (default: `<blueprint>-<8 hex>`).
     pub run_id: Option<String>,
+    /// Wall-clock time the run may take (`--deadline`). The blueprint's
+    /// `limits.deadline` applies too: the shorter one wins.
+    pub deadline: Option<std::time::Duration>,
+    /// Slots for Lua-agent VMs (default: the process-wide ones).
+    pub vm_slots: Option<crate::lua::VmSlots>,
 }
 
 impl Default for RunOptions {
@@ -65,6 +70,8 @@ impl Default for RunOptions {
             print: None,
             store: None,
             run_id: None,
+            deadline: None,
+            vm_slots: None,
         }
     }
 }
@@ -126,6 +133,9 @@ pub fn prepare_source(
     let agents = Agents::default();
     let mut host = Host::new(engine.clone(), &agents);
     host.dir = Some(blueprint::dir_of(path));
+    if let Some(slots) = &opts.vm_slots {
+        host.vm_slots = slots.clone();
+    }
     if let Some(p) = &opts.print {
         host.print = p.clone();
     }
@@ -228,7 +238,7 @@ impl Run {
             flow: self.flow.clone(),
         };
         let alive = self.keep_alive(&desk);
-        let view = self.engine.dispatch_attempt(&self.token, root, &flow).await;
+        let (view, overran) = self.dispatch_root(root, &flow).await;
         alive.abort();
         if let Some(tok) = self.flow_token() {
             let _ = self.engine.detach(&tok);
@@ -240,6 +250,13 @@ impl Run {
         let view = view?;
         let waiting = matches!(unanswered, Some(desk::Stop::Unanswered(_))) && journal.is_some();
         let result = match unanswered {
+            _ if overran.is_some() => {
+                let limit = overran.unwrap_or_default();
+                serde_json::json!({
+                    "error": format!("the run's deadline of {} passed", human_duration(limit)),
+                    "code": "run_deadline",
+                })
+            }
             Some(desk::Stop::Unanswered(message)) => {
                 serde_json::json!({ "error": message, "code": "senior_unanswered" })
             }
@@ -269,6 +286,43 @@ impl Run {
         })
     }
 
+    /// The run's deadline: the shorter of `--deadline` and the blueprint's.
+    pub fn deadline(&self) -> Option<std::time::Duration> {
+        match (self.opts.deadline, self.blueprint.deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs the root task to the end, or until the deadline passes: then
+    /// the run is cancelled (every step under it stops) and the second
+    /// value says which deadline it overran.
+    async fn dispatch_root(
+        &self,
+        root: TaskId,
+        flow: &FlowSpawner,
+    ) -> (
+        Result<crate::engine::TaskView, EngineError>,
+        Option<std::time::Duration>,
+    ) {
+        let run = self.engine.dispatch_attempt(&self.token, root, flow);
+        let Some(limit) = self.deadline() else {
+            return (run.await, None);
+        };
+        tokio::pin!(run);
+        tokio::select! {
+            view = &mut run => (view, None),
+            _ = tokio::time::sleep(limit) => {
+                let _ = self.engine.cancel_task(&self.token, root);
+                let view = run.await.map(|mut v| {
+                    v.status = TaskStatus::Blocked;
+                    v
+                });
+                (view, Some(limit))
+            }
+        }
+    }
+
     /// Heart-beats the run's sessions while it runs, so a long run is never
     /// swept as a silent session.
     fn keep_alive(&self, desk: &desk::Desk) -> tokio::task::JoinHandle<()> {
@@ -295,6 +349,17 @@ impl Run {
     pub fn cancel(&self, root: TaskId) -> Result<(), RunError> {
         self.engine.cancel_task(&self.token, root)?;
         Ok(())
+    }
+}
+
+/// `1h`, `90s`, `250ms`.
+fn human_duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
     }
 }
 

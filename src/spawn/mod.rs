@@ -36,6 +36,8 @@ pub struct SpawnCtx {
     pub cancel: CancellationToken,
     /// How many times a `retry` layer has re-run this attempt (0 at first).
     pub retry: u32,
+    /// The task's spawn depth (a run's root is 0, its steps 1).
+    pub depth: u32,
 }
 
 /// How an attempt ended, as the worker reports it.

@@ -33,7 +33,7 @@ impl Engine {
             nonce: nonce(),
             task: Some(task.0),
         });
-        let (attempt, agent, input, cancel) = self.with_state("dispatch", |s| {
+        let (attempt, agent, input, cancel, depth) = self.with_state("dispatch", |s| {
             s.authorize(tok, Access::on(Verb::Dispatch, task))?;
             let gate = s.verify(tok)?.gate;
             s.revive(task);
@@ -55,6 +55,7 @@ impl Engine {
                 t.agent.clone(),
                 t.input.clone(),
                 t.cancel.clone(),
+                t.depth,
             );
             s.tokens
                 .insert(worker.claims.nonce, TokenRecord::new(worker.clone(), gate));
@@ -70,6 +71,7 @@ impl Engine {
             token: worker,
             cancel: cancel.clone(),
             retry: 0,
+            depth,
         };
         let mut guard = SettleOnDrop {
             engine: self.clone(),
