@@ -180,40 +180,66 @@ fn check_reports_every_error_of_every_file() {
 
 #[test]
 fn sigint_cancels_the_run_and_kills_process_agents() {
-    let marker = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-sigint-marker");
-    let _ = std::fs::remove_file(&marker);
+    use std::io::BufRead;
+    let pidfile = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-sigint-pid");
+    let _ = std::fs::remove_file(&pidfile);
+    // The agent writes its pid, says so on stderr, then sleeps far longer
+    // than any test waits.
     let bp = scratch(
         "sigint",
         "slow.lua",
         &format!(
-            "local swarm = require 'swarm'\nreturn swarm.blueprint 's' {{\n  agents = {{ p = swarm.agent.process {{ shell = 'sleep 2; touch {}' }} }},\n  flow = function() return swarm.step('p', 1) end,\n}}\n",
-            marker.display()
+            "local swarm = require 'swarm'\nreturn swarm.blueprint 's' {{\n  agents = {{ p = swarm.agent.process {{ shell = 'echo $$ > {}; echo started >&2; exec sleep 600' }} }},\n  flow = function() return swarm.step('p', 1) end,\n}}\n",
+            pidfile.display()
         ),
     );
-    let child = swarm()
-        .args(["run", &bp])
+    let mut child = swarm()
+        .args(["run", &bp, "--no-journal", "--events"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    let t0 = Instant::now();
+    // Wait (bounded) until the agent is running: its stderr line arrives
+    // as an event.
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("\"started\"") {
+            break;
+        }
+    }
+    assert!(seen.contains("started"), "{seen}");
+    let agent: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     // SAFETY: sending a signal to our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        t0.elapsed() < Duration::from_secs(2),
-        "cancel took {:?}",
-        t0.elapsed()
-    );
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    let err = rest.join("\n");
+    assert_eq!(status.code(), Some(1), "{err}");
     assert!(
         err.contains("interrupted") && err.contains("flow cancelled"),
         "{err}"
     );
-    std::thread::sleep(Duration::from_millis(2500));
-    assert!(!marker.exists(), "the process agent outlived the run");
+    // The agent's process group was killed with the run.
+    let t0 = Instant::now();
+    // SAFETY: probing a pid with signal 0 sends nothing.
+    while unsafe { libc::kill(agent, 0) } == 0 {
+        assert!(
+            t0.elapsed() < HANG_GUARD,
+            "the process agent outlived the run"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
+
+/// Only a hang trips it.
+const HANG_GUARD: Duration = Duration::from_secs(60);
 
 #[test]
 fn dev_reruns_the_flow_after_each_successful_reload() {
@@ -235,29 +261,37 @@ fn dev_reruns_the_flow_after_each_successful_reload() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let out = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
+    let follow = |pipe: Box<dyn std::io::Read + Send>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        rx
+    };
+    let out = follow(Box::new(child.stdout.take().unwrap()));
+    let err = follow(Box::new(child.stderr.take().unwrap()));
+    let next = || out.recv_timeout(HANG_GUARD).expect("a result line");
+    let mut log = String::new();
+    let mut wait_err = |needle: &str| {
+        while !log.contains(needle) {
+            let line = err.recv_timeout(HANG_GUARD).expect("a status line");
+            log.push_str(&line);
+            log.push('\n');
         }
-    });
-    let next = || {
-        rx.recv_timeout(Duration::from_secs(10))
-            .expect("a result line")
     };
     assert_eq!(next(), r#"w v1 → pass "one""#);
-    std::thread::sleep(Duration::from_millis(200));
+    wait_err("✓ w v1");
     write("(");
-    std::thread::sleep(Duration::from_millis(300));
+    wait_err("keeping v1");
     write("'two'");
     assert_eq!(next(), r#"w v2 → pass "two""#);
     child.kill().unwrap();
-    let err = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&err.stderr);
+    let _ = child.wait();
     assert!(
-        err.contains("✓ w v1") && err.contains("✗ syntax error") && err.contains("keeping v1"),
-        "{err}"
+        log.contains("✓ w v1") && log.contains("✗ syntax error") && log.contains("keeping v1"),
+        "{log}"
     );
 }
 

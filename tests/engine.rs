@@ -259,7 +259,10 @@ async fn cancel_wakes_pollers_and_stops_the_worker() {
     let dispatch = tokio::spawn(async move { e2.dispatch_attempt(&op2, id, &slow).await });
     let (e3, op3) = (e.clone(), op.clone());
     let poll = tokio::spawn(async move { e3.poll_task(&op3, id, Duration::from_secs(30)).await });
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Cancel only once the worker is running (bounded by the timeouts below).
+    while e.read_task(&op, id).unwrap().status != TaskStatus::Running {
+        tokio::task::yield_now().await;
+    }
     e.cancel_task(&op, id).unwrap();
     let polled = tokio::time::timeout(Duration::from_secs(5), poll)
         .await
@@ -433,7 +436,12 @@ async fn silent_sessions_are_detached_by_the_sweep() {
     let e = Engine::new(cfg, Signer::random());
     let op = attach(&e, Role::Operator);
     let id = e.start_task(&op, TaskSpec::new("stays", json!(0))).unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Silent from here on (reads are not heartbeats); wait, bounded by a
+    // hang guard, for a sweep to notice.
+    let t0 = std::time::Instant::now();
+    while e.read_task(&op, id).is_ok() && t0.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(auth_err(e.heartbeat(&op)), AuthError::Revoked);
     let back = attach(&e, Role::Operator);
     assert_eq!(e.read_task(&back, id).unwrap().status, TaskStatus::Pending);
