@@ -18,7 +18,7 @@ return swarm.blueprint "mapreduce" {
     local n = (input and input.lines) or 1000
     local lines = {}
     for i = 1, n do
-      lines[i] = ("line %d has exactly %d words in it"):format(i, 7)
+      lines[i] = ("line %d has exactly %d words in it"):format(i, 8)
     end
     local counts = swarm.map(lines, function(line)
       return swarm.step("wordcount", line)

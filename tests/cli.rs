@@ -155,7 +155,12 @@ fn check_reports_every_error_of_every_file() {
         "a.lua",
         "local swarm = require 'swarm'\nreturn swarm.blueprint 'a' {\n  flw = function() end,\n}\n",
     );
-    let b = scratch("check", "b.lua", "return 42\n");
+    // A missing `return` is named with its file.
+    let b = scratch(
+        "check",
+        "b.lua",
+        "local swarm = require 'swarm'\nswarm.blueprint 'b' { flow = function() end }\n",
+    );
     let out = swarm()
         .args([
             "check",
@@ -175,6 +180,8 @@ fn check_reports_every_error_of_every_file() {
     assert!(stderr.contains("a.lua:2: `flw` unknown field"), "{stderr}");
     assert!(stderr.contains("a.lua:2: `flow` is required"), "{stderr}");
     assert!(stderr.contains("must return swarm.blueprint"), "{stderr}");
+    assert!(stderr.contains("b.lua: `(return value)`"), "{stderr}");
+    assert!(stderr.contains("did you forget `return`"), "{stderr}");
     assert!(stderr.contains("2 of 4 blueprints have errors"), "{stderr}");
 }
 
@@ -358,4 +365,50 @@ return swarm.blueprint "forever" {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("give a unit"));
+}
+
+#[test]
+fn check_catches_what_it_can_without_running() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-check-dir");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("util.lua"),
+        "return { twice = function(x) return x * 2 end }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("w.lua"),
+        "local swarm = require 'swarm'\nlocal util = require 'util'\nreturn swarm.blueprint 'w' {\n  agents = {\n    writer = swarm.agent.rust { name = 'echo' },\n    tool = swarm.agent.process { cmd = { 'no-such-program-xyz' } },\n  },\n  flow = function(i)\n    -- swarm.step('commented', 1) is ignored\n    return swarm.step(\"writre\", util.twice(i))\n  end,\n}\n",
+    )
+    .unwrap();
+    let out = swarm()
+        .args(["check", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("w.lua:10: swarm.step: no agent named `writre` (did you mean `writer`?)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("commented"), "{stderr}");
+    assert!(
+        stderr.contains("warning:") && stderr.contains("`no-such-program-xyz` is not on PATH"),
+        "{stderr}"
+    );
+    // The helper next to it was not checked as a blueprint.
+    assert!(!stderr.contains("util.lua"), "{stderr}");
+    // Helpers named explicitly are skipped with a note.
+    let out = swarm()
+        .args([
+            "check",
+            dir.join("util.lua").to_str().unwrap(),
+            "blueprints/hello.lua",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("skipping"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 agents"));
 }

@@ -138,8 +138,9 @@ function M._locating(on) locating = on end
 function M.validate(bp)
   local errors = {}
   if type(bp) ~= "table" or bp.__swarm ~= "blueprint" then
+    local hint = bp == nil and " (did you forget `return` before swarm.blueprint?)" or ""
     return { { where = "?", field = "(return value)",
-               message = "a blueprint file must return swarm.blueprint \"name\" { ... }" } }
+               message = "a blueprint file must return swarm.blueprint \"name\" { ... }" .. hint } }
   end
   local spec = bp.spec
   for k, v in pairs(spec) do

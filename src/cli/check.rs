@@ -1,49 +1,191 @@
-//! `swarm check FILE...`: validate blueprints without running them.
-//! Every problem of every file is reported; exit status 2 if any.
+//! `swarm check FILE|DIR...`: validate blueprints without running them.
+//!
+//! A directory is checked the way `swarm dev DIR` loads it: its `.lua`
+//! files that call `swarm.blueprint` (the others are helpers, skipped).
+//! Every problem of every file is reported; exit status 2 if any. Besides
+//! validation, it catches what it can without running: a literal agent
+//! name in `swarm.step("…")` that no agent has (an error, with the closest
+//! name), and a process agent whose program is not found (a warning).
 
 use crate::auth::Signer;
 use crate::engine::{Engine, EngineConfig};
-use crate::run::{self, BlueprintError, RunOptions};
+use crate::reload::{blueprint_files, is_blueprint};
+use crate::run::blueprint::Backend;
+use crate::run::{self, Blueprint, BlueprintError, RunOptions};
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Args)]
 pub struct CheckArgs {
-    /// Blueprint files.
-    #[arg(required = true)]
-    files: Vec<PathBuf>,
+    /// Blueprint files, or directories of them.
+    #[arg(required = true, value_name = "FILE|DIR")]
+    paths: Vec<PathBuf>,
 }
 
 pub fn run(args: CheckArgs) -> ExitCode {
     let rt = super::runtime();
     let _guard = rt.enter();
     let engine = Engine::new(EngineConfig::default(), Signer::random());
+    let files = match targets(&args.paths) {
+        Ok(f) => f,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            return ExitCode::from(2);
+        }
+    };
     let mut failed = 0;
-    for file in &args.files {
-        match run::prepare(&engine, file, RunOptions::default()) {
-            Ok(r) => println!(
-                "ok {} (blueprint `{}`, {} agents)",
-                file.display(),
-                r.blueprint.name,
-                r.blueprint.agents.len()
-            ),
-            Err(run::RunError::Blueprint(BlueprintError::Invalid(problems))) => {
-                failed += 1;
-                for p in problems {
-                    eprintln!("error: {p}");
-                }
-            }
-            Err(e) => {
-                failed += 1;
-                eprintln!("error: {}: {e}", file.display());
-            }
+    for file in &files {
+        if !check_one(&engine, file) {
+            failed += 1;
         }
     }
     if failed > 0 {
-        eprintln!("{failed} of {} blueprints have errors", args.files.len());
+        eprintln!("error: {failed} of {} blueprints have errors", files.len());
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// The blueprint files named by `paths`; helpers given by name are skipped
+/// with a note.
+fn targets(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let found = blueprint_files(p);
+            if found.is_empty() {
+                return Err(format!("{}: no blueprints in this directory", p.display()));
+            }
+            files.extend(found);
+            continue;
+        }
+        match std::fs::read_to_string(p) {
+            Ok(src) if !is_blueprint(&src) => eprintln!(
+                "note: skipping {} (it does not call swarm.blueprint: a helper)",
+                p.display()
+            ),
+            _ => files.push(p.clone()),
+        }
+    }
+    Ok(files)
+}
+
+/// Checks one file; prints `ok …` or its errors. True when it is fine.
+fn check_one(engine: &Engine, file: &Path) -> bool {
+    let bp = match run::prepare(engine, file, RunOptions::default()) {
+        Ok(r) => r.blueprint,
+        Err(run::RunError::Blueprint(BlueprintError::Invalid(problems))) => {
+            for p in problems {
+                eprintln!("error: {p}");
+            }
+            return false;
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", file.display());
+            return false;
+        }
+    };
+    let unknown = unknown_steps(&bp);
+    for e in &unknown {
+        eprintln!("error: {e}");
+    }
+    for w in missing_programs(&bp) {
+        eprintln!("warning: {w}");
+    }
+    if unknown.is_empty() {
+        let n = bp.agents.len();
+        outln!(
+            "ok {} (blueprint `{}`, {n} agent{})",
+            file.display(),
+            bp.name,
+            if n == 1 { "" } else { "s" }
+        );
+    }
+    unknown.is_empty()
+}
+
+/// `swarm.step("name", …)` / `swarm.pstep("name", …)` with a literal name
+/// that no agent of the blueprint has.
+fn unknown_steps(bp: &Blueprint) -> Vec<String> {
+    let names: Vec<&str> = bp.agents.iter().map(|a| a.name.as_str()).collect();
+    let mut out = Vec::new();
+    for (i, line) in bp.source.lines().enumerate() {
+        for call in ["swarm.step(", "swarm.pstep("] {
+            let mut rest = line;
+            while let Some(at) = rest.find(call) {
+                let before = &rest[..at];
+                let after = &rest[at + call.len()..];
+                rest = after;
+                if before.contains("--") {
+                    break;
+                }
+                let Some(name) = literal(after) else { continue };
+                if names.contains(&name) {
+                    continue;
+                }
+                let hint = names
+                    .iter()
+                    .map(|n| (strsim::levenshtein(n, name), n))
+                    .filter(|(d, _)| *d <= 2.max(name.len() / 3))
+                    .min()
+                    .map(|(_, n)| format!(" (did you mean `{n}`?)"))
+                    .unwrap_or_default();
+                out.push(format!(
+                    "{}:{}: swarm.step: no agent named `{name}`{hint}; agents: {}",
+                    bp.chunk,
+                    i + 1,
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The string literal at the start of `s` (after spaces), if any.
+fn literal(s: &str) -> Option<&str> {
+    let s = s.trim_start();
+    let quote = s.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    let body = &s[1..];
+    let end = body.find(quote)?;
+    let name = &body[..end];
+    (!name.contains('\\')).then_some(name)
+}
+
+/// Process agents whose program is neither on PATH nor a file.
+fn missing_programs(bp: &Blueprint) -> Vec<String> {
+    let mut out = Vec::new();
+    for a in &bp.agents {
+        let Backend::Process(spec) = &a.backend else {
+            continue;
+        };
+        let Some(program) = spec.argv.first() else {
+            continue;
+        };
+        let dir = spec
+            .cwd
+            .clone()
+            .unwrap_or_else(|| run::blueprint::dir_of(&bp.path));
+        let found = if program.contains('/') {
+            dir.join(program).exists()
+        } else {
+            std::env::var_os("PATH")
+                .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
+        };
+        if !found {
+            out.push(format!(
+                "{}: agent `{}`: program `{program}` is not on PATH nor relative to {}",
+                bp.chunk,
+                a.name,
+                dir.display()
+            ));
+        }
+    }
+    out
 }

@@ -125,7 +125,7 @@ fn spawn_run(dev: Arc<Dev>, name: String, input: serde_json::Value) -> tokio::ta
         match run.run(input).await {
             Ok(report) => {
                 let text = serde_json::to_string(&report.result).unwrap_or_default();
-                println!("{name} v{version} → {} {text}", report.status);
+                outln!("{name} v{version} → {} {text}", report.status);
             }
             Err(e) => eprintln!("✗ {name} v{version}: {e}"),
         }

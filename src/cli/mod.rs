@@ -1,6 +1,13 @@
 //! The `swarm` command line. Flags are parsed here (clap) and each
 //! subcommand lives in its own file.
 
+/// `println!` for command output: when the reader has gone (`swarm runs |
+/// head`), the command ends quietly, as other command-line tools do.
+macro_rules! outln {
+    () => { $crate::cli::write_out(format_args!("")) };
+    ($($arg:tt)*) => { $crate::cli::write_out(format_args!($($arg)*)) };
+}
+
 mod bench;
 mod check;
 mod dev;
@@ -99,6 +106,21 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Writes one line of command output (see `outln!`).
+pub(crate) fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = out.write_fmt(args).and_then(|()| out.write_all(b"\n"));
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: writing output: {e}");
+            std::process::exit(1);
+        }
+    }
 }
 
 /// A multi-thread tokio runtime for commands that need one.

@@ -268,7 +268,7 @@ fn print_report(report: &run::RunReport, json: bool) -> ExitCode {
     }
     .unwrap_or_default();
     if report.status == TaskStatus::Pass {
-        println!("{text}");
+        outln!("{text}");
         ExitCode::SUCCESS
     } else {
         eprintln!("flow {}: {text}", report.status);

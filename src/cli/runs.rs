@@ -93,19 +93,23 @@ pub fn list(args: RunsArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     if args.json {
-        println!("{}", serde_json::to_string(&runs).unwrap_or_default());
+        outln!("{}", serde_json::to_string(&runs).unwrap_or_default());
         return ExitCode::SUCCESS;
     }
-    println!(
+    outln!(
         "{:<28} {:<14} {:<12} {:>6}  {:<10} UPDATED",
-        "RUN", "BLUEPRINT", "STATUS", "STEPS", "STARTED"
+        "RUN",
+        "BLUEPRINT",
+        "STATUS",
+        "STEPS",
+        "STARTED"
     );
     for r in runs {
         let status = match r.status.as_str() {
             "interrupted" | "waiting" => format!("{} ↻", r.status),
             other => other.to_string(),
         };
-        println!(
+        outln!(
             "{:<28} {:<14} {:<12} {:>6}  {:<10} {}",
             r.id,
             r.blueprint,
@@ -135,18 +139,21 @@ pub fn show(args: ShowArgs) -> ExitCode {
     };
     if args.json {
         let v = serde_json::json!({ "run": r, "journal": journal, "events": events, "questions": questions });
-        println!("{v}");
+        outln!("{v}");
         return ExitCode::SUCCESS;
     }
-    println!(
+    outln!(
         "run        {}\nblueprint  {} ({})\nhash       {}",
-        r.id, r.blueprint, r.path, r.hash
+        r.id,
+        r.blueprint,
+        r.path,
+        r.hash
     );
-    println!("status     {}\ninput      {}", r.status, r.input);
+    outln!("status     {}\ninput      {}", r.status, r.input);
     if let Some(res) = &r.result {
-        println!("result     {res}");
+        outln!("result     {res}");
     }
-    println!("\njournal ({} entries)", journal.len());
+    outln!("\njournal ({} entries)", journal.len());
     for e in &journal {
         let mut v = e.value.to_string();
         if v.len() > 60 {
@@ -154,18 +161,18 @@ pub fn show(args: ShowArgs) -> ExitCode {
             v.push_str("...");
         }
         let mark = if e.ok { "ok " } else { "err" };
-        println!("  {:<10} {:<6} {:<16} {mark} {v}", e.pos, e.kind, e.key);
+        outln!("  {:<10} {:<6} {:<16} {mark} {v}", e.pos, e.kind, e.key);
     }
     for q in &questions {
         let a = q
             .answer
             .as_ref()
             .map_or("(unanswered)".to_string(), |a| a.to_string());
-        println!("  question {} `{}`: {a}", q.pos, q.name);
+        outln!("  question {} `{}`: {a}", q.pos, q.name);
     }
-    println!("\nevents ({})", events.len());
+    outln!("\nevents ({})", events.len());
     for e in events.iter().rev().take(20).rev() {
-        println!(
+        outln!(
             "  #{:<6} {:<18} task {}",
             e.id,
             e.kind,
@@ -183,8 +190,8 @@ pub fn answer(args: AnswerArgs) -> ExitCode {
     match s.answer(&r.id, &args.key, run::parse_answer(&args.value)) {
         Ok(true) => {
             match r.status.as_str() {
-                "running" => println!("answered; run {} continues", r.id),
-                _ => println!("answered; continue it with `swarm resume {}`", r.id),
+                "running" => outln!("answered; run {} continues", r.id),
+                _ => outln!("answered; continue it with `swarm resume {}`", r.id),
             }
             ExitCode::SUCCESS
         }
@@ -227,7 +234,7 @@ pub fn cancel(args: CancelArgs) -> ExitCode {
     };
     match done {
         Ok(msg) => {
-            println!("{msg}");
+            outln!("{msg}");
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),

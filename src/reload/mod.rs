@@ -97,8 +97,27 @@ fn normal(p: &Path) -> PathBuf {
     out
 }
 
+/// The `.lua` files directly in `dir`, sorted.
+fn lua_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    v.retain(|p| is_lua(p));
+    v.sort();
+    v
+}
+
+/// The blueprint files of `dir`, as `swarm dev DIR` loads them: its `.lua`
+/// files that call `swarm.blueprint` (the others are helpers).
+pub fn blueprint_files(dir: &Path) -> Vec<PathBuf> {
+    lua_files(dir)
+        .into_iter()
+        .filter(|p| std::fs::read_to_string(p).is_ok_and(|s| is_blueprint(&s)))
+        .collect()
+}
+
 /// True for files that define a blueprint (rather than helpers).
-fn is_blueprint(source: &str) -> bool {
+pub fn is_blueprint(source: &str) -> bool {
     source.contains("swarm.blueprint")
 }
 
@@ -130,12 +149,7 @@ impl Dev {
     /// Loads every blueprint of `target` (a directory or one file).
     pub fn scan(&self, target: &Path) -> Vec<Reload> {
         let files: Vec<PathBuf> = if target.is_dir() {
-            let mut v: Vec<PathBuf> = std::fs::read_dir(target)
-                .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-                .unwrap_or_default();
-            v.retain(|p| is_lua(p));
-            v.sort();
-            v
+            lua_files(target)
         } else {
             vec![target.to_path_buf()]
         };

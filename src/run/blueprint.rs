@@ -119,8 +119,10 @@ pub fn load(vm: &Vm, path: &Path, source: &str) -> Result<(Blueprint, Table), Bl
             t.sequence_values::<Table>()
                 .map(|p| {
                     let p = p?;
+                    let at: String = p.get("where")?;
                     Ok(Problem {
-                        location: p.get("where")?,
+                        // A problem with the file as a whole has no line.
+                        location: if at == "?" { chunk.clone() } else { at },
                         field: p.get("field")?,
                         message: p.get("message")?,
                     })

@@ -75,7 +75,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
 }
 
 pub(crate) fn line(workload: &str, figure: &str, value: f64, unit: &str) {
-    println!("bench {workload} {figure} {value:.2} {unit}");
+    outln!("bench {workload} {figure} {value:.2} {unit}");
 }
 
 pub(crate) fn engine() -> Engine {
