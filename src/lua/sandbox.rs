@@ -158,7 +158,9 @@ impl Vm {
         let begin = self
             .lua
             .create_function(|lua, env: Table| begin_run(lua, &env))?;
-        let setmetatable: Function = self.lua.globals().raw_get("setmetatable")?;
+        let setmetatable: Function = self
+            .lua
+            .named_registry_value(super::stdlib::RAW_SETMETATABLE)?;
         embedded::chunk(&self.lua, embedded::ENTRY)?.call((setmetatable, &self.base, begin))
     }
 

@@ -131,7 +131,11 @@ pub(crate) fn replace_base(lua: &Lua, g: &Table) -> mlua::Result<()> {
     )?;
     g.raw_set(
         "setmetatable",
-        no_finalizers(lua, g.raw_get("setmetatable")?)?,
+        no_finalizers(lua, {
+            let raw: Function = g.raw_get("setmetatable")?;
+            lua.set_named_registry_value(RAW_SETMETATABLE, &raw)?;
+            raw
+        })?,
     )?;
     g.raw_set("load", sandboxed_load(lua)?)?;
     lua.set_named_registry_value(CURRENT_LOADED, lua.create_table()?)?;
@@ -152,6 +156,10 @@ pub(crate) fn replace_base(lua: &Lua, g: &Table) -> mlua::Result<()> {
     )?;
     Ok(())
 }
+
+/// Registry slot of the stock `setmetatable`, for host chunks that set
+/// metatables they built themselves (no `__gc`), on the hot path.
+pub(crate) const RAW_SETMETATABLE: &str = "swarm.raw_setmetatable";
 
 /// `setmetatable` that refuses a metatable with a `__gc` field. Lua 5.4 runs
 /// finalizers with hooks off, so a finalizer could never be held to an
