@@ -412,3 +412,85 @@ fn check_catches_what_it_can_without_running() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("skipping"));
     assert!(String::from_utf8_lossy(&out.stdout).contains("3 agents"));
 }
+
+#[test]
+fn the_journal_is_found_upward_and_created_only_by_run() {
+    let base = std::env::temp_dir().join(format!("swarm-find-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let (project, deeper, elsewhere) = (base.join("p"), base.join("p/a/b"), base.join("q"));
+    for d in [&deeper, &elsewhere] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let hello = Path::new(env!("CARGO_MANIFEST_DIR")).join("blueprints/hello.lua");
+    let at = |dir: &Path, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_swarm"))
+            .current_dir(dir)
+            .env_remove("SWARM_DB")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // Nothing found: a clear error, and nothing created.
+    let out = at(&elsewhere, &["runs"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no journal here or in any parent"));
+    assert!(!elsewhere.join(".swarm").exists());
+    // `run` creates one where it runs; commands below it find it.
+    let out = at(
+        &project,
+        &["run", hello.to_str().unwrap(), "--run-id", "up-1"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(project.join(".swarm/swarm.db").is_file());
+    let out = at(&deeper, &["runs"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("up-1"));
+    assert!(!deeper.join(".swarm").exists());
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
+fn a_process_that_prints_before_its_json_is_told_what_went_wrong() {
+    let bp = scratch(
+        "badjson",
+        "chatty.lua",
+        r#"local swarm = require "swarm"
+return swarm.blueprint "chatty" {
+  agents = { py = swarm.agent.process { shell = [[echo 'debug: loading model'; echo '{"ok": true}']] } },
+  flow = function() return swarm.step("py", 1) end,
+}"#,
+    );
+    let out = swarm().args(["run", &bp, "--no-journal"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("debug: loading model"), "{err}");
+    assert!(err.contains("print diagnostics to stderr"), "{err}");
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    // `swarm runs | head`: the reader is gone before we write.
+    for args in [
+        &["check", "blueprints/"][..],
+        &["run", "blueprints/hello.lua", "--no-journal"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = swarm().args(args).stdout(writer).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{err}"
+        );
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+}

@@ -86,10 +86,15 @@ pub fn run(args: DevArgs) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        let wanted = match args.run.as_deref().map(|w| resolve(&dev, w)).transpose() {
+            Ok(w) => w,
+            Err(msg) => {
+                eprintln!("swarm dev: {msg}");
+                return ExitCode::from(2);
+            }
+        };
         eprintln!("watching {} (Ctrl-C to stop)", args.target.display());
-        if let Some(name) = &args.run
-            && dev.live(name).is_some()
-        {
+        if let Some(name) = &wanted {
             rerun = Some(spawn_run(dev.clone(), name.clone(), input.clone()));
         }
         loop {
@@ -97,7 +102,7 @@ pub fn run(args: DevArgs) -> ExitCode {
                 r = watch.reloads.recv() => {
                     let Some(r) = r else { break };
                     say(&r);
-                    if let (Reload::Loaded { name, .. }, Some(want)) = (&r, &args.run)
+                    if let (Reload::Loaded { name, .. }, Some(want)) = (&r, &wanted)
                         && name == want
                     {
                         if let Some(old) = rerun.take() {
@@ -111,6 +116,32 @@ pub fn run(args: DevArgs) -> ExitCode {
         }
         ExitCode::SUCCESS
     })
+}
+
+/// The blueprint `--run` means: a loaded blueprint's name, or the file it
+/// was loaded from (`--run review.lua`). Anything else is refused with the
+/// names that are loaded.
+fn resolve(dev: &Dev, want: &str) -> Result<String, String> {
+    if dev.live(want).is_some() {
+        return Ok(want.to_string());
+    }
+    let versions = dev.versions();
+    let by_file = versions
+        .iter()
+        .find(|v| v.path.ends_with(want) || v.path.file_name().is_some_and(|f| f == want));
+    if let Some(v) = by_file {
+        return Ok(v.name.clone());
+    }
+    let mut names: Vec<&str> = versions.iter().map(|v| v.name.as_str()).collect();
+    names.sort();
+    Err(format!(
+        "--run {want}: no blueprint of that name or file is loaded (loaded: {})",
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    ))
 }
 
 /// Runs the live version of `name` and prints its result. Aborting the task

@@ -26,6 +26,10 @@ use std::sync::Arc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Write the host's own diagnostics here (level: $SWARM_LOG, default
+    /// warn). Without it they are shown only when $SWARM_LOG is set.
+    #[arg(long, global = true, value_name = "PATH")]
+    log_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -52,38 +56,90 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-/// Where the journal is (`--db`, else `$SWARM_DB`, else `.swarm/swarm.db`).
+/// Which journal to read (`--db`, else `$SWARM_DB`, else the nearest
+/// `.swarm/swarm.db` from the current directory upward, as git finds `.git`).
 #[derive(Args, Clone)]
-pub struct Journaling {
+pub struct Db {
     /// The journal database.
     #[arg(long, value_name = "PATH")]
     db: Option<PathBuf>,
+}
+
+/// How `run` and `resume` journal: as [`Db`], or not at all.
+#[derive(Args, Clone)]
+pub struct Journaling {
+    #[command(flatten)]
+    db: Db,
     /// Run in memory only: nothing is journaled, nothing can be resumed.
     #[arg(long)]
     no_journal: bool,
 }
 
-/// Opens the journal (unless `--no-journal`) and marks runs whose process
-/// is gone as interrupted.
+impl Db {
+    /// The journal's path. With `create`, a missing journal is made in
+    /// `./.swarm/` (only `swarm run` creates one); without, no journal found
+    /// is an error that says where it looked.
+    fn locate(&self, create: bool) -> Result<PathBuf, crate::store::StoreError> {
+        if let Some(p) = self
+            .db
+            .clone()
+            .or_else(|| std::env::var_os("SWARM_DB").map(PathBuf::from))
+        {
+            return Ok(p);
+        }
+        let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        let found = here
+            .ancestors()
+            .map(|d| d.join(".swarm").join("swarm.db"))
+            .find(|p| p.is_file());
+        match found {
+            Some(p) => Ok(p),
+            None if create => Ok(default_path()),
+            None => Err(crate::store::StoreError::Open {
+                path: here.join(".swarm").display().to_string(),
+                message: "no journal here or in any parent directory (`swarm run` creates \
+                          one in ./.swarm/; --db or $SWARM_DB name another)"
+                    .into(),
+            }),
+        }
+    }
+
+    /// Opens the journal for reading and writing runs that exist.
+    pub(crate) fn open(&self) -> Result<Arc<dyn Store>, crate::store::StoreError> {
+        open_at(&self.locate(false)?)
+    }
+}
+
+/// Opens the journal for `run`/`resume` (unless `--no-journal`); `create`
+/// makes one when none is found.
 pub(crate) fn open_store(
     j: &Journaling,
+    create: bool,
 ) -> Result<Option<Arc<dyn Store>>, crate::store::StoreError> {
     if j.no_journal {
         return Ok(None);
     }
-    let path = j.db.clone().unwrap_or_else(default_path);
-    let store = SqliteStore::open(&path)?;
+    Ok(Some(open_at(&j.db.locate(create)?)?))
+}
+
+/// Opens the journal at `path` and marks runs whose process is gone as
+/// interrupted.
+fn open_at(path: &std::path::Path) -> Result<Arc<dyn Store>, crate::store::StoreError> {
+    let store = SqliteStore::open(path)?;
     for id in store.mark_interrupted()? {
         eprintln!(
             "note: run {id} was interrupted (its process is gone); `swarm resume {id}` continues it"
         );
     }
-    Ok(Some(Arc::new(store)))
+    Ok(Arc::new(store))
 }
 
 pub fn main() -> ExitCode {
-    init_tracing();
     let cli = Cli::parse();
+    if let Err(e) = init_tracing(cli.log_file.as_deref()) {
+        eprintln!("error: --log-file: {e}");
+        return ExitCode::from(2);
+    }
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Check(args) => check::run(args),
@@ -98,14 +154,37 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr, filtered by `SWARM_LOG` (default `warn`).
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SWARM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+/// The host's diagnostics (lock-hold warnings, swept sessions) are for
+/// whoever runs the host, not for the user's terminal: they go to
+/// `--log-file` (level `$SWARM_LOG`, default `warn`), or to stderr only when
+/// `$SWARM_LOG` is set. So they never land in the middle of `swarm run`'s
+/// progress line or its output.
+fn init_tracing(file: Option<&std::path::Path>) -> std::io::Result<()> {
+    let level = std::env::var("SWARM_LOG").ok();
+    let filter = |default: &str| {
+        tracing_subscriber::EnvFilter::try_new(level.as_deref().unwrap_or(default))
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
+    };
+    let builder = tracing_subscriber::fmt();
+    let _ = match (file, &level) {
+        (Some(path), _) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            builder
+                .with_env_filter(filter("warn"))
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f))
+                .try_init()
+        }
+        (None, Some(_)) => builder
+            .with_env_filter(filter("warn"))
+            .with_writer(std::io::stderr)
+            .try_init(),
+        (None, None) => return Ok(()),
+    };
+    Ok(())
 }
 
 /// Writes one line of command output (see `outln!`).

@@ -141,7 +141,7 @@ pub fn run(args: RunArgs) -> ExitCode {
         Ok(v) => v,
         Err(e) => return fail(2, e),
     };
-    let store = match open_store(&args.out.journal) {
+    let store = match open_store(&args.out.journal, true) {
         Ok(s) => s,
         Err(e) => return fail(2, e),
     };
@@ -165,7 +165,7 @@ pub fn run(args: RunArgs) -> ExitCode {
 }
 
 pub fn resume(args: ResumeArgs) -> ExitCode {
-    let (store, record) = match super::runs::journaled_run(&args.out.journal, &args.run) {
+    let (store, record) = match super::runs::journaled_run(&args.out.journal.db, &args.run) {
         Ok(x) => x,
         Err(code) => return code,
     };

@@ -1,6 +1,6 @@
 //! `swarm runs`, `show`, `answer`, `cancel`: the journal from the outside.
 
-use super::{Journaling, open_store};
+use super::Db;
 use crate::engine::now_ms;
 use crate::run;
 use crate::store::{RunRecord, Store, StoreError};
@@ -16,7 +16,7 @@ pub struct RunsArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    journal: Journaling,
+    journal: Db,
 }
 
 #[derive(Args)]
@@ -25,7 +25,7 @@ pub struct ShowArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    journal: Journaling,
+    journal: Db,
 }
 
 #[derive(Args)]
@@ -36,30 +36,23 @@ pub struct AnswerArgs {
     /// JSON, or plain text.
     value: String,
     #[command(flatten)]
-    journal: Journaling,
+    journal: Db,
 }
 
 #[derive(Args)]
 pub struct CancelArgs {
     run: String,
     #[command(flatten)]
-    journal: Journaling,
+    journal: Db,
 }
 
 /// The journal, or an exit code after saying why not.
-pub(super) fn store(j: &Journaling) -> Result<Arc<dyn Store>, ExitCode> {
-    match open_store(j) {
-        Ok(Some(s)) => Ok(s),
-        Ok(None) => Err(fail("this command reads the journal (drop --no-journal)")),
-        Err(e) => Err(fail(e)),
-    }
+pub(super) fn store(j: &Db) -> Result<Arc<dyn Store>, ExitCode> {
+    j.open().map_err(fail)
 }
 
 /// The journal and run `id` in it, or an exit code after saying why not.
-pub(super) fn journaled_run(
-    j: &Journaling,
-    id: &str,
-) -> Result<(Arc<dyn Store>, RunRecord), ExitCode> {
+pub(super) fn journaled_run(j: &Db, id: &str) -> Result<(Arc<dyn Store>, RunRecord), ExitCode> {
     let s = store(j)?;
     match s.run(id) {
         Ok(Some(r)) => Ok((s, r)),

@@ -289,6 +289,22 @@ async fn read_stderr(stderr: impl AsyncRead + Unpin, ctx: &SpawnCtx) -> String {
     tail
 }
 
+/// A bounded, quoted view of `bytes`: all of it when short, else its first
+/// and last 120 bytes.
+fn excerpt(bytes: &[u8]) -> String {
+    const END: usize = 120;
+    let text = |b: &[u8]| format!("{:?}", String::from_utf8_lossy(b));
+    if bytes.len() <= 2 * END + 20 {
+        return text(bytes);
+    }
+    format!(
+        "{} … ({} bytes) … {}",
+        text(&bytes[..END]),
+        bytes.len(),
+        text(&bytes[bytes.len() - END..])
+    )
+}
+
 /// Longest stderr line kept as one event.
 const STDERR_LINE: usize = 8 << 10;
 
@@ -316,7 +332,11 @@ fn outcome(status: std::process::ExitStatus, stdout: Stdout, stderr: String) -> 
         Ok((v, false)) => Outcome::Blocked(v),
         Err(e) => blocked(
             "bad_output",
-            format!("invalid JSON on stdout: {e}"),
+            format!(
+                "invalid JSON on stdout ({e}); stdout was: {}. stdout is reserved for the \
+                 result (one JSON value, or NDJSON events): print diagnostics to stderr",
+                excerpt(&stdout.plain)
+            ),
             json!({ "stderr": stderr }),
         ),
     }
