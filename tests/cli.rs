@@ -494,3 +494,34 @@ fn output_into_a_closed_pipe_ends_quietly() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn retries_leave_a_trace_with_their_cause() {
+    let db = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-retry.db");
+    let _ = std::fs::remove_file(&db);
+    let out = swarm()
+        .env("SWARM_DB", &db)
+        .args([
+            "run",
+            "blueprints/review.lua",
+            "--run-id",
+            "retried",
+            "--input",
+            r#"{"topic":"swarms"}"#,
+            "--answer",
+            r#"escalate:reviewer={"ok":true}"#,
+            "--answer",
+            "approve=yes",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = swarm()
+        .env("SWARM_DB", &db)
+        .args(["show", "retried"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("retries (1)"), "{text}");
+    assert!(text.contains("try 1 blocked → retried") && text.contains("writer warm"), "{text}");
+}

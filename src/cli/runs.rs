@@ -163,6 +163,27 @@ pub fn show(args: ShowArgs) -> ExitCode {
             .map_or("(unanswered)".to_string(), |a| a.to_string());
         outln!("  question {} `{}`: {a}", q.pos, q.name);
     }
+    let retries: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "layer_note" && e.payload.get("layer") == Some(&"retry".into()))
+        .collect();
+    if !retries.is_empty() {
+        outln!("\nretries ({})", retries.len());
+        for e in retries {
+            let note = &e.payload["note"];
+            let mut cause = note["cause"].to_string();
+            if cause.len() > 80 {
+                cause.truncate(77);
+                cause.push_str("...");
+            }
+            outln!(
+                "  task {} try {} {} → retried: {cause}",
+                e.payload.get("task").unwrap_or(&serde_json::Value::Null),
+                note["try"],
+                note["outcome"].as_str().unwrap_or("?"),
+            );
+        }
+    }
     outln!("\nevents ({})", events.len());
     for e in events.iter().rev().take(20).rev() {
         outln!(

@@ -71,7 +71,8 @@ pub fn register_all(reg: &mut LayerRegistry) {
             })
         }))
     });
-    reg.register("retry", |opts, _| {
+    reg.register("retry", |opts, env| {
+        let engine = env.engine.clone();
         let max = num(opts, "retry", "max", Some(3.0))?.max(1.0) as u32;
         let backoff = num(opts, "retry", "backoff_ms", Some(100.0))?;
         let on: Vec<String> = match opts.get("on") {
@@ -80,7 +81,7 @@ pub fn register_all(reg: &mut LayerRegistry) {
                 .map_err(|_| bad("retry", "`on` must be a list of outcome names"))?,
         };
         Ok(layer_fn(move |inner, ctx| {
-            let (inner, on) = (inner.clone(), on.clone());
+            let (inner, on, engine) = (inner.clone(), on.clone(), engine.clone());
             Box::pin(async move {
                 let mut try_no = 1;
                 loop {
@@ -92,6 +93,18 @@ pub fn register_all(reg: &mut LayerRegistry) {
                         return out;
                     }
                     let wait = backoff * 2f64.powi(try_no as i32 - 1);
+                    // Each retry leaves a trace: which try failed, how, and why.
+                    let cause = match &out {
+                        Ok(Outcome::Blocked(v)) => v.clone(),
+                        Ok(other) => json!(other.name()),
+                        Err(e) => json!({ "error": e.to_string(), "code": e.code() }),
+                    };
+                    engine.note(
+                        ctx.task,
+                        "retry",
+                        json!({ "try": try_no, "outcome": name, "cause": cause,
+                                "next_try": try_no + 1, "backoff_ms": wait }),
+                    );
                     tokio::time::sleep(Duration::from_secs_f64(wait / 1000.0)).await;
                     try_no += 1;
                 }
