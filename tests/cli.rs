@@ -515,7 +515,11 @@ fn retries_leave_a_trace_with_their_cause() {
         ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = swarm()
         .env("SWARM_DB", &db)
         .args(["show", "retried"])
@@ -523,5 +527,57 @@ fn retries_leave_a_trace_with_their_cause() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("retries (1)"), "{text}");
-    assert!(text.contains("try 1 blocked → retried") && text.contains("writer warm"), "{text}");
+    assert!(
+        text.contains("try 1 blocked → retried") && text.contains("writer warm"),
+        "{text}"
+    );
+}
+
+#[test]
+fn init_makes_a_project_that_runs_and_is_wired_for_the_editor() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-init");
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = swarm()
+        .args(["init", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let luarc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(".luarc.json")).unwrap()).unwrap();
+    let lib = luarc["workspace.library"][0].as_str().unwrap();
+    assert!(dir.join(lib).join("swarm.lua").is_file());
+    let out = swarm()
+        .current_dir(&dir)
+        .args([
+            "run",
+            "hello.lua",
+            "--json",
+            "--no-journal",
+            "--input",
+            r#"{"name":"init"}"#,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["received"]["input"]["greeting"], "Hello, init!");
+    // A second init keeps what is there.
+    std::fs::write(dir.join("hello.lua"), "-- mine").unwrap();
+    let out = swarm()
+        .args(["init", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kept"));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("hello.lua")).unwrap(),
+        "-- mine"
+    );
 }

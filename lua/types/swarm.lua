@@ -1,6 +1,7 @@
 ---@meta swarm
--- LuaLS type stubs for the `swarm` library. Point your editor's
--- `workspace.library` at `lua/types/` to get completion and checks.
+-- LuaLS type stubs for the `swarm` library. `swarm init` wires them into
+-- a new project; `swarm stubs DIR` writes them for an existing one (point
+-- your editor's `workspace.library` at DIR).
 
 ---An error raised by a host function.
 ---@class swarm.Error

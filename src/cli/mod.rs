@@ -11,6 +11,7 @@ macro_rules! outln {
 mod bench;
 mod check;
 mod dev;
+mod init;
 mod repl;
 mod run;
 mod runs;
@@ -54,6 +55,10 @@ enum Command {
     Cancel(runs::CancelArgs),
     /// Print performance figures: `bench <workload> <figure> <value> <unit>`.
     Bench(bench::BenchArgs),
+    /// Start a project: a starter blueprint, a sample agent, editor setup.
+    Init(init::InitArgs),
+    /// Write the LuaLS type stubs for editors and print where.
+    Stubs(init::StubsArgs),
 }
 
 /// Which journal to read (`--db`, else `$SWARM_DB`, else the nearest
@@ -151,6 +156,8 @@ pub fn main() -> ExitCode {
         Command::Answer(args) => runs::answer(args),
         Command::Cancel(args) => runs::cancel(args),
         Command::Bench(args) => bench::run(args),
+        Command::Init(args) => init::init(args),
+        Command::Stubs(args) => init::stubs(args),
     }
 }
 
