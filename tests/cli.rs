@@ -140,12 +140,24 @@ fn senior_answers_come_from_the_command_line_or_fail_clearly() {
         ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    // Waiting for an answer is not a failure: exit 3, with what to do next.
     let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(
         err.contains("needs an answer: pass --answer escalate:reviewer=VALUE"),
         "{err}"
     );
+    assert!(err.contains("is waiting for an answer"), "{err}");
+    assert!(err.contains("continue with `swarm resume"), "{err}");
+    // A question whose name needs quoting gets a hint that pastes safely.
+    let bp = scratch(
+        "quote",
+        "q.lua",
+        "local swarm = require 'swarm'\nreturn swarm.blueprint 'q' { flow = function() return swarm.ask('How many dollars?') end }\n",
+    );
+    let out = swarm().args(["run", &bp, "--no-journal"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--answer 'How many dollars?=VALUE'"), "{err}");
 }
 
 #[test]
@@ -230,7 +242,7 @@ fn sigint_cancels_the_run_and_kills_process_agents() {
     let err = rest.join("\n");
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(
-        err.contains("interrupted") && err.contains("flow cancelled"),
+        err.contains("interrupted") && err.contains("run cancelled"),
         "{err}"
     );
     // The agent's process group was killed with the run.

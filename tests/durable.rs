@@ -130,7 +130,8 @@ fn a_stopped_run_resumes_from_its_journal_without_redoing_work() {
     let d = Dir::new("replay");
     let bp = d.file("replay.lua", &replay_blueprint());
     let out = d.swarm(&["run", &bp, "--run-id", "rp"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    // Waiting, not failed: exit 3.
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(
         text(&out).contains("swarm answer rp go VALUE"),
         "{}",
@@ -199,7 +200,8 @@ fn a_changed_blueprint_is_refused_unless_forced_and_divergence_is_caught() {
     let bp = d.file("c.lua", v1);
     assert_eq!(
         d.swarm(&["run", &bp, "--run-id", "c1"]).status.code(),
-        Some(1)
+        Some(3),
+        "waiting for `go`"
     );
     d.file(
         "c.lua",

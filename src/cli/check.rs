@@ -76,10 +76,8 @@ fn targets(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
 fn check_one(engine: &Engine, file: &Path) -> bool {
     let bp = match run::prepare(engine, file, RunOptions::default()) {
         Ok(r) => r.blueprint,
-        Err(run::RunError::Blueprint(BlueprintError::Invalid(problems))) => {
-            for p in problems {
-                eprintln!("error: {p}");
-            }
+        Err(e @ run::RunError::Blueprint(BlueprintError::Invalid(_))) => {
+            super::report_error(&e);
             return false;
         }
         Err(e) => {

@@ -194,6 +194,20 @@ fn init_tracing(file: Option<&std::path::Path>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Prints a run's error on stderr the one way every command does: each
+/// blueprint problem on its own `error:` line, anything else as one.
+pub(crate) fn report_error(e: &crate::run::RunError) {
+    use crate::run::{BlueprintError, RunError};
+    match e {
+        RunError::Blueprint(BlueprintError::Invalid(problems)) => {
+            for p in problems {
+                eprintln!("error: {p}");
+            }
+        }
+        other => eprintln!("error: {other}"),
+    }
+}
+
 /// Writes one line of command output (see `outln!`).
 pub(crate) fn write_out(args: std::fmt::Arguments<'_>) {
     use std::io::Write;

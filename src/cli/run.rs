@@ -107,6 +107,9 @@ pub(crate) fn parse_input(input: Option<&str>) -> Result<serde_json::Value, Stri
 }
 
 fn options(out: &Output, store: Option<Arc<dyn Store>>) -> Result<RunOptions, String> {
+    if out.events && out.events_file.is_some() {
+        return Err("--events and --events-file: choose one (both write the same NDJSON)".into());
+    }
     let mut opts = RunOptions {
         interactive: std::io::stdin().is_terminal(),
         wait_for_answers: out.wait_answers,
@@ -154,7 +157,10 @@ pub fn run(args: RunArgs) -> ExitCode {
         let engine = Engine::new(EngineConfig::default(), Signer::from_env());
         let prepared = match run::prepare(&engine, &args.file, opts) {
             Ok(r) => r,
-            Err(e) => return fail(2, e),
+            Err(e) => {
+                super::report_error(&e);
+                return ExitCode::from(2);
+            }
         };
         let root = match prepared.start(input).await {
             Ok(r) => r,
@@ -230,6 +236,10 @@ pub fn resume(args: ResumeArgs) -> ExitCode {
 
 /// Runs a started root task to the end with progress, events and Ctrl-C.
 async fn execute(engine: &Engine, prepared: &Run, root: TaskId, out: &Output) -> ExitCode {
+    // Registered before anything runs, so a Ctrl-C that comes as soon as
+    // the first agent starts is ours, not the default (killing us).
+    let mut interrupt =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
     if let Some(id) = prepared.run_id() {
         eprintln!("run {id}");
     }
@@ -240,7 +250,7 @@ async fn execute(engine: &Engine, prepared: &Run, root: TaskId, out: &Output) ->
     tokio::pin!(finish);
     let report = tokio::select! {
         r = &mut finish => r,
-        _ = tokio::signal::ctrl_c() => {
+        Some(()) = async { interrupt.as_mut()?.recv().await } => {
             eprintln!("\ninterrupted: cancelling the run");
             let _ = prepared.cancel(root);
             finish.await
@@ -260,6 +270,11 @@ async fn execute(engine: &Engine, prepared: &Run, root: TaskId, out: &Output) ->
     }
 }
 
+/// Exit status of a run that stopped to wait for an answer: it is not
+/// finished and can be resumed (0 pass, 1 failed or cancelled, 2 usage or
+/// blueprint error).
+const EXIT_WAITING: u8 = 3;
+
 fn print_report(report: &run::RunReport, json: bool) -> ExitCode {
     let text = if json {
         serde_json::to_string(&report.result)
@@ -267,12 +282,28 @@ fn print_report(report: &run::RunReport, json: bool) -> ExitCode {
         serde_json::to_string_pretty(&report.result)
     }
     .unwrap_or_default();
-    if report.status == TaskStatus::Pass {
-        outln!("{text}");
-        ExitCode::SUCCESS
-    } else {
-        eprintln!("flow {}: {text}", report.status);
-        ExitCode::from(1)
+    let code = report.result.get("code").and_then(|c| c.as_str());
+    let message = report.result.get("error").and_then(|m| m.as_str());
+    match (report.status, code, &report.run_id) {
+        (TaskStatus::Pass, ..) => {
+            outln!("{text}");
+            ExitCode::SUCCESS
+        }
+        (_, Some("senior_unanswered"), Some(id)) => {
+            eprintln!(
+                "run {id} is waiting for an answer: {}",
+                message.unwrap_or("a senior question is open")
+            );
+            ExitCode::from(EXIT_WAITING)
+        }
+        (TaskStatus::Cancelled, ..) if report.result.is_null() => {
+            eprintln!("run cancelled");
+            ExitCode::from(1)
+        }
+        (status, ..) => {
+            eprintln!("error: flow {status}: {text}");
+            ExitCode::from(1)
+        }
     }
 }
 

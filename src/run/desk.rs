@@ -196,17 +196,30 @@ impl Ctx {
     }
 
     fn stop(&self, name: &str) {
+        let flag = shell_quote(&format!("{name}=VALUE"));
         let how = match &self.journal {
             Some(j) => format!(
-                "pass --answer {name}=VALUE, run on a terminal, or answer it with \
-                 `swarm answer {run} {name} VALUE` and continue with `swarm resume {run}`",
-                run = j.run()
+                "pass --answer {flag}, run on a terminal, or answer it with \
+                 `swarm answer {run} {quoted} VALUE` and continue with `swarm resume {run}`",
+                run = j.run(),
+                quoted = shell_quote(name),
             ),
-            None => format!("pass --answer {name}=VALUE or run on a terminal"),
+            None => format!("pass --answer {flag} or run on a terminal"),
         };
         let msg = format!("senior question `{name}` needs an answer: {how}");
         *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(Stop::Unanswered(msg));
         let _ = self.engine.cancel_task(&self.operator, self.root);
+    }
+}
+
+/// `s` as one shell word: as is when that is safe, else in single quotes,
+/// so a hint pasted into a shell means what it says.
+fn shell_quote(s: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "_-=.:/,@%+".contains(c);
+    if !s.is_empty() && s.chars().all(safe) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
     }
 }
 
