@@ -593,3 +593,34 @@ fn init_makes_a_project_that_runs_and_is_wired_for_the_editor() {
         "-- mine"
     );
 }
+
+#[test]
+fn help_and_flags_say_what_they_take() {
+    let out = swarm()
+        .args(["runs", "--status", "bogus"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("possible values"));
+    let help = swarm().args(["bench", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert_eq!(help.matches("flow-map100k").count(), 1, "{help}");
+    for w in ["step-lua", "journal", "repl-start"] {
+        assert!(help.contains(w), "{help}");
+    }
+    let help = swarm().args(["show", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(!help.contains("--no-journal"), "{help}");
+    assert!(help.contains("The run's id"), "{help}");
+    let out = swarm()
+        .args([
+            "run",
+            "blueprints/hello.lua",
+            "--events",
+            "--events-file",
+            "x.ndjson",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

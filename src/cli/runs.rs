@@ -10,9 +10,10 @@ use std::sync::Arc;
 
 #[derive(Args)]
 pub struct RunsArgs {
-    /// Only runs with this status (running, waiting, interrupted, pass, blocked, cancelled).
-    #[arg(long)]
+    /// Only runs with this status.
+    #[arg(long, value_parser = ["running", "waiting", "interrupted", "pass", "blocked", "cancelled"])]
     status: Option<String>,
+    /// Print the runs as one JSON array.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -21,7 +22,9 @@ pub struct RunsArgs {
 
 #[derive(Args)]
 pub struct ShowArgs {
+    /// The run's id (see `swarm runs`).
     run: String,
+    /// Print the run, its journal, questions and events as one JSON document.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -30,6 +33,7 @@ pub struct ShowArgs {
 
 #[derive(Args)]
 pub struct AnswerArgs {
+    /// The run's id (see `swarm runs`).
     run: String,
     /// The question's name (its `key`, or its text).
     key: String,
@@ -41,6 +45,7 @@ pub struct AnswerArgs {
 
 #[derive(Args)]
 pub struct CancelArgs {
+    /// The run's id (see `swarm runs`).
     run: String,
     #[command(flatten)]
     journal: Db,
@@ -90,7 +95,7 @@ pub fn list(args: RunsArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     outln!(
-        "{:<28} {:<14} {:<12} {:>6}  {:<10} UPDATED",
+        "{:<28} {:<14} {:<13} {:>6}  {:<10} UPDATED",
         "RUN",
         "BLUEPRINT",
         "STATUS",
@@ -102,8 +107,13 @@ pub fn list(args: RunsArgs) -> ExitCode {
             "interrupted" | "waiting" => format!("{} ↻", r.status),
             other => other.to_string(),
         };
+        // Padded by characters, not bytes: `↻` is one column, three bytes.
+        let status = format!(
+            "{status}{}",
+            " ".repeat(13usize.saturating_sub(status.chars().count()))
+        );
         outln!(
-            "{:<28} {:<14} {:<12} {:>6}  {:<10} {}",
+            "{:<28} {:<14} {} {:>6}  {:<10} {}",
             r.id,
             r.blueprint,
             status,

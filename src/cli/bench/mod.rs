@@ -18,9 +18,8 @@ use std::time::Instant;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// vm-new, verb-call, flow-seq100, flow-map100k, step-process, journal,
-    /// reload-latency, repl-start.
-    /// vm-new, verb-call.
+    /// Workloads to run (default: all).
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(WORKLOADS))]
     workloads: Vec<String>,
 }
 
