@@ -26,7 +26,7 @@ class Term:
             os.execve(BIN, [BIN, "repl", *args], env)
         self.seen = b""
 
-    def read_until(self, pattern, timeout=10.0):
+    def read_until(self, pattern, timeout=60.0):  # a hang guard only
         deadline = time.time() + timeout
         while True:
             text = ANSI.sub(b"", self.seen).replace(b"\r", b"")
@@ -48,7 +48,7 @@ class Term:
 
     def close(self):
         self.send(":quit\r")
-        deadline = time.time() + 10
+        deadline = time.time() + 60
         while time.time() < deadline:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             if pid:
@@ -83,8 +83,8 @@ t.read_until(r"\{ list = \{ 1, 2 \}, name = \"swarm\" \}\n> $")
 t.send("swarm.en\t")
 t.read_until(r"swarm\.engine")
 t.send("\x15")  # Ctrl-U: clear the line
-t.send("while true do end\r")
-time.sleep(0.5)
+t.send("print('spinning') while true do end\r")
+t.read_until(r"\nspinning\n")  # the loop is running: no sleep needed
 t.send("\x03")  # Ctrl-C
 t.read_until(r"interrupted\n> $")
 t.send("6 * 7\r")
@@ -97,9 +97,12 @@ o.read_until(r"\n> $")
 o.send("swarm.engine.start_task{ agent = 'x' }\r")
 o.read_until(r"role `observer` may not call `start_task`")
 o.read_until(r"> $")
-# History: Up recalls this session's line, Up again the first session's last.
+# History: Up recalls this session's line, then the first session's
+# meta-command (they are history too), then its last expression.
 o.send("\x1b[A")
 o.read_until(r"start_task\{ agent = 'x' \}")
+o.send("\x1b[A")
+o.read_until(r":quit")
 o.send("\x1b[A")
 o.read_until(r"6 \* 7")
 o.send("\r")

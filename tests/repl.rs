@@ -99,3 +99,19 @@ fn a_real_terminal_session() {
     );
     assert!(history.exists(), "history was not written");
 }
+
+#[test]
+fn misuse_in_the_repl_points_to_what_to_do() {
+    let (_, err) = repl(
+        &[],
+        "swarm.step('greeter', {})\nswarm.engine.start_task('greeter', {})\n",
+    );
+    assert!(err.contains("swarm.step runs inside a flow"), "{err}");
+    assert!(err.contains("repl.run(name, input)"), "{err}");
+    assert!(err.contains("stdin:1"), "{err}");
+    assert!(
+        err.contains("start_task expects a table { agent = name"),
+        "{err}"
+    );
+    assert!(err.contains("got a string"), "{err}");
+}

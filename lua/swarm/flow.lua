@@ -95,9 +95,14 @@ function M.pstep(agent, input)
     end
   end
   if not host.has_agent(agent) then
+    local message = "unknown agent `" .. agent .. "` (known: " .. host.agent_names() .. ")"
+    if not host.current_task() then
+      -- Not inside a run (the REPL): there are no agents to step to here.
+      message = "swarm.step runs inside a flow, and there is none here: load a blueprint "
+        .. "(`swarm repl FILE`, or :load FILE) and call repl.run(name, input)"
+    end
     error(setmetatable({
-      code = "unknown_agent", agent = agent, where = where(),
-      message = "unknown agent `" .. agent .. "` (known: " .. host.agent_names() .. ")",
+      code = "unknown_agent", agent = agent, where = where(), message = message,
     }, StepError), 0)
   end
   local id = engine.start_task({ agent = agent, input = input })

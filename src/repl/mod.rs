@@ -303,6 +303,8 @@ fn user_frames(message: &str) -> String {
 /// Feeds one input line; returns false to quit.
 fn feed(s: &Session, buffer: &mut Vec<String>, line: &str, mut on_chunk: impl FnMut(&str)) -> bool {
     if buffer.is_empty() && line.trim_start().starts_with(':') {
+        // Meta-commands go to history like any other input.
+        on_chunk(line.trim());
         return s.meta(line.trim());
     }
     buffer.push(line.to_string());
@@ -347,7 +349,11 @@ pub fn main(opts: Options) -> Result<(), String> {
 }
 
 fn interactive(session: &Session, opts: &Options) -> Result<(), String> {
-    let config = Config::builder().auto_add_history(false).build();
+    // List every completion at once (as shells do) instead of cycling.
+    let config = Config::builder()
+        .auto_add_history(false)
+        .completion_type(rustyline::CompletionType::List)
+        .build();
     let mut ed: Editor<LuaHelper, DefaultHistory> =
         Editor::with_config(config).map_err(|e| e.to_string())?;
     ed.set_helper(Some(LuaHelper {
@@ -371,7 +377,6 @@ fn interactive(session: &Session, opts: &Options) -> Result<(), String> {
         let prompt = if buffer.is_empty() { "> " } else { ">> " };
         match ed.readline(prompt) {
             Ok(line) => {
-                warned = false;
                 let mut chunk_done = None;
                 let go_on = feed(session, &mut buffer, &line, |c| {
                     chunk_done = Some(c.to_string())

@@ -23,7 +23,17 @@ fn view(lua: &Lua, r: Result<TaskView, EngineError>) -> Result<Value, LuaUsage> 
 
 pub fn register(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
-    verb(lua, &t, "start_task", |lua, spec: Table| {
+    verb(lua, &t, "start_task", |lua, spec: Value| {
+        let Value::Table(spec) = spec else {
+            return Err(LuaUsage::new(
+                "bad_argument",
+                format!(
+                    "start_task expects a table {{ agent = name, input = value[, parent = id] }}, \
+                     got a {} (e.g. swarm.engine.start_task {{ agent = \"greeter\", input = {{}} }})",
+                    spec.type_name()
+                ),
+            ));
+        };
         let (engine, tok) = caller(lua)?;
         let agent: String = spec
             .get("agent")
