@@ -45,8 +45,6 @@ pub struct Output {
     /// (default 256, or $SWARM_MAX_LUA_VMS).
     #[arg(long, value_name = "N")]
     max_vms: Option<usize>,
-    #[command(flatten)]
-    journal: Journaling,
 }
 
 /// `250ms`, `90s`, `10m`, `1h` (a unit is required).
@@ -81,6 +79,8 @@ pub struct RunArgs {
     run_id: Option<String>,
     #[command(flatten)]
     out: Output,
+    #[command(flatten)]
+    journal: Journaling,
 }
 
 #[derive(Args)]
@@ -92,6 +92,8 @@ pub struct ResumeArgs {
     force: bool,
     #[command(flatten)]
     out: Output,
+    #[command(flatten)]
+    journal: super::Db,
 }
 
 /// Parses `--input`: JSON text or `@file`.
@@ -144,7 +146,7 @@ pub fn run(args: RunArgs) -> ExitCode {
         Ok(v) => v,
         Err(e) => return fail(2, e),
     };
-    let store = match open_store(&args.out.journal, true) {
+    let store = match open_store(&args.journal, true) {
         Ok(s) => s,
         Err(e) => return fail(2, e),
     };
@@ -171,7 +173,7 @@ pub fn run(args: RunArgs) -> ExitCode {
 }
 
 pub fn resume(args: ResumeArgs) -> ExitCode {
-    let (store, record) = match super::runs::journaled_run(&args.out.journal.db, &args.run) {
+    let (store, record) = match super::runs::journaled_run(&args.journal, &args.run) {
         Ok(x) => x,
         Err(code) => return code,
     };

@@ -237,19 +237,10 @@ fn under(engine: &Engine, tok: &CapToken, task: TaskId, root: TaskId) -> bool {
 }
 
 async fn ask_terminal(name: String, question: Arc<Value>) -> Option<Value> {
-    let text = match &*question {
-        Value::Object(m) => m
-            .get("text")
-            .and_then(Value::as_str)
-            .unwrap_or(&name)
-            .to_string(),
-        _ => name.clone(),
-    };
-    let shown = serde_json::to_string_pretty(&*question).unwrap_or_default();
+    let prompt = terminal_prompt(&name, &question);
     tokio::task::spawn_blocking(move || {
         let mut err = std::io::stderr();
-        let _ = writeln!(err, "\nsenior question `{text}`:\n{shown}");
-        let _ = write!(err, "answer> ");
+        let _ = write!(err, "{prompt}");
         let _ = err.flush();
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line).ok()?;
@@ -258,4 +249,64 @@ async fn ask_terminal(name: String, question: Arc<Value>) -> Option<Value> {
     .await
     .ok()
     .flatten()
+}
+
+/// What a person at the terminal sees: the question, its details one per
+/// line (not raw JSON), and what an answer looks like.
+fn terminal_prompt(name: &str, question: &Value) -> String {
+    let mut out = String::from("\n");
+    let text = question.get("text").and_then(Value::as_str).unwrap_or(name);
+    out.push_str(&format!("senior question: {text}\n"));
+    if let Value::Object(fields) = question {
+        for (k, v) in fields
+            .iter()
+            .filter(|(k, _)| !["text", "key"].contains(&k.as_str()))
+        {
+            let mut shown = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            if shown.len() > 200 {
+                shown.truncate(197);
+                shown.push_str("...");
+            }
+            out.push_str(&format!("  {k}: {shown}\n"));
+        }
+    }
+    if name.starts_with("escalate:") {
+        out.push_str(
+            "  any answer passes the step (its result becomes { original, override = answer }); \
+             answer {\"ok\": false} to keep it blocked\n",
+        );
+    } else {
+        out.push_str("  answer with text, or JSON for structured values\n");
+    }
+    out.push_str("answer> ");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::terminal_prompt;
+    use serde_json::json;
+
+    #[test]
+    fn the_terminal_prompt_reads_as_text() {
+        let p = terminal_prompt(
+            "escalate:reviewer",
+            &json!({"key": "escalate:reviewer", "text": "reviewer blocked twice", "result": {"verdict": "too short"}}),
+        );
+        assert!(
+            p.contains("senior question: reviewer blocked twice\n"),
+            "{p}"
+        );
+        assert!(p.contains("  result: {\"verdict\":\"too short\"}\n"), "{p}");
+        assert!(p.contains("{\"ok\": false} to keep it blocked"), "{p}");
+        assert!(!p.contains('`'), "{p}");
+        let p = terminal_prompt("approve", &json!("approve"));
+        assert!(
+            p.contains("senior question: approve\n  answer with text"),
+            "{p}"
+        );
+    }
 }
