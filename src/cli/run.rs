@@ -187,16 +187,8 @@ pub fn resume(args: ResumeArgs) -> ExitCode {
                 ),
             );
         }
-        "running" => {
-            return fail(
-                2,
-                format!(
-                    "run `{}` is running in process {}",
-                    record.id,
-                    record.pid.unwrap_or(0)
-                ),
-            );
-        }
+        // A running run is refused by the claim (naming its owner) unless
+        // its owner's lease has expired.
         _ => {}
     }
     let path = PathBuf::from(&record.path);

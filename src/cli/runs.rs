@@ -253,7 +253,7 @@ pub fn cancel(args: CancelArgs) -> ExitCode {
         }
         "running" => s
             .request_cancel(&r.id)
-            .map(|()| "cancel requested; the running process stops it"),
+            .map(|()| "cancel requested; the run's owner stops it"),
         _ => crate::store::wait(s.set_status(&r.id, "cancelled", None, None)).map(|()| "cancelled"),
     };
     match done {

@@ -40,9 +40,14 @@ impl Run {
             created_ms: now_ms(),
             updated_ms: now_ms(),
             steps: 0,
+            owner: None,
+            owner_host: None,
+            owned_since_ms: None,
+            lease_until_ms: None,
         };
-        store.create_run(&record).await?;
-        self.attach_journal(Journal::new(store, &id, Vec::new()));
+        store.create_run(&record, &self.owner).await?;
+        self.attach_journal(Journal::new(store.clone(), &id, Vec::new()));
+        self.keep_lease(store, id);
         Ok(())
     }
 
@@ -51,12 +56,59 @@ impl Run {
         let Some(store) = self.opts.store.clone() else {
             return Err(RunError::Refused("resuming needs a journal".into()));
         };
+        // Take the run first: a second resumer is refused here, before it
+        // has replayed or run anything.
+        let (claim_store, id, owner) = (store.clone(), record.id.clone(), self.owner.clone());
+        tokio::task::spawn_blocking(move || claim_store.claim(&id, &owner))
+            .await
+            .map_err(|e| RunError::Refused(e.to_string()))??;
         let entries = store.journal(&record.id)?;
-        store
-            .set_status(&record.id, "running", None, Some(std::process::id()))
-            .await?;
-        self.attach_journal(Journal::new(store, &record.id, entries));
+        self.attach_journal(Journal::new(store.clone(), &record.id, entries));
+        self.keep_lease(store, record.id.clone());
         Ok(())
+    }
+
+    /// Renews the run's lease every third of its length while it executes.
+    /// An owner that finds it has lost the run stops renewing; its final
+    /// status write is fenced and changes nothing.
+    fn keep_lease(&self, store: Arc<dyn Store>, run: String) {
+        let owner = self.owner.id.clone();
+        let every = crate::store::lease() / 3;
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let (s, r, o) = (store.clone(), run.clone(), owner.clone());
+                match tokio::task::spawn_blocking(move || s.renew(&r, &o)).await {
+                    Ok(Ok(true)) => {}
+                    Ok(Ok(false)) => {
+                        tracing::warn!(run, "lost the run's lease to another owner");
+                        return;
+                    }
+                    Ok(Err(e)) => tracing::warn!(run, "renewing the lease failed: {e}"),
+                    Err(_) => return,
+                }
+            }
+        });
+        if let Some(old) = self
+            .lease_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(task)
+        {
+            old.abort();
+        }
+    }
+
+    /// Stops renewing the lease (the run has ended).
+    pub(super) fn drop_lease(&self) {
+        if let Some(t) = self
+            .lease_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            t.abort();
+        }
     }
 
     fn attach_journal(&self, journal: Journal) {

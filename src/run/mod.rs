@@ -115,6 +115,9 @@ pub struct Run {
     journal: std::sync::Mutex<Option<Arc<Journal>>>,
     /// The flow's own token, bound to the run's root task.
     flow_token: std::sync::Mutex<Option<CapToken>>,
+    /// Who executes this run in the journal (one owner at a time).
+    owner: crate::store::Owner,
+    lease_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// Loads and validates the blueprint at `path` and builds its agents.
@@ -171,6 +174,8 @@ pub fn prepare_source(
         opts,
         journal: Default::default(),
         flow_token: Default::default(),
+        owner: crate::store::Owner::new(),
+        lease_task: Default::default(),
     })
 }
 
@@ -274,8 +279,9 @@ impl Run {
             } else {
                 view.status.as_str()
             };
+            self.drop_lease();
             store
-                .set_status(j.run(), status, Some(result.clone()), None)
+                .set_status(j.run(), status, Some(result.clone()), Some(&self.owner.id))
                 .await?;
         }
         Ok(RunReport {

@@ -39,6 +39,65 @@ pub enum StoreError {
     Read { path: String, message: String },
     #[error("the journal writer has stopped")]
     Closed,
+    /// Another owner holds the run's lease.
+    #[error("{0}")]
+    Owned(String),
+}
+
+/// Who executes a run: one owner at a time, holding a lease it renews.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    /// 64 random bits, hex: unique per execution of a run.
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    /// Host name and pid namespace: where `pid` means this process. On the
+    /// same machine a dead pid frees the run at once; anywhere else only
+    /// the lease's expiry does (a container's pid 1 is not ours).
+    pub machine: String,
+}
+
+impl Owner {
+    /// A new owner id for this process.
+    pub fn new() -> Owner {
+        let mut buf = [0u8; 256];
+        // SAFETY: gethostname writes at most `len` bytes into `buf`.
+        let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+        let host = ok
+            .then(|| {
+                let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+                String::from_utf8_lossy(&buf[..end]).into_owned()
+            })
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        let ns = std::fs::read_link("/proc/self/ns/pid")
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        Owner {
+            id: format!("{:016x}", rand::random::<u64>()),
+            machine: format!("{host}/{ns}"),
+            host,
+            pid: std::process::id(),
+        }
+    }
+}
+
+impl Default for Owner {
+    fn default() -> Self {
+        Owner::new()
+    }
+}
+
+/// How long a run's lease lasts without renewal (`SWARM_LEASE_MS`, default
+/// 30 s). The owner renews it every third of that while the run executes;
+/// another process may take the run over only once it has expired.
+pub fn lease() -> std::time::Duration {
+    let ms = std::env::var("SWARM_LEASE_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|ms| *ms >= 100)
+        .unwrap_or(30_000);
+    std::time::Duration::from_millis(ms)
 }
 
 /// A run as the journal knows it.
@@ -57,6 +116,11 @@ pub struct RunRecord {
     pub updated_ms: u64,
     /// Completed journal entries.
     pub steps: u64,
+    /// The owner executing it (while `running`).
+    pub owner: Option<String>,
+    pub owner_host: Option<String>,
+    pub owned_since_ms: Option<u64>,
+    pub lease_until_ms: Option<u64>,
 }
 
 /// One journaled call of a flow: a step, an answer, a sleep, a clock or
@@ -99,14 +163,24 @@ pub type Commit = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
 /// What the host needs from a journal.
 pub trait Store: Send + Sync {
     fn path(&self) -> PathBuf;
-    fn create_run(&self, run: &RunRecord) -> Commit;
-    /// Sets status (and result, when settled) of a run.
+    /// Records a new run, owned by `owner` with a fresh lease.
+    fn create_run(&self, run: &RunRecord, owner: &Owner) -> Commit;
+    /// Takes a recorded, unfinished run for `owner`: atomically, and only
+    /// when no other owner holds an unexpired lease on it. Refused with
+    /// [`StoreError::Owned`] naming the holder otherwise.
+    fn claim(&self, run: &str, owner: &Owner) -> Result<(), StoreError>;
+    /// Extends `owner`'s lease; false when it no longer owns the run.
+    fn renew(&self, run: &str, owner: &str) -> Result<bool, StoreError>;
+    /// Sets status (and result, when settled) of a run. With `owner`, the
+    /// write is fenced: it applies only while that owner holds the run, so
+    /// a stale owner never overwrites a newer state; ending the run
+    /// releases it.
     fn set_status(
         &self,
         run: &str,
         status: &str,
         result: Option<Value>,
-        pid: Option<u32>,
+        owner: Option<&str>,
     ) -> Commit;
     fn run(&self, id: &str) -> Result<Option<RunRecord>, StoreError>;
     fn runs(&self, status: Option<&str>) -> Result<Vec<RunRecord>, StoreError>;
@@ -123,8 +197,8 @@ pub trait Store: Send + Sync {
     fn questions(&self, run: &str) -> Result<Vec<QuestionRecord>, StoreError>;
     fn request_cancel(&self, run: &str) -> Result<(), StoreError>;
     fn cancel_requested(&self, run: &str) -> Result<bool, StoreError>;
-    /// Marks runs left `running` by a process that is gone as `interrupted`;
-    /// returns their ids.
+    /// Marks runs left `running` whose owner's lease has expired as
+    /// `interrupted` (never a finished run); returns their ids.
     fn mark_interrupted(&self) -> Result<Vec<String>, StoreError>;
 }
 

@@ -53,6 +53,14 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run, pos)
     ) WITHOUT ROWID;
     "#,
+    // 2: one owner per run, with a lease renewed while it executes.
+    r#"
+    ALTER TABLE runs ADD COLUMN owner TEXT;
+    ALTER TABLE runs ADD COLUMN owner_host TEXT;
+    ALTER TABLE runs ADD COLUMN owned_since_ms INTEGER;
+    ALTER TABLE runs ADD COLUMN lease_until_ms INTEGER;
+    ALTER TABLE runs ADD COLUMN owner_machine TEXT;
+    "#,
 ];
 
 /// The schema version this binary writes.

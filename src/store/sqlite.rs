@@ -9,7 +9,7 @@
 //! use a second connection.
 
 use super::{
-    Commit, EventRecord, JournalEntry, QuestionRecord, RunRecord, Store, StoreError, schema,
+    Commit, EventRecord, JournalEntry, Owner, QuestionRecord, RunRecord, Store, StoreError, schema,
 };
 use crate::engine::now_ms;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
@@ -225,15 +225,65 @@ fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRecord> {
         created_ms: r.get::<_, i64>(8)? as u64,
         updated_ms: r.get::<_, i64>(9)? as u64,
         steps: r.get::<_, i64>(10)? as u64,
+        owner: r.get(11)?,
+        owner_host: r.get(12)?,
+        owned_since_ms: r.get::<_, Option<i64>>(13)?.map(|v| v as u64),
+        lease_until_ms: r.get::<_, Option<i64>>(14)?.map(|v| v as u64),
     })
 }
 
-const RUN_COLUMNS: &str = "id, blueprint, path, hash, input, status, result, pid, created_ms, updated_ms, \
-     (SELECT count(*) FROM journal j WHERE j.run = runs.id)";
-
-fn pid_alive(pid: u32) -> bool {
+/// The owner of `r` when it provably is gone: it ran on this machine (same
+/// host, same pid namespace) and its process no longer exists.
+fn dead_owner(c: &Connection, r: &RunRecord, me: &str) -> Option<String> {
+    let machine: Option<String> = c
+        .query_row(
+            "SELECT owner_machine FROM runs WHERE id = ?1",
+            [&r.id],
+            |row| row.get(0),
+        )
+        .ok()
+        .flatten();
+    let pid = r.pid?;
     // SAFETY: signal 0 only checks whether the process exists.
-    pid == std::process::id() || unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+    let alive = pid == std::process::id() || unsafe { libc::kill(pid as libc::pid_t, 0) == 0 };
+    (machine.as_deref() == Some(me) && !alive)
+        .then(|| r.owner.clone())
+        .flatten()
+}
+
+const RUN_COLUMNS: &str = "id, blueprint, path, hash, input, status, result, pid, created_ms, updated_ms, \
+     (SELECT count(*) FROM journal j WHERE j.run = runs.id), owner, owner_host, owned_since_ms, \
+     lease_until_ms";
+
+/// The lease's end, in epoch ms, for a lease taken now.
+fn lease_end() -> i64 {
+    (now_ms() + crate::store::lease().as_millis() as u64) as i64
+}
+
+/// "run r7 is being run by host-a (pid 4121) since 12:03:10; its lease
+/// expires in 20 s".
+fn owned_message(r: &RunRecord) -> String {
+    let now = now_ms();
+    let since = r.owned_since_ms.map_or("?".to_string(), clock);
+    let left = r
+        .lease_until_ms
+        .unwrap_or(0)
+        .saturating_sub(now)
+        .div_ceil(1000);
+    format!(
+        "run {} is being run by {} (pid {}) since {since}; its lease expires in {left} s \
+         (a run has one owner at a time: wait for it, or `swarm cancel {}`)",
+        r.id,
+        r.owner_host.as_deref().unwrap_or("?"),
+        r.pid.unwrap_or(0),
+        r.id,
+    )
+}
+
+/// `HH:MM:SS` (UTC) of an epoch-ms time.
+fn clock(ms: u64) -> String {
+    let s = ms / 1000 % 86_400;
+    format!("{:02}:{:02}:{:02} UTC", s / 3600, s / 60 % 60, s % 60)
 }
 
 impl Store for SqliteStore {
@@ -241,16 +291,63 @@ impl Store for SqliteStore {
         self.path.clone()
     }
 
-    fn create_run(&self, run: &RunRecord) -> Commit {
-        let r = run.clone();
+    fn create_run(&self, run: &RunRecord, owner: &Owner) -> Commit {
+        let (r, o) = (run.clone(), owner.clone());
         self.submit(Box::new(move |tx| {
             tx.execute(
-                "INSERT INTO runs (id, blueprint, path, hash, input, status, result, pid, created_ms, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7, ?8, ?8)",
-                params![r.id, r.blueprint, r.path, r.hash, r.input.to_string(), r.status, r.pid, r.created_ms as i64],
+                "INSERT INTO runs (id, blueprint, path, hash, input, status, result, pid, created_ms,
+                   updated_ms, owner, owner_host, owned_since_ms, lease_until_ms, owner_machine)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7, ?8, ?8, ?9, ?10, ?8, ?11, ?12)",
+                params![r.id, r.blueprint, r.path, r.hash, r.input.to_string(), r.status, o.pid,
+                        r.created_ms as i64, o.id, o.host, lease_end(), o.machine],
             )?;
             Ok(())
         }))
+    }
+
+    fn claim(&self, run: &str, owner: &Owner) -> Result<(), StoreError> {
+        let dead = match self.run(run)? {
+            Some(r) => self.read(|c| Ok(dead_owner(c, &r, &owner.machine)))?,
+            None => None,
+        };
+        let (id, o) = (run.to_string(), owner.clone());
+        // One statement decides: unfinished, and unowned, or its lease
+        // expired, or its owner was seen dead (compare-and-swap on it).
+        block_on(self.submit(Box::new(move |tx| {
+            let now = now_ms() as i64;
+            tx.execute(
+                "UPDATE runs SET status = 'running', owner = ?2, owner_host = ?3, pid = ?4,
+                   owned_since_ms = ?5, lease_until_ms = ?6, updated_ms = ?5, owner_machine = ?7
+                 WHERE id = ?1 AND status NOT IN ('pass', 'blocked', 'cancelled')
+                   AND (owner IS NULL OR lease_until_ms IS NULL OR lease_until_ms < ?5
+                        OR owner = ?2 OR owner = ?8)",
+                params![id, o.id, o.host, o.pid, now, lease_end(), o.machine, dead],
+            )?;
+            Ok(())
+        })))?;
+        match self.run(run)? {
+            Some(r) if r.owner.as_deref() == Some(owner.id.as_str()) => Ok(()),
+            Some(r) if r.status == "running" => Err(StoreError::Owned(owned_message(&r))),
+            Some(r) => Err(StoreError::Owned(format!(
+                "run {} already finished ({})",
+                r.id, r.status
+            ))),
+            None => Err(StoreError::Owned(format!("no run `{run}`"))),
+        }
+    }
+
+    fn renew(&self, run: &str, owner: &str) -> Result<bool, StoreError> {
+        let (id, o) = (run.to_string(), owner.to_string());
+        block_on(self.submit(Box::new(move |tx| {
+            tx.execute(
+                "UPDATE runs SET lease_until_ms = ?3 WHERE id = ?1 AND owner = ?2 AND status = 'running'",
+                params![id, o, lease_end()],
+            )?;
+            Ok(())
+        })))?;
+        Ok(self
+            .run(run)?
+            .is_some_and(|r| r.owner.as_deref() == Some(owner) && r.status == "running"))
     }
 
     fn set_status(
@@ -258,15 +355,24 @@ impl Store for SqliteStore {
         run: &str,
         status: &str,
         result: Option<Value>,
-        pid: Option<u32>,
+        owner: Option<&str>,
     ) -> Commit {
         let (run, status) = (run.to_string(), status.to_string());
+        let owner = owner.map(str::to_string);
         self.submit(Box::new(move |tx| {
             tx.execute(
-                "UPDATE runs SET status = ?2, result = coalesce(?3, result), pid = coalesce(?4, pid),
-                 updated_ms = ?5, cancel_requested = CASE WHEN ?2 = 'running' THEN cancel_requested ELSE 0 END
-                 WHERE id = ?1",
-                params![run, status, result.map(|v| v.to_string()), pid, now_ms() as i64],
+                "UPDATE runs SET status = ?2, result = coalesce(?3, result), updated_ms = ?4,
+                   cancel_requested = CASE WHEN ?2 = 'running' THEN cancel_requested ELSE 0 END,
+                   owner = CASE WHEN ?2 = 'running' THEN owner ELSE NULL END,
+                   lease_until_ms = CASE WHEN ?2 = 'running' THEN lease_until_ms ELSE NULL END
+                 WHERE id = ?1 AND (?5 IS NULL OR owner = ?5)",
+                params![
+                    run,
+                    status,
+                    result.map(|v| v.to_string()),
+                    now_ms() as i64,
+                    owner
+                ],
             )?;
             Ok(())
         }))
@@ -437,20 +543,39 @@ impl Store for SqliteStore {
     }
 
     fn mark_interrupted(&self) -> Result<Vec<String>, StoreError> {
-        let running: Vec<(String, Option<u32>)> = self.read(|c| {
-            let mut stmt = c.prepare("SELECT id, pid FROM runs WHERE status = 'running'")?;
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect()
+        let now = now_ms() as i64;
+        let me = Owner::new().machine;
+        let running = self.runs(Some("running"))?;
+        let stale: Vec<(String, Option<String>)> = self.read(|c| {
+            Ok(running
+                .iter()
+                .filter_map(|r| {
+                    let dead = dead_owner(c, r, &me);
+                    let expired = r.lease_until_ms.is_none_or(|t| (t as i64) < now);
+                    (expired || dead.is_some()).then(|| (r.id.clone(), dead))
+                })
+                .collect())
         })?;
-        let gone: Vec<String> = running
-            .into_iter()
-            .filter(|(_, pid)| !pid.is_some_and(pid_alive))
-            .map(|(id, _)| id)
-            .collect();
-        for id in &gone {
-            block_on(self.set_status(id, "interrupted", None, None))?;
+        let mut marked = Vec::new();
+        for (id, dead) in stale {
+            // The same condition again, in the write: a run that finished,
+            // renewed its lease or changed hands meanwhile is left alone.
+            let run = id.clone();
+            block_on(self.submit(Box::new(move |tx| {
+                tx.execute(
+                    "UPDATE runs SET status = 'interrupted', owner = NULL, lease_until_ms = NULL,
+                       updated_ms = ?2
+                     WHERE id = ?1 AND status = 'running'
+                       AND (lease_until_ms IS NULL OR lease_until_ms < ?2 OR owner = ?3)",
+                    params![run, now, dead],
+                )?;
+                Ok(())
+            })))?;
+            if self.run(&id)?.is_some_and(|r| r.status == "interrupted") {
+                marked.push(id);
+            }
         }
-        Ok(gone)
+        Ok(marked)
     }
 }
 

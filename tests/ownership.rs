@@ -1,0 +1,208 @@
+//! One owner per run: a run is executed by exactly one process at a time,
+//! holding a lease it renews; another may take it over only when the lease
+//! has expired (or, on the same machine, when the owner's process is gone),
+//! and a sweep never relabels a finished or live run. Real processes, a
+//! real SQLite file, and a real pid namespace for the "container" owner.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const HANG_GUARD: Duration = Duration::from_secs(60);
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("own-{name}"));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_swarm"));
+        c.args(args)
+            .current_dir(&self.0)
+            .env("SWARM_DB", self.0.join("swarm.db"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+    fn swarm(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+    /// A blueprint whose step waits for the file `gate` (created by the
+    /// test), then appends a line to `effects`: each execution is visible.
+    fn gated(&self) -> String {
+        let body = format!(
+            "local swarm = require 'swarm'\nreturn swarm.blueprint 'g' {{\n  agents = {{ work = swarm.agent.process {{ shell = 'echo $$ >> {pids}; while [ ! -e {gate} ]; do sleep 0.05; done; echo ran >> {fx}; echo 1' }} }},\n  flow = function() swarm.step('work', 1); return 'done' end,\n}}\n",
+            gate = self.0.join("gate").display(),
+            fx = self.0.join("effects").display(),
+            pids = self.0.join("pids").display(),
+        );
+        let p = self.0.join("g.lua");
+        std::fs::write(&p, body).unwrap();
+        p.display().to_string()
+    }
+    /// Kills the agents a killed owner left behind (SIGKILL cannot take
+    /// its process groups down with it; `swarm resume` runs the step again).
+    fn kill_orphans(&self) {
+        let pids = std::fs::read_to_string(self.0.join("pids")).unwrap_or_default();
+        for pid in pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            // SAFETY: signalling a process group this test started.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
+        let _ = std::fs::remove_file(self.0.join("pids"));
+    }
+    fn open_gate(&self) {
+        std::fs::write(self.0.join("gate"), "").unwrap();
+    }
+    fn effects(&self) -> usize {
+        std::fs::read_to_string(self.0.join("effects"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+    /// The run as `swarm show --json` reports it.
+    fn status(&self, run: &str) -> Option<String> {
+        let out = self.swarm(&["show", run, "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["run"]["status"].as_str().map(str::to_string)
+    }
+}
+
+fn self_has_pids(d: &Dir) -> bool {
+    d.0.join("pids").exists()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !ok() {
+        assert!(t0.elapsed() < HANG_GUARD, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_child(mut c: Child) -> Output {
+    let t0 = Instant::now();
+    while c.try_wait().unwrap().is_none() {
+        assert!(t0.elapsed() < HANG_GUARD, "process hung");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.wait_with_output().unwrap()
+}
+
+#[test]
+fn two_resumers_at_once_run_the_remaining_steps_once() {
+    let d = Dir::new("two");
+    let bp = d.gated();
+    // Start, then kill the first owner while its step waits at the gate.
+    let mut first = d.cmd(&["run", &bp, "--run-id", "two"]).spawn().unwrap();
+    wait_for("the run to start", || {
+        d.status("two").as_deref() == Some("running")
+    });
+    wait_for("the step to start", || self_has_pids(&d));
+    first.kill().unwrap();
+    first.wait().unwrap();
+    d.kill_orphans();
+    // Two resumers race; exactly one may own the run.
+    let a = d.cmd(&["resume", "two"]).spawn().unwrap();
+    let b = d.cmd(&["resume", "two"]).spawn().unwrap();
+    let (mut a, mut b) = (Some(a), Some(b));
+    let refused = loop {
+        if let Some(c) = a.as_mut()
+            && c.try_wait().unwrap().is_some()
+        {
+            break wait_child(a.take().unwrap());
+        }
+        if let Some(c) = b.as_mut()
+            && c.try_wait().unwrap().is_some()
+        {
+            break wait_child(b.take().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    let msg = text(&refused);
+    assert!(
+        msg.contains("is being run by") && msg.contains("its lease expires in"),
+        "{msg}"
+    );
+    d.open_gate();
+    let owner = wait_child(a.or(b).unwrap());
+    assert!(owner.status.success(), "{}", text(&owner));
+    assert_eq!(d.effects(), 1, "the step ran more than once");
+    assert_eq!(d.status("two").as_deref(), Some("pass"));
+}
+
+#[test]
+fn an_owner_in_another_pid_namespace_holds_the_run_until_its_lease_expires() {
+    let d = Dir::new("container");
+    let bp = d.gated();
+    // The owner runs as pid 1 of its own pid namespace, like a container's
+    // main process: its pid means nothing here.
+    let mut owner = Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child"])
+        .arg(env!("CARGO_BIN_EXE_swarm"))
+        .args(["run", &bp, "--run-id", "ctr"])
+        .current_dir(&d.0)
+        .env("SWARM_DB", d.0.join("swarm.db"))
+        // Long enough that the resume just below always finds it live.
+        .env("SWARM_LEASE_MS", "10000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("unshare (util-linux) runs the owner in its own pid namespace");
+    wait_for("the run to start", || {
+        d.status("ctr").as_deref() == Some("running")
+    });
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    // Its lease has not expired: refused, naming the owner.
+    let out = d.swarm(&["resume", "ctr"]);
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{msg}");
+    assert!(
+        msg.contains("(pid 1)") && msg.contains("is being run by"),
+        "{msg}"
+    );
+    // Once it expires (10 s without renewal), the run is interrupted and
+    // resumable.
+    d.open_gate();
+    wait_for("the lease to expire", || {
+        d.status("ctr").as_deref() == Some("interrupted")
+    });
+    let out = d.swarm(&["resume", "ctr"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(d.status("ctr").as_deref(), Some("pass"));
+}
+
+#[test]
+fn sweeps_never_relabel_finished_or_live_runs() {
+    let d = Dir::new("sweep");
+    let hello = Path::new(env!("CARGO_MANIFEST_DIR")).join("blueprints/hello.lua");
+    let hello = hello.to_str().unwrap();
+    let mut children = Vec::new();
+    for i in 0..12 {
+        let id = format!("s{i}");
+        children.push(d.cmd(&["run", hello, "--run-id", &id]).spawn().unwrap());
+        // Every other command opens the journal, which sweeps.
+        children.push(d.cmd(&["runs"]).spawn().unwrap());
+    }
+    for c in children {
+        let out = wait_child(c);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    for i in 0..12 {
+        assert_eq!(d.status(&format!("s{i}")).as_deref(), Some("pass"));
+    }
+}
