@@ -206,3 +206,32 @@ fn sweeps_never_relabel_finished_or_live_runs() {
         assert_eq!(d.status(&format!("s{i}")).as_deref(), Some("pass"));
     }
 }
+
+#[test]
+fn signals_interrupt_a_durable_run_and_resume_continues_it() {
+    for (sig, name) in [(libc::SIGTERM, "term"), (libc::SIGHUP, "hup"), (libc::SIGINT, "int")] {
+        let d = Dir::new(&format!("sig-{name}"));
+        let bp = d.gated();
+        let run = d.cmd(&["run", &bp, "--run-id", "sig"]).spawn().unwrap();
+        wait_for("the step to start", || self_has_pids(&d));
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(run.id() as i32, sig) };
+        let out = wait_child(run);
+        assert_eq!(out.status.code(), Some(3), "{name}: {}", text(&out));
+        assert!(text(&out).contains("swarm resume sig"), "{}", text(&out));
+        assert_eq!(d.status("sig").as_deref(), Some("interrupted"));
+        // The interrupted step's process group was killed with it.
+        let pid: i32 = std::fs::read_to_string(d.0.join("pids"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // SAFETY: probing a pid with signal 0 sends nothing.
+        wait_for("the agent to die", || unsafe { libc::kill(pid, 0) } != 0);
+        d.open_gate();
+        let out = d.swarm(&["resume", "sig"]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(d.effects(), 1);
+        assert_eq!(d.status("sig").as_deref(), Some("pass"));
+    }
+}

@@ -230,10 +230,9 @@ pub fn resume(args: ResumeArgs) -> ExitCode {
 
 /// Runs a started root task to the end with progress, events and Ctrl-C.
 async fn execute(engine: &Engine, prepared: &Run, root: TaskId, out: &Output) -> ExitCode {
-    // Registered before anything runs, so a Ctrl-C that comes as soon as
+    // Registered before anything runs, so a signal that comes as soon as
     // the first agent starts is ours, not the default (killing us).
-    let mut interrupt =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+    let mut stop = Stop::register();
     if let Some(id) = prepared.run_id() {
         eprintln!("run {id}");
     }
@@ -244,10 +243,16 @@ async fn execute(engine: &Engine, prepared: &Run, root: TaskId, out: &Output) ->
     tokio::pin!(finish);
     let report = tokio::select! {
         r = &mut finish => r,
-        Some(()) = async { interrupt.as_mut()?.recv().await } => {
-            eprintln!("\ninterrupted: cancelling the run");
-            let _ = prepared.cancel(root);
-            finish.await
+        sig = stop.next() => {
+            eprintln!("\n{sig}: stopping the run (again to force)");
+            let _ = prepared.interrupt(root);
+            tokio::select! {
+                r = &mut finish => r,
+                sig = stop.next() => {
+                    eprintln!("{sig} again: exiting now");
+                    std::process::exit(130);
+                }
+            }
         }
     };
     if let Some(p) = progress {
@@ -264,9 +269,45 @@ async fn execute(engine: &Engine, prepared: &Run, root: TaskId, out: &Output) ->
     }
 }
 
-/// Exit status of a run that stopped to wait for an answer: it is not
-/// finished and can be resumed (0 pass, 1 failed or cancelled, 2 usage or
-/// blueprint error).
+/// SIGINT, SIGTERM and SIGHUP, as one stream. Each stops a durable run as
+/// `interrupted` (resumable); a second one forces the exit.
+struct Stop(Vec<(tokio::signal::unix::Signal, &'static str)>);
+
+impl Stop {
+    fn register() -> Stop {
+        use tokio::signal::unix::{SignalKind, signal};
+        let kinds = [
+            (SignalKind::interrupt(), "interrupted"),
+            (SignalKind::terminate(), "terminated"),
+            (SignalKind::hangup(), "hung up"),
+        ];
+        Stop(
+            kinds
+                .into_iter()
+                .filter_map(|(k, name)| Some((signal(k).ok()?, name)))
+                .collect(),
+        )
+    }
+
+    /// The next signal's name; pending forever when none is registered.
+    async fn next(&mut self) -> &'static str {
+        if self.0.is_empty() {
+            return std::future::pending().await;
+        }
+        let waits = self
+            .0
+            .iter_mut()
+            .map(|(s, name)| Box::pin(async move { s.recv().await.map(|_| *name) }));
+        match futures_util::future::select_all(waits).await.0 {
+            Some(name) => name,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Exit status of a run that stopped to wait for an answer, or was
+/// interrupted: it is not finished and can be resumed (0 pass, 1 failed or
+/// cancelled, 2 usage or blueprint error).
 const EXIT_WAITING: u8 = 3;
 
 fn print_report(report: &run::RunReport, json: bool) -> ExitCode {
@@ -288,6 +329,10 @@ fn print_report(report: &run::RunReport, json: bool) -> ExitCode {
                 "run {id} is waiting for an answer: {}",
                 message.unwrap_or("a senior question is open")
             );
+            ExitCode::from(EXIT_WAITING)
+        }
+        (_, Some("interrupted"), Some(_)) => {
+            eprintln!("run {}", message.unwrap_or("interrupted"));
             ExitCode::from(EXIT_WAITING)
         }
         (TaskStatus::Cancelled, ..) if report.result.is_null() => {

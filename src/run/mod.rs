@@ -118,6 +118,8 @@ pub struct Run {
     /// Who executes this run in the journal (one owner at a time).
     owner: crate::store::Owner,
     lease_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Set by [`Run::interrupt`]: the run ends resumable.
+    interrupted: std::sync::atomic::AtomicBool,
 }
 
 /// Loads and validates the blueprint at `path` and builds its agents.
@@ -176,6 +178,7 @@ pub fn prepare_source(
         flow_token: Default::default(),
         owner: crate::store::Owner::new(),
         lease_task: Default::default(),
+        interrupted: Default::default(),
     })
 }
 
@@ -254,7 +257,15 @@ impl Run {
         }
         let view = view?;
         let waiting = matches!(unanswered, Some(desk::Stop::Unanswered(_))) && journal.is_some();
+        let interrupted = self.interrupted.load(std::sync::atomic::Ordering::Relaxed);
         let result = match unanswered {
+            _ if interrupted => serde_json::json!({
+                "error": format!(
+                    "interrupted; `swarm resume {}` continues it",
+                    journal.as_ref().map_or("", |j| j.run())
+                ),
+                "code": "interrupted",
+            }),
             _ if overran.is_some() => {
                 let limit = overran.unwrap_or_default();
                 serde_json::json!({
@@ -274,7 +285,9 @@ impl Run {
                 .unwrap_or(serde_json::Value::Null),
         };
         if let (Some(j), Some(store)) = (&journal, &self.opts.store) {
-            let status = if waiting {
+            let status = if interrupted {
+                "interrupted"
+            } else if waiting {
                 "waiting"
             } else {
                 view.status.as_str()
@@ -355,6 +368,18 @@ impl Run {
     pub fn cancel(&self, root: TaskId) -> Result<(), RunError> {
         self.engine.cancel_task(&self.token, root)?;
         Ok(())
+    }
+
+    /// Stops a durable run so it can be resumed (Ctrl-C, SIGTERM, SIGHUP):
+    /// its steps are cancelled (process agents killed), nothing journaled
+    /// is lost, and the run ends `interrupted`, not `cancelled`. Without a
+    /// journal there is nothing to resume: the same as [`Run::cancel`].
+    pub fn interrupt(&self, root: TaskId) -> Result<(), RunError> {
+        if self.journal().is_some() {
+            self.interrupted
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.cancel(root)
     }
 }
 
