@@ -214,8 +214,9 @@ fn a_changed_blueprint_is_refused_unless_forced_and_divergence_is_caught() {
         t.contains("changed since run `c1` started (was ") && t.contains("--force"),
         "{t}"
     );
+    // Divergence stops the run as `diverged`, not failed: resumable.
     let out = d.swarm(&["resume", "c1", "--force"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     let t = text(&out);
     assert!(
         t.contains("c.lua:5") && t.contains("flow is not deterministic"),
@@ -225,6 +226,14 @@ fn a_changed_blueprint_is_refused_unless_forced_and_divergence_is_caught() {
         t.contains("journal has step(a,") && t.contains("flow asked for step(b,"),
         "{t}"
     );
+    assert_eq!(d.status("c1"), "diverged");
+    // Reverted, it resumes where it was and finishes.
+    d.file("c.lua", v1);
+    assert!(d.swarm(&["answer", "c1", "go", "true"]).status.success());
+    let out = d.swarm(&["resume", "c1", "--json"]);
+    assert!(out.status.success(), "{t}", t = text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "\"x\"");
+    assert_eq!(d.status("c1"), "pass");
 }
 
 #[test]

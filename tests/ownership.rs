@@ -209,7 +209,11 @@ fn sweeps_never_relabel_finished_or_live_runs() {
 
 #[test]
 fn signals_interrupt_a_durable_run_and_resume_continues_it() {
-    for (sig, name) in [(libc::SIGTERM, "term"), (libc::SIGHUP, "hup"), (libc::SIGINT, "int")] {
+    for (sig, name) in [
+        (libc::SIGTERM, "term"),
+        (libc::SIGHUP, "hup"),
+        (libc::SIGINT, "int"),
+    ] {
         let d = Dir::new(&format!("sig-{name}"));
         let bp = d.gated();
         let run = d.cmd(&["run", &bp, "--run-id", "sig"]).spawn().unwrap();
@@ -234,4 +238,50 @@ fn signals_interrupt_a_durable_run_and_resume_continues_it() {
         assert_eq!(d.effects(), 1);
         assert_eq!(d.status("sig").as_deref(), Some("pass"));
     }
+}
+
+#[test]
+fn a_journal_write_that_fails_interrupts_the_run_and_resume_continues() {
+    use std::io::BufRead;
+    let d = Dir::new("fault");
+    let bp = d.gated();
+    let db = d.0.join("swarm.db");
+    let run = d
+        .cmd(&["run", &bp, "--run-id", "f1"])
+        .env("SWARM_DB_BUSY_MS", "200")
+        .spawn()
+        .unwrap();
+    wait_for("the step to start", || self_has_pids(&d));
+    // Another process holds the database's write lock past the busy timeout.
+    let mut locker = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); \
+             c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); sys.stdin.read()",
+        ])
+        .arg(&db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(locker.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    d.open_gate();
+    let out = wait_child(run);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{t}");
+    assert!(t.contains("locked by another process"), "{t}");
+    assert!(t.contains("swarm resume f1"), "{t}");
+    // Lock released: the run is interrupted (its owner is gone) and resumes.
+    drop(locker.stdin.take());
+    locker.wait().unwrap();
+    wait_for("the run to be resumable", || {
+        d.status("f1").as_deref() == Some("interrupted")
+    });
+    let out = d.swarm(&["resume", "f1", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(d.status("f1").as_deref(), Some("pass"));
 }

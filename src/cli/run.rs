@@ -335,6 +335,15 @@ fn print_report(report: &run::RunReport, json: bool) -> ExitCode {
             eprintln!("run {}", message.unwrap_or("interrupted"));
             ExitCode::from(EXIT_WAITING)
         }
+        (_, Some(code @ ("journal_fault" | "diverged")), Some(id)) => {
+            let state = if code == "diverged" {
+                "diverged"
+            } else {
+                "interrupted"
+            };
+            eprintln!("error: run {id} {state}: {}", message.unwrap_or(code));
+            ExitCode::from(EXIT_WAITING)
+        }
         (TaskStatus::Cancelled, ..) if report.result.is_null() => {
             eprintln!("run cancelled");
             ExitCode::from(1)

@@ -258,7 +258,14 @@ impl Run {
         let view = view?;
         let waiting = matches!(unanswered, Some(desk::Stop::Unanswered(_))) && journal.is_some();
         let interrupted = self.interrupted.load(std::sync::atomic::Ordering::Relaxed);
-        let result = match unanswered {
+        let halted = journal.as_ref().and_then(|j| j.halted());
+        let mut result = match unanswered {
+            _ if halted.is_some() => {
+                let (why, message) = halted
+                    .clone()
+                    .unwrap_or((crate::store::Halt::Fault, String::new()));
+                serde_json::json!({ "error": message, "code": why.code() })
+            }
             _ if interrupted => serde_json::json!({
                 "error": format!(
                     "interrupted; `swarm resume {}` continues it",
@@ -285,7 +292,9 @@ impl Run {
                 .unwrap_or(serde_json::Value::Null),
         };
         if let (Some(j), Some(store)) = (&journal, &self.opts.store) {
-            let status = if interrupted {
+            let status = if let Some((why, _)) = &halted {
+                why.status()
+            } else if interrupted {
                 "interrupted"
             } else if waiting {
                 "waiting"
@@ -293,9 +302,22 @@ impl Run {
                 view.status.as_str()
             };
             self.drop_lease();
-            store
+            let written = store
                 .set_status(j.run(), status, Some(result.clone()), Some(&self.owner.id))
-                .await?;
+                .await;
+            if let Err(e) = written {
+                // The end could not be recorded: the run stays `running`
+                // until its lease lapses (or, on this machine, at once once
+                // we exit), then it is interrupted and resumable.
+                result = serde_json::json!({
+                    "error": format!(
+                        "{e}; the run could not be recorded as {status}: `swarm resume {}` \
+                         continues it once the journal is writable",
+                        j.run()
+                    ),
+                    "code": "journal_fault",
+                });
+            }
         }
         Ok(RunReport {
             root,

@@ -17,6 +17,7 @@ pub struct Journal {
     run: String,
     recorded: Mutex<HashMap<String, JournalEntry>>,
     asks: Mutex<HashMap<String, String>>,
+    halted: Mutex<Option<(Halt, String)>>,
 }
 
 /// A short, stable hash of a JSON value (keys are sorted by serde_json).
@@ -38,13 +39,57 @@ pub fn input_hash(v: &Value) -> String {
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Why a run's journal stopped it (the flow cannot catch either).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Halt {
+    /// A journal write failed (disk full, lock, I/O): resumable once fixed.
+    Fault,
+    /// The flow asked for something other than its journal recorded:
+    /// resumable once the code is fixed or reverted.
+    Diverged,
+}
+
+impl Halt {
+    /// The run's status after it stopped this way.
+    pub fn status(self) -> &'static str {
+        match self {
+            Halt::Fault => "interrupted",
+            Halt::Diverged => "diverged",
+        }
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Halt::Fault => "journal_fault",
+            Halt::Diverged => "diverged",
+        }
+    }
+}
+
 impl Journal {
+    /// Stops the run for `why`; the first reason recorded wins.
+    pub fn halt(&self, why: Halt, message: String) {
+        self.halted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert((why, message));
+    }
+
+    /// Why the journal stopped the run, if it did.
+    pub fn halted(&self) -> Option<(Halt, String)> {
+        self.halted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub fn new(store: Arc<dyn Store>, run: &str, entries: Vec<JournalEntry>) -> Journal {
         Journal {
             store,
             run: run.to_string(),
             recorded: Mutex::new(entries.into_iter().map(|e| (e.pos.clone(), e)).collect()),
             asks: Mutex::new(HashMap::new()),
+            halted: Mutex::new(None),
         }
     }
 

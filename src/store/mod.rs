@@ -14,7 +14,7 @@ mod journal;
 mod schema;
 mod sqlite;
 
-pub use journal::{Journal, input_hash};
+pub use journal::{Halt, Journal, input_hash};
 pub use sqlite::{SqliteStore, block_on as wait};
 
 use serde_json::Value;

@@ -6,7 +6,7 @@
 use super::to_json;
 use crate::lua::error::{LuaUsage, caller_location};
 use crate::lua::sandbox::VmCtx;
-use crate::store::{Journal, QuestionRecord, input_hash};
+use crate::store::{Halt, Journal, QuestionRecord, input_hash};
 use mlua::{Lua, LuaSerdeExt, Table, Value};
 use std::sync::Arc;
 
@@ -33,14 +33,17 @@ pub fn register(lua: &Lua, host: &Table) -> mlua::Result<()> {
                 return Ok((false, Value::Nil, Value::Nil, Some(hash)));
             };
             if e.kind != kind || e.key != key || e.input_hash != hash {
-                return Err(mlua::Error::RuntimeError(format!(
+                let msg = format!(
                     "{}: flow is not deterministic: journal has {}({}, input hash {}) at position {pos}, \
-                     flow asked for {kind}({key}, input hash {hash})",
+                     flow asked for {kind}({key}, input hash {hash}); fix or revert the code, \
+                     then `swarm resume {}`",
                     caller_location(lua, 0),
                     e.kind,
                     e.key,
-                    e.input_hash
-                )));
+                    e.input_hash,
+                    j.run(),
+                );
+                return Err(halt(lua, &j, Halt::Diverged, msg));
             }
             let value = lua.to_value_with(&e.value, super::ser_opts())?;
             Ok((true, Value::Boolean(e.ok), value, Some(hash)))
@@ -62,6 +65,27 @@ fn store_err(e: crate::store::StoreError) -> LuaUsage {
     LuaUsage::new("journal", e.to_string())
 }
 
+/// Stops the run for `why`: records it on the journal and trips the VM, so
+/// no `pcall` in the flow can swallow it and the flow ends at once. The run
+/// then ends resumable (see [`Halt::status`]), never as a step failure.
+fn halt(lua: &Lua, j: &Journal, why: Halt, message: String) -> mlua::Error {
+    j.halt(why, message.clone());
+    if let Some(ctx) = lua.app_data_ref::<VmCtx>() {
+        ctx.limits.trip(crate::lua::Tripped::Cancelled);
+    }
+    mlua::Error::RuntimeError(message)
+}
+
+/// A failed journal write: the run is interrupted, naming the cause.
+fn fault(lua: &Lua, j: &Journal, e: crate::store::StoreError) -> LuaUsage {
+    let message = format!(
+        "{e}; the run is interrupted: `swarm resume {}` continues it",
+        j.run()
+    );
+    let _ = halt(lua, j, Halt::Fault, message.clone());
+    LuaUsage::new("journal_fault", message)
+}
+
 /// `wait("journal_put", pos, { kind, key, hash, ok, value })`, `hash` being
 /// what `journal_get` returned for the same call.
 pub async fn put(lua: &Lua, pos: Value, spec: Value) -> Result<Value, LuaUsage> {
@@ -81,7 +105,7 @@ pub async fn put(lua: &Lua, pos: Value, spec: Value) -> Result<Value, LuaUsage> 
     let value = to_json(lua, get("value"), "journaled value")?;
     j.record(&pos, &kind, &key, hash, ok, value)
         .await
-        .map_err(store_err)?;
+        .map_err(|e| fault(lua, &j, e))?;
     Ok(Value::Boolean(true))
 }
 
@@ -118,6 +142,6 @@ pub async fn question(lua: &Lua, pos: Value, question: Value) -> Result<Value, L
             answer: None,
         })
         .await
-        .map_err(store_err)?;
+        .map_err(|e| fault(lua, &j, e))?;
     Ok(Value::Nil)
 }
