@@ -285,3 +285,57 @@ fn a_journal_write_that_fails_interrupts_the_run_and_resume_continues() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(d.status("f1").as_deref(), Some("pass"));
 }
+
+#[test]
+fn random_floats_replay_bit_exact() {
+    let d = Dir::new("floats");
+    let bp = d.0.join("f.lua");
+    // Each random float feeds a step's input: one ulp off on replay and the
+    // input hash would differ (divergence).
+    std::fs::write(
+        &bp,
+        "local swarm = require 'swarm'\nreturn swarm.blueprint 'f' {\n  agents = { e = swarm.agent.rust { name = 'echo' } },\n  flow = function()\n    local sum = 0\n    for i = 1, 300 do\n      local r = math.random() * 10 ^ (i % 30 - 15)\n      sum = sum + swarm.step('e', r)\n    end\n    swarm.ask('go')\n    return sum\n  end,\n}\n",
+    )
+    .unwrap();
+    let bp = bp.display().to_string();
+    let out = d.swarm(&["run", &bp, "--run-id", "fl", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(d.swarm(&["answer", "fl", "go", "yes"]).status.success());
+    let out = d.swarm(&["resume", "fl", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn an_edited_helper_is_refused_on_resume_unless_forced() {
+    let d = Dir::new("helper");
+    std::fs::write(
+        d.0.join("util.lua"),
+        "return { twice = function(x) return x * 2 end }\n",
+    )
+    .unwrap();
+    let bp = d.0.join("h.lua");
+    std::fs::write(
+        &bp,
+        "local swarm = require 'swarm'\nlocal util = require 'util'\nreturn swarm.blueprint 'h' {\n  flow = function() swarm.ask('go'); return util.twice(21) end,\n}\n",
+    )
+    .unwrap();
+    let bp = bp.display().to_string();
+    let out = d.swarm(&["run", &bp, "--run-id", "h1"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(d.swarm(&["answer", "h1", "go", "yes"]).status.success());
+    std::fs::write(
+        d.0.join("util.lua"),
+        "return { twice = function(x) return x * 3 end }\n",
+    )
+    .unwrap();
+    let out = d.swarm(&["resume", "h1"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("util.lua (was ") && t.contains(", now ") && t.contains("--force"),
+        "{t}"
+    );
+    let out = d.swarm(&["resume", "h1", "--force", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "63");
+}

@@ -220,6 +220,18 @@ pub fn resume(args: ResumeArgs) -> ExitCode {
             Ok(r) => r,
             Err(e) => return fail(2, e),
         };
+        let changed = prepared.changed_helpers(&record.helpers);
+        if !changed.is_empty() && !args.force {
+            return fail(
+                2,
+                format!(
+                    "helper files of run `{}` changed since it started: {}; resume with --force \
+                     to replay the journal against the new version",
+                    record.id,
+                    changed.join(", ")
+                ),
+            );
+        }
         let root = match prepared.resume(&record).await {
             Ok(r) => r,
             Err(e) => return fail(2, e),

@@ -100,6 +100,18 @@ impl Session {
         let vm = Vm::new(host, VmOptions::default()).map_err(|e| e.to_string())?;
         vm.set_token(Some(token.clone()));
         let env = vm.env().map_err(|e| e.to_string())?;
+        // A live REPL keeps its session: idle at the prompt is not gone.
+        {
+            let (engine, token) = (engine.clone(), token.clone());
+            rt.spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    if engine.heartbeat(&token).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
         let shared = Arc::new(Shared::new(engine, opts.role, token));
         env.raw_set(
             "repl",

@@ -44,6 +44,7 @@ impl Run {
             owner_host: None,
             owned_since_ms: None,
             lease_until_ms: None,
+            helpers: self.helper_hashes(),
         };
         store.create_run(&record, &self.owner).await?;
         self.attach_journal(Journal::new(store.clone(), &id, Vec::new()));
@@ -109,6 +110,44 @@ impl Run {
         {
             t.abort();
         }
+    }
+
+    /// SHA-256 of each helper file the blueprint `require`d, by path.
+    pub fn helper_hashes(&self) -> std::collections::BTreeMap<String, String> {
+        self.required_files()
+            .into_iter()
+            .map(|p| {
+                let hash = std::fs::read_to_string(&p)
+                    .map(|s| super::blueprint::hash(&s))
+                    .unwrap_or_else(|_| "missing".into());
+                (p.display().to_string(), hash)
+            })
+            .collect()
+    }
+
+    /// The helper files whose content differs from `recorded`, as
+    /// `path (was H1, now H2)`.
+    pub fn changed_helpers(
+        &self,
+        recorded: &std::collections::BTreeMap<String, String>,
+    ) -> Vec<String> {
+        let now = self.helper_hashes();
+        let short =
+            |h: Option<&String>| h.map_or("none".to_string(), |h| h.chars().take(12).collect());
+        recorded
+            .keys()
+            .chain(now.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .filter(|k| recorded.get(*k) != now.get(*k))
+            .map(|k| {
+                format!(
+                    "{k} (was {}, now {})",
+                    short(recorded.get(k)),
+                    short(now.get(k))
+                )
+            })
+            .collect()
     }
 
     fn attach_journal(&self, journal: Journal) {

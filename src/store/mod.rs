@@ -121,6 +121,9 @@ pub struct RunRecord {
     pub owner_host: Option<String>,
     pub owned_since_ms: Option<u64>,
     pub lease_until_ms: Option<u64>,
+    /// SHA-256 of each helper file the blueprint `require`d, by path: a
+    /// changed helper is refused on resume like a changed blueprint.
+    pub helpers: std::collections::BTreeMap<String, String>,
 }
 
 /// One journaled call of a flow: a step, an answer, a sleep, a clock or

@@ -60,6 +60,7 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE runs ADD COLUMN owned_since_ms INTEGER;
     ALTER TABLE runs ADD COLUMN lease_until_ms INTEGER;
     ALTER TABLE runs ADD COLUMN owner_machine TEXT;
+    ALTER TABLE runs ADD COLUMN helpers TEXT;
     "#,
 ];
 

@@ -229,6 +229,9 @@ fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRecord> {
         owner_host: r.get(12)?,
         owned_since_ms: r.get::<_, Option<i64>>(13)?.map(|v| v as u64),
         lease_until_ms: r.get::<_, Option<i64>>(14)?.map(|v| v as u64),
+        helpers: json(r.get(15)?)
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default(),
     })
 }
 
@@ -253,7 +256,7 @@ fn dead_owner(c: &Connection, r: &RunRecord, me: &str) -> Option<String> {
 
 const RUN_COLUMNS: &str = "id, blueprint, path, hash, input, status, result, pid, created_ms, updated_ms, \
      (SELECT count(*) FROM journal j WHERE j.run = runs.id), owner, owner_host, owned_since_ms, \
-     lease_until_ms";
+     lease_until_ms, helpers";
 
 /// The lease's end, in epoch ms, for a lease taken now.
 fn lease_end() -> i64 {
@@ -296,10 +299,11 @@ impl Store for SqliteStore {
         self.submit(Box::new(move |tx| {
             tx.execute(
                 "INSERT INTO runs (id, blueprint, path, hash, input, status, result, pid, created_ms,
-                   updated_ms, owner, owner_host, owned_since_ms, lease_until_ms, owner_machine)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7, ?8, ?8, ?9, ?10, ?8, ?11, ?12)",
+                   updated_ms, owner, owner_host, owned_since_ms, lease_until_ms, owner_machine, helpers)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7, ?8, ?8, ?9, ?10, ?8, ?11, ?12, ?13)",
                 params![r.id, r.blueprint, r.path, r.hash, r.input.to_string(), r.status, o.pid,
-                        r.created_ms as i64, o.id, o.host, lease_end(), o.machine],
+                        r.created_ms as i64, o.id, o.host, lease_end(), o.machine,
+                        serde_json::to_string(&r.helpers).unwrap_or_default()],
             )?;
             Ok(())
         }))
