@@ -339,3 +339,67 @@ fn an_edited_helper_is_refused_on_resume_unless_forced() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "63");
 }
+
+/// The journal entries of `run`, as `swarm show --json` reports them.
+fn journal_of(d: &Dir, run: &str) -> Vec<serde_json::Value> {
+    let out = d.swarm(&["show", run, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["journal"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn sleeps_and_clocks_replay_from_the_journal() {
+    let d = Dir::new("clock");
+    let bp = d.0.join("c.lua");
+    std::fs::write(
+        &bp,
+        "local swarm = require 'swarm'\nreturn swarm.blueprint 'c' {\n  flow = function()\n    swarm.sleep(1500)\n    local t, c = os.time(), os.clock()\n    swarm.ask('go')\n    return { t = t, c = c }\n  end,\n}\n",
+    )
+    .unwrap();
+    let bp = bp.display().to_string();
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as f64;
+    let run = d.cmd(&["run", &bp, "--run-id", "c1"]).spawn().unwrap();
+    // Interrupt it while it sleeps: the wake-up time is already journaled.
+    wait_for("the sleep to be journaled", || {
+        journal_of(&d, "c1").iter().any(|e| e["kind"] == "sleep")
+    });
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
+    assert_eq!(wait_child(run).status.code(), Some(3));
+    let wake = journal_of(&d, "c1")
+        .iter()
+        .find(|e| e["kind"] == "sleep")
+        .and_then(|e| e["value"].as_f64())
+        .expect("the wake-up time");
+    assert!(
+        wake >= started + 1500.0 && wake < started + 1500.0 + 60_000.0,
+        "{wake}"
+    );
+    // Resumed, it sleeps what is left, reads the clocks, and waits.
+    let out = d.swarm(&["resume", "c1"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let kinds: Vec<String> = journal_of(&d, "c1")
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "sleep").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&"os.time".to_string()) && kinds.contains(&"os.clock".to_string()));
+    let recorded: Vec<serde_json::Value> = journal_of(&d, "c1")
+        .into_iter()
+        .filter(|e| e["kind"] == "os.time" || e["kind"] == "os.clock")
+        .map(|e| e["value"].clone())
+        .collect();
+    assert!(d.swarm(&["answer", "c1", "go", "yes"]).status.success());
+    let out = d.swarm(&["resume", "c1", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The replayed flow saw the first reading of each clock.
+    assert_eq!(vec![v["t"].clone(), v["c"].clone()], recorded);
+}

@@ -249,16 +249,21 @@ function M.ask(question, opts)
 end
 
 --- Waits `ms` milliseconds without blocking other branches.
+--- Waits `ms` milliseconds. In a durable run the wake-up time is journaled
+--- before waiting, so a resumed run sleeps only what is left of it.
 function M.sleep(ms)
-  local pos, hash
-  if journaled() then
-    pos = next_pos()
-    local found, _ok, _value
-    found, _ok, _value, hash = journal_get(pos, "sleep", "sleep", ms)
-    if found then return true end
+  if not journaled() then
+    time.sleep(ms)
+    return true
   end
-  time.sleep(ms)
-  if pos then put(pos, "sleep", "sleep", hash, true, true) end
+  local pos = next_pos()
+  local found, _, wake, hash = journal_get(pos, "sleep", "sleep", ms)
+  if not found then
+    wake = raw_now() + ms
+    put(pos, "sleep", "sleep", hash, true, wake)
+  end
+  local left = type(wake) == "number" and wake - raw_now() or 0
+  if left > 0 then time.sleep(left) end
   return true
 end
 
@@ -273,6 +278,22 @@ time.now = function()
   put(pos, "now", "now", hash, true, v)
   return v
 end
+
+-- os.time() and os.clock() too: a replayed flow must not see a new clock.
+local raw_os_time, raw_os_clock = os.time, os.clock
+local function journaled_read(kind, read)
+  return function(...)
+    if select("#", ...) > 0 or not journaled() then return read(...) end
+    local pos = next_pos()
+    local found, _, value, hash = journal_get(pos, kind, kind, nil)
+    if found then return value end
+    local v = read()
+    put(pos, kind, kind, hash, true, v)
+    return v
+  end
+end
+os.time = journaled_read("os.time", raw_os_time)
+os.clock = journaled_read("os.clock", raw_os_clock)
 
 math.random = function(...)
   if not journaled() then return raw_random(...) end
