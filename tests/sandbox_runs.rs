@@ -159,3 +159,46 @@ async fn bound_sessions_answer_and_list_only_their_runs_questions() {
     assert!(!seen.is_empty());
     assert!(seen.iter().all(|e| e["task"] == json!(a.0)), "{seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_on_one_engine_journal_only_their_own_events() {
+    use lua_swarm::store::{SqliteStore, Store};
+    use std::sync::Arc;
+    let (engine, _) = engine();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("runs-own-events");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("j.db")).unwrap());
+    let src = |name: &str| {
+        format!(
+            "local swarm = require 'swarm'\nreturn swarm.blueprint '{name}' {{\n  agents = {{ e = swarm.agent.rust {{ name = 'echo' }} }},\n  flow = function() local n = 0 for i = 1, 20 do n = n + swarm.step('e', i) end return n end,\n}}\n"
+        )
+    };
+    let prepare = |name: &str, id: &str| {
+        let opts = RunOptions {
+            store: Some(store.clone()),
+            run_id: Some(id.to_string()),
+            ..RunOptions::default()
+        };
+        run::prepare_source(&engine, Path::new(&format!("{name}.lua")), &src(name), opts).unwrap()
+    };
+    let (a, b) = (prepare("a", "run-a"), prepare("b", "run-b"));
+    let (ra, rb) = tokio::join!(a.run(json!(null)), b.run(json!(null)));
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(
+        (ra.result.clone(), rb.result.clone()),
+        (json!(210), json!(210))
+    );
+    let tasks = |run: &str| -> HashSet<u64> {
+        store
+            .events(run, 0, 100_000)
+            .unwrap()
+            .iter()
+            .filter_map(|e| e.payload.get("task").and_then(Value::as_u64))
+            .collect()
+    };
+    let (ta, tb) = (tasks("run-a"), tasks("run-b"));
+    assert!(ta.contains(&ra.root.0) && tb.contains(&rb.root.0));
+    assert!(ta.is_disjoint(&tb), "runs journaled each other's events");
+    assert_eq!(ta.len(), 21, "a's root and its 20 steps");
+}

@@ -167,17 +167,24 @@ impl Run {
 /// How long the event sink gathers events before committing them.
 const EVENT_BATCH: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// Writes the engine's events to the journal, in ledger order, in batches.
+/// Writes a run's events to the journal, in ledger order, in batches. It
+/// subscribes with a token bound to the run's root task, so on an engine
+/// shared by several runs each journals only its own events.
 pub struct EventSink {
     handle: JoinHandle<()>,
     stop: Arc<Notify>,
 }
 
 impl EventSink {
-    pub fn start(engine: &Engine, store: Arc<dyn Store>, run: &str) -> Option<EventSink> {
-        let tok = engine
-            .attach(Caller::Host, AttachOptions::new("journal", Role::Observer))
-            .ok()?;
+    pub fn start(
+        engine: &Engine,
+        store: Arc<dyn Store>,
+        run: &str,
+        root: crate::engine::TaskId,
+    ) -> Option<EventSink> {
+        let mut attach = AttachOptions::new("journal", Role::Observer);
+        attach.task = Some(root);
+        let tok = engine.attach(Caller::Host, attach).ok()?;
         let mut sub = engine.subscribe(&tok, engine.last_cursor()).ok()?;
         let stop = Arc::new(Notify::new());
         let (stopped, run) = (stop.clone(), run.to_string());

@@ -236,7 +236,7 @@ impl Run {
         let journal = self.journal();
         let sink = match (&journal, &self.opts.store) {
             (Some(j), Some(store)) => {
-                durable::EventSink::start(&self.engine, store.clone(), j.run())
+                durable::EventSink::start(&self.engine, store.clone(), j.run(), root)
             }
             _ => None,
         };

@@ -30,14 +30,18 @@ async fn step_rust(journal: bool, steps: u64) -> f64 {
     let db = scratch_db();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).expect("journal"));
     let j = Journal::new(store.clone(), "bench", Vec::new());
+    // Steps are children of one root, as a run's are; the sink follows it.
+    let root = engine
+        .start_task(&op, TaskSpec::new("bench-root", json!(null)))
+        .expect("root");
     let sink = journal
-        .then(|| crate::run::EventSink::start(&engine, store.clone(), "bench"))
+        .then(|| crate::run::EventSink::start(&engine, store.clone(), "bench", root))
         .flatten();
     let start = Instant::now();
     for i in 0..steps {
-        let id = engine
-            .start_task(&op, TaskSpec::new("const", json!(i)))
-            .expect("start");
+        let mut spec = TaskSpec::new("const", json!(i));
+        spec.parent = Some(root);
+        let id = engine.start_task(&op, spec).expect("start");
         let view = engine
             .dispatch_attempt(&op, id, agent.as_ref())
             .await
