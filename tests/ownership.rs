@@ -66,7 +66,11 @@ impl Dir {
     /// The run as `swarm show --json` reports it.
     fn status(&self, run: &str) -> Option<String> {
         let out = self.swarm(&["show", run, "--json"]);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let head = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()?
+            .to_string();
+        let v: serde_json::Value = serde_json::from_str(&head).ok()?;
         v["run"]["status"].as_str().map(str::to_string)
     }
 }
@@ -343,7 +347,12 @@ fn an_edited_helper_is_refused_on_resume_unless_forced() {
 /// The journal entries of `run`, as `swarm show --json` reports them.
 fn journal_of(d: &Dir, run: &str) -> Vec<serde_json::Value> {
     let out = d.swarm(&["show", run, "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let head = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let v: serde_json::Value = serde_json::from_str(&head).unwrap_or_default();
     v["journal"].as_array().cloned().unwrap_or_default()
 }
 
@@ -402,4 +411,67 @@ fn sleeps_and_clocks_replay_from_the_journal() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // The replayed flow saw the first reading of each clock.
     assert_eq!(vec![v["t"].clone(), v["c"].clone()], recorded);
+}
+
+#[test]
+fn prune_deletes_finished_runs_and_show_pages_events() {
+    let d = Dir::new("prune");
+    let hello = Path::new(env!("CARGO_MANIFEST_DIR")).join("blueprints/hello.lua");
+    let hello = hello.to_str().unwrap();
+    for i in 0..4 {
+        let out = d.swarm(&["run", hello, "--run-id", &format!("p{i}")]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    // A waiting run is never pruned.
+    let bp = d.0.join("w.lua");
+    std::fs::write(&bp, "local swarm = require 'swarm'\nreturn swarm.blueprint 'w' { flow = function() return swarm.ask('go') end }\n").unwrap();
+    assert_eq!(
+        d.swarm(&["run", bp.to_str().unwrap(), "--run-id", "wait"])
+            .status
+            .code(),
+        Some(3)
+    );
+
+    // show: the last N events, a page after an id, all of them; it says
+    // what it left out.
+    let out = d.swarm(&["show", "p0", "--events", "3"]);
+    let t = text(&out);
+    assert!(t.contains("showing 3 (ids "), "{t}");
+    let out = d.swarm(&["show", "p0", "--json", "--all"]);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let total = lines[0]["events_total"].as_u64().unwrap();
+    assert_eq!(
+        lines.len() as u64,
+        total + 1,
+        "NDJSON: a head line, then every event"
+    );
+    let first = lines[1]["id"].as_i64().unwrap();
+    let out = d.swarm(&[
+        "show",
+        "p0",
+        "--json",
+        "--after",
+        &first.to_string(),
+        "--events",
+        "2",
+    ]);
+    let page: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    assert_eq!(page.len(), 3);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(page[1]).unwrap()["id"],
+        lines[2]["id"]
+    );
+
+    // prune: keep the newest finished run, delete the rest, leave `wait`.
+    let out = d.swarm(&["prune", "--older-than", "0s", "--keep-last", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("pruned 3 runs"), "{}", text(&out));
+    assert_eq!(d.status("p3").as_deref(), Some("pass"));
+    assert_eq!(d.status("p0"), None);
+    assert_eq!(d.status("wait").as_deref(), Some("waiting"));
+    let out = d.swarm(&["show", "p0"]);
+    assert_eq!(out.status.code(), Some(2));
 }

@@ -53,6 +53,8 @@ enum Command {
     Answer(runs::AnswerArgs),
     /// Cancel a run.
     Cancel(runs::CancelArgs),
+    /// Delete finished runs (default: older than 30 days) and reclaim space.
+    Prune(runs::PruneArgs),
     /// Print performance figures: `bench <workload> <figure> <value> <unit>`.
     Bench(bench::BenchArgs),
     /// Start a project: a starter blueprint, a sample agent, editor setup.
@@ -155,6 +157,7 @@ pub fn main() -> ExitCode {
         Command::Resume(args) => run::resume(args),
         Command::Answer(args) => runs::answer(args),
         Command::Cancel(args) => runs::cancel(args),
+        Command::Prune(args) => runs::prune(args),
         Command::Bench(args) => bench::run(args),
         Command::Init(args) => init::init(args),
         Command::Stubs(args) => init::stubs(args),

@@ -47,8 +47,8 @@ pub struct Output {
     max_vms: Option<usize>,
 }
 
-/// `250ms`, `90s`, `10m`, `1h` (a unit is required).
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+/// `250ms`, `90s`, `10m`, `1h`, `30d` (a unit is required).
+pub(super) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -62,7 +62,8 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "s" => 1000.0,
         "m" => 60_000.0,
         "h" => 3_600_000.0,
-        _ => return Err(format!("`{s}`: give a unit: ms, s, m or h")),
+        "d" => 86_400_000.0,
+        _ => return Err(format!("`{s}`: give a unit: ms, s, m, h or d")),
     };
     Ok(std::time::Duration::from_secs_f64(n * ms / 1000.0))
 }

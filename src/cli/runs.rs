@@ -24,9 +24,37 @@ pub struct RunsArgs {
 pub struct ShowArgs {
     /// The run's id (see `swarm runs`).
     run: String,
-    /// Print the run, its journal, questions and events as one JSON document.
+    /// Print NDJSON: one line with the run, its journal and questions, then
+    /// one line per event (streamed, so a long run never builds one huge
+    /// document). Takes the same --events/--after/--all as the table.
     #[arg(long)]
     json: bool,
+    /// How many of the last events to show.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    events: usize,
+    /// Show events after this event id instead of the last ones.
+    #[arg(long, value_name = "ID")]
+    after: Option<i64>,
+    /// Show every event.
+    #[arg(long)]
+    all: bool,
+    #[command(flatten)]
+    journal: Db,
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Only runs last updated longer ago than this.
+    #[arg(long, value_name = "DURATION", default_value = "30d",
+          value_parser = super::run::parse_duration)]
+    older_than: std::time::Duration,
+    /// Only runs with these statuses (finished ones only).
+    #[arg(long, value_delimiter = ',', default_value = "pass,blocked,cancelled",
+          value_parser = ["pass", "blocked", "cancelled"])]
+    status: Vec<String>,
+    /// Keep this many of the newest matching runs.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    keep_last: usize,
     #[command(flatten)]
     journal: Db,
 }
@@ -130,21 +158,45 @@ pub fn show(args: ShowArgs) -> ExitCode {
         Ok(x) => x,
         Err(c) => return c,
     };
-    let (journal, events, questions) = match (|| {
+    let (journal, questions, (total, tail)) = match (|| {
         Ok::<_, StoreError>((
             s.journal(&r.id)?,
-            s.events(&r.id, 0, 100_000)?,
             s.questions(&r.id)?,
+            s.event_tail(&r.id, args.events)?,
         ))
     })() {
         Ok(x) => x,
         Err(e) => return fail(e),
     };
+    // Which events: the last N, those after an id, or all (in pages).
+    let (start, limit) = match (args.all, args.after) {
+        (true, _) => (0, usize::MAX),
+        (false, Some(after)) => (after, args.events),
+        (false, None) => (tail, args.events),
+    };
+    let page = |after: i64, n: usize| s.events(&r.id, after, n.min(10_000));
     if args.json {
-        let v = serde_json::json!({ "run": r, "journal": journal, "events": events, "questions": questions });
-        outln!("{v}");
+        let head = serde_json::json!({ "run": r, "journal": journal, "questions": questions, "events_total": total });
+        outln!("{head}");
+        let (mut after, mut left) = (start, limit);
+        while left > 0 {
+            let batch = match page(after, left) {
+                Ok(b) => b,
+                Err(e) => return fail(e),
+            };
+            let Some(last) = batch.last() else { break };
+            after = last.id;
+            left = left.saturating_sub(batch.len());
+            for e in &batch {
+                outln!("{}", serde_json::to_string(e).unwrap_or_default());
+            }
+        }
         return ExitCode::SUCCESS;
     }
+    let events = match page(start, limit) {
+        Ok(e) => e,
+        Err(e) => return fail(e),
+    };
     outln!(
         "run        {}\nblueprint  {} ({})\nhash       {}",
         r.id,
@@ -194,14 +246,39 @@ pub fn show(args: ShowArgs) -> ExitCode {
             );
         }
     }
-    outln!("\nevents ({})", events.len());
-    for e in events.iter().rev().take(20).rev() {
-        outln!(
-            "  #{:<6} {:<18} task {}",
-            e.id,
-            e.kind,
-            e.payload.get("task").unwrap_or(&serde_json::Value::Null)
-        );
+    let shown = if events.len() as u64 == total {
+        format!("{total}")
+    } else {
+        format!(
+            "{total}; showing {} (ids {}-{}): --events N, --after ID or --all for others",
+            events.len(),
+            events.first().map_or(0, |e| e.id),
+            events.last().map_or(0, |e| e.id)
+        )
+    };
+    outln!("\nevents ({shown})");
+    let mut batch = events;
+    let mut left = limit;
+    loop {
+        for e in &batch {
+            outln!(
+                "  #{:<6} {:<18} task {}",
+                e.id,
+                e.kind,
+                e.payload.get("task").unwrap_or(&serde_json::Value::Null)
+            );
+        }
+        left = left.saturating_sub(batch.len());
+        let Some(last) = batch.last().map(|e| e.id) else {
+            break;
+        };
+        if left == 0 {
+            break;
+        }
+        batch = match page(last, left) {
+            Ok(b) => b,
+            Err(e) => return fail(e),
+        };
     }
     ExitCode::SUCCESS
 }
@@ -259,6 +336,39 @@ pub fn cancel(args: CancelArgs) -> ExitCode {
     match done {
         Ok(msg) => {
             outln!("{msg}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// Deletes finished runs (their journal, events and questions) and gives
+/// the space back. Running, waiting, interrupted and diverged runs are
+/// never touched.
+pub fn prune(args: PruneArgs) -> ExitCode {
+    let s = match store(&args.journal) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let before = size(&s.path());
+    let filter = crate::store::Prune {
+        before_ms: now_ms().saturating_sub(args.older_than.as_millis() as u64),
+        statuses: args.status.clone(),
+        keep_last: args.keep_last,
+    };
+    match s.prune(&filter) {
+        Ok(ids) => {
+            let after = size(&s.path());
+            outln!(
+                "pruned {} run{} ({}); {} is {} KiB (was {} KiB)",
+                ids.len(),
+                if ids.len() == 1 { "" } else { "s" },
+                args.status.join(", "),
+                s.path().display(),
+                after / 1024,
+                before / 1024
+            );
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),

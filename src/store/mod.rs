@@ -160,6 +160,18 @@ pub struct QuestionRecord {
     pub answer: Option<Value>,
 }
 
+/// Which finished runs `swarm prune` deletes.
+#[derive(Debug, Clone)]
+pub struct Prune {
+    /// Only runs last updated before this time (epoch ms).
+    pub before_ms: u64,
+    /// Only runs in these statuses (finished ones only: pass, blocked,
+    /// cancelled).
+    pub statuses: Vec<String>,
+    /// Keep this many of the newest matching runs.
+    pub keep_last: usize,
+}
+
 /// Resolves when a write is committed.
 pub type Commit = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
 
@@ -193,6 +205,12 @@ pub trait Store: Send + Sync {
     /// Appends events, in order (no acknowledgement needed by callers).
     fn append_events(&self, events: Vec<(String, String, Value)>) -> Commit;
     fn events(&self, run: &str, after: i64, limit: usize) -> Result<Vec<EventRecord>, StoreError>;
+    /// How many events `run` has, and the id just before its last `n`
+    /// (so `events(run, that, n)` pages the tail).
+    fn event_tail(&self, run: &str, n: usize) -> Result<(u64, i64), StoreError>;
+    /// Deletes finished runs matching `filter` with their journal, events
+    /// and questions, then reclaims the space; returns the deleted ids.
+    fn prune(&self, filter: &Prune) -> Result<Vec<String>, StoreError>;
     fn ask(&self, q: QuestionRecord) -> Commit;
     /// Answers the first open question of `run` named `name` (or at `name`
     /// as a position). False when there is none.

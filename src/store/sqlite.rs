@@ -9,7 +9,8 @@
 //! use a second connection.
 
 use super::{
-    Commit, EventRecord, JournalEntry, Owner, QuestionRecord, RunRecord, Store, StoreError, schema,
+    Commit, EventRecord, JournalEntry, Owner, Prune, QuestionRecord, RunRecord, Store, StoreError,
+    schema,
 };
 use crate::engine::now_ms;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
@@ -524,6 +525,67 @@ impl Store for SqliteStore {
             })?
             .collect()
         })
+    }
+
+    fn event_tail(&self, run: &str, n: usize) -> Result<(u64, i64), StoreError> {
+        self.read(|c| {
+            let count: i64 =
+                c.query_row("SELECT count(*) FROM events WHERE run = ?1", [run], |r| {
+                    r.get(0)
+                })?;
+            let before: Option<i64> = c
+                .query_row(
+                    "SELECT id FROM events WHERE run = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2",
+                    params![run, n as i64],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok((count as u64, before.unwrap_or(0)))
+        })
+    }
+
+    fn prune(&self, filter: &Prune) -> Result<Vec<String>, StoreError> {
+        let finished = ["pass", "blocked", "cancelled"];
+        let statuses: Vec<String> = filter
+            .statuses
+            .iter()
+            .filter(|s| finished.contains(&s.as_str()))
+            .cloned()
+            .collect();
+        let candidates: Vec<String> = self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, status FROM runs WHERE updated_ms < ?1 ORDER BY updated_ms DESC, id DESC",
+            )?;
+            stmt.query_map([filter.before_ms as i64], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?
+            .filter_map(|row| match row {
+                Ok((id, status)) if statuses.contains(&status) => Some(Ok(id)),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect()
+        })?;
+        let doomed: Vec<String> = candidates.into_iter().skip(filter.keep_last).collect();
+        let ids = doomed.clone();
+        block_on(self.submit(Box::new(move |tx| {
+            for id in &ids {
+                // The status check again: never a run that came back to life.
+                let n = tx.execute(
+                    "DELETE FROM runs WHERE id = ?1 AND status IN ('pass', 'blocked', 'cancelled')",
+                    [id],
+                )?;
+                if n == 1 {
+                    for table in ["journal", "events", "questions"] {
+                        tx.execute(&format!("DELETE FROM {table} WHERE run = ?1"), [id])?;
+                    }
+                }
+            }
+            Ok(())
+        })))?;
+        // Give the space back to the file system.
+        self.read(|c| c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM;"))?;
+        Ok(doomed)
     }
 
     fn request_cancel(&self, run: &str) -> Result<(), StoreError> {
