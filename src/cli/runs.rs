@@ -225,9 +225,12 @@ pub fn show(args: ShowArgs) -> ExitCode {
             .map_or("(unanswered)".to_string(), |a| a.to_string());
         outln!("  question {} `{}`: {a}", q.pos, q.name);
     }
-    let retries: Vec<_> = events
+    let notes = s
+        .events_of_kind(&r.id, "layer_note", 10_000)
+        .unwrap_or_default();
+    let retries: Vec<_> = notes
         .iter()
-        .filter(|e| e.kind == "layer_note" && e.payload.get("layer") == Some(&"retry".into()))
+        .filter(|e| e.payload.get("layer") == Some(&"retry".into()))
         .collect();
     if !retries.is_empty() {
         outln!("\nretries ({})", retries.len());

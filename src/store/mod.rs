@@ -205,6 +205,13 @@ pub trait Store: Send + Sync {
     /// Appends events, in order (no acknowledgement needed by callers).
     fn append_events(&self, events: Vec<(String, String, Value)>) -> Commit;
     fn events(&self, run: &str, after: i64, limit: usize) -> Result<Vec<EventRecord>, StoreError>;
+    /// Up to `limit` events of `run` of one kind, oldest first.
+    fn events_of_kind(
+        &self,
+        run: &str,
+        kind: &str,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError>;
     /// How many events `run` has, and the id just before its last `n`
     /// (so `events(run, that, n)` pages the tail).
     fn event_tail(&self, run: &str, n: usize) -> Result<(u64, i64), StoreError>;
