@@ -475,3 +475,46 @@ fn prune_deletes_finished_runs_and_show_pages_events() {
     let out = d.swarm(&["show", "p0"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn doctor_finds_a_damaged_journal_and_nothing_writes_to_it_after() {
+    let d = Dir::new("doctor");
+    let hello = Path::new(env!("CARGO_MANIFEST_DIR")).join("blueprints/hello.lua");
+    let hello = hello.to_str().unwrap();
+    for i in 0..30 {
+        assert!(
+            d.swarm(&["run", hello, "--run-id", &format!("h{i}")])
+                .status
+                .success()
+        );
+    }
+    let out = d.swarm(&["doctor"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("integrity  ok") && text(&out).contains("all well"));
+    // Damage a data page in the middle of the file (every process has
+    // exited, so the WAL is checkpointed into it).
+    let db = d.0.join("swarm.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    let page = 4096;
+    let at = (bytes.len() / page / 2) * page;
+    bytes[at..at + page].fill(0x41);
+    std::fs::write(&db, &bytes).unwrap();
+    let out = d.swarm(&["doctor"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("integrity") && (t.contains("problem") || t.contains("malformed")),
+        "{t}"
+    );
+    assert!(t.contains("nothing will be written to this file"), "{t}");
+    // From now on no command writes to it: a clear error, the file as it was.
+    let before = std::fs::read(&db).unwrap();
+    let out = d.swarm(&["run", hello, "--run-id", "after"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("swarm doctor"), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "the damaged file was written to"
+    );
+}

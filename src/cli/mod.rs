@@ -11,6 +11,7 @@ macro_rules! outln {
 mod bench;
 mod check;
 mod dev;
+mod doctor;
 mod init;
 mod repl;
 mod run;
@@ -55,6 +56,8 @@ enum Command {
     Cancel(runs::CancelArgs),
     /// Delete finished runs (default: older than 30 days) and reclaim space.
     Prune(runs::PruneArgs),
+    /// Check the journal's health and say what to do about problems.
+    Doctor(doctor::DoctorArgs),
     /// Print performance figures: `bench <workload> <figure> <value> <unit>`.
     Bench(bench::BenchArgs),
     /// Start a project: a starter blueprint, a sample agent, editor setup.
@@ -86,7 +89,7 @@ impl Db {
     /// The journal's path. With `create`, a missing journal is made in
     /// `./.swarm/` (only `swarm run` creates one); without, no journal found
     /// is an error that says where it looked.
-    fn locate(&self, create: bool) -> Result<PathBuf, crate::store::StoreError> {
+    pub(crate) fn locate(&self, create: bool) -> Result<PathBuf, crate::store::StoreError> {
         if let Some(p) = self
             .db
             .clone()
@@ -158,6 +161,7 @@ pub fn main() -> ExitCode {
         Command::Answer(args) => runs::answer(args),
         Command::Cancel(args) => runs::cancel(args),
         Command::Prune(args) => runs::prune(args),
+        Command::Doctor(args) => doctor::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Init(args) => init::init(args),
         Command::Stubs(args) => init::stubs(args),

@@ -15,7 +15,7 @@ mod schema;
 mod sqlite;
 
 pub use journal::{Halt, Journal, input_hash};
-pub use sqlite::{SqliteStore, block_on as wait};
+pub use sqlite::{SqliteStore, block_on as wait, damage_marker};
 
 use serde_json::Value;
 use std::future::Future;

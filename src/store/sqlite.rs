@@ -43,6 +43,9 @@ pub struct SqliteStore {
     queue: Mutex<Vec<Req>>,
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
+    /// Set once SQLite reports the file corrupt: from then on nothing is
+    /// written to it (a write could spread the damage).
+    corrupt: std::sync::OnceLock<StoreError>,
 }
 
 fn classify(path: &Path, e: &rusqlite::Error, write: bool) -> StoreError {
@@ -98,9 +101,29 @@ fn wal(conn: &Connection, path: &Path) -> Result<String, StoreError> {
     }
 }
 
+/// The marker left beside a journal SQLite reported corrupt: every later
+/// process refuses to write to it until someone deals with it (see
+/// `swarm doctor`).
+pub fn damage_marker(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".damaged");
+    PathBuf::from(name)
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the journal at `path` and migrates it.
+    /// A journal marked damaged is refused.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Ok(why) = std::fs::read_to_string(damage_marker(path)) {
+            return Err(StoreError::Corrupt {
+                path: path.display().to_string(),
+                message: format!(
+                    "{} (marked in {}; run `swarm doctor`)",
+                    why.trim(),
+                    damage_marker(path).display()
+                ),
+            });
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
                 path: path.display().to_string(),
@@ -134,10 +157,32 @@ impl SqliteStore {
             queue: Mutex::new(Vec::new()),
             writer: Mutex::new(conn),
             reader: Mutex::new(reader),
+            corrupt: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Stops all writes to this journal, here and (through the marker) in
+    /// every later process.
+    fn poison(&self, e: StoreError) {
+        if self.corrupt.set(e.clone()).is_ok() {
+            let _ = std::fs::write(damage_marker(&self.path), format!("{e}\n"));
+        }
+    }
+
+    /// SQLite's own verdict on the file (`PRAGMA integrity_check`): `["ok"]`
+    /// or the problems it found.
+    pub fn integrity(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare("PRAGMA integrity_check")?;
+            stmt.query_map([], |r| r.get::<_, String>(0))?.collect()
         })
     }
 
     fn submit(&self, job: Job) -> Commit {
+        if let Some(e) = self.corrupt.get() {
+            let e = e.clone();
+            return Box::pin(async move { Err(e) });
+        }
         let (ack, done) = oneshot::channel();
         self.queue
             .lock()
@@ -158,7 +203,11 @@ impl SqliteStore {
                 if batch.is_empty() {
                     return;
                 }
-                commit_batch(&mut conn, batch, &self.path);
+                if let Err(e @ StoreError::Corrupt { .. }) =
+                    commit_batch(&mut conn, batch, &self.path)
+                {
+                    self.poison(e);
+                }
                 drop(conn);
                 if self
                     .queue
@@ -181,12 +230,19 @@ impl SqliteStore {
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
-        f(&conn).map_err(|e| classify(&self.path, &e, false))
+        f(&conn).map_err(|e| {
+            let e = classify(&self.path, &e, false);
+            if matches!(e, StoreError::Corrupt { .. }) {
+                self.poison(e.clone());
+            }
+            e
+        })
     }
 }
 
-/// Runs a batch of writes in one transaction and acknowledges each.
-fn commit_batch(conn: &mut Connection, batch: Vec<Req>, path: &Path) {
+/// Runs a batch of writes in one transaction and acknowledges each;
+/// returns the batch's error, if the whole batch failed.
+fn commit_batch(conn: &mut Connection, batch: Vec<Req>, path: &Path) -> Result<(), StoreError> {
     let mut acks = Vec::with_capacity(batch.len());
     let outcome = (|| {
         let tx = conn.transaction()?;
@@ -198,9 +254,14 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Req>, path: &Path) {
     })();
     match outcome {
         Ok(()) => {
+            let mut first_err = Ok(());
             for (ack, r) in acks {
+                if let (Ok(()), Err(e)) = (&first_err, &r) {
+                    first_err = Err(e.clone());
+                }
                 let _ = ack.send(r);
             }
+            first_err
         }
         Err(e) => {
             let err = classify(path, &e, true);
@@ -208,6 +269,7 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Req>, path: &Path) {
             for (ack, _) in acks {
                 let _ = ack.send(Err(err.clone()));
             }
+            Err(err)
         }
     }
 }

@@ -1,0 +1,135 @@
+//! `swarm doctor`: is the journal healthy, and what to do if not.
+//!
+//! Checks SQLite's integrity verdict, the damage marker, runs left running
+//! by an owner whose lease has lapsed, and the file's size; prints each
+//! finding with a suggested action. Exit 0 when all is well, 1 otherwise.
+//! It writes nothing, except the damage marker when it finds damage (so
+//! no later process writes into a damaged file).
+
+use super::Db;
+use crate::engine::now_ms;
+use crate::store::{SqliteStore, Store, StoreError, damage_marker};
+use clap::Args;
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    journal: Db,
+}
+
+pub fn run(args: DoctorArgs) -> ExitCode {
+    let path = match args.journal.locate(false) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let size = |suffix: &str| {
+        let mut p = path.clone().into_os_string();
+        p.push(suffix);
+        std::fs::metadata(p).map_or(0, |m| m.len())
+    };
+    let bytes = size("") + size("-wal");
+    outln!(
+        "journal    {} ({} KiB with its WAL)",
+        path.display(),
+        bytes / 1024
+    );
+    let mut problems = 0;
+    let marker = damage_marker(&path);
+    if let Ok(why) = std::fs::read_to_string(&marker) {
+        problems += 1;
+        outln!("damaged    {} (marker {})", why.trim(), marker.display());
+    }
+    let store = match SqliteStore::open(&path) {
+        Ok(s) => s,
+        Err(e @ StoreError::Corrupt { .. }) => {
+            if problems == 0 {
+                outln!("damaged    {e}");
+            }
+            advise_damaged(&path);
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match store.integrity() {
+        Ok(v) if v == ["ok"] => outln!("integrity  ok"),
+        Ok(v) => {
+            problems += 1;
+            outln!("integrity  {} problem(s): {}", v.len(), v.join("; "));
+            let _ = std::fs::write(&marker, format!("integrity_check: {}\n", v.join("; ")));
+        }
+        Err(e) => {
+            problems += 1;
+            outln!("integrity  could not be checked: {e}");
+        }
+    }
+    if problems > 0 {
+        advise_damaged(&path);
+        return ExitCode::from(1);
+    }
+    problems += runs_report(&store);
+    if bytes > 256 << 20 {
+        outln!(
+            "advice     the journal is large: `swarm prune --older-than 30d` deletes old finished runs"
+        );
+    }
+    if problems == 0 {
+        outln!("all well");
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Counts runs by status and names the ones whose owner is gone; returns
+/// how many need attention.
+fn runs_report(store: &SqliteStore) -> usize {
+    let runs = match store.runs(None) {
+        Ok(r) => r,
+        Err(e) => {
+            outln!("runs       could not be read: {e}");
+            return 1;
+        }
+    };
+    let mut by_status = std::collections::BTreeMap::<&str, usize>::new();
+    for r in &runs {
+        *by_status.entry(r.status.as_str()).or_default() += 1;
+    }
+    let counts: Vec<String> = by_status.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    outln!("runs       {} ({})", runs.len(), counts.join(", "));
+    let now = now_ms();
+    let orphaned: Vec<&str> = runs
+        .iter()
+        .filter(|r| r.status == "running" && r.lease_until_ms.is_none_or(|t| t < now))
+        .map(|r| r.id.as_str())
+        .collect();
+    for id in &orphaned {
+        outln!(
+            "orphaned   run {id}: running, but its owner's lease has lapsed; `swarm resume {id}` or `swarm cancel {id}`"
+        );
+    }
+    let stopped = runs
+        .iter()
+        .filter(|r| matches!(r.status.as_str(), "interrupted" | "diverged" | "waiting"))
+        .count();
+    if stopped > 0 {
+        outln!("advice     {stopped} run(s) wait to be resumed (`swarm runs` shows them with ↻)");
+    }
+    orphaned.len()
+}
+
+fn advise_damaged(path: &std::path::Path) {
+    outln!(
+        "advice     nothing will be written to this file. Move it aside (`mv {p} {p}.broken`, \
+         with its -wal and -shm and the .damaged marker), salvage what you can with \
+         `sqlite3 {p}.broken .recover | sqlite3 recovered.db`, and let the next `swarm run` \
+         start a new journal",
+        p = path.display()
+    );
+}
