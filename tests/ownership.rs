@@ -518,3 +518,41 @@ fn doctor_finds_a_damaged_journal_and_nothing_writes_to_it_after() {
         "the damaged file was written to"
     );
 }
+
+#[test]
+fn layer_questions_are_journaled_and_answered_from_another_process() {
+    let d = Dir::new("layerq");
+    let review = Path::new(env!("CARGO_MANIFEST_DIR")).join("blueprints/review.lua");
+    let review = review.to_str().unwrap();
+    // The escalation layer asks `escalate:reviewer`; nobody passes it here.
+    let run = d
+        .cmd(&[
+            "run",
+            review,
+            "--run-id",
+            "lq",
+            "--wait-answers",
+            "--json",
+            "--input",
+            r#"{"topic":"layers"}"#,
+            "--answer",
+            "approve=yes",
+        ])
+        .spawn()
+        .unwrap();
+    // Answer it from another process once the layer has asked it.
+    wait_for("the layer's question to be answerable", || {
+        d.swarm(&["answer", "lq", "escalate:reviewer", r#"{"ok":true}"#])
+            .status
+            .success()
+    });
+    let out = wait_child(run);
+    assert!(out.status.success(), "{}", text(&out));
+    let show = text(&d.swarm(&["show", "lq"]));
+    assert!(
+        show.contains("`escalate:reviewer`: {\"ok\":true}"),
+        "{show}"
+    );
+    assert!(show.contains("`approve`: \"yes\""), "{show}");
+    assert!(!show.contains("(unanswered)"), "{show}");
+}

@@ -133,7 +133,18 @@ impl Ctx {
                 }
                 let name = question_name(&q.question);
                 if let Some(a) = self.answers.get(&name) {
-                    let _ = self.engine.resume(&self.senior, &q.key, a.clone());
+                    self.answer(&q.key, &name, a.clone());
+                    continue;
+                }
+                // A layer's question (asked on a step, not the flow's root):
+                // journal it like `swarm.ask`, so `swarm answer` reaches it
+                // and a resumed run finds the answer given meanwhile.
+                if let Some(j) = &self.journal
+                    && q.task != self.root
+                    && self
+                        .journal_layer_question(j, &q.key, &name, &q.question)
+                        .await
+                {
                     continue;
                 }
                 if self.journal.is_some() {
@@ -155,6 +166,49 @@ impl Ctx {
                 self.poll_answers(j, &mut open);
             }
         }
+    }
+
+    /// Resumes the question behind `key` with `a` and records the answer
+    /// in the journal, so `swarm show` lists it answered.
+    fn answer(&self, key: &str, name: &str, a: Value) {
+        if self.engine.resume(&self.senior, key, a.clone()).is_ok()
+            && let Some(j) = &self.journal
+        {
+            let _ = j.store().answer(j.run(), name, a);
+        }
+    }
+
+    /// Journals a layer's question; true when it was already answered
+    /// there (an answer given while the run was stopped), and resumed.
+    async fn journal_layer_question(
+        &self,
+        j: &Journal,
+        key: &str,
+        name: &str,
+        question: &Value,
+    ) -> bool {
+        let store = j.store();
+        let earlier = store.questions(j.run()).unwrap_or_default();
+        let answered = earlier
+            .iter()
+            .rev()
+            .find(|q| q.pos.starts_with("layer:") && q.name == name && q.answer.is_some());
+        if let Some(a) = answered.and_then(|q| q.answer.clone()) {
+            let _ = self.engine.resume(&self.senior, key, a);
+            return true;
+        }
+        let pos = format!("layer:{key}");
+        let record = crate::store::QuestionRecord {
+            run: j.run().to_string(),
+            pos: pos.clone(),
+            name: name.to_string(),
+            question: question.clone(),
+            answer: None,
+        };
+        if store.ask(record).await.is_ok() {
+            j.asked(key, &pos);
+        }
+        false
     }
 
     /// Answers open questions that were answered in the journal.
@@ -188,9 +242,13 @@ impl Ctx {
     /// Asks on the terminal; whichever answer comes first wins.
     fn prompt(&self, key: String, name: String, question: Arc<Value>) {
         let (engine, senior) = (self.engine.clone(), self.senior.clone());
+        let journal = self.journal.clone();
         tokio::spawn(async move {
-            if let Some(a) = ask_terminal(name, question).await {
-                let _ = engine.resume(&senior, &key, a);
+            if let Some(a) = ask_terminal(name.clone(), question).await
+                && engine.resume(&senior, &key, a.clone()).is_ok()
+                && let Some(j) = journal
+            {
+                let _ = j.store().answer(j.run(), &name, a);
             }
         });
     }
