@@ -211,3 +211,159 @@ fn sigkill_at_random_points_then_resume_loses_nothing() {
         assert!(runs < 20, "kills are not landing (seed {seed})");
     }
 }
+
+/// A `map` flow (4 steps at a time) killed at random points, each time
+/// resumed by two processes at once: one owns the run, the other is
+/// refused and runs nothing. The agent writes `step pid-of-its-swarm`, so
+/// the file shows who ran what.
+#[test]
+fn map_killed_and_resumed_by_two_processes_runs_journaled_steps_once() {
+    const N: usize = 40;
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("crash-map");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bp = dir.join("map.lua");
+    std::fs::write(
+        &bp,
+        r#"local swarm = require "swarm"
+return swarm.blueprint "map" {
+  agents = { append = swarm.agent.process { shell = [[doc=$(cat); n=$(printf '%s' "$doc" | sed -n 's/.*"input":\([0-9][0-9]*\).*/\1/p'); [ -n "$n" ] || exit 2; sleep 0.02; echo "$n $PPID" >> lines.txt; echo "$n"]] } },
+  flow = function(input)
+    local items = {}
+    for i = 1, input.n do items[i] = i end
+    local got = swarm.map(items, function(i) return swarm.step("append", i) end, { concurrency = 4 })
+    local sum = 0
+    for _, v in ipairs(got) do sum = sum + v end
+    return sum
+  end,
+}
+"#,
+    )
+    .unwrap();
+    let db = dir.join("swarm.db");
+    let spawn = |args: &[&str]| {
+        let mut c = swarm();
+        c.args(args)
+            .args(["--db", db.to_str().unwrap(), "--json"])
+            .current_dir(&dir);
+        c.spawn().unwrap()
+    };
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut rng = Rng(seed | 1);
+    let (mut killed, mut refused, mut finished) =
+        (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let input = format!(r#"{{"n":{N}}}"#);
+    let mut round = 0;
+    let result = loop {
+        assert!(Instant::now() < deadline, "did not finish (seed {seed})");
+        round += 1;
+        let children: Vec<_> = if run_exists(&db, "m") {
+            vec![spawn(&["resume", "m"]), spawn(&["resume", "m"])]
+        } else {
+            vec![spawn(&[
+                "run",
+                bp.to_str().unwrap(),
+                "--run-id",
+                "m",
+                "--input",
+                &input,
+            ])]
+        };
+        if round <= 12 {
+            std::thread::sleep(Duration::from_millis(5 + rng.below(60)));
+        }
+        let mut result = None;
+        for mut c in children {
+            let pid = c.id();
+            if round <= 12 && c.try_wait().unwrap().is_none() {
+                c.kill().unwrap();
+                c.wait().unwrap();
+                killed.insert(pid);
+                continue;
+            }
+            let out = c.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            match out.status.code() {
+                Some(0) => {
+                    finished.insert(pid);
+                    result =
+                        Some(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap());
+                }
+                Some(2) if err.contains("is being run by") || err.contains("already finished") => {
+                    refused.insert(pid);
+                }
+                other => panic!("unexpected exit {other:?} (seed {seed}): {err}"),
+            }
+        }
+        if let Some(r) = result {
+            break r;
+        }
+        // A process killed just after it recorded the run as passed: the
+        // result is in the journal.
+        let out = swarm()
+            .args([
+                "show",
+                "m",
+                "--json",
+                "--events",
+                "0",
+                "--db",
+                db.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let head = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .map(str::to_string);
+        if let Some(v) = head.and_then(|h| serde_json::from_str::<serde_json::Value>(&h).ok())
+            && v["run"]["status"] == "pass"
+        {
+            break v["run"]["result"].clone();
+        }
+    };
+    assert_eq!(result, serde_json::json!(N * (N + 1) / 2), "seed {seed}");
+    let text = std::fs::read_to_string(dir.join("lines.txt")).unwrap();
+    let mut by_step: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        let step: usize = it.next().unwrap().parse().unwrap();
+        let pid: u32 = it.next().unwrap().parse().unwrap();
+        by_step.entry(step).or_default().push(pid);
+    }
+    for step in 1..=N {
+        let pids = by_step.get(&step).cloned().unwrap_or_default();
+        assert!(!pids.is_empty(), "step {step} never ran (seed {seed})");
+        for pid in &pids {
+            assert!(
+                !refused.contains(pid),
+                "a refused resumer ran step {step} (seed {seed})"
+            );
+        }
+        // Only a killed process's step may have run again.
+        let survivors = pids.iter().filter(|p| !killed.contains(*p)).count();
+        assert!(
+            survivors <= 1,
+            "step {step} ran in {survivors} live processes: {pids:?} (seed {seed})"
+        );
+    }
+    assert!(
+        finished.len() <= 1,
+        "more than one process finished the run (seed {seed})"
+    );
+    eprintln!(
+        "{} killed, {} refused, {} rounds",
+        killed.len(),
+        refused.len(),
+        round
+    );
+    assert!(killed.len() >= 3, "kills are not landing (seed {seed})");
+    assert!(
+        !refused.is_empty(),
+        "no resumer was ever refused (seed {seed})"
+    );
+}
