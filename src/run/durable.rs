@@ -164,6 +164,10 @@ impl Run {
     }
 }
 
+/// Events kept in memory while the journal refuses writes (a lock, a full
+/// disk); past this many the oldest batch is given up, with an error.
+const UNWRITTEN_MAX: usize = 100_000;
+
 /// How long the event sink gathers events before committing them.
 const EVENT_BATCH: std::time::Duration = std::time::Duration::from_millis(20);
 
@@ -189,6 +193,9 @@ impl EventSink {
         let stop = Arc::new(Notify::new());
         let (stopped, run) = (stop.clone(), run.to_string());
         let handle = tokio::spawn(async move {
+            // Rows that could not be written yet (a lock, a full disk): kept
+            // and written first next time, never dropped while there is room.
+            let mut unwritten: Vec<(String, String, serde_json::Value)> = Vec::new();
             loop {
                 let mut batch = Vec::new();
                 let stopping = tokio::select! {
@@ -212,19 +219,29 @@ impl EventSink {
                 while let Ok(Some(ev)) = sub.try_next() {
                     batch.push(ev);
                 }
-                let rows: Vec<_> = batch
-                    .into_iter()
-                    .map(|ev| {
-                        let payload = serde_json::to_value(&ev).unwrap_or_default();
-                        (run.clone(), ev.kind.name().to_string(), payload)
-                    })
-                    .collect();
-                if !rows.is_empty()
-                    && let Err(e) = store.append_events(rows).await
-                {
-                    tracing::error!(%e, "persisting events failed");
+                unwritten.extend(batch.into_iter().map(|ev| {
+                    let payload = serde_json::to_value(&ev).unwrap_or_default();
+                    (run.clone(), ev.kind.name().to_string(), payload)
+                }));
+                if !unwritten.is_empty() {
+                    match store.append_events(unwritten.clone()).await {
+                        Ok(()) => unwritten.clear(),
+                        Err(e) if unwritten.len() <= UNWRITTEN_MAX => {
+                            tracing::warn!(%e, kept = unwritten.len(), "events not persisted yet; retrying");
+                        }
+                        Err(e) => {
+                            tracing::error!(%e, dropped = unwritten.len(), "persisting events failed");
+                            unwritten.clear();
+                        }
+                    }
                 }
                 if stopping {
+                    if !unwritten.is_empty() {
+                        tracing::error!(
+                            lost = unwritten.len(),
+                            "events could not be persisted before the run ended"
+                        );
+                    }
                     break;
                 }
             }
