@@ -274,6 +274,15 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Req>, path: &Path) -> Result<(
     }
 }
 
+fn event_row(r: &rusqlite::Row) -> rusqlite::Result<EventRecord> {
+    Ok(EventRecord {
+        id: r.get(0)?,
+        run: r.get(1)?,
+        kind: r.get(2)?,
+        payload: json(r.get(3)?).unwrap_or(Value::Null),
+    })
+}
+
 fn json(text: Option<String>) -> Option<Value> {
     text.and_then(|t| serde_json::from_str(&t).ok())
 }
@@ -441,14 +450,7 @@ impl Store for SqliteStore {
             let mut stmt = c.prepare(
                 "SELECT id, run, kind, payload FROM events WHERE run = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
             )?;
-            stmt.query_map(params![run, after, limit as i64], |r| {
-                Ok(EventRecord {
-                    id: r.get(0)?,
-                    run: r.get(1)?,
-                    kind: r.get(2)?,
-                    payload: json(r.get(3)?).unwrap_or(Value::Null),
-                })
-            })?
+            stmt.query_map(params![run, after, limit as i64], event_row)?
             .collect()
         })
     }
@@ -516,15 +518,8 @@ impl Store for SqliteStore {
                 "SELECT id, run, kind, payload FROM events WHERE run = ?1 AND kind = ?2
                  ORDER BY id LIMIT ?3",
             )?;
-            stmt.query_map(params![run, kind, limit as i64], |r| {
-                Ok(EventRecord {
-                    id: r.get(0)?,
-                    run: r.get(1)?,
-                    kind: r.get(2)?,
-                    payload: json(r.get(3)?).unwrap_or(Value::Null),
-                })
-            })?
-            .collect()
+            stmt.query_map(params![run, kind, limit as i64], event_row)?
+                .collect()
         })
     }
 
