@@ -97,6 +97,10 @@ pub fn run(args: DevArgs) -> ExitCode {
         if let Some(name) = &wanted {
             rerun = Some(spawn_run(dev.clone(), name.clone(), input.clone()));
         }
+        // One listener for the whole session: a Ctrl-C between two reloads
+        // is not missed.
+        let mut sigint =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
         loop {
             tokio::select! {
                 r = watch.reloads.recv() => {
@@ -111,7 +115,7 @@ pub fn run(args: DevArgs) -> ExitCode {
                         rerun = Some(spawn_run(dev.clone(), name.clone(), input.clone()));
                     }
                 }
-                _ = tokio::signal::ctrl_c() => break,
+                Some(()) = async { sigint.as_mut()?.recv().await } => break,
             }
         }
         ExitCode::SUCCESS

@@ -173,10 +173,18 @@ impl Session {
         // Ctrl-C is watched from a worker thread: Lua running a tight loop
         // holds this thread, and only the cancel flag (checked by the VM's
         // hook) can stop it.
+        // The listener is registered here, before the Lua runs, so a Ctrl-C
+        // that comes at once is seen (a listener created later misses it).
+        let sigint = {
+            let _rt = self.rt.enter();
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok()
+        };
         let watcher = {
             let cancel = cancel.clone();
             self.rt.spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
+                if let Some(mut s) = sigint
+                    && s.recv().await.is_some()
+                {
                     cancel.cancel();
                 }
             })
