@@ -101,16 +101,19 @@ impl Journal {
         &self.store
     }
 
-    /// The entry recorded at `pos`, if any.
-    pub fn lookup(&self, pos: &str) -> Option<JournalEntry> {
+    /// The entry recorded at `pos` by an earlier execution, if any. Each
+    /// position is replayed once, so the entry is handed over, not copied:
+    /// memory shrinks as a resumed run catches up.
+    pub fn take(&self, pos: &str) -> Option<JournalEntry> {
         self.recorded
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(pos)
-            .cloned()
+            .remove(pos)
     }
 
-    /// Records a call's outcome and waits until it is on disk.
+    /// Records a call's outcome and waits until it is on disk. New entries
+    /// are not kept in memory (no position is asked for twice), so a long
+    /// run's memory stays flat.
     pub async fn record(
         &self,
         pos: &str,
@@ -131,10 +134,6 @@ impl Journal {
             attempts: 1,
             at_ms: now_ms(),
         };
-        self.recorded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(entry.pos.clone(), entry.clone());
         self.store.append(entry).await
     }
 

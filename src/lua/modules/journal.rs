@@ -29,7 +29,7 @@ pub fn register(lua: &Lua, host: &Table) -> mlua::Result<()> {
             };
             let input = to_json(lua, input, "journaled input").map_err(mlua::Error::external)?;
             let hash = input_hash(&input);
-            let Some(e) = j.lookup(&pos) else {
+            let Some(e) = j.take(&pos) else {
                 return Ok((false, Value::Nil, Value::Nil, Some(hash)));
             };
             if e.kind != kind || e.key != key || e.input_hash != hash {
