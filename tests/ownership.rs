@@ -556,3 +556,28 @@ fn layer_questions_are_journaled_and_answered_from_another_process() {
     assert!(show.contains("`approve`: \"yes\""), "{show}");
     assert!(!show.contains("(unanswered)"), "{show}");
 }
+
+#[test]
+fn a_read_only_journal_still_lists_and_shows_runs() {
+    let d = Dir::new("readonly");
+    let hello = Path::new(env!("CARGO_MANIFEST_DIR")).join("blueprints/hello.lua");
+    let out = d.swarm(&["run", hello.to_str().unwrap(), "--run-id", "ro1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // The journal's directory, mounted read-only in a private mount
+    // namespace (root can write through file permissions, not a ro mount).
+    let dir = d.0.display().to_string();
+    let swarm = env!("CARGO_BIN_EXE_swarm");
+    let script = format!(
+        "mount --bind {dir} {dir} && mount -o remount,ro,bind {dir} && \
+         {swarm} runs && {swarm} show ro1 && {swarm} prune --older-than 0s; echo prune-exit=$?"
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "sh", "-c", &script])
+        .env("SWARM_DB", d.0.join("swarm.db"))
+        .output()
+        .expect("unshare (util-linux)");
+    let t = text(&out);
+    assert!(t.contains("ro1") && t.contains("status     pass"), "{t}");
+    // A command that must write says why it cannot.
+    assert!(t.contains("prune-exit=2") && t.contains("read-only"), "{t}");
+}

@@ -114,9 +114,16 @@ impl Db {
         }
     }
 
-    /// Opens the journal for reading and writing runs that exist.
+    /// Opens the journal of runs that exist: read-write, or read-only
+    /// where it cannot be written (then `runs` and `show` still work).
     pub(crate) fn open(&self) -> Result<Arc<dyn Store>, crate::store::StoreError> {
-        open_at(&self.locate(false)?)
+        let path = self.locate(false)?;
+        let store = SqliteStore::open_for_reading(&path)?;
+        if store.read_only() {
+            return Ok(Arc::new(store));
+        }
+        sweep(&store)?;
+        Ok(Arc::new(store))
     }
 }
 
@@ -132,16 +139,21 @@ pub(crate) fn open_store(
     Ok(Some(open_at(&j.db.locate(create)?)?))
 }
 
-/// Opens the journal at `path` and marks runs whose process is gone as
+/// Opens the journal at `path` and marks runs whose owner is gone as
 /// interrupted.
 fn open_at(path: &std::path::Path) -> Result<Arc<dyn Store>, crate::store::StoreError> {
     let store = SqliteStore::open(path)?;
+    sweep(&store)?;
+    Ok(Arc::new(store))
+}
+
+fn sweep(store: &SqliteStore) -> Result<(), crate::store::StoreError> {
     for id in store.mark_interrupted()? {
         eprintln!(
-            "note: run {id} was interrupted (its process is gone); `swarm resume {id}` continues it"
+            "note: run {id} was interrupted (its owner is gone); `swarm resume {id}` continues it"
         );
     }
-    Ok(Arc::new(store))
+    Ok(())
 }
 
 pub fn main() -> ExitCode {
