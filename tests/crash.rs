@@ -255,6 +255,7 @@ return swarm.blueprint "map" {
     let mut rng = Rng(seed | 1);
     let (mut killed, mut refused, mut finished) =
         (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    let mut spawned = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(240);
     let input = format!(r#"{{"n":{N}}}"#);
     let mut round = 0;
@@ -279,6 +280,7 @@ return swarm.blueprint "map" {
         let mut result = None;
         for mut c in children {
             let pid = c.id();
+            spawned.insert(pid);
             if round <= 12 && c.try_wait().unwrap().is_none() {
                 c.kill().unwrap();
                 c.wait().unwrap();
@@ -344,8 +346,13 @@ return swarm.blueprint "map" {
                 "a refused resumer ran step {step} (seed {seed})"
             );
         }
-        // Only a killed process's step may have run again.
-        let survivors = pids.iter().filter(|p| !killed.contains(*p)).count();
+        // Only a killed process's step may have run again. An agent whose
+        // swarm was killed before it started reports its new parent (pid 1
+        // or a subreaper), never one of ours: count only our live processes.
+        let survivors = pids
+            .iter()
+            .filter(|p| spawned.contains(*p) && !killed.contains(*p))
+            .count();
         assert!(
             survivors <= 1,
             "step {step} ran in {survivors} live processes: {pids:?} (seed {seed})"
