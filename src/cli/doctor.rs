@@ -8,7 +8,7 @@
 
 use super::Db;
 use crate::engine::now_ms;
-use crate::store::{SqliteStore, Store, StoreError, damage_marker};
+use crate::store::{RunStatus, SqliteStore, Store, StoreError, damage_marker};
 use clap::Args;
 use std::process::ExitCode;
 
@@ -106,7 +106,7 @@ fn runs_report(store: &SqliteStore) -> usize {
     let now = now_ms();
     let orphaned: Vec<&str> = runs
         .iter()
-        .filter(|r| r.status == "running" && r.lease_until_ms.is_none_or(|t| t < now))
+        .filter(|r| r.status == RunStatus::Running && r.lease_until_ms.is_none_or(|t| t < now))
         .map(|r| r.id.as_str())
         .collect();
     for id in &orphaned {
@@ -114,10 +114,7 @@ fn runs_report(store: &SqliteStore) -> usize {
             "orphaned   run {id}: running, but its owner's lease has lapsed; `swarm resume {id}` or `swarm cancel {id}`"
         );
     }
-    let stopped = runs
-        .iter()
-        .filter(|r| matches!(r.status.as_str(), "interrupted" | "diverged" | "waiting"))
-        .count();
+    let stopped = runs.iter().filter(|r| r.status.is_resumable()).count();
     if stopped > 0 {
         outln!("advice     {stopped} run(s) wait to be resumed (`swarm runs` shows them with ↻)");
     }

@@ -178,8 +178,8 @@ pub fn resume(args: ResumeArgs) -> ExitCode {
         Ok(x) => x,
         Err(code) => return code,
     };
-    match record.status.as_str() {
-        "pass" | "blocked" | "cancelled" => {
+    match record.status {
+        st if st.is_finished() => {
             return fail(
                 2,
                 format!(

@@ -3,7 +3,7 @@
 use super::Db;
 use crate::engine::now_ms;
 use crate::run;
-use crate::store::{RunRecord, Store, StoreError};
+use crate::store::{RunRecord, RunStatus, Store, StoreError};
 use clap::Args;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,8 +11,8 @@ use std::sync::Arc;
 #[derive(Args)]
 pub struct RunsArgs {
     /// Only runs with this status.
-    #[arg(long, value_parser = ["running", "waiting", "interrupted", "pass", "blocked", "cancelled"])]
-    status: Option<String>,
+    #[arg(long, value_parser = run_status())]
+    status: Option<RunStatus>,
     /// Print the runs as one JSON array.
     #[arg(long)]
     json: bool,
@@ -48,10 +48,11 @@ pub struct PruneArgs {
     #[arg(long, value_name = "DURATION", default_value = "30d",
           value_parser = super::run::parse_duration)]
     older_than: std::time::Duration,
-    /// Only runs with these statuses (finished ones only).
+    /// Only runs with these statuses (finished ones only: pass, blocked,
+    /// cancelled).
     #[arg(long, value_delimiter = ',', default_value = "pass,blocked,cancelled",
-          value_parser = ["pass", "blocked", "cancelled"])]
-    status: Vec<String>,
+          value_parser = finished_status)]
+    status: Vec<RunStatus>,
     /// Keep this many of the newest matching runs.
     #[arg(long, value_name = "N", default_value_t = 0)]
     keep_last: usize,
@@ -114,7 +115,7 @@ pub fn list(args: RunsArgs) -> ExitCode {
         Ok(s) => s,
         Err(c) => return c,
     };
-    let runs = match s.runs(args.status.as_deref()) {
+    let runs = match s.runs(args.status) {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
@@ -131,9 +132,9 @@ pub fn list(args: RunsArgs) -> ExitCode {
         "STARTED"
     );
     for r in runs {
-        let status = match r.status.as_str() {
-            "interrupted" | "waiting" => format!("{} ↻", r.status),
-            other => other.to_string(),
+        let status = match r.status {
+            st if st.is_resumable() => format!("{st} ↻"),
+            st => st.to_string(),
         };
         // Padded by characters, not bytes: `↻` is one column, three bytes.
         let status = format!(
@@ -293,8 +294,8 @@ pub fn answer(args: AnswerArgs) -> ExitCode {
     };
     match s.answer(&r.id, &args.key, run::parse_answer(&args.value)) {
         Ok(true) => {
-            match r.status.as_str() {
-                "running" => outln!("answered; run {} continues", r.id),
+            match r.status {
+                RunStatus::Running => outln!("answered; run {} continues", r.id),
                 _ => outln!("answered; continue it with `swarm resume {}`", r.id),
             }
             ExitCode::SUCCESS
@@ -327,14 +328,15 @@ pub fn cancel(args: CancelArgs) -> ExitCode {
         Ok(x) => x,
         Err(c) => return c,
     };
-    let done = match r.status.as_str() {
-        "pass" | "blocked" | "cancelled" => {
-            return fail(format!("run `{}` already finished ({})", r.id, r.status));
+    let done = match r.status {
+        st if st.is_finished() => {
+            return fail(format!("run `{}` already finished ({st})", r.id));
         }
-        "running" => s
+        RunStatus::Running => s
             .request_cancel(&r.id)
             .map(|()| "cancel requested; the run's owner stops it"),
-        _ => crate::store::wait(s.set_status(&r.id, "cancelled", None, None)).map(|()| "cancelled"),
+        _ => crate::store::wait(s.set_status(&r.id, RunStatus::Cancelled, None, None))
+            .map(|()| "cancelled"),
     };
     match done {
         Ok(msg) => {
@@ -342,6 +344,24 @@ pub fn cancel(args: CancelArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
+    }
+}
+
+/// `--status` takes the names of [`RunStatus`], listed in `--help`.
+fn run_status() -> impl clap::builder::TypedValueParser<Value = RunStatus> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(RunStatus::ALL.map(RunStatus::as_str))
+        .try_map(|s| s.parse::<RunStatus>())
+}
+
+fn finished_status(s: &str) -> Result<RunStatus, String> {
+    let st: RunStatus = s.parse()?;
+    if st.is_finished() {
+        Ok(st)
+    } else {
+        Err(format!(
+            "`{s}` is not a finished status (pass, blocked, cancelled)"
+        ))
     }
 }
 
@@ -367,7 +387,11 @@ pub fn prune(args: PruneArgs) -> ExitCode {
                 "pruned {} run{} ({}); {} is {} KiB (was {} KiB)",
                 ids.len(),
                 if ids.len() == 1 { "" } else { "s" },
-                args.status.join(", "),
+                args.status
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 s.path().display(),
                 after / 1024,
                 before / 1024

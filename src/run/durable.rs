@@ -34,7 +34,7 @@ impl Run {
             path: path.display().to_string(),
             hash: self.blueprint.hash.clone(),
             input: input.clone(),
-            status: "running".into(),
+            status: crate::store::RunStatus::Running,
             result: None,
             pid: Some(std::process::id()),
             created_ms: now_ms(),

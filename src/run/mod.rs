@@ -292,14 +292,15 @@ impl Run {
                 .unwrap_or(serde_json::Value::Null),
         };
         if let (Some(j), Some(store)) = (&journal, &self.opts.store) {
+            use crate::store::RunStatus;
             let status = if let Some((why, _)) = &halted {
                 why.status()
             } else if interrupted {
-                "interrupted"
+                RunStatus::Interrupted
             } else if waiting {
-                "waiting"
+                RunStatus::Waiting
             } else {
-                view.status.as_str()
+                RunStatus::of_task(view.status)
             };
             self.drop_lease();
             let written = store

@@ -51,10 +51,10 @@ pub enum Halt {
 
 impl Halt {
     /// The run's status after it stopped this way.
-    pub fn status(self) -> &'static str {
+    pub fn status(self) -> super::RunStatus {
         match self {
-            Halt::Fault => "interrupted",
-            Halt::Diverged => "diverged",
+            Halt::Fault => super::RunStatus::Interrupted,
+            Halt::Diverged => super::RunStatus::Diverged,
         }
     }
 

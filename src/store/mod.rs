@@ -100,6 +100,91 @@ pub fn lease() -> std::time::Duration {
     std::time::Duration::from_millis(ms)
 }
 
+/// Where a run stands. Stored as its lowercase name; callers match on the
+/// enum, never on strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Executing (an owner holds its lease).
+    Running,
+    /// Stopped for a senior's answer; resumable.
+    Waiting,
+    /// Stopped by a signal, a journal fault or a lost owner; resumable.
+    Interrupted,
+    /// Stopped because the flow diverged from its journal; resumable once
+    /// the code is fixed or reverted.
+    Diverged,
+    Pass,
+    Blocked,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub const ALL: [RunStatus; 7] = [
+        RunStatus::Running,
+        RunStatus::Waiting,
+        RunStatus::Interrupted,
+        RunStatus::Diverged,
+        RunStatus::Pass,
+        RunStatus::Blocked,
+        RunStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Waiting => "waiting",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Diverged => "diverged",
+            RunStatus::Pass => "pass",
+            RunStatus::Blocked => "blocked",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Pass, blocked or cancelled: nothing more will happen to it.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Pass | RunStatus::Blocked | RunStatus::Cancelled
+        )
+    }
+
+    /// Waiting, interrupted or diverged: `swarm resume` continues it.
+    pub fn is_resumable(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Waiting | RunStatus::Interrupted | RunStatus::Diverged
+        )
+    }
+
+    /// How a run whose root task settled as `task` ended.
+    pub fn of_task(task: crate::engine::TaskStatus) -> RunStatus {
+        use crate::engine::TaskStatus as T;
+        match task {
+            T::Pass => RunStatus::Pass,
+            T::Cancelled => RunStatus::Cancelled,
+            T::Pending | T::Running | T::Suspended | T::Blocked => RunStatus::Blocked,
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RunStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<RunStatus, String> {
+        RunStatus::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown run status `{s}`"))
+    }
+}
+
 /// A run as the journal knows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunRecord {
@@ -108,8 +193,7 @@ pub struct RunRecord {
     pub path: String,
     pub hash: String,
     pub input: Value,
-    /// running, pass, blocked, cancelled, interrupted.
-    pub status: String,
+    pub status: RunStatus,
     pub result: Option<Value>,
     pub pid: Option<u32>,
     pub created_ms: u64,
@@ -165,9 +249,8 @@ pub struct QuestionRecord {
 pub struct Prune {
     /// Only runs last updated before this time (epoch ms).
     pub before_ms: u64,
-    /// Only runs in these statuses (finished ones only: pass, blocked,
-    /// cancelled).
-    pub statuses: Vec<String>,
+    /// Only runs in these statuses (finished ones only).
+    pub statuses: Vec<RunStatus>,
     /// Keep this many of the newest matching runs.
     pub keep_last: usize,
 }
@@ -193,12 +276,12 @@ pub trait Store: Send + Sync {
     fn set_status(
         &self,
         run: &str,
-        status: &str,
+        status: RunStatus,
         result: Option<Value>,
         owner: Option<&str>,
     ) -> Commit;
     fn run(&self, id: &str) -> Result<Option<RunRecord>, StoreError>;
-    fn runs(&self, status: Option<&str>) -> Result<Vec<RunRecord>, StoreError>;
+    fn runs(&self, status: Option<RunStatus>) -> Result<Vec<RunRecord>, StoreError>;
     fn journal(&self, run: &str) -> Result<Vec<JournalEntry>, StoreError>;
     /// Appends one journal entry; resolves once it is on disk.
     fn append(&self, entry: JournalEntry) -> Commit;

@@ -9,8 +9,8 @@
 //! use a second connection.
 
 use super::{
-    Commit, EventRecord, JournalEntry, Owner, Prune, QuestionRecord, RunRecord, Store, StoreError,
-    schema,
+    Commit, EventRecord, JournalEntry, Owner, Prune, QuestionRecord, RunRecord, RunStatus, Store,
+    StoreError, schema,
 };
 use crate::engine::now_ms;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
@@ -270,7 +270,9 @@ fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRecord> {
         path: r.get(2)?,
         hash: r.get(3)?,
         input: json(r.get(4)?).unwrap_or(Value::Null),
-        status: r.get(5)?,
+        status: r.get::<_, String>(5)?.parse().map_err(|e: String| {
+            rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, e.into())
+        })?,
         result: json(r.get(6)?),
         pid: r.get(7)?,
         created_ms: r.get::<_, i64>(8)? as u64,
@@ -302,7 +304,7 @@ impl Store for SqliteStore {
                 "INSERT INTO runs (id, blueprint, path, hash, input, status, result, pid, created_ms,
                    updated_ms, owner, owner_host, owned_since_ms, lease_until_ms, owner_machine, helpers)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7, ?8, ?8, ?9, ?10, ?8, ?11, ?12, ?13)",
-                params![r.id, r.blueprint, r.path, r.hash, r.input.to_string(), r.status, o.pid,
+                params![r.id, r.blueprint, r.path, r.hash, r.input.to_string(), r.status.as_str(), o.pid,
                         r.created_ms as i64, o.id, o.host, lease_end(), o.machine,
                         serde_json::to_string(&r.helpers).unwrap_or_default()],
             )?;
@@ -321,11 +323,11 @@ impl Store for SqliteStore {
     fn set_status(
         &self,
         run: &str,
-        status: &str,
+        status: RunStatus,
         result: Option<Value>,
         owner: Option<&str>,
     ) -> Commit {
-        let (run, status) = (run.to_string(), status.to_string());
+        let (run, status) = (run.to_string(), status.as_str());
         let owner = owner.map(str::to_string);
         self.submit(Box::new(move |tx| {
             tx.execute(
@@ -357,7 +359,8 @@ impl Store for SqliteStore {
         })
     }
 
-    fn runs(&self, status: Option<&str>) -> Result<Vec<RunRecord>, StoreError> {
+    fn runs(&self, status: Option<RunStatus>) -> Result<Vec<RunRecord>, StoreError> {
+        let status = status.map(RunStatus::as_str);
         self.read(|c| {
             let mut stmt = c.prepare(&format!(
                 "SELECT {RUN_COLUMNS} FROM runs WHERE ?1 IS NULL OR status = ?1 ORDER BY created_ms, id"

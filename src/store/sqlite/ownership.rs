@@ -4,7 +4,7 @@
 
 use super::{SqliteStore, block_on};
 use crate::engine::now_ms;
-use crate::store::{Owner, Prune, RunRecord, Store, StoreError};
+use crate::store::{Owner, Prune, RunRecord, RunStatus, Store, StoreError};
 use rusqlite::{Connection, params};
 
 /// The owner of `r` when it provably is gone: it ran on this machine (same
@@ -80,7 +80,7 @@ impl SqliteStore {
         })))?;
         match self.run(run)? {
             Some(r) if r.owner.as_deref() == Some(owner.id.as_str()) => Ok(()),
-            Some(r) if r.status == "running" => Err(StoreError::Owned(owned_message(&r))),
+            Some(r) if r.status == RunStatus::Running => Err(StoreError::Owned(owned_message(&r))),
             Some(r) => Err(StoreError::Owned(format!(
                 "run {} already finished ({})",
                 r.id, r.status
@@ -100,16 +100,15 @@ impl SqliteStore {
         })))?;
         Ok(self
             .run(run)?
-            .is_some_and(|r| r.owner.as_deref() == Some(owner) && r.status == "running"))
+            .is_some_and(|r| r.owner.as_deref() == Some(owner) && r.status == RunStatus::Running))
     }
 
     pub(super) fn prune_runs(&self, filter: &Prune) -> Result<Vec<String>, StoreError> {
-        let finished = ["pass", "blocked", "cancelled"];
-        let statuses: Vec<String> = filter
+        let statuses: Vec<&str> = filter
             .statuses
             .iter()
-            .filter(|s| finished.contains(&s.as_str()))
-            .cloned()
+            .filter(|s| s.is_finished())
+            .map(|s| s.as_str())
             .collect();
         let candidates: Vec<String> = self.read(|c| {
             let mut stmt = c.prepare(
@@ -119,7 +118,7 @@ impl SqliteStore {
                 Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
             })?
             .filter_map(|row| match row {
-                Ok((id, status)) if statuses.contains(&status) => Some(Ok(id)),
+                Ok((id, status)) if statuses.contains(&status.as_str()) => Some(Ok(id)),
                 Ok(_) => None,
                 Err(e) => Some(Err(e)),
             })
@@ -150,7 +149,7 @@ impl SqliteStore {
     pub(super) fn sweep_expired(&self) -> Result<Vec<String>, StoreError> {
         let now = now_ms() as i64;
         let me = Owner::new().machine;
-        let running = self.runs(Some("running"))?;
+        let running = self.runs(Some(RunStatus::Running))?;
         let stale: Vec<(String, Option<String>)> = self.read(|c| {
             Ok(running
                 .iter()
@@ -176,7 +175,10 @@ impl SqliteStore {
                 )?;
                 Ok(())
             })))?;
-            if self.run(&id)?.is_some_and(|r| r.status == "interrupted") {
+            if self
+                .run(&id)?
+                .is_some_and(|r| r.status == RunStatus::Interrupted)
+            {
                 marked.push(id);
             }
         }
