@@ -436,7 +436,7 @@ fn prune_deletes_finished_runs_and_show_pages_events() {
     // what it left out.
     let out = d.swarm(&["show", "p0", "--events", "3"]);
     let t = text(&out);
-    assert!(t.contains("showing 3 (ids "), "{t}");
+    assert!(t.contains("showing at most 3 after id "), "{t}");
     let out = d.swarm(&["show", "p0", "--json", "--all"]);
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()

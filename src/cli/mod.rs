@@ -16,6 +16,7 @@ mod init;
 mod repl;
 mod run;
 mod runs;
+mod show;
 
 use crate::store::{SqliteStore, Store, default_path};
 use clap::{Args, Parser, Subcommand};
@@ -47,7 +48,7 @@ enum Command {
     /// List journaled runs.
     Runs(runs::RunsArgs),
     /// Show one run: its journal and events.
-    Show(runs::ShowArgs),
+    Show(show::ShowArgs),
     /// Continue an interrupted or waiting run from its journal.
     Resume(run::ResumeArgs),
     /// Answer a run's pending senior question.
@@ -168,7 +169,7 @@ pub fn main() -> ExitCode {
         Command::Dev(args) => dev::run(args),
         Command::Repl(args) => repl::run(args),
         Command::Runs(args) => runs::list(args),
-        Command::Show(args) => runs::show(args),
+        Command::Show(args) => show::show(args),
         Command::Resume(args) => run::resume(args),
         Command::Answer(args) => runs::answer(args),
         Command::Cancel(args) => runs::cancel(args),

@@ -3,7 +3,7 @@
 use super::Db;
 use crate::engine::now_ms;
 use crate::run;
-use crate::store::{RunRecord, RunStatus, Store, StoreError};
+use crate::store::{RunRecord, RunStatus, Store};
 use clap::Args;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -16,28 +16,6 @@ pub struct RunsArgs {
     /// Print the runs as one JSON array.
     #[arg(long)]
     json: bool,
-    #[command(flatten)]
-    journal: Db,
-}
-
-#[derive(Args)]
-pub struct ShowArgs {
-    /// The run's id (see `swarm runs`).
-    run: String,
-    /// Print NDJSON: one line with the run, its journal and questions, then
-    /// one line per event (streamed, so a long run never builds one huge
-    /// document). Takes the same --events/--after/--all as the table.
-    #[arg(long)]
-    json: bool,
-    /// How many of the last events to show.
-    #[arg(long, value_name = "N", default_value_t = 20)]
-    events: usize,
-    /// Show events after this event id instead of the last ones.
-    #[arg(long, value_name = "ID")]
-    after: Option<i64>,
-    /// Show every event.
-    #[arg(long)]
-    all: bool,
     #[command(flatten)]
     journal: Db,
 }
@@ -95,7 +73,7 @@ pub(super) fn journaled_run(j: &Db, id: &str) -> Result<(Arc<dyn Store>, RunReco
     }
 }
 
-fn fail(message: impl std::fmt::Display) -> ExitCode {
+pub(super) fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::from(2)
 }
@@ -150,139 +128,6 @@ pub fn list(args: RunsArgs) -> ExitCode {
             ago(r.created_ms),
             ago(r.updated_ms)
         );
-    }
-    ExitCode::SUCCESS
-}
-
-pub fn show(args: ShowArgs) -> ExitCode {
-    let (s, r) = match journaled_run(&args.journal, &args.run) {
-        Ok(x) => x,
-        Err(c) => return c,
-    };
-    let (journal, questions, (total, tail)) = match (|| {
-        Ok::<_, StoreError>((
-            s.journal(&r.id)?,
-            s.questions(&r.id)?,
-            s.event_tail(&r.id, args.events)?,
-        ))
-    })() {
-        Ok(x) => x,
-        Err(e) => return fail(e),
-    };
-    // Which events: the last N, those after an id, or all (in pages).
-    let (start, limit) = match (args.all, args.after) {
-        (true, _) => (0, usize::MAX),
-        (false, Some(after)) => (after, args.events),
-        (false, None) => (tail, args.events),
-    };
-    let page = |after: i64, n: usize| s.events(&r.id, after, n.min(10_000));
-    if args.json {
-        let head = serde_json::json!({ "run": r, "journal": journal, "questions": questions, "events_total": total });
-        outln!("{head}");
-        let (mut after, mut left) = (start, limit);
-        while left > 0 {
-            let batch = match page(after, left) {
-                Ok(b) => b,
-                Err(e) => return fail(e),
-            };
-            let Some(last) = batch.last() else { break };
-            after = last.id;
-            left = left.saturating_sub(batch.len());
-            for e in &batch {
-                outln!("{}", serde_json::to_string(e).unwrap_or_default());
-            }
-        }
-        return ExitCode::SUCCESS;
-    }
-    let events = match page(start, limit) {
-        Ok(e) => e,
-        Err(e) => return fail(e),
-    };
-    outln!(
-        "run        {}\nblueprint  {} ({})\nhash       {}",
-        r.id,
-        r.blueprint,
-        r.path,
-        r.hash
-    );
-    outln!("status     {}\ninput      {}", r.status, r.input);
-    if let Some(res) = &r.result {
-        outln!("result     {res}");
-    }
-    outln!("\njournal ({} entries)", journal.len());
-    for e in &journal {
-        let mut v = e.value.to_string();
-        if v.len() > 60 {
-            v.truncate(57);
-            v.push_str("...");
-        }
-        let mark = if e.ok { "ok " } else { "err" };
-        outln!("  {:<10} {:<6} {:<16} {mark} {v}", e.pos, e.kind, e.key);
-    }
-    for q in &questions {
-        let a = q
-            .answer
-            .as_ref()
-            .map_or("(unanswered)".to_string(), |a| a.to_string());
-        outln!("  question {} `{}`: {a}", q.pos, q.name);
-    }
-    let notes = s
-        .events_of_kind(&r.id, "layer_note", 10_000)
-        .unwrap_or_default();
-    let retries: Vec<_> = notes
-        .iter()
-        .filter(|e| e.payload.get("layer") == Some(&"retry".into()))
-        .collect();
-    if !retries.is_empty() {
-        outln!("\nretries ({})", retries.len());
-        for e in retries {
-            let note = &e.payload["note"];
-            let mut cause = note["cause"].to_string();
-            if cause.len() > 80 {
-                cause.truncate(77);
-                cause.push_str("...");
-            }
-            outln!(
-                "  task {} try {} {} → retried: {cause}",
-                e.payload.get("task").unwrap_or(&serde_json::Value::Null),
-                note["try"],
-                note["outcome"].as_str().unwrap_or("?"),
-            );
-        }
-    }
-    let shown = if events.len() as u64 == total {
-        format!("{total}")
-    } else {
-        format!(
-            "{total}; showing {} (ids {}-{}): --events N, --after ID or --all for others",
-            events.len(),
-            events.first().map_or(0, |e| e.id),
-            events.last().map_or(0, |e| e.id)
-        )
-    };
-    outln!("\nevents ({shown})");
-    let mut batch = events;
-    let mut left = limit;
-    loop {
-        for e in &batch {
-            outln!(
-                "  #{:<6} {:<18} task {}",
-                e.id,
-                e.kind,
-                e.payload.get("task").unwrap_or(&serde_json::Value::Null)
-            );
-        }
-        left = left.saturating_sub(batch.len());
-        let Some(last) = batch.last().map(|e| e.id) else {
-            break;
-        };
-        if left == 0 {
-            break;
-        }
-        batch = match page(last, left) {
-            Ok(b) => b,
-            Err(e) => return fail(e),
-        };
     }
     ExitCode::SUCCESS
 }
