@@ -256,52 +256,8 @@ impl Run {
             sink.finish().await;
         }
         let view = view?;
-        let waiting = matches!(unanswered, Some(desk::Stop::Unanswered(_))) && journal.is_some();
-        let interrupted = self.interrupted.load(std::sync::atomic::Ordering::Relaxed);
-        let halted = journal.as_ref().and_then(|j| j.halted());
-        let mut result = match unanswered {
-            _ if halted.is_some() => {
-                let (why, message) = halted
-                    .clone()
-                    .unwrap_or((crate::store::Halt::Fault, String::new()));
-                serde_json::json!({ "error": message, "code": why.code() })
-            }
-            _ if interrupted => serde_json::json!({
-                "error": format!(
-                    "interrupted; `swarm resume {}` continues it",
-                    journal.as_ref().map_or("", |j| j.run())
-                ),
-                "code": "interrupted",
-            }),
-            _ if overran.is_some() => {
-                let limit = overran.unwrap_or_default();
-                serde_json::json!({
-                    "error": format!("the run's deadline of {} passed", human_duration(limit)),
-                    "code": "run_deadline",
-                })
-            }
-            Some(desk::Stop::Unanswered(message)) => {
-                serde_json::json!({ "error": message, "code": "senior_unanswered" })
-            }
-            Some(desk::Stop::Cancelled) => {
-                serde_json::json!({ "error": "cancelled with `swarm cancel`", "code": "cancelled" })
-            }
-            None => view
-                .result
-                .map(|r| (*r).clone())
-                .unwrap_or(serde_json::Value::Null),
-        };
+        let (status, mut result) = self.ending(&view, unanswered, overran, journal.as_deref());
         if let (Some(j), Some(store)) = (&journal, &self.opts.store) {
-            use crate::store::RunStatus;
-            let status = if let Some((why, _)) = &halted {
-                why.status()
-            } else if interrupted {
-                RunStatus::Interrupted
-            } else if waiting {
-                RunStatus::Waiting
-            } else {
-                RunStatus::of_task(view.status)
-            };
             self.drop_lease();
             let written = store
                 .set_status(j.run(), status, Some(result.clone()), Some(&self.owner.id))
@@ -326,6 +282,65 @@ impl Run {
             status: view.status,
             result,
         })
+    }
+
+    /// How the run ended, decided in one place: the status to record and
+    /// the result to report. A journal halt comes first, then an
+    /// interruption, the deadline, the desk's stop, and last the root
+    /// task's own outcome.
+    fn ending(
+        &self,
+        view: &crate::engine::TaskView,
+        stop: Option<desk::Stop>,
+        overran: Option<std::time::Duration>,
+        journal: Option<&Journal>,
+    ) -> (crate::store::RunStatus, serde_json::Value) {
+        use crate::store::RunStatus;
+        use serde_json::json;
+        let of_task = RunStatus::of_task(view.status);
+        if let Some((why, message)) = journal.and_then(|j| j.halted()) {
+            return (
+                why.status(),
+                json!({ "error": message, "code": why.code() }),
+            );
+        }
+        if self.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+            let run = journal.map_or("", |j| j.run());
+            let error = format!("interrupted; `swarm resume {run}` continues it");
+            return (
+                RunStatus::Interrupted,
+                json!({ "error": error, "code": "interrupted" }),
+            );
+        }
+        if let Some(limit) = overran {
+            let error = format!("the run's deadline of {} passed", human_duration(limit));
+            return (of_task, json!({ "error": error, "code": "run_deadline" }));
+        }
+        match stop {
+            Some(desk::Stop::Unanswered(message)) => {
+                // Without a journal there is nothing to come back to.
+                let status = if journal.is_some() {
+                    RunStatus::Waiting
+                } else {
+                    of_task
+                };
+                (
+                    status,
+                    json!({ "error": message, "code": "senior_unanswered" }),
+                )
+            }
+            Some(desk::Stop::Cancelled) => (
+                of_task,
+                json!({ "error": "cancelled with `swarm cancel`", "code": "cancelled" }),
+            ),
+            None => (
+                of_task,
+                view.result
+                    .as_ref()
+                    .map(|r| (**r).clone())
+                    .unwrap_or(serde_json::Value::Null),
+            ),
+        }
     }
 
     /// The run's deadline: the shorter of `--deadline` and the blueprint's.
