@@ -4,7 +4,6 @@
 //! as completed must have run exactly once (only a step in flight at a kill
 //! may run again); the persisted events must have no gaps.
 
-use rusqlite::Connection;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -50,27 +49,29 @@ fn input() -> String {
     format!(r#"{{"steps":{STEPS}}}"#)
 }
 
+/// The run as `swarm show --json --all` reports it: its head line, then
+/// one line per event.
+fn show(db: &Path, id: &str) -> Vec<serde_json::Value> {
+    let out = swarm()
+        .args(["show", id, "--json", "--all", "--db", db.to_str().unwrap()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 fn completed(db: &Path, id: &str) -> usize {
-    let Ok(c) = Connection::open(db) else {
-        return 0;
-    };
-    c.query_row(
-        "SELECT count(*) FROM journal WHERE run = ?1 AND kind = 'step'",
-        [id],
-        |r| r.get::<_, i64>(0),
-    )
-    .unwrap_or(0) as usize
+    show(db, id).first().map_or(0, |head| {
+        head["journal"]
+            .as_array()
+            .map_or(0, |j| j.iter().filter(|e| e["kind"] == "step").count())
+    })
 }
 
 fn run_exists(db: &Path, id: &str) -> bool {
-    Connection::open(db)
-        .and_then(|c| {
-            c.query_row("SELECT count(*) FROM runs WHERE id = ?1", [id], |r| {
-                r.get::<_, i64>(0)
-            })
-        })
-        .map(|n| n > 0)
-        .unwrap_or(false)
+    db.exists() && !show(db, id).is_empty()
 }
 
 /// A small deterministic PRNG (xorshift), seeded from the clock.
@@ -159,18 +160,14 @@ fn crash_run(
     assert_eq!(completed(&db, id), STEPS);
 
     // Persisted events have no gaps.
-    let c = Connection::open(&db).unwrap();
-    let (min, max, n): (i64, i64, i64) = c
-        .query_row(
-            "SELECT min(id), max(id), count(*) FROM events WHERE run = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .unwrap();
+    let shown = show(&db, id);
+    let ids: Vec<i64> = shown[1..].iter().filter_map(|e| e["id"].as_i64()).collect();
+    let (min, max, n) = (ids[0], ids[ids.len() - 1], ids.len() as i64);
     assert_eq!(max - min + 1, n, "events have gaps (seed {seed})");
-    let status: String = c
-        .query_row("SELECT status FROM runs WHERE id = ?1", [id], |r| r.get(0))
-        .unwrap();
+    let status = shown[0]["run"]["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert_eq!(status, "pass");
     result
 }

@@ -39,35 +39,39 @@ impl Dir {
     fn spawn(&self, args: &[&str]) -> Child {
         self.cmd(args).spawn().unwrap()
     }
+    /// The run as `swarm show --json` reports it (its head line), if any.
+    fn show(&self, run: &str) -> Option<Value> {
+        let out = self.swarm(&["show", run, "--json", "--events", "0"]);
+        let head = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()?
+            .to_string();
+        serde_json::from_str(&head).ok()
+    }
     fn journal(&self, run: &str) -> Vec<(String, String, Value)> {
-        let c = Connection::open(self.db()).unwrap();
-        let mut stmt = c
-            .prepare("SELECT pos, kind, value FROM journal WHERE run = ?1 ORDER BY pos")
-            .unwrap();
-        stmt.query_map([run], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                serde_json::from_str(&r.get::<_, String>(2)?).unwrap(),
-            ))
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+        let mut entries: Vec<(String, String, Value)> = self
+            .show(run)
+            .and_then(|v| v["journal"].as_array().cloned())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| {
+                (
+                    e["pos"].as_str().unwrap_or_default().to_string(),
+                    e["kind"].as_str().unwrap_or_default().to_string(),
+                    e["value"].clone(),
+                )
+            })
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries
     }
     fn journal_has_run(&self, run: &str) -> bool {
-        let Ok(c) = Connection::open(self.db()) else {
-            return false;
-        };
-        c.query_row("SELECT count(*) FROM runs WHERE id = ?1", [run], |r| {
-            r.get::<_, i64>(0)
-        })
-        .is_ok_and(|n| n > 0)
+        self.show(run).is_some()
     }
     fn status(&self, run: &str) -> String {
-        let c = Connection::open(self.db()).unwrap();
-        c.query_row("SELECT status FROM runs WHERE id = ?1", [run], |r| r.get(0))
-            .unwrap()
+        self.show(run)
+            .and_then(|v| v["run"]["status"].as_str().map(str::to_string))
+            .unwrap_or_default()
     }
 }
 
