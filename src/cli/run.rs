@@ -178,66 +178,16 @@ pub fn resume(args: ResumeArgs) -> ExitCode {
         Ok(x) => x,
         Err(code) => return code,
     };
-    match record.status {
-        st if st.is_finished() => {
-            return fail(
-                2,
-                format!(
-                    "run `{}` already finished ({}); there is nothing to resume",
-                    record.id, record.status
-                ),
-            );
-        }
-        // A running run is refused by the claim (naming its owner) unless
-        // its owner's lease has expired.
-        _ => {}
-    }
-    let path = PathBuf::from(&record.path);
-    let source = match run::blueprint::read(&path) {
-        Ok(s) => s,
-        Err(e) => return fail(2, e),
-    };
-    let hash = run::blueprint::hash(&source);
-    if hash != record.hash && !args.force {
-        return fail(
-            2,
-            format!(
-                "the blueprint {} changed since run `{}` started (was {}, now {}); \
-                 resume with --force to replay the journal against the new version",
-                path.display(),
-                record.id,
-                &record.hash[..12],
-                &hash[..12]
-            ),
-        );
-    }
     let opts = match options(&args.out, Some(store)) {
         Ok(o) => o,
         Err(e) => return fail(2, e),
     };
     super::runtime().block_on(async move {
         let engine = Engine::new(EngineConfig::default(), Signer::from_env());
-        let prepared = match run::prepare_source(&engine, &path, &source, opts) {
-            Ok(r) => r,
-            Err(e) => return fail(2, e),
-        };
-        let changed = prepared.changed_helpers(&record.helpers);
-        if !changed.is_empty() && !args.force {
-            return fail(
-                2,
-                format!(
-                    "helper files of run `{}` changed since it started: {}; resume with --force \
-                     to replay the journal against the new version",
-                    record.id,
-                    changed.join(", ")
-                ),
-            );
+        match run::service::resume(&engine, &record, args.force, opts).await {
+            Ok(r) => execute(&engine, &r.run, r.root, &args.out).await,
+            Err(e) => fail(2, e),
         }
-        let root = match prepared.resume(&record).await {
-            Ok(r) => r,
-            Err(e) => return fail(2, e),
-        };
-        execute(&engine, &prepared, root, &args.out).await
     })
 }
 

@@ -133,63 +133,33 @@ pub fn list(args: RunsArgs) -> ExitCode {
 }
 
 pub fn answer(args: AnswerArgs) -> ExitCode {
+    use crate::run::service::{self, Answered};
     let (s, r) = match journaled_run(&args.journal, &args.run) {
         Ok(x) => x,
         Err(c) => return c,
     };
-    match s.answer(&r.id, &args.key, run::parse_answer(&args.value)) {
-        Ok(true) => {
-            match r.status {
-                RunStatus::Running => outln!("answered; run {} continues", r.id),
-                _ => outln!("answered; continue it with `swarm resume {}`", r.id),
-            }
-            ExitCode::SUCCESS
+    match service::answer(&s, &r, &args.key, run::parse_answer(&args.value)) {
+        Ok(Answered::Continues) => outln!("answered; run {} continues", r.id),
+        Ok(Answered::NeedsResume) => {
+            outln!("answered; continue it with `swarm resume {}`", r.id)
         }
-        Ok(false) => {
-            let open: Vec<String> = s
-                .questions(&r.id)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|q| q.answer.is_none())
-                .map(|q| q.name)
-                .collect();
-            fail(format!(
-                "run `{}` has no open question `{}` (open: {})",
-                r.id,
-                args.key,
-                if open.is_empty() {
-                    "none".into()
-                } else {
-                    open.join(", ")
-                }
-            ))
-        }
-        Err(e) => fail(e),
+        Err(e) => return fail(e),
     }
+    ExitCode::SUCCESS
 }
 
 pub fn cancel(args: CancelArgs) -> ExitCode {
+    use crate::run::service::{self, Cancelled};
     let (s, r) = match journaled_run(&args.journal, &args.run) {
         Ok(x) => x,
         Err(c) => return c,
     };
-    let done = match r.status {
-        st if st.is_finished() => {
-            return fail(format!("run `{}` already finished ({st})", r.id));
-        }
-        RunStatus::Running => s
-            .request_cancel(&r.id)
-            .map(|()| "cancel requested; the run's owner stops it"),
-        _ => crate::store::wait(s.set_status(&r.id, RunStatus::Cancelled, None, None))
-            .map(|()| "cancelled"),
-    };
-    match done {
-        Ok(msg) => {
-            outln!("{msg}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(e),
+    match service::cancel(&s, &r) {
+        Ok(Cancelled::Now) => outln!("cancelled"),
+        Ok(Cancelled::Requested) => outln!("cancel requested; the run's owner stops it"),
+        Err(e) => return fail(e),
     }
+    ExitCode::SUCCESS
 }
 
 /// `--status` takes the names of [`RunStatus`], listed in `--help`.

@@ -11,6 +11,7 @@ mod agents;
 pub mod blueprint;
 mod desk;
 mod durable;
+pub mod service;
 
 pub use agents::RustAgents;
 pub use blueprint::{Blueprint, BlueprintError, Problem};
