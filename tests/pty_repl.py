@@ -30,9 +30,12 @@ class Term:
         deadline = time.time() + timeout
         while True:
             text = ANSI.sub(b"", self.seen).replace(b"\r", b"")
-            if re.search(pattern.encode(), text):
-                self.seen = b""
-                return text.decode(errors="replace")
+            m = re.search(pattern.encode(), text)
+            if m:
+                # Keep what came after the match: the next wait may be for
+                # it (output arrives in chunks of any size).
+                self.seen = text[m.end():]
+                return text[: m.end()].decode(errors="replace")
             left = deadline - time.time()
             if left <= 0:
                 fail(f"timed out waiting for {pattern!r}; screen so far:\n{text.decode(errors='replace')}")
