@@ -115,3 +115,35 @@ fn misuse_in_the_repl_points_to_what_to_do() {
     );
     assert!(err.contains("got a string"), "{err}");
 }
+
+#[test]
+fn an_idle_repl_keeps_its_session() {
+    use lua_swarm::auth::Role;
+    use lua_swarm::engine::EngineConfig;
+    use lua_swarm::repl::{Eval, Options, Session};
+    use std::time::Duration;
+    // Sessions silent for 3 s are swept every 50 ms; the REPL sits in one
+    // 7-second evaluation, then uses its token.
+    let opts = Options {
+        role: Role::Operator,
+        blueprints: Vec::new(),
+        history: None,
+        engine: EngineConfig {
+            heartbeat_timeout: Duration::from_secs(3),
+            sweep_every: Duration::from_millis(50),
+            ..EngineConfig::default()
+        },
+    };
+    let session = Session::new(&opts).unwrap();
+    assert!(matches!(
+        session.eval("swarm.time.sleep(7000)"),
+        Eval::Values(_)
+    ));
+    // A verb the engine checks (a revoked token would be refused).
+    match session.eval("swarm.gate.can('start_task')") {
+        Eval::Values(v) => assert_eq!(v, ["true"]),
+        Eval::Error(e) => panic!("the REPL lost its session: {e}"),
+        Eval::Incomplete => panic!("incomplete"),
+    }
+    session.close();
+}

@@ -28,6 +28,7 @@ pub fn run(args: ReplArgs) -> ExitCode {
         } else {
             repl::default_history()
         },
+        engine: crate::engine::EngineConfig::default(),
     };
     match repl::main(opts) {
         Ok(()) => ExitCode::SUCCESS,

@@ -51,6 +51,9 @@ pub struct Options {
     pub blueprints: Vec<PathBuf>,
     /// History file; `None` disables history.
     pub history: Option<PathBuf>,
+    /// The session's engine (its heartbeat timeout sets how often the REPL
+    /// heart-beats its own session).
+    pub engine: EngineConfig,
 }
 
 /// The default history file: `$SWARM_HISTORY`, else
@@ -90,7 +93,7 @@ impl Session {
             .build()
             .map_err(|e| e.to_string())?;
         let _guard = rt.enter();
-        let engine = Engine::new(EngineConfig::default(), Signer::from_env());
+        let engine = Engine::new(opts.engine.clone(), Signer::from_env());
         let token = engine
             .attach(Caller::Host, AttachOptions::new("repl", opts.role))
             .map_err(|e| e.to_string())?;
@@ -101,11 +104,13 @@ impl Session {
         vm.set_token(Some(token.clone()));
         let env = vm.env().map_err(|e| e.to_string())?;
         // A live REPL keeps its session: idle at the prompt is not gone.
+        // Beats come six times per timeout, far from the sweep's limit.
         {
             let (engine, token) = (engine.clone(), token.clone());
+            let every = opts.engine.heartbeat_timeout / 6;
             rt.spawn(async move {
                 loop {
-                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    tokio::time::sleep(every).await;
                     if engine.heartbeat(&token).is_err() {
                         return;
                     }
