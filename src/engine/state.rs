@@ -84,6 +84,8 @@ pub(crate) struct Task {
     pub resume_keys: Vec<String>,
     /// Heap bytes of `input`.
     pub input_bytes: usize,
+    /// Heap bytes of `result` (measured once, when it settles).
+    pub result_bytes: usize,
     /// Bytes this task is counted for (in `live_bytes` until it settles,
     /// then in `retained_bytes`).
     pub held: usize,
@@ -401,11 +403,7 @@ impl EngineState {
             t.input = NULL.with(Arc::clone);
             t.input_bytes = 0;
         }
-        let result = t
-            .result
-            .as_ref()
-            .map_or(0, |r| super::size::measure(r, usize::MAX).heap);
-        t.held = t.input_bytes + result;
+        t.held = t.input_bytes + t.result_bytes;
         self.retained_bytes += t.held;
         self.finished.push_back(id);
         while self.finished.len() > self.config.task_retention

@@ -123,16 +123,6 @@ impl Drop for SettleOnDrop {
 }
 
 /// Applies an attempt's outcome. A task cancelled meanwhile stays cancelled.
-fn too_large(v: &Value, limit: usize) -> bool {
-    crate::engine::size::measure(v, limit).json > limit
-}
-
-fn too_large_error(what: &'static str, v: &Value, limit: usize) -> Value {
-    let bytes = crate::engine::size::measure(v, limit).json;
-    let e = EngineError::TooLarge { what, bytes, limit };
-    json!({ "error": e.to_string(), "code": e.code() })
-}
-
 fn settle(
     s: &mut EngineState,
     id: TaskId,
@@ -157,12 +147,6 @@ fn settle(
     };
     t.worker_nonce = None;
     let posted = t.posted.take();
-    let outcome = match outcome {
-        Ok(Outcome::Pass(v) | Outcome::Blocked(v)) if too_large(&v, limit) => {
-            Ok(Outcome::Blocked(too_large_error("the result", &v, limit)))
-        }
-        other => other,
-    };
     let (status, result) = if t.status == TaskStatus::Cancelled {
         (TaskStatus::Cancelled, None)
     } else {
@@ -185,8 +169,26 @@ fn settle(
             ),
         }
     };
+    // Every result, however it came, is measured once: over the limit it
+    // becomes a typed error; its heap size is what the task keeps.
+    let (status, result) = match result.map(|v| (crate::engine::size::measure(&v, limit), v)) {
+        Some((size, _)) if size.json > limit => {
+            let e = EngineError::TooLarge {
+                what: "the result",
+                bytes: size.json,
+                limit,
+            };
+            let v = json!({ "error": e.to_string(), "code": e.code() });
+            (
+                TaskStatus::Blocked,
+                Some((crate::engine::size::measure(&v, limit), v)),
+            )
+        }
+        other => (status, other),
+    };
     t.status = status;
-    if let Some(v) = result {
+    if let Some((size, v)) = result {
+        t.result_bytes = size.heap;
         t.result = Some(Arc::new(v));
     }
     if status == TaskStatus::Cancelled {

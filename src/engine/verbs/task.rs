@@ -77,6 +77,7 @@ impl Engine {
                     worker_nonce: None,
                     resume_keys: Vec::new(),
                     input_bytes,
+                    result_bytes: 0,
                     held: input_bytes,
                     retired: false,
                 }),
