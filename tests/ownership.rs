@@ -581,3 +581,56 @@ fn a_read_only_journal_still_lists_and_shows_runs() {
     // A command that must write says why it cannot.
     assert!(t.contains("prune-exit=2") && t.contains("read-only"), "{t}");
 }
+
+#[test]
+fn a_full_disk_interrupts_the_run_and_resume_continues_once_space_is_freed() {
+    let d = Dir::new("diskfull");
+    let journal = d.0.join("journal");
+    std::fs::create_dir_all(&journal).unwrap();
+    let bp = d.0.join("fill.lua");
+    // Each step appends its number to a file outside the small disk and
+    // returns 5 KB, so the journal outgrows the disk part way through.
+    std::fs::write(
+        &bp,
+        format!(
+            "local swarm = require 'swarm'\nreturn swarm.blueprint 'fill' {{\n  agents = {{ work = swarm.agent.process {{ shell = [[doc=$(cat); n=$(printf '%s' \"$doc\" | sed -n 's/.*\"input\":\\([0-9][0-9]*\\).*/\\1/p'); echo $n >> {fx}; printf '\"%s\"' $(head -c 5000 /dev/zero | tr '\\0' x)]] }} }},\n  flow = function()\n    local n = 0\n    for i = 1, 150 do n = n + #swarm.step('work', i) end\n    return n\n  end,\n}}\n",
+            fx = d.0.join("effects").display()
+        ),
+    )
+    .unwrap();
+    let swarm = env!("CARGO_BIN_EXE_swarm");
+    let (j, bp) = (journal.display(), bp.display());
+    // A 12 MiB disk mostly taken by a filler file, in a private mount
+    // namespace; freed after the first attempt.
+    let script = format!(
+        "mount -t tmpfs -o size=12m tmpfs {j} && head -c 11600000 /dev/zero > {j}/filler && \
+         SWARM_DB={j}/swarm.db {swarm} run {bp} --run-id full; echo run-exit=$?; \
+         rm {j}/filler; SWARM_DB={j}/swarm.db {swarm} resume full --json; echo resume-exit=$?"
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "sh", "-c", &script])
+        .current_dir(&d.0)
+        .output()
+        .expect("unshare (util-linux)");
+    let t = text(&out);
+    assert!(
+        t.contains("run-exit=3"),
+        "the full disk did not interrupt the run: {t}"
+    );
+    assert!(t.contains("full"), "the cause is named: {t}");
+    assert!(t.contains("resume-exit=0"), "{t}");
+    assert!(
+        t.contains("750000"),
+        "the resumed run finished with every step: {t}"
+    );
+    // Journaled steps never ran again: only the step in flight when the
+    // write failed may have run twice.
+    let effects = std::fs::read_to_string(d.0.join("effects")).unwrap();
+    let mut counts = std::collections::BTreeMap::new();
+    for n in effects.lines() {
+        *counts.entry(n.trim().to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(counts.len(), 150);
+    let twice = counts.values().filter(|c| **c > 1).count();
+    assert!(twice <= 1, "{twice} steps ran twice: {counts:?}");
+}
