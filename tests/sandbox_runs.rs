@@ -190,8 +190,7 @@ async fn runs_on_one_engine_journal_only_their_own_events() {
         (json!(210), json!(210))
     );
     let tasks = |run: &str| -> HashSet<u64> {
-        store
-            .events(run, 0, 100_000)
+        lua_swarm::store::wait(store.events(run, 0, 100_000))
             .unwrap()
             .iter()
             .filter_map(|e| e.payload.get("task").and_then(Value::as_u64))

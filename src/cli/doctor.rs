@@ -90,7 +90,7 @@ pub fn run(args: DoctorArgs) -> ExitCode {
 /// Counts runs by status and names the ones whose owner is gone; returns
 /// how many need attention.
 fn runs_report(store: &SqliteStore) -> usize {
-    let runs = match store.runs(None) {
+    let runs = match crate::store::wait(store.runs(None)) {
         Ok(r) => r,
         Err(e) => {
             outln!("runs       could not be read: {e}");

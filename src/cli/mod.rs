@@ -149,7 +149,7 @@ fn open_at(path: &std::path::Path) -> Result<Arc<dyn Store>, crate::store::Store
 }
 
 fn sweep(store: &SqliteStore) -> Result<(), crate::store::StoreError> {
-    for id in store.mark_interrupted()? {
+    for id in crate::store::wait(store.mark_interrupted())? {
         eprintln!(
             "note: run {id} was interrupted (its owner is gone); `swarm resume {id}` continues it"
         );

@@ -3,7 +3,7 @@
 use super::Db;
 use crate::engine::now_ms;
 use crate::run;
-use crate::store::{RunRecord, RunStatus, Store};
+use crate::store::{RunRecord, RunStatus, Store, wait};
 use clap::Args;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -66,7 +66,7 @@ pub(super) fn store(j: &Db) -> Result<Arc<dyn Store>, ExitCode> {
 /// The journal and run `id` in it, or an exit code after saying why not.
 pub(super) fn journaled_run(j: &Db, id: &str) -> Result<(Arc<dyn Store>, RunRecord), ExitCode> {
     let s = store(j)?;
-    match s.run(id) {
+    match wait(s.run(id)) {
         Ok(Some(r)) => Ok((s, r)),
         Ok(None) => Err(fail(format!("no run `{id}` in {}", s.path().display()))),
         Err(e) => Err(fail(e)),
@@ -93,7 +93,7 @@ pub fn list(args: RunsArgs) -> ExitCode {
         Ok(s) => s,
         Err(c) => return c,
     };
-    let runs = match s.runs(args.status) {
+    let runs = match wait(s.runs(args.status)) {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
@@ -195,7 +195,7 @@ pub fn prune(args: PruneArgs) -> ExitCode {
         statuses: args.status.clone(),
         keep_last: args.keep_last,
     };
-    match s.prune(&filter) {
+    match wait(s.prune(&filter)) {
         Ok(ids) => {
             let after = size(&s.path());
             outln!(

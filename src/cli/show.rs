@@ -8,7 +8,7 @@
 
 use super::Db;
 use super::runs::{fail, journaled_run};
-use crate::store::{EventRecord, RunRecord, Store, StoreError};
+use crate::store::{EventRecord, RunRecord, Store, StoreError, wait};
 use clap::Args;
 use std::process::ExitCode;
 
@@ -45,7 +45,7 @@ fn each_event(
 ) -> Result<(), StoreError> {
     let (mut after, mut left) = (after, limit);
     while left > 0 {
-        let batch = s.events(run, after, left.min(10_000))?;
+        let batch = wait(s.events(run, after, left.min(10_000)))?;
         let Some(last) = batch.last() else { break };
         after = last.id;
         left = left.saturating_sub(batch.len());
@@ -59,7 +59,7 @@ pub fn show(args: ShowArgs) -> ExitCode {
         Ok(x) => x,
         Err(c) => return c,
     };
-    let (total, tail) = match s.event_tail(&r.id, args.events) {
+    let (total, tail) = match wait(s.event_tail(&r.id, args.events)) {
         Ok(x) => x,
         Err(e) => return fail(e),
     };
@@ -88,7 +88,7 @@ fn show_json(
     limit: usize,
 ) -> Result<(), StoreError> {
     let head = serde_json::json!({
-        "run": r, "journal": s.journal(&r.id)?, "questions": s.questions(&r.id)?,
+        "run": r, "journal": wait(s.journal(&r.id))?, "questions": wait(s.questions(&r.id))?,
         "events_total": total,
     });
     outln!("{head}");
@@ -115,7 +115,7 @@ fn show_table(
     if let Some(res) = &r.result {
         outln!("result     {res}");
     }
-    let journal = s.journal(&r.id)?;
+    let journal = wait(s.journal(&r.id))?;
     outln!("\njournal ({} entries)", journal.len());
     for e in &journal {
         let mark = if e.ok { "ok " } else { "err" };
@@ -127,7 +127,7 @@ fn show_table(
             clip(e.value.to_string(), 60)
         );
     }
-    for q in s.questions(&r.id)? {
+    for q in wait(s.questions(&r.id))? {
         let a = q
             .answer
             .as_ref()
@@ -156,7 +156,7 @@ fn show_table(
 
 /// Each retry the `retry` layer noted: which task, which try, and why.
 fn print_retries(s: &dyn Store, run: &str) -> Result<(), StoreError> {
-    let notes = s.events_of_kind(run, "layer_note", 10_000)?;
+    let notes = wait(s.events_of_kind(run, "layer_note", 10_000))?;
     let retries: Vec<_> = notes
         .iter()
         .filter(|e| e.payload.get("layer") == Some(&"retry".into()))

@@ -8,7 +8,7 @@
 use super::{RunError, RunOptions};
 use crate::auth::{CapToken, Role};
 use crate::engine::{AttachOptions, Caller, Engine, TaskId};
-use crate::store::Journal;
+use crate::store::{Journal, wait};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, Write};
@@ -158,7 +158,7 @@ impl Ctx {
                 }
             }
             if let Some(j) = &self.journal {
-                if j.store().cancel_requested(j.run()).unwrap_or(false) {
+                if wait(j.store().cancel_requested(j.run())).unwrap_or(false) {
                     *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(Stop::Cancelled);
                     let _ = self.engine.cancel_task(&self.operator, self.root);
                     return;
@@ -174,7 +174,7 @@ impl Ctx {
         if self.engine.resume(&self.senior, key, a.clone()).is_ok()
             && let Some(j) = &self.journal
         {
-            let _ = j.store().answer(j.run(), name, a);
+            let _ = wait(j.store().answer(j.run(), name, a));
         }
     }
 
@@ -188,7 +188,7 @@ impl Ctx {
         question: &Value,
     ) -> bool {
         let store = j.store();
-        let earlier = store.questions(j.run()).unwrap_or_default();
+        let earlier = store.questions(j.run()).await.unwrap_or_default();
         let answered = earlier
             .iter()
             .rev()
@@ -216,7 +216,7 @@ impl Ctx {
         if open.is_empty() {
             return;
         }
-        let Ok(questions) = j.store().questions(j.run()) else {
+        let Ok(questions) = wait(j.store().questions(j.run())) else {
             return;
         };
         // The flow registers a question's position just after asking it,
@@ -248,7 +248,7 @@ impl Ctx {
                 && engine.resume(&senior, &key, a.clone()).is_ok()
                 && let Some(j) = journal
             {
-                let _ = j.store().answer(j.run(), &name, a);
+                let _ = j.store().answer(j.run(), &name, a).await;
             }
         });
     }

@@ -60,10 +60,10 @@ impl Run {
         // Take the run first: a second resumer is refused here, before it
         // has replayed or run anything.
         let (claim_store, id, owner) = (store.clone(), record.id.clone(), self.owner.clone());
-        tokio::task::spawn_blocking(move || claim_store.claim(&id, &owner))
+        tokio::task::spawn_blocking(move || crate::store::wait(claim_store.claim(&id, &owner)))
             .await
             .map_err(|e| RunError::Refused(e.to_string()))??;
-        let entries = store.journal(&record.id)?;
+        let entries = store.journal(&record.id).await?;
         self.attach_journal(Journal::new(store.clone(), &record.id, entries));
         self.keep_lease(store, record.id.clone());
         Ok(())
@@ -79,7 +79,8 @@ impl Run {
             loop {
                 tokio::time::sleep(every).await;
                 let (s, r, o) = (store.clone(), run.clone(), owner.clone());
-                match tokio::task::spawn_blocking(move || s.renew(&r, &o)).await {
+                match tokio::task::spawn_blocking(move || crate::store::wait(s.renew(&r, &o))).await
+                {
                     Ok(Ok(true)) => {}
                     Ok(Ok(false)) => {
                         tracing::warn!(run, "lost the run's lease to another owner");

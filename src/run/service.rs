@@ -91,7 +91,7 @@ pub fn cancel(store: &Arc<dyn Store>, record: &RunRecord) -> Result<Cancelled, R
             record.id
         ))),
         RunStatus::Running => {
-            store.request_cancel(&record.id)?;
+            crate::store::wait(store.request_cancel(&record.id))?;
             Ok(Cancelled::Requested)
         }
         _ => {
@@ -109,14 +109,13 @@ pub fn answer(
     name: &str,
     value: Value,
 ) -> Result<Answered, RunError> {
-    if store.answer(&record.id, name, value)? {
+    if crate::store::wait(store.answer(&record.id, name, value))? {
         return Ok(match record.status {
             RunStatus::Running => Answered::Continues,
             _ => Answered::NeedsResume,
         });
     }
-    let open: Vec<String> = store
-        .questions(&record.id)?
+    let open: Vec<String> = crate::store::wait(store.questions(&record.id))?
         .into_iter()
         .filter(|q| q.answer.is_none())
         .map(|q| q.name)

@@ -44,6 +44,21 @@ pub enum StoreError {
     Owned(String),
 }
 
+impl StoreError {
+    /// A stable code, the same whatever database stands behind the store.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreError::Open { .. } => "store_open",
+            StoreError::Corrupt { .. } => "store_corrupt",
+            StoreError::Locked { .. } => "store_locked",
+            StoreError::Write { .. } => "store_write",
+            StoreError::Read { .. } => "store_read",
+            StoreError::Closed => "store_closed",
+            StoreError::Owned(_) => "run_owned",
+        }
+    }
+}
+
 /// Who executes a run: one owner at a time, holding a lease it renews.
 #[derive(Debug, Clone)]
 pub struct Owner {
@@ -255,10 +270,16 @@ pub struct Prune {
     pub keep_last: usize,
 }
 
-/// Resolves when a write is committed.
-pub type Commit = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+/// A store operation in flight. Every operation of [`Store`] is one, so a
+/// server database can stand behind the trait; SQLite answers reads at
+/// once (already-resolved futures) and commits writes in groups.
+pub type StoreFut<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
-/// What the host needs from a journal.
+/// Resolves when a write is committed.
+pub type Commit = StoreFut<'static, ()>;
+
+/// What the host needs from a journal. Uniformly async; errors are
+/// [`StoreError`]s, whose codes do not depend on the backend.
 pub trait Store: Send + Sync {
     fn path(&self) -> PathBuf;
     /// Records a new run, owned by `owner` with a fresh lease.
@@ -266,9 +287,9 @@ pub trait Store: Send + Sync {
     /// Takes a recorded, unfinished run for `owner`: atomically, and only
     /// when no other owner holds an unexpired lease on it. Refused with
     /// [`StoreError::Owned`] naming the holder otherwise.
-    fn claim(&self, run: &str, owner: &Owner) -> Result<(), StoreError>;
+    fn claim(&self, run: &str, owner: &Owner) -> StoreFut<'static, ()>;
     /// Extends `owner`'s lease; false when it no longer owns the run.
-    fn renew(&self, run: &str, owner: &str) -> Result<bool, StoreError>;
+    fn renew(&self, run: &str, owner: &str) -> StoreFut<'static, bool>;
     /// Sets status (and result, when settled) of a run. With `owner`, the
     /// write is fenced: it applies only while that owner holds the run, so
     /// a stale owner never overwrites a newer state; ending the run
@@ -280,37 +301,37 @@ pub trait Store: Send + Sync {
         result: Option<Value>,
         owner: Option<&str>,
     ) -> Commit;
-    fn run(&self, id: &str) -> Result<Option<RunRecord>, StoreError>;
-    fn runs(&self, status: Option<RunStatus>) -> Result<Vec<RunRecord>, StoreError>;
-    fn journal(&self, run: &str) -> Result<Vec<JournalEntry>, StoreError>;
+    fn run(&self, id: &str) -> StoreFut<'static, Option<RunRecord>>;
+    fn runs(&self, status: Option<RunStatus>) -> StoreFut<'static, Vec<RunRecord>>;
+    fn journal(&self, run: &str) -> StoreFut<'static, Vec<JournalEntry>>;
     /// Appends one journal entry; resolves once it is on disk.
     fn append(&self, entry: JournalEntry) -> Commit;
     /// Appends events, in order (no acknowledgement needed by callers).
     fn append_events(&self, events: Vec<(String, String, Value)>) -> Commit;
-    fn events(&self, run: &str, after: i64, limit: usize) -> Result<Vec<EventRecord>, StoreError>;
+    fn events(&self, run: &str, after: i64, limit: usize) -> StoreFut<'static, Vec<EventRecord>>;
     /// Up to `limit` events of `run` of one kind, oldest first.
     fn events_of_kind(
         &self,
         run: &str,
         kind: &str,
         limit: usize,
-    ) -> Result<Vec<EventRecord>, StoreError>;
+    ) -> StoreFut<'static, Vec<EventRecord>>;
     /// How many events `run` has, and the id just before its last `n`
     /// (so `events(run, that, n)` pages the tail).
-    fn event_tail(&self, run: &str, n: usize) -> Result<(u64, i64), StoreError>;
+    fn event_tail(&self, run: &str, n: usize) -> StoreFut<'static, (u64, i64)>;
     /// Deletes finished runs matching `filter` with their journal, events
     /// and questions, then reclaims the space; returns the deleted ids.
-    fn prune(&self, filter: &Prune) -> Result<Vec<String>, StoreError>;
+    fn prune(&self, filter: &Prune) -> StoreFut<'static, Vec<String>>;
     fn ask(&self, q: QuestionRecord) -> Commit;
     /// Answers the first open question of `run` named `name` (or at `name`
     /// as a position). False when there is none.
-    fn answer(&self, run: &str, name: &str, answer: Value) -> Result<bool, StoreError>;
-    fn questions(&self, run: &str) -> Result<Vec<QuestionRecord>, StoreError>;
-    fn request_cancel(&self, run: &str) -> Result<(), StoreError>;
-    fn cancel_requested(&self, run: &str) -> Result<bool, StoreError>;
+    fn answer(&self, run: &str, name: &str, answer: Value) -> StoreFut<'static, bool>;
+    fn questions(&self, run: &str) -> StoreFut<'static, Vec<QuestionRecord>>;
+    fn request_cancel(&self, run: &str) -> Commit;
+    fn cancel_requested(&self, run: &str) -> StoreFut<'static, bool>;
     /// Marks runs left `running` whose owner's lease has expired as
     /// `interrupted` (never a finished run); returns their ids.
-    fn mark_interrupted(&self) -> Result<Vec<String>, StoreError>;
+    fn mark_interrupted(&self) -> StoreFut<'static, Vec<String>>;
 }
 
 /// The journal's default location: `$SWARM_DB`, or `.swarm/swarm.db`.

@@ -67,31 +67,39 @@ const MIGRATIONS: &[&str] = &[
 /// The schema version this binary writes.
 pub const VERSION: i64 = MIGRATIONS.len() as i64;
 
-fn version(conn: &Connection) -> Result<i64, String> {
+/// Why migrating failed: SQLite said no (classified by its error code by
+/// the caller), or the file is newer than this binary.
+#[derive(Debug)]
+pub enum MigrateError {
+    Sql(rusqlite::Error),
+    Newer(i64),
+}
+
+impl From<rusqlite::Error> for MigrateError {
+    fn from(e: rusqlite::Error) -> Self {
+        MigrateError::Sql(e)
+    }
+}
+
+fn version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(|e| e.to_string())
 }
 
 /// Brings `conn` up to [`VERSION`]. Several processes may open a new
 /// database at once: the version is re-read inside an IMMEDIATE transaction
 /// (the write lock), so exactly one of them migrates.
-pub fn migrate(conn: &mut Connection) -> Result<(), String> {
+pub fn migrate(conn: &mut Connection) -> Result<(), MigrateError> {
     if version(conn)? == VERSION {
         return Ok(());
     }
-    let tx = conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(|e| e.to_string())?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let current = version(&tx)?;
     if current > VERSION {
-        return Err(format!(
-            "the database has schema version {current}, newer than this swarm ({VERSION})"
-        ));
+        return Err(MigrateError::Newer(current));
     }
     for sql in MIGRATIONS.iter().skip(current as usize) {
-        tx.execute_batch(sql).map_err(|e| e.to_string())?;
+        tx.execute_batch(sql)?;
     }
-    tx.pragma_update(None, "user_version", VERSION)
-        .map_err(|e| e.to_string())?;
-    tx.commit().map_err(|e| e.to_string())
+    tx.pragma_update(None, "user_version", VERSION)?;
+    Ok(tx.commit()?)
 }

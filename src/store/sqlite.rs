@@ -10,10 +10,10 @@
 
 use super::{
     Commit, EventRecord, JournalEntry, Owner, Prune, QuestionRecord, RunRecord, RunStatus, Store,
-    StoreError, schema,
+    StoreError, StoreFut, schema,
 };
 use crate::engine::now_ms;
-use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, ErrorCode, Transaction, params};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 
 mod health;
 mod ownership;
+mod reads;
 pub use health::damage_marker;
 use ownership::lease_end;
 
@@ -130,19 +131,15 @@ impl SqliteStore {
         }
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| classify(path, &e, true))?;
-        schema::migrate(&mut conn).map_err(|message| {
-            let lower = message.to_lowercase();
-            let path = path.display().to_string();
-            if lower.contains("not a database") || lower.contains("malformed") {
-                StoreError::Corrupt { path, message }
-            } else if lower.contains("locked") || lower.contains("busy") {
-                StoreError::Locked {
-                    path,
-                    ms: busy().as_millis() as u64,
-                }
-            } else {
-                StoreError::Open { path, message }
-            }
+        schema::migrate(&mut conn).map_err(|e| match e {
+            schema::MigrateError::Sql(e) => classify(path, &e, true),
+            schema::MigrateError::Newer(v) => StoreError::Open {
+                path: path.display().to_string(),
+                message: format!(
+                    "the database has schema version {v}, newer than this swarm ({})",
+                    schema::VERSION
+                ),
+            },
         })?;
         let reader = connect(path)?;
         Ok(SqliteStore {
@@ -195,18 +192,12 @@ impl SqliteStore {
                 }
             }
         };
-        // The commit is blocking I/O: tell a multi-thread runtime.
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(work)
-            }
-            _ => work(),
-        }
+        blocking(work)
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
-        f(&conn).map_err(|e| {
+        blocking(|| f(&conn)).map_err(|e| {
             let e = classify(&self.path, &e, false);
             if matches!(e, StoreError::Corrupt { .. }) {
                 self.poison(e.clone());
@@ -214,6 +205,22 @@ impl SqliteStore {
             e
         })
     }
+}
+
+/// Runs blocking SQLite I/O, telling a multi-thread runtime so its other
+/// tasks move to another worker meanwhile.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
+/// An operation SQLite has already answered, as a store future.
+fn done<T: Send + 'static>(r: Result<T, StoreError>) -> StoreFut<'static, T> {
+    Box::pin(std::future::ready(r))
 }
 
 /// Runs a batch of writes in one transaction and acknowledges each;
@@ -312,12 +319,12 @@ impl Store for SqliteStore {
         }))
     }
 
-    fn claim(&self, run: &str, owner: &Owner) -> Result<(), StoreError> {
-        self.claim_run(run, owner)
+    fn claim(&self, run: &str, owner: &Owner) -> StoreFut<'static, ()> {
+        done(self.claim_run(run, owner))
     }
 
-    fn renew(&self, run: &str, owner: &str) -> Result<bool, StoreError> {
-        self.renew_lease(run, owner)
+    fn renew(&self, run: &str, owner: &str) -> StoreFut<'static, bool> {
+        done(self.renew_lease(run, owner))
     }
 
     fn set_status(
@@ -348,48 +355,49 @@ impl Store for SqliteStore {
         }))
     }
 
-    fn run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
-        self.read(|c| {
-            c.query_row(
-                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
-                [id],
-                run_row,
-            )
-            .optional()
-        })
+    fn run(&self, id: &str) -> StoreFut<'static, Option<RunRecord>> {
+        done(self.load_run(id))
     }
 
-    fn runs(&self, status: Option<RunStatus>) -> Result<Vec<RunRecord>, StoreError> {
-        let status = status.map(RunStatus::as_str);
-        self.read(|c| {
-            let mut stmt = c.prepare(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE ?1 IS NULL OR status = ?1 ORDER BY created_ms, id"
-            ))?;
-            stmt.query_map([status], run_row)?.collect()
-        })
+    fn runs(&self, status: Option<RunStatus>) -> StoreFut<'static, Vec<RunRecord>> {
+        done(self.load_runs(status))
     }
 
-    fn journal(&self, run: &str) -> Result<Vec<JournalEntry>, StoreError> {
-        self.read(|c| {
-            let mut stmt = c.prepare(
-                "SELECT run, pos, kind, key, input_hash, ok, value, attempts, at_ms FROM journal
-                 WHERE run = ?1 ORDER BY at_ms, pos",
-            )?;
-            stmt.query_map([run], |r| {
-                Ok(JournalEntry {
-                    run: r.get(0)?,
-                    pos: r.get(1)?,
-                    kind: r.get(2)?,
-                    key: r.get(3)?,
-                    input_hash: r.get(4)?,
-                    ok: r.get(5)?,
-                    value: json(r.get(6)?).unwrap_or(Value::Null),
-                    attempts: r.get(7)?,
-                    at_ms: r.get::<_, i64>(8)? as u64,
-                })
-            })?
-            .collect()
-        })
+    fn journal(&self, run: &str) -> StoreFut<'static, Vec<JournalEntry>> {
+        done(self.load_journal(run))
+    }
+
+    fn events(&self, run: &str, after: i64, limit: usize) -> StoreFut<'static, Vec<EventRecord>> {
+        done(self.load_events(run, after, limit))
+    }
+
+    fn questions(&self, run: &str) -> StoreFut<'static, Vec<QuestionRecord>> {
+        done(self.load_questions(run))
+    }
+
+    fn events_of_kind(
+        &self,
+        run: &str,
+        kind: &str,
+        limit: usize,
+    ) -> StoreFut<'static, Vec<EventRecord>> {
+        done(self.load_events_of_kind(run, kind, limit))
+    }
+
+    fn event_tail(&self, run: &str, n: usize) -> StoreFut<'static, (u64, i64)> {
+        done(self.load_event_tail(run, n))
+    }
+
+    fn prune(&self, filter: &Prune) -> StoreFut<'static, Vec<String>> {
+        done(self.prune_runs(filter))
+    }
+
+    fn cancel_requested(&self, run: &str) -> StoreFut<'static, bool> {
+        done(self.load_cancel_requested(run))
+    }
+
+    fn mark_interrupted(&self) -> StoreFut<'static, Vec<String>> {
+        done(self.sweep_expired())
     }
 
     fn append(&self, e: JournalEntry) -> Commit {
@@ -424,16 +432,6 @@ impl Store for SqliteStore {
         }))
     }
 
-    fn events(&self, run: &str, after: i64, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
-        self.read(|c| {
-            let mut stmt = c.prepare(
-                "SELECT id, run, kind, payload FROM events WHERE run = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-            )?;
-            stmt.query_map(params![run, after, limit as i64], event_row)?
-            .collect()
-        })
-    }
-
     fn ask(&self, q: QuestionRecord) -> Commit {
         self.submit(Box::new(move |tx| {
             tx.execute(
@@ -451,11 +449,11 @@ impl Store for SqliteStore {
         }))
     }
 
-    fn answer(&self, run: &str, name: &str, answer: Value) -> Result<bool, StoreError> {
+    fn answer(&self, run: &str, name: &str, answer: Value) -> StoreFut<'static, bool> {
         let (run, name) = (run.to_string(), name.to_string());
         let changed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = changed.clone();
-        block_on(self.submit(Box::new(move |tx| {
+        let commit = self.submit(Box::new(move |tx| {
             let n = tx.execute(
                 "UPDATE questions SET answer = ?3, answered_ms = ?4
                  WHERE run = ?1 AND pos = (SELECT pos FROM questions WHERE run = ?1 AND answer IS NULL
@@ -464,99 +462,37 @@ impl Store for SqliteStore {
             )?;
             flag.store(n > 0, std::sync::atomic::Ordering::Relaxed);
             Ok(())
-        })))?;
-        Ok(changed.load(std::sync::atomic::Ordering::Relaxed))
-    }
-
-    fn questions(&self, run: &str) -> Result<Vec<QuestionRecord>, StoreError> {
-        self.read(|c| {
-            let mut stmt = c.prepare(
-                "SELECT run, pos, name, question, answer FROM questions WHERE run = ?1 ORDER BY asked_ms",
-            )?;
-            stmt.query_map([run], |r| {
-                Ok(QuestionRecord {
-                    run: r.get(0)?,
-                    pos: r.get(1)?,
-                    name: r.get(2)?,
-                    question: json(r.get(3)?).unwrap_or(Value::Null),
-                    answer: json(r.get(4)?),
-                })
-            })?
-            .collect()
+        }));
+        Box::pin(async move {
+            commit.await?;
+            Ok(changed.load(std::sync::atomic::Ordering::Relaxed))
         })
     }
 
-    fn events_of_kind(
-        &self,
-        run: &str,
-        kind: &str,
-        limit: usize,
-    ) -> Result<Vec<EventRecord>, StoreError> {
-        self.read(|c| {
-            let mut stmt = c.prepare(
-                "SELECT id, run, kind, payload FROM events WHERE run = ?1 AND kind = ?2
-                 ORDER BY id LIMIT ?3",
-            )?;
-            stmt.query_map(params![run, kind, limit as i64], event_row)?
-                .collect()
-        })
-    }
-
-    fn event_tail(&self, run: &str, n: usize) -> Result<(u64, i64), StoreError> {
-        self.read(|c| {
-            let count: i64 =
-                c.query_row("SELECT count(*) FROM events WHERE run = ?1", [run], |r| {
-                    r.get(0)
-                })?;
-            let before: Option<i64> = c
-                .query_row(
-                    "SELECT id FROM events WHERE run = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2",
-                    params![run, n as i64],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            Ok((count as u64, before.unwrap_or(0)))
-        })
-    }
-
-    fn prune(&self, filter: &Prune) -> Result<Vec<String>, StoreError> {
-        self.prune_runs(filter)
-    }
-
-    fn request_cancel(&self, run: &str) -> Result<(), StoreError> {
+    fn request_cancel(&self, run: &str) -> Commit {
         let run = run.to_string();
-        block_on(self.submit(Box::new(move |tx| {
+        self.submit(Box::new(move |tx| {
             tx.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?1", [run])?;
             Ok(())
-        })))
-    }
-
-    fn cancel_requested(&self, run: &str) -> Result<bool, StoreError> {
-        self.read(|c| {
-            c.query_row(
-                "SELECT cancel_requested FROM runs WHERE id = ?1",
-                [run],
-                |r| r.get::<_, bool>(0),
-            )
-            .optional()
-            .map(|v| v.unwrap_or(false))
-        })
-    }
-
-    fn mark_interrupted(&self) -> Result<Vec<String>, StoreError> {
-        self.sweep_expired()
+        }))
     }
 }
 
-/// Waits for a commit from synchronous code (CLI commands, startup), on a
-/// helper thread so it works inside and outside any tokio runtime.
-pub fn block_on(commit: Commit) -> Result<(), StoreError> {
+/// Waits for a store operation from synchronous code (CLI commands,
+/// startup). One already answered (every SQLite read) returns at once;
+/// otherwise it waits on a helper thread, so this works inside and
+/// outside any tokio runtime.
+pub fn block_on<T: Send>(mut op: StoreFut<'_, T>) -> Result<T, StoreError> {
+    use futures_util::FutureExt;
+    if let Some(r) = (&mut op).now_or_never() {
+        return r;
+    }
     std::thread::scope(|s| {
         s.spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .build()
                 .map_err(|_| StoreError::Closed)?;
-            rt.block_on(commit)
+            rt.block_on(op)
         })
         .join()
         .unwrap_or(Err(StoreError::Closed))

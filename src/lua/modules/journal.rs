@@ -122,8 +122,7 @@ pub async fn question(lua: &Lua, pos: Value, question: Value) -> Result<Value, L
     let name = crate::run::question_name(&question);
     let store = j.store().clone();
     let run = j.run().to_string();
-    let answered = store
-        .questions(&run)
+    let answered = crate::store::wait(store.questions(&run))
         .map_err(store_err)?
         .into_iter()
         .find(|q| q.pos == pos)

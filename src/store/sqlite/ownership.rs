@@ -4,7 +4,7 @@
 
 use super::{SqliteStore, block_on};
 use crate::engine::now_ms;
-use crate::store::{Owner, Prune, RunRecord, RunStatus, Store, StoreError};
+use crate::store::{Owner, Prune, RunRecord, RunStatus, StoreError};
 use rusqlite::{Connection, params};
 
 /// The owner of `r` when it provably is gone: it ran on this machine (same
@@ -59,7 +59,7 @@ fn clock(ms: u64) -> String {
 
 impl SqliteStore {
     pub(super) fn claim_run(&self, run: &str, owner: &Owner) -> Result<(), StoreError> {
-        let dead = match self.run(run)? {
+        let dead = match self.load_run(run)? {
             Some(r) => self.read(|c| Ok(dead_owner(c, &r, &owner.machine)))?,
             None => None,
         };
@@ -78,7 +78,7 @@ impl SqliteStore {
             )?;
             Ok(())
         })))?;
-        match self.run(run)? {
+        match self.load_run(run)? {
             Some(r) if r.owner.as_deref() == Some(owner.id.as_str()) => Ok(()),
             Some(r) if r.status == RunStatus::Running => Err(StoreError::Owned(owned_message(&r))),
             Some(r) => Err(StoreError::Owned(format!(
@@ -99,7 +99,7 @@ impl SqliteStore {
             Ok(())
         })))?;
         Ok(self
-            .run(run)?
+            .load_run(run)?
             .is_some_and(|r| r.owner.as_deref() == Some(owner) && r.status == RunStatus::Running))
     }
 
@@ -149,7 +149,7 @@ impl SqliteStore {
     pub(super) fn sweep_expired(&self) -> Result<Vec<String>, StoreError> {
         let now = now_ms() as i64;
         let me = Owner::new().machine;
-        let running = self.runs(Some(RunStatus::Running))?;
+        let running = self.load_runs(Some(RunStatus::Running))?;
         let stale: Vec<(String, Option<String>)> = self.read(|c| {
             Ok(running
                 .iter()
@@ -176,7 +176,7 @@ impl SqliteStore {
                 Ok(())
             })))?;
             if self
-                .run(&id)?
+                .load_run(&id)?
                 .is_some_and(|r| r.status == RunStatus::Interrupted)
             {
                 marked.push(id);

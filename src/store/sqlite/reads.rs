@@ -1,0 +1,134 @@
+//! The read side of [`SqliteStore`]: each query on the reader connection,
+//! as plain functions the async `Store` impl wraps. Split from `sqlite.rs`.
+
+use super::{RUN_COLUMNS, SqliteStore, event_row, json, run_row};
+use crate::store::{EventRecord, JournalEntry, QuestionRecord, RunRecord, RunStatus, StoreError};
+use rusqlite::{OptionalExtension, params};
+use serde_json::Value;
+
+impl SqliteStore {
+    pub(super) fn load_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+                [id],
+                run_row,
+            )
+            .optional()
+        })
+    }
+
+    pub(super) fn load_runs(
+        &self,
+        status: Option<RunStatus>,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let status = status.map(RunStatus::as_str);
+        self.read(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE ?1 IS NULL OR status = ?1 ORDER BY created_ms, id"
+            ))?;
+            stmt.query_map([status], run_row)?.collect()
+        })
+    }
+
+    pub(super) fn load_journal(&self, run: &str) -> Result<Vec<JournalEntry>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT run, pos, kind, key, input_hash, ok, value, attempts, at_ms FROM journal
+                 WHERE run = ?1 ORDER BY at_ms, pos",
+            )?;
+            stmt.query_map([run], |r| {
+                Ok(JournalEntry {
+                    run: r.get(0)?,
+                    pos: r.get(1)?,
+                    kind: r.get(2)?,
+                    key: r.get(3)?,
+                    input_hash: r.get(4)?,
+                    ok: r.get(5)?,
+                    value: json(r.get(6)?).unwrap_or(Value::Null),
+                    attempts: r.get(7)?,
+                    at_ms: r.get::<_, i64>(8)? as u64,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    pub(super) fn load_events(
+        &self,
+        run: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, run, kind, payload FROM events WHERE run = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            )?;
+            stmt.query_map(params![run, after, limit as i64], event_row)?
+            .collect()
+        })
+    }
+
+    pub(super) fn load_questions(&self, run: &str) -> Result<Vec<QuestionRecord>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT run, pos, name, question, answer FROM questions WHERE run = ?1 ORDER BY asked_ms",
+            )?;
+            stmt.query_map([run], |r| {
+                Ok(QuestionRecord {
+                    run: r.get(0)?,
+                    pos: r.get(1)?,
+                    name: r.get(2)?,
+                    question: json(r.get(3)?).unwrap_or(Value::Null),
+                    answer: json(r.get(4)?),
+                })
+            })?
+            .collect()
+        })
+    }
+
+    pub(super) fn load_events_of_kind(
+        &self,
+        run: &str,
+        kind: &str,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, run, kind, payload FROM events WHERE run = ?1 AND kind = ?2
+                 ORDER BY id LIMIT ?3",
+            )?;
+            stmt.query_map(params![run, kind, limit as i64], event_row)?
+                .collect()
+        })
+    }
+
+    pub(super) fn load_event_tail(&self, run: &str, n: usize) -> Result<(u64, i64), StoreError> {
+        self.read(|c| {
+            let count: i64 =
+                c.query_row("SELECT count(*) FROM events WHERE run = ?1", [run], |r| {
+                    r.get(0)
+                })?;
+            let before: Option<i64> = c
+                .query_row(
+                    "SELECT id FROM events WHERE run = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2",
+                    params![run, n as i64],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok((count as u64, before.unwrap_or(0)))
+        })
+    }
+
+    pub(super) fn load_cancel_requested(&self, run: &str) -> Result<bool, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT cancel_requested FROM runs WHERE id = ?1",
+                [run],
+                |r| r.get::<_, bool>(0),
+            )
+            .optional()
+            .map(|v| v.unwrap_or(false))
+        })
+    }
+}
