@@ -537,3 +537,45 @@ async fn worker_handles_resolve_until_the_attempt_settles() {
         Err(EngineError::UnknownHandle)
     ));
 }
+
+#[tokio::test]
+async fn events_carry_their_run_and_a_bound_subscriber_keeps_seeing_evicted_children() {
+    let cfg = EngineConfig {
+        task_retention: 1,
+        ..EngineConfig::default()
+    };
+    let e = Engine::new(cfg, Signer::random());
+    let op = attach(&e, Role::Operator);
+    let (a, b) = (
+        e.start_task(&op, TaskSpec::new("a", json!(1))).unwrap(),
+        e.start_task(&op, TaskSpec::new("b", json!(2))).unwrap(),
+    );
+    // Children of run a settle and are evicted (retention 1) before the
+    // bound subscriber reads their events.
+    for i in 0..5 {
+        let mut spec = TaskSpec::new("kid", json!(i));
+        spec.parent = Some(a);
+        let child = e.start_task(&op, spec).unwrap();
+        e.dispatch_attempt(&op, child, &echo()).await.unwrap();
+    }
+    let mut spec = TaskSpec::new("kid", json!("b"));
+    spec.parent = Some(b);
+    let other = e.start_task(&op, spec).unwrap();
+    e.dispatch_attempt(&op, other, &echo()).await.unwrap();
+    let mut opts = AttachOptions::new("run-a", Role::Observer);
+    opts.task = Some(a);
+    let bound = e.attach(Caller::Host, opts).unwrap();
+    let mut sub = e.subscribe(&bound, 0).unwrap();
+    let mut settled = 0;
+    while let Some(ev) = sub.try_next().unwrap() {
+        assert_eq!(ev.run, Some(a), "only run a's events: {ev:?}");
+        settled += matches!(ev.kind, EventKind::AttemptCompleted { .. }) as usize;
+    }
+    assert_eq!(settled, 5, "every settled child of run a, evicted or not");
+    let mut all = e.subscribe(&op, 0).unwrap();
+    let created = std::iter::from_fn(|| all.try_next().unwrap())
+        .find(|ev| matches!(ev.kind, EventKind::TaskCreated { .. }))
+        .unwrap();
+    let json = serde_json::to_value(created).unwrap();
+    assert_eq!(json["run"], json!(a.0), "events name their run: {json}");
+}

@@ -131,6 +131,11 @@ pub struct Event {
     pub at_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task: Option<TaskId>,
+    /// The run the task belongs to (its root task), stamped when the
+    /// event is appended: a run's events stay its own after its tasks
+    /// are evicted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<TaskId>,
     #[serde(flatten)]
     pub kind: EventKind,
 }
@@ -170,7 +175,7 @@ impl Ledger {
         }
     }
 
-    pub fn push(&mut self, task: Option<TaskId>, kind: EventKind) {
+    pub fn push(&mut self, task: Option<TaskId>, run: Option<TaskId>, kind: EventKind) {
         let w = weight(&kind);
         while !self.events.is_empty()
             && (self.events.len() >= self.retention || self.bytes + w > self.retention_bytes)
@@ -184,6 +189,7 @@ impl Ledger {
             cursor: self.next_cursor,
             at_ms: super::now_ms(),
             task,
+            run,
             kind,
         };
         self.events.push_back((event, w));
@@ -260,7 +266,7 @@ impl Subscription {
                 let last = batch.last().map(|e| e.cursor);
                 let seen: Vec<Event> = batch
                     .into_iter()
-                    .filter(|e| s.visible(tok, e.task))
+                    .filter(|e| s.sees_event(tok, e))
                     .collect();
                 Ok::<_, EngineError>((seen, last))
             })?;

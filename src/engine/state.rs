@@ -71,6 +71,8 @@ pub(crate) struct Task {
     pub agent: Arc<str>,
     pub input: Arc<Value>,
     pub parent: Option<TaskId>,
+    /// The run it belongs to: the root of its task tree.
+    pub root: TaskId,
     pub depth: u32,
     pub status: TaskStatus,
     pub attempt: u32,
@@ -220,8 +222,10 @@ impl EngineState {
         }
     }
 
+    /// Appends an event, stamped with the run (root task) of `task`.
     pub fn emit(&mut self, task: Option<TaskId>, kind: EventKind) {
-        self.ledger.push(task, kind);
+        let run = task.and_then(|t| self.tasks.get(&t)).map(|t| t.root);
+        self.ledger.push(task, run, kind);
     }
 
     pub fn task(&self, id: TaskId) -> Result<&Task, EngineError> {
@@ -319,9 +323,20 @@ impl EngineState {
     /// nothing that belongs to no task).
     pub fn visible(&self, tok: &CapToken, task: Option<TaskId>) -> bool {
         match (tok.claims.task, task) {
+            (Some(bound), Some(_)) if Some(TaskId(bound)) == task => true,
             (None, _) => true,
             (Some(bound), Some(t)) => self.descends_from(t, TaskId(bound)),
             (Some(_), None) => false,
+        }
+    }
+
+    /// Whether a holder of `tok` may see `ev`: as [`Self::visible`], and a
+    /// token bound to a run sees all of that run's events, those of
+    /// tasks already evicted included.
+    pub fn sees_event(&self, tok: &CapToken, ev: &super::events::Event) -> bool {
+        match (tok.claims.task, ev.run) {
+            (Some(bound), Some(run)) if run.0 == bound => true,
+            _ => self.visible(tok, ev.task),
         }
     }
 

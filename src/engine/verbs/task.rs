@@ -47,18 +47,18 @@ impl Engine {
                     spawn_depth: None,
                 },
             )?;
-            let (depth, cancel) = match parent {
+            let id = TaskId(s.next_task);
+            let (depth, cancel, root) = match parent {
                 Some(p) => {
                     let pt = s.task(p)?;
-                    (pt.depth + 1, pt.cancel.child_token())
+                    (pt.depth + 1, pt.cancel.child_token(), pt.root)
                 }
-                None => (0, CancellationToken::new()),
+                None => (0, CancellationToken::new(), id),
             };
             s.check_depth(depth)?;
             let limit = s.config.max_payload_bytes;
             let input_bytes = s.admit("the step input", &spec.input, limit)?;
             s.hold_live(input_bytes)?;
-            let id = TaskId(s.next_task);
             s.next_task += 1;
             s.tasks.insert(
                 id,
@@ -66,6 +66,7 @@ impl Engine {
                     agent: spec.agent.clone(),
                     input: spec.input,
                     parent,
+                    root,
                     depth,
                     status: TaskStatus::Pending,
                     attempt: 0,
