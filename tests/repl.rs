@@ -145,5 +145,29 @@ fn an_idle_repl_keeps_its_session() {
         Eval::Error(e) => panic!("the REPL lost its session: {e}"),
         Eval::Incomplete => panic!("incomplete"),
     }
+    assert_eq!(session.reattached(), 0, "kept alive, never re-attached");
+    session.close();
+}
+
+#[test]
+fn a_detached_repl_reattaches_before_the_next_evaluation() {
+    use lua_swarm::repl::{Eval, Options, Session};
+    let opts = Options {
+        role: lua_swarm::auth::Role::Operator,
+        blueprints: Vec::new(),
+        history: None,
+        engine: Default::default(),
+    };
+    let session = Session::new(&opts).unwrap();
+    assert!(matches!(
+        session.eval("swarm.engine.detach()"),
+        Eval::Values(_)
+    ));
+    match session.eval("swarm.gate.can('start_task')") {
+        Eval::Values(v) => assert_eq!(v, ["true"]),
+        Eval::Error(e) => panic!("the REPL did not re-attach: {e}"),
+        Eval::Incomplete => panic!("incomplete"),
+    }
+    assert_eq!(session.reattached(), 1);
     session.close();
 }

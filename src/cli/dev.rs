@@ -153,11 +153,16 @@ fn resolve(dev: &Dev, want: &str) -> Result<String, String> {
 fn spawn_run(dev: Arc<Dev>, name: String, input: serde_json::Value) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let version = dev.live(&name).map_or(0, |v| v.version);
-        let run = match dev.prepare(&name) {
-            Ok(r) => r,
+        let who = crate::run::service::Authority::local();
+        let started = match dev.prepare(&name) {
+            Ok(run) => crate::run::service::start_prepared(&who, run, input).await,
+            Err(e) => Err(e),
+        };
+        let started = match started {
+            Ok(s) => s,
             Err(e) => return eprintln!("✗ {e}"),
         };
-        match run.run(input).await {
+        match started.run.finish(started.root).await {
             Ok(report) => {
                 let text = serde_json::to_string(&report.result).unwrap_or_default();
                 outln!("{name} v{version} → {} {text}", report.status);

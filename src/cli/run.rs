@@ -11,6 +11,7 @@
 use super::{Journaling, open_store};
 use crate::auth::Signer;
 use crate::engine::{Engine, EngineConfig, EventKind, TaskId, TaskStatus};
+use crate::run::service::Authority;
 use crate::run::{self, Run, RunOptions};
 use crate::store::Store;
 use clap::Args;
@@ -158,18 +159,13 @@ pub fn run(args: RunArgs) -> ExitCode {
     opts.run_id = args.run_id.clone();
     super::runtime().block_on(async move {
         let engine = Engine::new(EngineConfig::default(), Signer::from_env());
-        let prepared = match run::prepare(&engine, &args.file, opts) {
-            Ok(r) => r,
+        match run::service::start(&Authority::local(), &engine, &args.file, input, opts).await {
+            Ok(s) => execute(&engine, &s.run, s.root, &args.out).await,
             Err(e) => {
                 super::report_error(&e);
-                return ExitCode::from(2);
+                ExitCode::from(2)
             }
-        };
-        let root = match prepared.start(input).await {
-            Ok(r) => r,
-            Err(e) => return fail(2, e),
-        };
-        execute(&engine, &prepared, root, &args.out).await
+        }
     })
 }
 
@@ -184,7 +180,7 @@ pub fn resume(args: ResumeArgs) -> ExitCode {
     };
     super::runtime().block_on(async move {
         let engine = Engine::new(EngineConfig::default(), Signer::from_env());
-        match run::service::resume(&engine, &record, args.force, opts).await {
+        match run::service::resume(&Authority::local(), &engine, &record, args.force, opts).await {
             Ok(r) => execute(&engine, &r.run, r.root, &args.out).await,
             Err(e) => fail(2, e),
         }
@@ -208,7 +204,7 @@ async fn execute(engine: &Engine, prepared: &Run, root: TaskId, out: &Output) ->
         r = &mut finish => r,
         sig = stop.next() => {
             eprintln!("\n{sig}: stopping the run (again to force)");
-            let _ = prepared.interrupt(root);
+            let _ = run::service::interrupt(&Authority::local(), prepared, root);
             tokio::select! {
                 r = &mut finish => r,
                 sig = stop.next() => {

@@ -3,6 +3,7 @@
 use super::Db;
 use crate::engine::now_ms;
 use crate::run;
+use crate::run::service::Authority;
 use crate::store::{RunRecord, RunStatus, Store, wait};
 use clap::Args;
 use std::process::ExitCode;
@@ -66,9 +67,11 @@ pub(super) fn store(j: &Db) -> Result<Arc<dyn Store>, ExitCode> {
 /// The journal and run `id` in it, or an exit code after saying why not.
 pub(super) fn journaled_run(j: &Db, id: &str) -> Result<(Arc<dyn Store>, RunRecord), ExitCode> {
     let s = store(j)?;
-    match wait(s.run(id)) {
-        Ok(Some(r)) => Ok((s, r)),
-        Ok(None) => Err(fail(format!("no run `{id}` in {}", s.path().display()))),
+    match run::service::record(&Authority::local(), &s, id) {
+        Ok(r) => Ok((s, r)),
+        Err(run::RunError::UnknownRun(_)) => {
+            Err(fail(format!("no run `{id}` in {}", s.path().display())))
+        }
         Err(e) => Err(fail(e)),
     }
 }
@@ -93,7 +96,7 @@ pub fn list(args: RunsArgs) -> ExitCode {
         Ok(s) => s,
         Err(c) => return c,
     };
-    let runs = match wait(s.runs(args.status)) {
+    let runs = match run::service::list(&Authority::local(), &s, args.status) {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
@@ -138,7 +141,13 @@ pub fn answer(args: AnswerArgs) -> ExitCode {
         Ok(x) => x,
         Err(c) => return c,
     };
-    match service::answer(&s, &r, &args.key, run::parse_answer(&args.value)) {
+    match service::answer(
+        &Authority::local(),
+        &s,
+        &r,
+        &args.key,
+        run::parse_answer(&args.value),
+    ) {
         Ok(Answered::Continues) => outln!("answered; run {} continues", r.id),
         Ok(Answered::NeedsResume) => {
             outln!("answered; continue it with `swarm resume {}`", r.id)
@@ -154,7 +163,7 @@ pub fn cancel(args: CancelArgs) -> ExitCode {
         Ok(x) => x,
         Err(c) => return c,
     };
-    match service::cancel(&s, &r) {
+    match service::cancel(&Authority::local(), &s, &r) {
         Ok(Cancelled::Now) => outln!("cancelled"),
         Ok(Cancelled::Requested) => outln!("cancel requested; the run's owner stops it"),
         Err(e) => return fail(e),

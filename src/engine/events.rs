@@ -264,10 +264,7 @@ impl Subscription {
             let (batch, last) = self.engine.with_state("subscribe", |s| {
                 let batch = s.ledger.after(after, 512)?;
                 let last = batch.last().map(|e| e.cursor);
-                let seen: Vec<Event> = batch
-                    .into_iter()
-                    .filter(|e| s.sees_event(tok, e))
-                    .collect();
+                let seen: Vec<Event> = batch.into_iter().filter(|e| s.sees_event(tok, e)).collect();
                 Ok::<_, EngineError>((seen, last))
             })?;
             let Some(last) = last else { break };

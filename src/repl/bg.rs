@@ -5,7 +5,8 @@
 use crate::auth::{CapToken, Role};
 use crate::engine::{Engine, EventKind, TaskStatus};
 use crate::lua::{LuaUsage, to_json, to_lua};
-use crate::run::{self, RunOptions};
+use crate::run::RunOptions;
+use crate::run::service::{self, Authority};
 use mlua::{Lua, Table, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,7 +21,8 @@ pub type Printer = Box<dyn FnMut(String) + Send>;
 pub struct Shared {
     pub engine: Engine,
     pub role: Role,
-    pub token: CapToken,
+    /// The REPL's session; replaced when the REPL re-attaches.
+    token: Mutex<CapToken>,
     pub blueprints: Mutex<BTreeMap<String, PathBuf>>,
     pub runs: Mutex<BTreeMap<String, Bg>>,
     next: AtomicU32,
@@ -39,12 +41,21 @@ impl Shared {
         Shared {
             engine,
             role,
-            token,
+            token: Mutex::new(token),
             blueprints: Mutex::default(),
             runs: Mutex::default(),
             next: AtomicU32::new(1),
             printer: Mutex::new(None),
         }
+    }
+
+    /// The REPL's current session token.
+    pub fn token(&self) -> CapToken {
+        self.token.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_token(&self, token: CapToken) {
+        *self.token.lock().unwrap_or_else(|e| e.into_inner()) = token;
     }
 
     pub fn set_printer(&self, p: Printer) {
@@ -105,10 +116,12 @@ impl Shared {
         let (tx, rx) = watch::channel(None);
         let (me, run_id, bp) = (self.clone(), id.clone(), name.to_string());
         let handle = tokio::spawn(async move {
-            let out = match run::prepare(&me.engine, &path, RunOptions::default()) {
-                Ok(r) => r.run(input).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
+            let who = Authority::local();
+            let out =
+                match service::start(&who, &me.engine, &path, input, RunOptions::default()).await {
+                    Ok(s) => s.run.finish(s.root).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
             let (status, result) = match out {
                 Ok(r) => (r.status, r.result),
                 Err(e) => (TaskStatus::Blocked, serde_json::json!({ "error": e })),
@@ -153,7 +166,7 @@ impl Shared {
     pub fn follow(self: &Arc<Self>) {
         let Ok(mut sub) = self
             .engine
-            .subscribe(&self.token, self.engine.last_cursor())
+            .subscribe(&self.token(), self.engine.last_cursor())
         else {
             return;
         };
@@ -163,7 +176,7 @@ impl Shared {
                 if let (EventKind::AttemptCompleted { status, us, .. }, Some(task)) =
                     (&ev.kind, ev.task)
                     && me.running() > 0
-                    && let Ok(view) = me.engine.read_task(&me.token, task)
+                    && let Ok(view) = me.engine.read_task(&me.token(), task)
                     && view.parent.is_some()
                 {
                     me.say(format!(
@@ -198,10 +211,13 @@ pub fn register(lua: &Lua, shared: Arc<Shared>) -> mlua::Result<Table> {
             async move {
                 let input = to_json(&lua, input, "repl.run input").map_err(|e| raise(&lua, e))?;
                 let path = s.path_of(&name).map_err(|e| raise(&lua, e))?;
-                let run = run::prepare(&s.engine, &path, RunOptions::default())
-                    .map_err(|e| raise(&lua, LuaUsage::new("blueprint", e.to_string())))?;
-                let report = run
-                    .run(input)
+                let who = Authority::local();
+                let started = service::start(&who, &s.engine, &path, input, RunOptions::default())
+                    .await
+                    .map_err(|e| raise(&lua, LuaUsage::new(e.code(), e.to_string())))?;
+                let report = started
+                    .run
+                    .finish(started.root)
                     .await
                     .map_err(|e| raise(&lua, LuaUsage::new("run", e.to_string())))?;
                 if report.status != TaskStatus::Pass {

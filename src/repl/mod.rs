@@ -84,6 +84,8 @@ pub struct Session {
     pretty: Function,
     shared: Arc<Shared>,
     _agents: Agents,
+    /// How many times the REPL had to re-attach its session.
+    reattached: std::sync::atomic::AtomicU32,
 }
 
 impl Session {
@@ -103,21 +105,21 @@ impl Session {
         let vm = Vm::new(host, VmOptions::default()).map_err(|e| e.to_string())?;
         vm.set_token(Some(token.clone()));
         let env = vm.env().map_err(|e| e.to_string())?;
+        let shared = Arc::new(Shared::new(engine, opts.role, token));
         // A live REPL keeps its session: idle at the prompt is not gone.
-        // Beats come six times per timeout, far from the sweep's limit.
+        // Beats come six times per timeout, far from the sweep's limit. A
+        // session detached anyway (the machine slept, `detach()` was
+        // called) is re-attached before the next evaluation.
         {
-            let (engine, token) = (engine.clone(), token.clone());
+            let shared = shared.clone();
             let every = opts.engine.heartbeat_timeout / 6;
             rt.spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
-                    if engine.heartbeat(&token).is_err() {
-                        return;
-                    }
+                    let _ = shared.engine.heartbeat(&shared.token());
                 }
             });
         }
-        let shared = Arc::new(Shared::new(engine, opts.role, token));
         env.raw_set(
             "repl",
             bg::register(vm.lua(), shared.clone()).map_err(|e| e.to_string())?,
@@ -135,6 +137,7 @@ impl Session {
             pretty,
             shared,
             _agents: agents,
+            reattached: Default::default(),
         };
         for bp in &opts.blueprints {
             println!("{}", session.load(bp)?);
@@ -166,8 +169,38 @@ impl Session {
             .or_else(|_| self.vm.load(&self.env, chunk, "stdin"))
     }
 
+    /// Re-attaches the REPL when its session was detached (its token no
+    /// longer answers a heartbeat), saying so; background runs go on.
+    fn ensure_attached(&self) {
+        let engine = &self.shared.engine;
+        let Err(why) = engine.heartbeat(&self.shared.token()) else {
+            return;
+        };
+        let _guard = self.rt.enter();
+        match engine.attach(Caller::Host, AttachOptions::new("repl", self.shared.role)) {
+            Ok(token) => {
+                self.vm.set_token(Some(token.clone()));
+                self.shared.set_token(token);
+                self.reattached
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                eprintln!(
+                    "(the REPL's engine session was detached: {why}; re-attached as a new session)"
+                );
+            }
+            Err(e) => {
+                eprintln!("(the REPL's engine session was detached and re-attaching failed: {e})")
+            }
+        }
+    }
+
+    /// How many times the session was found detached and re-attached.
+    pub fn reattached(&self) -> u32 {
+        self.reattached.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Evaluates one (possibly multi-line) chunk.
     pub fn eval(&self, chunk: &str) -> Eval {
+        self.ensure_attached();
         let f = match self.compile(chunk) {
             Ok(f) => f,
             Err(LuaError::Syntax(m)) if m.contains("<eof>") => return Eval::Incomplete,
@@ -290,7 +323,8 @@ impl Session {
     fn events(&self, n: u64) {
         let engine = &self.shared.engine;
         let after = engine.last_cursor().saturating_sub(n);
-        match engine.subscribe(&self.shared.token, after) {
+        self.ensure_attached();
+        match engine.subscribe(&self.shared.token(), after) {
             Ok(mut sub) => {
                 while let Ok(Some(ev)) = sub.try_next() {
                     let task = ev.task.map_or(String::new(), |t| t.to_string());

@@ -43,6 +43,18 @@ pub enum BlueprintError {
     Invalid(Vec<Problem>),
 }
 
+impl BlueprintError {
+    /// A stable code: the file cannot be read, its Lua fails, or what it
+    /// declares is invalid.
+    pub fn code(&self) -> &'static str {
+        match self {
+            BlueprintError::Read { .. } => "blueprint_read",
+            BlueprintError::Lua(_) => "blueprint_lua",
+            BlueprintError::Invalid(_) => "blueprint_invalid",
+        }
+    }
+}
+
 /// A middleware layer named in `hints.layers` or an agent's `layers`.
 #[derive(Debug, Clone)]
 pub struct LayerUse {

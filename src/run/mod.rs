@@ -91,6 +91,29 @@ pub enum RunError {
     /// running a blueprint that is not live).
     #[error("{0}")]
     Refused(String),
+    #[error("no run `{0}`")]
+    UnknownRun(String),
+    /// The caller's role may not do this to a run.
+    #[error("role `{role}` may not {action} runs")]
+    Forbidden {
+        role: crate::auth::Role,
+        action: &'static str,
+    },
+}
+
+impl RunError {
+    /// A stable code for callers that answer in codes (the HTTP API).
+    pub fn code(&self) -> &'static str {
+        match self {
+            RunError::Blueprint(e) => e.code(),
+            RunError::Engine(e) => e.code(),
+            RunError::Spawn(e) => e.code(),
+            RunError::Store(e) => e.code(),
+            RunError::Refused(_) => "refused",
+            RunError::UnknownRun(_) => "unknown_run",
+            RunError::Forbidden { .. } => "forbidden",
+        }
+    }
 }
 
 /// How a run ended.

@@ -1,14 +1,161 @@
-//! The rules of a journaled run's lifecycle, in one place: when a run may
-//! be resumed (and against which code), how it is cancelled and answered
-//! from outside its process. Callers (the CLI today, the HTTP server later)
-//! turn the typed outcomes into words; none of them decides these rules.
+//! The rules of a run's lifecycle, in one place: who may do what to which
+//! run, when a run may be resumed (and against which code), how it is
+//! started, listed, shown, cancelled, interrupted and answered. Callers (the
+//! CLI, the REPL, `swarm dev`, the HTTP server later) pass the caller's
+//! [`Authority`] and turn the typed outcomes into words; none of them
+//! decides these rules.
 
 use super::{Run, RunError, RunOptions, prepare_source};
+use crate::auth::Role;
 use crate::engine::{Engine, TaskId};
-use crate::store::{RunRecord, RunStatus, Store};
+use crate::store::{JournalEntry, QuestionRecord, RunRecord, RunStatus, Store};
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// What a caller asks the run service to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Start,
+    Resume,
+    Cancel,
+    Interrupt,
+    Answer,
+    /// List and show runs, their journal, questions and events.
+    Read,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Resume => "resume",
+            Action::Cancel => "cancel",
+            Action::Interrupt => "interrupt",
+            Action::Answer => "answer",
+            Action::Read => "read",
+        }
+    }
+
+    /// The one table: operators do everything, seniors answer and read,
+    /// observers read, workers touch runs only through their tasks.
+    fn allowed(self, role: Role) -> bool {
+        match role {
+            Role::Operator => true,
+            Role::Senior => matches!(self, Action::Answer | Action::Read),
+            Role::Observer => self == Action::Read,
+            Role::Worker => false,
+        }
+    }
+}
+
+/// Who is calling: a role, and the one run a bound caller may reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authority {
+    pub role: Role,
+    /// When set, every other run is as if it did not exist.
+    pub run: Option<String>,
+}
+
+impl Authority {
+    /// The user at this machine's terminal: operator over every run.
+    pub fn local() -> Authority {
+        Authority {
+            role: Role::Operator,
+            run: None,
+        }
+    }
+
+    /// Refuses `action` on `run` (or on runs in general, for `None`):
+    /// a role that may not do it is `forbidden`; a run outside a bound
+    /// caller's is `unknown_run`, revealing nothing about it.
+    pub fn check(&self, action: Action, run: Option<&str>) -> Result<(), RunError> {
+        if let (Some(mine), Some(asked)) = (&self.run, run)
+            && mine != asked
+        {
+            return Err(RunError::UnknownRun(asked.to_string()));
+        }
+        if !action.allowed(self.role) {
+            return Err(RunError::Forbidden {
+                role: self.role,
+                action: action.as_str(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A run as `show` presents it: its record, journal and questions.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Shown {
+    pub run: RunRecord,
+    pub journal: Vec<JournalEntry>,
+    pub questions: Vec<QuestionRecord>,
+}
+
+/// A new run, started: its root task runs the flow.
+pub struct Started {
+    pub run: Run,
+    pub root: TaskId,
+}
+
+/// Starts a new run of the blueprint at `path` (journaled when `opts`
+/// carry a store).
+pub async fn start(
+    who: &Authority,
+    engine: &Engine,
+    path: &Path,
+    input: Value,
+    opts: RunOptions,
+) -> Result<Started, RunError> {
+    who.check(Action::Start, None)?;
+    start_prepared(who, super::prepare(engine, path, opts)?, input).await
+}
+
+/// Starts a run already prepared (e.g. from the live version of a
+/// hot-reloaded blueprint).
+pub async fn start_prepared(who: &Authority, run: Run, input: Value) -> Result<Started, RunError> {
+    who.check(Action::Start, None)?;
+    let root = run.start(input).await?;
+    Ok(Started { run, root })
+}
+
+/// Stops a run executing here: its steps are cancelled and it ends
+/// `interrupted`, resumable.
+pub fn interrupt(who: &Authority, run: &Run, root: TaskId) -> Result<(), RunError> {
+    who.check(Action::Interrupt, run.run_id().as_deref())?;
+    run.interrupt(root)
+}
+
+/// The record of run `id`, when `who` may see it.
+pub fn record(who: &Authority, store: &Arc<dyn Store>, id: &str) -> Result<RunRecord, RunError> {
+    who.check(Action::Read, Some(id))?;
+    crate::store::wait(store.run(id))?.ok_or_else(|| RunError::UnknownRun(id.to_string()))
+}
+
+/// The runs `who` may see, oldest first, optionally of one status.
+pub fn list(
+    who: &Authority,
+    store: &Arc<dyn Store>,
+    status: Option<RunStatus>,
+) -> Result<Vec<RunRecord>, RunError> {
+    who.check(Action::Read, None)?;
+    let mut runs = crate::store::wait(store.runs(status))?;
+    if let Some(mine) = &who.run {
+        runs.retain(|r| &r.id == mine);
+    }
+    Ok(runs)
+}
+
+/// Run `id` with its journal and questions.
+pub fn show(who: &Authority, store: &Arc<dyn Store>, id: &str) -> Result<Shown, RunError> {
+    let run = record(who, store, id)?;
+    Ok(Shown {
+        journal: crate::store::wait(store.journal(id))?,
+        questions: crate::store::wait(store.questions(id))?,
+        run,
+    })
+}
 
 /// A recorded run, taken and started again: its journal replays.
 pub struct Resumed {
@@ -43,11 +190,13 @@ fn refused(message: String) -> RunError {
 /// blueprint or any helper it `require`d changed (unless `force`), or when
 /// another owner holds it; otherwise claimed, prepared and started.
 pub async fn resume(
+    who: &Authority,
     engine: &Engine,
     record: &RunRecord,
     force: bool,
     opts: RunOptions,
 ) -> Result<Resumed, RunError> {
+    who.check(Action::Resume, Some(&record.id))?;
     if record.status.is_finished() {
         return Err(refused(format!(
             "run `{}` already finished ({}); there is nothing to resume",
@@ -84,7 +233,12 @@ pub async fn resume(
 
 /// Cancels run `record`: at once when nothing executes it, else by asking
 /// its owner. A finished run is refused.
-pub fn cancel(store: &Arc<dyn Store>, record: &RunRecord) -> Result<Cancelled, RunError> {
+pub fn cancel(
+    who: &Authority,
+    store: &Arc<dyn Store>,
+    record: &RunRecord,
+) -> Result<Cancelled, RunError> {
+    who.check(Action::Cancel, Some(&record.id))?;
     match record.status {
         st if st.is_finished() => Err(refused(format!(
             "run `{}` already finished ({st})",
@@ -104,11 +258,13 @@ pub fn cancel(store: &Arc<dyn Store>, record: &RunRecord) -> Result<Cancelled, R
 /// Answers run `record`'s open question `name` (its key or text). Refused,
 /// naming the open ones, when there is no such question.
 pub fn answer(
+    who: &Authority,
     store: &Arc<dyn Store>,
     record: &RunRecord,
     name: &str,
     value: Value,
 ) -> Result<Answered, RunError> {
+    who.check(Action::Answer, Some(&record.id))?;
     if crate::store::wait(store.answer(&record.id, name, value))? {
         return Ok(match record.status {
             RunStatus::Running => Answered::Continues,
