@@ -176,8 +176,36 @@ const EVENT_BATCH: std::time::Duration = std::time::Duration::from_millis(20);
 /// subscribes with a token bound to the run's root task, so on an engine
 /// shared by several runs each journals only its own events.
 pub struct EventSink {
-    handle: JoinHandle<()>,
+    handle: JoinHandle<Option<String>>,
     stop: Arc<Notify>,
+}
+
+/// The run has ended: a few more tries for events still unwritten (a
+/// lock may be released, space freed), then a warning naming how many
+/// were lost and why.
+async fn last_tries(
+    store: &dyn Store,
+    run: &str,
+    unwritten: Vec<(String, String, serde_json::Value)>,
+) -> Option<String> {
+    if unwritten.is_empty() {
+        return None;
+    }
+    let mut why = String::new();
+    for _ in 0..3 {
+        match store.append_events(unwritten.clone()).await {
+            Ok(()) => return None,
+            Err(e) => why = e.to_string(),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let lost = format!(
+        "warning: {} events of run {run} could not be journaled ({why}); its journal \
+         entries and status are not affected",
+        unwritten.len()
+    );
+    tracing::error!("{lost}");
+    Some(lost)
 }
 
 impl EventSink {
@@ -237,22 +265,17 @@ impl EventSink {
                     }
                 }
                 if stopping {
-                    if !unwritten.is_empty() {
-                        tracing::error!(
-                            lost = unwritten.len(),
-                            "events could not be persisted before the run ended"
-                        );
-                    }
-                    break;
+                    return last_tries(&*store, &run, unwritten).await;
                 }
             }
         });
         Some(EventSink { handle, stop })
     }
 
-    /// Writes what is left and stops.
-    pub async fn finish(self) {
+    /// Writes what is left and stops. Events that could not be written
+    /// come back as a warning to show the user: never dropped silently.
+    pub async fn finish(self) -> Option<String> {
         self.stop.notify_one();
-        let _ = self.handle.await;
+        self.handle.await.ok().flatten()
     }
 }

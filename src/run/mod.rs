@@ -276,8 +276,11 @@ impl Run {
             let _ = self.engine.detach(&tok);
         }
         let unanswered = desk.close();
-        if let Some(sink) = sink {
-            sink.finish().await;
+        if let Some(sink) = sink
+            && let Some(lost) = sink.finish().await
+            && let Some(print) = &self.opts.print
+        {
+            print(&lost);
         }
         let view = view?;
         let (status, mut result) = self.ending(&view, unanswered, overran, journal.as_deref());
