@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod cli;
 pub mod engine;
+pub mod llm;
 pub mod lua;
 pub mod reload;
 pub mod repl;

@@ -51,6 +51,8 @@ M.agent = {
   process = function(spec) return marker("agent.process", spec) end,
   --- A Rust function registered with the host under `name`.
   rust = function(spec) return marker("agent.rust", spec) end,
+  --- A model behind an OpenAI-compatible chat-completions endpoint.
+  llm = function(spec) return marker("agent.llm", spec) end,
 }
 
 --- A middleware layer written in Lua: `before(ctx, input)` may return a new
@@ -61,12 +63,15 @@ function M.layer(spec) return marker("layer", spec) end
 -- Validation -------------------------------------------------------------
 
 local PROFILE = { description = "string", system = "string", model = "string", tools = "table",
-                  layers = "table" }
+                  layers = "table", params = "table" }
 local AGENT_FIELDS = {
   ["agent.lua"] = { run = "function" },
   ["agent.process"] = { cmd = "table", shell = "string", cwd = "string", env = "table", inherit = "table",
                         timeout = "duration", max_output = "number" },
   ["agent.rust"] = { name = "string" },
+  ["agent.llm"] = { base_url = "string", api_key_env = "string", schema = "table", max_turns = "number",
+                    temperature = "number", max_tokens = "number", headers = "table", extra = "table",
+                    timeout = "duration", stream = "boolean", retries = "number" },
 }
 local BLUEPRINT_FIELDS = { description = "string", agents = "table", hints = "table",
                            layers = "table", gate = "table", limits = "table", flow = "function" }
@@ -108,7 +113,7 @@ local function check_agent(name, a, bp, errors)
   local field = "agents." .. tostring(name)
   if type(a) ~= "table" or not AGENT_FIELDS[a.__swarm] then
     errors[#errors + 1] = { where = bp.where, field = field,
-      message = "must be swarm.agent.lua{}, swarm.agent.process{} or swarm.agent.rust{}" }
+      message = "must be swarm.agent.lua{}, swarm.agent.process{}, swarm.agent.rust{} or swarm.agent.llm{}" }
     return
   end
   local allowed = AGENT_FIELDS[a.__swarm]
@@ -127,6 +132,13 @@ local function check_agent(name, a, bp, errors)
     errors[#errors + 1] = { where = a.where, field = field .. ".cmd", message = "is required (a list: program, args...)" }
   elseif a.__swarm == "agent.rust" and not a.spec.name then
     errors[#errors + 1] = { where = a.where, field = field .. ".name", message = "is required" }
+  elseif a.__swarm == "agent.llm" and type(a.spec.tools) == "table" then
+    for i, t in ipairs(a.spec.tools) do
+      if type(bp.spec.agents) ~= "table" or bp.spec.agents[t] == nil then
+        errors[#errors + 1] = { where = a.where, field = field .. ".tools[" .. i .. "]",
+          message = "`" .. tostring(t) .. "` is not an agent of this blueprint" }
+      end
+    end
   end
   if a.spec.layers then layer_list(a.spec.layers, a.where, field .. ".layers", bp, errors) end
 end

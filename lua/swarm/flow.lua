@@ -105,7 +105,7 @@ function M.pstep(agent, input)
       code = "unknown_agent", agent = agent, where = where(), message = message,
     }, StepError), 0)
   end
-  local id = engine.start_task({ agent = agent, input = input })
+  local id = engine.start_task({ agent = agent, input = input, journal = pos })
   local view = engine.dispatch(id)
   if view.status == "pass" then
     if pos then put(pos, "step", agent, hash, true, view.result) end

@@ -73,6 +73,8 @@ pub(crate) struct Task {
     pub parent: Option<TaskId>,
     /// The run it belongs to: the root of its task tree.
     pub root: TaskId,
+    /// Its step's journal position (see `TaskSpec`).
+    pub journal_pos: Option<Arc<str>>,
     pub depth: u32,
     pub status: TaskStatus,
     pub attempt: u32,

@@ -76,6 +76,8 @@ pub struct Build<'a> {
     pub env: LayerEnv,
     pub rust: &'a RustAgents,
     pub vm: VmOptions,
+    /// The run's journal, for LLM agents' turns.
+    pub journal: super::llm::JournalSlot,
 }
 
 /// Builds every agent's stack into `agents`.
@@ -108,6 +110,15 @@ fn backend(b: &Build<'_>, spec: &AgentSpec) -> Result<Arc<dyn Spawner>, SpawnErr
             ))
         })?),
         Backend::Process(p) => Arc::new(ProcessAgent::new(p.clone())),
+        Backend::Llm(llm) => Arc::new(crate::llm::LlmAgent::new(
+            &spec.name,
+            llm.clone(),
+            Arc::new(super::llm::RunTools::new(
+                b.host.agents.clone(),
+                &b.blueprint.agents,
+            )),
+            Arc::new(super::llm::RunLog(b.journal.clone())),
+        )),
     })
 }
 

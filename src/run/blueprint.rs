@@ -67,6 +67,7 @@ pub enum Backend {
     Lua,
     Rust(String),
     Process(ProcessSpec),
+    Llm(crate::llm::LlmSpec),
 }
 
 #[derive(Debug, Clone)]
@@ -287,7 +288,7 @@ impl Reader<'_> {
         let at: String = a.get("where").map_err(|e| self.lua_err(e))?;
         let spec: Table = a.get("spec").map_err(|e| self.lua_err(e))?;
         let mut profile = serde_json::Map::new();
-        for key in ["description", "system", "model", "tools"] {
+        for key in ["description", "system", "model", "tools", "params"] {
             let v: Value = spec.get(key).map_err(|e| self.lua_err(e))?;
             if !v.is_nil() {
                 let json = self.vm.lua().from_value(v).map_err(|e| self.lua_err(e))?;
@@ -297,6 +298,7 @@ impl Reader<'_> {
         let backend = match kind.as_str() {
             "agent.lua" => Backend::Lua,
             "agent.rust" => Backend::Rust(spec.get("name").map_err(|e| self.lua_err(e))?),
+            "agent.llm" => Backend::Llm(self.llm(name, &spec, &at)?),
             _ => Backend::Process(self.process(name, &spec, &at, &profile)?),
         };
         Ok(AgentSpec {
@@ -304,6 +306,35 @@ impl Reader<'_> {
             backend,
             layers: self.layers(spec.get("layers").map_err(|e| self.lua_err(e))?)?,
             profile: serde_json::Value::Object(profile),
+        })
+    }
+
+    fn llm(
+        &self,
+        name: &str,
+        spec: &Table,
+        at: &str,
+    ) -> Result<crate::llm::LlmSpec, BlueprintError> {
+        let mut json: serde_json::Value = self
+            .vm
+            .lua()
+            .from_value(mlua::Value::Table(spec.clone()))
+            .map_err(|e| self.lua_err(e))?;
+        if let Some(o) = json.as_object_mut() {
+            o.remove("layers");
+            // An empty Lua table decodes as an object; `tools` is a list.
+            if o.get("tools")
+                .is_some_and(|t| t.as_object().is_some_and(|m| m.is_empty()))
+            {
+                o.insert("tools".into(), serde_json::json!([]));
+            }
+        }
+        serde_json::from_value(json).map_err(|e| {
+            BlueprintError::Invalid(vec![Problem {
+                location: at.to_string(),
+                field: format!("agents.{name}"),
+                message: e.to_string(),
+            }])
         })
     }
 

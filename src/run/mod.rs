@@ -11,6 +11,7 @@ mod agents;
 pub mod blueprint;
 mod desk;
 mod durable;
+mod llm;
 pub mod service;
 
 pub use agents::RustAgents;
@@ -136,7 +137,7 @@ pub struct Run {
     // Kept alive for the run: VMs only hold a weak reference.
     _agents: Agents,
     opts: RunOptions,
-    journal: std::sync::Mutex<Option<Arc<Journal>>>,
+    journal: llm::JournalSlot,
     /// The flow's own token, bound to the run's root task.
     flow_token: std::sync::Mutex<Option<CapToken>>,
     /// Who executes this run in the journal (one owner at a time).
@@ -173,6 +174,7 @@ pub fn prepare_source(
     let mut attach = AttachOptions::new(format!("run:{}", bp.name), Role::Operator);
     attach.gate = bp.gate;
     let token = engine.attach(Caller::Host, attach)?;
+    let journal = llm::JournalSlot::default();
     let build = agents::Build {
         blueprint: &bp,
         table: &table,
@@ -184,6 +186,7 @@ pub fn prepare_source(
         },
         rust: &opts.rust,
         vm: opts.vm.clone(),
+        journal: journal.clone(),
     };
     agents::build_agents(&build, &agents)?;
     let flow: Function = table
@@ -198,7 +201,7 @@ pub fn prepare_source(
         token,
         _agents: agents,
         opts,
-        journal: Default::default(),
+        journal,
         flow_token: Default::default(),
         owner: crate::store::Owner::new(),
         lease_task: Default::default(),

@@ -33,35 +33,37 @@ impl Engine {
             nonce: nonce(),
             task: Some(task.0),
         });
-        let (attempt, agent, input, cancel, depth) = self.with_state("dispatch", |s| {
-            s.authorize(tok, Access::on(Verb::Dispatch, task))?;
-            let gate = s.verify(tok)?.gate;
-            s.revive(task);
-            let t = s.task_mut(task)?;
-            if !matches!(t.status, TaskStatus::Pending | TaskStatus::Blocked) {
-                return Err(EngineError::InvalidState {
-                    task: task.0,
-                    status: t.status,
-                    verb: "dispatch",
-                    needs: "pending or blocked",
-                });
-            }
-            t.status = TaskStatus::Running;
-            t.attempt += 1;
-            t.posted = None;
-            t.worker_nonce = Some(worker.claims.nonce);
-            let out = (
-                t.attempt,
-                t.agent.clone(),
-                t.input.clone(),
-                t.cancel.clone(),
-                t.depth,
-            );
-            s.tokens
-                .insert(worker.claims.nonce, TokenRecord::new(worker.clone(), gate));
-            s.emit(Some(task), EventKind::AttemptStarted { attempt: out.0 });
-            Ok(out)
-        })?;
+        let (attempt, agent, input, cancel, depth, journal_pos) =
+            self.with_state("dispatch", |s| {
+                s.authorize(tok, Access::on(Verb::Dispatch, task))?;
+                let gate = s.verify(tok)?.gate;
+                s.revive(task);
+                let t = s.task_mut(task)?;
+                if !matches!(t.status, TaskStatus::Pending | TaskStatus::Blocked) {
+                    return Err(EngineError::InvalidState {
+                        task: task.0,
+                        status: t.status,
+                        verb: "dispatch",
+                        needs: "pending or blocked",
+                    });
+                }
+                t.status = TaskStatus::Running;
+                t.attempt += 1;
+                t.posted = None;
+                t.worker_nonce = Some(worker.claims.nonce);
+                let out = (
+                    t.attempt,
+                    t.agent.clone(),
+                    t.input.clone(),
+                    t.cancel.clone(),
+                    t.depth,
+                    t.journal_pos.clone(),
+                );
+                s.tokens
+                    .insert(worker.claims.nonce, TokenRecord::new(worker.clone(), gate));
+                s.emit(Some(task), EventKind::AttemptStarted { attempt: out.0 });
+                Ok(out)
+            })?;
         let ctx = SpawnCtx {
             engine: self.clone(),
             task,
@@ -72,6 +74,7 @@ impl Engine {
             cancel: cancel.clone(),
             retry: 0,
             depth,
+            journal_pos,
         };
         let mut guard = SettleOnDrop {
             engine: self.clone(),

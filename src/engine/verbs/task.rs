@@ -20,6 +20,9 @@ pub struct TaskSpec {
     pub input: Arc<Value>,
     /// The parent task; a worker's tasks default to children of its own task.
     pub parent: Option<TaskId>,
+    /// The step's position in its run's journal, for backends that journal
+    /// inside a step (an LLM agent's turns).
+    pub journal_pos: Option<Arc<str>>,
 }
 
 impl TaskSpec {
@@ -28,6 +31,7 @@ impl TaskSpec {
             agent: Arc::from(agent),
             input: Arc::new(input),
             parent: None,
+            journal_pos: None,
         }
     }
 }
@@ -67,6 +71,7 @@ impl Engine {
                     input: spec.input,
                     parent,
                     root,
+                    journal_pos: spec.journal_pos,
                     depth,
                     status: TaskStatus::Pending,
                     attempt: 0,

@@ -1,0 +1,179 @@
+//! One model turn over HTTP: the pooled client, the request, streaming or
+//! not, and retries. 429, 5xx, connection errors and broken streams are
+//! retried with exponential backoff that honours `Retry-After`; any other
+//! 4xx ends the turn with the provider's own message.
+
+use super::wire::{Accumulator, SseDecoder, Turn};
+use futures_util::StreamExt;
+use serde_json::Value;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// One client per process: keep-alive connections are pooled and reused
+/// by every LLM agent (HTTP/1.1, or HTTP/2 where the server offers it).
+fn client() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .unwrap_or_default()
+    })
+}
+
+/// Where and how to send a turn.
+pub struct Request<'a> {
+    pub url: String,
+    /// The API key, read from the environment at dispatch; never logged.
+    pub key: Option<String>,
+    pub headers: &'a [(String, String)],
+    pub body: Value,
+    pub stream: bool,
+    /// Per-request limit (the whole turn, first byte to last).
+    pub timeout: Duration,
+    /// Retries after the first try.
+    pub retries: u32,
+}
+
+/// Why a turn failed, after retries.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// `llm_http` (a 4xx the provider refused), `llm_unavailable` (retries
+    /// spent on 429/5xx/connections), `llm_stream` (a broken or malformed
+    /// stream, retries spent), `llm_timeout`.
+    pub code: &'static str,
+    pub message: String,
+    pub status: Option<u16>,
+}
+
+enum Try {
+    Done(Turn),
+    /// Worth another try, after at least this long.
+    Again(Failure, Option<Duration>),
+    Fatal(Failure),
+}
+
+fn failure(code: &'static str, message: String, status: Option<u16>) -> Failure {
+    Failure {
+        code,
+        message,
+        status,
+    }
+}
+
+/// Sends a turn, retrying what is worth retrying. `delta` sees each piece
+/// of streamed content as it arrives.
+pub async fn chat(req: &Request<'_>, delta: &(dyn Fn(&str) + Sync)) -> Result<Turn, Failure> {
+    let mut tries = 0;
+    loop {
+        let outcome = match tokio::time::timeout(req.timeout, once(req, delta)).await {
+            Ok(t) => t,
+            Err(_) => Try::Again(
+                failure(
+                    "llm_timeout",
+                    format!("no complete answer within {:?}", req.timeout),
+                    None,
+                ),
+                None,
+            ),
+        };
+        match outcome {
+            Try::Done(turn) => return Ok(turn),
+            Try::Fatal(f) => return Err(f),
+            Try::Again(f, _) if tries >= req.retries => return Err(f),
+            Try::Again(f, after) => {
+                let backoff = Duration::from_millis(250 << tries.min(6));
+                let wait = after.unwrap_or(backoff).min(Duration::from_secs(60));
+                tracing::warn!(
+                    code = f.code,
+                    "model turn failed ({}); retrying in {wait:?}",
+                    f.message
+                );
+                tokio::time::sleep(wait).await;
+                tries += 1;
+            }
+        }
+    }
+}
+
+async fn once(req: &Request<'_>, delta: &(dyn Fn(&str) + Sync)) -> Try {
+    let mut http = client().post(&req.url).json(&req.body);
+    if let Some(key) = &req.key {
+        http = http.bearer_auth(key);
+    }
+    for (k, v) in req.headers {
+        http = http.header(k, v);
+    }
+    let resp = match http.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            let msg = format!("cannot reach {}: {}", req.url, e.without_url());
+            return Try::Again(failure("llm_unavailable", msg, None), None);
+        }
+    };
+    let status = resp.status();
+    if !status.is_success() {
+        let after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|s| Duration::from_secs_f64(s.clamp(0.0, 60.0)));
+        let body = resp.text().await.unwrap_or_default();
+        let said = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| {
+                v.pointer("/error/message")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| body.chars().take(300).collect());
+        let msg = format!("{} answered {status}: {said}", req.url);
+        let code = status.as_u16();
+        return if code == 429 || status.is_server_error() {
+            Try::Again(failure("llm_unavailable", msg, Some(code)), after)
+        } else {
+            Try::Fatal(failure("llm_http", msg, Some(code)))
+        };
+    }
+    if !req.stream {
+        return match resp.json::<Value>().await {
+            Ok(body) => match Turn::from_response(&body) {
+                Ok(t) => Try::Done(t),
+                Err(m) => Try::Fatal(failure("llm_response", m, None)),
+            },
+            Err(e) => Try::Again(
+                failure("llm_stream", e.without_url().to_string(), None),
+                None,
+            ),
+        };
+    }
+    let (mut sse, mut acc) = (SseDecoder::default(), Accumulator::default());
+    let mut body = resp.bytes_stream();
+    while let Some(piece) = body.next().await {
+        let piece = match piece {
+            Ok(p) => p,
+            Err(e) => {
+                let msg = format!("the stream broke: {}", e.without_url());
+                return Try::Again(failure("llm_stream", msg, None), None);
+            }
+        };
+        for data in sse.feed(&piece) {
+            match acc.push(&data) {
+                Ok(Some(text)) => delta(&text),
+                Ok(None) => {}
+                Err(m) => return Try::Again(failure("llm_stream", m, None), None),
+            }
+        }
+    }
+    if let Some(data) = sse.end()
+        && let Err(m) = acc.push(&data)
+    {
+        return Try::Again(failure("llm_stream", m, None), None);
+    }
+    match acc.finish() {
+        Ok(t) => Try::Done(t),
+        Err(m) => Try::Again(failure("llm_stream", m, None), None),
+    }
+}

@@ -1,0 +1,476 @@
+//! LLM agents: one backend speaking the OpenAI-compatible chat-completions
+//! protocol (OpenAI, gateways, llama.cpp, Ollama's `/v1`, vLLM).
+//!
+//! A step of an LLM agent is a loop of model turns: each turn is sent (or,
+//! in a resumed run, replayed from the journal), its tool calls run as
+//! child tasks of the step through the tool agents' own stacks, and the
+//! loop ends with the final answer, validated against `schema` when set.
+//! The run supplies the two things this layer cannot see: its [`Tools`]
+//! and its [`TurnLog`] (the journal).
+
+mod http;
+mod schema;
+pub mod scripted;
+mod wire;
+
+pub use wire::{Accumulator, SseDecoder, Turn};
+
+use crate::engine::OutputKind;
+use crate::spawn::{Outcome, SpawnCtx, Spawner, Worker};
+use futures_util::future::BoxFuture;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// An LLM agent as the blueprint declares it (`swarm.agent.llm { ... }`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct LlmSpec {
+    /// Default `$SWARM_LLM_BASE_URL`, else `https://api.openai.com/v1`.
+    pub base_url: Option<String>,
+    /// Default `$SWARM_LLM_MODEL`.
+    pub model: Option<String>,
+    /// The NAME of the environment variable holding the API key.
+    pub api_key_env: Option<String>,
+    pub system: Option<String>,
+    #[serde(default)]
+    pub tools: Vec<String>,
+    pub schema: Option<Value>,
+    #[serde(default = "max_turns")]
+    pub max_turns: u32,
+    pub temperature: Option<f64>,
+    pub max_tokens: Option<u64>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Extra fields merged into every request body.
+    #[serde(default)]
+    pub extra: serde_json::Map<String, Value>,
+    /// Per-request limit in ms (a number, or a string like "90s").
+    pub timeout: Option<Value>,
+    #[serde(default = "yes")]
+    pub stream: bool,
+    /// Retries of a turn on 429, 5xx, connection errors and broken streams.
+    #[serde(default = "retries")]
+    pub retries: u32,
+}
+
+fn max_turns() -> u32 {
+    8
+}
+fn yes() -> bool {
+    true
+}
+fn retries() -> u32 {
+    4
+}
+
+/// How many times an answer that fails `schema` is sent back for another.
+const SCHEMA_RETRIES: u32 = 2;
+
+/// A tool the model may call: another agent of the blueprint.
+#[derive(Debug, Clone)]
+pub struct ToolInfo {
+    pub description: String,
+    /// JSON Schema of its arguments.
+    pub params: Value,
+}
+
+/// The run's agents, as tools.
+pub trait Tools: Send + Sync {
+    fn describe(&self, name: &str) -> Option<ToolInfo>;
+    /// Runs tool `name` as a child task of `ctx`'s task through its own
+    /// stack; its result, or a description of why it failed.
+    fn call(
+        &self,
+        ctx: &SpawnCtx,
+        name: &str,
+        args: Value,
+    ) -> BoxFuture<'static, Result<Value, Value>>;
+}
+
+/// The run's journal, seen from inside a step.
+pub trait TurnLog: Send + Sync {
+    /// What an earlier execution recorded at `pos`, if anything.
+    fn replay(&self, pos: &str) -> Option<Value>;
+    /// Records `value` at `pos`; resolves once it is on disk. An error
+    /// means the journal stopped the run (it ends interrupted).
+    fn record(&self, pos: &str, kind: &str, value: Value)
+    -> BoxFuture<'static, Result<(), String>>;
+}
+
+/// The spawner of one LLM agent.
+pub struct LlmAgent {
+    name: String,
+    spec: LlmSpec,
+    tools: Arc<dyn Tools>,
+    log: Arc<dyn TurnLog>,
+}
+
+impl LlmAgent {
+    pub fn new(
+        name: &str,
+        spec: LlmSpec,
+        tools: Arc<dyn Tools>,
+        log: Arc<dyn TurnLog>,
+    ) -> LlmAgent {
+        LlmAgent {
+            name: name.to_string(),
+            spec,
+            tools,
+            log,
+        }
+    }
+}
+
+impl Spawner for LlmAgent {
+    fn spawn(&self, ctx: SpawnCtx) -> Worker {
+        let step = Step {
+            name: self.name.clone(),
+            spec: self.spec.clone(),
+            tools: self.tools.clone(),
+            log: self.log.clone(),
+        };
+        Box::pin(async move {
+            let cancel = ctx.cancel.clone();
+            tokio::select! {
+                out = step.run(&ctx) => Ok(match out {
+                    Ok(v) => Outcome::Pass(v),
+                    Err(e) => Outcome::Blocked(e),
+                }),
+                // Dropping the turn aborts its HTTP request at once.
+                _ = cancel.cancelled() => Ok(Outcome::Cancelled),
+            }
+        })
+    }
+}
+
+/// A typed step error, as the flow sees it in `result`.
+fn fail(code: &str, message: impl Into<String>) -> Value {
+    json!({ "code": code, "error": message.into() })
+}
+
+/// Milliseconds from a number or a string like "250ms", "90s", "2m".
+fn millis(v: &Value) -> Option<u64> {
+    if let Some(n) = v.as_f64() {
+        return Some(n as u64);
+    }
+    let s = v.as_str()?.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let n: f64 = s[..split].parse().ok()?;
+    let scale = match s[split..].trim() {
+        "" | "ms" => 1.0,
+        "s" => 1000.0,
+        "m" => 60_000.0,
+        "h" => 3_600_000.0,
+        _ => return None,
+    };
+    Some((n * scale) as u64)
+}
+
+/// The messages a step starts from: a string, `{ prompt }` or `{ messages }`.
+fn opening(system: Option<&str>, input: &Value) -> Result<Vec<Value>, Value> {
+    let mut messages = Vec::new();
+    if let Some(s) = system {
+        messages.push(json!({ "role": "system", "content": s }));
+    }
+    match input {
+        Value::String(s) => messages.push(json!({ "role": "user", "content": s })),
+        Value::Object(o) if o.get("messages").is_some_and(Value::is_array) => {
+            messages.extend(o["messages"].as_array().into_iter().flatten().cloned());
+        }
+        Value::Object(o) if o.get("prompt").is_some() => {
+            let p = match &o["prompt"] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            messages.push(json!({ "role": "user", "content": p }));
+        }
+        other => {
+            return Err(fail(
+                "llm_input",
+                format!(
+                    "an LLM step takes a string, {{ prompt = ... }} or {{ messages = {{...}} }}, got {}",
+                    wire::excerpt(other)
+                ),
+            ));
+        }
+    }
+    Ok(messages)
+}
+
+/// One step's loop (see the module doc).
+struct Step {
+    name: String,
+    spec: LlmSpec,
+    tools: Arc<dyn Tools>,
+    log: Arc<dyn TurnLog>,
+}
+
+impl Step {
+    async fn run(&self, ctx: &SpawnCtx) -> Result<Value, Value> {
+        let mut messages = opening(self.spec.system.as_deref(), &ctx.input)?;
+        let base = self
+            .spec
+            .base_url
+            .clone()
+            .or_else(|| std::env::var("SWARM_LLM_BASE_URL").ok());
+        let base = base.unwrap_or_else(|| "https://api.openai.com/v1".into());
+        let model = self
+            .spec
+            .model
+            .clone()
+            .or_else(|| std::env::var("SWARM_LLM_MODEL").ok());
+        let Some(model) = model else {
+            return Err(fail(
+                "llm_config",
+                format!(
+                    "agent `{}`: no model (set `model` or $SWARM_LLM_MODEL)",
+                    self.name
+                ),
+            ));
+        };
+        let key = match &self.spec.api_key_env {
+            Some(var) => match std::env::var(var) {
+                Ok(k) => Some(k),
+                Err(_) => {
+                    return Err(fail(
+                        "llm_config",
+                        format!(
+                            "agent `{}`: the API key variable ${var} is not set",
+                            self.name
+                        ),
+                    ));
+                }
+            },
+            None => None,
+        };
+        let headers: Vec<(String, String)> = self.spec.headers.clone().into_iter().collect();
+        let tools = self.tool_list()?;
+        let mut schema_left = SCHEMA_RETRIES;
+        for turn_no in 1..=self.spec.max_turns {
+            let body = self.body(&model, &messages, &tools);
+            let req = http::Request {
+                url: format!("{}/chat/completions", base.trim_end_matches('/')),
+                key: key.clone(),
+                headers: &headers,
+                body,
+                stream: self.spec.stream,
+                timeout: Duration::from_millis(
+                    self.spec
+                        .timeout
+                        .as_ref()
+                        .and_then(millis)
+                        .unwrap_or(600_000),
+                ),
+                retries: self.spec.retries,
+            };
+            let pos = ctx.journal_pos.as_ref().map(|p| format!("{p}~t{turn_no}"));
+            let turn = self
+                .turn(ctx, &req, &model, turn_no, pos.as_deref())
+                .await?;
+            messages.push(turn.message.clone());
+            let calls = turn.tool_calls();
+            if !calls.is_empty() {
+                let results = self.call_tools(ctx, &calls, pos.as_deref()).await?;
+                messages.extend(results);
+                continue;
+            }
+            let content = turn.content();
+            let Some(schema) = &self.spec.schema else {
+                return Ok(Value::String(content));
+            };
+            match schema::check(schema, &content) {
+                Ok(v) => return Ok(v),
+                Err(why) if schema_left > 0 => {
+                    schema_left -= 1;
+                    messages.push(json!({ "role": "user", "content": format!(
+                        "Your answer does not match the required JSON schema: {why}. \
+                         Answer again with only a JSON value that matches it.") }));
+                }
+                Err(why) => {
+                    return Err(json!({ "code": "llm_schema", "error": format!(
+                        "the model's answer does not match the schema after {} tries: {why}",
+                        SCHEMA_RETRIES + 1), "output": content }));
+                }
+            }
+        }
+        Err(fail(
+            "llm_max_turns",
+            format!(
+                "agent `{}` used all {} turns without a final answer",
+                self.name, self.spec.max_turns
+            ),
+        ))
+    }
+
+    fn tool_list(&self) -> Result<Vec<Value>, Value> {
+        self.spec
+            .tools
+            .iter()
+            .map(|name| {
+                let info = self.tools.describe(name).ok_or_else(|| {
+                    fail(
+                        "llm_config",
+                        format!(
+                            "agent `{}`: tool `{name}` is not an agent of this blueprint",
+                            self.name
+                        ),
+                    )
+                })?;
+                Ok(json!({ "type": "function", "function": {
+                    "name": name, "description": info.description, "parameters": info.params } }))
+            })
+            .collect()
+    }
+
+    fn body(&self, model: &str, messages: &[Value], tools: &[Value]) -> Value {
+        let mut body = json!({ "model": model, "messages": messages, "stream": self.spec.stream });
+        let b = body.as_object_mut().expect("object");
+        if self.spec.stream {
+            b.insert("stream_options".into(), json!({ "include_usage": true }));
+        }
+        if !tools.is_empty() {
+            b.insert("tools".into(), json!(tools));
+        }
+        if let Some(t) = self.spec.temperature {
+            b.insert("temperature".into(), json!(t));
+        }
+        if let Some(m) = self.spec.max_tokens {
+            b.insert("max_tokens".into(), json!(m));
+        }
+        if let Some(s) = &self.spec.schema {
+            b.insert(
+                "response_format".into(),
+                json!({ "type": "json_schema",
+                "json_schema": { "name": "answer", "schema": s, "strict": true } }),
+            );
+        }
+        for (k, v) in &self.spec.extra {
+            b.insert(k.clone(), v.clone());
+        }
+        body
+    }
+
+    /// One turn: replayed from the journal when an earlier execution
+    /// finished it, else sent, reported and recorded.
+    async fn turn(
+        &self,
+        ctx: &SpawnCtx,
+        req: &http::Request<'_>,
+        model: &str,
+        turn_no: u32,
+        pos: Option<&str>,
+    ) -> Result<Turn, Value> {
+        if let Some(rec) = pos.and_then(|p| self.log.replay(p)) {
+            return Ok(Turn {
+                message: rec["message"].clone(),
+                usage: rec.get("usage").cloned(),
+                finish_reason: None,
+            });
+        }
+        let started = Instant::now();
+        let partial = |text: &str| {
+            let _ = ctx
+                .engine
+                .emit(&ctx.token, OutputKind::Partial, json!({ "delta": text }));
+        };
+        let turn = http::chat(req, &partial)
+            .await
+            .map_err(|f| json!({ "code": f.code, "error": f.message, "status": f.status }))?;
+        let usage = json!({
+            "llm": { "model": model, "turn": turn_no, "ms": started.elapsed().as_millis() as u64,
+                     "prompt_tokens": turn.usage.as_ref().and_then(|u| u.get("prompt_tokens")).cloned().unwrap_or(json!(0)),
+                     "completion_tokens": turn.usage.as_ref().and_then(|u| u.get("completion_tokens")).cloned().unwrap_or(json!(0)) }
+        });
+        let _ = ctx.engine.emit(&ctx.token, OutputKind::Progress, usage);
+        if let Some(p) = pos {
+            let rec = json!({ "message": turn.message, "usage": turn.usage });
+            self.log
+                .record(p, "llm_turn", rec)
+                .await
+                .map_err(|e| fail("journal_fault", e))?;
+        }
+        Ok(turn)
+    }
+
+    /// Runs the turn's tool calls in parallel; each becomes a `tool`
+    /// message. An unknown tool or arguments that fail its `params` go
+    /// back to the model as the tool's error.
+    async fn call_tools(
+        &self,
+        ctx: &SpawnCtx,
+        calls: &[Value],
+        turn_pos: Option<&str>,
+    ) -> Result<Vec<Value>, Value> {
+        let runs = calls.iter().map(|call| async move {
+            let id = call["id"].as_str().unwrap_or_default().to_string();
+            let pos = turn_pos.map(|p| format!("{p}~{id}"));
+            if let Some(rec) = pos.as_deref().and_then(|p| self.log.replay(p)) {
+                return Ok(tool_message(&id, &rec));
+            }
+            let out = self.tool(ctx, call).await;
+            let rec = match out {
+                Ok(v) => json!({ "ok": true, "value": v }),
+                Err(e) => json!({ "ok": false, "error": e }),
+            };
+            if let Some(p) = &pos {
+                self.log
+                    .record(p, "llm_tool", rec.clone())
+                    .await
+                    .map_err(|e| fail("journal_fault", e))?;
+            }
+            Ok(tool_message(&id, &rec))
+        });
+        futures_util::future::try_join_all(runs).await
+    }
+
+    async fn tool(&self, ctx: &SpawnCtx, call: &Value) -> Result<Value, Value> {
+        let name = call
+            .pointer("/function/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !self.spec.tools.iter().any(|t| t == name) {
+            return Err(json!(format!(
+                "unknown tool `{name}` (tools: {})",
+                self.spec.tools.join(", ")
+            )));
+        }
+        let raw = call
+            .pointer("/function/arguments")
+            .and_then(Value::as_str)
+            .unwrap_or("{}");
+        let raw = if raw.trim().is_empty() { "{}" } else { raw };
+        let args: Value = serde_json::from_str(raw)
+            .map_err(|e| json!(format!("the arguments are not JSON ({e}): {raw}")))?;
+        if let Some(info) = self.tools.describe(name)
+            && let Err(why) = schema::validate(&info.params, &args)
+        {
+            return Err(json!(format!(
+                "the arguments do not match the parameters of `{name}`: {why}"
+            )));
+        }
+        self.tools.call(ctx, name, args).await
+    }
+}
+
+/// A tool's outcome as the model reads it.
+fn tool_message(id: &str, rec: &Value) -> Value {
+    let content = if rec["ok"] == json!(true) {
+        match &rec["value"] {
+            Value::String(s) => s.clone(),
+            v => v.to_string(),
+        }
+    } else {
+        format!(
+            "error: {}",
+            match &rec["error"] {
+                Value::String(s) => s.clone(),
+                v => v.to_string(),
+            }
+        )
+    };
+    json!({ "role": "tool", "tool_call_id": id, "content": content })
+}

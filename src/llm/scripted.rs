@@ -1,0 +1,210 @@
+//! A scripted OpenAI-compatible server on loopback, for tests and `swarm
+//! bench llm`: real HTTP (axum), answering `POST /chat/completions` from a
+//! script of replies, streamed as SSE when the request asks for it, and
+//! counting what it was sent. Not for production use.
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One scripted answer.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// A final answer.
+    Text(String),
+    /// Tool calls: `(id, name, arguments JSON)`; streamed with id and name
+    /// in the first chunk and the arguments split across two more.
+    Tools(Vec<(String, String, String)>),
+    /// An HTTP error, with `Retry-After` seconds when given.
+    Status(u16, Option<u64>),
+    /// Some content, then the connection breaks (streamed requests).
+    Drop(String),
+    /// A chunk that is not JSON.
+    Malformed,
+    /// Waits this long before answering with the inner reply.
+    Slow(u64, Box<Reply>),
+}
+
+#[derive(Default)]
+struct Inner {
+    script: VecDeque<Reply>,
+    requests: Vec<Value>,
+}
+
+/// A running scripted server.
+#[derive(Clone)]
+pub struct Scripted {
+    /// `http://127.0.0.1:PORT/v1`: a `base_url`.
+    pub url: String,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Scripted {
+    /// Starts on a free loopback port; when the script runs out, every
+    /// request gets `Text("ok")`.
+    pub async fn start(script: Vec<Reply>) -> std::io::Result<Scripted> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/v1", listener.local_addr()?);
+        let inner = Arc::new(Mutex::new(Inner {
+            script: script.into(),
+            requests: Vec::new(),
+        }));
+        let app = axum::Router::new()
+            .route("/v1/chat/completions", axum::routing::post(answer))
+            .with_state(inner.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Scripted { url, inner })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds replies to the end of the script.
+    pub fn push(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.lock().script.extend(replies);
+    }
+
+    /// Every request body received, in order.
+    pub fn requests(&self) -> Vec<Value> {
+        self.lock().requests.clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.lock().requests.len()
+    }
+}
+
+async fn answer(State(inner): State<Arc<Mutex<Inner>>>, body: Bytes) -> Response {
+    let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let stream = req["stream"] == json!(true);
+    let reply = {
+        let mut i = inner.lock().unwrap_or_else(|e| e.into_inner());
+        i.requests.push(req);
+        i.script.pop_front().unwrap_or(Reply::Text("ok".into()))
+    };
+    respond(reply, stream).await
+}
+
+async fn respond(mut reply: Reply, stream: bool) -> Response {
+    while let Reply::Slow(ms, inner) = reply {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        reply = *inner;
+    }
+    if let Reply::Status(code, after) = &reply {
+        let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body =
+            json!({ "error": { "message": format!("scripted {code}"), "type": "scripted" } });
+        let mut resp = (status, axum::Json(body)).into_response();
+        if let Some(s) = after
+            && let Ok(v) = s.to_string().parse()
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
+    if !stream {
+        return axum::Json(whole(&reply)).into_response();
+    }
+    let (chunks, broken) = chunks(&reply);
+    let mut events: Vec<Result<Bytes, std::io::Error>> = vec![Ok(Bytes::from(": keep-alive\n\n"))];
+    events.extend(
+        chunks
+            .into_iter()
+            .map(|c| Ok(Bytes::from(format!("data: {c}\n\n")))),
+    );
+    if broken {
+        events.push(Err(std::io::Error::other("scripted connection drop")));
+    } else {
+        events.push(Ok(Bytes::from("data: [DONE]\n\n")));
+    }
+    let body = Body::from_stream(futures_util::stream::iter(events));
+    ([(header::CONTENT_TYPE, "text/event-stream")], body).into_response()
+}
+
+fn usage() -> Value {
+    json!({ "prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18 })
+}
+
+/// The reply as one `chat.completion` body.
+fn whole(reply: &Reply) -> Value {
+    let message = match reply {
+        Reply::Tools(calls) => json!({ "role": "assistant", "content": null, "tool_calls":
+            calls.iter().map(|(id, name, args)| json!({ "id": id, "type": "function",
+                "function": { "name": name, "arguments": args } })).collect::<Vec<_>>() }),
+        Reply::Text(t) | Reply::Drop(t) => json!({ "role": "assistant", "content": t }),
+        _ => json!({ "role": "assistant", "content": "" }),
+    };
+    let finish = if matches!(reply, Reply::Tools(_)) {
+        "tool_calls"
+    } else {
+        "stop"
+    };
+    json!({ "object": "chat.completion", "choices": [{ "index": 0, "message": message,
+            "finish_reason": finish }], "usage": usage() })
+}
+
+/// The reply as `chat.completion.chunk` payloads; true when the stream
+/// must break after them.
+fn chunks(reply: &Reply) -> (Vec<String>, bool) {
+    let chunk = |delta: Value, finish: Value| {
+        json!({ "object": "chat.completion.chunk",
+                "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }] })
+        .to_string()
+    };
+    let tail =
+        json!({ "object": "chat.completion.chunk", "choices": [], "usage": usage() }).to_string();
+    match reply {
+        Reply::Text(t) => {
+            let mid = t
+                .char_indices()
+                .nth(t.chars().count() / 2)
+                .map_or(t.len(), |(i, _)| i);
+            let (a, b) = t.split_at(mid);
+            let out = vec![
+                chunk(json!({ "role": "assistant", "content": a }), Value::Null),
+                chunk(json!({ "content": b }), Value::Null),
+                chunk(json!({}), json!("stop")),
+                tail,
+            ];
+            (out, false)
+        }
+        Reply::Tools(calls) => {
+            let mut out = Vec::new();
+            for (i, (id, name, _)) in calls.iter().enumerate() {
+                out.push(chunk(
+                    json!({ "tool_calls": [{ "index": i, "id": id, "type": "function",
+                    "function": { "name": name, "arguments": "" } }] }),
+                    Value::Null,
+                ));
+            }
+            for (i, (_, _, args)) in calls.iter().enumerate() {
+                let mid = args.len() / 2;
+                let mid = (0..=mid)
+                    .rev()
+                    .find(|m| args.is_char_boundary(*m))
+                    .unwrap_or(0);
+                for part in [&args[..mid], &args[mid..]] {
+                    out.push(chunk(
+                        json!({ "tool_calls": [{ "index": i,
+                        "function": { "arguments": part } }] }),
+                        Value::Null,
+                    ));
+                }
+            }
+            out.push(chunk(json!({}), json!("tool_calls")));
+            out.push(tail);
+            (out, false)
+        }
+        Reply::Drop(t) => (vec![chunk(json!({ "content": t }), Value::Null)], true),
+        Reply::Malformed => (vec!["{\"choices\": [".to_string()], false),
+        Reply::Status(..) | Reply::Slow(..) => (Vec::new(), false),
+    }
+}
