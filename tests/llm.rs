@@ -319,3 +319,79 @@ async fn a_slow_model_meets_the_timeout_layer_and_the_key_never_leaks() {
         report.result
     );
 }
+
+/// Waits (polling, generous hang guard) until `ok` holds.
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !ok() {
+        assert!(t0.elapsed() < Duration::from_secs(120), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_mid_tool_loop_resumes_without_resending_a_finished_turn() {
+    let server = Scripted::start(vec![
+        Reply::Tools(vec![("c1".into(), "mark".into(), "{}".into())]),
+        Reply::Tools(vec![("c2".into(), "gate".into(), "{}".into())]),
+        Reply::Text("final".into()),
+    ])
+    .await
+    .unwrap();
+    let d = dir("kill");
+    let (pids, gate, fx) = (d.join("pids"), d.join("gate"), d.join("effects"));
+    let body = format!(
+        r#"local swarm = require "swarm"
+return swarm.blueprint "k" {{
+  agents = {{
+    model = swarm.agent.llm {{ base_url = "{url}", model = "m", tools = {{ "mark", "gate" }} }},
+    mark = swarm.agent.process {{ shell = 'echo ran >> {fx}; echo 1' }},
+    gate = swarm.agent.process {{ shell = 'echo $$ >> {pids}; while [ ! -e {gate} ]; do sleep 0.05; done; echo 2' }},
+  }},
+  flow = function() return swarm.step("model", "go") end,
+}}
+"#,
+        url = server.url,
+        fx = fx.display(),
+        pids = pids.display(),
+        gate = gate.display(),
+    );
+    let bp = d.join("k.lua");
+    std::fs::write(&bp, body).unwrap();
+    let db = d.join("swarm.db");
+    let swarm = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_swarm"));
+        c.args(args).arg("--db").arg(&db);
+        c.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+    let mut child = swarm(&["run", bp.to_str().unwrap(), "--run-id", "k1"]).spawn().unwrap();
+    // Turn 1, its tool call and turn 2 are journaled; the second tool runs.
+    wait_for("the second tool to start", || pids.exists());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for pid in std::fs::read_to_string(&pids).unwrap().split_whitespace() {
+        let _ = std::process::Command::new("kill").args(["-9", pid]).status();
+    }
+    assert_eq!(server.count(), 2);
+    std::fs::write(&gate, "").unwrap();
+    let out = swarm(&["resume", "k1", "--json"]).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("\"final\""), "{text}");
+    assert_eq!(server.count(), 3, "only the unfinished turn was sent again");
+    let marks = std::fs::read_to_string(&fx).unwrap().lines().count();
+    assert_eq!(marks, 1, "the finished tool call did not run again");
+    // The resumed request carried the replayed history: both tool results.
+    let last = &server.requests()[2]["messages"];
+    let tools: Vec<&str> = last
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(tools, ["1", "2"]);
+}
