@@ -324,7 +324,10 @@ async fn a_slow_model_meets_the_timeout_layer_and_the_key_never_leaks() {
 fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     let t0 = std::time::Instant::now();
     while !ok() {
-        assert!(t0.elapsed() < Duration::from_secs(120), "timed out waiting for {what}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -367,18 +370,26 @@ return swarm.blueprint "k" {{
             .stderr(std::process::Stdio::piped());
         c
     };
-    let mut child = swarm(&["run", bp.to_str().unwrap(), "--run-id", "k1"]).spawn().unwrap();
+    let mut child = swarm(&["run", bp.to_str().unwrap(), "--run-id", "k1"])
+        .spawn()
+        .unwrap();
     // Turn 1, its tool call and turn 2 are journaled; the second tool runs.
     wait_for("the second tool to start", || pids.exists());
     child.kill().unwrap();
     child.wait().unwrap();
     for pid in std::fs::read_to_string(&pids).unwrap().split_whitespace() {
-        let _ = std::process::Command::new("kill").args(["-9", pid]).status();
+        let _ = std::process::Command::new("kill")
+            .args(["-9", pid])
+            .status();
     }
     assert_eq!(server.count(), 2);
     std::fs::write(&gate, "").unwrap();
     let out = swarm(&["resume", "k1", "--json"]).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{text}");
     assert!(text.contains("\"final\""), "{text}");
     assert_eq!(server.count(), 3, "only the unfinished turn was sent again");
@@ -394,4 +405,63 @@ return swarm.blueprint "k" {{
         .map(|m| m["content"].as_str().unwrap())
         .collect();
     assert_eq!(tools, ["1", "2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_research_sample_runs_its_critic_loop() {
+    let critic =
+        |ok: bool, notes: &str| Reply::Text(json!({ "approved": ok, "notes": notes }).to_string());
+    let server = Scripted::start(vec![
+        Reply::Tools(vec![(
+            "c1".into(),
+            "lookup".into(),
+            r#"{"term":"Lua"}"#.into(),
+        )]),
+        Reply::Text("facts".into()),
+        Reply::Text("draft 1".into()),
+        critic(false, "shorter"),
+        Reply::Text("draft 2".into()),
+        critic(true, "good"),
+    ])
+    .await
+    .unwrap();
+    let bp = Path::new(env!("CARGO_MANIFEST_DIR")).join("blueprints/research.lua");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_swarm"))
+            .args([
+                "run",
+                bp.to_str().unwrap(),
+                "--no-journal",
+                "--json",
+                "--input",
+                "\"Lua\"",
+            ])
+            .env("SWARM_LLM_BASE_URL", &server.url)
+            .env("SWARM_LLM_MODEL", "scripted")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map(|o| (o, server))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let (out, server) = out;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(result, json!({ "text": "draft 2", "rounds": 2 }));
+    let tool = server.requests()[1]["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert!(
+        tool["content"].as_str().unwrap().contains("PUC-Rio"),
+        "{tool}"
+    );
 }

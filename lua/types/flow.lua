@@ -78,6 +78,7 @@ function swarm.duration(v) end
 ---@field model string?
 ---@field tools table?
 ---@field layers (string|table)[]?  this agent's layers, inside the blueprint's
+---@field params table?  JSON Schema of its input, when an LLM agent calls it as a tool
 
 ---@class swarm.LuaAgentSpec : swarm.AgentSpec
 ---@field run fun(task: { id: integer, attempt: integer, retry: integer, agent: string, input: any }): any
@@ -93,7 +94,23 @@ function swarm.duration(v) end
 ---@class swarm.RustAgentSpec : swarm.AgentSpec
 ---@field name string  a Rust function registered with the host
 
+---@class swarm.LlmAgentSpec : swarm.AgentSpec
+---@field base_url string?     default $SWARM_LLM_BASE_URL, else https://api.openai.com/v1
+---@field api_key_env string?  the NAME of the env var holding the key (read at dispatch)
+---@field tools string[]?      other agents of this blueprint, offered as tools
+---@field schema table?        JSON Schema: the answer is decoded and validated
+---@field max_turns number?    default 8
+---@field temperature number?
+---@field max_tokens number?
+---@field headers table<string, string>?
+---@field extra table?         merged into every request body
+---@field timeout (number|string)?  per request (default 10 minutes)
+---@field stream boolean?      default true
+---@field retries number?      on 429, 5xx, connection errors, broken streams (default 4)
+
 swarm.agent = {}
+---@param spec swarm.LlmAgentSpec
+function swarm.agent.llm(spec) end
 ---@param spec swarm.LuaAgentSpec
 function swarm.agent.lua(spec) end
 ---@param spec swarm.ProcessAgentSpec

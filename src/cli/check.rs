@@ -89,7 +89,7 @@ fn check_one(engine: &Engine, file: &Path) -> bool {
     for e in &unknown {
         eprintln!("error: {e}");
     }
-    for w in missing_programs(&bp) {
+    for w in missing_programs(&bp).into_iter().chain(missing_keys(&bp)) {
         eprintln!("warning: {w}");
     }
     if unknown.is_empty() {
@@ -154,6 +154,32 @@ fn literal(s: &str) -> Option<&str> {
     let end = body.find(quote)?;
     let name = &body[..end];
     (!name.contains('\\')).then_some(name)
+}
+
+/// LLM agents whose `api_key_env` names a variable that is not set here,
+/// and ones with no model at all.
+fn missing_keys(bp: &Blueprint) -> Vec<String> {
+    let mut out = Vec::new();
+    for a in &bp.agents {
+        let Backend::Llm(spec) = &a.backend else {
+            continue;
+        };
+        if let Some(var) = &spec.api_key_env
+            && std::env::var_os(var).is_none()
+        {
+            out.push(format!(
+                "{}: agent `{}`: api_key_env names ${var}, which is not set",
+                bp.chunk, a.name
+            ));
+        }
+        if spec.model.is_none() && std::env::var_os("SWARM_LLM_MODEL").is_none() {
+            out.push(format!(
+                "{}: agent `{}`: no model (set `model` or $SWARM_LLM_MODEL)",
+                bp.chunk, a.name
+            ));
+        }
+    }
+    out
 }
 
 /// Process agents whose program is neither on PATH nor a file.

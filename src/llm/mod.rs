@@ -245,7 +245,9 @@ impl Step {
                     ));
                 }
             },
-            None => None,
+            // No variable named: $SWARM_LLM_API_KEY when set (local
+            // servers need none).
+            None => std::env::var("SWARM_LLM_API_KEY").ok(),
         };
         let headers: Vec<(String, String)> = self.spec.headers.clone().into_iter().collect();
         let tools = self.tool_list()?;
