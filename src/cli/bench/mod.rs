@@ -4,6 +4,7 @@
 
 mod flow;
 mod journal;
+mod llm;
 mod lua;
 mod reload;
 
@@ -35,6 +36,7 @@ const WORKLOADS: &[&str] = &[
     "journal",
     "reload-latency",
     "repl-start",
+    "llm",
 ];
 
 pub fn run(args: BenchArgs) -> ExitCode {
@@ -67,6 +69,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
             "journal" => rt.block_on(journal::journal()),
             "reload-latency" => rt.block_on(reload::reload_latency()),
             "repl-start" => lua::repl_start(),
+            "llm" => rt.block_on(llm::llm()),
             _ => unreachable!("checked above"),
         }
     }
