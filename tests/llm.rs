@@ -56,6 +56,11 @@ async fn run_it(path: &Path, input: Value) -> (run::RunReport, Engine) {
     (report, engine)
 }
 
+/// The last message of a chat request body.
+fn last_message(req: &Value) -> Value {
+    req["messages"].as_array().unwrap().last().unwrap().clone()
+}
+
 fn events(engine: &Engine) -> Vec<lua_swarm::engine::Event> {
     let tok = engine
         .attach(
@@ -211,12 +216,7 @@ async fn structured_output_is_validated_and_reprompted() {
     let reqs = server.requests();
     assert_eq!(reqs.len(), 3);
     assert_eq!(reqs[0]["response_format"]["type"], "json_schema");
-    let last = reqs[2]["messages"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
+    let last = last_message(&reqs[2]);
     assert!(
         last["content"].as_str().unwrap().contains("does not match"),
         "{last}"
@@ -454,12 +454,7 @@ async fn the_research_sample_runs_its_critic_loop() {
     );
     let result: Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(result, json!({ "text": "draft 2", "rounds": 2 }));
-    let tool = server.requests()[1]["messages"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
+    let tool = last_message(&server.requests()[1]);
     assert!(
         tool["content"].as_str().unwrap().contains("PUC-Rio"),
         "{tool}"
