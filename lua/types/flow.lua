@@ -128,6 +128,7 @@ function swarm.layer(spec) end
 ---@field hints { layers: (string|table)[]? }?
 ---@field layers table<string, table>?
 ---@field gate table<string, string[]>?
+---@field limits { deadline: string|number?, tokens: integer? }? wall-clock deadline ("1h"); model tokens the run may spend
 ---@field flow fun(input: any): any
 
 ---`swarm.blueprint "name" { ... }`

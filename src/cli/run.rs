@@ -215,15 +215,19 @@ async fn execute(engine: &Engine, prepared: &Run, root: TaskId, out: &Output) ->
         }
     };
     if let Some(p) = progress {
-        p.abort();
-        eprint!("\r\x1b[2K");
+        p.stop();
     }
     if let Some(w) = events {
         w.done.notify_one();
         let _ = w.handle.await;
     }
     match report {
-        Ok(report) => print_report(&report, out.json),
+        Ok(report) => {
+            if report.usage.total.turns > 0 && std::io::stderr().is_terminal() {
+                eprintln!("tokens: {}", report.usage.line());
+            }
+            print_report(&report, out.json)
+        }
         Err(e) => fail(1, e),
     }
 }
@@ -367,33 +371,130 @@ fn observer(engine: &Engine) -> Option<crate::auth::CapToken> {
         .ok()
 }
 
-/// A live `done · running · failed` line on stderr.
-fn spawn_progress(engine: &Engine) -> tokio::task::JoinHandle<()> {
+/// A live `done · running · failed · tokens` line on stderr, and under it
+/// the latest text an LLM agent is streaming. Redrawn at most every 80 ms.
+fn spawn_progress(engine: &Engine) -> Progress {
     let sub = observer(engine).and_then(|t| engine.subscribe(&t, 0).ok());
-    tokio::spawn(async move {
+    let handle = tokio::spawn(async move {
         let Some(mut sub) = sub else { return };
-        let (mut running, mut done, mut failed) = (0i64, 0u64, 0u64);
-        let mut last_draw = std::time::Instant::now();
-        while let Ok(ev) = sub.next().await {
-            match ev.kind {
-                EventKind::AttemptStarted { .. } => running += 1,
-                EventKind::AttemptCompleted { status, .. } => {
-                    running -= 1;
-                    if status == "pass" {
-                        done += 1
-                    } else {
-                        failed += 1
-                    }
-                }
-                _ => continue,
-            }
-            if last_draw.elapsed().as_millis() >= 50 {
-                last_draw = std::time::Instant::now();
-                eprint!(
-                    "\r\x1b[2K  {done} done · {} running · {failed} failed",
-                    running.max(0)
-                );
+        let mut screen = Screen::default();
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(80));
+        loop {
+            tokio::select! {
+                ev = sub.next() => match ev {
+                    Ok(ev) => screen.see(&ev),
+                    Err(_) => break,
+                },
+                _ = tick.tick() => screen.draw(),
             }
         }
-    })
+    });
+    Progress(handle)
+}
+
+/// The progress task; stopping it clears its lines.
+struct Progress(tokio::task::JoinHandle<()>);
+
+impl Progress {
+    fn stop(self) {
+        self.0.abort();
+        eprint!("\r\x1b[2K\n\x1b[2K\x1b[1A");
+    }
+}
+
+/// What the progress lines show.
+#[derive(Default)]
+struct Screen {
+    running: i64,
+    done: u64,
+    failed: u64,
+    tokens: u64,
+    /// The streaming text's last line, and whether it changed.
+    partial: String,
+    dirty: bool,
+}
+
+impl Screen {
+    fn see(&mut self, ev: &crate::engine::Event) {
+        use crate::engine::OutputKind;
+        // The root task is the flow itself, not one of its steps.
+        let root = ev.task.is_some() && ev.task == ev.run;
+        match &ev.kind {
+            EventKind::AttemptStarted { .. } | EventKind::AttemptCompleted { .. } if root => {
+                return;
+            }
+            EventKind::AttemptStarted { .. } => self.running += 1,
+            EventKind::AttemptCompleted { status, .. } => {
+                self.running -= 1;
+                if *status == "pass" {
+                    self.done += 1
+                } else {
+                    self.failed += 1
+                }
+            }
+            EventKind::WorkerOutput {
+                output: OutputKind::Partial,
+                data,
+            } => {
+                let delta = data["delta"].as_str().unwrap_or_default();
+                self.partial.push_str(delta);
+                if let Some(i) = self.partial.rfind('\n') {
+                    self.partial.drain(..=i);
+                }
+            }
+            EventKind::WorkerOutput {
+                output: OutputKind::Progress,
+                data,
+            } => {
+                let llm = &data["llm"];
+                let n = |k: &str| llm[k].as_u64().unwrap_or(0);
+                self.tokens += n("prompt_tokens") + n("completion_tokens");
+                // A turn ended: its text is no longer "in flight".
+                self.partial.clear();
+            }
+            _ => return,
+        }
+        self.dirty = true;
+    }
+
+    fn draw(&mut self) {
+        if !std::mem::take(&mut self.dirty) {
+            return;
+        }
+        let mut line = format!(
+            "  {} done · {} running · {} failed",
+            self.done,
+            self.running.max(0),
+            self.failed
+        );
+        if self.tokens > 0 {
+            line.push_str(&format!(" · {} tokens", crate::llm::thousands(self.tokens)));
+        }
+        let width = terminal_width();
+        let tail = last_chars(&self.partial, width.saturating_sub(6));
+        // Line one, then the streaming text under it; the cursor goes back
+        // to line one so the next draw overwrites both.
+        eprint!(
+            "\r\x1b[2K{}\n\x1b[2K  \x1b[2m{tail}\x1b[0m\x1b[1A\r",
+            last_chars(&line, width.saturating_sub(1))
+        );
+    }
+}
+
+/// The last `n` characters of `s`, control characters shown as spaces.
+fn last_chars(s: &str, n: usize) -> String {
+    let chars: Vec<char> = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    chars[chars.len().saturating_sub(n)..].iter().collect()
+}
+
+/// Columns of the terminal on stderr ($COLUMNS, else 80).
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .filter(|&c: &usize| c >= 20)
+        .unwrap_or(80)
 }

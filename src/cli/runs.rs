@@ -105,11 +105,12 @@ pub fn list(args: RunsArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     outln!(
-        "{:<28} {:<14} {:<13} {:>6}  {:<10} UPDATED",
+        "{:<28} {:<14} {:<13} {:>6} {:>9}  {:<10} UPDATED",
         "RUN",
         "BLUEPRINT",
         "STATUS",
         "STEPS",
+        "TOKENS",
         "STARTED"
     );
     for r in runs {
@@ -123,11 +124,15 @@ pub fn list(args: RunsArgs) -> ExitCode {
             " ".repeat(13usize.saturating_sub(status.chars().count()))
         );
         outln!(
-            "{:<28} {:<14} {} {:>6}  {:<10} {}",
+            "{:<28} {:<14} {} {:>6} {:>9}  {:<10} {}",
             r.id,
             r.blueprint,
             status,
             r.steps,
+            match r.tokens {
+                0 => "-".to_string(),
+                n => crate::llm::thousands(n),
+            },
             ago(r.created_ms),
             ago(r.updated_ms)
         );

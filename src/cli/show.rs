@@ -87,9 +87,10 @@ fn show_json(
     start: i64,
     limit: usize,
 ) -> Result<(), StoreError> {
+    let journal = wait(s.journal(&r.id))?;
     let head = serde_json::json!({
-        "run": r, "journal": wait(s.journal(&r.id))?, "questions": wait(s.questions(&r.id))?,
-        "events_total": total,
+        "run": r, "usage": crate::run::journal_usage(&journal), "journal": journal,
+        "questions": wait(s.questions(&r.id))?, "events_total": total,
     });
     outln!("{head}");
     each_event(s, &r.id, start, limit, |e| {
@@ -134,6 +135,7 @@ fn show_table(
             .map_or("(unanswered)".to_string(), |a| a.to_string());
         outln!("  question {} `{}`: {a}", q.pos, q.name);
     }
+    print_usage(&crate::run::journal_usage(&journal));
     print_retries(s, &r.id)?;
     // Said before the events stream, so nothing is held to count them.
     if start == 0 && limit as u64 >= total {
@@ -152,6 +154,30 @@ fn show_table(
             e.payload.get("task").unwrap_or(&serde_json::Value::Null)
         )
     })
+}
+
+/// Model tokens: the run's total, then by model and by step.
+fn print_usage(u: &crate::run::JournalUsage) {
+    use crate::llm::thousands;
+    if u.tally.total.turns == 0 {
+        return;
+    }
+    outln!("\nusage      {}", u.tally.line());
+    for (model, m) in &u.tally.by_model {
+        outln!(
+            "  model {model:<24} {:>10} tokens  {:>4} turns",
+            thousands(m.total_tokens),
+            m.turns
+        );
+    }
+    for (pos, st) in &u.by_step {
+        outln!(
+            "  step  {:<24} {:>10} tokens  {:>4} turns",
+            format!("{pos} {}", st.agent),
+            thousands(st.usage.total_tokens),
+            st.usage.turns
+        );
+    }
 }
 
 /// Each retry the `retry` layer noted: which task, which try, and why.

@@ -11,8 +11,10 @@
 mod http;
 mod schema;
 pub mod scripted;
+mod usage;
 mod wire;
 
+pub use usage::{Meter, Tally, Usage, thousands};
 pub use wire::{Accumulator, SseDecoder, Turn};
 
 use crate::engine::OutputKind;
@@ -89,36 +91,48 @@ pub trait Tools: Send + Sync {
     ) -> BoxFuture<'static, Result<Value, Value>>;
 }
 
-/// The run's journal, seen from inside a step.
+/// The run's journal, seen from inside a step. `request` is what the
+/// entry answers (a turn's request body, a tool call): replaying an entry
+/// recorded for another request is an error that stops the run
+/// (`diverged`), as it is for flow steps.
 pub trait TurnLog: Send + Sync {
     /// What an earlier execution recorded at `pos`, if anything.
-    fn replay(&self, pos: &str) -> Option<Value>;
-    /// Records `value` at `pos`; resolves once it is on disk. An error
-    /// means the journal stopped the run (it ends interrupted).
-    fn record(&self, pos: &str, kind: &str, value: Value)
-    -> BoxFuture<'static, Result<(), String>>;
+    fn replay(&self, pos: &str, request: &Value) -> Result<Option<Value>, String>;
+    /// Records `value` at `pos`, `tokens` being what it spent; resolves
+    /// once it is on disk. An error means the journal stopped the run (it
+    /// ends interrupted).
+    fn record(
+        &self,
+        pos: &str,
+        kind: &str,
+        request: &Value,
+        value: Value,
+        tokens: u64,
+    ) -> BoxFuture<'static, Result<(), String>>;
+}
+
+/// What a step needs from its run: the other agents as tools, the
+/// journal, and the token meter.
+#[derive(Clone)]
+pub struct RunSide {
+    pub tools: Arc<dyn Tools>,
+    pub log: Arc<dyn TurnLog>,
+    pub meter: Arc<Meter>,
 }
 
 /// The spawner of one LLM agent.
 pub struct LlmAgent {
     name: String,
     spec: LlmSpec,
-    tools: Arc<dyn Tools>,
-    log: Arc<dyn TurnLog>,
+    side: RunSide,
 }
 
 impl LlmAgent {
-    pub fn new(
-        name: &str,
-        spec: LlmSpec,
-        tools: Arc<dyn Tools>,
-        log: Arc<dyn TurnLog>,
-    ) -> LlmAgent {
+    pub fn new(name: &str, spec: LlmSpec, side: RunSide) -> LlmAgent {
         LlmAgent {
             name: name.to_string(),
             spec,
-            tools,
-            log,
+            side,
         }
     }
 }
@@ -128,8 +142,9 @@ impl Spawner for LlmAgent {
         let step = Step {
             name: self.name.clone(),
             spec: self.spec.clone(),
-            tools: self.tools.clone(),
-            log: self.log.clone(),
+            tools: self.side.tools.clone(),
+            log: self.side.log.clone(),
+            meter: self.side.meter.clone(),
         };
         Box::pin(async move {
             let cancel = ctx.cancel.clone();
@@ -207,6 +222,7 @@ struct Step {
     spec: LlmSpec,
     tools: Arc<dyn Tools>,
     log: Arc<dyn TurnLog>,
+    meter: Arc<Meter>,
 }
 
 impl Step {
@@ -357,7 +373,8 @@ impl Step {
     }
 
     /// One turn: replayed from the journal when an earlier execution
-    /// finished it, else sent, reported and recorded.
+    /// finished it, else sent, reported and recorded. Either way it is
+    /// charged to the run's token meter.
     async fn turn(
         &self,
         ctx: &SpawnCtx,
@@ -366,13 +383,26 @@ impl Step {
         turn_no: u32,
         pos: Option<&str>,
     ) -> Result<Turn, Value> {
-        if let Some(rec) = pos.and_then(|p| self.log.replay(p)) {
-            return Ok(Turn {
+        let replayed = match pos {
+            Some(p) => self
+                .log
+                .replay(p, &req.body)
+                .map_err(|e| fail("diverged", e))?,
+            None => None,
+        };
+        if let Some(rec) = replayed {
+            let turn = Turn {
                 message: rec["message"].clone(),
                 usage: rec.get("usage").cloned(),
                 finish_reason: None,
-            });
+            };
+            let spent = Usage::of_turn(turn.usage.as_ref());
+            self.meter
+                .charge(model, spent)
+                .map_err(|e| fail("token_budget", e))?;
+            return Ok(turn);
         }
+        self.meter.check().map_err(|e| fail("token_budget", e))?;
         let started = Instant::now();
         let partial = |text: &str| {
             let _ = ctx
@@ -382,19 +412,22 @@ impl Step {
         let turn = http::chat(req, &partial)
             .await
             .map_err(|f| json!({ "code": f.code, "error": f.message, "status": f.status }))?;
-        let usage = json!({
+        let spent = Usage::of_turn(turn.usage.as_ref());
+        let report = json!({
             "llm": { "model": model, "turn": turn_no, "ms": started.elapsed().as_millis() as u64,
-                     "prompt_tokens": turn.usage.as_ref().and_then(|u| u.get("prompt_tokens")).cloned().unwrap_or(json!(0)),
-                     "completion_tokens": turn.usage.as_ref().and_then(|u| u.get("completion_tokens")).cloned().unwrap_or(json!(0)) }
+                     "prompt_tokens": spent.prompt_tokens, "completion_tokens": spent.completion_tokens }
         });
-        let _ = ctx.engine.emit(&ctx.token, OutputKind::Progress, usage);
+        let _ = ctx.engine.emit(&ctx.token, OutputKind::Progress, report);
         if let Some(p) = pos {
-            let rec = json!({ "message": turn.message, "usage": turn.usage });
+            let rec = json!({ "message": turn.message, "usage": turn.usage, "model": model });
             self.log
-                .record(p, "llm_turn", rec)
+                .record(p, "llm_turn", &req.body, rec, spent.total_tokens)
                 .await
                 .map_err(|e| fail("journal_fault", e))?;
         }
+        self.meter
+            .charge(model, spent)
+            .map_err(|e| fail("token_budget", e))?;
         Ok(turn)
     }
 
@@ -410,7 +443,9 @@ impl Step {
         let runs = calls.iter().map(|call| async move {
             let id = call["id"].as_str().unwrap_or_default().to_string();
             let pos = turn_pos.map(|p| format!("{p}~{id}"));
-            if let Some(rec) = pos.as_deref().and_then(|p| self.log.replay(p)) {
+            if let Some(p) = pos.as_deref()
+                && let Some(rec) = self.log.replay(p, call).map_err(|e| fail("diverged", e))?
+            {
                 return Ok(tool_message(&id, &rec));
             }
             let out = self.tool(ctx, call).await;
@@ -420,7 +455,7 @@ impl Step {
             };
             if let Some(p) = &pos {
                 self.log
-                    .record(p, "llm_tool", rec.clone())
+                    .record(p, "llm_tool", call, rec.clone(), 0)
                     .await
                     .map_err(|e| fail("journal_fault", e))?;
             }

@@ -28,12 +28,16 @@ pub enum Reply {
     Malformed,
     /// Waits this long before answering with the inner reply.
     Slow(u64, Box<Reply>),
+    /// Streams the first text, then holds the stream open until someone
+    /// posts to `/v1/release`, then streams the second and finishes.
+    Held(String, String),
 }
 
 #[derive(Default)]
 struct Inner {
     script: VecDeque<Reply>,
     requests: Vec<Value>,
+    release: Arc<tokio::sync::Notify>,
 }
 
 /// A running scripted server.
@@ -52,10 +56,11 @@ impl Scripted {
         let url = format!("http://{}/v1", listener.local_addr()?);
         let inner = Arc::new(Mutex::new(Inner {
             script: script.into(),
-            requests: Vec::new(),
+            ..Inner::default()
         }));
         let app = axum::Router::new()
             .route("/v1/chat/completions", axum::routing::post(answer))
+            .route("/v1/release", axum::routing::post(release))
             .with_state(inner.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -85,12 +90,47 @@ impl Scripted {
 async fn answer(State(inner): State<Arc<Mutex<Inner>>>, body: Bytes) -> Response {
     let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let stream = req["stream"] == json!(true);
-    let reply = {
+    let (reply, release) = {
         let mut i = inner.lock().unwrap_or_else(|e| e.into_inner());
         i.requests.push(req);
-        i.script.pop_front().unwrap_or(Reply::Text("ok".into()))
+        let reply = i.script.pop_front().unwrap_or(Reply::Text("ok".into()));
+        (reply, i.release.clone())
     };
+    if let Reply::Held(first, rest) = reply {
+        return held(first, rest, release);
+    }
     respond(reply, stream).await
+}
+
+/// Lets a [`Reply::Held`] stream go on (now, or as soon as one waits).
+async fn release(State(inner): State<Arc<Mutex<Inner>>>) -> StatusCode {
+    let release = inner
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .release
+        .clone();
+    release.notify_one();
+    StatusCode::NO_CONTENT
+}
+
+/// A streamed answer that stops half-way until released.
+fn held(first: String, rest: String, release: Arc<tokio::sync::Notify>) -> Response {
+    use futures_util::StreamExt;
+    let data = |c: String| Ok::<_, std::io::Error>(Bytes::from(format!("data: {c}\n\n")));
+    let (mut head, _) = chunks(&Reply::Text(first));
+    head.truncate(2);
+    let (tail, _) = chunks(&Reply::Text(rest));
+    let head = futures_util::stream::iter(head.into_iter().map(data));
+    let tail = futures_util::stream::once(async move {
+        release.notified().await;
+        futures_util::stream::iter(tail.into_iter().map(data))
+    })
+    .flatten()
+    .chain(futures_util::stream::once(async {
+        Ok(Bytes::from("data: [DONE]\n\n"))
+    }));
+    let body = Body::from_stream(head.chain(tail));
+    ([(header::CONTENT_TYPE, "text/event-stream")], body).into_response()
 }
 
 async fn respond(mut reply: Reply, stream: bool) -> Response {
@@ -205,6 +245,6 @@ fn chunks(reply: &Reply) -> (Vec<String>, bool) {
         }
         Reply::Drop(t) => (vec![chunk(json!({ "content": t }), Value::Null)], true),
         Reply::Malformed => (vec!["{\"choices\": [".to_string()], false),
-        Reply::Status(..) | Reply::Slow(..) => (Vec::new(), false),
+        Reply::Status(..) | Reply::Slow(..) | Reply::Held(..) => (Vec::new(), false),
     }
 }

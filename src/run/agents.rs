@@ -76,8 +76,10 @@ pub struct Build<'a> {
     pub env: LayerEnv,
     pub rust: &'a RustAgents,
     pub vm: VmOptions,
-    /// The run's journal, for LLM agents' turns.
+    /// The run's journal, stop hook and token meter, for LLM agents.
     pub journal: super::llm::JournalSlot,
+    pub stop: super::llm::RunStop,
+    pub meter: Arc<crate::llm::Meter>,
 }
 
 /// Builds every agent's stack into `agents`.
@@ -110,15 +112,20 @@ fn backend(b: &Build<'_>, spec: &AgentSpec) -> Result<Arc<dyn Spawner>, SpawnErr
             ))
         })?),
         Backend::Process(p) => Arc::new(ProcessAgent::new(p.clone())),
-        Backend::Llm(llm) => Arc::new(crate::llm::LlmAgent::new(
-            &spec.name,
-            llm.clone(),
-            Arc::new(super::llm::RunTools::new(
-                b.host.agents.clone(),
-                &b.blueprint.agents,
-            )),
-            Arc::new(super::llm::RunLog(b.journal.clone())),
-        )),
+        Backend::Llm(llm) => {
+            let side = crate::llm::RunSide {
+                tools: Arc::new(super::llm::RunTools::new(
+                    b.host.agents.clone(),
+                    &b.blueprint.agents,
+                )),
+                log: Arc::new(super::llm::RunLog {
+                    journal: b.journal.clone(),
+                    stop: b.stop.clone(),
+                }),
+                meter: b.meter.clone(),
+            };
+            Arc::new(crate::llm::LlmAgent::new(&spec.name, llm.clone(), side))
+        }
     })
 }
 

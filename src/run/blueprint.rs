@@ -95,6 +95,8 @@ pub struct Blueprint {
     pub gate: Option<RoleVerbGate>,
     /// `limits.deadline`: wall-clock time a run may take (default none).
     pub deadline: Option<Duration>,
+    /// `limits.tokens`: model tokens a run may spend (default none).
+    pub tokens: Option<u64>,
 }
 
 /// The directory of a blueprint file: where its process agents run and its
@@ -207,9 +209,10 @@ impl Reader<'_> {
             Some(g) => Some(self.gate(&g, &at)?),
             None => None,
         };
-        let deadline = self.limits(&spec, &at)?;
+        let (deadline, tokens) = self.limits(&spec, &at)?;
         Ok(Blueprint {
             deadline,
+            tokens,
             name: bp.get("name").map_err(|e| self.lua_err(e))?,
             path: path.to_path_buf(),
             chunk: chunk.to_string(),
@@ -221,15 +224,20 @@ impl Reader<'_> {
         })
     }
 
-    /// `limits = { deadline = "1h" }`: the run's wall-clock deadline.
-    fn limits(&self, spec: &Table, at: &str) -> Result<Option<Duration>, BlueprintError> {
+    /// `limits = { deadline = "1h", tokens = 100000 }`: the run's
+    /// wall-clock deadline and token budget.
+    fn limits(
+        &self,
+        spec: &Table,
+        at: &str,
+    ) -> Result<(Option<Duration>, Option<u64>), BlueprintError> {
         let Some(limits) = spec
             .get::<Option<Table>>("limits")
             .map_err(|e| self.lua_err(e))?
         else {
-            return Ok(None);
+            return Ok((None, None));
         };
-        let mut deadline = None;
+        let (mut deadline, mut tokens) = (None, None);
         for pair in limits.pairs::<Value, Value>() {
             let (k, v) = pair.map_err(|e| self.lua_err(e))?;
             match k.to_string().ok().as_deref() {
@@ -243,16 +251,26 @@ impl Reader<'_> {
                         ));
                     }
                 },
+                Some("tokens") => match v {
+                    Value::Integer(n) if n > 0 => tokens = Some(n as u64),
+                    _ => {
+                        return Err(err(
+                            at,
+                            "limits.tokens",
+                            "must be a positive whole number of tokens",
+                        ));
+                    }
+                },
                 other => {
                     return Err(err(
                         at,
                         &format!("limits.{}", other.unwrap_or("?")),
-                        "unknown limit (known: deadline)",
+                        "unknown limit (known: deadline, tokens)",
                     ));
                 }
             }
         }
-        Ok(deadline)
+        Ok((deadline, tokens))
     }
 
     fn layers(&self, list: Option<Table>) -> Result<Vec<LayerUse>, BlueprintError> {

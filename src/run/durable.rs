@@ -40,6 +40,7 @@ impl Run {
             created_ms: now_ms(),
             updated_ms: now_ms(),
             steps: 0,
+            tokens: 0,
             owner: None,
             owner_host: None,
             owned_since_ms: None,

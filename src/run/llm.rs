@@ -4,11 +4,12 @@
 //! finished turns and tool results replay instead of running again.
 
 use super::blueprint::AgentSpec;
-use crate::engine::{TaskSpec, TaskStatus};
-use crate::llm::{ToolInfo, Tools, TurnLog};
+use crate::auth::CapToken;
+use crate::engine::{Engine, TaskId, TaskSpec, TaskStatus};
+use crate::llm::{Tally, ToolInfo, Tools, TurnLog, Usage};
 use crate::lua::AgentsRef;
 use crate::spawn::SpawnCtx;
-use crate::store::{Halt, Journal};
+use crate::store::{Halt, Journal, JournalEntry, input_hash};
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -84,40 +85,120 @@ impl Tools for RunTools {
     }
 }
 
+/// Stops the run once its root task exists (a budget tripped, the
+/// journal halted): cancels the root, so every step under it stops.
+#[derive(Clone, Default)]
+pub struct RunStop(Arc<Mutex<Option<(Engine, CapToken, TaskId)>>>);
+
+impl RunStop {
+    pub fn arm(&self, engine: &Engine, token: &CapToken, root: TaskId) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((engine.clone(), token.clone(), root));
+    }
+
+    pub fn fire(&self) {
+        if let Some((engine, token, root)) = &*self.0.lock().unwrap_or_else(|e| e.into_inner()) {
+            let _ = engine.cancel_task(token, *root);
+        }
+    }
+}
+
 /// The run's journal, as an LLM agent reads and writes it.
-pub struct RunLog(pub JournalSlot);
+pub struct RunLog {
+    pub journal: JournalSlot,
+    pub stop: RunStop,
+}
 
 impl RunLog {
     fn journal(&self) -> Option<Arc<Journal>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
 impl TurnLog for RunLog {
-    fn replay(&self, pos: &str) -> Option<Value> {
-        self.journal()?.take(pos).filter(|e| e.ok).map(|e| e.value)
+    fn replay(&self, pos: &str, request: &Value) -> Result<Option<Value>, String> {
+        let Some(j) = self.journal() else {
+            return Ok(None);
+        };
+        let Some(e) = j.take(pos).filter(|e| e.ok) else {
+            return Ok(None);
+        };
+        let hash = input_hash(request);
+        if e.input_hash != hash {
+            let msg = format!(
+                "an LLM step is not deterministic: the journal has {} (request hash {}) at \
+                 position {pos}, the step sent request hash {hash}; fix or revert the \
+                 blueprint, then `swarm resume {}`",
+                e.kind,
+                e.input_hash,
+                j.run()
+            );
+            j.halt(Halt::Diverged, msg.clone());
+            self.stop.fire();
+            return Err(msg);
+        }
+        Ok(Some(e.value))
     }
 
     fn record(
         &self,
         pos: &str,
         kind: &str,
+        request: &Value,
         value: Value,
+        tokens: u64,
     ) -> BoxFuture<'static, Result<(), String>> {
-        let (journal, pos, kind) = (self.journal(), pos.to_string(), kind.to_string());
+        let Some(j) = self.journal() else {
+            return Box::pin(async { Ok(()) });
+        };
+        let mut entry = j.entry(pos, kind, "llm", input_hash(request), true, value);
+        entry.tokens = tokens;
+        let stop = self.stop.clone();
         Box::pin(async move {
-            let Some(j) = journal else { return Ok(()) };
-            match j
-                .record(&pos, &kind, "llm", String::new(), true, value)
-                .await
-            {
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    let msg = format!("the journal could not record an LLM turn: {e}");
-                    j.halt(Halt::Fault, msg.clone());
-                    Err(msg)
-                }
-            }
+            j.write(entry).await.map_err(|e| {
+                let msg = format!("the journal could not record an LLM turn: {e}");
+                j.halt(Halt::Fault, msg.clone());
+                stop.fire();
+                msg
+            })
         })
     }
+}
+
+/// A durable run's token usage, read back from its journal: in total, by
+/// model and by step (the step's position and agent).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct JournalUsage {
+    #[serde(flatten)]
+    pub tally: Tally,
+    pub by_step: BTreeMap<String, StepUsage>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StepUsage {
+    pub agent: String,
+    #[serde(flatten)]
+    pub usage: Usage,
+}
+
+/// Sums the `llm_turn` entries of `journal` (recorded at `STEP~tN`).
+pub fn journal_usage(journal: &[JournalEntry]) -> JournalUsage {
+    let agents: BTreeMap<&str, &str> = journal
+        .iter()
+        .map(|e| (e.pos.as_str(), e.key.as_str()))
+        .collect();
+    let mut out = JournalUsage::default();
+    for e in journal.iter().filter(|e| e.kind == "llm_turn") {
+        let spent = Usage::of_turn(e.value.get("usage"));
+        let model = e.value["model"].as_str().unwrap_or("?");
+        out.tally.add(model, spent);
+        let step = e.pos.rsplit_once("~t").map_or(e.pos.as_str(), |(s, _)| s);
+        let entry = out.by_step.entry(step.to_string()).or_default();
+        entry.agent = agents.get(step).unwrap_or(&"?").to_string();
+        entry.usage.add(spent);
+    }
+    out
 }

@@ -18,6 +18,7 @@ pub use agents::RustAgents;
 pub use blueprint::{Blueprint, BlueprintError, Problem};
 pub use desk::{parse_answer, question_name};
 pub use durable::EventSink;
+pub use llm::{JournalUsage, StepUsage, journal_usage};
 
 use crate::auth::{CapToken, Role};
 use crate::engine::{AttachOptions, Caller, Engine, EngineError, TaskId, TaskSpec, TaskStatus};
@@ -125,6 +126,8 @@ pub struct RunReport {
     pub run_id: Option<String>,
     pub status: TaskStatus,
     pub result: serde_json::Value,
+    /// Model tokens this execution's LLM turns spent (replayed ones too).
+    pub usage: crate::llm::Tally,
 }
 
 /// A loaded blueprint, ready to run.
@@ -138,6 +141,8 @@ pub struct Run {
     _agents: Agents,
     opts: RunOptions,
     journal: llm::JournalSlot,
+    stop: llm::RunStop,
+    meter: Arc<crate::llm::Meter>,
     /// The flow's own token, bound to the run's root task.
     flow_token: std::sync::Mutex<Option<CapToken>>,
     /// Who executes this run in the journal (one owner at a time).
@@ -175,6 +180,10 @@ pub fn prepare_source(
     attach.gate = bp.gate;
     let token = engine.attach(Caller::Host, attach)?;
     let journal = llm::JournalSlot::default();
+    let stop = llm::RunStop::default();
+    let meter = Arc::new(crate::llm::Meter::new(bp.tokens));
+    let on_trip = stop.clone();
+    meter.on_trip(move || on_trip.fire());
     let build = agents::Build {
         blueprint: &bp,
         table: &table,
@@ -187,6 +196,8 @@ pub fn prepare_source(
         rust: &opts.rust,
         vm: opts.vm.clone(),
         journal: journal.clone(),
+        stop: stop.clone(),
+        meter: meter.clone(),
     };
     agents::build_agents(&build, &agents)?;
     let flow: Function = table
@@ -202,6 +213,8 @@ pub fn prepare_source(
         _agents: agents,
         opts,
         journal,
+        stop,
+        meter,
         flow_token: Default::default(),
         owner: crate::store::Owner::new(),
         lease_task: Default::default(),
@@ -231,6 +244,7 @@ impl Run {
     fn root(&self, input: serde_json::Value) -> Result<TaskId, RunError> {
         let spec = TaskSpec::new(&format!("flow:{}", self.blueprint.name), input);
         let root = self.engine.start_task(&self.token, spec)?;
+        self.stop.arm(&self.engine, &self.token, root);
         let mut attach = AttachOptions::new(format!("run:{}", self.blueprint.name), Role::Operator);
         attach.gate = self.blueprint.gate;
         attach.task = Some(root);
@@ -306,11 +320,19 @@ impl Run {
                 });
             }
         }
+        // The budget stopped the run by cancelling it: it failed, it was
+        // not cancelled.
+        let tripped = self.meter.tripped().is_some() && result["code"] == "token_budget";
         Ok(RunReport {
             root,
             run_id: journal.map(|j| j.run().to_string()),
-            status: view.status,
+            status: if tripped {
+                TaskStatus::Blocked
+            } else {
+                view.status
+            },
             result,
+            usage: self.meter.tally(),
         })
     }
 
@@ -345,6 +367,12 @@ impl Run {
         if let Some(limit) = overran {
             let error = format!("the run's deadline of {} passed", human_duration(limit));
             return (of_task, json!({ "error": error, "code": "run_deadline" }));
+        }
+        if let Some(error) = self.meter.tripped() {
+            return (
+                RunStatus::Blocked,
+                json!({ "error": error, "code": "token_budget" }),
+            );
         }
         match stop {
             Some(desk::Stop::Unanswered(message)) => {

@@ -91,6 +91,8 @@ pub struct Shown {
     pub run: RunRecord,
     pub journal: Vec<JournalEntry>,
     pub questions: Vec<QuestionRecord>,
+    /// Model tokens, from the journal's LLM turns.
+    pub usage: super::JournalUsage,
 }
 
 /// A new run, started: its root task runs the flow.
@@ -150,8 +152,10 @@ pub fn list(
 /// Run `id` with its journal and questions.
 pub fn show(who: &Authority, store: &Arc<dyn Store>, id: &str) -> Result<Shown, RunError> {
     let run = record(who, store, id)?;
+    let journal = crate::store::wait(store.journal(id))?;
     Ok(Shown {
-        journal: crate::store::wait(store.journal(id))?,
+        usage: super::journal_usage(&journal),
+        journal,
         questions: crate::store::wait(store.questions(id))?,
         run,
     })

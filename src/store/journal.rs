@@ -123,7 +123,21 @@ impl Journal {
         ok: bool,
         value: Value,
     ) -> Result<(), StoreError> {
-        let entry = JournalEntry {
+        self.write(self.entry(pos, kind, key, input_hash, ok, value))
+            .await
+    }
+
+    /// A new entry of this run, to adjust before [`Journal::write`].
+    pub fn entry(
+        &self,
+        pos: &str,
+        kind: &str,
+        key: &str,
+        input_hash: String,
+        ok: bool,
+        value: Value,
+    ) -> JournalEntry {
+        JournalEntry {
             run: self.run.clone(),
             pos: pos.to_string(),
             kind: kind.to_string(),
@@ -133,7 +147,12 @@ impl Journal {
             value,
             attempts: 1,
             at_ms: now_ms(),
-        };
+            tokens: 0,
+        }
+    }
+
+    /// Writes `entry` and waits until it is on disk.
+    pub async fn write(&self, entry: JournalEntry) -> Result<(), StoreError> {
         self.store.append(entry).await
     }
 

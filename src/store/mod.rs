@@ -215,6 +215,8 @@ pub struct RunRecord {
     pub updated_ms: u64,
     /// Completed journal entries.
     pub steps: u64,
+    /// Model tokens its LLM turns spent.
+    pub tokens: u64,
     /// The owner executing it (while `running`).
     pub owner: Option<String>,
     pub owner_host: Option<String>,
@@ -238,6 +240,8 @@ pub struct JournalEntry {
     pub value: Value,
     pub attempts: u32,
     pub at_ms: u64,
+    /// Model tokens this call spent (LLM turns); added to the run's total.
+    pub tokens: u64,
 }
 
 /// A persisted engine event.

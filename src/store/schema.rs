@@ -62,6 +62,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE runs ADD COLUMN owner_machine TEXT;
     ALTER TABLE runs ADD COLUMN helpers TEXT;
     "#,
+    // 3: model tokens spent, per journal entry and per run.
+    r#"
+    ALTER TABLE journal ADD COLUMN tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN tokens INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -292,12 +292,13 @@ fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRecord> {
         helpers: json(r.get(15)?)
             .and_then(|v| serde_json::from_value(v).ok())
             .unwrap_or_default(),
+        tokens: r.get::<_, i64>(16)? as u64,
     })
 }
 
 const RUN_COLUMNS: &str = "id, blueprint, path, hash, input, status, result, pid, created_ms, updated_ms, \
-     (SELECT count(*) FROM journal j WHERE j.run = runs.id), owner, owner_host, owned_since_ms, \
-     lease_until_ms, helpers";
+     (SELECT count(*) FROM journal j WHERE j.run = runs.id AND j.kind NOT IN ('llm_turn', 'llm_tool')), owner, owner_host, owned_since_ms, \
+     lease_until_ms, helpers, tokens";
 
 impl Store for SqliteStore {
     fn path(&self) -> PathBuf {
@@ -403,8 +404,8 @@ impl Store for SqliteStore {
     fn append(&self, e: JournalEntry) -> Commit {
         self.submit(Box::new(move |tx| {
             tx.prepare_cached(
-                "INSERT OR REPLACE INTO journal (run, pos, kind, key, input_hash, ok, value, attempts, at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT OR REPLACE INTO journal (run, pos, kind, key, input_hash, ok, value, attempts, at_ms, tokens)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?
             .execute(params![
                 e.run,
@@ -415,8 +416,13 @@ impl Store for SqliteStore {
                 e.ok,
                 e.value.to_string(),
                 e.attempts,
-                e.at_ms as i64
+                e.at_ms as i64,
+                e.tokens as i64
             ])?;
+            if e.tokens > 0 {
+                tx.prepare_cached("UPDATE runs SET tokens = tokens + ?2 WHERE id = ?1")?
+                    .execute(params![e.run, e.tokens as i64])?;
+            }
             Ok(())
         }))
     }

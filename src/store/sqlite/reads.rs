@@ -34,7 +34,7 @@ impl SqliteStore {
     pub(super) fn load_journal(&self, run: &str) -> Result<Vec<JournalEntry>, StoreError> {
         self.read(|c| {
             let mut stmt = c.prepare(
-                "SELECT run, pos, kind, key, input_hash, ok, value, attempts, at_ms FROM journal
+                "SELECT run, pos, kind, key, input_hash, ok, value, attempts, at_ms, tokens FROM journal
                  WHERE run = ?1 ORDER BY at_ms, pos",
             )?;
             stmt.query_map([run], |r| {
@@ -48,6 +48,7 @@ impl SqliteStore {
                     value: json(r.get(6)?).unwrap_or(Value::Null),
                     attempts: r.get(7)?,
                     at_ms: r.get::<_, i64>(8)? as u64,
+                    tokens: r.get::<_, i64>(9)? as u64,
                 })
             })?
             .collect()
