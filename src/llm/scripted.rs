@@ -62,6 +62,11 @@ impl Scripted {
             .route("/v1/chat/completions", axum::routing::post(answer))
             .route("/v1/release", axum::routing::post(release))
             .with_state(inner.clone());
+        // Chunks go out as written: with Nagle's algorithm a small chunk
+        // can wait for the client's delayed ACK (tens of ms).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

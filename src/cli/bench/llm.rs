@@ -1,6 +1,7 @@
 //! `llm`: LLM agents against the scripted OpenAI-compatible server on
 //! loopback, answering at once. Host overhead per model turn (a one-turn
-//! step minus a bare HTTP round trip to the same server), and 1,000
+//! step, 1,000 in a row in one run, minus a bare HTTP round trip to the
+//! same server), and 1,000
 //! concurrent LLM steps. Every answer is checked: a failing step panics
 //! instead of printing a figure.
 
@@ -18,7 +19,11 @@ local swarm = require "swarm"
 return swarm.blueprint "llm" {{
   agents = {{ model = swarm.agent.llm {{ base_url = "{url}", model = "bench" }} }},
   flow = function(input)
-    if input.n == 1 then return {{ swarm.step("model", "hi") }} end
+    if input.seq then
+      local out = {{}}
+      for i = 1, input.n do out[i] = swarm.step("model", "q" .. i) end
+      return out
+    end
     local items = {{}}
     for i = 1, input.n do items[i] = i end
     return swarm.map(items, function(i) return swarm.step("model", "q" .. i) end,
@@ -47,13 +52,13 @@ pub async fn llm() {
             .is_some_and(|a| a.len() == n && a.iter().all(|x| x == "ok"));
         assert!(ok, "bench llm: a step failed: {v}");
     };
-    let one = json!({ "n": 1 });
-    check(1, &r.run(one.clone()).await.expect("warm-up").result);
-    let turns = 300;
+    let turns = 1000;
+    let seq = json!({ "n": turns, "seq": true });
+    check(turns, &r.run(seq.clone()).await.expect("warm-up").result);
+    // One run of sequential one-turn steps: the run's start is spread over
+    // all of them, so what remains is the step and the turn.
     let start = Instant::now();
-    for _ in 0..turns {
-        check(1, &r.run(one.clone()).await.expect("run").result);
-    }
+    check(turns, &r.run(seq).await.expect("run").result);
     let per_turn = start.elapsed().as_secs_f64() * 1e6 / turns as f64;
     let client = reqwest::Client::new();
     let url = format!("{}/chat/completions", server.url);
