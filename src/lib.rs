@@ -8,7 +8,9 @@
 //! - `store`  — the durable journal (SQLite): runs, steps, events, questions.
 //! - `run`    — blueprints: load, validate, build agent stacks, run a flow.
 //! - `reload` — hot reload: live blueprint versions kept current by a file watcher.
+//! - `llm`    — the OpenAI-compatible LLM agent backend (turns, tools, usage).
 //! - `repl`   — `swarm repl`: a Lua session on a live engine.
+//! - `serve`  — `swarm serve`: runs over HTTP, bearer tokens, SSE events.
 //! - `cli`    — the `swarm` command line (`run`, `check`, `bench`).
 
 pub mod auth;
@@ -19,5 +21,6 @@ pub mod lua;
 pub mod reload;
 pub mod repl;
 pub mod run;
+pub mod serve;
 pub mod spawn;
 pub mod store;

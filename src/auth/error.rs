@@ -9,6 +9,8 @@ use super::{Role, Verb};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
+    #[error("not a swarm token ({0}); mint one with `swarm token --role ROLE`")]
+    Malformed(&'static str),
     #[error("token signature does not verify (forged or tampered token)")]
     BadSignature,
     #[error("token expired at {expired_at_ms} ms (now {now_ms} ms)")]
@@ -31,6 +33,7 @@ impl AuthError {
     /// Stable machine-readable code, used by the Lua error tables.
     pub fn code(&self) -> &'static str {
         match self {
+            AuthError::Malformed(_) => "bad_token",
             AuthError::BadSignature => "bad_signature",
             AuthError::Expired { .. } => "expired",
             AuthError::Revoked => "revoked",

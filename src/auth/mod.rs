@@ -10,6 +10,7 @@ mod error;
 mod gate;
 mod role;
 mod token;
+mod wire;
 
 pub use error::AuthError;
 pub use gate::RoleVerbGate;

@@ -30,7 +30,7 @@ pub struct DevArgs {
     debounce_ms: u64,
 }
 
-fn say(r: &Reload) {
+pub(super) fn say(r: &Reload) {
     match r {
         Reload::Loaded {
             name,

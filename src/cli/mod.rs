@@ -16,6 +16,7 @@ mod init;
 mod repl;
 mod run;
 mod runs;
+mod serve;
 mod show;
 
 use crate::store::{SqliteStore, Store, default_path};
@@ -59,6 +60,10 @@ enum Command {
     Prune(runs::PruneArgs),
     /// Check the journal's health and say what to do about problems.
     Doctor(doctor::DoctorArgs),
+    /// Serve runs over HTTP: start, watch (SSE), answer, cancel, resume.
+    Serve(serve::ServeArgs),
+    /// Mint a bearer token for `swarm serve`.
+    Token(serve::TokenArgs),
     /// Print performance figures: `bench <workload> <figure> <value> <unit>`.
     Bench(bench::BenchArgs),
     /// Start a project: a starter blueprint, a sample agent, editor setup.
@@ -167,6 +172,8 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Check(args) => check::run(args),
         Command::Dev(args) => dev::run(args),
+        Command::Serve(args) => serve::serve(args),
+        Command::Token(args) => serve::token(args),
         Command::Repl(args) => repl::run(args),
         Command::Runs(args) => runs::list(args),
         Command::Show(args) => show::show(args),

@@ -286,10 +286,18 @@ impl Dev {
 
     /// A new run of the live version of `name`.
     pub fn prepare(&self, name: &str) -> Result<Run, RunError> {
+        self.prepare_as(name, None)
+    }
+
+    /// A new run of the live version of `name`, journaled as `run_id`
+    /// when given.
+    pub fn prepare_as(&self, name: &str, run_id: Option<String>) -> Result<Run, RunError> {
         let v = self
             .live(name)
-            .ok_or_else(|| RunError::Refused(format!("no live blueprint named `{name}`")))?;
-        run::prepare_source(&self.engine, &v.path, &v.source, self.opts.clone())
+            .ok_or_else(|| RunError::UnknownBlueprint(name.to_string()))?;
+        let mut opts = self.opts.clone();
+        opts.run_id = run_id;
+        run::prepare_source(&self.engine, &v.path, &v.source, opts)
     }
 }
 

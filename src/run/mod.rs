@@ -95,6 +95,15 @@ pub enum RunError {
     Refused(String),
     #[error("no run `{0}`")]
     UnknownRun(String),
+    #[error("no live blueprint named `{0}`")]
+    UnknownBlueprint(String),
+    /// Answering a question the run does not have open.
+    #[error("run `{run}` has no open question `{name}` (open: {open})")]
+    UnknownQuestion {
+        run: String,
+        name: String,
+        open: String,
+    },
     /// The caller's role may not do this to a run.
     #[error("role `{role}` may not {action} runs")]
     Forbidden {
@@ -113,6 +122,8 @@ impl RunError {
             RunError::Store(e) => e.code(),
             RunError::Refused(_) => "refused",
             RunError::UnknownRun(_) => "unknown_run",
+            RunError::UnknownBlueprint(_) => "unknown_blueprint",
+            RunError::UnknownQuestion { .. } => "unknown_question",
             RunError::Forbidden { .. } => "forbidden",
         }
     }

@@ -280,13 +280,13 @@ pub fn answer(
         .filter(|q| q.answer.is_none())
         .map(|q| q.name)
         .collect();
-    Err(refused(format!(
-        "run `{}` has no open question `{name}` (open: {})",
-        record.id,
-        if open.is_empty() {
+    Err(RunError::UnknownQuestion {
+        run: record.id.clone(),
+        name: name.to_string(),
+        open: if open.is_empty() {
             "none".into()
         } else {
             open.join(", ")
-        }
-    )))
+        },
+    })
 }

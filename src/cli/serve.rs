@@ -1,0 +1,159 @@
+//! `swarm serve [DIR]` and `swarm token`: the HTTP server over the
+//! journal, and the bearer tokens it accepts.
+//!
+//! Binds loopback by default. Every request needs a token minted with the
+//! server's secret (`swarm token`), unless `--no-auth`, which is refused
+//! on any address but loopback. TLS is left to a reverse proxy.
+
+use super::Db;
+use super::dev::say;
+use crate::auth::{Role, Signer};
+use crate::engine::{Engine, EngineConfig};
+use crate::reload::{Dev, Watch};
+use crate::run::RunOptions;
+use crate::serve::{Access, Server, auth};
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The directory of blueprints to serve.
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+    /// Address to listen on (port 0 picks a free one; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:7777")]
+    listen: SocketAddr,
+    /// Reload blueprints when their files change (as `swarm dev`).
+    #[arg(long)]
+    watch: bool,
+    /// Serve requests without a token as the local operator (loopback only).
+    #[arg(long)]
+    no_auth: bool,
+    #[command(flatten)]
+    journal: Db,
+}
+
+#[derive(Args)]
+pub struct TokenArgs {
+    /// What the bearer may do: operator (everything), observer (read and
+    /// watch), senior (answer and read), worker.
+    #[arg(long, value_parser = ["operator", "observer", "senior", "worker"])]
+    role: String,
+    /// How long it is valid (e.g. 10m, 8h, 30d).
+    #[arg(long, default_value = "8h", value_parser = super::run::parse_duration)]
+    ttl: Duration,
+    /// Reach this run only.
+    #[arg(long, value_name = "ID")]
+    run: Option<String>,
+    #[command(flatten)]
+    journal: Db,
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("swarm serve: {message}");
+    ExitCode::from(2)
+}
+
+/// The signer of the journal `db` names (created when missing).
+fn signer(db: &Db) -> Result<(PathBuf, Signer), String> {
+    let path = db.locate(true).map_err(|e| e.to_string())?;
+    let signer = auth::signer(&path)?;
+    Ok((path, signer))
+}
+
+pub fn token(args: TokenArgs) -> ExitCode {
+    let role: Role = args.role.parse().expect("clap checked the role");
+    match signer(&args.journal) {
+        Ok((_, s)) => {
+            outln!("{}", auth::mint(&s, role, args.ttl, args.run.as_deref()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+pub fn serve(args: ServeArgs) -> ExitCode {
+    if args.no_auth && !args.listen.ip().is_loopback() {
+        return fail(format!(
+            "--no-auth on {} would let anyone on the network run agents; \
+             drop --no-auth (clients send `swarm token` tokens) or listen on loopback",
+            args.listen
+        ));
+    }
+    if !args.dir.is_dir() {
+        return fail(format!("{} is not a directory", args.dir.display()));
+    }
+    let (db, signer) = match signer(&args.journal) {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
+    let store = match super::open_at(&db) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    super::runtime().block_on(async move {
+        let engine = Engine::new(EngineConfig::default(), Signer::random());
+        let opts = RunOptions {
+            store: Some(store.clone()),
+            wait_for_answers: true,
+            print: Some(Arc::new(|line: &str| eprintln!("{line}"))),
+            ..RunOptions::default()
+        };
+        let dev = Arc::new(Dev::new(engine.clone(), opts.clone()));
+        dev.scan(&args.dir).iter().for_each(say);
+        let watch = match args.watch {
+            true => match Watch::start(dev.clone(), &args.dir, Duration::from_millis(50)) {
+                Ok(w) => Some(w),
+                Err(e) => return fail(e),
+            },
+            false => None,
+        };
+        let access = if args.no_auth {
+            Access::Open
+        } else {
+            Access::Tokens
+        };
+        let server = Server::new(engine, store, dev, signer, access, opts);
+        for id in server.resume_interrupted().await {
+            eprintln!("resumed run {id}");
+        }
+        let listener = match tokio::net::TcpListener::bind(args.listen).await {
+            Ok(l) => l,
+            Err(e) => return fail(format!("cannot listen on {}: {e}", args.listen)),
+        };
+        let addr = listener.local_addr().map_or(args.listen, |a| a);
+        eprintln!("swarm serve: listening on http://{addr} (journal {})", db.display());
+        let app = server.router();
+        let http = axum::serve(listener, app);
+        tokio::select! {
+            r = http => if let Err(e) = r { return fail(e) },
+            sig = stop_signal(watch) => {
+                eprintln!("swarm serve: {sig}: draining (running runs stop interrupted, resumable)");
+                server.drain(Duration::from_secs(30)).await;
+            }
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+/// Waits for SIGTERM or SIGINT, printing reloads meanwhile.
+async fn stop_signal(mut watch: Option<Watch>) -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return "terminated",
+            _ = int.recv() => return "interrupted",
+            Some(r) = async { watch.as_mut()?.reloads.recv().await } => say(&r),
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The HTTP routes: each handler authenticates its caller, asks the run
+//! service, and answers JSON (see the table in the README, "Server").
+
+use super::error::{ApiError, Body};
+use super::{Server, events};
+use crate::run::service::{self, Action, Answered, Cancelled};
+use crate::store::RunStatus;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+type S = State<Arc<Server>>;
+type Reply = Result<(StatusCode, Json<Value>), ApiError>;
+
+pub fn routes() -> Router<Arc<Server>> {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/blueprints", get(blueprints))
+        .route("/v1/runs", post(start).get(list))
+        .route("/v1/runs/{id}", get(show))
+        .route("/v1/runs/{id}/journal", get(journal))
+        .route("/v1/runs/{id}/events", get(events::stream))
+        .route("/v1/runs/{id}/answers", post(answer))
+        .route("/v1/runs/{id}/cancel", post(cancel))
+        .route("/v1/runs/{id}/resume", post(resume))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_route",
+                "no such route (see /v1/health)",
+            )
+        })
+}
+
+fn ok(body: Value) -> Reply {
+    Ok((StatusCode::OK, Json(body)))
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({ "ok": true, "version": env!("CARGO_PKG_VERSION") }))
+}
+
+async fn blueprints(State(s): S, headers: HeaderMap) -> Reply {
+    s.who(&headers)?.check(Action::Read, None)?;
+    let list: Vec<Value> = s
+        .dev
+        .versions()
+        .into_iter()
+        .map(|v| {
+            json!({ "name": v.name, "version": v.version, "hash": v.hash,
+                         "path": v.path.display().to_string() })
+        })
+        .collect();
+    ok(json!({ "blueprints": list }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRun {
+    blueprint: String,
+    #[serde(default)]
+    input: Value,
+    id: Option<String>,
+}
+
+/// A run id a client chose: short, and safe in a URL and a file name.
+fn check_id(id: &str) -> Result<(), ApiError> {
+    let fine = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if fine {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "`id` must be 1-128 characters of A-Z, a-z, 0-9, '-', '_' or '.'",
+        ))
+    }
+}
+
+async fn start(State(s): S, headers: HeaderMap, Body(req): Body<NewRun>) -> Reply {
+    let who = s.who(&headers)?;
+    who.check(Action::Start, None)?;
+    if s.draining() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "the server is shutting down and takes no new runs",
+        ));
+    }
+    if let Some(id) = &req.id {
+        check_id(id)?;
+        if crate::store::wait(s.store.run(id))?.is_some() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "run_exists",
+                format!("a run `{id}` exists already"),
+            ));
+        }
+    }
+    let run = s.dev.prepare_as(&req.blueprint, req.id)?;
+    let started = service::start_prepared(&who, run, req.input).await?;
+    let id = s.launch(started.run, started.root);
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": id, "status": "running" })),
+    ))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    blueprint: Option<String>,
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+async fn list(State(s): S, headers: HeaderMap, Query(q): Query<ListQuery>) -> Reply {
+    let who = s.who(&headers)?;
+    let status = match &q.status {
+        Some(st) => Some(st.parse::<RunStatus>().map_err(ApiError::bad_request)?),
+        None => None,
+    };
+    let mut runs = service::list(&who, &s.store, status)?;
+    if let Some(b) = &q.blueprint {
+        runs.retain(|r| &r.blueprint == b);
+    }
+    if let Some(after) = &q.after {
+        match runs.iter().position(|r| &r.id == after) {
+            Some(i) => drop(runs.drain(..=i)),
+            None => runs.clear(),
+        }
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let more = runs.len() > limit;
+    runs.truncate(limit);
+    let next = more.then(|| runs.last().map(|r| r.id.clone())).flatten();
+    ok(json!({ "runs": runs, "next": next }))
+}
+
+async fn show(State(s): S, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+    let shown = service::show(&s.who(&headers)?, &s.store, &id)?;
+    let mut body = serde_json::to_value(&shown.run).unwrap_or_default();
+    let open: Vec<&crate::store::QuestionRecord> = shown
+        .questions
+        .iter()
+        .filter(|q| q.answer.is_none())
+        .collect();
+    body["usage"] = json!(shown.usage);
+    body["open_questions"] = json!(open);
+    body["questions"] = json!(shown.questions);
+    body["executing_here"] = json!(s.is_active(&id));
+    ok(body)
+}
+
+async fn journal(State(s): S, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+    let shown = service::show(&s.who(&headers)?, &s.store, &id)?;
+    ok(json!({ "run": id, "entries": shown.journal }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnswerReq {
+    question: String,
+    value: Value,
+}
+
+async fn answer(
+    State(s): S,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Body(req): Body<AnswerReq>,
+) -> Reply {
+    let who = s.who(&headers)?;
+    let record = service::record(&who, &s.store, &id)?;
+    let answered = service::answer(&who, &s.store, &record, &req.question, req.value)?;
+    ok(json!({ "answered": true, "resume_needed": answered == Answered::NeedsResume }))
+}
+
+async fn cancel(State(s): S, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+    let who = s.who(&headers)?;
+    let record = service::record(&who, &s.store, &id)?;
+    let status = match service::cancel(&who, &s.store, &record)? {
+        Cancelled::Now => "cancelled",
+        Cancelled::Requested => {
+            s.cancel_here(&id);
+            "cancelling"
+        }
+    };
+    ok(json!({ "id": id, "status": status }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ResumeReq {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn resume(
+    State(s): S,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Body(req): Body<ResumeReq>,
+) -> Reply {
+    let who = s.who(&headers)?;
+    let record = service::record(&who, &s.store, &id)?;
+    if s.is_active(&id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "refused",
+            format!("run `{id}` is running on this server"),
+        ));
+    }
+    let resumed = service::resume(&who, &s.engine, &record, req.force, s.opts.clone()).await?;
+    s.launch(resumed.run, resumed.root);
+    ok(json!({ "id": id, "status": "running" }))
+}

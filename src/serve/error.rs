@@ -1,0 +1,101 @@
+//! Errors over HTTP: every failure is JSON `{ code, message }` with the
+//! status its code calls for. The codes are the typed errors' own (see
+//! `RunError::code`), so a client sees the same codes the CLI reports.
+
+use crate::auth::AuthError;
+use crate::run::RunError;
+use axum::Json;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+/// A failed request.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "code": self.code, "message": self.message });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<RunError> for ApiError {
+    fn from(e: RunError) -> ApiError {
+        let status = match &e {
+            RunError::UnknownRun(_)
+            | RunError::UnknownBlueprint(_)
+            | RunError::UnknownQuestion { .. } => StatusCode::NOT_FOUND,
+            RunError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            RunError::Refused(_) => StatusCode::CONFLICT,
+            RunError::Blueprint(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            RunError::Store(s) => match s.code() {
+                "run_owned" => StatusCode::CONFLICT,
+                "store_locked" | "store_write" => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            RunError::Engine(_) | RunError::Spawn(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string())
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> ApiError {
+        RunError::Store(e).into()
+    }
+}
+
+/// A JSON request body whose every rejection is an [`ApiError`]: 413 past
+/// the body limit, 400 when it is not the JSON the route takes.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|r| {
+                let code = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    "body_too_large"
+                } else {
+                    "bad_request"
+                };
+                ApiError::new(r.status(), code, r.body_text())
+            })?;
+        let bytes = if bytes.is_empty() {
+            &b"{}"[..]
+        } else {
+            &bytes[..]
+        };
+        serde_json::from_slice(bytes)
+            .map(Body)
+            .map_err(|e| ApiError::bad_request(format!("the body is not the JSON expected: {e}")))
+    }
+}

@@ -1,0 +1,181 @@
+//! `swarm serve`: runs over HTTP. One engine and one journal serve many
+//! runs at once; each request acts with the authority of its bearer token
+//! (see [`auth`]) through the run service, so the HTTP API has exactly the
+//! CLI's rules. Live events are read back from the journal (SSE), so a
+//! slow client never holds up a run.
+//!
+//! Runs started here execute in this process until they end. On SIGTERM
+//! the server drains: no new runs, running ones stop `interrupted`
+//! (resumable); on start it resumes the interrupted runs of the
+//! blueprints it serves.
+
+mod api;
+pub mod auth;
+mod error;
+mod events;
+
+pub use auth::Access;
+pub use error::ApiError;
+
+use crate::auth::Signer;
+use crate::engine::{Engine, TaskId};
+use crate::reload::Dev;
+use crate::run::service::{self, Authority};
+use crate::run::{Run, RunOptions};
+use crate::store::{RunStatus, Store};
+use axum::Router;
+use axum::http::HeaderMap;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Largest request body accepted (a run's input, an answer).
+pub const BODY_LIMIT: usize = 4 << 20;
+
+/// What the server holds.
+pub struct Server {
+    pub engine: Engine,
+    pub store: Arc<dyn Store>,
+    /// The live blueprints of the served directory.
+    pub dev: Arc<Dev>,
+    signer: Signer,
+    access: Access,
+    /// How resumed runs run (the same options as `dev`'s).
+    opts: RunOptions,
+    active: Mutex<HashMap<String, Active>>,
+    draining: AtomicBool,
+    idle: tokio::sync::Notify,
+}
+
+/// A run executing in this server.
+struct Active {
+    run: Arc<Run>,
+    root: TaskId,
+}
+
+impl Server {
+    pub fn new(
+        engine: Engine,
+        store: Arc<dyn Store>,
+        dev: Arc<Dev>,
+        signer: Signer,
+        access: Access,
+        opts: RunOptions,
+    ) -> Arc<Server> {
+        Arc::new(Server {
+            engine,
+            store,
+            dev,
+            signer,
+            access,
+            opts,
+            active: Mutex::new(HashMap::new()),
+            draining: AtomicBool::new(false),
+            idle: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// The routes, with the body limit.
+    pub fn router(self: &Arc<Self>) -> Router {
+        api::routes()
+            .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+            .with_state(self.clone())
+    }
+
+    /// The caller of a request.
+    fn who(&self, headers: &HeaderMap) -> Result<Authority, ApiError> {
+        auth::authority(&self.signer, self.access, headers)
+    }
+
+    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, Active>> {
+        self.active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_active(&self, id: &str) -> bool {
+        self.active().contains_key(id)
+    }
+
+    /// Executes a started run to its end in the background.
+    fn launch(self: &Arc<Self>, run: Run, root: TaskId) -> Option<String> {
+        let id = run.run_id();
+        let run = Arc::new(run);
+        if let Some(id) = &id {
+            self.active().insert(
+                id.clone(),
+                Active {
+                    run: run.clone(),
+                    root,
+                },
+            );
+        }
+        let server = self.clone();
+        let key = id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = run.finish(root).await {
+                tracing::warn!("run {key:?} ended with an error: {e}");
+            }
+            if let Some(key) = key {
+                server.active().remove(&key);
+            }
+            server.idle.notify_waiters();
+        });
+        id
+    }
+
+    /// Cancels a run executing here at once (its record says so already).
+    fn cancel_here(&self, id: &str) {
+        if let Some(a) = self.active().get(id) {
+            let _ = a.run.cancel(a.root);
+        }
+    }
+
+    /// Resumes the interrupted runs of the blueprints served here (those
+    /// whose owner died were marked interrupted when the journal opened).
+    /// Returns the ids resumed; a run another owner holds is left alone.
+    pub async fn resume_interrupted(self: &Arc<Self>) -> Vec<String> {
+        let who = Authority::local();
+        let served: Vec<String> = self
+            .dev
+            .versions()
+            .iter()
+            .filter_map(|v| std::fs::canonicalize(&v.path).ok())
+            .map(|p| p.display().to_string())
+            .collect();
+        let Ok(runs) = service::list(&who, &self.store, Some(RunStatus::Interrupted)) else {
+            return Vec::new();
+        };
+        let mut resumed = Vec::new();
+        for r in runs.into_iter().filter(|r| served.contains(&r.path)) {
+            match service::resume(&who, &self.engine, &r, false, self.opts.clone()).await {
+                Ok(s) => resumed.extend(self.launch(s.run, s.root)),
+                Err(e) => tracing::warn!("run {} not resumed: {e}", r.id),
+            }
+        }
+        resumed
+    }
+
+    /// Stops taking runs and interrupts the running ones (resumable), then
+    /// waits until they have stopped (at most `limit`).
+    pub async fn drain(&self, limit: Duration) {
+        self.draining.store(true, Ordering::SeqCst);
+        let who = Authority::local();
+        for a in self.active().values() {
+            let _ = service::interrupt(&who, &a.run, a.root);
+        }
+        let _ = tokio::time::timeout(limit, async {
+            loop {
+                let idle = self.idle.notified();
+                if self.active().is_empty() {
+                    return;
+                }
+                idle.await;
+            }
+        })
+        .await;
+    }
+
+    fn draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,623 @@
+//! `swarm serve` as a real process on an ephemeral loopback port, driven
+//! over real HTTP: runs from start to the SSE `end` event, questions
+//! answered over the wire, cancel, every token rejection and every error
+//! status, SIGTERM draining, and kill -9 of the server followed by a
+//! restart that resumes the run.
+
+use lua_swarm::auth::{Role, Signer};
+use lua_swarm::serve::auth::{mint, secret_file};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BLUEPRINTS: &[(&str, &str)] = &[
+    (
+        "quick.lua",
+        r#"local swarm = require "swarm"
+return swarm.blueprint "quick" {
+  agents = { echo = swarm.agent.rust { name = "echo" } },
+  flow = function(input) return swarm.step("echo", input) end,
+}
+"#,
+    ),
+    (
+        "ask.lua",
+        r#"local swarm = require "swarm"
+return swarm.blueprint "ask" {
+  flow = function() return { said = swarm.ask { key = "go", text = "Continue?" } } end,
+}
+"#,
+    ),
+    (
+        "gate.lua",
+        r#"local swarm = require "swarm"
+return swarm.blueprint "gate" {
+  agents = {
+    echo = swarm.agent.rust { name = "echo" },
+    wait = swarm.agent.process { shell = 'echo $$ >> pids; while [ ! -e open ]; do sleep 0.05; done; echo 2' },
+  },
+  flow = function()
+    local a = swarm.step("echo", "first")
+    return { a, swarm.step("wait", {}) }
+  end,
+}
+"#,
+    ),
+];
+
+struct Serve {
+    child: Child,
+    url: String,
+    dir: PathBuf,
+    db: PathBuf,
+    log: std::sync::mpsc::Receiver<String>,
+    /// Every stderr line read so far.
+    seen: std::cell::RefCell<Vec<String>>,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn fresh(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("serve-{name}"));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    for (file, body) in BLUEPRINTS {
+        std::fs::write(d.join(file), body).unwrap();
+    }
+    d
+}
+
+/// Starts `swarm serve DIR` on a free port; returns once it listens.
+fn serve(dir: &Path, extra: &[&str]) -> Serve {
+    let db = dir.join("db").join("swarm.db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_swarm"))
+        .arg("serve")
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0", "--db"])
+        .arg(&db)
+        .args(extra)
+        .current_dir(dir)
+        .env_remove("SWARM_SECRET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, log) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut s = Serve {
+        child,
+        url: String::new(),
+        dir: dir.to_path_buf(),
+        db,
+        log,
+        seen: Default::default(),
+    };
+    let line = s.wait_log("listening on http://");
+    let at = line.find("http://").unwrap();
+    s.url = line[at..].split_whitespace().next().unwrap().to_string();
+    s
+}
+
+impl Serve {
+    /// Waits for a stderr line containing `what` (or finds it among the
+    /// lines already read).
+    fn wait_log(&self, what: &str) -> String {
+        if let Some(line) = self.seen.borrow().iter().find(|l| l.contains(what)) {
+            return line.clone();
+        }
+        loop {
+            match self.log.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => {
+                    self.seen.borrow_mut().push(line.clone());
+                    if line.contains(what) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!(
+                    "no `{what}` from swarm serve: {:?} ({e})",
+                    self.seen.borrow()
+                ),
+            }
+        }
+    }
+
+    fn signer(&self) -> Signer {
+        Signer::new(&std::fs::read(secret_file(&self.db)).unwrap())
+    }
+
+    fn token(&self, role: Role, run: Option<&str>) -> String {
+        mint(&self.signer(), role, Duration::from_secs(3600), run)
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+    url: String,
+    token: Option<String>,
+}
+
+impl Client {
+    fn new(s: &Serve, token: Option<String>) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            url: s.url.clone(),
+            token,
+        }
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.url));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = tokio::time::timeout(Duration::from_secs(60), req.send())
+            .await
+            .expect("hang guard")
+            .unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(body)).await
+    }
+
+    /// Polls run `id` until `done` says so (a hang guard, not a timer).
+    async fn until(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let (code, run) = self.get(&format!("/v1/runs/{id}")).await;
+            assert_eq!(code, 200, "{run}");
+            if done(&run) {
+                return run;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "hang guard: {run}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The SSE stream of run `id`, read to its end: (event, data) pairs.
+    async fn events(&self, id: &str, after: Option<&str>) -> Vec<(String, String)> {
+        let mut req = self.http.get(format!("{}/v1/runs/{id}/events", self.url));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(a) = after {
+            req = req.header("Last-Event-ID", a);
+        }
+        let body = tokio::time::timeout(Duration::from_secs(60), async {
+            req.send().await.unwrap().text().await.unwrap()
+        })
+        .await
+        .expect("the stream ends after the run's final event");
+        let mut out = Vec::new();
+        for block in body.split("\n\n") {
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_string())
+            };
+            if let (Some(ev), Some(data)) = (field("event:"), field("data:")) {
+                out.push((ev, data));
+            }
+        }
+        out
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_goes_from_post_to_the_end_of_its_event_stream() {
+    let s = serve(&fresh("basic"), &[]);
+    let c = Client::new(&s, Some(s.token(Role::Operator, None)));
+    let (code, health) = Client::new(&s, None).get("/v1/health").await;
+    assert_eq!((code, &health["ok"]), (200, &json!(true)), "{health}");
+
+    let (code, bps) = c.get("/v1/blueprints").await;
+    assert_eq!(code, 200);
+    let mut names: Vec<&str> = bps["blueprints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["ask", "gate", "quick"]);
+
+    let (code, started) = c
+        .post(
+            "/v1/runs",
+            json!({ "blueprint": "quick", "input": { "n": 1 }, "id": "q1" }),
+        )
+        .await;
+    assert_eq!(code, 201, "{started}");
+    assert_eq!(started, json!({ "id": "q1", "status": "running" }));
+    let events = c.events("q1", None).await;
+    let (last, data) = events.last().unwrap();
+    assert_eq!(last, "end", "{events:?}");
+    let end: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(end, json!({ "status": "pass", "result": { "n": 1 } }));
+    assert!(
+        events.iter().any(|(e, _)| e == "task_created"),
+        "{events:?}"
+    );
+    // From a cursor: only what came after it.
+    let again = c.events("q1", Some("2")).await;
+    assert_eq!(again.len(), events.len() - 2, "{again:?}");
+
+    let (_, run) = c.get("/v1/runs/q1").await;
+    assert_eq!(run["status"], "pass");
+    assert_eq!(run["result"], json!({ "n": 1 }));
+    let (_, journal) = c.get("/v1/runs/q1/journal").await;
+    assert_eq!(journal["entries"][0]["kind"], "step", "{journal}");
+
+    for i in 2..=3 {
+        let (code, _) = c
+            .post(
+                "/v1/runs",
+                json!({ "blueprint": "quick", "id": format!("q{i}") }),
+            )
+            .await;
+        assert_eq!(code, 201);
+    }
+    let (_, page) = c.get("/v1/runs?blueprint=quick&limit=2").await;
+    let ids: Vec<&str> = page["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["q1", "q2"]);
+    assert_eq!(page["next"], "q2");
+    let (_, rest) = c.get("/v1/runs?blueprint=quick&after=q2").await;
+    assert_eq!(rest["runs"][0]["id"], "q3");
+    assert_eq!(rest["next"], Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_token_and_bad_request_gets_its_status_and_code() {
+    let s = serve(&fresh("errors"), &[]);
+    let op = Client::new(&s, Some(s.token(Role::Operator, None)));
+    let (code, _) = op
+        .post("/v1/runs", json!({ "blueprint": "quick", "id": "a" }))
+        .await;
+    assert_eq!(code, 201);
+    op.until("a", |r| r["status"] == "pass").await;
+
+    let expect = |got: (u16, Value), status: u16, code: &str| {
+        assert_eq!(got.0, status, "{}", got.1);
+        assert_eq!(got.1["code"], code, "{}", got.1);
+        assert!(got.1["message"].as_str().is_some_and(|m| !m.is_empty()));
+    };
+    let as_token = |t: &str| Client::new(&s, Some(t.to_string()));
+    // 401: none, not ours, forged, expired.
+    expect(Client::new(&s, None).get("/v1/runs").await, 401, "no_token");
+    expect(as_token("nonsense").get("/v1/runs").await, 401, "bad_token");
+    let other = mint(
+        &Signer::new(b"another secret"),
+        Role::Operator,
+        Duration::from_secs(60),
+        None,
+    );
+    expect(as_token(&other).get("/v1/runs").await, 401, "bad_signature");
+    let expired = mint(&s.signer(), Role::Operator, Duration::ZERO, None);
+    expect(as_token(&expired).get("/v1/runs").await, 401, "expired");
+    // 403: the role may not; the message names both.
+    let observer = as_token(&s.token(Role::Observer, None));
+    let got = observer
+        .post("/v1/runs", json!({ "blueprint": "quick" }))
+        .await;
+    assert!(
+        got.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("`observer` may not start"),
+        "{}",
+        got.1
+    );
+    expect(got, 403, "forbidden");
+    expect(
+        observer.post("/v1/runs/a/cancel", json!({})).await,
+        403,
+        "forbidden",
+    );
+    expect(
+        as_token(&s.token(Role::Worker, None))
+            .get("/v1/runs/a")
+            .await,
+        403,
+        "forbidden",
+    );
+    assert_eq!(observer.get("/v1/runs/a").await.0, 200);
+    // Bound to another run: this one does not exist for it.
+    let bound = as_token(&s.token(Role::Operator, Some("elsewhere")));
+    expect(bound.get("/v1/runs/a").await, 404, "unknown_run");
+    assert_eq!(bound.get("/v1/runs").await.1["runs"], json!([]));
+    // 404s.
+    expect(op.get("/v1/runs/nope").await, 404, "unknown_run");
+    expect(
+        op.post("/v1/runs", json!({ "blueprint": "nope" })).await,
+        404,
+        "unknown_blueprint",
+    );
+    expect(
+        op.post("/v1/runs/a/answers", json!({ "question": "x", "value": 1 }))
+            .await,
+        404,
+        "unknown_question",
+    );
+    expect(op.get("/v1/nothing").await, 404, "no_route");
+    // 409: not in a state for it; an id taken.
+    expect(
+        op.post("/v1/runs/a/cancel", json!({})).await,
+        409,
+        "refused",
+    );
+    expect(
+        op.post("/v1/runs/a/resume", json!({})).await,
+        409,
+        "refused",
+    );
+    expect(
+        op.post("/v1/runs", json!({ "blueprint": "quick", "id": "a" }))
+            .await,
+        409,
+        "run_exists",
+    );
+    // 400: malformed.
+    let raw = reqwest::Client::new()
+        .post(format!("{}/v1/runs", s.url))
+        .bearer_auth(s.token(Role::Operator, None))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status().as_u16(), 400);
+    let body: Value = raw.json().await.unwrap();
+    assert_eq!(body["code"], "bad_request");
+    expect(
+        op.post("/v1/runs", json!({ "blueprint": "quick", "extra": 1 }))
+            .await,
+        400,
+        "bad_request",
+    );
+    expect(
+        op.post("/v1/runs", json!({ "blueprint": "quick", "id": "../x" }))
+            .await,
+        400,
+        "bad_request",
+    );
+    expect(op.get("/v1/runs?status=sideways").await, 400, "bad_request");
+    // 413: past the body limit.
+    let big = "x".repeat(5 << 20);
+    expect(
+        op.post("/v1/runs", json!({ "blueprint": "quick", "input": big }))
+            .await,
+        413,
+        "body_too_large",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_senior_answers_a_waiting_question_over_http() {
+    let s = serve(&fresh("answer"), &[]);
+    let op = Client::new(&s, Some(s.token(Role::Operator, None)));
+    let (code, _) = op
+        .post("/v1/runs", json!({ "blueprint": "ask", "id": "w" }))
+        .await;
+    assert_eq!(code, 201);
+    let run = op
+        .until("w", |r| {
+            r["open_questions"]
+                .as_array()
+                .is_some_and(|q| !q.is_empty())
+        })
+        .await;
+    assert_eq!(run["open_questions"][0]["name"], "go", "{run}");
+    // A senior bound to another run cannot reach it; one bound to it can.
+    let stray = Client::new(&s, Some(s.token(Role::Senior, Some("other"))));
+    let got = stray
+        .post(
+            "/v1/runs/w/answers",
+            json!({ "question": "go", "value": "yes" }),
+        )
+        .await;
+    assert_eq!(got.0, 404, "{}", got.1);
+    let senior = Client::new(&s, Some(s.token(Role::Senior, Some("w"))));
+    let got = senior
+        .post(
+            "/v1/runs/w/answers",
+            json!({ "question": "go", "value": "yes" }),
+        )
+        .await;
+    assert_eq!(
+        got,
+        (200, json!({ "answered": true, "resume_needed": false }))
+    );
+    let events = op.events("w", None).await;
+    let end: Value = serde_json::from_str(&events.last().unwrap().1).unwrap();
+    assert_eq!(
+        end,
+        json!({ "status": "pass", "result": { "said": "yes" } })
+    );
+}
+
+/// The pids the gate blueprint's waiting step wrote.
+fn gate_pids(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("pids"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+async fn until_file(path: &Path) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "hang guard: {}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_over_http_stops_a_running_run() {
+    let dir = fresh("cancel");
+    let s = serve(&dir, &[]);
+    let op = Client::new(&s, Some(s.token(Role::Operator, None)));
+    assert_eq!(
+        op.post("/v1/runs", json!({ "blueprint": "gate", "id": "g" }))
+            .await
+            .0,
+        201
+    );
+    until_file(&dir.join("pids")).await;
+    let got = op.post("/v1/runs/g/cancel", json!({})).await;
+    assert_eq!(got, (200, json!({ "id": "g", "status": "cancelling" })));
+    let run = op.until("g", |r| r["status"] != "running").await;
+    assert_eq!(run["status"], "cancelled", "{run}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_kill_9_then_restart_resumes() {
+    let dir = fresh("restart");
+    let s = serve(&dir, &[]);
+    let op = Client::new(&s, Some(s.token(Role::Operator, None)));
+    assert_eq!(
+        op.post("/v1/runs", json!({ "blueprint": "gate", "id": "r" }))
+            .await
+            .0,
+        201
+    );
+    until_file(&dir.join("pids")).await;
+    // SIGTERM: the run stops interrupted and the server exits cleanly.
+    let mut s = s;
+    Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let runs = Command::new(env!("CARGO_BIN_EXE_swarm"))
+        .args(["runs", "--json", "--db"])
+        .arg(&s.db)
+        .output()
+        .unwrap();
+    let runs: Value = serde_json::from_slice(&runs.stdout).unwrap();
+    assert_eq!(runs[0]["status"], "interrupted", "{runs}");
+
+    // A new server resumes it; then kill -9 it mid-step.
+    let s2 = serve(&s.dir, &[]);
+    s2.wait_log("resumed run r");
+    let start = Instant::now();
+    while gate_pids(&dir).len() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(60), "hang guard");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut s2 = s2;
+    s2.child.kill().unwrap();
+    s2.child.wait().unwrap();
+    for pid in gate_pids(&dir) {
+        let _ = Command::new("kill").args(["-9", &pid]).status();
+    }
+    // The third server resumes it again; the step finishes this time.
+    std::fs::write(dir.join("open"), "").unwrap();
+    let s3 = serve(&s.dir, &[]);
+    s3.wait_log("resumed run r");
+    let op = Client::new(&s3, Some(s3.token(Role::Operator, None)));
+    let run = op.until("r", |r| r["status"] != "running").await;
+    assert_eq!(run["status"], "pass", "{run}");
+    assert_eq!(run["result"], json!(["first", 2]));
+    // The journaled first step ran once: its entry is the original one.
+    let (_, journal) = op.get("/v1/runs/r/journal").await;
+    assert_eq!(journal["entries"].as_array().unwrap().len(), 2, "{journal}");
+}
+
+#[test]
+fn no_auth_is_refused_off_loopback() {
+    let dir = fresh("open");
+    let out = Command::new(env!("CARGO_BIN_EXE_swarm"))
+        .arg("serve")
+        .arg(&dir)
+        .args(["--listen", "0.0.0.0:0", "--no-auth", "--db"])
+        .arg(dir.join("swarm.db"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--no-auth") && err.contains("loopback"),
+        "{err}"
+    );
+    // On loopback it serves without tokens.
+    let s = serve(&dir, &["--no-auth"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (code, _) = rt.block_on(Client::new(&s, None).get("/v1/runs"));
+    assert_eq!(code, 200);
+}
+
+#[test]
+fn the_secret_file_is_private_and_tokens_come_from_the_cli() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = fresh("secret");
+    let db = dir.join("j").join("swarm.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_swarm"))
+        .args([
+            "token", "--role", "senior", "--ttl", "1h", "--run", "x", "--db",
+        ])
+        .arg(&db)
+        .env_remove("SWARM_SECRET")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let mode = std::fs::metadata(secret_file(&db))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let who = lua_swarm::serve::auth::verify(
+        &Signer::new(&std::fs::read(secret_file(&db)).unwrap()),
+        token.trim(),
+    )
+    .unwrap();
+    assert_eq!(who.role, Role::Senior);
+    assert_eq!(who.run.as_deref(), Some("x"));
+}
