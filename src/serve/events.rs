@@ -4,6 +4,12 @@
 //! (the run's status and result) once it has stopped and every event
 //! before that has been sent. Reading the journal, not the engine, means a
 //! slow client only falls behind; it never holds a run up.
+//!
+//! One poller per followed run watches the journal for new events and the
+//! run's end, and tells that run's subscribers through a `watch` channel;
+//! a subscriber reads the journal only when there is something new, so a
+//! thousand subscribers cost a thousand page reads per burst, not a
+//! thousand polls every interval.
 
 use super::Server;
 use super::error::ApiError;
@@ -18,9 +24,10 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
-/// How often a quiet stream looks at the journal again.
-const POLL: Duration = Duration::from_millis(100);
+/// How often a followed run's poller looks at the journal.
+const POLL: Duration = Duration::from_millis(50);
 const PAGE: usize = 1000;
 
 #[derive(Deserialize)]
@@ -42,6 +49,7 @@ pub async fn stream(
         .and_then(|v| v.trim().parse().ok());
     let cursor = resume_from.or(q.after).unwrap_or(0);
     let follow = Follow {
+        tail: tail(&s, &id),
         server: s,
         run: id,
         cursor,
@@ -55,10 +63,55 @@ pub async fn stream(
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
+/// What a run's poller last saw: its newest event id, and whether it had
+/// stopped before that id was read.
+type Tail = watch::Receiver<(i64, bool)>;
+
+/// The poller of run `id`, started by its first subscriber; it ends once
+/// the run stops or nobody follows it any more.
+fn tail(server: &Arc<Server>, id: &str) -> Tail {
+    let mut tails = server.tails.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(tx) = tails.get(id) {
+        return tx.subscribe();
+    }
+    let (tx, rx) = watch::channel((0, false));
+    tails.insert(id.to_string(), tx.clone());
+    let (server, id) = (server.clone(), id.to_string());
+    tokio::spawn(async move {
+        let mut last = 0;
+        loop {
+            // The status first: a run seen stopped has written all of its
+            // events, so the id read after it is its last.
+            let stopped = match crate::store::wait(server.store.run(&id)) {
+                Ok(Some(r)) => r.status != RunStatus::Running || server.draining(),
+                _ => true,
+            };
+            if let Ok(page) = crate::store::wait(server.store.events(&id, last, PAGE)) {
+                last = page.last().map_or(last, |e| e.id);
+                if page.len() == PAGE {
+                    let _ = tx.send((last, false));
+                    continue;
+                }
+            }
+            let _ = tx.send((last, stopped));
+            if stopped || tx.receiver_count() == 0 {
+                break;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        let mut tails = server.tails.lock().unwrap_or_else(|e| e.into_inner());
+        if tails.get(&id).is_some_and(|t| t.same_channel(&tx)) {
+            tails.remove(&id);
+        }
+    });
+    rx
+}
+
 /// One subscriber's place in a run's events.
 struct Follow {
     server: Arc<Server>,
     run: String,
+    tail: Tail,
     cursor: i64,
     queue: VecDeque<EventRecord>,
     ended: bool,
@@ -79,22 +132,26 @@ impl Follow {
             if self.ended {
                 return None;
             }
-            // The status is read before the events: a run seen stopped has
-            // written all of its events, so an empty page then is the end.
-            let record = crate::store::wait(self.server.store.run(&self.run)).ok()??;
-            let stopped = record.status != RunStatus::Running || self.server.draining();
-            let page = crate::store::wait(self.server.store.events(&self.run, self.cursor, PAGE));
-            let page = page.ok()?;
-            if !page.is_empty() {
-                self.queue.extend(page);
-                continue;
+            let (newest, stopped) = *self.tail.borrow_and_update();
+            if newest > self.cursor {
+                let page =
+                    crate::store::wait(self.server.store.events(&self.run, self.cursor, PAGE));
+                let page = page.ok()?;
+                if !page.is_empty() {
+                    self.queue.extend(page);
+                    continue;
+                }
             }
             if stopped {
                 self.ended = true;
+                let record = crate::store::wait(self.server.store.run(&self.run)).ok()??;
                 let end = serde_json::json!({ "status": record.status, "result": record.result });
                 return Some(Event::default().event("end").data(end.to_string()));
             }
-            tokio::time::sleep(POLL).await;
+            if self.tail.changed().await.is_err() {
+                // The poller is gone: the run stopped; one last look.
+                self.tail = tail(&self.server, &self.run);
+            }
         }
     }
 }

@@ -46,6 +46,8 @@ pub struct Server {
     active: Mutex<HashMap<String, Active>>,
     draining: AtomicBool,
     idle: tokio::sync::Notify,
+    /// The journal poller of each run being followed over SSE.
+    tails: Mutex<HashMap<String, tokio::sync::watch::Sender<(i64, bool)>>>,
 }
 
 /// A run executing in this server.
@@ -73,6 +75,7 @@ impl Server {
             active: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             idle: tokio::sync::Notify::new(),
+            tails: Mutex::new(HashMap::new()),
         })
     }
 

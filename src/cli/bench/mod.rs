@@ -7,6 +7,7 @@ mod journal;
 mod llm;
 mod lua;
 mod reload;
+mod serve;
 
 use crate::auth::{Role, Signer};
 use crate::engine::{AttachOptions, Caller, Engine, EngineConfig, TaskSpec};
@@ -37,6 +38,7 @@ const WORKLOADS: &[&str] = &[
     "reload-latency",
     "repl-start",
     "llm",
+    "serve",
 ];
 
 pub fn run(args: BenchArgs) -> ExitCode {
@@ -70,6 +72,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
             "reload-latency" => rt.block_on(reload::reload_latency()),
             "repl-start" => lua::repl_start(),
             "llm" => rt.block_on(llm::llm()),
+            "serve" => rt.block_on(serve::serve()),
             _ => unreachable!("checked above"),
         }
     }

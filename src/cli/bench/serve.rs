@@ -1,0 +1,202 @@
+//! `serve`: the HTTP server in this process on a loopback port, driven by
+//! a real HTTP client. Runs started per second (a one-step Rust-agent
+//! blueprint, journal on, 64 requests in flight), and 1,000 SSE
+//! subscribers on one run (every subscriber must see every event: a lost
+//! event panics instead of printing a figure).
+
+use super::{line, peak_rss_mb};
+use crate::auth::{Role, Signer};
+use crate::engine::{Engine, EngineConfig};
+use crate::reload::Dev;
+use crate::run::RunOptions;
+use crate::serve::{Access, Server, auth};
+use crate::store::{RunStatus, SqliteStore, Store, wait};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BLUEPRINTS: &[(&str, &str)] = &[
+    (
+        "one.lua",
+        r#"local swarm = require "swarm"
+return swarm.blueprint "one" {
+  agents = { echo = swarm.agent.rust { name = "echo" } },
+  flow = function(input) return swarm.step("echo", input) end,
+}
+"#,
+    ),
+    (
+        "many.lua",
+        r#"local swarm = require "swarm"
+return swarm.blueprint "many" {
+  agents = { echo = swarm.agent.rust { name = "echo" } },
+  flow = function(input)
+    for i = 1, input.steps do swarm.step("echo", i) end
+    return input.steps
+  end,
+}
+"#,
+    ),
+];
+
+struct Bench {
+    url: String,
+    token: String,
+    store: Arc<dyn Store>,
+    http: reqwest::Client,
+}
+
+async fn start_server() -> (Bench, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("swarm-bench-serve-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    for (file, body) in BLUEPRINTS {
+        std::fs::write(dir.join(file), body).expect("bench blueprint");
+    }
+    let db = dir.join("swarm.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).expect("journal"));
+    let engine = Engine::new(EngineConfig::default(), Signer::random());
+    let opts = RunOptions {
+        store: Some(store.clone()),
+        wait_for_answers: true,
+        ..RunOptions::default()
+    };
+    let dev = Arc::new(Dev::new(engine.clone(), opts.clone()));
+    dev.scan(&dir);
+    let signer = auth::signer(&db).expect("secret");
+    let token = auth::mint(&signer, Role::Operator, Duration::from_secs(3600), None);
+    let server = Server::new(engine, store.clone(), dev, signer, Access::Tokens, opts);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listen");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let app = server.router();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let http = reqwest::Client::new();
+    (
+        Bench {
+            url,
+            token,
+            store,
+            http,
+        },
+        dir,
+    )
+}
+
+impl Bench {
+    async fn start(&self, blueprint: &str, input: Value, id: String) {
+        let resp = self
+            .http
+            .post(format!("{}/v1/runs", self.url))
+            .bearer_auth(&self.token)
+            .json(&json!({ "blueprint": blueprint, "input": input, "id": id }))
+            .send()
+            .await
+            .expect("start request");
+        assert_eq!(resp.status().as_u16(), 201, "bench serve: a start failed");
+    }
+
+    /// Waits until every run has stopped, then checks each one passed.
+    async fn all_passed(&self, n: usize) {
+        let guard = Instant::now();
+        while !wait(self.store.runs(Some(RunStatus::Running)))
+            .expect("runs")
+            .is_empty()
+        {
+            assert!(
+                guard.elapsed() < Duration::from_secs(300),
+                "bench serve: hang"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let runs = wait(self.store.runs(None)).expect("runs");
+        assert!(runs.len() >= n, "bench serve: {} runs recorded", runs.len());
+        let bad = runs.iter().find(|r| r.status != RunStatus::Pass);
+        assert!(bad.is_none(), "bench serve: a run failed: {bad:?}");
+    }
+
+    /// The number of events one SSE subscriber reads before `end`.
+    /// Connections are opened `connecting` at a time (a thousand SYNs at
+    /// once overflow the listen backlog), then all stay open together.
+    async fn subscribe(&self, run: &str, connecting: &tokio::sync::Semaphore) -> usize {
+        let permit = connecting.acquire().await.expect("semaphore");
+        let resp = self
+            .http
+            .get(format!("{}/v1/runs/{run}/events", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("events request");
+        drop(permit);
+        let mut body = resp.bytes_stream();
+        let (mut text, mut events) = (String::new(), 0);
+        while let Some(chunk) = body.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.expect("events body")));
+            let mut used = 0;
+            while let Some(at) = text[used..].find("\n\n") {
+                let block = &text[used..used + at];
+                if block.contains("event: end") {
+                    return events;
+                }
+                events += usize::from(block.starts_with("id:"));
+                used += at + 2;
+            }
+            text.drain(..used);
+        }
+        panic!("bench serve: an event stream ended without `end`");
+    }
+}
+
+pub async fn serve() {
+    let (b, dir) = start_server().await;
+    let n = 2000;
+    let start = Instant::now();
+    let starts = (0..n).map(|i| b.start("one", json!(i), format!("r{i}")));
+    futures_util::stream::iter(starts)
+        .buffer_unordered(64)
+        .collect::<Vec<()>>()
+        .await;
+    let started = start.elapsed();
+    b.all_passed(n).await;
+    line(
+        "serve",
+        "runs_started_per_s",
+        n as f64 / started.as_secs_f64(),
+        "runs/s",
+    );
+    line(
+        "serve",
+        "runs_finished_per_s",
+        n as f64 / start.elapsed().as_secs_f64(),
+        "runs/s",
+    );
+
+    b.start("many", json!({ "steps": 200 }), "sse".into()).await;
+    let subscribers = 1000;
+    let start = Instant::now();
+    let connecting = tokio::sync::Semaphore::new(100);
+    let counts: Vec<usize> =
+        futures_util::future::join_all((0..subscribers).map(|_| b.subscribe("sse", &connecting)))
+            .await;
+    let total = wait(b.store.event_tail("sse", 1)).expect("event count").0 as usize;
+    let lost: usize = counts.iter().map(|c| total.abs_diff(*c)).sum();
+    assert!(
+        total > 200,
+        "bench serve: the SSE run wrote only {total} events"
+    );
+    assert_eq!(lost, 0, "bench serve: SSE subscribers lost events");
+    line(
+        "serve",
+        "ms_1000_sse_subscribers_to_end",
+        start.elapsed().as_secs_f64() * 1e3,
+        "ms",
+    );
+    line("serve", "sse_events_per_subscriber", total as f64, "events");
+    line("serve", "sse_lost_events", lost as f64, "events");
+    line("serve", "peak_rss", peak_rss_mb(), "MB");
+    let _ = std::fs::remove_dir_all(dir);
+}
