@@ -362,6 +362,13 @@ async fn every_bad_token_and_bad_request_gets_its_status_and_code() {
     let bound = as_token(&s.token(Role::Operator, Some("elsewhere")));
     expect(bound.get("/v1/runs/a").await, 404, "unknown_run");
     assert_eq!(bound.get("/v1/runs").await.1["runs"], json!([]));
+    expect(
+        bound
+            .post("/v1/runs", json!({ "blueprint": "quick" }))
+            .await,
+        403,
+        "forbidden",
+    );
     // 404s.
     expect(op.get("/v1/runs/nope").await, 404, "unknown_run");
     expect(

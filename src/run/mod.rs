@@ -95,6 +95,9 @@ pub enum RunError {
     Refused(String),
     #[error("no run `{0}`")]
     UnknownRun(String),
+    /// A caller bound to one run asked to start another.
+    #[error("this caller is bound to run `{0}` and may not start runs")]
+    Bound(String),
     #[error("no live blueprint named `{0}`")]
     UnknownBlueprint(String),
     /// Answering a question the run does not have open.
@@ -124,7 +127,7 @@ impl RunError {
             RunError::UnknownRun(_) => "unknown_run",
             RunError::UnknownBlueprint(_) => "unknown_blueprint",
             RunError::UnknownQuestion { .. } => "unknown_question",
-            RunError::Forbidden { .. } => "forbidden",
+            RunError::Forbidden { .. } | RunError::Bound(_) => "forbidden",
         }
     }
 }

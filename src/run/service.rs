@@ -68,12 +68,16 @@ impl Authority {
 
     /// Refuses `action` on `run` (or on runs in general, for `None`):
     /// a role that may not do it is `forbidden`; a run outside a bound
-    /// caller's is `unknown_run`, revealing nothing about it.
+    /// caller's is `unknown_run`, revealing nothing about it; a bound
+    /// caller starts no runs.
     pub fn check(&self, action: Action, run: Option<&str>) -> Result<(), RunError> {
         if let (Some(mine), Some(asked)) = (&self.run, run)
             && mine != asked
         {
             return Err(RunError::UnknownRun(asked.to_string()));
+        }
+        if let (Some(mine), Action::Start) = (&self.run, action) {
+            return Err(RunError::Bound(mine.clone()));
         }
         if !action.allowed(self.role) {
             return Err(RunError::Forbidden {

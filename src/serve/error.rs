@@ -45,7 +45,7 @@ impl From<RunError> for ApiError {
             RunError::UnknownRun(_)
             | RunError::UnknownBlueprint(_)
             | RunError::UnknownQuestion { .. } => StatusCode::NOT_FOUND,
-            RunError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            RunError::Forbidden { .. } | RunError::Bound(_) => StatusCode::FORBIDDEN,
             RunError::Refused(_) => StatusCode::CONFLICT,
             RunError::Blueprint(_) => StatusCode::UNPROCESSABLE_ENTITY,
             RunError::Store(s) => match s.code() {
