@@ -146,3 +146,17 @@ async fn resume_and_start_check_the_callers_authority_first() {
     let s = service::start(&who(Role::Senior, None), &engine, path, json!(null), opts()).await;
     assert_eq!(code(s), "forbidden");
 }
+
+#[test]
+fn a_run_id_taken_is_a_typed_conflict_not_a_write_failure() {
+    let store = journal("taken");
+    let mut rec = service::record(&Authority::local(), &store, "a").unwrap();
+    rec.status = RunStatus::Running;
+    let err = lua_swarm::store::wait(store.create_run(&rec, &lua_swarm::store::Owner::new()))
+        .unwrap_err();
+    assert_eq!(err.code(), "store_exists", "{err}");
+    // The store goes on writing.
+    let before = lua_swarm::store::wait(store.questions("b")).unwrap();
+    assert!(!before.is_empty());
+    lua_swarm::store::wait(store.request_cancel("b")).unwrap();
+}

@@ -49,7 +49,7 @@ impl From<RunError> for ApiError {
             RunError::Refused(_) => StatusCode::CONFLICT,
             RunError::Blueprint(_) => StatusCode::UNPROCESSABLE_ENTITY,
             RunError::Store(s) => match s.code() {
-                "run_owned" => StatusCode::CONFLICT,
+                "run_owned" | "store_exists" => StatusCode::CONFLICT,
                 "store_locked" | "store_write" => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },

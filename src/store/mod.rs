@@ -35,6 +35,9 @@ pub enum StoreError {
     Locked { path: String, ms: u64 },
     #[error("journal write failed at {path}: {message}")]
     Write { path: String, message: String },
+    /// A write that would duplicate what exists (a run id taken).
+    #[error("journal write refused at {path}: it exists already ({message})")]
+    Exists { path: String, message: String },
     #[error("journal read failed at {path}: {message}")]
     Read { path: String, message: String },
     #[error("the journal writer has stopped")]
@@ -52,6 +55,7 @@ impl StoreError {
             StoreError::Corrupt { .. } => "store_corrupt",
             StoreError::Locked { .. } => "store_locked",
             StoreError::Write { .. } => "store_write",
+            StoreError::Exists { .. } => "store_exists",
             StoreError::Read { .. } => "store_read",
             StoreError::Closed => "store_closed",
             StoreError::Owned(_) => "run_owned",

@@ -62,6 +62,10 @@ fn classify(path: &Path, e: &rusqlite::Error, write: bool) -> StoreError {
             path,
             ms: busy().as_millis() as u64,
         },
+        Some(ErrorCode::ConstraintViolation) if write => StoreError::Exists {
+            path,
+            message: e.to_string(),
+        },
         _ if write => StoreError::Write {
             path,
             message: e.to_string(),
