@@ -142,9 +142,7 @@ impl Spawner for LlmAgent {
         let step = Step {
             name: self.name.clone(),
             spec: self.spec.clone(),
-            tools: self.side.tools.clone(),
-            log: self.side.log.clone(),
-            meter: self.side.meter.clone(),
+            side: self.side.clone(),
         };
         Box::pin(async move {
             let cancel = ctx.cancel.clone();
@@ -220,9 +218,7 @@ fn opening(system: Option<&str>, input: &Value) -> Result<Vec<Value>, Value> {
 struct Step {
     name: String,
     spec: LlmSpec,
-    tools: Arc<dyn Tools>,
-    log: Arc<dyn TurnLog>,
-    meter: Arc<Meter>,
+    side: RunSide,
 }
 
 impl Step {
@@ -329,7 +325,7 @@ impl Step {
             .tools
             .iter()
             .map(|name| {
-                let info = self.tools.describe(name).ok_or_else(|| {
+                let info = self.side.tools.describe(name).ok_or_else(|| {
                     fail(
                         "llm_config",
                         format!(
@@ -385,6 +381,7 @@ impl Step {
     ) -> Result<Turn, Value> {
         let replayed = match pos {
             Some(p) => self
+                .side
                 .log
                 .replay(p, &req.body)
                 .map_err(|e| fail("diverged", e))?,
@@ -397,12 +394,16 @@ impl Step {
                 finish_reason: None,
             };
             let spent = Usage::of_turn(turn.usage.as_ref());
-            self.meter
+            self.side
+                .meter
                 .charge(model, spent)
                 .map_err(|e| fail("token_budget", e))?;
             return Ok(turn);
         }
-        self.meter.check().map_err(|e| fail("token_budget", e))?;
+        self.side
+            .meter
+            .check()
+            .map_err(|e| fail("token_budget", e))?;
         let started = Instant::now();
         let partial = |text: &str| {
             let _ = ctx
@@ -420,12 +421,14 @@ impl Step {
         let _ = ctx.engine.emit(&ctx.token, OutputKind::Progress, report);
         if let Some(p) = pos {
             let rec = json!({ "message": turn.message, "usage": turn.usage, "model": model });
-            self.log
+            self.side
+                .log
                 .record(p, "llm_turn", &req.body, rec, spent.total_tokens)
                 .await
                 .map_err(|e| fail("journal_fault", e))?;
         }
-        self.meter
+        self.side
+            .meter
             .charge(model, spent)
             .map_err(|e| fail("token_budget", e))?;
         Ok(turn)
@@ -444,7 +447,11 @@ impl Step {
             let id = call["id"].as_str().unwrap_or_default().to_string();
             let pos = turn_pos.map(|p| format!("{p}~{id}"));
             if let Some(p) = pos.as_deref()
-                && let Some(rec) = self.log.replay(p, call).map_err(|e| fail("diverged", e))?
+                && let Some(rec) = self
+                    .side
+                    .log
+                    .replay(p, call)
+                    .map_err(|e| fail("diverged", e))?
             {
                 return Ok(tool_message(&id, &rec));
             }
@@ -454,7 +461,8 @@ impl Step {
                 Err(e) => json!({ "ok": false, "error": e }),
             };
             if let Some(p) = &pos {
-                self.log
+                self.side
+                    .log
                     .record(p, "llm_tool", call, rec.clone(), 0)
                     .await
                     .map_err(|e| fail("journal_fault", e))?;
@@ -482,14 +490,14 @@ impl Step {
         let raw = if raw.trim().is_empty() { "{}" } else { raw };
         let args: Value = serde_json::from_str(raw)
             .map_err(|e| json!(format!("the arguments are not JSON ({e}): {raw}")))?;
-        if let Some(info) = self.tools.describe(name)
+        if let Some(info) = self.side.tools.describe(name)
             && let Err(why) = schema::validate(&info.params, &args)
         {
             return Err(json!(format!(
                 "the arguments do not match the parameters of `{name}`: {why}"
             )));
         }
-        self.tools.call(ctx, name, args).await
+        self.side.tools.call(ctx, name, args).await
     }
 }
 

@@ -128,6 +128,15 @@ impl Meter {
         self.tally.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Tokens spent so far (without copying the tally).
+    fn spent(&self) -> u64 {
+        self.tally
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .total
+            .total_tokens
+    }
+
     /// The budget's message once it tripped.
     pub fn tripped(&self) -> Option<String> {
         let budget = self.budget?;
@@ -135,7 +144,7 @@ impl Meter {
             format!(
                 "the run's token budget of {} is spent ({} used)",
                 thousands(budget),
-                thousands(self.tally().total.total_tokens)
+                thousands(self.spent())
             )
         })
     }
@@ -143,7 +152,7 @@ impl Meter {
     /// Before a live turn: refused once the budget is spent.
     pub fn check(&self) -> Result<(), String> {
         match self.budget {
-            Some(b) if self.tally().total.total_tokens >= b => Err(self.trip()),
+            Some(b) if self.spent() >= b => Err(self.trip()),
             _ => Ok(()),
         }
     }
