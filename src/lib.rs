@@ -10,7 +10,8 @@
 //! - `reload` — hot reload: live blueprint versions kept current by a file watcher.
 //! - `llm`    — the OpenAI-compatible LLM agent backend (turns, tools, usage).
 //! - `repl`   — `swarm repl`: a Lua session on a live engine.
-//! - `serve`  — `swarm serve`: runs over HTTP, bearer tokens, SSE events.
+//! - `serve`  — `swarm serve`: runs over HTTP, bearer tokens, SSE events, the workers' routes.
+//! - `worker` — `swarm worker`: claims remote steps from a server, runs them as process agents.
 //! - `cli`    — the `swarm` command line (`run`, `check`, `bench`).
 
 pub mod auth;
@@ -24,3 +25,4 @@ pub mod run;
 pub mod serve;
 pub mod spawn;
 pub mod store;
+pub mod worker;

@@ -7,9 +7,8 @@
 use lua_swarm::auth::{Role, Signer};
 use lua_swarm::serve::auth::{mint, secret_file};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const BLUEPRINTS: &[(&str, &str)] = &[
@@ -47,197 +46,17 @@ return swarm.blueprint "gate" {
     ),
 ];
 
-struct Serve {
-    child: Child,
-    url: String,
-    dir: PathBuf,
-    db: PathBuf,
-    log: std::sync::mpsc::Receiver<String>,
-    /// Every stderr line read so far.
-    seen: std::cell::RefCell<Vec<String>>,
-}
+mod common;
 
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::server::{Client, fresh, serve};
 
-fn fresh(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("serve-{name}"));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    for (file, body) in BLUEPRINTS {
-        std::fs::write(d.join(file), body).unwrap();
-    }
-    d
-}
-
-/// Starts `swarm serve DIR` on a free port; returns once it listens.
-fn serve(dir: &Path, extra: &[&str]) -> Serve {
-    let db = dir.join("db").join("swarm.db");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_swarm"))
-        .arg("serve")
-        .arg(dir)
-        .args(["--listen", "127.0.0.1:0", "--db"])
-        .arg(&db)
-        .args(extra)
-        .current_dir(dir)
-        .env_remove("SWARM_SECRET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, log) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut s = Serve {
-        child,
-        url: String::new(),
-        dir: dir.to_path_buf(),
-        db,
-        log,
-        seen: Default::default(),
-    };
-    let line = s.wait_log("listening on http://");
-    let at = line.find("http://").unwrap();
-    s.url = line[at..].split_whitespace().next().unwrap().to_string();
-    s
-}
-
-impl Serve {
-    /// Waits for a stderr line containing `what` (or finds it among the
-    /// lines already read).
-    fn wait_log(&self, what: &str) -> String {
-        if let Some(line) = self.seen.borrow().iter().find(|l| l.contains(what)) {
-            return line.clone();
-        }
-        loop {
-            match self.log.recv_timeout(Duration::from_secs(60)) {
-                Ok(line) => {
-                    self.seen.borrow_mut().push(line.clone());
-                    if line.contains(what) {
-                        return line;
-                    }
-                }
-                Err(e) => panic!(
-                    "no `{what}` from swarm serve: {:?} ({e})",
-                    self.seen.borrow()
-                ),
-            }
-        }
-    }
-
-    fn signer(&self) -> Signer {
-        Signer::new(&std::fs::read(secret_file(&self.db)).unwrap())
-    }
-
-    fn token(&self, role: Role, run: Option<&str>) -> String {
-        mint(&self.signer(), role, Duration::from_secs(3600), run)
-    }
-}
-
-struct Client {
-    http: reqwest::Client,
-    url: String,
-    token: Option<String>,
-}
-
-impl Client {
-    fn new(s: &Serve, token: Option<String>) -> Client {
-        Client {
-            http: reqwest::Client::new(),
-            url: s.url.clone(),
-            token,
-        }
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method.parse().unwrap(), format!("{}{path}", self.url));
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = tokio::time::timeout(Duration::from_secs(60), req.send())
-            .await
-            .expect("hang guard")
-            .unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        self.call("GET", path, None).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.call("POST", path, Some(body)).await
-    }
-
-    /// Polls run `id` until `done` says so (a hang guard, not a timer).
-    async fn until(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let start = Instant::now();
-        loop {
-            let (code, run) = self.get(&format!("/v1/runs/{id}")).await;
-            assert_eq!(code, 200, "{run}");
-            if done(&run) {
-                return run;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "hang guard: {run}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The SSE stream of run `id`, read to its end: (event, data) pairs.
-    async fn events(&self, id: &str, after: Option<&str>) -> Vec<(String, String)> {
-        let mut req = self.http.get(format!("{}/v1/runs/{id}/events", self.url));
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(a) = after {
-            req = req.header("Last-Event-ID", a);
-        }
-        let body = tokio::time::timeout(Duration::from_secs(60), async {
-            req.send().await.unwrap().text().await.unwrap()
-        })
-        .await
-        .expect("the stream ends after the run's final event");
-        let mut out = Vec::new();
-        for block in body.split("\n\n") {
-            let field = |name: &str| {
-                block
-                    .lines()
-                    .find_map(|l| l.strip_prefix(name))
-                    .map(|v| v.trim().to_string())
-            };
-            if let (Some(ev), Some(data)) = (field("event:"), field("data:")) {
-                out.push((ev, data));
-            }
-        }
-        out
-    }
+fn fresh_here(name: &str) -> PathBuf {
+    fresh(&format!("serve-{name}"), BLUEPRINTS)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_goes_from_post_to_the_end_of_its_event_stream() {
-    let s = serve(&fresh("basic"), &[]);
+    let s = serve(&fresh_here("basic"), &[]);
     let c = Client::new(&s, Some(s.token(Role::Operator, None)));
     let (code, health) = Client::new(&s, None).get("/v1/health").await;
     assert_eq!((code, &health["ok"]), (200, &json!(true)), "{health}");
@@ -305,7 +124,7 @@ async fn a_run_goes_from_post_to_the_end_of_its_event_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_token_and_bad_request_gets_its_status_and_code() {
-    let s = serve(&fresh("errors"), &[]);
+    let s = serve(&fresh_here("errors"), &[]);
     let op = Client::new(&s, Some(s.token(Role::Operator, None)));
     let (code, _) = op
         .post("/v1/runs", json!({ "blueprint": "quick", "id": "a" }))
@@ -437,7 +256,7 @@ async fn every_bad_token_and_bad_request_gets_its_status_and_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_senior_answers_a_waiting_question_over_http() {
-    let s = serve(&fresh("answer"), &[]);
+    let s = serve(&fresh_here("answer"), &[]);
     let op = Client::new(&s, Some(s.token(Role::Operator, None)));
     let (code, _) = op
         .post("/v1/runs", json!({ "blueprint": "ask", "id": "w" }))
@@ -502,7 +321,7 @@ async fn until_file(path: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_over_http_stops_a_running_run() {
-    let dir = fresh("cancel");
+    let dir = fresh_here("cancel");
     let s = serve(&dir, &[]);
     let op = Client::new(&s, Some(s.token(Role::Operator, None)));
     assert_eq!(
@@ -520,7 +339,7 @@ async fn cancel_over_http_stops_a_running_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_kill_9_then_restart_resumes() {
-    let dir = fresh("restart");
+    let dir = fresh_here("restart");
     let s = serve(&dir, &[]);
     let op = Client::new(&s, Some(s.token(Role::Operator, None)));
     assert_eq!(
@@ -575,7 +394,7 @@ async fn sigterm_drains_and_kill_9_then_restart_resumes() {
 
 #[test]
 fn no_auth_is_refused_off_loopback() {
-    let dir = fresh("open");
+    let dir = fresh_here("open");
     let out = Command::new(env!("CARGO_BIN_EXE_swarm"))
         .arg("serve")
         .arg(&dir)
@@ -599,7 +418,7 @@ fn no_auth_is_refused_off_loopback() {
 #[test]
 fn the_secret_file_is_private_and_tokens_come_from_the_cli() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = fresh("secret");
+    let dir = fresh_here("secret");
     let db = dir.join("j").join("swarm.db");
     let out = Command::new(env!("CARGO_BIN_EXE_swarm"))
         .args([

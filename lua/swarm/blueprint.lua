@@ -53,6 +53,8 @@ M.agent = {
   rust = function(spec) return marker("agent.rust", spec) end,
   --- A model behind an OpenAI-compatible chat-completions endpoint.
   llm = function(spec) return marker("agent.llm", spec) end,
+  --- A step done by `swarm worker --queue <queue>` through `swarm serve`.
+  remote = function(spec) return marker("agent.remote", spec) end,
 }
 
 --- A middleware layer written in Lua: `before(ctx, input)` may return a new
@@ -72,6 +74,7 @@ local AGENT_FIELDS = {
   ["agent.llm"] = { base_url = "string", api_key_env = "string", schema = "table", max_turns = "number",
                     temperature = "number", max_tokens = "number", headers = "table", extra = "table",
                     timeout = "duration", stream = "boolean", retries = "number" },
+  ["agent.remote"] = { queue = "string", timeout = "duration" },
 }
 local BLUEPRINT_FIELDS = { description = "string", agents = "table", hints = "table",
                            layers = "table", gate = "table", limits = "table", flow = "function" }
@@ -113,7 +116,7 @@ local function check_agent(name, a, bp, errors)
   local field = "agents." .. tostring(name)
   if type(a) ~= "table" or not AGENT_FIELDS[a.__swarm] then
     errors[#errors + 1] = { where = bp.where, field = field,
-      message = "must be swarm.agent.lua{}, swarm.agent.process{}, swarm.agent.rust{} or swarm.agent.llm{}" }
+      message = "must be swarm.agent.lua{}, swarm.agent.process{}, swarm.agent.rust{}, swarm.agent.llm{} or swarm.agent.remote{}" }
     return
   end
   local allowed = AGENT_FIELDS[a.__swarm]
@@ -130,6 +133,8 @@ local function check_agent(name, a, bp, errors)
     errors[#errors + 1] = { where = a.where, field = field .. ".run", message = "is required (function(task))" }
   elseif a.__swarm == "agent.process" and not a.spec.cmd and not a.spec.shell then
     errors[#errors + 1] = { where = a.where, field = field .. ".cmd", message = "is required (a list: program, args...)" }
+  elseif a.__swarm == "agent.remote" and (type(a.spec.queue) ~= "string" or a.spec.queue == "") then
+    errors[#errors + 1] = { where = a.where, field = field .. ".queue", message = "is required (the queue workers claim from)" }
   elseif a.__swarm == "agent.rust" and not a.spec.name then
     errors[#errors + 1] = { where = a.where, field = field .. ".name", message = "is required" }
   elseif a.__swarm == "agent.llm" and type(a.spec.tools) == "table" then

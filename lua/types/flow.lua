@@ -108,6 +108,10 @@ function swarm.duration(v) end
 ---@field stream boolean?      default true
 ---@field retries number?      on 429, 5xx, connection errors, broken streams (default 4)
 
+---@class swarm.RemoteAgentSpec : swarm.AgentSpec
+---@field queue string           the queue `swarm worker --queue` claims from
+---@field timeout (number|string)?  the whole step, waiting for a worker included
+
 swarm.agent = {}
 ---@param spec swarm.LlmAgentSpec
 function swarm.agent.llm(spec) end
@@ -117,6 +121,8 @@ function swarm.agent.lua(spec) end
 function swarm.agent.process(spec) end
 ---@param spec swarm.RustAgentSpec
 function swarm.agent.rust(spec) end
+---@param spec swarm.RemoteAgentSpec
+function swarm.agent.remote(spec) end
 
 ---A middleware layer written in Lua.
 ---@param spec { before: (fun(ctx: table, input: any): any, any?)?, after: (fun(ctx: table, result: { ok: boolean, value: any, status: string }): table?)? }

@@ -18,6 +18,7 @@ mod run;
 mod runs;
 mod serve;
 mod show;
+mod worker;
 
 use crate::store::{SqliteStore, Store, default_path};
 use clap::{Args, Parser, Subcommand};
@@ -64,6 +65,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Mint a bearer token for `swarm serve`.
     Token(serve::TokenArgs),
+    /// Do remote agents' steps for a server: `swarm worker --queue Q -- CMD`.
+    Worker(worker::WorkerArgs),
     /// Print performance figures: `bench <workload> <figure> <value> <unit>`.
     Bench(bench::BenchArgs),
     /// Start a project: a starter blueprint, a sample agent, editor setup.
@@ -174,6 +177,7 @@ pub fn main() -> ExitCode {
         Command::Dev(args) => dev::run(args),
         Command::Serve(args) => serve::serve(args),
         Command::Token(args) => serve::token(args),
+        Command::Worker(args) => worker::run(args),
         Command::Repl(args) => repl::run(args),
         Command::Runs(args) => runs::list(args),
         Command::Show(args) => show::show(args),

@@ -33,6 +33,10 @@ pub struct ServeArgs {
     /// Serve requests without a token as the local operator (loopback only).
     #[arg(long)]
     no_auth: bool,
+    /// How long a remote worker's claim on a step stands without a
+    /// heartbeat before the step is offered again.
+    #[arg(long, default_value = "30s", value_parser = super::run::parse_duration)]
+    lease: Duration,
     #[command(flatten)]
     journal: Db,
 }
@@ -117,6 +121,7 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         } else {
             Access::Tokens
         };
+        engine.board().open(args.lease);
         let server = Server::new(engine, store, dev, signer, access, opts);
         for id in server.resume_interrupted().await {
             eprintln!("resumed run {id}");

@@ -8,6 +8,7 @@
 //!
 //! The verbs live one group per file under `verbs/`.
 
+pub mod board;
 mod error;
 mod events;
 pub mod size;
@@ -103,6 +104,7 @@ struct Inner {
     questions_notify: Notify,
     hold_warn: Duration,
     worker_ttl: Duration,
+    board: Arc<board::Board>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -125,6 +127,7 @@ impl Engine {
                 signer,
                 ledger_notify: Notify::new(),
                 questions_notify: Notify::new(),
+                board: Arc::default(),
             }),
         };
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -173,6 +176,11 @@ impl Engine {
 
     pub(crate) fn signer(&self) -> &Signer {
         &self.inner.signer
+    }
+
+    /// Steps of remote agents waiting for workers, and their claims.
+    pub fn board(&self) -> &Arc<board::Board> {
+        &self.inner.board
     }
 
     pub(crate) fn worker_ttl(&self) -> Duration {

@@ -8,7 +8,8 @@
 use super::blueprint::{AgentSpec, Backend, Blueprint, LayerUse};
 use crate::lua::{Agents, Host, LuaAgent, Vm, VmOptions, lua_layer};
 use crate::spawn::{
-    Layer, LayerEnv, LayerRegistry, ProcessAgent, RustAgent, SpawnError, Spawner, build_stack,
+    Layer, LayerEnv, LayerRegistry, ProcessAgent, RemoteAgent, RustAgent, SpawnError, Spawner,
+    build_stack,
 };
 use mlua::{Function, Table};
 use serde_json::{Value, json};
@@ -125,6 +126,14 @@ fn backend(b: &Build<'_>, spec: &AgentSpec) -> Result<Arc<dyn Spawner>, SpawnErr
                 meter: b.meter.clone(),
             };
             Arc::new(crate::llm::LlmAgent::new(&spec.name, llm.clone(), side))
+        }
+        Backend::Remote(r) => {
+            let journal = b.journal.clone();
+            let run = Arc::new(move || {
+                let j = journal.lock().unwrap_or_else(|e| e.into_inner());
+                j.as_ref().map(|j| j.run().to_string())
+            });
+            Arc::new(RemoteAgent::new(r.clone(), run))
         }
     })
 }

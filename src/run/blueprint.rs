@@ -68,6 +68,7 @@ pub enum Backend {
     Rust(String),
     Process(ProcessSpec),
     Llm(crate::llm::LlmSpec),
+    Remote(crate::spawn::RemoteSpec),
 }
 
 #[derive(Debug, Clone)]
@@ -317,6 +318,7 @@ impl Reader<'_> {
             "agent.lua" => Backend::Lua,
             "agent.rust" => Backend::Rust(spec.get("name").map_err(|e| self.lua_err(e))?),
             "agent.llm" => Backend::Llm(self.llm(name, &spec, &at)?),
+            "agent.remote" => Backend::Remote(self.remote(&spec, &profile)?),
             _ => Backend::Process(self.process(name, &spec, &at, &profile)?),
         };
         Ok(AgentSpec {
@@ -404,6 +406,24 @@ impl Reader<'_> {
         }
         p.profile = serde_json::Value::Object(profile.clone());
         Ok(p)
+    }
+
+    fn remote(
+        &self,
+        spec: &Table,
+        profile: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<crate::spawn::RemoteSpec, BlueprintError> {
+        // Validation checked both fields' types and that `queue` is set.
+        let queue: String = spec.get("queue").map_err(|e| self.lua_err(e))?;
+        let timeout = match spec.get::<Value>("timeout").map_err(|e| self.lua_err(e))? {
+            Value::Nil => None,
+            v => self.duration(v)?,
+        };
+        Ok(crate::spawn::RemoteSpec {
+            queue: queue.into(),
+            timeout: timeout.map(|ms| Duration::from_secs_f64(ms / 1000.0)),
+            profile: serde_json::Value::Object(profile.clone()),
+        })
     }
 
     /// Milliseconds, through `swarm.duration` (one parser for Lua and Rust).

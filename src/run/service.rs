@@ -23,6 +23,8 @@ pub enum Action {
     Answer,
     /// List and show runs, their journal, questions and events.
     Read,
+    /// Claim remote steps from a queue and report on them (`swarm worker`).
+    Work,
 }
 
 impl Action {
@@ -34,17 +36,18 @@ impl Action {
             Action::Interrupt => "interrupt",
             Action::Answer => "answer",
             Action::Read => "read",
+            Action::Work => "work",
         }
     }
 
     /// The one table: operators do everything, seniors answer and read,
-    /// observers read, workers touch runs only through their tasks.
+    /// observers read, workers touch runs only through the steps they claim.
     fn allowed(self, role: Role) -> bool {
         match role {
             Role::Operator => true,
             Role::Senior => matches!(self, Action::Answer | Action::Read),
             Role::Observer => self == Action::Read,
-            Role::Worker => false,
+            Role::Worker => self == Action::Work,
         }
     }
 }

@@ -27,6 +27,7 @@ pub fn routes() -> Router<Arc<Server>> {
         .route("/v1/runs/{id}/answers", post(answer))
         .route("/v1/runs/{id}/cancel", post(cancel))
         .route("/v1/runs/{id}/resume", post(resume))
+        .merge(super::work::routes())
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,

@@ -13,6 +13,7 @@ mod api;
 pub mod auth;
 mod error;
 mod events;
+mod work;
 
 pub use auth::Access;
 pub use error::ApiError;

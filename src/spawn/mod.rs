@@ -7,11 +7,13 @@
 //! assembled. Backends live one per file.
 
 mod layers;
-mod process;
+pub mod process;
+mod remote;
 mod rust;
 
 pub use layers::{LayerEnv, LayerRegistry, layer_fn};
 pub use process::{ProcessAgent, ProcessSpec};
+pub use remote::{RemoteAgent, RemoteSpec};
 pub use rust::RustAgent;
 
 use crate::auth::CapToken;

@@ -20,7 +20,7 @@
 //! blueprint run; Lua code cannot start processes.
 
 use super::{Outcome, SpawnCtx, SpawnError, Spawner, Worker};
-use crate::engine::OutputKind;
+use crate::engine::{OutputKind, TaskId};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -28,6 +28,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio_util::sync::CancellationToken;
 
 /// Host variables every process agent sees (when the host has them).
 pub const ALLOWED_ENV: &[&str] = &[
@@ -120,27 +121,78 @@ fn blocked(code: &str, error: String, extra: Value) -> Outcome {
     Outcome::Blocked(v)
 }
 
+/// One attempt as its process sees it: the stdin document's fields and
+/// the `SWARM_*` variables.
+pub struct Job {
+    pub task: TaskId,
+    pub attempt: u32,
+    pub agent: Arc<str>,
+    pub input: Arc<Value>,
+    pub profile: Value,
+    /// `SWARM_WORKER_HANDLE`, for processes that call back later.
+    pub handle: Option<String>,
+}
+
+/// Where a process's events (NDJSON lines, stderr lines) go.
+pub type Sink = Arc<dyn Fn(OutputKind, Value) + Send + Sync>;
+
 async fn run(spec: Arc<ProcessSpec>, ctx: SpawnCtx) -> Result<Outcome, SpawnError> {
-    let Some(program) = spec.argv.first() else {
-        return Ok(blocked("spawn_failed", "empty command".into(), Value::Null));
-    };
     let handle = ctx
         .engine
         .worker_handle(&ctx.token)
         .map_err(|e| SpawnError::Failed(e.to_string()))?;
+    let job = Job {
+        task: ctx.task,
+        attempt: ctx.attempt,
+        agent: ctx.agent.clone(),
+        input: ctx.input.clone(),
+        profile: spec.profile.clone(),
+        handle: Some(handle),
+    };
+    let (engine, token) = (ctx.engine.clone(), ctx.token.clone());
+    let sink: Sink = Arc::new(move |kind, data| {
+        let _ = engine.emit(&token, kind, data);
+    });
+    execute(&spec, &job, &sink, &ctx.cancel).await
+}
+
+/// Runs `spec` for one attempt to its outcome: the process contract of the
+/// module doc, here and in `swarm worker` alike. Cancelling `cancel` kills
+/// the process group.
+pub async fn execute(
+    spec: &ProcessSpec,
+    job: &Job,
+    sink: &Sink,
+    cancel: &CancellationToken,
+) -> Result<Outcome, SpawnError> {
+    let Some(program) = spec.argv.first() else {
+        return Ok(blocked("spawn_failed", "empty command".into(), Value::Null));
+    };
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(&spec.argv[1..])
         .env_clear()
-        .envs(environment(&spec))
-        .env("SWARM_TASK_ID", ctx.task.0.to_string())
-        .env("SWARM_ATTEMPT", ctx.attempt.to_string())
-        .env("SWARM_AGENT", &*ctx.agent)
-        .env("SWARM_WORKER_HANDLE", handle)
+        .envs(environment(spec))
+        .env("SWARM_TASK_ID", job.task.0.to_string())
+        .env("SWARM_ATTEMPT", job.attempt.to_string())
+        .env("SWARM_AGENT", &*job.agent)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    // SAFETY: the closure runs in the child between fork and exec and
+    // calls only prctl, which is async-signal-safe. It makes the process
+    // die with the thread that started it, so a host killed with SIGKILL
+    // (which runs no destructors) leaves no agent behind.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    if let Some(handle) = &job.handle {
+        cmd.env("SWARM_WORKER_HANDLE", handle);
+    }
     if let Some(dir) = &spec.cwd {
         cmd.current_dir(dir);
     }
@@ -153,8 +205,8 @@ async fn run(spec: Arc<ProcessSpec>, ctx: SpawnCtx) -> Result<Outcome, SpawnErro
     };
     let _group = KillGroup(child.id());
     let stdin_doc = json!({
-        "task": ctx.task.0, "attempt": ctx.attempt, "agent": &*ctx.agent,
-        "input": &*ctx.input, "profile": spec.profile,
+        "task": job.task.0, "attempt": job.attempt, "agent": &*job.agent,
+        "input": &*job.input, "profile": job.profile,
     });
     if let Some(mut stdin) = child.stdin.take() {
         let bytes = serde_json::to_vec(&stdin_doc).unwrap_or_default();
@@ -168,8 +220,8 @@ async fn run(spec: Arc<ProcessSpec>, ctx: SpawnCtx) -> Result<Outcome, SpawnErro
     let stderr = child.stderr.take().expect("piped");
     let work = async {
         let (out, err_tail) = tokio::join!(
-            read_stdout(stdout, spec.max_output, &ctx),
-            read_stderr(stderr, &ctx)
+            read_stdout(stdout, spec.max_output, sink),
+            read_stderr(stderr, sink)
         );
         let status = child.wait().await;
         (out, err_tail, status)
@@ -177,7 +229,7 @@ async fn run(spec: Arc<ProcessSpec>, ctx: SpawnCtx) -> Result<Outcome, SpawnErro
     let limit = spec.timeout.unwrap_or(Duration::MAX);
     let (out, err_tail, status) = tokio::select! {
         r = work => r,
-        _ = ctx.cancel.cancelled() => return Ok(Outcome::Cancelled),
+        _ = cancel.cancelled() => return Ok(Outcome::Cancelled),
         _ = tokio::time::sleep(limit) => return Ok(Outcome::Timeout),
     };
     let status = status.map_err(|e| SpawnError::Failed(format!("waiting for `{program}`: {e}")))?;
@@ -197,7 +249,7 @@ struct Stdout {
 async fn read_stdout(
     stdout: impl AsyncRead + Unpin,
     max: usize,
-    ctx: &SpawnCtx,
+    sink: &Sink,
 ) -> Result<Stdout, Outcome> {
     let mut reader = BufReader::new(stdout);
     let mut out = Stdout {
@@ -215,7 +267,7 @@ async fn read_stdout(
             let msg = format!("stdout exceeded the output cap of {max} bytes");
             return Err(blocked("output_too_large", msg, Value::Null));
         }
-        if !event_line(&line, ctx, &mut out) {
+        if !event_line(&line, sink, &mut out) {
             out.plain.extend_from_slice(&line);
         }
     }
@@ -223,7 +275,7 @@ async fn read_stdout(
 }
 
 /// Handles one NDJSON event line; false when the line is not an event.
-fn event_line(line: &[u8], ctx: &SpawnCtx, out: &mut Stdout) -> bool {
+fn event_line(line: &[u8], sink: &Sink, out: &mut Stdout) -> bool {
     let trimmed = line.trim_ascii();
     if !trimmed.starts_with(b"{") {
         return false;
@@ -242,9 +294,7 @@ fn event_line(line: &[u8], ctx: &SpawnCtx, out: &mut Stdout) -> bool {
             out.final_value = Some((value, ok));
         }
         other => match other.parse::<OutputKind>() {
-            Ok(kind) => {
-                let _ = ctx.engine.emit(&ctx.token, kind, data);
-            }
+            Ok(kind) => sink(kind, data),
             Err(_) => return false,
         },
     }
@@ -254,7 +304,7 @@ fn event_line(line: &[u8], ctx: &SpawnCtx, out: &mut Stdout) -> bool {
 /// Emits each stderr line as an event; returns the last few KiB. A line
 /// longer than [`STDERR_LINE`] is cut into pieces of that size, so a
 /// process that never writes a newline cannot grow the host's memory.
-async fn read_stderr(stderr: impl AsyncRead + Unpin, ctx: &SpawnCtx) -> String {
+async fn read_stderr(stderr: impl AsyncRead + Unpin, sink: &Sink) -> String {
     const TAIL: usize = 4096;
     let mut reader = BufReader::new(stderr);
     let mut tail = String::new();
@@ -275,9 +325,7 @@ async fn read_stderr(stderr: impl AsyncRead + Unpin, ctx: &SpawnCtx) -> String {
         let line = String::from_utf8_lossy(&buf).into_owned();
         tail.push_str(&line);
         tail.push('\n');
-        let _ = ctx
-            .engine
-            .emit(&ctx.token, OutputKind::Stderr, Value::String(line));
+        sink(OutputKind::Stderr, Value::String(line));
         if tail.len() > TAIL {
             let cut = tail.len() - TAIL;
             let cut = (cut..tail.len())

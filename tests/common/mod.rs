@@ -3,6 +3,8 @@
 //! every attack.
 #![allow(dead_code)]
 
+pub mod server;
+
 use lua_swarm::auth::{CapToken, Role, Signer};
 use lua_swarm::engine::{AttachOptions, Caller, Engine, EngineConfig, TaskSpec, TaskStatus};
 use lua_swarm::lua::{Agents, Host, LuaAgent, VmOptions};
