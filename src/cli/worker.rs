@@ -35,6 +35,7 @@ pub struct WorkerArgs {
 pub fn run(args: WorkerArgs) -> ExitCode {
     let mut spec = ProcessSpec::new(args.cmd);
     spec.inherit = args.inherit;
+    spec.die_with_parent = true;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "worker".into());

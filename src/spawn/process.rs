@@ -62,6 +62,11 @@ pub struct ProcessSpec {
     pub max_output: usize,
     /// The agent's profile (system prompt, model, ...), passed on stdin.
     pub profile: Value,
+    /// Kill the process when the thread that started it dies, so a parent
+    /// killed with SIGKILL (which runs no destructors) leaves none behind.
+    /// It costs a `fork` instead of `posix_spawn` (ms in a large host), so
+    /// only the small `swarm worker` process sets it.
+    pub die_with_parent: bool,
 }
 
 impl ProcessSpec {
@@ -74,6 +79,7 @@ impl ProcessSpec {
             timeout: None,
             max_output: 16 << 20,
             profile: Value::Null,
+            die_with_parent: false,
         }
     }
 }
@@ -180,15 +186,15 @@ pub async fn execute(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    // SAFETY: the closure runs in the child between fork and exec and
-    // calls only prctl, which is async-signal-safe. It makes the process
-    // die with the thread that started it, so a host killed with SIGKILL
-    // (which runs no destructors) leaves no agent behind.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
+    if spec.die_with_parent {
+        // SAFETY: the closure runs in the child between fork and exec and
+        // calls only prctl, which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
     }
     if let Some(handle) = &job.handle {
         cmd.env("SWARM_WORKER_HANDLE", handle);

@@ -2,7 +2,10 @@
 //! a real HTTP client. Runs started per second (a one-step Rust-agent
 //! blueprint, journal on, 64 requests in flight), and 1,000 SSE
 //! subscribers on one run (every subscriber must see every event: a lost
-//! event panics instead of printing a figure).
+//! event panics instead of printing a figure). And remote workers: the
+//! protocol alone (claim → result over HTTP, per step of a sequential
+//! flow), and `swarm worker`'s loop (in this process) running `cat`, beside
+//! the same command as a local process agent.
 
 use super::{line, peak_rss_mb};
 use crate::auth::{Role, Signer};
@@ -38,6 +41,34 @@ return swarm.blueprint "many" {
 }
 "#,
     ),
+    (
+        "remote.lua",
+        r#"local swarm = require "swarm"
+return swarm.blueprint "remote" {
+  agents = { cat = swarm.agent.remote { queue = "bench" } },
+  flow = function(input)
+    for i = 1, input.steps do
+      assert(swarm.step("cat", i).input == i, "step " .. i .. " came back wrong")
+    end
+    return input.steps
+  end,
+}
+"#,
+    ),
+    (
+        "local.lua",
+        r#"local swarm = require "swarm"
+return swarm.blueprint "local" {
+  agents = { cat = swarm.agent.process { cmd = { "cat" } } },
+  flow = function(input)
+    for i = 1, input.steps do
+      assert(swarm.step("cat", i).input == i, "step " .. i .. " came back wrong")
+    end
+    return input.steps
+  end,
+}
+"#,
+    ),
 ];
 
 struct Bench {
@@ -45,6 +76,7 @@ struct Bench {
     token: String,
     store: Arc<dyn Store>,
     http: reqwest::Client,
+    engine: Engine,
 }
 
 async fn start_server() -> (Bench, std::path::PathBuf) {
@@ -66,7 +98,15 @@ async fn start_server() -> (Bench, std::path::PathBuf) {
     dev.scan(&dir);
     let signer = auth::signer(&db).expect("secret");
     let token = auth::mint(&signer, Role::Operator, Duration::from_secs(3600), None);
-    let server = Server::new(engine, store.clone(), dev, signer, Access::Tokens, opts);
+    engine.board().open(Duration::from_secs(30));
+    let server = Server::new(
+        engine.clone(),
+        store.clone(),
+        dev,
+        signer,
+        Access::Tokens,
+        opts,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("listen");
@@ -82,6 +122,7 @@ async fn start_server() -> (Bench, std::path::PathBuf) {
             token,
             store,
             http,
+            engine,
         },
         dir,
     )
@@ -153,6 +194,7 @@ impl Bench {
 
 pub async fn serve() {
     let (b, dir) = start_server().await;
+    worker_overhead(&b).await;
     let n = 2000;
     let start = Instant::now();
     let starts = (0..n).map(|i| b.start("one", json!(i), format!("r{i}")));
@@ -199,4 +241,105 @@ pub async fn serve() {
     line("serve", "sse_lost_events", lost as f64, "events");
     line("serve", "peak_rss", peak_rss_mb(), "MB");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Waits for run `id` to end and checks it passed.
+async fn passed(b: &Bench, id: &str) {
+    let guard = Instant::now();
+    loop {
+        let run = wait(b.store.run(id)).expect("run").expect("recorded");
+        if run.status != RunStatus::Running {
+            assert_eq!(run.status, RunStatus::Pass, "bench serve: {run:?}");
+            return;
+        }
+        assert!(
+            guard.elapsed() < Duration::from_secs(300),
+            "bench serve: hang"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Per-step time of `steps` sequential steps of `blueprint` (checked).
+async fn per_step_us(b: &Bench, blueprint: &str, steps: u32) -> f64 {
+    let start = Instant::now();
+    b.start(blueprint, json!({ "steps": steps }), blueprint.into())
+        .await;
+    passed(b, blueprint).await;
+    start.elapsed().as_secs_f64() * 1e6 / f64::from(steps)
+}
+
+fn worker_token(b: &Bench) -> String {
+    let signer = auth::signer(&b.store.path()).expect("secret");
+    auth::mint(&signer, Role::Worker, Duration::from_secs(3600), None)
+}
+
+/// A worker's side of the protocol without a command: claim, post the
+/// result the flow checks, repeat, for `steps` steps.
+async fn hand_worker(b: &Bench, token: &str, steps: u32) {
+    let post = |path: String, body: Value| {
+        b.http
+            .post(format!("{}{path}", b.url))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    for _ in 0..steps {
+        let claim = post("/v1/queues/bench/claim".into(), json!({ "wait_ms": 30000 }))
+            .await
+            .expect("claim");
+        assert_eq!(
+            claim.status().as_u16(),
+            200,
+            "bench serve: no step to claim"
+        );
+        let c: Value = claim.json().await.expect("claim body");
+        let claim = c["claim"].as_str().unwrap_or_default();
+        let body = json!({ "task": c["task"], "ok": true, "value": { "input": c["input"] } });
+        let done = post(format!("/v1/claims/{claim}/result"), body)
+            .await
+            .expect("result");
+        assert_eq!(done.status().as_u16(), 200, "bench serve: result refused");
+    }
+}
+
+/// The remote-worker figures (see the module doc).
+async fn worker_overhead(b: &Bench) {
+    let token = worker_token(b);
+    let steps = 1000;
+    let start = Instant::now();
+    let ((), ()) = tokio::join!(
+        b.start("remote", json!({ "steps": steps }), "remote-hand".into()),
+        hand_worker(b, &token, steps)
+    );
+    passed(b, "remote-hand").await;
+    let protocol = start.elapsed().as_secs_f64() * 1e6 / f64::from(steps);
+    line(
+        "serve",
+        "worker_claim_to_result_per_step_us",
+        protocol,
+        "us",
+    );
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let opts = crate::worker::WorkerOptions {
+        server: b.url.clone(),
+        queue: "bench".into(),
+        concurrency: 1,
+        token: Some(token),
+        spec: crate::spawn::ProcessSpec::new(vec!["cat".into()]),
+        name: "bench".into(),
+    };
+    let worker = tokio::spawn(crate::worker::run(opts, stop.clone()));
+    let steps = 200;
+    let local = per_step_us(b, "local", steps).await;
+    let remote = per_step_us(b, "remote", steps).await;
+    assert!(
+        b.engine.board().waiting().is_empty(),
+        "bench serve: steps left on the board"
+    );
+    stop.cancel();
+    let _ = worker.await;
+    line("serve", "cat_step_local_process_us", local, "us");
+    line("serve", "cat_step_swarm_worker_us", remote, "us");
 }
