@@ -18,6 +18,7 @@ type Reply = Result<(StatusCode, Json<Value>), ApiError>;
 
 pub fn routes() -> Router<Arc<Server>> {
     Router::new()
+        .route("/", get(page))
         .route("/v1/health", get(health))
         .route("/v1/blueprints", get(blueprints))
         .route("/v1/runs", post(start).get(list))
@@ -39,6 +40,12 @@ pub fn routes() -> Router<Arc<Server>> {
 
 fn ok(body: Value) -> Reply {
     Ok((StatusCode::OK, Json(body)))
+}
+
+/// The web page (`page.html`, embedded): it holds no data, so it needs no
+/// token; everything it shows comes through the API with the user's token.
+async fn page() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("page.html"))
 }
 
 async fn health() -> Json<Value> {
