@@ -80,10 +80,14 @@ impl Server {
         })
     }
 
-    /// The routes, with the body limit.
+    /// The routes, with the body limit and a tracing span per request. No
+    /// request timeout: event streams, claims and heartbeats are long
+    /// polls by design, and every other handler answers from memory or the
+    /// journal.
     pub fn router(self: &Arc<Self>) -> Router {
         api::routes()
             .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+            .layer(tower_http::trace::TraceLayer::new_for_http())
             .with_state(self.clone())
     }
 
