@@ -314,3 +314,27 @@ fn a_remote_step_outside_a_server_says_what_it_needs() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_server_releases_its_claims_and_the_command_stops() {
+    let s = serve(&fresh_here("drain"), &["--lease", "3s"]);
+    let c = Client::new(&s, Some(s.token(Role::Operator, None)));
+    let w = worker(&s, &s.token(Role::Worker, None));
+    let id = start(&c, "chain", json!({ "n": 1, "hold": true })).await;
+    let held = pids(&s.dir, 1).await[0];
+    let mut s = s;
+    Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(s.child.wait().unwrap().success());
+    until_dead(held).await;
+    drop(w);
+    let runs = Command::new(env!("CARGO_BIN_EXE_swarm"))
+        .args(["show", &id, "--json", "--db"])
+        .arg(&s.db)
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&runs.stdout);
+    assert!(head.contains(r#""status":"interrupted""#), "{head}");
+}

@@ -8,8 +8,8 @@
 //! While a command runs, a heartbeat renews the claim's lease; the server
 //! holds each heartbeat open until the claim ends or a third of the lease
 //! has passed, so a cancelled step's command is killed at once. A claim
-//! that ended (expired, cancelled) kills the command and its result is not
-//! posted. The command dies with the worker (parent-death signal), so a
+//! that ended (expired, cancelled), or a server no heartbeat has reached
+//! for a whole lease, kills the command, and its result is not posted. The command dies with the worker (parent-death signal), so a
 //! worker killed with SIGKILL leaves nothing running; its claims lapse and
 //! other workers take the steps.
 
@@ -227,22 +227,30 @@ async fn work(c: &Client, claim: Claim, stop: &CancellationToken) {
 }
 
 /// Renews the claim until it ends; cancels `cancel` (killing the command)
-/// when the server says the claim is over.
+/// when the server says the claim is over, or when no heartbeat has got
+/// through for a whole lease (the server is gone or unreachable: the
+/// claim has lapsed there, and the step will be done again).
 async fn heartbeat(c: Client, claim: String, lease: Duration, cancel: CancellationToken) {
     let path = format!("/v1/claims/{claim}/heartbeat");
     let wait = lease / 3;
     let body = json!({ "wait_ms": wait.as_millis() as u64 });
+    let mut renewed = tokio::time::Instant::now();
     loop {
-        match c.post(&path, &body, wait).await {
-            Ok(r) if r.status.is_success() => {}
-            Ok(r) if r.status.is_client_error() => {
+        let reply = tokio::time::timeout_at(renewed + lease, c.post(&path, &body, wait)).await;
+        match reply {
+            Ok(Ok(r)) if r.status.is_success() => renewed = tokio::time::Instant::now(),
+            Ok(Ok(r)) if r.status.is_client_error() => {
                 tracing::info!("claim {claim} ended: {}", r.message());
-                cancel.cancel();
-                return;
+                break;
+            }
+            _ if renewed.elapsed() >= lease => {
+                tracing::warn!("claim {claim}: no heartbeat got through for a lease; stopping");
+                break;
             }
             _ => tokio::time::sleep(BACKOFF.min(wait)).await,
         }
     }
+    cancel.cancel();
 }
 
 /// Sends the command's events in order, in batches.
