@@ -96,12 +96,18 @@ enum Ended {
     Done,
 }
 
+/// A worker's live claim on a step.
+struct Claim {
+    id: String,
+    deadline: Instant,
+    /// Fired when the claim ends, so a waiting heartbeat returns at once.
+    ended: CancellationToken,
+}
+
 /// One offered step.
 struct Job {
     offer: Offer,
-    /// The live claim on it: id, deadline, and the token fired when the
-    /// claim ends (a waiting heartbeat returns at once).
-    claim: Option<(String, Instant, CancellationToken)>,
+    claim: Option<Claim>,
     settle: Option<oneshot::Sender<Posted>>,
     /// Woken when the job is claimed (its deadline now matters).
     claimed: Arc<Notify>,
@@ -146,7 +152,7 @@ impl Ticket {
     /// When the live claim lapses, or `None` while the step is unclaimed.
     pub fn deadline(&self) -> Option<Instant> {
         let s = self.board.lock();
-        s.jobs.get(&self.key)?.claim.as_ref().map(|c| c.1)
+        s.jobs.get(&self.key)?.claim.as_ref().map(|c| c.deadline)
     }
 
     /// Expires the claim if its deadline has passed: the step goes back on
@@ -155,8 +161,8 @@ impl Ticket {
     pub fn expire_if_due(&self) -> Option<u32> {
         let mut s = self.board.lock();
         let job = s.jobs.get_mut(&self.key)?;
-        let (id, _, cancel) = job.claim.take_if(|c| c.1 <= Instant::now())?;
-        cancel.cancel();
+        let Claim { id, ended, .. } = job.claim.take_if(|c| c.deadline <= Instant::now())?;
+        ended.cancel();
         job.expiries += 1;
         let (n, queue) = (job.expiries, job.offer.queue.clone());
         s.claims.remove(&id);
@@ -271,7 +277,11 @@ impl Board {
         let key = waiting.remove(at)?;
         let job = s.jobs.get_mut(&key)?;
         let id = format!("c{:032x}", crate::auth::nonce());
-        job.claim = Some((id.clone(), Instant::now() + lease, CancellationToken::new()));
+        job.claim = Some(Claim {
+            id: id.clone(),
+            deadline: Instant::now() + lease,
+            ended: CancellationToken::new(),
+        });
         job.claimed.notify_one();
         s.claims.insert(id.clone(), key);
         Some(Claimed {
@@ -310,8 +320,8 @@ impl Board {
             .claim
             .as_mut()
             .ok_or(ClaimError::Unknown(claim.into()))?;
-        c.1 = Instant::now() + lease;
-        Ok(c.2.clone())
+        c.deadline = Instant::now() + lease;
+        Ok(c.ended.clone())
     }
 
     /// The attempt token behind a live claim on `task`.
@@ -327,8 +337,8 @@ impl Board {
         let mut s = self.lock();
         let job = s.live(claim)?;
         bound(claim, job, task)?;
-        if let Some((_, _, cancel)) = job.claim.take() {
-            cancel.cancel();
+        if let Some(c) = job.claim.take() {
+            c.ended.cancel();
         }
         let settle = job.settle.take();
         s.claims.remove(claim);
@@ -349,10 +359,10 @@ impl Board {
         if let Some(q) = s.queues.get_mut(&job.offer.queue) {
             q.retain(|k| *k != key);
         }
-        if let Some((id, _, cancel)) = job.claim {
-            cancel.cancel();
-            s.claims.remove(&id);
-            s.remember(id, Ended::Cancelled);
+        if let Some(c) = job.claim {
+            c.ended.cancel();
+            s.claims.remove(&c.id);
+            s.remember(c.id, Ended::Cancelled);
         }
     }
 
