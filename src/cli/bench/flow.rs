@@ -41,10 +41,18 @@ async fn per_step(agent: &str, steps: u64, runs: u64) -> f64 {
     let r = run::prepare_source(&engine, Path::new("seq.lua"), SEQ, RunOptions::default())
         .expect("bench blueprint");
     let input = json!({ "agent": agent, "steps": steps });
-    r.run(input.clone()).await.expect("warm-up run");
+    let check = |report: crate::run::RunReport| {
+        assert_eq!(
+            report.status,
+            crate::engine::TaskStatus::Pass,
+            "bench: the {agent} flow did not pass: {}",
+            report.result
+        );
+    };
+    check(r.run(input.clone()).await.expect("warm-up run"));
     let start = Instant::now();
     for _ in 0..runs {
-        r.run(input.clone()).await.expect("run");
+        check(r.run(input.clone()).await.expect("run"));
     }
     start.elapsed().as_secs_f64() * 1e6 / (steps * runs) as f64
 }
@@ -74,6 +82,12 @@ pub async fn flow_map100k() {
     let start = Instant::now();
     let report = r.run(json!({ "n": 100_000 })).await.expect("run");
     let ms = start.elapsed().as_secs_f64() * 1e3;
+    assert_eq!(
+        report.result,
+        json!(100_000),
+        "bench flow-map100k: not every item passed ({:?})",
+        report.status
+    );
     line("flow-map100k", "wall_ms", ms, "ms");
     line(
         "flow-map100k",

@@ -28,10 +28,11 @@ pub async fn step_lua() {
             let id = engine
                 .start_task(&op, TaskSpec::new("const", json!(i)))
                 .expect("start");
-            engine
+            let view = engine
                 .dispatch_attempt(&op, id, &agent)
                 .await
                 .expect("dispatch");
+            super::passed("step-lua", &view);
         }
         if !warm {
             let us = start.elapsed().as_secs_f64() * 1e6 / n as f64;

@@ -91,6 +91,17 @@ pub(crate) fn constant_agent() -> Arc<dyn Spawner> {
     Arc::new(RustAgent::new(|_ctx| async { Ok(json!("ok")) }))
 }
 
+/// A step a bench counts must have passed: a failing agent panics the
+/// workload instead of printing a good figure.
+pub(crate) fn passed(workload: &str, view: &crate::engine::TaskView) {
+    assert_eq!(
+        view.status,
+        crate::engine::TaskStatus::Pass,
+        "bench {workload}: a step did not pass: {:?}",
+        view.result
+    );
+}
+
 /// Sequential create+dispatch; per-step cost early and late in history.
 async fn step_rust() {
     let engine = engine();
@@ -106,10 +117,11 @@ async fn step_rust() {
         let id = engine
             .start_task(&op, TaskSpec::new("const", json!(i)))
             .expect("start");
-        engine
+        let view = engine
             .dispatch_attempt(&op, id, agent.as_ref())
             .await
             .expect("dispatch");
+        passed("step-rust", &view);
         if i == window || i == total {
             let us = window_start.elapsed().as_secs_f64() * 1e6 / window as f64;
             line("step-rust", &format!("us_per_step_at_{i}"), us, "us");
@@ -149,9 +161,9 @@ async fn fanout_rust() {
             .collect();
         let mut ok = 0;
         for h in handles {
-            if h.await.expect("join").is_ok() {
-                ok += 1;
-            }
+            let view = h.await.expect("join").expect("dispatch");
+            passed("fanout-rust", &view);
+            ok += 1;
         }
         let ms = start.elapsed().as_secs_f64() * 1e3;
         line("fanout-rust", &format!("wall_ms_{n}"), ms, "ms");
