@@ -41,11 +41,13 @@ return swarm.blueprint "many" {
 }
 "#,
     ),
-    (
-        "remote.lua",
-        r#"local swarm = require "swarm"
-return swarm.blueprint "remote" {
-  agents = { cat = swarm.agent.remote { queue = "bench" } },
+];
+
+/// The `cat` flow the worker figures compare, once per agent kind:
+/// `NAME` becomes the blueprint's name, `AGENT` its agent.
+const CAT_FLOW: &str = r#"local swarm = require "swarm"
+return swarm.blueprint "NAME" {
+  agents = { cat = AGENT },
   flow = function(input)
     for i = 1, input.steps do
       assert(swarm.step("cat", i).input == i, "step " .. i .. " came back wrong")
@@ -53,22 +55,11 @@ return swarm.blueprint "remote" {
     return input.steps
   end,
 }
-"#,
-    ),
-    (
-        "local.lua",
-        r#"local swarm = require "swarm"
-return swarm.blueprint "local" {
-  agents = { cat = swarm.agent.process { cmd = { "cat" } } },
-  flow = function(input)
-    for i = 1, input.steps do
-      assert(swarm.step("cat", i).input == i, "step " .. i .. " came back wrong")
-    end
-    return input.steps
-  end,
-}
-"#,
-    ),
+"#;
+
+const CAT_AGENTS: &[(&str, &str)] = &[
+    ("remote", r#"swarm.agent.remote { queue = "bench" }"#),
+    ("local", r#"swarm.agent.process { cmd = { "cat" } }"#),
 ];
 
 struct Bench {
@@ -85,6 +76,10 @@ async fn start_server() -> (Bench, std::path::PathBuf) {
     std::fs::create_dir_all(&dir).expect("bench dir");
     for (file, body) in BLUEPRINTS {
         std::fs::write(dir.join(file), body).expect("bench blueprint");
+    }
+    for (name, agent) in CAT_AGENTS {
+        let body = CAT_FLOW.replace("NAME", name).replace("AGENT", agent);
+        std::fs::write(dir.join(format!("{name}.lua")), body).expect("bench blueprint");
     }
     let db = dir.join("swarm.db");
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).expect("journal"));
