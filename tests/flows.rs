@@ -347,6 +347,75 @@ async fn flow_errors_name_file_and_line_with_a_traceback() {
     );
 }
 
+/// Every error a flow can catch has one shape: a table with `code`,
+/// `message` and `where` (the user's own file:line), whichever part of the
+/// house raised it: a failed step, a host verb, a flow combinator, misuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_a_flow_catches_has_one_shape_at_the_users_line() {
+    let src = r#"local swarm = require 'swarm'
+return swarm.blueprint 'shape' {
+  agents = {
+    a = swarm.agent.rust { name = 'echo' },
+    bad = swarm.agent.lua { run = function() error('agent broke') end },
+  },
+  flow = function()
+    local out = {}
+    local function shape(ok, e)
+      assert(not ok, 'expected a failure')
+      local mt = getmetatable(e)
+      return { code = e.code, where = e.where, message = e.message,
+               text = tostring(e), same_mt = mt == getmetatable(out.first_e or e) }
+    end
+    local ok, e = swarm.pstep('bad', 1)
+    out.first_e = e
+    out.step = shape(ok, e)
+    out.step.agent, out.step.task = e.agent, e.task
+    out.unknown = shape(pcall(swarm.step, 'nope', 1))
+    out.verb = shape(pcall(swarm.engine.read_task, 999999))
+    out.combinator = shape(pcall(swarm.parallel, 'not a list'))
+    out.any = shape(pcall(swarm.any, { function() error('x') end }))
+    out.sleep = shape(pcall(swarm.sleep, 'soon'))
+    out.notjson = shape(pcall(swarm.step, 'a', function() end))
+    out.first_e = nil
+    return out
+  end,
+}
+"#;
+    let r = run_src("shape", src, Value::Null).await;
+    assert_eq!(r.status, TaskStatus::Pass, "{}", r.result);
+    let lines = [
+        ("step", "blocked", 15),
+        ("unknown", "unknown_agent", 19),
+        ("verb", "not_owner", 20),
+        ("combinator", "bad_argument", 21),
+        ("any", "all_failed", 22),
+        ("sleep", "bad_argument", 23),
+        ("notjson", "bad_value", 24),
+    ];
+    for (what, code, line) in lines {
+        let e = &r.result[what];
+        assert_eq!(e["same_mt"], json!(true), "{what}: {e}");
+        let at = format!("/shape.lua:{line}");
+        assert!(e["where"].as_str().unwrap().ends_with(&at), "{what}: {e}");
+        let text = e["text"].as_str().unwrap();
+        assert_eq!(e["code"], json!(code), "{what}: {e}");
+        assert!(
+            text.contains(&format!("{at}: ")) && text.ends_with(&format!("[{code}]")),
+            "{what}: {text}"
+        );
+    }
+    assert_eq!(r.result["step"]["agent"], json!("bad"));
+    assert!(r.result["step"]["task"].as_u64().is_some());
+    assert!(
+        r.result["step"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("agent broke"),
+        "{}",
+        r.result["step"]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_raising_lua_layer_blocks_the_step_clearly() {
     let r = run_src(

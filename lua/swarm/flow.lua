@@ -8,12 +8,18 @@
 -- `ok, value_or_error`.
 local swarm, host = ...
 local engine, time = swarm.engine, swarm.time
-local error, pcall, select, setmetatable, type, tostring, ipairs =
-  error, pcall, select, setmetatable, type, tostring, ipairs
-local wait, where = host.wait, host.where
+local error, pcall, select, setmetatable, type, ipairs, unpack =
+  error, pcall, select, setmetatable, type, ipairs, table.unpack
+local wait, step, error_of = host.wait, host.step, host.error
 local journal_active, journal_get, journal_asked =
   host.journal_active, host.journal_get, host.journal_asked
 local running, raw_now, raw_random = coroutine.running, time.now, math.random
+
+-- Raises the one error shape (`code`, `message`, `where` = the user's
+-- file:line, plus `fields`).
+local function raise(code, message, fields)
+  error(error_of(code, message, fields), 0)
+end
 
 -- Journal positions (durable runs only). Each journaled call takes the next
 -- number in its coroutine; the branches of a gather at position P number
@@ -37,8 +43,8 @@ local function next_pos()
   local c = ctxs[co]
   if not c then
     if root_taken then
-      error(where() .. ": swarm.step, ask, sleep, now and random must run in the flow or in "
-        .. "its swarm.parallel/map branches, not in a coroutine of your own", 0)
+      raise("bad_call", "swarm.step, ask, sleep, now and random must run in the flow or in "
+        .. "its swarm.parallel/map branches, not in a coroutine of your own")
     end
     root_taken = true
     c = { prefix = "", n = 0 }
@@ -48,85 +54,33 @@ local function next_pos()
   return c.prefix .. c.n
 end
 
--- Records a call; `hash` is the input hash `journal_get` returned, so the
--- input is converted and hashed once per call.
-local function put(pos, kind, key, hash, ok, value)
-  wait("journal_put", pos, { kind = kind, key = key, hash = hash, ok = ok, value = value })
+-- The one journaled-call sequence (ask, sleep, the clock, random numbers):
+-- in a durable run, the value recorded at this call's position is
+-- replayed; otherwise `compute(pos)` runs and its value is recorded
+-- (waiting for the commit) before it is returned. `key` and `input` name
+-- the call, so a flow that changed is caught at the first call that differs.
+local function journaled_call(kind, key, input, compute)
+  if not journaled() then return compute(nil) end
+  local pos = next_pos()
+  local found, _, value, hash = journal_get(pos, kind, key, input)
+  if found then return value end
+  value = compute(pos)
+  wait("journal_put", pos, { kind = kind, key = key, hash = hash, ok = true, value = value })
+  return value
 end
 
-local function question_name(q)
-  if type(q) == "table" then return tostring(q.key or "question") end
-  return tostring(q)
-end
+local M = {}
 
-local StepError = {
-  __name = "swarm.step_error",
-  __tostring = function(e)
-    return tostring(e.where) .. ": " .. tostring(e.message) .. " [" .. tostring(e.code) .. "]"
-  end,
-}
-
-local function describe(v)
-  if type(v) == "table" then
-    local ok, s = pcall(swarm.json.encode, v)
-    if ok then return s end
-  end
-  return tostring(v)
-end
-
-local M = { StepError = StepError }
-
---- Runs one step; returns `true, result` on pass, `false, step_error` otherwise.
+--- Runs one step; returns `true, result` on pass, `false, step_error`
+--- otherwise. One host call: journal lookup, start, dispatch through the
+--- agent's stack, record.
 function M.pstep(agent, input)
-  if type(agent) ~= "string" then
-    error(where() .. ": swarm.step: agent name must be a string, got " .. type(agent), 0)
-  end
-  local pos, hash
-  if journaled() then
-    pos = next_pos()
-    local found, ok, value
-    found, ok, value, hash = journal_get(pos, "step", agent, input)
-    if found then
-      if ok then return true, value end
-      return false, setmetatable({
-        code = value.code, agent = agent, task = value.task, result = value.result,
-        where = where(), message = value.message,
-      }, StepError)
-    end
-  end
-  if not host.has_agent(agent) then
-    local message = "unknown agent `" .. agent .. "` (known: " .. host.agent_names() .. ")"
-    if not host.current_task() then
-      -- Not inside a run (the REPL): there are no agents to step to here.
-      message = "swarm.step runs inside a flow, and there is none here: load a blueprint "
-        .. "(`swarm repl FILE`, or :load FILE) and call repl.run(name, input)"
-    end
-    error(setmetatable({
-      code = "unknown_agent", agent = agent, where = where(), message = message,
-    }, StepError), 0)
-  end
-  local id = engine.start_task({ agent = agent, input = input, journal = pos })
-  local view = engine.dispatch(id)
-  if view.status == "pass" then
-    if pos then put(pos, "step", agent, hash, true, view.result) end
-    return true, view.result
-  end
-  local code = view.status
-  local result = view.result
-  if type(result) == "table" and result.error == "timeout" then code = "timeout" end
-  local message = "step `" .. agent .. "` (task " .. id .. ") " .. code .. ": " .. describe(result)
-  -- A cancelled step is not journaled: on resume it runs again.
-  if pos and code ~= "cancelled" then
-    put(pos, "step", agent, hash, false, { code = code, task = id, result = result, message = message })
-  end
-  return false, setmetatable({
-    code = code, agent = agent, task = id, result = result, where = where(), message = message,
-  }, StepError)
+  return step(agent, input, journaled() and next_pos() or nil)
 end
 
 --- Runs one step and returns its result; raises a step error unless it passed.
 function M.step(agent, input)
-  local ok, v = M.pstep(agent, input)
+  local ok, v = step(agent, input, journaled() and next_pos() or nil)
   if not ok then error(v, 0) end
   return v
 end
@@ -138,13 +92,13 @@ end
 
 local function branches(fns, what)
   if type(fns) ~= "table" then
-    error(where() .. ": swarm." .. what .. ": expects a list of functions", 0)
+    raise("bad_argument", "swarm." .. what .. ": expects a list of functions")
   end
   local wrapped = {}
   local base = journaled() and next_pos()
   for i, fn in ipairs(fns) do
     if type(fn) ~= "function" then
-      error(where() .. ": swarm." .. what .. ": item " .. i .. " is not a function", 0)
+      raise("bad_argument", "swarm." .. what .. ": item " .. i .. " is not a function")
     end
     if base then
       local prefix = base .. "/" .. i .. ":"
@@ -206,17 +160,14 @@ end
 function M.any(fns)
   local r = wait("gather", branches(fns, "any"), { mode = "any" })
   if r.ok then return r.value, r.index end
-  error(setmetatable({
-    code = "all_failed", errors = r.errors, where = where(),
-    message = "every branch of swarm.any failed",
-  }, StepError), 0)
+  raise("all_failed", "every branch of swarm.any failed", { errors = r.errors })
 end
 
 --- Applies `fn(item, index)` to every item, at most `opts.concurrency` at a
 --- time (default 64); returns the results in order, raising the first failure.
 function M.map(items, fn, opts)
   if type(items) ~= "table" or type(fn) ~= "function" then
-    error(where() .. ": swarm.map: expects (items, fn[, opts])", 0)
+    raise("bad_argument", "swarm.map: expects (items, fn[, opts])")
   end
   local fns = {}
   for i, item in ipairs(items) do
@@ -228,82 +179,51 @@ end
 --- Asks a senior and waits for the answer. `question` is a string or a
 --- table; `question.key` (or the string itself) names it for `--answer`.
 function M.ask(question, opts)
-  local pos, name, hash
-  if journaled() then
-    pos, name = next_pos(), question_name(question)
-    local found, _, value
-    found, _, value, hash = journal_get(pos, "ask", name, question)
-    if found then return value end
-    -- Answered with `swarm answer` while the run was stopped?
-    local early = wait("journal_question", pos, question)
-    if early ~= nil then
-      put(pos, "ask", name, hash, true, early)
-      return early
+  local function senior(pos)
+    if pos then
+      -- Answered with `swarm answer` while the run was stopped?
+      local early = wait("journal_question", pos, question)
+      if early ~= nil then return early end
     end
+    local key = engine.query_senior(host.current_task(), question)
+    if pos then journal_asked(key, pos) end
+    return engine.await_resume(key, opts and opts.timeout_ms)
   end
-  local key = engine.query_senior(host.current_task(), question)
-  if pos then journal_asked(key, pos) end
-  local answer = engine.await_resume(key, opts and opts.timeout_ms)
-  if pos then put(pos, "ask", name, hash, true, answer) end
-  return answer
+  local name = journaled() and host.question_name(question)
+  return journaled_call("ask", name, question, senior)
 end
 
---- Waits `ms` milliseconds without blocking other branches.
---- Waits `ms` milliseconds. In a durable run the wake-up time is journaled
---- before waiting, so a resumed run sleeps only what is left of it.
+--- Waits `ms` milliseconds without blocking other branches. In a durable
+--- run the wake-up time is journaled before waiting, so a resumed run
+--- sleeps only what is left of it.
 function M.sleep(ms)
-  if not journaled() then
-    time.sleep(ms)
-    return true
+  if type(ms) ~= "number" then
+    raise("bad_argument", "swarm.sleep: expects milliseconds, got " .. type(ms))
   end
-  local pos = next_pos()
-  local found, _, wake, hash = journal_get(pos, "sleep", "sleep", ms)
-  if not found then
-    wake = raw_now() + ms
-    put(pos, "sleep", "sleep", hash, true, wake)
-  end
+  local wake = journaled_call("sleep", "sleep", ms, function() return raw_now() + ms end)
   local left = type(wake) == "number" and wake - raw_now() or 0
   if left > 0 then time.sleep(left) end
   return true
 end
 
 -- In a durable run, the clock and random numbers are journaled too, so a
--- replayed flow sees the values the first run saw.
-time.now = function()
-  if not journaled() then return raw_now() end
-  local pos = next_pos()
-  local found, _, value, hash = journal_get(pos, "now", "now", nil)
-  if found then return value end
-  local v = raw_now()
-  put(pos, "now", "now", hash, true, v)
-  return v
-end
-
--- os.time() and os.clock() too: a replayed flow must not see a new clock.
-local raw_os_time, raw_os_clock = os.time, os.clock
+-- replayed flow sees the values the first run saw. os.time() and
+-- os.clock() too: a replayed flow must not see a new clock.
 local function journaled_read(kind, read)
+  local function read_now() return read() end
   return function(...)
-    if select("#", ...) > 0 or not journaled() then return read(...) end
-    local pos = next_pos()
-    local found, _, value, hash = journal_get(pos, kind, kind, nil)
-    if found then return value end
-    local v = read()
-    put(pos, kind, kind, hash, true, v)
-    return v
+    if select("#", ...) > 0 then return read(...) end
+    return journaled_call(kind, kind, nil, read_now)
   end
 end
-os.time = journaled_read("os.time", raw_os_time)
-os.clock = journaled_read("os.clock", raw_os_clock)
+time.now = journaled_read("now", raw_now)
+os.time = journaled_read("os.time", os.time)
+os.clock = journaled_read("os.clock", os.clock)
 
 math.random = function(...)
   if not journaled() then return raw_random(...) end
-  local pos, args = next_pos(), { ... }
-  local found, _, value, hash = journal_get(pos, "random", "random", args)
-  if found then return value end
-  local v = raw_random(...)
-  put(pos, "random", "random", hash, true, v)
-  return v
+  local args = { ... }
+  return journaled_call("random", "random", args, function() return raw_random(unpack(args)) end)
 end
 
-M.StepError = StepError
 return M

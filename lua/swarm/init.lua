@@ -50,7 +50,15 @@ local swarm = {
   json = raw.json,
   log = raw.log,
 }
--- The raising `wait` goes to the flow library (for `gather`).
+-- `swarm.step`'s one host call: `passed, result_or_step_error`; misuse
+-- (an unknown agent, input that is not JSON) raises.
+local function step(agent, input, pos)
+  local ok, v, passed = wait("step", agent, input, pos)
+  if not ok then error(v, 0) end
+  return passed, v
+end
+
+-- The raising `wait` and `step` go to the flow library.
 return swarm, function(op, a, b)
   return check(wait(op, a, b))
-end
+end, step

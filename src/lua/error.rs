@@ -75,10 +75,12 @@ pub fn caller_location(lua: &Lua, level: usize) -> String {
         let frame = lua.inspect_stack(lvl, |d| {
             let src = d.source();
             let short = src.short_src.as_deref().unwrap_or("?").to_string();
+            // The embedded library and mlua's async trampoline are ours,
+            // not the user's.
             let embedded = src
                 .source
                 .as_deref()
-                .is_some_and(|s| s.starts_with("@swarm/"));
+                .is_some_and(|s| s.starts_with("@swarm/") || s == "=__mlua_async_poll");
             (src.what, short, d.current_line(), embedded)
         });
         match frame {

@@ -8,7 +8,7 @@
 use super::{RunError, RunOptions};
 use crate::auth::{CapToken, Role};
 use crate::engine::{AttachOptions, Caller, Engine, TaskId};
-use crate::store::{Journal, wait};
+use crate::store::{Journal, QuestionRecord, wait};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, Write};
@@ -28,19 +28,6 @@ pub struct Desk {
     handle: JoinHandle<()>,
     senior: CapToken,
     unanswered: Arc<Mutex<Option<Stop>>>,
-}
-
-/// The name `--answer` uses for a question.
-pub fn question_name(q: &Value) -> String {
-    match q {
-        Value::String(s) => s.clone(),
-        Value::Object(m) => m
-            .get("key")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| "question".into()),
-        other => other.to_string(),
-    }
 }
 
 /// An answer given on the command line or terminal: JSON if it parses,
@@ -131,7 +118,7 @@ impl Ctx {
                 if !under(&self.engine, &self.operator, q.task, self.root) {
                     continue;
                 }
-                let name = question_name(&q.question);
+                let name = QuestionRecord::name_of(&q.question);
                 if let Some(a) = self.answers.get(&name) {
                     self.answer(&q.key, &name, a.clone());
                     continue;

@@ -16,7 +16,7 @@ pub mod service;
 
 pub use agents::RustAgents;
 pub use blueprint::{Blueprint, BlueprintError, Problem};
-pub use desk::{parse_answer, question_name};
+pub use desk::parse_answer;
 pub use durable::EventSink;
 pub use llm::{JournalUsage, StepUsage, journal_usage};
 

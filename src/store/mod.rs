@@ -267,6 +267,24 @@ pub struct QuestionRecord {
     pub answer: Option<Value>,
 }
 
+impl QuestionRecord {
+    /// The name `--answer NAME=VALUE` uses for a question: the string
+    /// itself, or a table's `key` (a number key too), else `question`. The
+    /// one copy of this rule: the flow library asks it through the host, so
+    /// a question is named the same when asked, answered and replayed.
+    pub fn name_of(q: &Value) -> String {
+        match q {
+            Value::String(s) => s.clone(),
+            Value::Object(m) => match m.get("key") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ => "question".into(),
+            },
+            other => other.to_string(),
+        }
+    }
+}
+
 /// Which finished runs `swarm prune` deletes.
 #[derive(Debug, Clone)]
 pub struct Prune {

@@ -45,10 +45,6 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
         )?;
         let parent: Option<u64> = spec.get("parent").unwrap_or(None);
         let mut task = TaskSpec::new(&agent, input);
-        task.journal_pos = spec
-            .get::<Option<String>>("journal")
-            .unwrap_or(None)
-            .map(Arc::from);
         task.parent = parent
             .map(TaskId)
             .or_else(|| lua.app_data_ref::<VmCtx>().and_then(|ctx| ctx.parent()));

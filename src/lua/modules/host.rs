@@ -2,7 +2,7 @@
 //! They are passed to those chunks only, not put in the `swarm` table.
 
 use crate::auth::{Role, Verb};
-use crate::lua::error::caller_location;
+use crate::lua::error::{caller_location, error_table};
 use crate::lua::sandbox::VmCtx;
 use crate::spawn::LayerRegistry;
 use mlua::{Lua, Table, Value};
@@ -13,24 +13,21 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
         "where",
         lua.create_function(|lua, ()| Ok(caller_location(lua, 0)))?,
     )?;
+    // The flow library's errors: the one shape, at the user's line.
     t.raw_set(
-        "has_agent",
-        lua.create_function(|lua, name: String| {
-            let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
-            Ok(ctx.host.agents.get(&name).is_some())
-        })?,
-    )?;
-    t.raw_set(
-        "agent_names",
-        lua.create_function(|lua, ()| {
-            let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
-            let names = ctx.host.agents.names();
-            Ok(if names.is_empty() {
-                "none".to_string()
-            } else {
-                names.join(", ")
-            })
-        })?,
+        "error",
+        lua.create_function(
+            |lua, (code, message, fields): (String, String, Option<Table>)| {
+                let e = error_table(lua, &code, &message)?;
+                if let Some(fields) = fields {
+                    for pair in fields.pairs::<Value, Value>() {
+                        let (k, v) = pair?;
+                        e.raw_set(k, v)?;
+                    }
+                }
+                Ok(e)
+            },
+        )?,
     )?;
     t.raw_set(
         "current_task",

@@ -6,11 +6,11 @@
 use super::to_json;
 use crate::lua::error::{LuaUsage, caller_location};
 use crate::lua::sandbox::VmCtx;
-use crate::store::{Halt, Journal, QuestionRecord, input_hash};
+use crate::store::{Halt, Journal, JournalEntry, QuestionRecord, input_hash};
 use mlua::{Lua, LuaSerdeExt, Table, Value};
 use std::sync::Arc;
 
-fn journal(lua: &Lua) -> Option<Arc<Journal>> {
+pub(super) fn journal(lua: &Lua) -> Option<Arc<Journal>> {
     lua.app_data_ref::<VmCtx>().and_then(|ctx| ctx.journal())
 }
 
@@ -23,30 +23,27 @@ pub fn register(lua: &Lua, host: &Table) -> mlua::Result<()> {
     // its journal. The hash goes back into `journal_put`.
     host.raw_set(
         "journal_get",
-        lua.create_function(|lua, (pos, kind, key, input): (String, String, String, Value)| {
-            let Some(j) = journal(lua) else {
-                return Ok((false, Value::Nil, Value::Nil, None));
-            };
-            let input = to_json(lua, input, "journaled input").map_err(mlua::Error::external)?;
-            let hash = input_hash(&input);
-            let Some(e) = j.take(&pos) else {
-                return Ok((false, Value::Nil, Value::Nil, Some(hash)));
-            };
-            if e.kind != kind || e.key != key || e.input_hash != hash {
-                let msg = format!(
-                    "{}: flow is not deterministic: journal has {}({}, input hash {}) at position {pos}, \
-                     flow asked for {kind}({key}, input hash {hash}); fix or revert the code, \
-                     then `swarm resume {}`",
-                    caller_location(lua, 0),
-                    e.kind,
-                    e.key,
-                    e.input_hash,
-                    j.run(),
-                );
-                return Err(halt(lua, &j, Halt::Diverged, msg));
-            }
-            let value = lua.to_value_with(&e.value, super::ser_opts())?;
-            Ok((true, Value::Boolean(e.ok), value, Some(hash)))
+        lua.create_function(
+            |lua, (pos, kind, key, input): (String, String, String, Value)| {
+                let Some(j) = journal(lua) else {
+                    return Ok((false, Value::Nil, Value::Nil, None));
+                };
+                let input =
+                    to_json(lua, input, "journaled input").map_err(mlua::Error::external)?;
+                let hash = input_hash(&input);
+                let Some(e) = replay(lua, &j, &pos, &kind, &key, &hash)? else {
+                    return Ok((false, Value::Nil, Value::Nil, Some(hash)));
+                };
+                let value = lua.to_value_with(&e.value, super::ser_opts())?;
+                Ok((true, Value::Boolean(e.ok), value, Some(hash)))
+            },
+        )?,
+    )?;
+    host.raw_set(
+        "question_name",
+        lua.create_function(|lua, q: Value| {
+            let q = to_json(lua, q, "question").map_err(mlua::Error::external)?;
+            Ok(QuestionRecord::name_of(&q))
         })?,
     )?;
     host.raw_set(
@@ -59,6 +56,51 @@ pub fn register(lua: &Lua, host: &Table) -> mlua::Result<()> {
         })?,
     )?;
     Ok(())
+}
+
+/// The entry an earlier execution recorded at `pos`, if any; halts the run
+/// as diverged when that entry is a different call (kind, key or input).
+pub(super) fn replay(
+    lua: &Lua,
+    j: &Journal,
+    pos: &str,
+    kind: &str,
+    key: &str,
+    hash: &str,
+) -> mlua::Result<Option<JournalEntry>> {
+    let Some(e) = j.take(pos) else {
+        return Ok(None);
+    };
+    if e.kind == kind && e.key == key && e.input_hash == hash {
+        return Ok(Some(e));
+    }
+    let msg = format!(
+        "{}: flow is not deterministic: journal has {}({}, input hash {}) at position {pos}, \
+         flow asked for {kind}({key}, input hash {hash}); fix or revert the code, \
+         then `swarm resume {}`",
+        caller_location(lua, 0),
+        e.kind,
+        e.key,
+        e.input_hash,
+        j.run(),
+    );
+    Err(halt(lua, j, Halt::Diverged, msg))
+}
+
+/// Records a call's outcome and waits for the commit; a failed write
+/// interrupts the run.
+pub(super) async fn record(
+    lua: &Lua,
+    j: &Journal,
+    at: (&str, &str, &str),
+    hash: String,
+    ok: bool,
+    value: serde_json::Value,
+) -> Result<(), LuaUsage> {
+    let (pos, kind, key) = at;
+    j.record(pos, kind, key, hash, ok, value)
+        .await
+        .map_err(|e| fault(lua, j, e))
 }
 
 fn store_err(e: crate::store::StoreError) -> LuaUsage {
@@ -103,9 +145,7 @@ pub async fn put(lua: &Lua, pos: Value, spec: Value) -> Result<Value, LuaUsage> 
     let hash = get("hash").to_string().map_err(|_| bad("hash"))?;
     let ok = get("ok").as_boolean().unwrap_or(false);
     let value = to_json(lua, get("value"), "journaled value")?;
-    j.record(&pos, &kind, &key, hash, ok, value)
-        .await
-        .map_err(|e| fault(lua, &j, e))?;
+    record(lua, &j, (&pos, &kind, &key), hash, ok, value).await?;
     Ok(Value::Boolean(true))
 }
 
@@ -119,7 +159,7 @@ pub async fn question(lua: &Lua, pos: Value, question: Value) -> Result<Value, L
         .to_string()
         .map_err(|_| LuaUsage::new("bad_argument", "journal_question: position"))?;
     let question = to_json(lua, question, "question")?;
-    let name = crate::run::question_name(&question);
+    let name = QuestionRecord::name_of(&question);
     let store = j.store().clone();
     let run = j.run().to_string();
     let answered = crate::store::wait(store.questions(&run))

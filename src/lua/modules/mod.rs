@@ -10,6 +10,7 @@ mod host;
 mod journal;
 mod json;
 mod log;
+mod step;
 mod time;
 mod worker;
 
@@ -33,24 +34,35 @@ pub fn compose(lua: &Lua) -> mlua::Result<Table> {
     // small Lua trampoline per async function, so one keeps VMs cheap.
     raw.raw_set(
         "wait",
-        lua.create_async_function(|lua, (op, a, b): (String, Value, Value)| async move {
-            let r = match op.as_str() {
-                "sleep" => match f64::from_lua(a, &lua) {
-                    Ok(ms) => time::sleep(ms).await.map(|()| Value::Boolean(true)),
-                    Err(e) => Err(LuaUsage::new("bad_argument", format!("sleep: {e}"))),
-                },
-                "gather" => gather::gather(&lua, a, b).await,
-                "journal_put" => journal::put(&lua, a, b).await,
-                "journal_question" => journal::question(&lua, a, b).await,
-                _ => engine::wait(&lua, &op, a, b).await,
-            };
-            reply(&lua, r)
-        })?,
+        lua.create_async_function(
+            |lua, (op, a, b, c): (String, Value, Value, Value)| async move {
+                if op == "step" {
+                    // `ok, result_or_step_error` after the reply's own `true`.
+                    return match step::step(&lua, a, b, c).await {
+                        Ok((passed, v)) => Ok((true, v, Some(passed))),
+                        Err(e) => reply(&lua, Err(e)).map(|(ok, v)| (ok, v, None)),
+                    };
+                }
+                let r = match op.as_str() {
+                    "sleep" => match f64::from_lua(a, &lua) {
+                        Ok(ms) => time::sleep(ms).await.map(|()| Value::Boolean(true)),
+                        Err(e) => Err(LuaUsage::new("bad_argument", format!("sleep: {e}"))),
+                    },
+                    "gather" => gather::gather(&lua, a, b).await,
+                    "journal_put" => journal::put(&lua, a, b).await,
+                    "journal_question" => journal::question(&lua, a, b).await,
+                    _ => engine::wait(&lua, &op, a, b).await,
+                };
+                reply(&lua, r).map(|(ok, v)| (ok, v, None))
+            },
+        )?,
     )?;
-    let (swarm, wait): (Table, mlua::Function) = embedded::chunk(lua, embedded::INIT)?.call(raw)?;
+    let (swarm, wait, step): (Table, mlua::Function, mlua::Function) =
+        embedded::chunk(lua, embedded::INIT)?.call(raw)?;
     let host = host::register(lua)?;
     journal::register(lua, &host)?;
     host.raw_set("wait", wait)?;
+    host.raw_set("step", step)?;
     let flow: Table = embedded::chunk(lua, embedded::FLOW)?.call((&swarm, &host))?;
     let blueprint: Table = embedded::chunk(lua, embedded::BLUEPRINT)?.call((&swarm, &host))?;
     for name in [
@@ -67,7 +79,6 @@ pub fn compose(lua: &Lua) -> mlua::Result<Table> {
     ] {
         swarm.raw_set(name, flow.raw_get::<Value>(name)?)?;
     }
-    super::stdlib::lock_metatable(lua, "swarm.step_error", &flow.raw_get("StepError")?)?;
     for name in ["blueprint", "agent", "layer", "duration"] {
         swarm.raw_set(name, blueprint.raw_get::<Value>(name)?)?;
     }

@@ -1,0 +1,221 @@
+//! `swarm.step` as one host call: journal lookup → start the task →
+//! dispatch it through its agent's stack → record the outcome → return.
+//!
+//! The input is converted from Lua once (and hashed once, for the journal);
+//! the result is converted to Lua once. The flow library keeps only what
+//! must be Lua: the per-coroutine journal position it passes in.
+
+use super::journal::{journal, record, replay};
+use super::{caller, to_json, to_lua};
+use crate::engine::{TaskId, TaskSpec, TaskStatus, TaskView};
+use crate::lua::error::{LuaUsage, caller_location, error_metatable};
+use crate::lua::sandbox::VmCtx;
+use crate::store::input_hash;
+use mlua::{Lua, Table, Value};
+use serde_json::json;
+use std::sync::Arc;
+
+/// A step's outcome for Lua: `(true, result)` when it passed, `(false,
+/// step error)` when it did not. Misuse (a non-string agent, an unknown
+/// agent, input that is not JSON) is an `Err`, which the caller raises.
+pub async fn step(
+    lua: &Lua,
+    agent: Value,
+    input: Value,
+    pos: Value,
+) -> Result<(bool, Value), LuaUsage> {
+    // The caller's line is read before the first await, while the calling
+    // frames are certainly on the stack.
+    let at = caller_location(lua, 0);
+    let agent = match agent {
+        Value::String(s) => s.to_str()?.to_string(),
+        other => {
+            return Err(LuaUsage::new(
+                "bad_argument",
+                format!(
+                    "swarm.step: agent name must be a string, got {}",
+                    other.type_name()
+                ),
+            ));
+        }
+    };
+    let input = to_json(lua, input, "the step input")?;
+    let pos = match pos {
+        Value::String(s) => Some(s.to_str()?.to_string()),
+        _ => None,
+    };
+    let journal = pos.as_ref().and_then(|_| journal(lua));
+    let hash = journal.as_ref().map(|_| input_hash(&input));
+    if let (Some(j), Some(pos), Some(hash)) = (&journal, &pos, &hash)
+        && let Some(e) = replay(lua, j, pos, "step", &agent, hash)?
+    {
+        if e.ok {
+            return Ok((true, to_lua(lua, &e.value)?));
+        }
+        return Ok((false, replayed_error(lua, &agent, &e.value, &at)?));
+    }
+    let view = run(lua, &agent, input, pos.as_deref()).await?;
+    let failure = Failure::of(&view);
+    if let (Some(j), Some(pos), Some(hash)) = (&journal, &pos, hash) {
+        let at = (pos.as_str(), "step", agent.as_str());
+        match &failure {
+            None => {
+                let value = view.result.as_deref().cloned().unwrap_or_default();
+                record(lua, j, at, hash, true, value).await?;
+            }
+            // A cancelled step is not journaled: on resume it runs again.
+            Some(f) if f.code != "cancelled" => {
+                record(lua, j, at, hash, false, f.recorded()).await?;
+            }
+            Some(_) => {}
+        }
+    }
+    let result = match &view.result {
+        Some(r) => to_lua(lua, &**r)?,
+        None => Value::Nil,
+    };
+    match failure {
+        None => Ok((true, result)),
+        Some(f) => Ok((false, f.to_lua(lua, &agent, result, &at)?)),
+    }
+}
+
+/// Starts the task and runs one attempt through the agent's stack.
+async fn run(
+    lua: &Lua,
+    agent: &str,
+    input: serde_json::Value,
+    pos: Option<&str>,
+) -> Result<TaskView, LuaUsage> {
+    let (engine, tok) = caller(lua)?;
+    let (spawner, parent) = {
+        let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
+        (ctx.host.agents.get(agent), ctx.parent())
+    };
+    let Some(spawner) = spawner else {
+        return Err(unknown_agent(lua, agent));
+    };
+    let mut task = TaskSpec::new(agent, input);
+    task.journal_pos = pos.map(Arc::from);
+    task.parent = parent;
+    let id = engine.start_task(&tok, task)?;
+    Ok(engine.dispatch_attempt(&tok, id, spawner.as_ref()).await?)
+}
+
+fn unknown_agent(lua: &Lua, agent: &str) -> LuaUsage {
+    let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
+    let in_run = ctx.parent().is_some() || ctx.token().and_then(|t| t.claims.task).is_some();
+    if !in_run {
+        // Not inside a run (the REPL): there are no agents to step to here.
+        return LuaUsage::new(
+            "unknown_agent",
+            "swarm.step runs inside a flow, and there is none here: load a blueprint \
+             (`swarm repl FILE`, or :load FILE) and call repl.run(name, input)",
+        );
+    }
+    let names = ctx.host.agents.names();
+    let known = if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    };
+    LuaUsage::new(
+        "unknown_agent",
+        format!("unknown agent `{agent}` (known: {known})"),
+    )
+}
+
+/// Why a settled step did not pass.
+struct Failure {
+    code: &'static str,
+    task: TaskId,
+    message: String,
+    result: Option<serde_json::Value>,
+}
+
+impl Failure {
+    fn of(view: &TaskView) -> Option<Failure> {
+        if view.status == TaskStatus::Pass {
+            return None;
+        }
+        let result = view.result.as_deref();
+        let timed_out = result.and_then(|r| r.get("error")) == Some(&json!("timeout"));
+        let code = if timed_out {
+            "timeout"
+        } else {
+            view.status.as_str()
+        };
+        let told = match result {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(r) => r.to_string(),
+            None => "nil".into(),
+        };
+        Some(Failure {
+            code,
+            task: view.id,
+            message: format!("step `{}` (task {}) {code}: {told}", view.agent, view.id),
+            result: result.cloned(),
+        })
+    }
+
+    /// What the journal keeps of a failed step.
+    fn recorded(&self) -> serde_json::Value {
+        json!({ "code": self.code, "task": self.task.0, "result": self.result,
+                "message": self.message })
+    }
+
+    fn to_lua(&self, lua: &Lua, agent: &str, result: Value, at: &str) -> mlua::Result<Value> {
+        step_error(
+            lua,
+            agent,
+            (self.code, &self.message),
+            self.task.0,
+            result,
+            at,
+        )
+    }
+}
+
+/// A failure replayed from the journal, as the first run returned it.
+fn replayed_error(
+    lua: &Lua,
+    agent: &str,
+    recorded: &serde_json::Value,
+    at: &str,
+) -> mlua::Result<Value> {
+    let text = |k: &str| recorded.get(k).and_then(|v| v.as_str()).unwrap_or("");
+    let task = recorded.get("task").and_then(|v| v.as_u64()).unwrap_or(0);
+    let result = match recorded.get("result") {
+        Some(r) => to_lua(lua, r)?,
+        None => Value::Nil,
+    };
+    step_error(
+        lua,
+        agent,
+        (text("code"), text("message")),
+        task,
+        result,
+        at,
+    )
+}
+
+/// A step error: the one error shape (`code`, `message`, `where`) plus the
+/// step's `agent`, `task` and `result`.
+fn step_error(
+    lua: &Lua,
+    agent: &str,
+    (code, message): (&str, &str),
+    task: u64,
+    result: Value,
+    at: &str,
+) -> mlua::Result<Value> {
+    let t: Table = lua.create_table_with_capacity(0, 6)?;
+    t.raw_set("code", code)?;
+    t.raw_set("message", message)?;
+    t.raw_set("where", at)?;
+    t.raw_set("agent", agent)?;
+    t.raw_set("task", task)?;
+    t.raw_set("result", result)?;
+    t.set_metatable(Some(error_metatable(lua)?))?;
+    Ok(Value::Table(t))
+}
