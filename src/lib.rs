@@ -1,21 +1,23 @@
 //! lua-swarm: a host for agent swarms scripted in Lua.
 //!
-//! Layout (each layer calls only the ones below it):
-//! - `engine` — tasks, attempts, sessions, the event ledger; one state, one lock.
+//! Layers, bottom-up: each imports only layers listed above it.
+//! - `duration` — the one parser of `250ms`/`90s`/`10m` text (a leaf).
 //! - `auth`   — roles, verbs, the role × verb gate, HMAC-signed capability tokens.
-//! - `spawn`  — the `Spawner`/`Layer` seams, the layer registry, agent backends.
-//! - `lua`    — sandboxed VMs, the `swarm.*` modules, the `lua` agent backend.
+//! - `engine` — tasks, attempts, the event ledger, the board, the spawner seam; one state, one lock.
 //! - `store`  — the durable journal (SQLite): runs, steps, events, questions.
-//! - `run`    — blueprints: load, validate, build agent stacks, run a flow.
-//! - `reload` — hot reload: live blueprint versions kept current by a file watcher.
+//! - `spawn`  — agent backends (Rust, process, remote) and the layers that wrap them.
 //! - `llm`    — the OpenAI-compatible LLM agent backend (turns, tools, usage).
+//! - `lua`    — sandboxed VMs, the `swarm.*` modules, the `lua` agent backend.
+//! - `run`    — blueprints: load, validate, build agent stacks, run a flow; the run service.
+//! - `reload` — hot reload: live blueprint versions kept current by a file watcher.
 //! - `repl`   — `swarm repl`: a Lua session on a live engine.
 //! - `serve`  — `swarm serve`: runs over HTTP, bearer tokens, SSE events, the workers' routes.
 //! - `worker` — `swarm worker`: claims remote steps from a server, runs them as process agents.
-//! - `cli`    — the `swarm` command line (`run`, `check`, `bench`).
+//! - `cli`    — the `swarm` command line.
 
 pub mod auth;
 pub mod cli;
+pub mod duration;
 pub mod engine;
 pub mod llm;
 pub mod lua;

@@ -6,9 +6,8 @@ use lua_swarm::engine::{
     AttachOptions, Caller, Engine, EngineConfig, EngineError, EventKind, OutputKind, TaskSpec,
     TaskStatus,
 };
-use lua_swarm::spawn::{
-    LayerEnv, LayerRegistry, Outcome, RustAgent, SpawnCtx, Spawner, build_stack,
-};
+use lua_swarm::engine::{Outcome, SpawnCtx, Spawner};
+use lua_swarm::spawn::{LayerEnv, LayerRegistry, RustAgent, build_stack};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,7 +91,7 @@ async fn worker_verbs_prompt_emit_and_post_result() {
     // A worker that only posts: the posted value decides.
     struct PostOnly;
     impl Spawner for PostOnly {
-        fn spawn(&self, ctx: SpawnCtx) -> lua_swarm::spawn::Worker {
+        fn spawn(&self, ctx: SpawnCtx) -> lua_swarm::engine::Worker {
             Box::pin(async move {
                 ctx.engine
                     .post_result(&ctx.token, json!("late"), false)

@@ -11,8 +11,8 @@
 -- Constructors record where they were called, so validation errors name
 -- file:line and the field. `validate` returns every error, not the first.
 local swarm, host = ...
-local error, pairs, ipairs, type, tostring, setmetatable, tonumber =
-  error, pairs, ipairs, type, tostring, setmetatable, tonumber
+local error, pairs, ipairs, type, tostring, setmetatable =
+  error, pairs, ipairs, type, tostring, setmetatable
 local where = host.where
 
 -- Constructors record where they were called, for validation. Agent VMs
@@ -79,15 +79,12 @@ local AGENT_FIELDS = {
 local BLUEPRINT_FIELDS = { description = "string", agents = "table", hints = "table",
                            layers = "table", gate = "table", limits = "table", flow = "function" }
 
---- Milliseconds from a number (ms) or a string like "250ms", "60s", "2m".
+--- Milliseconds from a number (ms) or a string like "250ms", "60s", "2m"
+--- (parsed by the host: one rule for Lua and Rust).
 function M.duration(v)
   if type(v) == "number" then return v end
   if type(v) ~= "string" then return nil end
-  local n, unit = v:match("^%s*([%d%.]+)%s*(%a*)%s*$")
-  n = tonumber(n)
-  if not n then return nil end
-  local scale = ({ [""] = 1, ms = 1, s = 1000, m = 60000, h = 3600000 })[unit]
-  return scale and n * scale
+  return host.duration_ms(v)
 end
 
 local function check_type(v, want)

@@ -150,6 +150,16 @@ pub(crate) fn open_store(
 
 /// Opens the journal at `path` and marks runs whose owner is gone as
 /// interrupted.
+/// A duration flag: `250ms`, `90s`, `10m`, `1h`, `30d`. A unit is required
+/// here, so `--lease 30` is not read as 30 milliseconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    if !s.trim().ends_with(|c: char| c.is_ascii_alphabetic()) {
+        return Err(format!("`{s}`: give a unit: ms, s, m, h or d"));
+    }
+    let ms = crate::duration::parse_ms(s)?;
+    Ok(std::time::Duration::from_secs_f64(ms / 1000.0))
+}
+
 fn open_at(path: &std::path::Path) -> Result<Arc<dyn Store>, crate::store::StoreError> {
     let store = SqliteStore::open(path)?;
     sweep(&store)?;

@@ -40,33 +40,12 @@ pub struct Output {
     wait_answers: bool,
     /// Stop the run after this long (e.g. 90s, 10m, 1h); the blueprint's
     /// `limits.deadline` applies too, and the shorter one wins.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
     deadline: Option<std::time::Duration>,
     /// Lua-agent VMs that may run tasks at once, per spawn depth
     /// (default 256, or $SWARM_MAX_LUA_VMS).
     #[arg(long, value_name = "N")]
     max_vms: Option<usize>,
-}
-
-/// `250ms`, `90s`, `10m`, `1h`, `30d` (a unit is required).
-pub(super) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: f64 = n
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (e.g. 90s, 10m, 1h)"))?;
-    let ms = match unit.trim() {
-        "ms" => 1.0,
-        "s" => 1000.0,
-        "m" => 60_000.0,
-        "h" => 3_600_000.0,
-        "d" => 86_400_000.0,
-        _ => return Err(format!("`{s}`: give a unit: ms, s, m, h or d")),
-    };
-    Ok(std::time::Duration::from_secs_f64(n * ms / 1000.0))
 }
 
 #[derive(Args)]

@@ -25,7 +25,7 @@ pub struct RunsArgs {
 pub struct PruneArgs {
     /// Only runs last updated longer ago than this.
     #[arg(long, value_name = "DURATION", default_value = "30d",
-          value_parser = super::run::parse_duration)]
+          value_parser = super::parse_duration)]
     older_than: std::time::Duration,
     /// Only runs with these statuses (finished ones only: pass, blocked,
     /// cancelled).

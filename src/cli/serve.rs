@@ -35,7 +35,7 @@ pub struct ServeArgs {
     no_auth: bool,
     /// How long a remote worker's claim on a step stands without a
     /// heartbeat before the step is offered again.
-    #[arg(long, default_value = "30s", value_parser = super::run::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = super::parse_duration)]
     lease: Duration,
     #[command(flatten)]
     journal: Db,
@@ -48,7 +48,7 @@ pub struct TokenArgs {
     #[arg(long, value_parser = ["operator", "observer", "senior", "worker"])]
     role: String,
     /// How long it is valid (e.g. 10m, 8h, 30d).
-    #[arg(long, default_value = "8h", value_parser = super::run::parse_duration)]
+    #[arg(long, default_value = "8h", value_parser = super::parse_duration)]
     ttl: Duration,
     /// Reach this run only.
     #[arg(long, value_name = "ID")]

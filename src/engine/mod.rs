@@ -12,12 +12,15 @@ pub mod board;
 mod error;
 mod events;
 pub mod size;
+mod spawner;
 mod state;
 mod verbs;
 
 pub use error::EngineError;
-pub use events::{Event, EventKind, OutputKind, Subscription};
+pub use events::{Event, EventKind, OutputKind};
+pub use spawner::{Outcome, SpawnCtx, SpawnError, Spawner, Worker};
 pub use state::{TaskStatus, TaskView};
+pub use verbs::observe::Subscription;
 pub use verbs::senior::PendingQuestion;
 pub use verbs::session::{AttachOptions, Caller};
 pub use verbs::task::TaskSpec;

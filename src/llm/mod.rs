@@ -18,7 +18,7 @@ pub use usage::{Meter, Tally, Usage, thousands};
 pub use wire::{Accumulator, SseDecoder, Turn};
 
 use crate::engine::OutputKind;
-use crate::spawn::{Outcome, SpawnCtx, Spawner, Worker};
+use crate::engine::{Outcome, SpawnCtx, Spawner, Worker};
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -163,24 +163,14 @@ fn fail(code: &str, message: impl Into<String>) -> Value {
     json!({ "code": code, "error": message.into() })
 }
 
-/// Milliseconds from a number or a string like "250ms", "90s", "2m".
+/// Milliseconds from a number or a duration string (`crate::duration`).
 fn millis(v: &Value) -> Option<u64> {
     if let Some(n) = v.as_f64() {
         return Some(n as u64);
     }
-    let s = v.as_str()?.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let n: f64 = s[..split].parse().ok()?;
-    let scale = match s[split..].trim() {
-        "" | "ms" => 1.0,
-        "s" => 1000.0,
-        "m" => 60_000.0,
-        "h" => 3_600_000.0,
-        _ => return None,
-    };
-    Some((n * scale) as u64)
+    crate::duration::parse_ms(v.as_str()?)
+        .ok()
+        .map(|ms| ms as u64)
 }
 
 /// The messages a step starts from: a string, `{ prompt }` or `{ messages }`.

@@ -15,7 +15,7 @@
 //! outcome to `swarm.worker.result(value, ok)`.
 
 use super::{Host, LuaError, Vm, VmOptions, modules};
-use crate::spawn::{Outcome, SpawnCtx, SpawnError, Spawner, Worker};
+use crate::engine::{Outcome, SpawnCtx, SpawnError, Spawner, Worker};
 use mlua::{Function, Value};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
@@ -116,7 +116,7 @@ impl Inner {
         };
         let pooled = self
             .checkout()
-            .map_err(|e| SpawnError::Failed(e.to_string()))?;
+            .map_err(|e| SpawnError::VmSetup(e.to_string()))?;
         let vm = &pooled.vm;
         vm.set_token(Some(ctx.token.clone()));
         vm.arm(Some(ctx.cancel.clone()));

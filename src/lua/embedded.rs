@@ -7,8 +7,8 @@
 //! as bytecode by the host (Lua code itself can never load bytecode): parsing
 //! is the largest part of building a VM otherwise.
 
-use super::error::caller_location;
-use super::stdlib::freeze;
+use super::frozen::freeze;
+use super::location::caller_location;
 use mlua::chunk::ChunkMode;
 use mlua::{Function, Lua, StdLib, Table, Value};
 use std::collections::HashMap;
@@ -103,7 +103,7 @@ pub fn require(lua: &Lua, name: &str) -> mlua::Result<Value> {
 /// environment. Names are plain identifiers separated by dots: no paths.
 fn require_local(lua: &Lua, name: &str) -> mlua::Result<Option<Value>> {
     let dir = lua
-        .app_data_ref::<super::sandbox::VmCtx>()
+        .app_data_ref::<super::ctx::VmCtx>()
         .and_then(|ctx| ctx.host.dir.clone());
     let Some(dir) = dir else { return Ok(None) };
     let plain = name.split('.').all(|part| {
@@ -119,7 +119,7 @@ fn require_local(lua: &Lua, name: &str) -> mlua::Result<Option<Value>> {
     let Ok(source) = std::fs::read_to_string(&path) else {
         return Ok(None);
     };
-    if let Some(ctx) = lua.app_data_ref::<super::sandbox::VmCtx>() {
+    if let Some(ctx) = lua.app_data_ref::<super::ctx::VmCtx>() {
         ctx.required
             .lock()
             .unwrap_or_else(|e| e.into_inner())

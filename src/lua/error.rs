@@ -7,11 +7,11 @@
 //! `where` is the first Lua frame outside the embedded library, so users see
 //! their own file and line.
 
+use super::ctx::ERROR_MT;
+use super::location::caller_location;
 use crate::engine::EngineError;
-use crate::spawn::SpawnError;
+use crate::engine::SpawnError;
 use mlua::{Lua, Table, Value};
-
-const ERROR_MT: &str = "swarm.error_mt";
 
 /// Anything with a stable code and a message.
 pub trait Coded: std::fmt::Display {
@@ -66,53 +66,6 @@ impl Coded for LuaUsage {
     }
 }
 
-/// `file:line` of the innermost Lua frame at or above `level` that is not
-/// in the embedded library. When a tail call (`return swarm.step(...)`)
-/// removed the caller's frame, it falls back to where the run's entry
-/// function was defined, marked as such; `?` when nothing is known.
-pub fn caller_location(lua: &Lua, level: usize) -> String {
-    for lvl in level..level + 24 {
-        let frame = lua.inspect_stack(lvl, |d| {
-            let src = d.source();
-            let short = src.short_src.as_deref().unwrap_or("?").to_string();
-            // The embedded library and mlua's async trampoline are ours,
-            // not the user's.
-            let embedded = src
-                .source
-                .as_deref()
-                .is_some_and(|s| s.starts_with("@swarm/") || s == "=__mlua_async_poll");
-            (src.what, short, d.current_line(), embedded)
-        });
-        match frame {
-            None => break,
-            Some(("C", ..)) | Some((_, _, _, true)) => continue,
-            Some((_, short, line, false)) => {
-                return match line {
-                    Some(l) => format!("{short}:{l}"),
-                    None => short,
-                };
-            }
-        }
-    }
-    lua.app_data_ref::<super::sandbox::VmCtx>()
-        .and_then(|ctx| ctx.entry_location())
-        .map(|at| format!("{at} (in a tail call)"))
-        .unwrap_or_else(|| "?".to_string())
-}
-
-/// `file:line` where `f` was defined.
-pub fn defined_at(f: &mlua::Function) -> Option<String> {
-    let info = f.info();
-    // A main chunk reports line 0; its first line is the better guess.
-    Some(format!("{}:{}", info.short_src?, info.line_defined?.max(1)))
-}
-
-/// The shared metatable of error tables (created once per VM).
-pub fn install_error_metatable(lua: &Lua) -> mlua::Result<()> {
-    let mt: Table = super::embedded::chunk(lua, super::embedded::ERROR_MT)?.call(())?;
-    lua.set_named_registry_value(ERROR_MT, mt)
-}
-
 /// The shared metatable of error tables.
 pub(crate) fn error_metatable(lua: &Lua) -> mlua::Result<Table> {
     lua.named_registry_value(ERROR_MT)
@@ -137,5 +90,29 @@ pub fn reply<E: Coded>(lua: &Lua, r: Result<Value, E>) -> mlua::Result<(bool, Va
             false,
             Value::Table(error_table(lua, e.code(), &e.to_string())?),
         )),
+    }
+}
+
+/// `m` with one traceback: the one taken where the error happened (see
+/// `protect`); the one mlua appends where it was raised again shows only
+/// the host's plumbing.
+fn without_traceback(m: &str) -> String {
+    const TB: &str = "\nstack traceback:";
+    match m
+        .find(TB)
+        .and_then(|i| m[i + 1..].find(TB).map(|j| i + 1 + j))
+    {
+        Some(second) => m[..second].to_string(),
+        None => m.to_string(),
+    }
+}
+
+/// The innermost message, without mlua's traceback decoration.
+pub(crate) fn root_message(err: &mlua::Error) -> String {
+    match err {
+        mlua::Error::CallbackError { cause, .. } => root_message(cause),
+        mlua::Error::WithContext { cause, .. } => root_message(cause),
+        mlua::Error::RuntimeError(m) => without_traceback(m),
+        other => without_traceback(&other.to_string()),
     }
 }

@@ -13,7 +13,8 @@
 
 use super::modules::{to_json, to_lua};
 use super::sandbox::call_protected;
-use crate::spawn::{Layer, Outcome, SpawnCtx, layer_fn};
+use crate::engine::{Outcome, SpawnCtx};
+use crate::spawn::{Layer, layer_fn};
 use mlua::{Function, Lua, MultiValue, Value};
 use serde_json::json;
 use std::sync::Arc;

@@ -178,12 +178,13 @@ impl Limits {
         }
     }
 
-    /// The typed error for a tripped limit at the current Lua location.
-    pub fn error(&self, lua: &Lua, t: Tripped) -> mlua::Error {
+    /// The typed error for a tripped limit at `location` (the user's
+    /// file:line, see `location.rs`).
+    pub fn error(&self, t: Tripped, location: String) -> mlua::Error {
         mlua::Error::external(LimitError {
             kind: t,
             what: self.describe(t),
-            location: super::error::caller_location(lua, 0),
+            location,
         })
     }
 }

@@ -3,25 +3,31 @@
 //! Every VM is built by [`Vm::new`] (in `sandbox.rs`) and holds exactly one
 //! capability token; Lua sees the engine only through the `swarm` modules.
 
+// Bottom-up: leaves first; each file imports only files listed above it.
 mod agent;
+mod ctx;
 mod embedded;
 pub mod error;
+mod frozen;
 mod layer;
-pub use error::LuaUsage;
 mod limits;
+mod location;
 mod modules;
 pub mod pattern;
 mod sandbox;
 mod stdlib;
 
+pub use ctx::VALIDATE;
+pub use error::LuaUsage;
+pub use location::caller_location;
+
 pub use agent::LuaAgent;
 pub use layer::lua_layer;
 pub use limits::{LimitError, Tripped};
-pub use modules::{VALIDATE, input_to_lua, to_json, to_lua};
+pub use modules::{input_to_lua, to_json, to_lua};
 pub use sandbox::{Vm, VmOptions};
 
-use crate::engine::Engine;
-use crate::spawn::Spawner;
+use crate::engine::{Engine, Spawner};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, Weak};
 

@@ -10,12 +10,11 @@
 //! Code runs in a per-run environment whose misses fall through to the
 //! frozen base, so a pooled VM never carries one run's globals into another.
 
-use super::error::install_error_metatable;
+use super::ctx::{CURRENT_ENV, CURRENT_LOADED, ERROR_MT, VmCtx};
+use super::error::root_message;
+use super::frozen::{freeze, install_frozen_metamethods, lock_metatable};
 use super::limits::{self, LimitError, Limits, Tripped};
-use super::stdlib::{
-    CURRENT_ENV, CURRENT_LOADED, freeze, install_frozen_metamethods, install_guards,
-    lock_metatable, reduced_os, replace_base, replace_string,
-};
+use super::stdlib::{install_guards, reduced_os, replace_base, replace_string};
 use super::{Host, LuaError, embedded, modules};
 use crate::auth::CapToken;
 use mlua::chunk::ChunkMode;
@@ -41,44 +40,6 @@ impl Default for VmOptions {
             instruction_budget: 1_000_000_000,
             timeout: None,
         }
-    }
-}
-
-/// Per-VM host data, stored with `set_app_data`.
-pub(crate) struct VmCtx {
-    pub host: Host,
-    pub token: Mutex<Option<CapToken>>,
-    /// The default parent of tasks this VM starts (a run's root task).
-    pub parent: Mutex<Option<crate::engine::TaskId>>,
-    /// The running entry function (flow, agent body), for error locations.
-    pub entry: Mutex<Option<Function>>,
-    /// Files `require`d from the blueprint's directory (hot reload watches them).
-    pub required: Mutex<Vec<std::path::PathBuf>>,
-    /// The run's journal, for flow VMs of durable runs.
-    pub journal: Mutex<Option<Arc<crate::store::Journal>>>,
-    pub limits: Arc<Limits>,
-    pub memory_limit: usize,
-}
-
-impl VmCtx {
-    pub fn token(&self) -> Option<CapToken> {
-        self.token.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    pub fn parent(&self) -> Option<crate::engine::TaskId> {
-        *self.parent.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn journal(&self) -> Option<Arc<crate::store::Journal>> {
-        self.journal
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    pub fn entry_location(&self) -> Option<String> {
-        let f = self.entry.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        super::error::defined_at(&f?)
     }
 }
 
@@ -129,7 +90,7 @@ impl Vm {
     pub fn skip_locations(&self) {
         if let Ok(f) = self
             .lua
-            .named_registry_value::<Function>(super::modules::LOCATING)
+            .named_registry_value::<Function>(super::ctx::LOCATING)
         {
             let _ = f.call::<()>(false);
         }
@@ -160,7 +121,7 @@ impl Vm {
             .create_function(|lua, env: Table| begin_run(lua, &env))?;
         let setmetatable: Function = self
             .lua
-            .named_registry_value(super::stdlib::RAW_SETMETATABLE)?;
+            .named_registry_value(super::ctx::RAW_SETMETATABLE)?;
         embedded::chunk(&self.lua, embedded::ENTRY)?.call((setmetatable, &self.base, begin))
     }
 
@@ -244,7 +205,7 @@ pub(crate) async fn call_protected(
     f: &Function,
     args: impl mlua::IntoLuaMulti,
 ) -> mlua::Result<MultiValue> {
-    let protect: Function = lua.named_registry_value(super::stdlib::PROTECT)?;
+    let protect: Function = lua.named_registry_value(super::ctx::PROTECT)?;
     let mut args = args.into_lua_multi(lua)?;
     args.push_front(Value::Function(f.clone()));
     protect.call_async::<MultiValue>(args).await
@@ -296,30 +257,6 @@ fn find_limit(err: &mlua::Error) -> Option<LimitError> {
         mlua::Error::CallbackError { cause, .. } => find_limit(cause),
         mlua::Error::WithContext { cause, .. } => find_limit(cause),
         _ => None,
-    }
-}
-
-/// `m` with one traceback: the one taken where the error happened (see
-/// `protect`); the one mlua appends where it was raised again shows only
-/// the host's plumbing.
-fn without_traceback(m: &str) -> String {
-    const TB: &str = "\nstack traceback:";
-    match m
-        .find(TB)
-        .and_then(|i| m[i + 1..].find(TB).map(|j| i + 1 + j))
-    {
-        Some(second) => m[..second].to_string(),
-        None => m.to_string(),
-    }
-}
-
-/// The innermost message, without mlua's traceback decoration.
-pub(crate) fn root_message(err: &mlua::Error) -> String {
-    match err {
-        mlua::Error::CallbackError { cause, .. } => root_message(cause),
-        mlua::Error::WithContext { cause, .. } => root_message(cause),
-        mlua::Error::RuntimeError(m) => without_traceback(m),
-        other => without_traceback(&other.to_string()),
     }
 }
 
@@ -382,4 +319,10 @@ fn build(host: Host, opts: VmOptions) -> mlua::Result<Vm> {
         base,
         opts,
     })
+}
+
+/// The shared metatable of error tables (created once per VM).
+pub fn install_error_metatable(lua: &Lua) -> mlua::Result<()> {
+    let mt: Table = super::embedded::chunk(lua, super::embedded::ERROR_MT)?.call(())?;
+    lua.set_named_registry_value(ERROR_MT, mt)
 }

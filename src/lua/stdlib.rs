@@ -7,86 +7,18 @@
 //! reduced `os`, and the `pcall`/`xpcall`/`coroutine.resume` guards. Used
 //! only by `sandbox::build`.
 
+use super::ctx::VmCtx;
+use super::ctx::{CURRENT_ENV, CURRENT_LOADED, PROTECT, RAW_SETMETATABLE};
 use super::embedded;
-use super::error::caller_location;
+use super::error::root_message;
+use super::frozen::is_frozen;
 use super::limits::{LimitError, Limits, Tripped};
+use super::location::caller_location;
 use super::pattern;
-use super::sandbox::{VmCtx, root_message};
 use mlua::chunk::ChunkMode;
 use mlua::{Function, Lua, Table, Value, Variadic};
 use std::sync::Arc;
 use std::time::Instant;
-
-/// A read-only view of `t`: reads fall through, writes raise, the metatable
-/// is hidden, `pairs` walks the original. Nested tables of the `swarm`
-/// library are frozen too.
-pub(crate) fn freeze(lua: &Lua, name: &str, t: Table) -> mlua::Result<Table> {
-    if name.starts_with("swarm") {
-        for pair in t.pairs::<Value, Value>() {
-            let (k, v) = pair?;
-            if let (Value::String(key), Value::Table(inner)) = (&k, &v)
-                && inner.metatable().is_none()
-            {
-                let child = format!("{name}.{}", key.to_str()?);
-                t.raw_set(k.clone(), freeze(lua, &child, inner.clone())?)?;
-            }
-        }
-    }
-    let shared: Table = lua.named_registry_value(FROZEN_MT)?;
-    let mt = lua.create_table_with_capacity(0, 6)?;
-    for key in ["__newindex", "__pairs", "__metatable", "__frozen"] {
-        mt.raw_set(key, shared.raw_get::<Value>(key)?)?;
-    }
-    mt.raw_set("__index", t)?;
-    mt.raw_set("__label", name)?;
-    let proxy = lua.create_table()?;
-    proxy.set_metatable(Some(mt))?;
-    Ok(proxy)
-}
-
-const FROZEN_MT: &str = "swarm.frozen_mt";
-
-/// The metamethods every frozen table shares, created once per VM.
-pub(crate) fn install_frozen_metamethods(lua: &Lua) -> mlua::Result<()> {
-    let shared = lua.create_table()?;
-    shared.raw_set(
-        "__newindex",
-        lua.create_function(|lua, (t, k): (Table, Value)| {
-            let label: String = t
-                .metatable()
-                .and_then(|mt| mt.raw_get("__label").ok())
-                .unwrap_or_default();
-            Err::<(), _>(mlua::Error::RuntimeError(format!(
-                "{}: attempt to modify read-only table '{label}' (field '{}')",
-                caller_location(lua, 0),
-                k.to_string().unwrap_or_default()
-            )))
-        })?,
-    )?;
-    // `pairs(frozen)` walks the backing table through a host iterator that
-    // takes the proxy, never the backing table: Lua code only ever holds
-    // the proxy, so it cannot write to what the proxy protects.
-    let next: Function = lua.globals().raw_get("next")?;
-    let frozen_next = lua.create_function(move |_, (proxy, key): (Table, Value)| {
-        let backing: Table = match proxy.metatable() {
-            Some(mt) if is_frozen(&proxy) => mt.raw_get("__index")?,
-            _ => return Err(mlua::Error::RuntimeError("not a read-only table".into())),
-        };
-        next.call::<mlua::MultiValue>((backing, key))
-    })?;
-    shared.raw_set(
-        "__pairs",
-        lua.create_function(move |_, t: Table| Ok((frozen_next.clone(), t, Value::Nil)))?,
-    )?;
-    shared.raw_set("__metatable", "locked")?;
-    shared.raw_set("__frozen", true)?;
-    lua.set_named_registry_value(FROZEN_MT, shared)
-}
-
-fn is_frozen(t: &Table) -> bool {
-    t.metatable()
-        .is_some_and(|mt| mt.raw_get::<bool>("__frozen").unwrap_or(false))
-}
 
 fn ctx_limits(lua: &Lua) -> Arc<Limits> {
     lua.app_data_ref::<VmCtx>().expect("VmCtx").limits.clone()
@@ -157,10 +89,6 @@ pub(crate) fn replace_base(lua: &Lua, g: &Table) -> mlua::Result<()> {
     Ok(())
 }
 
-/// Registry slot of the stock `setmetatable`, for host chunks that set
-/// metatables they built themselves (no `__gc`), on the hot path.
-pub(crate) const RAW_SETMETATABLE: &str = "swarm.raw_setmetatable";
-
 /// `setmetatable` that refuses a metatable with a `__gc` field. Lua 5.4 runs
 /// finalizers with hooks off, so a finalizer could never be held to an
 /// instruction budget, deadline or cancellation, and it would run whenever
@@ -180,21 +108,6 @@ fn no_finalizers(lua: &Lua, raw: Function) -> mlua::Result<Function> {
         raw.call::<Value>((t, mt))
     })
 }
-
-/// Makes a metatable the host shares between objects (error tables, JSON
-/// arrays) read-only to Lua: `getmetatable(obj)` returns a frozen view of
-/// it, so reads work and `getmetatable(a) == getmetatable(b)` holds, but
-/// nothing one task writes there can reach the next.
-pub(crate) fn lock_metatable(lua: &Lua, name: &str, mt: &Table) -> mlua::Result<()> {
-    let view = freeze(lua, name, mt.clone())?;
-    mt.raw_set("__metatable", view)
-}
-
-/// Registry slot of the environment of the run in progress.
-pub(crate) const CURRENT_ENV: &str = "swarm.current_env";
-/// Registry slot of the run's `require` cache (fresh per run, so modules'
-/// state never crosses runs in a pooled VM).
-pub(crate) const CURRENT_LOADED: &str = "swarm.current_loaded";
 
 /// `load`: text chunks only; the default environment is the current run's.
 fn sandboxed_load(lua: &Lua) -> mlua::Result<Function> {
@@ -234,7 +147,11 @@ pub(crate) fn replace_string(lua: &Lua, g: &Table) -> mlua::Result<()> {
     s.raw_set("dump", Value::Nil)?;
     fn charge(lua: &Lua) -> impl Fn(u64) -> mlua::Result<()> + '_ {
         let limits = ctx_limits(lua);
-        move |n: u64| limits.charge(n).map_err(|t| limits.error(lua, t))
+        move |n: u64| {
+            limits
+                .charge(n)
+                .map_err(|t| limits.error(t, caller_location(lua, 0)))
+        }
     }
     s.raw_set(
         "find",
@@ -302,7 +219,7 @@ pub(crate) fn replace_string(lua: &Lua, g: &Table) -> mlua::Result<()> {
             }
             ctx.limits
                 .charge(total as u64 / 64)
-                .map_err(|t| ctx.limits.error(lua, t))?;
+                .map_err(|t| ctx.limits.error(t, caller_location(lua, 0)))?;
             let mut out = Vec::with_capacity(total as usize);
             for i in 0..n {
                 if i > 0
@@ -356,10 +273,6 @@ unsafe extern "C-unwind" fn traceback(state: *mut mlua::ffi::lua_State) -> std::
     1
 }
 
-/// Registry slot of `protect(f, ...)`: calls `f` under a pcall at the base
-/// of its thread and raises its error again (see `lua/swarm/guards.lua`).
-pub(crate) const PROTECT: &str = "swarm.protect";
-
 /// Instructions charged per `coroutine.resume`: a resume/yield round trip
 /// costs about as much host CPU as this many plain instructions.
 const RESUME_COST: u64 = 200;
@@ -378,7 +291,9 @@ pub(crate) fn install_guards(lua: &Lua, g: &Table) -> mlua::Result<()> {
     })?;
     let charge = lua.create_function(|lua, ()| {
         let limits = ctx_limits(lua);
-        limits.charge(RESUME_COST).map_err(|t| limits.error(lua, t))
+        limits
+            .charge(RESUME_COST)
+            .map_err(|t| limits.error(t, caller_location(lua, 0)))
     })?;
     let co: Table = g.raw_get("coroutine")?;
     let guards: Table = embedded::chunk(lua, embedded::GUARDS)?.call((

@@ -193,7 +193,7 @@ impl Shared {
 fn raise(lua: &Lua, e: LuaUsage) -> mlua::Error {
     let msg = format!(
         "{}: {} [{}]",
-        crate::lua::error::caller_location(lua, 0),
+        crate::lua::caller_location(lua, 0),
         e.message,
         e.code
     );

@@ -6,10 +6,10 @@
 //! one of the blueprint's Lua `layers`.
 
 use super::blueprint::{AgentSpec, Backend, Blueprint, LayerUse};
+use crate::engine::{SpawnError, Spawner};
 use crate::lua::{Agents, Host, LuaAgent, Vm, VmOptions, lua_layer};
 use crate::spawn::{
-    Layer, LayerEnv, LayerRegistry, ProcessAgent, RemoteAgent, RustAgent, SpawnError, Spawner,
-    build_stack,
+    Layer, LayerEnv, LayerRegistry, ProcessAgent, RemoteAgent, RustAgent, build_stack,
 };
 use mlua::{Function, Table};
 use serde_json::{Value, json};
@@ -106,12 +106,17 @@ fn backend(b: &Build<'_>, spec: &AgentSpec) -> Result<Arc<dyn Spawner>, SpawnErr
             &spec.name,
             b.vm.clone(),
         )),
-        Backend::Rust(name) => Arc::new(b.rust.get(name).cloned().ok_or_else(|| {
-            SpawnError::Failed(format!(
-                "agent `{}`: no Rust agent named `{name}` is registered",
-                spec.name
-            ))
-        })?),
+        Backend::Rust(name) => {
+            Arc::new(
+                b.rust
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| SpawnError::UnknownRustAgent {
+                        agent: spec.name.clone(),
+                        name: name.clone(),
+                    })?,
+            )
+        }
         Backend::Process(p) => Arc::new(ProcessAgent::new(p.clone())),
         Backend::Llm(llm) => {
             let side = crate::llm::RunSide {
@@ -143,7 +148,7 @@ fn layer(
     registry: &LayerRegistry,
     use_: &LayerUse,
 ) -> Result<Arc<dyn Layer>, SpawnError> {
-    let lua_err = |e: mlua::Error| SpawnError::Failed(e.to_string());
+    let lua_err = |e: mlua::Error| SpawnError::BadSpec(e.to_string());
     let spec: Table = b.table.get("spec").map_err(lua_err)?;
     let user: Option<Table> = spec
         .get::<Option<Table>>("layers")

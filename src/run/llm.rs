@@ -5,10 +5,10 @@
 
 use super::blueprint::AgentSpec;
 use crate::auth::CapToken;
+use crate::engine::SpawnCtx;
 use crate::engine::{Engine, TaskId, TaskSpec, TaskStatus};
 use crate::llm::{Tally, ToolInfo, Tools, TurnLog, Usage};
 use crate::lua::AgentsRef;
-use crate::spawn::SpawnCtx;
 use crate::store::{Halt, Journal, JournalEntry, input_hash};
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};

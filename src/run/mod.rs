@@ -22,8 +22,9 @@ pub use llm::{JournalUsage, StepUsage, journal_usage};
 
 use crate::auth::{CapToken, Role};
 use crate::engine::{AttachOptions, Caller, Engine, EngineError, TaskId, TaskSpec, TaskStatus};
+use crate::engine::{Outcome, SpawnCtx, SpawnError, Spawner, Worker};
 use crate::lua::{Agents, Host, PrintSink, Vm, VmOptions, input_to_lua, to_json};
-use crate::spawn::{LayerEnv, Outcome, SpawnCtx, SpawnError, Spawner, Worker};
+use crate::spawn::LayerEnv;
 use crate::store::{Journal, RunRecord, Store, StoreError};
 use mlua::{Function, Table, Value};
 use std::collections::BTreeMap;
@@ -515,8 +516,8 @@ impl Spawner for FlowSpawner {
         let (vm, flow) = (self.vm.clone(), self.flow.clone());
         Box::pin(async move {
             vm.arm(Some(ctx.cancel.clone()));
-            let input = input_to_lua(vm.lua(), &ctx.input)
-                .map_err(|e| SpawnError::Failed(e.to_string()))?;
+            let input =
+                input_to_lua(vm.lua(), &ctx.input).map_err(|e| SpawnError::Input(e.to_string()))?;
             Ok(match vm.call(&flow, input).await {
                 Ok(values) => {
                     let first = values.into_iter().next().unwrap_or(Value::Nil);

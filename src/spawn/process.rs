@@ -19,7 +19,7 @@
 //! dropping the worker kills the whole group. Only commands declared in a
 //! blueprint run; Lua code cannot start processes.
 
-use super::{Outcome, SpawnCtx, SpawnError, Spawner, Worker};
+use crate::engine::{Outcome, SpawnCtx, SpawnError, Spawner, Worker};
 use crate::engine::{OutputKind, TaskId};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -143,10 +143,7 @@ pub struct Job {
 pub type Sink = Arc<dyn Fn(OutputKind, Value) + Send + Sync>;
 
 async fn run(spec: Arc<ProcessSpec>, ctx: SpawnCtx) -> Result<Outcome, SpawnError> {
-    let handle = ctx
-        .engine
-        .worker_handle(&ctx.token)
-        .map_err(|e| SpawnError::Failed(e.to_string()))?;
+    let handle = ctx.engine.worker_handle(&ctx.token)?;
     let job = Job {
         task: ctx.task,
         attempt: ctx.attempt,
@@ -238,7 +235,10 @@ pub async fn execute(
         _ = cancel.cancelled() => return Ok(Outcome::Cancelled),
         _ = tokio::time::sleep(limit) => return Ok(Outcome::Timeout),
     };
-    let status = status.map_err(|e| SpawnError::Failed(format!("waiting for `{program}`: {e}")))?;
+    let status = status.map_err(|e| SpawnError::Wait {
+        program: program.to_string(),
+        message: e.to_string(),
+    })?;
     let stdout = match out {
         Ok(o) => o,
         Err(too_big) => return Ok(too_big),

@@ -8,9 +8,9 @@
 //! (a `retry` layer may try it again). Cancelling the step ends its claim,
 //! and the worker kills its command on its next heartbeat.
 
-use super::{Outcome, SpawnCtx, SpawnError, Spawner, Worker};
 use crate::engine::OutputKind;
 use crate::engine::board::{Offer, Posted};
+use crate::engine::{Outcome, SpawnCtx, SpawnError, Spawner, Worker};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;

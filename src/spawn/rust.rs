@@ -3,7 +3,7 @@
 //! The function gets the whole [`SpawnCtx`] (input, worker token, cancel
 //! token) and returns `Ok(value)` for pass or `Err(value)` for blocked.
 
-use super::{Outcome, SpawnCtx, Spawner, Worker};
+use crate::engine::{Outcome, SpawnCtx, Spawner, Worker};
 use serde_json::Value;
 use std::future::Future;
 use std::sync::Arc;

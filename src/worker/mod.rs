@@ -13,9 +13,10 @@
 //! worker killed with SIGKILL leaves nothing running; its claims lapse and
 //! other workers take the steps.
 
+use crate::engine::Outcome;
 use crate::engine::{OutputKind, TaskId};
+use crate::spawn::ProcessSpec;
 use crate::spawn::process::{self, Job, Sink};
-use crate::spawn::{Outcome, ProcessSpec};
 use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};

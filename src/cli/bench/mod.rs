@@ -10,8 +10,9 @@ mod reload;
 mod serve;
 
 use crate::auth::{Role, Signer};
+use crate::engine::Spawner;
 use crate::engine::{AttachOptions, Caller, Engine, EngineConfig, TaskSpec};
-use crate::spawn::{RustAgent, Spawner};
+use crate::spawn::RustAgent;
 use clap::Args;
 use serde_json::json;
 use std::process::ExitCode;

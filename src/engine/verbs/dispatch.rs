@@ -9,7 +9,7 @@ use crate::auth::{CapToken, Role, TokenClaims, Verb, nonce};
 use crate::engine::events::EventKind;
 use crate::engine::state::{Access, EngineState, TaskStatus, TaskView, TokenRecord};
 use crate::engine::{Engine, EngineError, TaskId, now_ms};
-use crate::spawn::{Outcome, SpawnCtx, SpawnError, Spawner};
+use crate::engine::{Outcome, SpawnCtx, SpawnError, Spawner};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;

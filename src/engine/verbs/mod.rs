@@ -2,6 +2,7 @@
 //! (signature and expiry outside the lock, the rest inside) and emits events.
 
 pub mod dispatch;
+pub mod observe;
 pub mod senior;
 pub mod session;
 pub mod task;

@@ -7,8 +7,8 @@
 
 use super::{caller, to_json, to_lua, verb, view_to_lua};
 use crate::engine::{EngineError, TaskId, TaskSpec, TaskView};
+use crate::lua::ctx::VmCtx;
 use crate::lua::error::LuaUsage;
-use crate::lua::sandbox::VmCtx;
 use mlua::{FromLua, Lua, Table, Value};
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,8 +2,9 @@
 //! They are passed to those chunks only, not put in the `swarm` table.
 
 use crate::auth::{Role, Verb};
-use crate::lua::error::{caller_location, error_table};
-use crate::lua::sandbox::VmCtx;
+use crate::lua::ctx::VmCtx;
+use crate::lua::error::error_table;
+use crate::lua::location::caller_location;
 use crate::spawn::LayerRegistry;
 use mlua::{Lua, Table, Value};
 
@@ -47,6 +48,10 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
     t.raw_set(
         "layer_keys",
         lua.create_function(|_, ()| Ok(LayerRegistry::BUILTIN.join(", ")))?,
+    )?;
+    t.raw_set(
+        "duration_ms",
+        lua.create_function(|_, s: String| Ok(crate::duration::parse_ms(&s).ok()))?,
     )?;
     t.raw_set(
         "is_role",

@@ -4,8 +4,9 @@
 //! Present in every VM; inert unless the VM's run has a journal.
 
 use super::to_json;
-use crate::lua::error::{LuaUsage, caller_location};
-use crate::lua::sandbox::VmCtx;
+use crate::lua::ctx::VmCtx;
+use crate::lua::error::LuaUsage;
+use crate::lua::location::caller_location;
 use crate::store::{Halt, Journal, JournalEntry, QuestionRecord, input_hash};
 use mlua::{Lua, LuaSerdeExt, Table, Value};
 use std::sync::Arc;

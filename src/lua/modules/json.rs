@@ -6,9 +6,9 @@
 //! returns `nil, err`; `encode` of a function or userdata raises.
 
 use super::ser_opts;
-use crate::lua::error::caller_location;
+use crate::lua::ctx::VmCtx;
 use crate::lua::limits::{LimitError, Tripped};
-use crate::lua::sandbox::VmCtx;
+use crate::lua::location::caller_location;
 use mlua::{Lua, LuaSerdeExt, Table, Value};
 
 pub fn register(lua: &Lua) -> mlua::Result<Table> {

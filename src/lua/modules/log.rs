@@ -1,7 +1,7 @@
 //! `swarm.log`: Lua logging into `tracing`, tagged with the caller's
 //! file:line.
 
-use crate::lua::error::caller_location;
+use crate::lua::location::caller_location;
 use mlua::{Lua, Table, Value, Variadic};
 
 pub fn register(lua: &Lua) -> mlua::Result<Table> {

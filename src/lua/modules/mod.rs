@@ -14,9 +14,11 @@ mod step;
 mod time;
 mod worker;
 
+use super::ctx::VmCtx;
+use super::ctx::{LOCATING, VALIDATE};
 use super::embedded;
-use super::error::{LuaUsage, caller_location, reply};
-use super::sandbox::VmCtx;
+use super::error::{LuaUsage, reply};
+use super::location::caller_location;
 use crate::auth::CapToken;
 use crate::engine::Engine;
 use mlua::{FromLua, Lua, LuaSerdeExt, Table, Value};
@@ -86,12 +88,6 @@ pub fn compose(lua: &Lua) -> mlua::Result<Table> {
     lua.set_named_registry_value(LOCATING, blueprint.raw_get::<mlua::Function>("_locating")?)?;
     Ok(swarm)
 }
-
-/// Registry slot of the switch for constructor locations (blueprint.lua).
-pub(crate) const LOCATING: &str = "swarm.locating";
-
-/// Registry slot of the blueprint validator (`lua/swarm/blueprint.lua`).
-pub const VALIDATE: &str = "swarm.validate";
 
 /// Registers host function `name`, whose body returns
 /// `Result<Value, LuaUsage>`, with the `(ok, value_or_err)` convention.

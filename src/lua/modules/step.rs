@@ -8,8 +8,9 @@
 use super::journal::{journal, record, replay};
 use super::{caller, to_json, to_lua};
 use crate::engine::{TaskId, TaskSpec, TaskStatus, TaskView};
-use crate::lua::error::{LuaUsage, caller_location, error_metatable};
-use crate::lua::sandbox::VmCtx;
+use crate::lua::ctx::VmCtx;
+use crate::lua::error::{LuaUsage, error_metatable};
+use crate::lua::location::caller_location;
 use crate::store::input_hash;
 use mlua::{Lua, Table, Value};
 use serde_json::json;

@@ -12,7 +12,7 @@
 //! - `concurrency {max}`: at most `max` attempts in flight through this stack.
 
 use super::{LayerRegistry, layer_fn};
-use crate::spawn::{Outcome, SpawnError};
+use crate::engine::{Outcome, SpawnError};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -150,16 +150,8 @@ pub fn register_all(reg: &mut LayerRegistry) {
                     "text": format!("agent `{agent}` is blocked; answer to override"),
                     "agent": &*agent, "task": task.0, "blocked": original,
                 });
-                let failed = |e: crate::engine::EngineError| SpawnError::Failed(e.to_string());
-                let key = env
-                    .engine
-                    .query_senior(&env.token, task, question)
-                    .map_err(failed)?;
-                let answer = env
-                    .engine
-                    .await_resume(&env.token, &key, wait)
-                    .await
-                    .map_err(failed)?;
+                let key = env.engine.query_senior(&env.token, task, question)?;
+                let answer = env.engine.await_resume(&env.token, &key, wait).await?;
                 let ok = answer.get("ok").and_then(Value::as_bool).unwrap_or(true);
                 let value = json!({ "original": original, "override": *answer });
                 Ok(if ok {
@@ -214,7 +206,7 @@ pub fn register_all(reg: &mut LayerRegistry) {
                 let _permit = permits
                     .acquire_owned()
                     .await
-                    .map_err(|e| SpawnError::Failed(e.to_string()))?;
+                    .map_err(|_| SpawnError::Closed("the rate limit"))?;
                 inner.spawn(ctx).await
             })
         }))

@@ -7,9 +7,10 @@
 
 mod builtin;
 
-use super::{Layer, SpawnCtx, SpawnError, Spawner, Worker};
+use super::Layer;
 use crate::auth::CapToken;
 use crate::engine::Engine;
+use crate::engine::{SpawnCtx, SpawnError, Spawner, Worker};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,0 +1,68 @@
+//! What a VM knows about itself: its host data ([`VmCtx`], the VM's app
+//! data) and the names of the registry slots the host keeps in it. A leaf
+//! of the Lua layer: every other file may import it; it imports only the
+//! host handle and the limits.
+
+use super::Host;
+use super::limits::Limits;
+use crate::auth::CapToken;
+use mlua::Function;
+use std::sync::{Arc, Mutex};
+
+/// Registry slot of the shared metatable of error tables (`swarm/error.lua`).
+pub(crate) const ERROR_MT: &str = "swarm.error_mt";
+/// Registry slot of the metamethods every frozen table shares.
+pub(crate) const FROZEN_MT: &str = "swarm.frozen_mt";
+/// Registry slot of the stock `setmetatable`, for host chunks that set
+/// metatables they built themselves (no `__gc`), on the hot path.
+pub(crate) const RAW_SETMETATABLE: &str = "swarm.raw_setmetatable";
+/// Registry slot of the environment of the run in progress.
+pub(crate) const CURRENT_ENV: &str = "swarm.current_env";
+/// Registry slot of the run's `require` cache (fresh per run, so modules'
+/// state never crosses runs in a pooled VM).
+pub(crate) const CURRENT_LOADED: &str = "swarm.current_loaded";
+/// Registry slot of `protect(f, ...)`: calls `f` under a pcall at the base
+/// of its thread and raises its error again (see `lua/swarm/guards.lua`).
+pub(crate) const PROTECT: &str = "swarm.protect";
+/// Registry slot of the switch for constructor locations (blueprint.lua).
+pub(crate) const LOCATING: &str = "swarm.locating";
+/// Registry slot of the blueprint validator (`lua/swarm/blueprint.lua`).
+pub const VALIDATE: &str = "swarm.validate";
+
+/// Per-VM host data, stored with `set_app_data`.
+pub(crate) struct VmCtx {
+    pub host: Host,
+    pub token: Mutex<Option<CapToken>>,
+    /// The default parent of tasks this VM starts (a run's root task).
+    pub parent: Mutex<Option<crate::engine::TaskId>>,
+    /// The running entry function (flow, agent body), for error locations.
+    pub entry: Mutex<Option<Function>>,
+    /// Files `require`d from the blueprint's directory (hot reload watches them).
+    pub required: Mutex<Vec<std::path::PathBuf>>,
+    /// The run's journal, for flow VMs of durable runs.
+    pub journal: Mutex<Option<Arc<crate::store::Journal>>>,
+    pub limits: Arc<Limits>,
+    pub memory_limit: usize,
+}
+
+impl VmCtx {
+    pub fn token(&self) -> Option<CapToken> {
+        self.token.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn parent(&self) -> Option<crate::engine::TaskId> {
+        *self.parent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn journal(&self) -> Option<Arc<crate::store::Journal>> {
+        self.journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The running entry function (flow, agent body), if any.
+    pub fn entry(&self) -> Option<Function> {
+        self.entry.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}

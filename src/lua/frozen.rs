@@ -1,0 +1,84 @@
+//! Read-only tables: the frozen views of the library tables and of the
+//! metatables the host shares between objects. A leaf of the Lua layer.
+
+use super::ctx::FROZEN_MT;
+use super::location::caller_location;
+use mlua::{Function, Lua, Table, Value};
+
+/// A read-only view of `t`: reads fall through, writes raise, the metatable
+/// is hidden, `pairs` walks the original. Nested tables of the `swarm`
+/// library are frozen too.
+pub(crate) fn freeze(lua: &Lua, name: &str, t: Table) -> mlua::Result<Table> {
+    if name.starts_with("swarm") {
+        for pair in t.pairs::<Value, Value>() {
+            let (k, v) = pair?;
+            if let (Value::String(key), Value::Table(inner)) = (&k, &v)
+                && inner.metatable().is_none()
+            {
+                let child = format!("{name}.{}", key.to_str()?);
+                t.raw_set(k.clone(), freeze(lua, &child, inner.clone())?)?;
+            }
+        }
+    }
+    let shared: Table = lua.named_registry_value(FROZEN_MT)?;
+    let mt = lua.create_table_with_capacity(0, 6)?;
+    for key in ["__newindex", "__pairs", "__metatable", "__frozen"] {
+        mt.raw_set(key, shared.raw_get::<Value>(key)?)?;
+    }
+    mt.raw_set("__index", t)?;
+    mt.raw_set("__label", name)?;
+    let proxy = lua.create_table()?;
+    proxy.set_metatable(Some(mt))?;
+    Ok(proxy)
+}
+
+/// The metamethods every frozen table shares, created once per VM.
+pub(crate) fn install_frozen_metamethods(lua: &Lua) -> mlua::Result<()> {
+    let shared = lua.create_table()?;
+    shared.raw_set(
+        "__newindex",
+        lua.create_function(|lua, (t, k): (Table, Value)| {
+            let label: String = t
+                .metatable()
+                .and_then(|mt| mt.raw_get("__label").ok())
+                .unwrap_or_default();
+            Err::<(), _>(mlua::Error::RuntimeError(format!(
+                "{}: attempt to modify read-only table '{label}' (field '{}')",
+                caller_location(lua, 0),
+                k.to_string().unwrap_or_default()
+            )))
+        })?,
+    )?;
+    // `pairs(frozen)` walks the backing table through a host iterator that
+    // takes the proxy, never the backing table: Lua code only ever holds
+    // the proxy, so it cannot write to what the proxy protects.
+    let next: Function = lua.globals().raw_get("next")?;
+    let frozen_next = lua.create_function(move |_, (proxy, key): (Table, Value)| {
+        let backing: Table = match proxy.metatable() {
+            Some(mt) if is_frozen(&proxy) => mt.raw_get("__index")?,
+            _ => return Err(mlua::Error::RuntimeError("not a read-only table".into())),
+        };
+        next.call::<mlua::MultiValue>((backing, key))
+    })?;
+    shared.raw_set(
+        "__pairs",
+        lua.create_function(move |_, t: Table| Ok((frozen_next.clone(), t, Value::Nil)))?,
+    )?;
+    shared.raw_set("__metatable", "locked")?;
+    shared.raw_set("__frozen", true)?;
+    lua.set_named_registry_value(FROZEN_MT, shared)
+}
+
+pub(crate) fn is_frozen(t: &Table) -> bool {
+    t.metatable()
+        .is_some_and(|mt| mt.raw_get::<bool>("__frozen").unwrap_or(false))
+}
+
+/// Makes a metatable the host shares between objects (error tables, JSON
+/// arrays) read-only to Lua: `getmetatable(obj)` returns a frozen view of
+/// it, so reads work and `getmetatable(a) == getmetatable(b)` holds, but
+/// nothing one task writes there can reach the next.
+pub(crate) fn lock_metatable(lua: &Lua, name: &str, mt: &Table) -> mlua::Result<()> {
+    let view = freeze(lua, name, mt.clone())?;
+    mt.raw_set("__metatable", view)
+}
