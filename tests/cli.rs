@@ -105,6 +105,88 @@ fn a_failing_flow_exits_one_and_usage_errors_exit_two() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read no/such/file.lua"));
 }
 
+/// An error inside an agent reaches the terminal as a short chain: what
+/// failed at the flow's line, then the cause at the agent's line, with the
+/// user's frames and a process agent's stderr; no JSON-in-JSON, no escaped
+/// newlines, no frames of the host's own library. `--json` keeps it all.
+#[test]
+fn agent_failures_read_as_a_chain_of_causes_with_the_users_lines() {
+    let bp = scratch(
+        "chain",
+        "chain.lua",
+        r#"local swarm = require 'swarm'
+return swarm.blueprint 'chain' {
+  agents = {
+    bad = swarm.agent.lua { run = function(task)
+      local t = nil
+      return t.x
+    end },
+    sh = swarm.agent.process { cmd = { "sh", "-c", "echo starting >&2; echo 'config missing: API_KEY' >&2; exit 3" } },
+  },
+  flow = function(input)
+    local r = swarm.step(input, 1)
+    return r
+  end,
+}
+"#,
+    );
+    let out = swarm()
+        .args(["run", &bp, "--no-journal", "--input", r#""bad""#])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(
+        lines[0].starts_with("error: ")
+            && lines[0].contains("chain.lua:11: step `bad`")
+            && lines[0].ends_with("[blocked]"),
+        "{err}"
+    );
+    assert!(
+        lines[1].contains("caused by: ")
+            && lines[1].contains("chain.lua:6: attempt to index a nil value")
+            && lines[1].ends_with("[lua_error]"),
+        "{err}"
+    );
+    for noise in ["\\n", "swarm/", "__mlua_async_poll", "{\""] {
+        assert!(!err.contains(noise), "`{noise}` in:\n{err}");
+    }
+
+    let out = swarm()
+        .args(["run", &bp, "--no-journal", "--input", r#""sh""#])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("caused by: process exited with status 3 [exit_status]"),
+        "{err}"
+    );
+    assert!(
+        err.contains("stderr:") && err.contains("config missing: API_KEY"),
+        "{err}"
+    );
+
+    let out = swarm()
+        .args(["run", &bp, "--no-journal", "--json", "--input", r#""sh""#])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let json = err
+        .trim()
+        .split_once(": {")
+        .map(|(_, j)| format!("{{{j}"))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["code"], "blocked");
+    assert_eq!(v["agent"], "sh");
+    assert_eq!(v["result"]["code"], "exit_status");
+    assert!(
+        v["where"].as_str().unwrap().ends_with("chain.lua:11"),
+        "{v}"
+    );
+}
+
 #[test]
 fn senior_answers_come_from_the_command_line_or_fail_clearly() {
     let out = swarm()

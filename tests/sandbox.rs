@@ -364,15 +364,15 @@ async fn lua_errors_are_typed_with_file_and_line() {
         other => panic!("{other:?}"),
     }
     match vm.exec("local x = = 1", "syntax.lua").await {
-        Err(LuaError::Syntax(m)) => assert!(m.contains("syntax.lua:1"), "{m}"),
+        Err(LuaError::Syntax { message: m, .. }) => assert!(m.contains("syntax.lua:1"), "{m}"),
         other => panic!("{other:?}"),
     }
     match vm.exec("swarm.engine.read_task(999)", "missing.lua").await {
-        Err(LuaError::Runtime(m)) => {
-            assert!(
-                m.contains("missing.lua:1") && m.contains("unknown_task"),
-                "{m}"
-            )
+        // A host error raised in Lua and not caught stays typed data.
+        Err(LuaError::Raised(r)) => {
+            assert_eq!(r.code, "unknown_task");
+            assert_eq!(r.value["where"], "missing.lua:1");
+            assert_eq!(r.text, "missing.lua:1: no task 999 [unknown_task]");
         }
         other => panic!("{other:?}"),
     }

@@ -30,17 +30,19 @@ async fn oversized_results_emits_and_inputs_are_typed_errors() {
         big_vm(),
     )
     .await;
-    // A refused verb raises in the agent, which ends blocked with it.
-    assert_err(&r, "lua_error", "bomb.lua:2");
-    assert_err(&r, "lua_error", "the emitted payload");
-    assert_err(&r, "lua_error", "[payload_too_large]");
+    // A refused verb raises in the agent, which ends blocked with it: the
+    // verb's own code, at the agent's line.
+    assert_err(&r, "payload_too_large", "bomb.lua:2");
+    assert_err(&r, "payload_too_large", "the emitted payload");
+    assert_err(&r, "payload_too_large", "[payload_too_large]");
+    assert_eq!(r["where"], "bomb.lua:2", "{r}");
     let r = blocked_with(
         "swarm.engine.start_task { agent = 'healthy', input = ('z'):rep(17 * 1024 * 1024) }",
         big_vm(),
     )
     .await;
-    assert_err(&r, "lua_error", "the step input");
-    assert_err(&r, "lua_error", "bomb.lua:2");
+    assert_err(&r, "payload_too_large", "the step input");
+    assert_err(&r, "payload_too_large", "bomb.lua:2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

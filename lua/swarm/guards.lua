@@ -35,6 +35,18 @@ local function protect(f, ...)
   return rethrow(raw_xpcall(f, traceback, ...))
 end
 
+-- The host's entry point: `true, results...`, or `false, err` with the
+-- error value itself, so an error table reaches the host as a table.
+-- (`tripped` notes a memory error on the limits, as `pcall` does.)
+local function settled(ok, ...)
+  if not ok then tripped((...)) end
+  return ok, ...
+end
+
+local function protect_host(f, ...)
+  return settled(raw_xpcall(f, traceback, ...))
+end
+
 local function create(f)
   if type(f) ~= "function" then
     error("bad argument #1 to 'create' (function expected, got " .. type(f) .. ")", 2)
@@ -66,7 +78,7 @@ return {
     end, ...))
   end,
   resume = resume,
-  protect = protect,
+  protect = protect_host,
   create = create,
   wrap = function(f)
     local co = create(f)

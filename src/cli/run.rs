@@ -290,8 +290,12 @@ fn print_report(report: &run::RunReport, json: bool) -> ExitCode {
             eprintln!("run cancelled");
             ExitCode::from(1)
         }
-        (status, ..) => {
+        (status, ..) if json => {
             eprintln!("error: flow {status}: {text}");
+            ExitCode::from(1)
+        }
+        _ => {
+            eprintln!("{}", run::error_chain(&report.result));
             ExitCode::from(1)
         }
     }

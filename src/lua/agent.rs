@@ -159,7 +159,7 @@ impl Inner {
                     Outcome::Blocked(json!({"error": e.to_string(), "code": e.code}))
                 })
             }
-            Err(e) => Outcome::Blocked(json!({"error": e.to_string(), "code": e.code()})),
+            Err(e) => Outcome::Blocked(e.to_result()),
         };
         if vm.limits().tripped().is_none() {
             self.checkin(pooled);

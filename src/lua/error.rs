@@ -11,7 +11,7 @@ use super::ctx::ERROR_MT;
 use super::location::caller_location;
 use crate::engine::EngineError;
 use crate::engine::SpawnError;
-use mlua::{Lua, Table, Value};
+use mlua::{Lua, LuaSerdeExt, Table, Value};
 
 /// Anything with a stable code and a message.
 pub trait Coded: std::fmt::Display {
@@ -98,13 +98,41 @@ pub fn reply<E: Coded>(lua: &Lua, r: Result<Value, E>) -> mlua::Result<(bool, Va
 /// the host's plumbing.
 fn without_traceback(m: &str) -> String {
     const TB: &str = "\nstack traceback:";
-    match m
+    let first = match m
         .find(TB)
         .and_then(|i| m[i + 1..].find(TB).map(|j| i + 1 + j))
     {
-        Some(second) => m[..second].to_string(),
-        None => m.to_string(),
+        Some(second) => &m[..second],
+        None => m,
+    };
+    user_frames(first)
+}
+
+/// The traceback of `m` with the host's own frames left out (the embedded
+/// library, the protected-call plumbing, mlua's async trampoline), so the
+/// frames shown are the user's; without any, no traceback header.
+fn user_frames(m: &str) -> String {
+    const TB: &str = "\nstack traceback:";
+    let Some(at) = m.find(TB) else {
+        return m.to_string();
+    };
+    let internal = |line: &str| {
+        let l = line.trim_start();
+        l.starts_with("swarm/")
+            || l.starts_with("[C]: in ?")
+            || l.starts_with("[C]: in upvalue 'raw_")
+            || l.starts_with("[C]: in function 'error'")
+            || l.starts_with("(...tail calls...)")
+            || l.contains("__mlua_async_poll")
+    };
+    let frames: Vec<&str> = m[at + TB.len()..]
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !internal(l))
+        .collect();
+    if frames.is_empty() {
+        return m[..at].to_string();
     }
+    format!("{}{TB}\n{}", &m[..at], frames.join("\n"))
 }
 
 /// The innermost message, without mlua's traceback decoration.
@@ -114,5 +142,65 @@ pub(crate) fn root_message(err: &mlua::Error) -> String {
         mlua::Error::WithContext { cause, .. } => root_message(cause),
         mlua::Error::RuntimeError(m) => without_traceback(m),
         other => without_traceback(&other.to_string()),
+    }
+}
+
+/// An error table (the one shape: `code`, `message`, `where`, and what
+/// else its raiser added, e.g. a step error's `agent`, `task`, `result`)
+/// that Lua code raised and nothing caught. It reaches the host as data,
+/// not as text, so a run's result keeps the chain of causes.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{text}")]
+pub struct Raised {
+    pub code: String,
+    /// `where: message [code]`.
+    pub text: String,
+    /// The table as JSON (its fields that are JSON-shaped).
+    pub value: serde_json::Value,
+}
+
+/// The error a protected call ended with, from the error value itself:
+/// an error table stays data ([`Raised`]); a host error (a tripped limit)
+/// stays typed; a string is a runtime error.
+pub(crate) fn from_error_value(lua: &Lua, v: Value) -> mlua::Error {
+    match v {
+        Value::Error(e) => *e,
+        Value::Table(t) if is_error_table(lua, &t) => {
+            let get = |k: &str| t.raw_get::<Option<String>>(k).ok().flatten();
+            let code = get("code").unwrap_or_else(|| "lua_error".into());
+            // As the error table's `__tostring` reads (`swarm/error.lua`).
+            let text = format!(
+                "{}: {} [{code}]",
+                get("where").unwrap_or_else(|| "?".into()),
+                get("message").unwrap_or_default()
+            );
+            let value = lua
+                .from_value::<serde_json::Value>(Value::Table(t))
+                .unwrap_or_else(|_| serde_json::json!({ "code": code, "message": text }));
+            mlua::Error::external(Raised { code, text, value })
+        }
+        Value::String(s) => mlua::Error::RuntimeError(s.to_string_lossy()),
+        other => mlua::Error::RuntimeError(
+            other
+                .to_string()
+                .unwrap_or_else(|_| format!("(error object is a {} value)", other.type_name())),
+        ),
+    }
+}
+
+fn is_error_table(lua: &Lua, t: &Table) -> bool {
+    match (t.metatable(), error_metatable(lua)) {
+        (Some(mt), Ok(shared)) => mt == shared,
+        _ => false,
+    }
+}
+
+/// The [`Raised`] error inside `err`, if any.
+pub(crate) fn find_raised(err: &mlua::Error) -> Option<Raised> {
+    match err {
+        mlua::Error::ExternalError(e) => e.downcast_ref::<Raised>().cloned(),
+        mlua::Error::CallbackError { cause, .. } => find_raised(cause),
+        mlua::Error::WithContext { cause, .. } => find_raised(cause),
+        _ => None,
     }
 }

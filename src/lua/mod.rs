@@ -165,12 +165,17 @@ impl Host {
 /// Typed errors from running Lua. Messages carry `file:line`.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LuaError {
-    #[error("syntax error: {0}")]
-    Syntax(String),
+    /// `incomplete`: the chunk ended early (an unclosed block or string),
+    /// so more input may complete it (the REPL's continuation lines).
+    #[error("syntax error: {message}")]
+    Syntax { message: String, incomplete: bool },
     #[error("{0}")]
     Runtime(String),
     #[error(transparent)]
     Limit(LimitError),
+    /// An error table raised by Lua code and not caught.
+    #[error(transparent)]
+    Raised(Box<error::Raised>),
     #[error("could not build the Lua VM: {0}")]
     Setup(String),
 }
@@ -179,10 +184,32 @@ impl LuaError {
     /// Stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
-            LuaError::Syntax(_) => "lua_syntax",
+            LuaError::Syntax { .. } => "lua_syntax",
             LuaError::Runtime(_) => "lua_error",
             LuaError::Limit(l) => l.kind.code(),
+            LuaError::Raised(_) => "lua_error",
             LuaError::Setup(_) => "vm_setup",
+        }
+    }
+}
+
+impl LuaError {
+    /// What a task that ended with this error keeps as its result:
+    /// `{ code, error }`, and for a raised error table its own code, where
+    /// it was raised and its fields (a failed step's `agent`, `task` and
+    /// `result`, the cause), so the chain of causes stays data.
+    pub fn to_result(&self) -> serde_json::Value {
+        match self {
+            LuaError::Raised(r) => {
+                let mut v = match &r.value {
+                    serde_json::Value::Object(m) => m.clone(),
+                    _ => serde_json::Map::new(),
+                };
+                v.insert("code".into(), r.code.clone().into());
+                v.insert("error".into(), r.text.clone().into());
+                serde_json::Value::Object(v)
+            }
+            other => serde_json::json!({ "error": other.to_string(), "code": other.code() }),
         }
     }
 }

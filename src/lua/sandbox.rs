@@ -11,7 +11,7 @@
 //! frozen base, so a pooled VM never carries one run's globals into another.
 
 use super::ctx::{CURRENT_ENV, CURRENT_LOADED, ERROR_MT, VmCtx};
-use super::error::root_message;
+use super::error::{find_raised, from_error_value, root_message};
 use super::frozen::{freeze, install_frozen_metamethods, lock_metatable};
 use super::limits::{self, LimitError, Limits, Tripped};
 use super::stdlib::{install_guards, reduced_os, replace_base, replace_string};
@@ -173,6 +173,7 @@ impl Vm {
         if let Some(limit) = find_limit(&err) {
             return LuaError::Limit(limit);
         }
+        let raised = find_raised(&err);
         let memory = matches!(err, mlua::Error::MemoryError(_))
             || self.limits.tripped() == Some(Tripped::Memory);
         if memory {
@@ -190,8 +191,17 @@ impl Vm {
                 location: self.limits.tripped_at(),
             });
         }
+        if let Some(r) = raised {
+            return LuaError::Raised(Box::new(r));
+        }
         match err {
-            mlua::Error::SyntaxError { message, .. } => LuaError::Syntax(message),
+            mlua::Error::SyntaxError {
+                message,
+                incomplete_input,
+            } => LuaError::Syntax {
+                message,
+                incomplete: incomplete_input,
+            },
             other => LuaError::Runtime(root_message(&other)),
         }
     }
@@ -208,7 +218,11 @@ pub(crate) async fn call_protected(
     let protect: Function = lua.named_registry_value(super::ctx::PROTECT)?;
     let mut args = args.into_lua_multi(lua)?;
     args.push_front(Value::Function(f.clone()));
-    protect.call_async::<MultiValue>(args).await
+    let mut out = protect.call_async::<MultiValue>(args).await?;
+    match out.pop_front() {
+        Some(Value::Boolean(true)) => Ok(out),
+        _ => Err(from_error_value(lua, out.pop_front().unwrap_or(Value::Nil))),
+    }
 }
 
 /// A call into Lua that trips the VM's limits if it is dropped before it

@@ -203,7 +203,9 @@ impl Session {
         self.ensure_attached();
         let f = match self.compile(chunk) {
             Ok(f) => f,
-            Err(LuaError::Syntax(m)) if m.contains("<eof>") => return Eval::Incomplete,
+            Err(LuaError::Syntax {
+                incomplete: true, ..
+            }) => return Eval::Incomplete,
             Err(e) => return Eval::Error(e.to_string()),
         };
         let cancel = CancellationToken::new();

@@ -12,6 +12,7 @@ pub mod blueprint;
 mod desk;
 mod durable;
 mod llm;
+mod render;
 pub mod service;
 
 pub use agents::RustAgents;
@@ -19,6 +20,7 @@ pub use blueprint::{Blueprint, BlueprintError, Problem};
 pub use desk::parse_answer;
 pub use durable::EventSink;
 pub use llm::{JournalUsage, StepUsage, journal_usage};
+pub use render::error_chain;
 
 use crate::auth::{CapToken, Role};
 use crate::engine::{AttachOptions, Caller, Engine, EngineError, TaskId, TaskSpec, TaskStatus};
@@ -532,9 +534,7 @@ impl Spawner for FlowSpawner {
                     let _ = e;
                     Outcome::Cancelled
                 }
-                Err(e) => Outcome::Blocked(
-                    serde_json::json!({ "error": e.to_string(), "code": e.code() }),
-                ),
+                Err(e) => Outcome::Blocked(e.to_result()),
             })
         })
     }

@@ -146,11 +146,7 @@ impl Failure {
         } else {
             view.status.as_str()
         };
-        let told = match result {
-            Some(serde_json::Value::String(s)) => s.clone(),
-            Some(r) => r.to_string(),
-            None => "nil".into(),
-        };
+        let told = result.map_or_else(|| "nil".into(), summary);
         Some(Failure {
             code,
             task: view.id,
@@ -219,4 +215,34 @@ fn step_error(
     t.raw_set("result", result)?;
     t.set_metatable(Some(error_metatable(lua)?))?;
     Ok(Value::Table(t))
+}
+
+/// One line saying why a step failed, for its error's message: the root
+/// cause (a step error's own `result`, followed down to the innermost),
+/// as the first line of its `error` text (or of the result itself, a
+/// string), else the result as JSON, cut short. The whole chain stays in
+/// the error's `result` field.
+fn summary(mut result: &serde_json::Value) -> String {
+    while let Some(inner) = result
+        .get("result")
+        .filter(|r| r.get("error").is_some() || r.is_string())
+    {
+        result = inner;
+    }
+    let text = match result {
+        serde_json::Value::String(s) => s.as_str(),
+        r => match r.get("error").and_then(|e| e.as_str()) {
+            Some(e) => e,
+            None => return clip(&r.to_string()),
+        },
+    };
+    clip(text.lines().next().unwrap_or(""))
+}
+
+fn clip(s: &str) -> String {
+    const MAX: usize = 300;
+    match s.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_string(),
+    }
 }
