@@ -44,18 +44,14 @@ function M.blueprint(name)
   end
 end
 
-M.agent = {
-  --- An agent whose body is `run = function(task) ... end`, run in its own sandbox.
-  lua = function(spec) return marker("agent.lua", spec) end,
-  --- A command: `cmd = { argv... }` (no shell) or `shell = "..."`.
-  process = function(spec) return marker("agent.process", spec) end,
-  --- A Rust function registered with the host under `name`.
-  rust = function(spec) return marker("agent.rust", spec) end,
-  --- A model behind an OpenAI-compatible chat-completions endpoint.
-  llm = function(spec) return marker("agent.llm", spec) end,
-  --- A step done by `swarm worker --queue <queue>` through `swarm serve`.
-  remote = function(spec) return marker("agent.remote", spec) end,
-}
+-- Agent kinds come from the host's registry (`src/spawn/kinds.rs`): one
+-- constructor per kind, `swarm.agent.lua { ... }`, `swarm.agent.process { ... }`...
+local KINDS = host.agent_kinds
+M.agent = {}
+for _, kind in ipairs(KINDS.order) do
+  local marker_kind = "agent." .. kind
+  M.agent[kind] = function(spec) return marker(marker_kind, spec) end
+end
 
 --- A middleware layer written in Lua: `before(ctx, input)` may return a new
 --- input, or `nil, reason` to reject; `after(ctx, result)` may return a new
@@ -64,18 +60,6 @@ function M.layer(spec) return marker("layer", spec) end
 
 -- Validation -------------------------------------------------------------
 
-local PROFILE = { description = "string", system = "string", model = "string", tools = "table",
-                  layers = "table", params = "table" }
-local AGENT_FIELDS = {
-  ["agent.lua"] = { run = "function" },
-  ["agent.process"] = { cmd = "table", shell = "string", cwd = "string", env = "table", inherit = "table",
-                        timeout = "duration", max_output = "number" },
-  ["agent.rust"] = { name = "string" },
-  ["agent.llm"] = { base_url = "string", api_key_env = "string", schema = "table", max_turns = "number",
-                    temperature = "number", max_tokens = "number", headers = "table", extra = "table",
-                    timeout = "duration", stream = "boolean", retries = "number" },
-  ["agent.remote"] = { queue = "string", timeout = "duration" },
-}
 local BLUEPRINT_FIELDS = { description = "string", agents = "table", hints = "table",
                            layers = "table", gate = "table", limits = "table", flow = "function" }
 
@@ -109,16 +93,20 @@ local function layer_list(list, at, field, bp, errors)
   end
 end
 
+local function kind_of(a)
+  local kind = type(a) == "table" and type(a.__swarm) == "string" and a.__swarm:match("^agent%.(.+)$")
+  return kind and KINDS.kinds[kind]
+end
+
 local function check_agent(name, a, bp, errors)
   local field = "agents." .. tostring(name)
-  if type(a) ~= "table" or not AGENT_FIELDS[a.__swarm] then
-    errors[#errors + 1] = { where = bp.where, field = field,
-      message = "must be swarm.agent.lua{}, swarm.agent.process{}, swarm.agent.rust{}, swarm.agent.llm{} or swarm.agent.remote{}" }
+  local kind = kind_of(a)
+  if not kind then
+    errors[#errors + 1] = { where = bp.where, field = field, message = "must be " .. KINDS.list }
     return
   end
-  local allowed = AGENT_FIELDS[a.__swarm]
   for k, v in pairs(a.spec) do
-    local want = allowed[k] or PROFILE[k]
+    local want = kind.fields[k] or KINDS.profile[k]
     if not want then
       errors[#errors + 1] = { where = a.where, field = field .. "." .. tostring(k), message = "unknown field" }
     elseif not check_type(v, want) then
@@ -126,15 +114,18 @@ local function check_agent(name, a, bp, errors)
         message = "must be a " .. want .. ", got " .. type(v) }
     end
   end
-  if a.__swarm == "agent.lua" and type(a.spec.run) ~= "function" then
-    errors[#errors + 1] = { where = a.where, field = field .. ".run", message = "is required (function(task))" }
-  elseif a.__swarm == "agent.process" and not a.spec.cmd and not a.spec.shell then
-    errors[#errors + 1] = { where = a.where, field = field .. ".cmd", message = "is required (a list: program, args...)" }
-  elseif a.__swarm == "agent.remote" and (type(a.spec.queue) ~= "string" or a.spec.queue == "") then
-    errors[#errors + 1] = { where = a.where, field = field .. ".queue", message = "is required (the queue workers claim from)" }
-  elseif a.__swarm == "agent.rust" and not a.spec.name then
-    errors[#errors + 1] = { where = a.where, field = field .. ".name", message = "is required" }
-  elseif a.__swarm == "agent.llm" and type(a.spec.tools) == "table" then
+  local need = kind.requires.fields
+  if #need > 0 then
+    local present = false
+    for _, f in ipairs(need) do
+      local v = a.spec[f]
+      if v ~= nil and v ~= "" then present = true end
+    end
+    if not present then
+      errors[#errors + 1] = { where = a.where, field = field .. "." .. need[1], message = kind.requires.message }
+    end
+  end
+  if a.__swarm == "agent.llm" and type(a.spec.tools) == "table" then
     for i, t in ipairs(a.spec.tools) do
       if type(bp.spec.agents) ~= "table" or bp.spec.agents[t] == nil then
         errors[#errors + 1] = { where = a.where, field = field .. ".tools[" .. i .. "]",

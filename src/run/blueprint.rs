@@ -319,7 +319,17 @@ impl Reader<'_> {
             "agent.rust" => Backend::Rust(spec.get("name").map_err(|e| self.lua_err(e))?),
             "agent.llm" => Backend::Llm(self.llm(name, &spec, &at)?),
             "agent.remote" => Backend::Remote(self.remote(&spec, &profile)?),
-            _ => Backend::Process(self.process(name, &spec, &at, &profile)?),
+            "agent.process" => Backend::Process(self.process(name, &spec, &at, &profile)?),
+            other => {
+                return Err(err(
+                    &at,
+                    &format!("agents.{name}"),
+                    format!(
+                        "`{other}` is not an agent kind (known: {})",
+                        crate::spawn::kinds::constructors()
+                    ),
+                ));
+            }
         };
         Ok(AgentSpec {
             name: name.to_string(),

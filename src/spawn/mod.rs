@@ -5,6 +5,7 @@
 //! keys to layer factories, and [`build_stack`] is the one place a stack is
 //! assembled.
 
+pub mod kinds;
 mod layers;
 pub mod process;
 mod remote;

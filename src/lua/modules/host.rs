@@ -49,6 +49,7 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
         "layer_keys",
         lua.create_function(|_, ()| Ok(LayerRegistry::BUILTIN.join(", ")))?,
     )?;
+    t.raw_set("agent_kinds", agent_kinds(lua)?)?;
     t.raw_set(
         "duration_ms",
         lua.create_function(|_, s: String| Ok(crate::duration::parse_ms(&s).ok()))?,
@@ -65,5 +66,43 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
             Ok(verb.to_string().is_ok_and(|v| v.parse::<Verb>().is_ok()))
         })?,
     )?;
+    Ok(t)
+}
+
+/// The agent-kind registry (`spawn::kinds`) as Lua data for the blueprint
+/// library: `{ [name] = { about, fields = { [field] = type }, requires =
+/// { fields = {...}, message } } }`, plus `profile` and `list` (the
+/// constructors, for messages).
+fn agent_kinds(lua: &Lua) -> mlua::Result<Table> {
+    use crate::spawn::kinds::{KINDS, PROFILE, constructors};
+    let fields = |list: &[(&str, &str)]| -> mlua::Result<Table> {
+        let t = lua.create_table()?;
+        for (k, v) in list {
+            t.raw_set(*k, *v)?;
+        }
+        Ok(t)
+    };
+    let kinds = lua.create_table()?;
+    for k in KINDS {
+        let requires = lua.create_table()?;
+        requires.raw_set(
+            "fields",
+            lua.create_sequence_from(k.requires.0.iter().copied())?,
+        )?;
+        requires.raw_set("message", k.requires.1)?;
+        let entry = lua.create_table()?;
+        entry.raw_set("about", k.about)?;
+        entry.raw_set("fields", fields(k.fields)?)?;
+        entry.raw_set("requires", requires)?;
+        kinds.raw_set(k.name, entry)?;
+    }
+    let t = lua.create_table()?;
+    t.raw_set("kinds", kinds)?;
+    t.raw_set(
+        "order",
+        lua.create_sequence_from(KINDS.iter().map(|k| k.name))?,
+    )?;
+    t.raw_set("profile", fields(PROFILE)?)?;
+    t.raw_set("list", constructors())?;
     Ok(t)
 }
