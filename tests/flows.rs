@@ -376,6 +376,7 @@ return swarm.blueprint 'shape' {
     out.any = shape(pcall(swarm.any, { function() error('x') end }))
     out.sleep = shape(pcall(swarm.sleep, 'soon'))
     out.notjson = shape(pcall(swarm.step, 'a', function() end))
+    out.branch = shape(pcall(swarm.parallel, { function() local v = swarm.step('bad', 2); return v end }))
     out.first_e = nil
     return out
   end,
@@ -391,6 +392,7 @@ return swarm.blueprint 'shape' {
         ("any", "all_failed", 22),
         ("sleep", "bad_argument", 23),
         ("notjson", "bad_value", 24),
+        ("branch", "blocked", 25),
     ];
     for (what, code, line) in lines {
         let e = &r.result[what];

@@ -4,7 +4,7 @@
 use super::{Run, RunError};
 use crate::auth::Role;
 use crate::engine::{AttachOptions, Caller, Engine, now_ms};
-use crate::store::{Journal, RunRecord, Store};
+use crate::store::{EventRow, Journal, RunRecord, Store};
 use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -184,11 +184,7 @@ pub struct EventSink {
 /// The run has ended: a few more tries for events still unwritten (a
 /// lock may be released, space freed), then a warning naming how many
 /// were lost and why.
-async fn last_tries(
-    store: &dyn Store,
-    run: &str,
-    unwritten: Vec<(String, String, serde_json::Value)>,
-) -> Option<String> {
+async fn last_tries(store: &dyn Store, run: &str, unwritten: Vec<EventRow>) -> Option<String> {
     if unwritten.is_empty() {
         return None;
     }
@@ -222,10 +218,11 @@ impl EventSink {
         let mut sub = engine.subscribe(&tok, engine.last_cursor()).ok()?;
         let stop = Arc::new(Notify::new());
         let (stopped, run) = (stop.clone(), run.to_string());
+        let run_id: Arc<str> = Arc::from(run.as_str());
         let handle = tokio::spawn(async move {
             // Rows that could not be written yet (a lock, a full disk): kept
             // and written first next time, never dropped while there is room.
-            let mut unwritten: Vec<(String, String, serde_json::Value)> = Vec::new();
+            let mut unwritten: Vec<EventRow> = Vec::new();
             loop {
                 let mut batch = Vec::new();
                 let stopping = tokio::select! {
@@ -249,9 +246,10 @@ impl EventSink {
                 while let Ok(Some(ev)) = sub.try_next() {
                     batch.push(ev);
                 }
-                unwritten.extend(batch.into_iter().map(|ev| {
-                    let payload = serde_json::to_value(&ev).unwrap_or_default();
-                    (run.clone(), ev.kind.name().to_string(), payload)
+                unwritten.extend(batch.into_iter().map(|ev| EventRow {
+                    run: run_id.clone(),
+                    kind: ev.kind.name(),
+                    payload: serde_json::to_string(&ev).unwrap_or_default().into(),
                 }));
                 if !unwritten.is_empty() {
                     match store.append_events(unwritten.clone()).await {

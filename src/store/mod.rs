@@ -257,6 +257,16 @@ pub struct EventRecord {
     pub payload: Value,
 }
 
+/// An event to persist: its run, its kind and its JSON text, encoded once
+/// when it is read off the ledger (cheap to keep and retry while the disk
+/// is full or locked).
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub run: std::sync::Arc<str>,
+    pub kind: &'static str,
+    pub payload: std::sync::Arc<str>,
+}
+
 /// A senior question asked by a run.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct QuestionRecord {
@@ -333,7 +343,7 @@ pub trait Store: Send + Sync {
     /// Appends one journal entry; resolves once it is on disk.
     fn append(&self, entry: JournalEntry) -> Commit;
     /// Appends events, in order (no acknowledgement needed by callers).
-    fn append_events(&self, events: Vec<(String, String, Value)>) -> Commit;
+    fn append_events(&self, events: Vec<EventRow>) -> Commit;
     fn events(&self, run: &str, after: i64, limit: usize) -> StoreFut<'static, Vec<EventRecord>>;
     /// Up to `limit` events of `run` of one kind, oldest first.
     fn events_of_kind(

@@ -9,14 +9,14 @@
 //! use a second connection.
 
 use super::{
-    Commit, EventRecord, JournalEntry, Owner, Prune, QuestionRecord, RunRecord, RunStatus, Store,
-    StoreError, StoreFut, schema,
+    Commit, EventRecord, EventRow, JournalEntry, Owner, Prune, QuestionRecord, RunRecord,
+    RunStatus, Store, StoreError, StoreFut, schema,
 };
 use crate::engine::now_ms;
 use rusqlite::{Connection, ErrorCode, Transaction, params};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -43,9 +43,16 @@ struct Req {
 
 pub struct SqliteStore {
     path: PathBuf,
+    writes: Arc<Writes>,
+    reader: Mutex<Connection>,
+}
+
+/// The write side: queued writes and the connection that commits them.
+/// Shared with pending commits, which lead when first polled.
+struct Writes {
+    path: PathBuf,
     queue: Mutex<Vec<Req>>,
     writer: Mutex<Connection>,
-    reader: Mutex<Connection>,
     /// Set once SQLite reports the file corrupt: from then on nothing is
     /// written to it (a write could spread the damage).
     corrupt: std::sync::OnceLock<StoreError>,
@@ -146,33 +153,75 @@ impl SqliteStore {
             },
         })?;
         let reader = connect(path)?;
-        Ok(SqliteStore {
-            path: path.to_path_buf(),
-            queue: Mutex::new(Vec::new()),
-            writer: Mutex::new(conn),
-            reader: Mutex::new(reader),
-            corrupt: std::sync::OnceLock::new(),
-        })
+        Ok(SqliteStore::new(path, conn, reader))
     }
 
+    fn new(path: &Path, writer: Connection, reader: Connection) -> SqliteStore {
+        SqliteStore {
+            path: path.to_path_buf(),
+            writes: Arc::new(Writes {
+                path: path.to_path_buf(),
+                queue: Mutex::new(Vec::new()),
+                writer: Mutex::new(writer),
+                corrupt: std::sync::OnceLock::new(),
+            }),
+            reader: Mutex::new(reader),
+        }
+    }
+
+    /// Queues a write; the returned commit resolves once it is on disk.
+    /// When first polled, the commit steps aside once (the branches of the
+    /// same flow that are ready run meanwhile and queue their writes), then
+    /// leads: so the steps of one `parallel`/`map` share one transaction,
+    /// and a lone step pays one yield, not a hand-off to another thread.
     fn submit(&self, job: Job) -> Commit {
-        if let Some(e) = self.corrupt.get() {
+        if let Some(e) = self.writes.corrupt.get() {
             let e = e.clone();
             return Box::pin(async move { Err(e) });
         }
         let (ack, done) = oneshot::channel();
-        self.queue
+        self.writes
+            .queue
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(Req { job, ack });
-        self.lead();
-        Box::pin(async move { done.await.map_err(|_| StoreError::Closed)? })
+        let writes = self.writes.clone();
+        Box::pin(async move {
+            YieldOnce(false).await;
+            writes.lead();
+            done.await.map_err(|_| StoreError::Closed)?
+        })
     }
 
+    fn poison(&self, e: StoreError) {
+        self.writes.poison(e);
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        blocking(|| f(&conn)).map_err(|e| {
+            let e = classify(&self.path, &e, false);
+            if matches!(e, StoreError::Corrupt { .. }) {
+                self.poison(e.clone());
+            }
+            e
+        })
+    }
+}
+
+impl Writes {
     /// Commits queued writes if no one else is: see the module doc. After
     /// letting go of the connection it looks at the queue again, so a write
     /// queued while it held the connection is never stranded.
     fn lead(&self) {
+        if self
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+        {
+            return; // Another commit already took ours.
+        }
         let work = || {
             while let Ok(mut conn) = self.writer.try_lock() {
                 let batch =
@@ -199,15 +248,31 @@ impl SqliteStore {
         blocking(work)
     }
 
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
-        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
-        blocking(|| f(&conn)).map_err(|e| {
-            let e = classify(&self.path, &e, false);
-            if matches!(e, StoreError::Corrupt { .. }) {
-                self.poison(e.clone());
-            }
-            e
-        })
+    /// Stops all writes to this journal, here and (through the marker) in
+    /// every later process.
+    fn poison(&self, e: StoreError) {
+        if self.corrupt.set(e.clone()).is_ok() {
+            let _ = std::fs::write(damage_marker(&self.path), format!("{e}\n"));
+        }
+    }
+}
+
+/// Pending once, waking itself at once: a ready sibling future polled by the
+/// same task (a branch of the same `parallel`) runs before this one goes on.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
     }
 }
 
@@ -431,12 +496,12 @@ impl Store for SqliteStore {
         }))
     }
 
-    fn append_events(&self, events: Vec<(String, String, Value)>) -> Commit {
+    fn append_events(&self, events: Vec<EventRow>) -> Commit {
         self.submit(Box::new(move |tx| {
             let mut stmt =
                 tx.prepare_cached("INSERT INTO events (run, kind, payload) VALUES (?1, ?2, ?3)")?;
-            for (run, kind, payload) in events {
-                stmt.execute(params![run, kind, payload.to_string()])?;
+            for e in events {
+                stmt.execute(params![&*e.run, e.kind, &*e.payload])?;
             }
             Ok(())
         }))
@@ -494,8 +559,11 @@ impl Store for SqliteStore {
 /// outside any tokio runtime.
 pub fn block_on<T: Send>(mut op: StoreFut<'_, T>) -> Result<T, StoreError> {
     use futures_util::FutureExt;
-    if let Some(r) = (&mut op).now_or_never() {
-        return r;
+    // Twice: a commit steps aside once before it leads (see `submit`).
+    for _ in 0..2 {
+        if let Some(r) = (&mut op).now_or_never() {
+            return r;
+        }
     }
     std::thread::scope(|s| {
         s.spawn(move || {

@@ -7,7 +7,10 @@ use crate::lua::{Agents, Host, LuaAgent, Vm, VmOptions};
 use serde_json::json;
 use std::time::Instant;
 
-/// Sequential create+dispatch of a Lua agent returning a constant.
+/// Sequential create+dispatch of a Lua agent returning a constant: with the
+/// agent's VM pool warm (`us_per_step_pooled`, what a long run pays), and
+/// with a new agent per step, so every step builds its VM
+/// (`us_per_step_fresh`, what the first step of an agent pays).
 pub async fn step_lua() {
     let engine = engine();
     let agents = Agents::default();
@@ -36,9 +39,31 @@ pub async fn step_lua() {
         }
         if !warm {
             let us = start.elapsed().as_secs_f64() * 1e6 / n as f64;
-            line("step-lua", "us_per_step", us, "us");
+            line("step-lua", "us_per_step_pooled", us, "us");
         }
     }
+    let agents = Agents::default();
+    let host = Host::new(engine.clone(), &agents);
+    let n = 2_000;
+    let start = Instant::now();
+    for i in 0..n {
+        let fresh = LuaAgent::new(
+            host.clone(),
+            "return function() return 1 end",
+            "const.lua",
+            VmOptions::default(),
+        );
+        let id = engine
+            .start_task(&op, TaskSpec::new("const", json!(i)))
+            .expect("start");
+        let view = engine
+            .dispatch_attempt(&op, id, &fresh)
+            .await
+            .expect("dispatch");
+        super::passed("step-lua", &view);
+    }
+    let us = start.elapsed().as_secs_f64() * 1e6 / n as f64;
+    line("step-lua", "us_per_step_fresh", us, "us");
 }
 
 /// Building one sandboxed VM with every module.

@@ -6,6 +6,7 @@ mod flow;
 mod journal;
 mod llm;
 mod lua;
+mod process;
 mod reload;
 mod serve;
 
@@ -40,6 +41,7 @@ const WORKLOADS: &[&str] = &[
     "repl-start",
     "llm",
     "serve",
+    "swarm-run",
 ];
 
 pub fn run(args: BenchArgs) -> ExitCode {
@@ -74,6 +76,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
             "repl-start" => lua::repl_start(),
             "llm" => rt.block_on(llm::llm()),
             "serve" => rt.block_on(serve::serve()),
+            "swarm-run" => process::swarm_run(),
             _ => unreachable!("checked above"),
         }
     }

@@ -25,9 +25,6 @@ pub async fn step(
     input: Value,
     pos: Value,
 ) -> Result<(bool, Value), LuaUsage> {
-    // The caller's line is read before the first await, while the calling
-    // frames are certainly on the stack.
-    let at = caller_location(lua, 0);
     let agent = match agent {
         Value::String(s) => s.to_str()?.to_string(),
         other => {
@@ -53,6 +50,7 @@ pub async fn step(
         if e.ok {
             return Ok((true, to_lua(lua, &e.value)?));
         }
+        let at = caller_location(lua, 0);
         return Ok((false, replayed_error(lua, &agent, &e.value, &at)?));
     }
     let view = run(lua, &agent, input, pos.as_deref()).await?;
@@ -77,7 +75,12 @@ pub async fn step(
     };
     match failure {
         None => Ok((true, result)),
-        Some(f) => Ok((false, f.to_lua(lua, &agent, result, &at)?)),
+        // The calling coroutine's frames are on its stack again while it
+        // is polled, so the caller's line is read only when it is needed.
+        Some(f) => Ok((
+            false,
+            f.to_lua(lua, &agent, result, &caller_location(lua, 0))?,
+        )),
     }
 }
 

@@ -6,7 +6,6 @@ use super::SqliteStore;
 use crate::store::StoreError;
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 /// The marker left beside a journal SQLite reported corrupt: every later
 /// process refuses to write to it until someone deals with it (see
@@ -49,14 +48,8 @@ impl SqliteStore {
         else {
             return Err(err);
         };
-        let store = SqliteStore {
-            path: path.to_path_buf(),
-            queue: Mutex::new(Vec::new()),
-            writer: Mutex::new(writer),
-            reader: Mutex::new(reader),
-            corrupt: std::sync::OnceLock::new(),
-        };
-        let _ = store.corrupt.set(StoreError::Write {
+        let store = SqliteStore::new(path, writer, reader);
+        let _ = store.writes.corrupt.set(StoreError::Write {
             path: path.display().to_string(),
             message: format!("the journal is read-only here ({err})"),
         });
@@ -65,15 +58,7 @@ impl SqliteStore {
 
     /// True when this store cannot be written (see `open_for_reading`).
     pub fn read_only(&self) -> bool {
-        matches!(self.corrupt.get(), Some(StoreError::Write { .. }))
-    }
-
-    /// Stops all writes to this journal, here and (through the marker) in
-    /// every later process.
-    pub(super) fn poison(&self, e: StoreError) {
-        if self.corrupt.set(e.clone()).is_ok() {
-            let _ = std::fs::write(damage_marker(&self.path), format!("{e}\n"));
-        }
+        matches!(self.writes.corrupt.get(), Some(StoreError::Write { .. }))
     }
 
     /// SQLite's own verdict on the file (`PRAGMA integrity_check`): `["ok"]`
