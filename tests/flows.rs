@@ -574,3 +574,51 @@ async fn embedders_register_rust_agents_and_run_inline_blueprints() {
         "{err}"
     );
 }
+
+/// An embedder adds its own layer to a registry and passes it in the run
+/// options: blueprints name it like a built-in one (validation asks the
+/// same registry), its options reach its factory, and a blueprint naming a
+/// layer that no registry has is refused with the known keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedders_add_their_own_layers() {
+    use lua_swarm::engine::{Outcome, SpawnError};
+    use lua_swarm::spawn::{LayerRegistry, layer_fn};
+    let mut layers = LayerRegistry::builtin();
+    layers.register("stamp", |opts, _env| {
+        let mark = opts
+            .get("mark")
+            .and_then(|m| m.as_str())
+            .ok_or_else(|| SpawnError::LayerOptions {
+                layer: "stamp".into(),
+                message: "needs `mark`".into(),
+            })?
+            .to_string();
+        Ok(layer_fn(move |inner, ctx| {
+            let (inner, mark) = (inner.clone(), mark.clone());
+            Box::pin(async move {
+                match inner.spawn(ctx).await? {
+                    Outcome::Pass(v) => Ok(Outcome::Pass(json!({ "stamped": mark, "value": v }))),
+                    other => Ok(other),
+                }
+            })
+        }))
+    });
+    let opts = RunOptions {
+        layers: std::sync::Arc::new(layers),
+        ..RunOptions::default()
+    };
+    let src = "local swarm = require 'swarm'\nreturn swarm.blueprint 's' {\n  agents = { e = swarm.agent.rust { name = 'echo' } },\n  hints = { layers = { { 'stamp', mark = 'ok' }, 'audit' } },\n  flow = function(x) return swarm.step('e', x) end,\n}\n";
+    let e = engine();
+    let r = run::prepare_source(&e, Path::new("stamp.lua"), src, opts).unwrap();
+    let report = r.run(json!(7)).await.unwrap();
+    assert_eq!(report.result, json!({ "stamped": "ok", "value": 7 }));
+    // Without the embedder's registry the same blueprint is refused.
+    let err = run::prepare_source(&e, Path::new("stamp.lua"), src, RunOptions::default())
+        .err()
+        .expect("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("unknown layer `stamp`") && text.contains("audit"),
+        "{text}"
+    );
+}

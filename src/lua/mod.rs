@@ -147,6 +147,8 @@ pub struct Host {
     pub dir: Option<std::path::PathBuf>,
     /// Slots for Lua-agent VMs running tasks.
     pub vm_slots: VmSlots,
+    /// The layers blueprints may name (validation asks it).
+    pub layers: Arc<crate::spawn::LayerRegistry>,
 }
 
 impl Host {
@@ -158,6 +160,7 @@ impl Host {
             print: Arc::new(|line| tracing::info!(target: "lua", "{line}")),
             dir: None,
             vm_slots: VmSlots::shared(),
+            layers: crate::spawn::LayerRegistry::shared_builtin(),
         }
     }
 }

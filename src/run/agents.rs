@@ -85,7 +85,7 @@ pub struct Build<'a> {
 
 /// Builds every agent's stack into `agents`.
 pub fn build_agents(b: &Build<'_>, agents: &Agents) -> Result<(), SpawnError> {
-    let registry = LayerRegistry::builtin();
+    let registry = b.host.layers.clone();
     for spec in &b.blueprint.agents {
         let backend = backend(b, spec)?;
         let mut layers = Vec::new();

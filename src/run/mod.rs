@@ -59,6 +59,9 @@ pub struct RunOptions {
     pub deadline: Option<std::time::Duration>,
     /// Slots for Lua-agent VMs (default: the process-wide ones).
     pub vm_slots: Option<crate::lua::VmSlots>,
+    /// The layers blueprints may name (default: the built-in ones; an
+    /// embedder registers its own on a `LayerRegistry::builtin()`).
+    pub layers: Arc<crate::spawn::LayerRegistry>,
 }
 
 impl Default for RunOptions {
@@ -73,6 +76,7 @@ impl Default for RunOptions {
             },
             vm: VmOptions::default(),
             rust: RustAgents::builtin(),
+            layers: crate::spawn::LayerRegistry::shared_builtin(),
             print: None,
             store: None,
             run_id: None,
@@ -191,6 +195,7 @@ pub fn prepare_source(
     if let Some(p) = &opts.print {
         host.print = p.clone();
     }
+    host.layers = opts.layers.clone();
     let vm = Vm::new(host.clone(), opts.flow_vm.clone()).map_err(BlueprintError::Lua)?;
     let (bp, table) = blueprint::load(&vm, path, source)?;
     let mut attach = AttachOptions::new(format!("run:{}", bp.name), Role::Operator);

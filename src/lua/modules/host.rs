@@ -5,7 +5,6 @@ use crate::auth::{Role, Verb};
 use crate::lua::ctx::VmCtx;
 use crate::lua::error::error_table;
 use crate::lua::location::caller_location;
-use crate::spawn::LayerRegistry;
 use mlua::{Lua, Table, Value};
 
 pub fn register(lua: &Lua) -> mlua::Result<Table> {
@@ -43,11 +42,17 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
     )?;
     t.raw_set(
         "is_layer",
-        lua.create_function(|_, key: String| Ok(LayerRegistry::BUILTIN.contains(&key.as_str())))?,
+        lua.create_function(|lua, key: String| {
+            let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
+            Ok(ctx.host.layers.contains(&key))
+        })?,
     )?;
     t.raw_set(
         "layer_keys",
-        lua.create_function(|_, ()| Ok(LayerRegistry::BUILTIN.join(", ")))?,
+        lua.create_function(|lua, ()| {
+            let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
+            Ok(ctx.host.layers.keys().join(", "))
+        })?,
     )?;
     t.raw_set("agent_kinds", agent_kinds(lua)?)?;
     t.raw_set(

@@ -31,23 +31,28 @@ pub struct LayerRegistry {
 }
 
 impl LayerRegistry {
-    /// Keys of the built-in layers.
-    pub const BUILTIN: &'static [&'static str] = &[
-        "audit",
-        "concurrency",
-        "long_hold",
-        "rate_limit",
-        "retry",
-        "senior_escalation",
-        "timeout",
-    ];
-
     /// The registry with every built-in layer: audit, retry, timeout,
-    /// long_hold, senior_escalation, rate_limit, concurrency.
+    /// long_hold, senior_escalation, rate_limit, concurrency. An embedder
+    /// adds its own with [`LayerRegistry::register`] and passes the
+    /// registry in `RunOptions::layers`; blueprints then validate and build
+    /// against it.
     pub fn builtin() -> LayerRegistry {
         let mut reg = LayerRegistry::default();
         builtin::register_all(&mut reg);
         reg
+    }
+
+    /// One shared registry of the built-in layers, for hosts that add none.
+    pub fn shared_builtin() -> Arc<LayerRegistry> {
+        static SHARED: std::sync::OnceLock<Arc<LayerRegistry>> = std::sync::OnceLock::new();
+        SHARED
+            .get_or_init(|| Arc::new(LayerRegistry::builtin()))
+            .clone()
+    }
+
+    /// Whether a layer is registered under `key`.
+    pub fn contains(&self, key: &str) -> bool {
+        self.factories.contains_key(key)
     }
 
     pub fn register<F>(&mut self, key: &str, factory: F)
