@@ -46,9 +46,16 @@ end
 
 -- Agent kinds come from the host's registry (`src/spawn/kinds.rs`): one
 -- constructor per kind, `swarm.agent.lua { ... }`, `swarm.agent.process { ... }`...
-local KINDS = host.agent_kinds
+-- The names are read when the library loads; the fields only when a
+-- blueprint is validated (`kinds()`), so a VM that never validates never
+-- builds them.
 M.agent = {}
-for _, kind in ipairs(KINDS.order) do
+local kinds_cache
+local function kinds()
+  kinds_cache = kinds_cache or host.agent_kinds()
+  return kinds_cache
+end
+for _, kind in ipairs(host.agent_kind_names()) do
   local marker_kind = "agent." .. kind
   M.agent[kind] = function(spec) return marker(marker_kind, spec) end
 end
@@ -95,18 +102,18 @@ end
 
 local function kind_of(a)
   local kind = type(a) == "table" and type(a.__swarm) == "string" and a.__swarm:match("^agent%.(.+)$")
-  return kind and KINDS.kinds[kind]
+  return kind and kinds().kinds[kind]
 end
 
 local function check_agent(name, a, bp, errors)
   local field = "agents." .. tostring(name)
   local kind = kind_of(a)
   if not kind then
-    errors[#errors + 1] = { where = bp.where, field = field, message = "must be " .. KINDS.list }
+    errors[#errors + 1] = { where = bp.where, field = field, message = "must be " .. kinds().list }
     return
   end
   for k, v in pairs(a.spec) do
-    local want = kind.fields[k] or KINDS.profile[k]
+    local want = kind.fields[k] or kinds().profile[k]
     if not want then
       errors[#errors + 1] = { where = a.where, field = field .. "." .. tostring(k), message = "unknown field" }
     elseif not check_type(v, want) then

@@ -54,7 +54,16 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
             Ok(ctx.host.layers.keys().join(", "))
         })?,
     )?;
-    t.raw_set("agent_kinds", agent_kinds(lua)?)?;
+    t.raw_set(
+        "agent_kinds",
+        lua.create_function(|lua, ()| agent_kinds(lua))?,
+    )?;
+    t.raw_set(
+        "agent_kind_names",
+        lua.create_function(|lua, ()| {
+            lua.create_sequence_from(crate::spawn::kinds::KINDS.iter().map(|k| k.name))
+        })?,
+    )?;
     t.raw_set(
         "duration_ms",
         lua.create_function(|_, s: String| Ok(crate::duration::parse_ms(&s).ok()))?,
@@ -74,8 +83,8 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
     Ok(t)
 }
 
-/// The agent-kind registry (`spawn::kinds`) as Lua data for the blueprint
-/// library: `{ [name] = { about, fields = { [field] = type }, requires =
+/// The agent-kind registry (`spawn::kinds`) as Lua data for blueprint
+/// validation (built when a blueprint is first validated): `{ [name] = { about, fields = { [field] = type }, requires =
 /// { fields = {...}, message } } }`, plus `profile` and `list` (the
 /// constructors, for messages).
 fn agent_kinds(lua: &Lua) -> mlua::Result<Table> {
@@ -103,10 +112,6 @@ fn agent_kinds(lua: &Lua) -> mlua::Result<Table> {
     }
     let t = lua.create_table()?;
     t.raw_set("kinds", kinds)?;
-    t.raw_set(
-        "order",
-        lua.create_sequence_from(KINDS.iter().map(|k| k.name))?,
-    )?;
     t.raw_set("profile", fields(PROFILE)?)?;
     t.raw_set("list", constructors())?;
     Ok(t)
