@@ -22,6 +22,8 @@ use super::location::caller_location;
 use crate::auth::CapToken;
 use crate::engine::Engine;
 use mlua::{FromLua, Lua, LuaSerdeExt, Table, Value};
+use std::future::Future;
+use std::pin::Pin;
 
 /// Builds the `swarm` table for a new VM.
 pub fn compose(lua: &Lua) -> mlua::Result<Table> {
@@ -38,23 +40,31 @@ pub fn compose(lua: &Lua) -> mlua::Result<Table> {
         "wait",
         lua.create_async_function(
             |lua, (op, a, b, c): (String, Value, Value, Value)| async move {
-                if op == "step" {
-                    // `ok, result_or_step_error` after the reply's own `true`.
-                    return match step::step(&lua, a, b, c).await {
-                        Ok((passed, v)) => Ok((true, v, Some(passed))),
-                        Err(e) => reply(&lua, Err(e)).map(|(ok, v)| (ok, v, None)),
-                    };
-                }
-                let r = match op.as_str() {
-                    "sleep" => match f64::from_lua(a, &lua) {
-                        Ok(ms) => time::sleep(ms).await.map(|()| Value::Boolean(true)),
-                        Err(e) => Err(LuaUsage::new("bad_argument", format!("sleep: {e}"))),
-                    },
-                    "gather" => gather::gather(&lua, a, b).await,
-                    "journal_put" => journal::put(&lua, a, b).await,
-                    "journal_question" => journal::question(&lua, a, b).await,
-                    _ => engine::wait(&lua, &op, a, b).await,
+                // Each verb's future is boxed on its own, so a waiting call
+                // holds only its own verb's state, not the largest verb's:
+                // a `map` keeps 100,000 steps waiting at once.
+                type Waiting<'a> =
+                    Pin<Box<dyn Future<Output = Result<Value, LuaUsage>> + Send + 'a>>;
+                let r: Waiting<'_> = match op.as_str() {
+                    "step" => {
+                        // `ok, result_or_step_error` after the reply's own `true`.
+                        return match Box::pin(step::step(&lua, a, b, c)).await {
+                            Ok((passed, v)) => Ok((true, v, Some(passed))),
+                            Err(e) => reply(&lua, Err(e)).map(|(ok, v)| (ok, v, None)),
+                        };
+                    }
+                    "sleep" => Box::pin(async {
+                        match f64::from_lua(a, &lua) {
+                            Ok(ms) => time::sleep(ms).await.map(|()| Value::Boolean(true)),
+                            Err(e) => Err(LuaUsage::new("bad_argument", format!("sleep: {e}"))),
+                        }
+                    }),
+                    "gather" => Box::pin(gather::gather(&lua, a, b)),
+                    "journal_put" => Box::pin(journal::put(&lua, a, b)),
+                    "journal_question" => Box::pin(journal::question(&lua, a, b)),
+                    _ => Box::pin(engine::wait(&lua, &op, a, b)),
                 };
+                let r = r.await;
                 reply(&lua, r).map(|(ok, v)| (ok, v, None))
             },
         )?,

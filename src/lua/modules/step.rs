@@ -60,11 +60,13 @@ pub async fn step(
         match &failure {
             None => {
                 let value = view.result.as_deref().cloned().unwrap_or_default();
-                record(lua, j, at, hash, true, value).await?;
+                // Boxed: only journaled steps pay for the record's state,
+                // not every step in flight (a `map` holds 100,000 of them).
+                Box::pin(record(lua, j, at, hash, true, value)).await?;
             }
             // A cancelled step is not journaled: on resume it runs again.
             Some(f) if f.code != "cancelled" => {
-                record(lua, j, at, hash, false, f.recorded()).await?;
+                Box::pin(record(lua, j, at, hash, false, f.recorded())).await?;
             }
             Some(_) => {}
         }
