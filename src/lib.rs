@@ -14,14 +14,19 @@
 //! - `serve`  — `swarm serve`: runs over HTTP, bearer tokens, SSE events, the workers' routes.
 //! - `worker` — `swarm worker`: claims remote steps from a server, runs them as process agents.
 //! - `cli`    — the `swarm` command line.
+//!
+//! `repl` and `cli` are behind the default `cli` feature: an embedder that
+//! turns default features off does not compile clap or rustyline.
 
 pub mod auth;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod duration;
 pub mod engine;
 pub mod llm;
 pub mod lua;
 pub mod reload;
+#[cfg(feature = "cli")]
 pub mod repl;
 pub mod run;
 pub mod serve;
