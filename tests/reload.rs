@@ -2,7 +2,7 @@
 
 use lua_swarm::auth::{Role, Signer};
 use lua_swarm::engine::{AttachOptions, Caller, Engine, EngineConfig, EventKind};
-use lua_swarm::reload::{Dev, Reload, Watch};
+use lua_swarm::reload::{LiveBlueprints, Reload, Watch};
 use lua_swarm::run::RunOptions;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -24,7 +24,7 @@ fn blueprint(body: &str) -> String {
 
 struct Rig {
     engine: Engine,
-    dev: Arc<Dev>,
+    dev: Arc<LiveBlueprints>,
     watch: Watch,
     file: PathBuf,
     dir: PathBuf,
@@ -37,7 +37,7 @@ impl Rig {
         let file = dir.join("bp.lua");
         std::fs::write(&file, blueprint("return 'v1'")).unwrap();
         let engine = Engine::new(EngineConfig::default(), Signer::random());
-        let dev = Arc::new(Dev::new(engine.clone(), RunOptions::default()));
+        let dev = Arc::new(LiveBlueprints::new(engine.clone(), RunOptions::default()));
         let first = dev.scan(&dir);
         assert!(
             matches!(&first[..], [Reload::Loaded { version: 1, .. }]),

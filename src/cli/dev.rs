@@ -7,7 +7,7 @@
 
 use crate::auth::Signer;
 use crate::engine::{Engine, EngineConfig};
-use crate::reload::{Dev, Reload, Watch};
+use crate::reload::{LiveBlueprints, Reload, Watch};
 use crate::run::RunOptions;
 use clap::Args;
 use std::path::PathBuf;
@@ -71,7 +71,7 @@ pub fn run(args: DevArgs) -> ExitCode {
             print: Some(Arc::new(|line: &str| eprintln!("{line}"))),
             ..RunOptions::default()
         };
-        let dev = Arc::new(Dev::new(engine, opts));
+        let dev = Arc::new(LiveBlueprints::new(engine, opts));
         let mut rerun: Option<tokio::task::JoinHandle<()>> = None;
         let initial = dev.scan(&args.target);
         initial.iter().for_each(say);
@@ -125,7 +125,7 @@ pub fn run(args: DevArgs) -> ExitCode {
 /// The blueprint `--run` means: a loaded blueprint's name, or the file it
 /// was loaded from (`--run review.lua`). Anything else is refused with the
 /// names that are loaded.
-fn resolve(dev: &Dev, want: &str) -> Result<String, String> {
+fn resolve(dev: &LiveBlueprints, want: &str) -> Result<String, String> {
     if dev.live(want).is_some() {
         return Ok(want.to_string());
     }
@@ -150,7 +150,11 @@ fn resolve(dev: &Dev, want: &str) -> Result<String, String> {
 
 /// Runs the live version of `name` and prints its result. Aborting the task
 /// drops the run, which cancels its steps.
-fn spawn_run(dev: Arc<Dev>, name: String, input: serde_json::Value) -> tokio::task::JoinHandle<()> {
+fn spawn_run(
+    dev: Arc<LiveBlueprints>,
+    name: String,
+    input: serde_json::Value,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let version = dev.live(&name).map_or(0, |v| v.version);
         let who = crate::run::service::Authority::local();

@@ -12,7 +12,7 @@ use super::{Journaling, open_store};
 use crate::auth::Signer;
 use crate::engine::{Engine, EngineConfig, EventKind, TaskId, TaskStatus};
 use crate::run::service::Authority;
-use crate::run::{self, Run, RunOptions};
+use crate::run::{self, Prepared, RunOptions};
 use crate::store::Store;
 use clap::Args;
 use std::io::{IsTerminal, Write};
@@ -167,7 +167,7 @@ pub fn resume(args: ResumeArgs) -> ExitCode {
 }
 
 /// Runs a started root task to the end with progress, events and Ctrl-C.
-async fn execute(engine: &Engine, prepared: &Run, root: TaskId, out: &Output) -> ExitCode {
+async fn execute(engine: &Engine, prepared: &Prepared, root: TaskId, out: &Output) -> ExitCode {
     // Registered before anything runs, so a signal that comes as soon as
     // the first agent starts is ours, not the default (killing us).
     let mut stop = Stop::register();

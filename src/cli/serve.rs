@@ -9,7 +9,7 @@ use super::Db;
 use super::dev::say;
 use crate::auth::{Role, Signer};
 use crate::engine::{Engine, EngineConfig};
-use crate::reload::{Dev, Watch};
+use crate::reload::{LiveBlueprints, Watch};
 use crate::run::RunOptions;
 use crate::serve::{Access, Server, auth};
 use clap::Args;
@@ -107,7 +107,7 @@ pub fn serve(args: ServeArgs) -> ExitCode {
             print: Some(Arc::new(|line: &str| eprintln!("{line}"))),
             ..RunOptions::default()
         };
-        let dev = Arc::new(Dev::new(engine.clone(), opts.clone()));
+        let dev = Arc::new(LiveBlueprints::new(engine.clone(), opts.clone()));
         dev.scan(&args.dir).iter().for_each(say);
         let watch = match args.watch {
             true => match Watch::start(dev.clone(), &args.dir, Duration::from_millis(50)) {

@@ -30,37 +30,38 @@ impl Coded for SpawnError {
     }
 }
 
-/// A misuse detected by the Lua layer itself (bad argument, unknown agent).
+/// An error a host function hands to Lua (a misuse such as a bad argument
+/// or an unknown agent, or an engine refusal), with its stable code.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
-pub struct LuaUsage {
+pub struct HostError {
     pub code: &'static str,
     pub message: String,
 }
 
-impl LuaUsage {
-    pub fn new(code: &'static str, message: impl Into<String>) -> LuaUsage {
-        LuaUsage {
+impl HostError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> HostError {
+        HostError {
             code,
             message: message.into(),
         }
     }
 }
 
-impl From<EngineError> for LuaUsage {
-    fn from(e: EngineError) -> LuaUsage {
-        LuaUsage::new(e.code(), e.to_string())
+impl From<EngineError> for HostError {
+    fn from(e: EngineError) -> HostError {
+        HostError::new(e.code(), e.to_string())
     }
 }
 
 /// A Lua value that could not be built or converted.
-impl From<mlua::Error> for LuaUsage {
-    fn from(e: mlua::Error) -> LuaUsage {
-        LuaUsage::new("convert", e.to_string())
+impl From<mlua::Error> for HostError {
+    fn from(e: mlua::Error) -> HostError {
+        HostError::new("convert", e.to_string())
     }
 }
 
-impl Coded for LuaUsage {
+impl Coded for HostError {
     fn code(&self) -> &'static str {
         self.code
     }

@@ -18,7 +18,7 @@ mod sandbox;
 mod stdlib;
 
 pub use ctx::VALIDATE;
-pub use error::LuaUsage;
+pub use error::HostError;
 pub use location::caller_location;
 
 pub use agent::LuaAgent;

@@ -22,7 +22,7 @@ mod watch;
 pub use watch::Watch;
 
 use crate::engine::{Engine, EventKind};
-use crate::run::{self, Run, RunError, RunOptions};
+use crate::run::{self, Prepared, RunError, RunOptions};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -63,7 +63,7 @@ pub enum Reload {
 }
 
 /// The live blueprints of one watched directory.
-pub struct Dev {
+pub struct LiveBlueprints {
     engine: Engine,
     opts: RunOptions,
     live: Mutex<BTreeMap<PathBuf, Version>>,
@@ -135,9 +135,9 @@ fn content_hash(source: &str, deps: &[PathBuf]) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-impl Dev {
-    pub fn new(engine: Engine, opts: RunOptions) -> Dev {
-        Dev {
+impl LiveBlueprints {
+    pub fn new(engine: Engine, opts: RunOptions) -> LiveBlueprints {
+        LiveBlueprints {
             engine,
             opts,
             live: Mutex::new(BTreeMap::new()),
@@ -285,13 +285,13 @@ impl Dev {
     }
 
     /// A new run of the live version of `name`.
-    pub fn prepare(&self, name: &str) -> Result<Run, RunError> {
+    pub fn prepare(&self, name: &str) -> Result<Prepared, RunError> {
         self.prepare_as(name, None)
     }
 
     /// A new run of the live version of `name`, journaled as `run_id`
     /// when given.
-    pub fn prepare_as(&self, name: &str, run_id: Option<String>) -> Result<Run, RunError> {
+    pub fn prepare_as(&self, name: &str, run_id: Option<String>) -> Result<Prepared, RunError> {
         let v = self
             .live(name)
             .ok_or_else(|| RunError::UnknownBlueprint(name.to_string()))?;

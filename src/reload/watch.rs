@@ -2,7 +2,7 @@
 //! watching directories (never files, so atomic saves are seen) and passing
 //! on `.lua` paths only.
 
-use super::{Dev, Reload, is_lua};
+use super::{LiveBlueprints, Reload, is_lua};
 use notify_debouncer_mini::notify::{RecommendedWatcher, RecursiveMode};
 use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
 use std::collections::BTreeSet;
@@ -20,7 +20,11 @@ pub struct Watch {
 impl Watch {
     /// Watches `target` (a directory, or a file's directory) and applies
     /// every debounced change to `dev`, reporting what it did.
-    pub fn start(dev: Arc<Dev>, target: &Path, debounce: Duration) -> Result<Watch, String> {
+    pub fn start(
+        dev: Arc<LiveBlueprints>,
+        target: &Path,
+        debounce: Duration,
+    ) -> Result<Watch, String> {
         let dir = if target.is_dir() {
             target.to_path_buf()
         } else {

@@ -4,7 +4,7 @@
 
 use crate::auth::{CapToken, Role};
 use crate::engine::{Engine, EventKind, TaskStatus};
-use crate::lua::{LuaUsage, to_json, to_lua};
+use crate::lua::{HostError, to_json, to_lua};
 use crate::run::RunOptions;
 use crate::run::service::{self, Authority};
 use mlua::{Lua, Table, Value};
@@ -85,9 +85,9 @@ impl Shared {
             .count()
     }
 
-    fn path_of(&self, name: &str) -> Result<PathBuf, LuaUsage> {
+    fn path_of(&self, name: &str) -> Result<PathBuf, HostError> {
         if self.role != Role::Operator {
-            return Err(LuaUsage::new(
+            return Err(HostError::new(
                 "forbidden",
                 format!("role `{}` may not run flows", self.role),
             ));
@@ -95,7 +95,7 @@ impl Shared {
         let bps = self.blueprints.lock().unwrap_or_else(|e| e.into_inner());
         bps.get(name).cloned().ok_or_else(|| {
             let known: Vec<&str> = bps.keys().map(String::as_str).collect();
-            LuaUsage::new(
+            HostError::new(
                 "unknown_blueprint",
                 format!(
                     "no blueprint `{name}` loaded (loaded: {}); use :load FILE",
@@ -110,7 +110,7 @@ impl Shared {
         self: &Arc<Self>,
         name: &str,
         input: serde_json::Value,
-    ) -> Result<String, LuaUsage> {
+    ) -> Result<String, HostError> {
         let path = self.path_of(name)?;
         let id = format!("r{}", self.next.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = watch::channel(None);
@@ -141,17 +141,17 @@ impl Shared {
     }
 
     /// Waits for background run `id`.
-    pub async fn wait(&self, id: &str) -> Result<(TaskStatus, serde_json::Value), LuaUsage> {
+    pub async fn wait(&self, id: &str) -> Result<(TaskStatus, serde_json::Value), HostError> {
         let mut rx = {
             let runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
             runs.get(id)
                 .map(|b| b.done.clone())
-                .ok_or_else(|| LuaUsage::new("unknown_run", format!("no background run `{id}`")))?
+                .ok_or_else(|| HostError::new("unknown_run", format!("no background run `{id}`")))?
         };
         let done = rx
             .wait_for(Option::is_some)
             .await
-            .map_err(|_| LuaUsage::new("unknown_run", format!("run `{id}` vanished")))?;
+            .map_err(|_| HostError::new("unknown_run", format!("run `{id}` vanished")))?;
         Ok(done.clone().expect("waited for Some"))
     }
 
@@ -190,7 +190,7 @@ impl Shared {
     }
 }
 
-fn raise(lua: &Lua, e: LuaUsage) -> mlua::Error {
+fn raise(lua: &Lua, e: HostError) -> mlua::Error {
     let msg = format!(
         "{}: {} [{}]",
         crate::lua::caller_location(lua, 0),
@@ -214,15 +214,15 @@ pub fn register(lua: &Lua, shared: Arc<Shared>) -> mlua::Result<Table> {
                 let who = Authority::local();
                 let started = service::start(&who, &s.engine, &path, input, RunOptions::default())
                     .await
-                    .map_err(|e| raise(&lua, LuaUsage::new(e.code(), e.to_string())))?;
+                    .map_err(|e| raise(&lua, HostError::new(e.code(), e.to_string())))?;
                 let report = started
                     .run
                     .finish(started.root)
                     .await
-                    .map_err(|e| raise(&lua, LuaUsage::new("run", e.to_string())))?;
+                    .map_err(|e| raise(&lua, HostError::new("run", e.to_string())))?;
                 if report.status != TaskStatus::Pass {
                     let msg = format!("flow {}: {}", report.status, report.result);
-                    return Err(raise(&lua, LuaUsage::new("flow_failed", msg)));
+                    return Err(raise(&lua, HostError::new("flow_failed", msg)));
                 }
                 to_lua(&lua, &report.result)
             }

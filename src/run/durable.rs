@@ -1,7 +1,7 @@
 //! What makes a run durable: its record in the journal, replay of its
 //! journaled calls on resume, and its events persisted in order.
 
-use super::{Run, RunError};
+use super::{Prepared, RunError};
 use crate::auth::Role;
 use crate::engine::{AttachOptions, Caller, Engine, now_ms};
 use crate::store::{EventRow, Journal, RunRecord, Store};
@@ -15,7 +15,7 @@ pub fn new_run_id(blueprint: &str) -> String {
     format!("{blueprint}-{n:08x}")
 }
 
-impl Run {
+impl Prepared {
     /// Records a new run in the journal and attaches its (empty) journal.
     pub(super) async fn begin_durable(&self, input: &serde_json::Value) -> Result<(), RunError> {
         let Some(store) = self.opts.store.clone() else {

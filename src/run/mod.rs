@@ -152,7 +152,7 @@ pub struct RunReport {
 }
 
 /// A loaded blueprint, ready to run.
-pub struct Run {
+pub struct Prepared {
     engine: Engine,
     pub blueprint: Blueprint,
     vm: Arc<Vm>,
@@ -169,12 +169,12 @@ pub struct Run {
     /// Who executes this run in the journal (one owner at a time).
     owner: crate::store::Owner,
     lease_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// Set by [`Run::interrupt`]: the run ends resumable.
+    /// Set by [`Prepared::interrupt`]: the run ends resumable.
     interrupted: std::sync::atomic::AtomicBool,
 }
 
 /// Loads and validates the blueprint at `path` and builds its agents.
-pub fn prepare(engine: &Engine, path: &Path, opts: RunOptions) -> Result<Run, RunError> {
+pub fn prepare(engine: &Engine, path: &Path, opts: RunOptions) -> Result<Prepared, RunError> {
     let source = blueprint::read(path)?;
     prepare_source(engine, path, &source, opts)
 }
@@ -185,7 +185,7 @@ pub fn prepare_source(
     path: &Path,
     source: &str,
     opts: RunOptions,
-) -> Result<Run, RunError> {
+) -> Result<Prepared, RunError> {
     let agents = Agents::default();
     let mut host = Host::new(engine.clone(), &agents);
     host.dir = Some(blueprint::dir_of(path));
@@ -226,7 +226,7 @@ pub fn prepare_source(
         .get::<Table>("spec")
         .and_then(|s| s.get("flow"))
         .map_err(|e| BlueprintError::Lua(vm.classify(e)))?;
-    Ok(Run {
+    Ok(Prepared {
         engine: engine.clone(),
         blueprint: bp,
         vm: Arc::new(vm),
@@ -244,9 +244,9 @@ pub fn prepare_source(
     })
 }
 
-impl Run {
+impl Prepared {
     /// Starts the run's root task and returns its id (so a caller can
-    /// cancel it), then [`Run::finish`] runs it.
+    /// cancel it), then [`Prepared::finish`] runs it.
     /// With a store, the run is recorded in the journal first.
     pub async fn start(&self, input: serde_json::Value) -> Result<TaskId, RunError> {
         self.begin_durable(&input).await?;
@@ -491,7 +491,7 @@ impl Run {
     /// Stops a durable run so it can be resumed (Ctrl-C, SIGTERM, SIGHUP):
     /// its steps are cancelled (process agents killed), nothing journaled
     /// is lost, and the run ends `interrupted`, not `cancelled`. Without a
-    /// journal there is nothing to resume: the same as [`Run::cancel`].
+    /// journal there is nothing to resume: the same as [`Prepared::cancel`].
     pub fn interrupt(&self, root: TaskId) -> Result<(), RunError> {
         if self.journal().is_some() {
             self.interrupted

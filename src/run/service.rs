@@ -5,7 +5,7 @@
 //! [`Authority`] and turn the typed outcomes into words; none of them
 //! decides these rules.
 
-use super::{Run, RunError, RunOptions, prepare_source};
+use super::{Prepared, RunError, RunOptions, prepare_source};
 use crate::auth::Role;
 use crate::engine::{Engine, TaskId};
 use crate::store::{JournalEntry, QuestionRecord, RunRecord, RunStatus, Store};
@@ -104,7 +104,7 @@ pub struct Shown {
 
 /// A new run, started: its root task runs the flow.
 pub struct Started {
-    pub run: Run,
+    pub run: Prepared,
     pub root: TaskId,
 }
 
@@ -123,7 +123,11 @@ pub async fn start(
 
 /// Starts a run already prepared (e.g. from the live version of a
 /// hot-reloaded blueprint).
-pub async fn start_prepared(who: &Authority, run: Run, input: Value) -> Result<Started, RunError> {
+pub async fn start_prepared(
+    who: &Authority,
+    run: Prepared,
+    input: Value,
+) -> Result<Started, RunError> {
     who.check(Action::Start, None)?;
     let root = run.start(input).await?;
     Ok(Started { run, root })
@@ -131,7 +135,7 @@ pub async fn start_prepared(who: &Authority, run: Run, input: Value) -> Result<S
 
 /// Stops a run executing here: its steps are cancelled and it ends
 /// `interrupted`, resumable.
-pub fn interrupt(who: &Authority, run: &Run, root: TaskId) -> Result<(), RunError> {
+pub fn interrupt(who: &Authority, run: &Prepared, root: TaskId) -> Result<(), RunError> {
     who.check(Action::Interrupt, run.run_id().as_deref())?;
     run.interrupt(root)
 }
@@ -156,7 +160,7 @@ pub fn list(
     Ok(runs)
 }
 
-/// Run `id` with its journal and questions.
+/// Prepared `id` with its journal and questions.
 pub fn show(who: &Authority, store: &Arc<dyn Store>, id: &str) -> Result<Shown, RunError> {
     let run = record(who, store, id)?;
     let journal = crate::store::wait(store.journal(id))?;
@@ -170,7 +174,7 @@ pub fn show(who: &Authority, store: &Arc<dyn Store>, id: &str) -> Result<Shown, 
 
 /// A recorded run, taken and started again: its journal replays.
 pub struct Resumed {
-    pub run: Run,
+    pub run: Prepared,
     pub root: TaskId,
 }
 

@@ -20,9 +20,9 @@ pub use error::ApiError;
 
 use crate::auth::Signer;
 use crate::engine::{Engine, TaskId};
-use crate::reload::Dev;
+use crate::reload::LiveBlueprints;
 use crate::run::service::{self, Authority};
-use crate::run::{Run, RunOptions};
+use crate::run::{Prepared, RunOptions};
 use crate::store::{RunStatus, Store};
 use axum::Router;
 use axum::http::HeaderMap;
@@ -39,7 +39,7 @@ pub struct Server {
     pub engine: Engine,
     pub store: Arc<dyn Store>,
     /// The live blueprints of the served directory.
-    pub dev: Arc<Dev>,
+    pub dev: Arc<LiveBlueprints>,
     signer: Signer,
     access: Access,
     /// How resumed runs run (the same options as `dev`'s).
@@ -53,7 +53,7 @@ pub struct Server {
 
 /// A run executing in this server.
 struct Active {
-    run: Arc<Run>,
+    run: Arc<Prepared>,
     root: TaskId,
 }
 
@@ -61,7 +61,7 @@ impl Server {
     pub fn new(
         engine: Engine,
         store: Arc<dyn Store>,
-        dev: Arc<Dev>,
+        dev: Arc<LiveBlueprints>,
         signer: Signer,
         access: Access,
         opts: RunOptions,
@@ -105,7 +105,7 @@ impl Server {
     }
 
     /// Executes a started run to its end in the background.
-    fn launch(self: &Arc<Self>, run: Run, root: TaskId) -> Option<String> {
+    fn launch(self: &Arc<Self>, run: Prepared, root: TaskId) -> Option<String> {
         let id = run.run_id();
         let run = Arc::new(run);
         if let Some(id) = &id {

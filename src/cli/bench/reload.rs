@@ -1,7 +1,7 @@
 //! The `reload-latency` workload: save → live, through the real watcher.
 
 use super::{engine, line};
-use crate::reload::{Dev, Reload, Watch};
+use crate::reload::{LiveBlueprints, Reload, Watch};
 use crate::run::RunOptions;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ pub async fn reload_latency() {
         std::fs::write(&file, src).expect("write");
     };
     write(0);
-    let dev = Arc::new(Dev::new(engine(), RunOptions::default()));
+    let dev = Arc::new(LiveBlueprints::new(engine(), RunOptions::default()));
     dev.scan(&dir);
     let debounce = Duration::from_millis(50);
     let mut watch = Watch::start(dev, &dir, debounce).expect("watch");

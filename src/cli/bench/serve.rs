@@ -10,7 +10,7 @@
 use super::{line, peak_rss_mb};
 use crate::auth::{Role, Signer};
 use crate::engine::{Engine, EngineConfig};
-use crate::reload::Dev;
+use crate::reload::LiveBlueprints;
 use crate::run::RunOptions;
 use crate::serve::{Access, Server, auth};
 use crate::store::{RunStatus, SqliteStore, Store, wait};
@@ -89,7 +89,7 @@ async fn start_server() -> (Bench, std::path::PathBuf) {
         wait_for_answers: true,
         ..RunOptions::default()
     };
-    let dev = Arc::new(Dev::new(engine.clone(), opts.clone()));
+    let dev = Arc::new(LiveBlueprints::new(engine.clone(), opts.clone()));
     dev.scan(&dir);
     let signer = auth::signer(&db).expect("secret");
     let token = auth::mint(&signer, Role::Operator, Duration::from_secs(3600), None);

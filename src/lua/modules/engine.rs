@@ -8,24 +8,24 @@
 use super::{caller, to_json, to_lua, verb, view_to_lua};
 use crate::engine::{EngineError, TaskId, TaskSpec, TaskView};
 use crate::lua::ctx::VmCtx;
-use crate::lua::error::LuaUsage;
+use crate::lua::error::HostError;
 use mlua::{FromLua, Lua, Table, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
-fn arg<T: FromLua>(lua: &Lua, v: Value, what: &str) -> Result<T, LuaUsage> {
-    T::from_lua(v, lua).map_err(|e| LuaUsage::new("bad_argument", format!("{what}: {e}")))
+fn arg<T: FromLua>(lua: &Lua, v: Value, what: &str) -> Result<T, HostError> {
+    T::from_lua(v, lua).map_err(|e| HostError::new("bad_argument", format!("{what}: {e}")))
 }
 
-fn view(lua: &Lua, r: Result<TaskView, EngineError>) -> Result<Value, LuaUsage> {
-    view_to_lua(lua, &r.map_err(LuaUsage::from)?).map_err(LuaUsage::from)
+fn view(lua: &Lua, r: Result<TaskView, EngineError>) -> Result<Value, HostError> {
+    view_to_lua(lua, &r.map_err(HostError::from)?).map_err(HostError::from)
 }
 
 pub fn register(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     verb(lua, &t, "start_task", |lua, spec: Value| {
         let Value::Table(spec) = spec else {
-            return Err(LuaUsage::new(
+            return Err(HostError::new(
                 "bad_argument",
                 format!(
                     "start_task expects a table {{ agent = name, input = value[, parent = id] }}, \
@@ -37,7 +37,7 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
         let (engine, tok) = caller(lua)?;
         let agent: String = spec
             .get("agent")
-            .map_err(|_| LuaUsage::new("bad_argument", "start_task: `agent` must be a string"))?;
+            .map_err(|_| HostError::new("bad_argument", "start_task: `agent` must be a string"))?;
         let input = to_json(
             lua,
             spec.get("input").unwrap_or(Value::Nil),
@@ -48,7 +48,7 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
         task.parent = parent
             .map(TaskId)
             .or_else(|| lua.app_data_ref::<VmCtx>().and_then(|ctx| ctx.parent()));
-        let id = engine.start_task(&tok, task).map_err(LuaUsage::from)?;
+        let id = engine.start_task(&tok, task).map_err(HostError::from)?;
         Ok(Value::Integer(id.0 as i64))
     })?;
     verb(lua, &t, "read_task", |lua, id: u64| {
@@ -68,26 +68,26 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
             let q = to_json(lua, question, "query_senior question")?;
             let key = engine
                 .query_senior(&tok, TaskId(id), q)
-                .map_err(LuaUsage::from)?;
+                .map_err(HostError::from)?;
             Ok(Value::String(
-                lua.create_string(&key).map_err(LuaUsage::from)?,
+                lua.create_string(&key).map_err(HostError::from)?,
             ))
         },
     )?;
     verb(lua, &t, "resume", |lua, (key, answer): (String, Value)| {
         let (engine, tok) = caller(lua)?;
         let a = to_json(lua, answer, "resume answer")?;
-        engine.resume(&tok, &key, a).map_err(LuaUsage::from)?;
+        engine.resume(&tok, &key, a).map_err(HostError::from)?;
         Ok(Value::Boolean(true))
     })?;
     verb(lua, &t, "heartbeat", |lua, ()| {
         let (engine, tok) = caller(lua)?;
-        engine.heartbeat(&tok).map_err(LuaUsage::from)?;
+        engine.heartbeat(&tok).map_err(HostError::from)?;
         Ok(Value::Boolean(true))
     })?;
     verb(lua, &t, "detach", |lua, ()| {
         let (engine, tok) = caller(lua)?;
-        engine.detach(&tok).map_err(LuaUsage::from)?;
+        engine.detach(&tok).map_err(HostError::from)?;
         Ok(Value::Boolean(true))
     })?;
     verb(lua, &t, "last_cursor", |lua, ()| {
@@ -98,8 +98,8 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
 }
 
 /// The waiting verbs, reached through the async host function `wait`.
-pub async fn wait(lua: &Lua, op: &str, a: Value, b: Value) -> Result<Value, LuaUsage> {
-    let ms = |v: Value, default: u64| -> Result<Duration, LuaUsage> {
+pub async fn wait(lua: &Lua, op: &str, a: Value, b: Value) -> Result<Value, HostError> {
+    let ms = |v: Value, default: u64| -> Result<Duration, HostError> {
         let n: Option<u64> = arg(lua, v, op)?;
         Ok(Duration::from_millis(n.unwrap_or(default)))
     };
@@ -113,7 +113,7 @@ pub async fn wait(lua: &Lua, op: &str, a: Value, b: Value) -> Result<Value, LuaU
         "dispatch" => {
             let id: u64 = arg(lua, a, "dispatch id")?;
             let v = dispatch(lua, TaskId(id)).await?;
-            view_to_lua(lua, &v).map_err(LuaUsage::from)
+            view_to_lua(lua, &v).map_err(HostError::from)
         }
         "await_resume" => {
             let (engine, tok) = caller(lua)?;
@@ -122,8 +122,8 @@ pub async fn wait(lua: &Lua, op: &str, a: Value, b: Value) -> Result<Value, LuaU
             let answer = engine
                 .await_resume(&tok, &key, timeout)
                 .await
-                .map_err(LuaUsage::from)?;
-            to_lua(lua, &*answer).map_err(LuaUsage::from)
+                .map_err(HostError::from)?;
+            to_lua(lua, &*answer).map_err(HostError::from)
         }
         "events" => {
             let after: Option<u64> = arg(lua, a, "events cursor")?;
@@ -141,7 +141,7 @@ pub async fn wait(lua: &Lua, op: &str, a: Value, b: Value) -> Result<Value, LuaU
             )
             .await
         }
-        other => Err(LuaUsage::new(
+        other => Err(HostError::new(
             "bad_argument",
             format!("unknown wait `{other}`"),
         )),
@@ -149,7 +149,7 @@ pub async fn wait(lua: &Lua, op: &str, a: Value, b: Value) -> Result<Value, LuaU
 }
 
 /// Runs one attempt of `id` through the spawner registered for its agent.
-async fn dispatch(lua: &Lua, id: TaskId) -> Result<TaskView, LuaUsage> {
+async fn dispatch(lua: &Lua, id: TaskId) -> Result<TaskView, HostError> {
     let (engine, tok) = caller(lua)?;
     let agents = {
         let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
@@ -158,19 +158,19 @@ async fn dispatch(lua: &Lua, id: TaskId) -> Result<TaskView, LuaUsage> {
     let agent = engine.task_agent(&tok, id)?;
     let spawner = agents
         .get(&agent)
-        .ok_or_else(|| LuaUsage::new("unknown_agent", format!("no agent named `{agent}`")))?;
+        .ok_or_else(|| HostError::new("unknown_agent", format!("no agent named `{agent}`")))?;
     engine
         .dispatch_attempt(&tok, id, spawner.as_ref())
         .await
-        .map_err(LuaUsage::from)
+        .map_err(HostError::from)
 }
 
-async fn events(lua: &Lua, after: u64, max: usize, hold: Duration) -> Result<Value, LuaUsage> {
+async fn events(lua: &Lua, after: u64, max: usize, hold: Duration) -> Result<Value, HostError> {
     let (engine, tok) = caller(lua)?;
-    let mut sub = engine.subscribe(&tok, after).map_err(LuaUsage::from)?;
+    let mut sub = engine.subscribe(&tok, after).map_err(HostError::from)?;
     let mut out = Vec::new();
     while out.len() < max {
-        match sub.try_next().map_err(LuaUsage::from)? {
+        match sub.try_next().map_err(HostError::from)? {
             Some(ev) => out.push(ev),
             None => break,
         }
@@ -179,8 +179,8 @@ async fn events(lua: &Lua, after: u64, max: usize, hold: Duration) -> Result<Val
         && !hold.is_zero()
         && let Ok(ev) = tokio::time::timeout(hold, sub.next()).await
     {
-        out.push(ev.map_err(LuaUsage::from)?);
+        out.push(ev.map_err(HostError::from)?);
     }
     let list: Vec<Arc<crate::engine::Event>> = out.into_iter().map(Arc::new).collect();
-    to_lua(lua, &list).map_err(LuaUsage::from)
+    to_lua(lua, &list).map_err(HostError::from)
 }

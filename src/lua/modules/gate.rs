@@ -2,7 +2,7 @@
 
 use super::{caller, to_lua, verb};
 use crate::auth::Verb;
-use crate::lua::error::LuaUsage;
+use crate::lua::error::HostError;
 use mlua::{Lua, Table, Value};
 
 pub fn register(lua: &Lua) -> mlua::Result<Table> {
@@ -17,7 +17,9 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
     })?;
     verb(lua, &t, "can", |lua, name: String| {
         let (engine, tok) = caller(lua)?;
-        let v: Verb = name.parse().map_err(|m| LuaUsage::new("bad_argument", m))?;
+        let v: Verb = name
+            .parse()
+            .map_err(|m| HostError::new("bad_argument", m))?;
         Ok(Value::Boolean(
             engine.gate_of(&tok)?.allows(tok.claims.role, v),
         ))

@@ -8,7 +8,7 @@
 //! stay Lua values. Branches that lose a race or follow a failure are
 //! dropped, which cancels their in-flight steps.
 
-use crate::lua::error::LuaUsage;
+use crate::lua::error::HostError;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use mlua::{Function, Lua, MultiValue, Value};
@@ -20,19 +20,19 @@ enum Mode {
     Any,
 }
 
-fn usage(e: mlua::Error) -> LuaUsage {
+fn usage(e: mlua::Error) -> HostError {
     match e {
-        mlua::Error::MemoryError(m) => LuaUsage::new(
+        mlua::Error::MemoryError(m) => HostError::new(
             "memory_limit",
             format!("gather: {m} (raise the flow VM's memory limit for this many branches)"),
         ),
-        e => LuaUsage::new("bad_argument", format!("gather: {e}")),
+        e => HostError::new("bad_argument", format!("gather: {e}")),
     }
 }
 
-pub async fn gather(lua: &Lua, fns: Value, opts: Value) -> Result<Value, LuaUsage> {
+pub async fn gather(lua: &Lua, fns: Value, opts: Value) -> Result<Value, HostError> {
     let Value::Table(fns) = fns else {
-        return Err(LuaUsage::new(
+        return Err(HostError::new(
             "bad_argument",
             "gather: expects a list of functions",
         ));
@@ -73,7 +73,7 @@ pub async fn gather(lua: &Lua, fns: Value, opts: Value) -> Result<Value, LuaUsag
             break;
         };
         // A branch that raised past its pcall hit a VM limit: stop everything.
-        let values = out.map_err(|e| LuaUsage::new("branch_failed", e.to_string()))?;
+        let values = out.map_err(|e| HostError::new("branch_failed", e.to_string()))?;
         let mut it = values.into_iter();
         let ok = it.next().and_then(|v| v.as_boolean()).unwrap_or(false);
         let value = it.next().unwrap_or(Value::Nil);

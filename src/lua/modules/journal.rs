@@ -5,7 +5,7 @@
 
 use super::to_json;
 use crate::lua::ctx::VmCtx;
-use crate::lua::error::LuaUsage;
+use crate::lua::error::HostError;
 use crate::lua::location::caller_location;
 use crate::store::{Halt, Journal, JournalEntry, QuestionRecord, input_hash};
 use mlua::{Lua, LuaSerdeExt, Table, Value};
@@ -97,15 +97,15 @@ pub(super) async fn record(
     hash: String,
     ok: bool,
     value: serde_json::Value,
-) -> Result<(), LuaUsage> {
+) -> Result<(), HostError> {
     let (pos, kind, key) = at;
     j.record(pos, kind, key, hash, ok, value)
         .await
         .map_err(|e| fault(lua, j, e))
 }
 
-fn store_err(e: crate::store::StoreError) -> LuaUsage {
-    LuaUsage::new("journal", e.to_string())
+fn store_err(e: crate::store::StoreError) -> HostError {
+    HostError::new("journal", e.to_string())
 }
 
 /// Stops the run for `why`: records it on the journal and trips the VM, so
@@ -120,22 +120,22 @@ fn halt(lua: &Lua, j: &Journal, why: Halt, message: String) -> mlua::Error {
 }
 
 /// A failed journal write: the run is interrupted, naming the cause.
-fn fault(lua: &Lua, j: &Journal, e: crate::store::StoreError) -> LuaUsage {
+fn fault(lua: &Lua, j: &Journal, e: crate::store::StoreError) -> HostError {
     let message = format!(
         "{e}; the run is interrupted: `swarm resume {}` continues it",
         j.run()
     );
     let _ = halt(lua, j, Halt::Fault, message.clone());
-    LuaUsage::new("journal_fault", message)
+    HostError::new("journal_fault", message)
 }
 
 /// `wait("journal_put", pos, { kind, key, hash, ok, value })`, `hash` being
 /// what `journal_get` returned for the same call.
-pub async fn put(lua: &Lua, pos: Value, spec: Value) -> Result<Value, LuaUsage> {
+pub async fn put(lua: &Lua, pos: Value, spec: Value) -> Result<Value, HostError> {
     let Some(j) = journal(lua) else {
         return Ok(Value::Boolean(false));
     };
-    let bad = |m: &str| LuaUsage::new("bad_argument", format!("journal_put: {m}"));
+    let bad = |m: &str| HostError::new("bad_argument", format!("journal_put: {m}"));
     let pos = pos.to_string().map_err(|_| bad("position"))?;
     let Value::Table(spec) = spec else {
         return Err(bad("spec"));
@@ -152,13 +152,13 @@ pub async fn put(lua: &Lua, pos: Value, spec: Value) -> Result<Value, LuaUsage> 
 
 /// `wait("journal_question", pos, question)`: stores the question (so
 /// `swarm answer` can find it) and returns an answer already given, if any.
-pub async fn question(lua: &Lua, pos: Value, question: Value) -> Result<Value, LuaUsage> {
+pub async fn question(lua: &Lua, pos: Value, question: Value) -> Result<Value, HostError> {
     let Some(j) = journal(lua) else {
         return Ok(Value::Nil);
     };
     let pos = pos
         .to_string()
-        .map_err(|_| LuaUsage::new("bad_argument", "journal_question: position"))?;
+        .map_err(|_| HostError::new("bad_argument", "journal_question: position"))?;
     let question = to_json(lua, question, "question")?;
     let name = QuestionRecord::name_of(&question);
     let store = j.store().clone();
@@ -171,7 +171,7 @@ pub async fn question(lua: &Lua, pos: Value, question: Value) -> Result<Value, L
     if let Some(a) = answered {
         return lua
             .to_value_with(&a, super::ser_opts())
-            .map_err(LuaUsage::from);
+            .map_err(HostError::from);
     }
     store
         .ask(QuestionRecord {

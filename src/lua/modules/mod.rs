@@ -17,7 +17,7 @@ mod worker;
 use super::ctx::VmCtx;
 use super::ctx::{LOCATING, VALIDATE};
 use super::embedded;
-use super::error::{LuaUsage, reply};
+use super::error::{HostError, reply};
 use super::location::caller_location;
 use crate::auth::CapToken;
 use crate::engine::Engine;
@@ -44,7 +44,7 @@ pub fn compose(lua: &Lua) -> mlua::Result<Table> {
                 // holds only its own verb's state, not the largest verb's:
                 // a `map` keeps 100,000 steps waiting at once.
                 type Waiting<'a> =
-                    Pin<Box<dyn Future<Output = Result<Value, LuaUsage>> + Send + 'a>>;
+                    Pin<Box<dyn Future<Output = Result<Value, HostError>> + Send + 'a>>;
                 let r: Waiting<'_> = match op.as_str() {
                     "step" => {
                         // `ok, result_or_step_error` after the reply's own `true`.
@@ -56,7 +56,7 @@ pub fn compose(lua: &Lua) -> mlua::Result<Table> {
                     "sleep" => Box::pin(async {
                         match f64::from_lua(a, &lua) {
                             Ok(ms) => time::sleep(ms).await.map(|()| Value::Boolean(true)),
-                            Err(e) => Err(LuaUsage::new("bad_argument", format!("sleep: {e}"))),
+                            Err(e) => Err(HostError::new("bad_argument", format!("sleep: {e}"))),
                         }
                     }),
                     "gather" => Box::pin(gather::gather(&lua, a, b)),
@@ -100,11 +100,11 @@ pub fn compose(lua: &Lua) -> mlua::Result<Table> {
 }
 
 /// Registers host function `name`, whose body returns
-/// `Result<Value, LuaUsage>`, with the `(ok, value_or_err)` convention.
+/// `Result<Value, HostError>`, with the `(ok, value_or_err)` convention.
 pub(crate) fn verb<A, F>(lua: &Lua, t: &Table, name: &str, f: F) -> mlua::Result<()>
 where
     A: mlua::FromLuaMulti,
-    F: Fn(&Lua, A) -> Result<Value, LuaUsage> + Send + 'static,
+    F: Fn(&Lua, A) -> Result<Value, HostError> + Send + 'static,
 {
     t.raw_set(
         name,
@@ -113,11 +113,11 @@ where
 }
 
 /// The VM's engine and its one token, or a `no_token` usage error.
-pub(crate) fn caller(lua: &Lua) -> Result<(Engine, CapToken), LuaUsage> {
+pub(crate) fn caller(lua: &Lua) -> Result<(Engine, CapToken), HostError> {
     let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx installed");
     match ctx.token() {
         Some(tok) => Ok((ctx.host.engine.clone(), tok)),
-        None => Err(LuaUsage::new("no_token", "this VM holds no engine token")),
+        None => Err(HostError::new("no_token", "this VM holds no engine token")),
     }
 }
 
@@ -163,9 +163,9 @@ pub(crate) fn view_to_lua(lua: &Lua, v: &crate::engine::TaskView) -> mlua::Resul
 }
 
 /// A Lua value as JSON, or a usage error naming what could not convert.
-pub fn to_json(lua: &Lua, v: Value, what: &str) -> Result<serde_json::Value, LuaUsage> {
+pub fn to_json(lua: &Lua, v: Value, what: &str) -> Result<serde_json::Value, HostError> {
     lua.from_value::<serde_json::Value>(v).map_err(|e| {
-        LuaUsage::new(
+        HostError::new(
             "bad_value",
             format!(
                 "{what} is not JSON-shaped ({e}) at {}",

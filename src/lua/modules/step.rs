@@ -9,7 +9,7 @@ use super::journal::{journal, record, replay};
 use super::{caller, to_json, to_lua};
 use crate::engine::{TaskId, TaskSpec, TaskStatus, TaskView};
 use crate::lua::ctx::VmCtx;
-use crate::lua::error::{LuaUsage, error_metatable};
+use crate::lua::error::{HostError, error_metatable};
 use crate::lua::location::caller_location;
 use crate::store::input_hash;
 use mlua::{Lua, Table, Value};
@@ -24,11 +24,11 @@ pub async fn step(
     agent: Value,
     input: Value,
     pos: Value,
-) -> Result<(bool, Value), LuaUsage> {
+) -> Result<(bool, Value), HostError> {
     let agent = match agent {
         Value::String(s) => s.to_str()?.to_string(),
         other => {
-            return Err(LuaUsage::new(
+            return Err(HostError::new(
                 "bad_argument",
                 format!(
                     "swarm.step: agent name must be a string, got {}",
@@ -92,7 +92,7 @@ async fn run(
     agent: &str,
     input: serde_json::Value,
     pos: Option<&str>,
-) -> Result<TaskView, LuaUsage> {
+) -> Result<TaskView, HostError> {
     let (engine, tok) = caller(lua)?;
     let (spawner, parent) = {
         let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
@@ -108,12 +108,12 @@ async fn run(
     Ok(engine.dispatch_attempt(&tok, id, spawner.as_ref()).await?)
 }
 
-fn unknown_agent(lua: &Lua, agent: &str) -> LuaUsage {
+fn unknown_agent(lua: &Lua, agent: &str) -> HostError {
     let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
     let in_run = ctx.parent().is_some() || ctx.token().and_then(|t| t.claims.task).is_some();
     if !in_run {
         // Not inside a run (the REPL): there are no agents to step to here.
-        return LuaUsage::new(
+        return HostError::new(
             "unknown_agent",
             "swarm.step runs inside a flow, and there is none here: load a blueprint \
              (`swarm repl FILE`, or :load FILE) and call repl.run(name, input)",
@@ -125,7 +125,7 @@ fn unknown_agent(lua: &Lua, agent: &str) -> LuaUsage {
     } else {
         names.join(", ")
     };
-    LuaUsage::new(
+    HostError::new(
         "unknown_agent",
         format!("unknown agent `{agent}` (known: {known})"),
     )

@@ -1,7 +1,7 @@
 //! `swarm.time`: the clock, and `sleep`, which waits through the async host
 //! function `wait` (the coroutine yields to tokio).
 
-use crate::lua::error::LuaUsage;
+use crate::lua::error::HostError;
 use mlua::{Lua, Table};
 use std::time::Duration;
 
@@ -14,9 +14,9 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
     Ok(t)
 }
 
-pub async fn sleep(ms: f64) -> Result<(), LuaUsage> {
+pub async fn sleep(ms: f64) -> Result<(), HostError> {
     if !(0.0..=86_400_000.0).contains(&ms) {
-        return Err(LuaUsage::new(
+        return Err(HostError::new(
             "bad_argument",
             format!("sleep: {ms} ms is out of range"),
         ));

@@ -4,7 +4,7 @@
 
 use super::{caller, to_json, to_lua, verb};
 use crate::engine::OutputKind;
-use crate::lua::error::LuaUsage;
+use crate::lua::error::HostError;
 use mlua::{Lua, Table, Value};
 
 pub fn register(lua: &Lua) -> mlua::Result<Table> {
@@ -19,7 +19,9 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
     })?;
     verb(lua, &t, "emit", |lua, (kind, data): (String, Value)| {
         let (engine, tok) = caller(lua)?;
-        let kind: OutputKind = kind.parse().map_err(|m| LuaUsage::new("bad_argument", m))?;
+        let kind: OutputKind = kind
+            .parse()
+            .map_err(|m| HostError::new("bad_argument", m))?;
         engine.emit(&tok, kind, to_json(lua, data, "emit data")?)?;
         Ok(Value::Boolean(true))
     })?;
