@@ -171,3 +171,28 @@ fn a_detached_repl_reattaches_before_the_next_evaluation() {
     assert_eq!(session.reattached(), 1);
     session.close();
 }
+
+/// A run that fails in the REPL reads as the same chain of causes as under
+/// `swarm run`: the flow's line, the agent's cause, its stderr; no JSON.
+#[test]
+fn a_failed_run_reads_as_a_chain_of_causes() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("repl-chain");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bp = dir.join("chain.lua");
+    std::fs::write(
+        &bp,
+        "local swarm = require 'swarm'\nreturn swarm.blueprint 'chain' {\n  agents = { sh = swarm.agent.process { shell = \"echo 'config missing: KEY' >&2; exit 3\" } },\n  flow = function(x)\n    local r = swarm.step('sh', x)\n    return r\n  end,\n}\n",
+    )
+    .unwrap();
+    let (_, err) = repl(
+        &[bp.to_str().unwrap()],
+        "repl.run('chain', 1)\nprint('still here')\n",
+    );
+    assert!(
+        err.contains("chain.lua:5: step `sh`")
+            && err.contains("caused by: process exited with status 3 [exit_status]")
+            && err.contains("config missing: KEY")
+            && !err.contains("{\""),
+        "{err}"
+    );
+}

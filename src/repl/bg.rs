@@ -221,7 +221,10 @@ pub fn register(lua: &Lua, shared: Arc<Shared>) -> mlua::Result<Table> {
                     .await
                     .map_err(|e| raise(&lua, HostError::new("run", e.to_string())))?;
                 if report.status != TaskStatus::Pass {
-                    let msg = format!("flow {}: {}", report.status, report.result);
+                    // The chain of causes, as `swarm run` prints it.
+                    let chain = crate::run::error_chain(&report.result);
+                    let chain = chain.strip_prefix("error: ").unwrap_or(&chain);
+                    let msg = format!("flow {}: {chain}\n", report.status);
                     return Err(raise(&lua, HostError::new("flow_failed", msg)));
                 }
                 to_lua(&lua, &report.result)
