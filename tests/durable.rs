@@ -361,3 +361,29 @@ fn a_locked_journal_is_a_clear_error() {
     );
     holder.execute_batch("ROLLBACK").unwrap();
 }
+
+/// A journal write, once submitted, is written even when nobody waits for
+/// its commit (the step's run was cancelled meanwhile): the commit future
+/// leads when dropped, whether it was never polled or polled once.
+#[test]
+fn a_submitted_write_is_written_even_if_its_commit_is_dropped() {
+    use lua_swarm::store::{Journal, SqliteStore, Store, wait};
+    use std::sync::Arc;
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("durable-dropped-commit");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("swarm.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).unwrap());
+    let j = Journal::new(store.clone(), "r1", Vec::new());
+    // Never polled.
+    drop(store.append(j.entry("1", "step", "a", "h".into(), true, json!(1))));
+    // Polled once (it steps aside before leading), then dropped.
+    let mut commit = store.append(j.entry("2", "step", "a", "h".into(), true, json!(2)));
+    let waker = futures_util::task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    assert!(commit.as_mut().poll(&mut cx).is_pending());
+    drop(commit);
+    let entries = wait(store.journal("r1")).unwrap();
+    let positions: Vec<&str> = entries.iter().map(|e| e.pos.as_str()).collect();
+    assert_eq!(positions, ["1", "2"]);
+}

@@ -185,10 +185,14 @@ impl SqliteStore {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(Req { job, ack });
-        let writes = self.writes.clone();
+        // Dropped before it led (its run cancelled meanwhile), the commit
+        // still leads: a write once submitted is written, waited for or not.
+        let mut lead = LeadOnDrop(Some(self.writes.clone()));
         Box::pin(async move {
             YieldOnce(false).await;
-            writes.lead();
+            if let Some(writes) = lead.0.take() {
+                writes.lead();
+            }
             done.await.map_err(|_| StoreError::Closed)?
         })
     }
@@ -253,6 +257,17 @@ impl Writes {
     fn poison(&self, e: StoreError) {
         if self.corrupt.set(e.clone()).is_ok() {
             let _ = std::fs::write(damage_marker(&self.path), format!("{e}\n"));
+        }
+    }
+}
+
+/// Leads the commit of queued writes when dropped, unless taken first.
+struct LeadOnDrop(Option<Arc<Writes>>);
+
+impl Drop for LeadOnDrop {
+    fn drop(&mut self) {
+        if let Some(writes) = self.0.take() {
+            writes.lead();
         }
     }
 }
