@@ -5,8 +5,11 @@
 //! queued in one transaction and acknowledges each; writes queued meanwhile
 //! ride the leader's next transaction. Alone, a step pays one commit on its
 //! own thread (no hand-off latency; no fsync per commit with WAL +
-//! `synchronous = NORMAL`); under load many steps share one commit. Reads
-//! use a second connection.
+//! `synchronous = NORMAL`); under load many steps share one commit. The
+//! leader takes SQLite's write lock without waiting and commits on its own
+//! thread; only when another process holds that lock does it wait, inside
+//! `block_in_place`, so a tokio worker never sleeps in SQLite's busy
+//! handler. Reads use a second connection.
 
 use super::{
     Commit, EventRecord, EventRow, JournalEntry, Owner, Prune, QuestionRecord, RunRecord,
@@ -226,30 +229,40 @@ impl Writes {
         {
             return; // Another commit already took ours.
         }
-        let work = || {
-            while let Ok(mut conn) = self.writer.try_lock() {
-                let batch =
-                    std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()));
-                if batch.is_empty() {
-                    return;
-                }
-                if let Err(e @ StoreError::Corrupt { .. }) =
-                    commit_batch(&mut conn, batch, &self.path)
-                {
-                    self.poison(e);
-                }
-                drop(conn);
-                if self
-                    .queue
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .is_empty()
-                {
-                    return;
-                }
+        while let Ok(mut conn) = self.writer.try_lock() {
+            let batch = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()));
+            if batch.is_empty() {
+                return;
             }
-        };
-        blocking(work)
+            // On this thread when the write lock is free at once (the usual
+            // case: a commit takes tens of µs); waiting for another
+            // process's lock happens off the runtime's threads.
+            let path = &self.path;
+            let (outcome, left) = match begin(&mut conn, Duration::ZERO) {
+                Ok(tx) => (commit_batch(tx, batch, path), None),
+                Err(e) if is_busy(&e) => (Ok(()), Some(batch)),
+                Err(e) => (fail_batch(batch, &e, path), None),
+            };
+            let outcome = match left {
+                Some(batch) => blocking(|| match begin(&mut conn, busy()) {
+                    Ok(tx) => commit_batch(tx, batch, path),
+                    Err(e) => fail_batch(batch, &e, path),
+                }),
+                None => outcome,
+            };
+            if let Err(e @ StoreError::Corrupt { .. }) = outcome {
+                self.poison(e);
+            }
+            drop(conn);
+            if self
+                .queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+            {
+                return;
+            }
+        }
     }
 
     /// Stops all writes to this journal, here and (through the marker) in
@@ -307,19 +320,29 @@ fn done<T: Send + 'static>(r: Result<T, StoreError>) -> StoreFut<'static, T> {
     Box::pin(std::future::ready(r))
 }
 
-/// Runs a batch of writes in one transaction and acknowledges each;
+/// Takes the write lock (`BEGIN IMMEDIATE`), waiting at most `wait` for
+/// another connection to let go of it.
+fn begin(conn: &mut Connection, wait: Duration) -> rusqlite::Result<Transaction<'_>> {
+    conn.busy_timeout(wait)?;
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+/// Runs a batch of writes in the transaction `tx` and acknowledges each;
 /// returns the batch's error, if the whole batch failed.
-fn commit_batch(conn: &mut Connection, batch: Vec<Req>, path: &Path) -> Result<(), StoreError> {
+fn commit_batch(tx: Transaction<'_>, batch: Vec<Req>, path: &Path) -> Result<(), StoreError> {
     let mut acks = Vec::with_capacity(batch.len());
-    let outcome = (|| {
-        let tx = conn.transaction()?;
-        for Req { job, ack } in batch {
-            let r = job(&tx).map_err(|e| classify(path, &e, true));
-            acks.push((ack, r));
-        }
-        tx.commit()
-    })();
-    match outcome {
+    for Req { job, ack } in batch {
+        let r = job(&tx).map_err(|e| classify(path, &e, true));
+        acks.push((ack, r));
+    }
+    match tx.commit() {
         Ok(()) => {
             let mut first_err = Ok(());
             for (ack, r) in acks {
@@ -339,6 +362,16 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Req>, path: &Path) -> Result<(
             Err(err)
         }
     }
+}
+
+/// Fails every write of a batch whose transaction could not begin.
+fn fail_batch(batch: Vec<Req>, e: &rusqlite::Error, path: &Path) -> Result<(), StoreError> {
+    let err = classify(path, e, true);
+    tracing::error!(%err, "journal commit failed");
+    for Req { ack, .. } in batch {
+        let _ = ack.send(Err(err.clone()));
+    }
+    Err(err)
 }
 
 fn event_row(r: &rusqlite::Row) -> rusqlite::Result<EventRecord> {
