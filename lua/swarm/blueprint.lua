@@ -13,7 +13,7 @@
 local swarm, host = ...
 local error, pairs, ipairs, type, tostring, setmetatable =
   error, pairs, ipairs, type, tostring, setmetatable
-local where = host.where
+local where, error_of = host.where, host.error
 
 -- Constructors record where they were called, for validation. Agent VMs
 -- evaluate blueprints that were already validated and turn this off.
@@ -26,7 +26,7 @@ local M = {}
 
 local function marker(kind, spec)
   if type(spec) ~= "table" then
-    error(where() .. ": swarm." .. kind .. " expects a table", 0)
+    error(error_of("bad_argument", "swarm." .. kind .. " expects a table"), 0)
   end
   return { __swarm = kind, where = locate(), spec = spec }
 end
@@ -34,7 +34,7 @@ end
 --- `swarm.blueprint "name" { ... }`
 function M.blueprint(name)
   if type(name) ~= "string" or name == "" then
-    error(where() .. ": swarm.blueprint: the name must be a non-empty string", 0)
+    error(error_of("bad_argument", "swarm.blueprint: the name must be a non-empty string"), 0)
   end
   local at = locate()
   return function(spec)

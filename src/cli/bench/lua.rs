@@ -1,6 +1,6 @@
 //! Lua workloads: `step-lua`, `vm-new`, `verb-call`.
 
-use super::{engine, line};
+use super::{engine, line, one_step};
 use crate::auth::Role;
 use crate::engine::{AttachOptions, Caller, TaskSpec};
 use crate::lua::{Agents, Host, LuaAgent, Vm, VmOptions};
@@ -15,52 +15,29 @@ pub async fn step_lua() {
     let engine = engine();
     let agents = Agents::default();
     let host = Host::new(engine.clone(), &agents);
-    let agent = LuaAgent::new(
-        host,
-        "return function() return 1 end",
-        "const.lua",
-        VmOptions::default(),
-    );
+    let constant = || {
+        let src = "return function() return 1 end";
+        LuaAgent::new(host.clone(), src, "const.lua", VmOptions::default())
+    };
     let op = engine
         .attach(Caller::Host, AttachOptions::new("bench", Role::Operator))
         .expect("attach");
+    let agent = constant();
     let n = 20_000;
     for warm in [true, false] {
         let start = Instant::now();
         for i in 0..n {
-            let id = engine
-                .start_task(&op, TaskSpec::new("const", json!(i)))
-                .expect("start");
-            let view = engine
-                .dispatch_attempt(&op, id, &agent)
-                .await
-                .expect("dispatch");
-            super::passed("step-lua", &view);
+            one_step("step-lua", &engine, &op, &agent, json!(i)).await;
         }
         if !warm {
             let us = start.elapsed().as_secs_f64() * 1e6 / n as f64;
             line("step-lua", "us_per_step_pooled", us, "us");
         }
     }
-    let agents = Agents::default();
-    let host = Host::new(engine.clone(), &agents);
     let n = 2_000;
     let start = Instant::now();
     for i in 0..n {
-        let fresh = LuaAgent::new(
-            host.clone(),
-            "return function() return 1 end",
-            "const.lua",
-            VmOptions::default(),
-        );
-        let id = engine
-            .start_task(&op, TaskSpec::new("const", json!(i)))
-            .expect("start");
-        let view = engine
-            .dispatch_attempt(&op, id, &fresh)
-            .await
-            .expect("dispatch");
-        super::passed("step-lua", &view);
+        one_step("step-lua", &engine, &op, &constant(), json!(i)).await;
     }
     let us = start.elapsed().as_secs_f64() * 1e6 / n as f64;
     line("step-lua", "us_per_step_fresh", us, "us");

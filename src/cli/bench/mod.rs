@@ -106,6 +106,25 @@ pub(crate) fn passed(workload: &str, view: &crate::engine::TaskView) {
     );
 }
 
+/// Starts one task of `agent` and dispatches it; panics unless it passed.
+pub(crate) async fn one_step(
+    workload: &str,
+    engine: &Engine,
+    op: &crate::auth::CapToken,
+    agent: &dyn Spawner,
+    input: serde_json::Value,
+) -> crate::engine::TaskView {
+    let id = engine
+        .start_task(op, TaskSpec::new("const", input))
+        .expect("start");
+    let view = engine
+        .dispatch_attempt(op, id, agent)
+        .await
+        .expect("dispatch");
+    passed(workload, &view);
+    view
+}
+
 /// Sequential create+dispatch; per-step cost early and late in history.
 async fn step_rust() {
     let engine = engine();
@@ -118,14 +137,7 @@ async fn step_rust() {
     let mut window_start = Instant::now();
     let all = Instant::now();
     for i in 1..=total {
-        let id = engine
-            .start_task(&op, TaskSpec::new("const", json!(i)))
-            .expect("start");
-        let view = engine
-            .dispatch_attempt(&op, id, agent.as_ref())
-            .await
-            .expect("dispatch");
-        passed("step-rust", &view);
+        one_step("step-rust", &engine, &op, agent.as_ref(), json!(i)).await;
         if i == window || i == total {
             let us = window_start.elapsed().as_secs_f64() * 1e6 / window as f64;
             line("step-rust", &format!("us_per_step_at_{i}"), us, "us");

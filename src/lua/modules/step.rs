@@ -66,7 +66,15 @@ pub async fn step(
             }
             // A cancelled step is not journaled: on resume it runs again.
             Some(f) if f.code != "cancelled" => {
-                Box::pin(record(lua, j, at, hash, false, f.recorded())).await?;
+                Box::pin(record(
+                    lua,
+                    j,
+                    at,
+                    hash,
+                    false,
+                    f.recorded(view.result.as_deref()),
+                ))
+                .await?;
             }
             Some(_) => {}
         }
@@ -136,7 +144,6 @@ struct Failure {
     code: &'static str,
     task: TaskId,
     message: String,
-    result: Option<serde_json::Value>,
 }
 
 impl Failure {
@@ -156,13 +163,12 @@ impl Failure {
             code,
             task: view.id,
             message: format!("step `{}` (task {}) {code}: {told}", view.agent, view.id),
-            result: result.cloned(),
         })
     }
 
-    /// What the journal keeps of a failed step.
-    fn recorded(&self) -> serde_json::Value {
-        json!({ "code": self.code, "task": self.task.0, "result": self.result,
+    /// What the journal keeps of a failed step (`result`: the step's).
+    fn recorded(&self, result: Option<&serde_json::Value>) -> serde_json::Value {
+        json!({ "code": self.code, "task": self.task.0, "result": result,
                 "message": self.message })
     }
 
