@@ -473,7 +473,7 @@ fn check_catches_what_it_can_without_running() {
     .unwrap();
     std::fs::write(
         dir.join("w.lua"),
-        "local swarm = require 'swarm'\nlocal util = require 'util'\nreturn swarm.blueprint 'w' {\n  agents = {\n    writer = swarm.agent.rust { name = 'echo' },\n    tool = swarm.agent.process { cmd = { 'no-such-program-xyz' } },\n  },\n  flow = function(i)\n    -- swarm.step('commented', 1) is ignored\n    return swarm.step(\"writre\", util.twice(i))\n  end,\n}\n",
+        "local swarm = require 'swarm'\nlocal util = require 'util'\nreturn swarm.blueprint 'w' {\n  agents = {\n    writer = swarm.agent.rust { name = 'echo' },\n    tool = swarm.agent.process { cmd = { 'no-such-program-xyz' } },\n    model = swarm.agent.llm { model = 'm', api_key_env = 'SWARM_TEST_NO_SUCH_KEY' },\n  },\n  flow = function(i)\n    -- swarm.step('commented', 1) is ignored\n    return swarm.step(\"writre\", util.twice(i))\n  end,\n}\n",
     )
     .unwrap();
     let out = swarm()
@@ -483,12 +483,16 @@ fn check_catches_what_it_can_without_running() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("w.lua:10: swarm.step: no agent named `writre` (did you mean `writer`?)"),
+        stderr.contains("w.lua:11: swarm.step: no agent named `writre` (did you mean `writer`?)"),
         "{stderr}"
     );
     assert!(!stderr.contains("commented"), "{stderr}");
     assert!(
         stderr.contains("warning:") && stderr.contains("`no-such-program-xyz` is not on PATH"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("w.lua: agent `model`: api_key_env names $SWARM_TEST_NO_SUCH_KEY"),
         "{stderr}"
     );
     // The helper next to it was not checked as a blueprint.

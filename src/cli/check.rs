@@ -10,7 +10,6 @@
 use crate::auth::Signer;
 use crate::engine::{Engine, EngineConfig};
 use crate::reload::{blueprint_files, is_blueprint};
-use crate::run::blueprint::Backend;
 use crate::run::{self, Blueprint, BlueprintError, RunOptions};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -89,8 +88,11 @@ fn check_one(engine: &Engine, file: &Path) -> bool {
     for e in &unknown {
         eprintln!("error: {e}");
     }
-    for w in missing_programs(&bp).into_iter().chain(missing_keys(&bp)) {
-        eprintln!("warning: {w}");
+    let dir = run::blueprint::dir_of(&bp.path);
+    for a in &bp.agents {
+        for w in a.backend.preflight(&a.name, &dir) {
+            eprintln!("warning: {}: {w}", bp.chunk);
+        }
     }
     if unknown.is_empty() {
         let n = bp.agents.len();
@@ -154,62 +156,4 @@ fn literal(s: &str) -> Option<&str> {
     let end = body.find(quote)?;
     let name = &body[..end];
     (!name.contains('\\')).then_some(name)
-}
-
-/// LLM agents whose `api_key_env` names a variable that is not set here,
-/// and ones with no model at all.
-fn missing_keys(bp: &Blueprint) -> Vec<String> {
-    let mut out = Vec::new();
-    for a in &bp.agents {
-        let Backend::Llm(spec) = &a.backend else {
-            continue;
-        };
-        if let Some(var) = &spec.api_key_env
-            && std::env::var_os(var).is_none()
-        {
-            out.push(format!(
-                "{}: agent `{}`: api_key_env names ${var}, which is not set",
-                bp.chunk, a.name
-            ));
-        }
-        if spec.model.is_none() && std::env::var_os("SWARM_LLM_MODEL").is_none() {
-            out.push(format!(
-                "{}: agent `{}`: no model (set `model` or $SWARM_LLM_MODEL)",
-                bp.chunk, a.name
-            ));
-        }
-    }
-    out
-}
-
-/// Process agents whose program is neither on PATH nor a file.
-fn missing_programs(bp: &Blueprint) -> Vec<String> {
-    let mut out = Vec::new();
-    for a in &bp.agents {
-        let Backend::Process(spec) = &a.backend else {
-            continue;
-        };
-        let Some(program) = spec.argv.first() else {
-            continue;
-        };
-        let dir = spec
-            .cwd
-            .clone()
-            .unwrap_or_else(|| run::blueprint::dir_of(&bp.path));
-        let found = if program.contains('/') {
-            dir.join(program).exists()
-        } else {
-            std::env::var_os("PATH")
-                .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
-        };
-        if !found {
-            out.push(format!(
-                "{}: agent `{}`: program `{program}` is not on PATH nor relative to {}",
-                bp.chunk,
-                a.name,
-                dir.display()
-            ));
-        }
-    }
-    out
 }

@@ -149,6 +149,10 @@ pub struct Host {
     pub vm_slots: VmSlots,
     /// The layers blueprints may name (validation asks it).
     pub layers: Arc<crate::spawn::LayerRegistry>,
+    /// The agent kinds blueprints may declare: `swarm.agent.<kind>`
+    /// constructors and validation come from it. A run sets it from its
+    /// kind registry (`run::AgentKinds`); a bare host has none.
+    pub kinds: Arc<[crate::spawn::kinds::AgentKind]>,
 }
 
 impl Host {
@@ -161,6 +165,7 @@ impl Host {
             dir: None,
             vm_slots: VmSlots::shared(),
             layers: crate::spawn::LayerRegistry::shared_builtin(),
+            kinds: Arc::from([]),
         }
     }
 }

@@ -102,6 +102,7 @@ impl Session {
         let agents = Agents::default();
         let mut host = Host::new(engine.clone(), &agents);
         host.print = Arc::new(|line: &str| println!("{line}"));
+        host.kinds = crate::run::AgentKinds::shared_builtin().infos();
         let vm = Vm::new(host, VmOptions::default()).map_err(|e| e.to_string())?;
         vm.set_token(Some(token.clone()));
         let env = vm.env().map_err(|e| e.to_string())?;

@@ -2,15 +2,13 @@
 //!
 //! [`build_agents`] is the one place a stack is assembled from a blueprint:
 //! the blueprint's `hints.layers` (outermost first), then the agent's own
-//! `layers`, then the backend. A name in a layer list is a built-in key or
+//! `layers`, then the backend its kind built (`run::kinds`). A name in a layer list is a built-in key or
 //! one of the blueprint's Lua `layers`.
 
-use super::blueprint::{AgentSpec, Backend, Blueprint, LayerUse};
-use crate::engine::{SpawnError, Spawner};
-use crate::lua::{Agents, Host, LuaAgent, Vm, VmOptions, lua_layer};
-use crate::spawn::{
-    Layer, LayerEnv, LayerRegistry, ProcessAgent, RemoteAgent, RustAgent, build_stack,
-};
+use super::blueprint::{Blueprint, LayerUse};
+use crate::engine::SpawnError;
+use crate::lua::{Agents, Host, Vm, VmOptions, lua_layer};
+use crate::spawn::{Layer, LayerEnv, LayerRegistry, RustAgent, build_stack};
 use mlua::{Function, Table};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -67,7 +65,8 @@ impl RustAgents {
     }
 }
 
-/// Everything needed to build a run's agents.
+/// Everything needed to build a run's agents (a kind's `Backend::build`
+/// takes what it needs from here).
 pub struct Build<'a> {
     pub blueprint: &'a Blueprint,
     /// The blueprint's table in the flow VM (for Lua layers).
@@ -87,7 +86,7 @@ pub struct Build<'a> {
 pub fn build_agents(b: &Build<'_>, agents: &Agents) -> Result<(), SpawnError> {
     let registry = b.host.layers.clone();
     for spec in &b.blueprint.agents {
-        let backend = backend(b, spec)?;
+        let backend = spec.backend.build(b, &spec.name)?;
         let mut layers = Vec::new();
         for use_ in b.blueprint.layers.iter().chain(&spec.layers) {
             layers.push(layer(b, &registry, use_)?);
@@ -95,52 +94,6 @@ pub fn build_agents(b: &Build<'_>, agents: &Agents) -> Result<(), SpawnError> {
         agents.insert(&spec.name, build_stack(backend, &layers));
     }
     Ok(())
-}
-
-fn backend(b: &Build<'_>, spec: &AgentSpec) -> Result<Arc<dyn Spawner>, SpawnError> {
-    Ok(match &spec.backend {
-        Backend::Lua => Arc::new(LuaAgent::for_blueprint(
-            b.host.clone(),
-            &b.blueprint.source,
-            &b.blueprint.chunk,
-            &spec.name,
-            b.vm.clone(),
-        )),
-        Backend::Rust(name) => {
-            Arc::new(
-                b.rust
-                    .get(name)
-                    .cloned()
-                    .ok_or_else(|| SpawnError::UnknownRustAgent {
-                        agent: spec.name.clone(),
-                        name: name.clone(),
-                    })?,
-            )
-        }
-        Backend::Process(p) => Arc::new(ProcessAgent::new(p.clone())),
-        Backend::Llm(llm) => {
-            let side = crate::llm::RunSide {
-                tools: Arc::new(super::llm::RunTools::new(
-                    b.host.agents.clone(),
-                    &b.blueprint.agents,
-                )),
-                log: Arc::new(super::llm::RunLog {
-                    journal: b.journal.clone(),
-                    stop: b.stop.clone(),
-                }),
-                meter: b.meter.clone(),
-            };
-            Arc::new(crate::llm::LlmAgent::new(&spec.name, llm.clone(), side))
-        }
-        Backend::Remote(r) => {
-            let journal = b.journal.clone();
-            let run = Arc::new(move || {
-                let j = journal.lock().unwrap_or_else(|e| e.into_inner());
-                j.as_ref().map(|j| j.run().to_string())
-            });
-            Arc::new(RemoteAgent::new(r.clone(), run))
-        }
-    })
 }
 
 fn layer(

@@ -6,13 +6,11 @@
 //! never-widen rule is checked here with `RoleVerbGate::narrow`. All
 //! problems are collected, none is fatal alone.
 
+use super::kinds::{AgentKinds, Backend, Decl};
 use crate::auth::{Role, RoleVerbGate, Verb};
 use crate::lua::{LuaError, Vm};
-use crate::spawn::ProcessSpec;
 use mlua::{Function, LuaSerdeExt, Table, Value};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -63,18 +61,10 @@ pub struct LayerUse {
 }
 
 #[derive(Debug, Clone)]
-pub enum Backend {
-    Lua,
-    Rust(String),
-    Process(ProcessSpec),
-    Llm(crate::llm::LlmSpec),
-    Remote(crate::spawn::RemoteSpec),
-}
-
-#[derive(Debug, Clone)]
 pub struct AgentSpec {
     pub name: String,
-    pub backend: Backend,
+    /// What its kind read from the declaration (see `run::kinds`).
+    pub backend: Arc<dyn Backend>,
     /// Layers of this agent alone, inside the blueprint's.
     pub layers: Vec<LayerUse>,
     pub profile: serde_json::Value,
@@ -117,9 +107,16 @@ pub fn read(path: &Path) -> Result<String, BlueprintError> {
     })
 }
 
-/// Evaluates `source` in `vm` and validates it. Returns the blueprint and
-/// its Lua table (whose `spec.flow` and `spec.layers` live in `vm`).
-pub fn load(vm: &Vm, path: &Path, source: &str) -> Result<(Blueprint, Table), BlueprintError> {
+/// Evaluates `source` in `vm` and validates it against the agent kinds of
+/// `vm`'s host, then reads each agent with its kind from `kinds`. Returns
+/// the blueprint and its Lua table (whose `spec.flow` and `spec.layers`
+/// live in `vm`).
+pub fn load(
+    vm: &Vm,
+    kinds: &AgentKinds,
+    path: &Path,
+    source: &str,
+) -> Result<(Blueprint, Table), BlueprintError> {
     let chunk = path.display().to_string();
     let env = vm.env().map_err(|e| vm.classify(e))?;
     let f = vm.load(&env, source, &chunk)?;
@@ -154,6 +151,7 @@ pub fn load(vm: &Vm, path: &Path, source: &str) -> Result<(Blueprint, Table), Bl
     };
     let read = Reader {
         vm,
+        kinds,
         dir: dir_of(path),
     };
     let blueprint = read.blueprint(&bp, path, &chunk, source)?;
@@ -162,6 +160,7 @@ pub fn load(vm: &Vm, path: &Path, source: &str) -> Result<(Blueprint, Table), Bl
 
 struct Reader<'a> {
     vm: &'a Vm,
+    kinds: &'a AgentKinds,
     dir: PathBuf,
 }
 
@@ -242,7 +241,7 @@ impl Reader<'_> {
         for pair in limits.pairs::<Value, Value>() {
             let (k, v) = pair.map_err(|e| self.lua_err(e))?;
             match k.to_string().ok().as_deref() {
-                Some("deadline") => match self.duration(v)? {
+                Some("deadline") => match duration_ms(&v) {
                     Some(ms) if ms > 0.0 => deadline = Some(Duration::from_secs_f64(ms / 1000.0)),
                     _ => {
                         return Err(err(
@@ -314,138 +313,31 @@ impl Reader<'_> {
                 profile.insert(key.to_string(), json);
             }
         }
-        let backend = match kind.as_str() {
-            "agent.lua" => Backend::Lua,
-            "agent.rust" => Backend::Rust(spec.get("name").map_err(|e| self.lua_err(e))?),
-            "agent.llm" => Backend::Llm(self.llm(name, &spec, &at)?),
-            "agent.remote" => Backend::Remote(self.remote(&spec, &profile)?),
-            "agent.process" => Backend::Process(self.process(name, &spec, &at, &profile)?),
-            other => {
-                return Err(err(
-                    &at,
-                    &format!("agents.{name}"),
-                    format!(
-                        "`{other}` is not an agent kind (known: {})",
-                        crate::spawn::kinds::constructors()
-                    ),
-                ));
-            }
+        let Some(kind) = self.kinds.get(&kind) else {
+            return Err(err(
+                &at,
+                &format!("agents.{name}"),
+                format!(
+                    "`{kind}` is not an agent kind (known: {})",
+                    crate::spawn::kinds::constructors(&self.kinds.infos())
+                ),
+            ));
         };
+        let profile = serde_json::Value::Object(profile);
+        let backend = (kind.read)(&Decl {
+            agent: name,
+            at: &at,
+            dir: &self.dir,
+            profile: &profile,
+            spec: &spec,
+            vm: self.vm,
+        })?;
         Ok(AgentSpec {
             name: name.to_string(),
             backend,
             layers: self.layers(spec.get("layers").map_err(|e| self.lua_err(e))?)?,
-            profile: serde_json::Value::Object(profile),
+            profile,
         })
-    }
-
-    fn llm(
-        &self,
-        name: &str,
-        spec: &Table,
-        at: &str,
-    ) -> Result<crate::llm::LlmSpec, BlueprintError> {
-        let mut json: serde_json::Value = self
-            .vm
-            .lua()
-            .from_value(mlua::Value::Table(spec.clone()))
-            .map_err(|e| self.lua_err(e))?;
-        if let Some(o) = json.as_object_mut() {
-            o.remove("layers");
-            // An empty Lua table decodes as an object; `tools` is a list.
-            if o.get("tools")
-                .is_some_and(|t| t.as_object().is_some_and(|m| m.is_empty()))
-            {
-                o.insert("tools".into(), serde_json::json!([]));
-            }
-        }
-        serde_json::from_value(json).map_err(|e| {
-            BlueprintError::Invalid(vec![Problem {
-                location: at.to_string(),
-                field: format!("agents.{name}"),
-                message: e.to_string(),
-            }])
-        })
-    }
-
-    fn process(
-        &self,
-        name: &str,
-        spec: &Table,
-        at: &str,
-        profile: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<ProcessSpec, BlueprintError> {
-        #[derive(Deserialize)]
-        struct Raw {
-            cmd: Option<Vec<String>>,
-            shell: Option<String>,
-            cwd: Option<String>,
-            #[serde(default)]
-            env: BTreeMap<String, String>,
-            #[serde(default)]
-            inherit: Vec<String>,
-            max_output: Option<f64>,
-        }
-        let field = |f: &str| format!("agents.{name}.{f}");
-        // Validation already checked every field's type; profile fields are
-        // ignored here.
-        let raw: Raw = self
-            .vm
-            .lua()
-            .from_value(Value::Table(spec.clone()))
-            .map_err(|e| err(at, &field("cmd"), e.to_string()))?;
-        let argv = match (raw.cmd, raw.shell) {
-            (Some(cmd), _) if !cmd.is_empty() => cmd,
-            (_, Some(sh)) => vec!["sh".into(), "-c".into(), sh],
-            _ => return Err(err(at, &field("cmd"), "must name a program")),
-        };
-        let timeout = match spec.get::<Value>("timeout").map_err(|e| self.lua_err(e))? {
-            Value::Nil => None,
-            v => self.duration(v)?,
-        };
-        let mut p = ProcessSpec::new(argv);
-        p.cwd = Some(match raw.cwd {
-            Some(c) => self.dir.join(c),
-            None => self.dir.clone(),
-        });
-        p.env = raw.env;
-        p.inherit = raw.inherit;
-        p.timeout = timeout.map(|ms| Duration::from_secs_f64(ms / 1000.0));
-        if let Some(max) = raw.max_output {
-            p.max_output = max as usize;
-        }
-        p.profile = serde_json::Value::Object(profile.clone());
-        Ok(p)
-    }
-
-    fn remote(
-        &self,
-        spec: &Table,
-        profile: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<crate::spawn::RemoteSpec, BlueprintError> {
-        // Validation checked both fields' types and that `queue` is set.
-        let queue: String = spec.get("queue").map_err(|e| self.lua_err(e))?;
-        let timeout = match spec.get::<Value>("timeout").map_err(|e| self.lua_err(e))? {
-            Value::Nil => None,
-            v => self.duration(v)?,
-        };
-        Ok(crate::spawn::RemoteSpec {
-            queue: queue.into(),
-            timeout: timeout.map(|ms| Duration::from_secs_f64(ms / 1000.0)),
-            profile: serde_json::Value::Object(profile.clone()),
-        })
-    }
-
-    /// Milliseconds, through `swarm.duration` (one parser for Lua and Rust).
-    fn duration(&self, v: Value) -> Result<Option<f64>, BlueprintError> {
-        let swarm: Table = self
-            .vm
-            .lua()
-            .globals()
-            .get("swarm")
-            .map_err(|e| self.lua_err(e))?;
-        let f: Function = swarm.get("duration").map_err(|e| self.lua_err(e))?;
-        f.call(v).map_err(|e| self.lua_err(e))
     }
 
     fn gate(&self, g: &Table, at: &str) -> Result<RoleVerbGate, BlueprintError> {
@@ -464,6 +356,17 @@ impl Reader<'_> {
                 .map_err(|e| err(at, &field, format!("widens the default gate: {e}")))?;
         }
         Ok(gate)
+    }
+}
+
+/// Milliseconds from a `duration` value: a number of ms, or text like
+/// `"90s"` (one parser for Lua and Rust: `crate::duration`).
+pub(super) fn duration_ms(v: &Value) -> Option<f64> {
+    match v {
+        Value::Integer(n) => Some(*n as f64),
+        Value::Number(n) => Some(*n),
+        Value::String(s) => crate::duration::parse_ms(&s.to_str().ok()?).ok(),
+        _ => None,
     }
 }
 

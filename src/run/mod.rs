@@ -11,14 +11,16 @@ mod agents;
 pub mod blueprint;
 mod desk;
 mod durable;
+pub mod kinds;
 mod llm;
 mod render;
 pub mod service;
 
-pub use agents::RustAgents;
+pub use agents::{Build, RustAgents};
 pub use blueprint::{Blueprint, BlueprintError, Problem};
 pub use desk::parse_answer;
 pub use durable::EventSink;
+pub use kinds::AgentKinds;
 pub use llm::{JournalUsage, StepUsage, journal_usage};
 pub use render::error_chain;
 
@@ -62,6 +64,9 @@ pub struct RunOptions {
     /// The layers blueprints may name (default: the built-in ones; an
     /// embedder registers its own on a `LayerRegistry::builtin()`).
     pub layers: Arc<crate::spawn::LayerRegistry>,
+    /// The agent kinds blueprints may declare (default: the built-in ones;
+    /// an embedder registers its own on an `AgentKinds::builtin()`).
+    pub kinds: Arc<AgentKinds>,
 }
 
 impl Default for RunOptions {
@@ -77,6 +82,7 @@ impl Default for RunOptions {
             vm: VmOptions::default(),
             rust: RustAgents::builtin(),
             layers: crate::spawn::LayerRegistry::shared_builtin(),
+            kinds: AgentKinds::shared_builtin(),
             print: None,
             store: None,
             run_id: None,
@@ -196,8 +202,9 @@ pub fn prepare_source(
         host.print = p.clone();
     }
     host.layers = opts.layers.clone();
+    host.kinds = opts.kinds.infos();
     let vm = Vm::new(host.clone(), opts.flow_vm.clone()).map_err(BlueprintError::Lua)?;
-    let (bp, table) = blueprint::load(&vm, path, source)?;
+    let (bp, table) = blueprint::load(&vm, &opts.kinds, path, source)?;
     let mut attach = AttachOptions::new(format!("run:{}", bp.name), Role::Operator);
     attach.gate = bp.gate;
     let token = engine.attach(Caller::Host, attach)?;

@@ -1,10 +1,11 @@
-//! The agent kinds a blueprint may declare, in one table: each kind's
-//! fields with the type blueprint validation checks, and the field it
-//! requires. `swarm.agent.<kind>` constructors are made from this table and
-//! `lua/swarm/blueprint.lua` validates against it through the host, so a
-//! kind's fields are written down once, here.
+//! What blueprint validation knows of an agent kind: its fields with their
+//! types and the field it requires. The kinds themselves (fields and
+//! factory together) are registered in `run::kinds`; the Lua host gets
+//! their fields as a list of [`AgentKind`] (`Host::kinds`), makes the
+//! `swarm.agent.<kind>` constructors from it and validates against it.
 
-/// One agent kind.
+/// One agent kind's fields.
+#[derive(Debug, Clone, Copy)]
 pub struct AgentKind {
     /// `swarm.agent.<name>`.
     pub name: &'static str,
@@ -28,69 +29,9 @@ pub const PROFILE: &[(&str, &str)] = &[
     ("params", "table"),
 ];
 
-/// Every kind, in the order `swarm check` and error messages list them.
-pub const KINDS: &[AgentKind] = &[
-    AgentKind {
-        name: "lua",
-        about: "an agent whose body is `run = function(task) ... end`, in its own sandbox",
-        fields: &[("run", "function")],
-        requires: (&["run"], "is required (function(task))"),
-    },
-    AgentKind {
-        name: "process",
-        about: "a command: `cmd = { argv... }` (no shell) or `shell = \"...\"`",
-        fields: &[
-            ("cmd", "table"),
-            ("shell", "string"),
-            ("cwd", "string"),
-            ("env", "table"),
-            ("inherit", "table"),
-            ("timeout", "duration"),
-            ("max_output", "number"),
-        ],
-        requires: (&["cmd", "shell"], "is required (a list: program, args...)"),
-    },
-    AgentKind {
-        name: "rust",
-        about: "a Rust function registered with the host under `name`",
-        fields: &[("name", "string")],
-        requires: (&["name"], "is required"),
-    },
-    AgentKind {
-        name: "llm",
-        about: "a model behind an OpenAI-compatible chat-completions endpoint",
-        fields: &[
-            ("base_url", "string"),
-            ("api_key_env", "string"),
-            ("schema", "table"),
-            ("max_turns", "number"),
-            ("temperature", "number"),
-            ("max_tokens", "number"),
-            ("headers", "table"),
-            ("extra", "table"),
-            ("timeout", "duration"),
-            ("stream", "boolean"),
-            ("retries", "number"),
-        ],
-        requires: (&[], ""),
-    },
-    AgentKind {
-        name: "remote",
-        about: "a step done by `swarm worker --queue <queue>` through `swarm serve`",
-        fields: &[("queue", "string"), ("timeout", "duration")],
-        requires: (&["queue"], "is required (the queue workers claim from)"),
-    },
-];
-
-/// The kind named `name` (`lua`, or its marker `agent.lua`).
-pub fn kind(name: &str) -> Option<&'static AgentKind> {
-    let name = name.strip_prefix("agent.").unwrap_or(name);
-    KINDS.iter().find(|k| k.name == name)
-}
-
 /// `swarm.agent.lua{}, ... or swarm.agent.remote{}`, for messages.
-pub fn constructors() -> String {
-    let all: Vec<String> = KINDS
+pub fn constructors(kinds: &[AgentKind]) -> String {
+    let all: Vec<String> = kinds
         .iter()
         .map(|k| format!("swarm.agent.{}{{}}", k.name))
         .collect();

@@ -61,7 +61,8 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
     t.raw_set(
         "agent_kind_names",
         lua.create_function(|lua, ()| {
-            lua.create_sequence_from(crate::spawn::kinds::KINDS.iter().map(|k| k.name))
+            let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
+            lua.create_sequence_from(ctx.host.kinds.iter().map(|k| k.name))
         })?,
     )?;
     t.raw_set(
@@ -83,12 +84,18 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
     Ok(t)
 }
 
-/// The agent-kind registry (`spawn::kinds`) as Lua data for blueprint
-/// validation (built when a blueprint is first validated): `{ [name] = { about, fields = { [field] = type }, requires =
-/// { fields = {...}, message } } }`, plus `profile` and `list` (the
-/// constructors, for messages).
+/// The host's agent kinds as Lua data for blueprint validation (built
+/// when a blueprint is first validated): `{ [name] = { about, fields = {
+/// [field] = type }, requires = { fields = {...}, message } } }`, plus
+/// `profile` and `list` (the constructors, for messages).
 fn agent_kinds(lua: &Lua) -> mlua::Result<Table> {
-    use crate::spawn::kinds::{KINDS, PROFILE, constructors};
+    use crate::spawn::kinds::{PROFILE, constructors};
+    let kinds_of = lua
+        .app_data_ref::<VmCtx>()
+        .expect("VmCtx")
+        .host
+        .kinds
+        .clone();
     let fields = |list: &[(&str, &str)]| -> mlua::Result<Table> {
         let t = lua.create_table()?;
         for (k, v) in list {
@@ -97,7 +104,7 @@ fn agent_kinds(lua: &Lua) -> mlua::Result<Table> {
         Ok(t)
     };
     let kinds = lua.create_table()?;
-    for k in KINDS {
+    for k in kinds_of.iter() {
         let requires = lua.create_table()?;
         requires.raw_set(
             "fields",
@@ -113,6 +120,6 @@ fn agent_kinds(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.raw_set("kinds", kinds)?;
     t.raw_set("profile", fields(PROFILE)?)?;
-    t.raw_set("list", constructors())?;
+    t.raw_set("list", constructors(&kinds_of))?;
     Ok(t)
 }

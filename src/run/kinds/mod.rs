@@ -1,0 +1,152 @@
+//! The agent-kind registry: one entry per `swarm.agent.<kind>`, holding
+//! everything about the kind — its fields (which blueprint validation
+//! checks), how a declaration is read into a [`Backend`], and how that
+//! backend becomes the bottom of the agent's stack. A new kind is one
+//! [`Kind`] registered here; the built-in ones are in `builtin.rs`.
+//!
+//! The registry travels with the run (`RunOptions::kinds`); the Lua side
+//! sees only the fields, through `Host::kinds`.
+
+mod builtin;
+
+use super::agents::Build;
+use super::blueprint::{BlueprintError, Problem};
+use crate::engine::{SpawnError, Spawner};
+use crate::lua::Vm;
+use crate::spawn::kinds::AgentKind;
+use mlua::{FromLua, LuaSerdeExt, Table, Value};
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// A declared agent's backend: what its declaration said, ready to build.
+pub trait Backend: fmt::Debug + Send + Sync {
+    /// The spawner at the bottom of the agent's stack.
+    fn build(&self, b: &Build<'_>, agent: &str) -> Result<Arc<dyn Spawner>, SpawnError>;
+
+    /// What `swarm check` warns about for this agent on this machine (a
+    /// program not on PATH, an API key not set). Nothing by default.
+    fn preflight(&self, _agent: &str, _dir: &Path) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Reads a validated declaration into its backend.
+pub type ReadFn = fn(&Decl<'_>) -> Result<Arc<dyn Backend>, BlueprintError>;
+
+/// One agent kind: its fields and its factory.
+#[derive(Clone, Copy)]
+pub struct Kind {
+    pub info: AgentKind,
+    pub read: ReadFn,
+}
+
+/// The kinds a blueprint may declare.
+#[derive(Clone)]
+pub struct AgentKinds {
+    kinds: Vec<Kind>,
+    /// The fields of every kind, as the Lua side sees them.
+    infos: Arc<[AgentKind]>,
+}
+
+impl AgentKinds {
+    /// `lua`, `process`, `rust`, `llm` and `remote`.
+    pub fn builtin() -> AgentKinds {
+        let mut r = AgentKinds {
+            kinds: Vec::new(),
+            infos: Arc::from([]),
+        };
+        for kind in builtin::KINDS {
+            r.register(*kind);
+        }
+        r
+    }
+
+    /// The built-in kinds, built once per process.
+    pub fn shared_builtin() -> Arc<AgentKinds> {
+        static SHARED: OnceLock<Arc<AgentKinds>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| Arc::new(AgentKinds::builtin()))
+            .clone()
+    }
+
+    /// Adds `kind`, or replaces the kind of the same name.
+    pub fn register(&mut self, kind: Kind) {
+        match self
+            .kinds
+            .iter_mut()
+            .find(|k| k.info.name == kind.info.name)
+        {
+            Some(k) => *k = kind,
+            None => self.kinds.push(kind),
+        }
+        self.infos = self.kinds.iter().map(|k| k.info).collect();
+    }
+
+    /// The kind of a declaration's marker (`agent.lua`) or name (`lua`).
+    pub fn get(&self, name: &str) -> Option<&Kind> {
+        let name = name.strip_prefix("agent.").unwrap_or(name);
+        self.kinds.iter().find(|k| k.info.name == name)
+    }
+
+    /// Every kind's fields, for the Lua host.
+    pub fn infos(&self) -> Arc<[AgentKind]> {
+        self.infos.clone()
+    }
+}
+
+/// One agent's declaration, as a kind's [`ReadFn`] sees it. Validation has
+/// already checked each field's type and the kind's required field.
+pub struct Decl<'a> {
+    /// The agent's name in the blueprint.
+    pub agent: &'a str,
+    /// Where the constructor was called (`file:line`).
+    pub at: &'a str,
+    /// The blueprint's directory.
+    pub dir: &'a Path,
+    /// The profile fields every kind shares (`description`, `system`, ...).
+    pub profile: &'a serde_json::Value,
+    pub(super) spec: &'a Table,
+    pub(super) vm: &'a Vm,
+}
+
+impl Decl<'_> {
+    /// A field of the declaration.
+    pub fn get<T: FromLua>(&self, field: &str) -> Result<T, BlueprintError> {
+        self.spec.get(field).map_err(|e| self.lua_err(e))
+    }
+
+    /// The declaration as data (functions and `layers` left out).
+    pub fn json(&self) -> Result<serde_json::Value, BlueprintError> {
+        let opts = mlua::serde::DeserializeOptions::new().deny_unsupported_types(false);
+        let mut json: serde_json::Value = self
+            .vm
+            .lua()
+            .from_value_with(Value::Table(self.spec.clone()), opts)
+            .map_err(|e| self.lua_err(e))?;
+        if let Some(o) = json.as_object_mut() {
+            o.remove("layers");
+        }
+        Ok(json)
+    }
+
+    /// A `duration` field: milliseconds, or text like `"90s"`.
+    pub fn duration(&self, field: &str) -> Result<Option<Duration>, BlueprintError> {
+        let v: Value = self.get(field)?;
+        Ok(super::blueprint::duration_ms(&v).map(|ms| Duration::from_secs_f64(ms / 1000.0)))
+    }
+
+    /// A problem with one of this agent's fields.
+    pub fn problem(&self, field: &str, message: impl Into<String>) -> BlueprintError {
+        BlueprintError::Invalid(vec![Problem {
+            location: self.at.to_string(),
+            field: format!("agents.{}.{field}", self.agent),
+            message: message.into(),
+        }])
+    }
+
+    fn lua_err(&self, e: mlua::Error) -> BlueprintError {
+        BlueprintError::Lua(self.vm.classify(e))
+    }
+}

@@ -1,0 +1,166 @@
+//! What an embedder adds to the host through the library API: its own
+//! middleware layers and its own agent kinds, each registered once and then
+//! named by blueprints like the built-in ones.
+
+use lua_swarm::auth::Signer;
+use lua_swarm::engine::{Engine, EngineConfig, SpawnError, Spawner};
+use lua_swarm::run::kinds::{AgentKinds, Backend, Decl, Kind};
+use lua_swarm::run::{self, BlueprintError, Build, RunOptions};
+use lua_swarm::spawn::RustAgent;
+use lua_swarm::spawn::kinds::AgentKind;
+use serde_json::json;
+use std::path::Path;
+use std::sync::Arc;
+
+fn engine() -> Engine {
+    Engine::new(EngineConfig::default(), Signer::random())
+}
+
+/// An embedder adds its own layer to a registry and passes it in the run
+/// options: blueprints name it like a built-in one (validation asks the
+/// same registry), its options reach its factory, and a blueprint naming a
+/// layer that no registry has is refused with the known keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedders_add_their_own_layers() {
+    use lua_swarm::engine::{Outcome, SpawnError};
+    use lua_swarm::spawn::{LayerRegistry, layer_fn};
+    let mut layers = LayerRegistry::builtin();
+    layers.register("stamp", |opts, _env| {
+        let mark = opts
+            .get("mark")
+            .and_then(|m| m.as_str())
+            .ok_or_else(|| SpawnError::LayerOptions {
+                layer: "stamp".into(),
+                message: "needs `mark`".into(),
+            })?
+            .to_string();
+        Ok(layer_fn(move |inner, ctx| {
+            let (inner, mark) = (inner.clone(), mark.clone());
+            Box::pin(async move {
+                match inner.spawn(ctx).await? {
+                    Outcome::Pass(v) => Ok(Outcome::Pass(json!({ "stamped": mark, "value": v }))),
+                    other => Ok(other),
+                }
+            })
+        }))
+    });
+    let opts = RunOptions {
+        layers: std::sync::Arc::new(layers),
+        ..RunOptions::default()
+    };
+    let src = "local swarm = require 'swarm'\nreturn swarm.blueprint 's' {\n  agents = { e = swarm.agent.rust { name = 'echo' } },\n  hints = { layers = { { 'stamp', mark = 'ok' }, 'audit' } },\n  flow = function(x) return swarm.step('e', x) end,\n}\n";
+    let e = engine();
+    let r = run::prepare_source(&e, Path::new("stamp.lua"), src, opts).unwrap();
+    let report = r.run(json!(7)).await.unwrap();
+    assert_eq!(report.result, json!({ "stamped": "ok", "value": 7 }));
+    // Without the embedder's registry the same blueprint is refused.
+    let err = run::prepare_source(&e, Path::new("stamp.lua"), src, RunOptions::default())
+        .err()
+        .expect("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("unknown layer `stamp`") && text.contains("audit"),
+        "{text}"
+    );
+}
+
+/// A kind an embedder registers: `swarm.agent.constant { value = n }`
+/// answers every step with `n` times the step's input.
+const CONSTANT: Kind = Kind {
+    info: AgentKind {
+        name: "constant",
+        about: "answers every step with `value` times its input",
+        fields: &[("value", "number")],
+        requires: (&["value"], "is required (a number)"),
+    },
+    read: |d: &Decl<'_>| {
+        let value: f64 = d.get("value")?;
+        if !value.is_finite() {
+            return Err(d.problem("value", "must be finite"));
+        }
+        Ok(Arc::new(Constant(value)))
+    },
+};
+
+#[derive(Debug)]
+struct Constant(f64);
+
+impl Backend for Constant {
+    fn build(&self, _: &Build<'_>, _: &str) -> Result<Arc<dyn Spawner>, SpawnError> {
+        let value = self.0;
+        Ok(Arc::new(RustAgent::new(move |ctx| async move {
+            let x = ctx
+                .input
+                .as_f64()
+                .ok_or_else(|| json!("expects a number"))?;
+            Ok(json!(value * x))
+        })))
+    }
+}
+
+fn constant_blueprint(decl: &str) -> String {
+    format!(
+        "local swarm = require 'swarm'\nreturn swarm.blueprint 'k' {{\n  agents = {{ c = {decl} }},\n  hints = {{ layers = {{ 'audit' }} }},\n  flow = function(x) return swarm.step('c', x) end,\n}}\n"
+    )
+}
+
+/// An embedder registers a kind once (fields and factory together) and
+/// passes the registry in the run options: blueprints declare it with its
+/// own constructor, validation checks its fields at the user's line, its
+/// reader's own checks are reported like validation's, the built stack
+/// wraps it in the blueprint's layers, and without that registry the
+/// constructor does not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedders_add_their_own_agent_kinds() {
+    let mut kinds = AgentKinds::builtin();
+    kinds.register(CONSTANT);
+    let opts = || RunOptions {
+        kinds: Arc::new(kinds.clone()),
+        ..RunOptions::default()
+    };
+    let e = engine();
+    let path = Path::new("k.lua");
+    let ok = constant_blueprint("swarm.agent.constant { value = 3, description = 'x3' }");
+    let r = run::prepare_source(&e, path, &ok, opts()).unwrap();
+    let report = r.run(json!(7)).await.unwrap();
+    assert_eq!(report.result, json!(21.0));
+
+    // Validation knows its fields: a wrong type, an unknown field, a
+    // missing required field, each at the constructor's line.
+    for (decl, want) in [
+        (
+            "swarm.agent.constant { value = 'three' }",
+            "`agents.c.value` must be a number, got string",
+        ),
+        (
+            "swarm.agent.constant { value = 1, colour = 'red' }",
+            "`agents.c.colour` unknown field",
+        ),
+        (
+            "swarm.agent.constant { }",
+            "`agents.c.value` is required (a number)",
+        ),
+        (
+            "swarm.agent.constant { value = 1/0 }",
+            "`agents.c.value` must be finite",
+        ),
+    ] {
+        let err = run::prepare_source(&e, path, &constant_blueprint(decl), opts())
+            .err()
+            .expect("refused");
+        let run::RunError::Blueprint(BlueprintError::Invalid(_)) = &err else {
+            panic!("{decl}: {err}");
+        };
+        assert!(
+            err.to_string().contains(&format!("k.lua:3: {want}")),
+            "{decl}: {err}"
+        );
+    }
+
+    // Without the embedder's registry the constructor does not exist.
+    let err = run::prepare_source(&e, path, &ok, RunOptions::default())
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("k.lua:3:"), "{err}");
+    assert!(err.to_string().contains("constant"), "{err}");
+}
