@@ -387,3 +387,47 @@ fn a_submitted_write_is_written_even_if_its_commit_is_dropped() {
     let positions: Vec<&str> = entries.iter().map(|e| e.pos.as_str()).collect();
     assert_eq!(positions, ["1", "2"]);
 }
+
+/// Events are written a few dozen rows per statement: every row of an odd
+/// count (chunks of 32, 16, 8, 4, 2, 1) comes back once, in order, with
+/// its own run, kind and payload, and other runs' rows stay out.
+#[test]
+fn events_written_in_chunks_read_back_in_order() {
+    use lua_swarm::store::{EventRow, SqliteStore, Store, wait};
+    use std::sync::Arc;
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("durable-event-chunks");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("swarm.db")).unwrap());
+    let (a, b): (Arc<str>, Arc<str>) = (Arc::from("run-a"), Arc::from("run-b"));
+    let rows: Vec<EventRow> = (0..95)
+        .map(|i| EventRow {
+            run: if i % 5 == 4 { b.clone() } else { a.clone() },
+            kind: if i % 2 == 0 {
+                "task_created"
+            } else {
+                "attempt_completed"
+            },
+            payload: Arc::from(format!("{{\"n\":{i}}}")),
+        })
+        .collect();
+    wait(store.append_events(rows)).unwrap();
+    let got = wait(store.events("run-a", 0, 1000)).unwrap();
+    let want: Vec<i64> = (0..95).filter(|i| i % 5 != 4).collect();
+    let seen: Vec<i64> = got
+        .iter()
+        .map(|e| e.payload["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seen, want);
+    assert!(got.windows(2).all(|w| w[0].id < w[1].id), "ids ascend");
+    assert!(got.iter().all(|e| {
+        let n = e.payload["n"].as_i64().unwrap();
+        e.kind
+            == if n % 2 == 0 {
+                "task_created"
+            } else {
+                "attempt_completed"
+            }
+    }));
+    assert_eq!(wait(store.events("run-b", 0, 1000)).unwrap().len(), 19);
+}

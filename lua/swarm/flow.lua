@@ -26,16 +26,25 @@ end
 -- theirs "P/1:1", "P/1:2", ..., so replay finds every call whatever order
 -- the branches finished in. The first coroutine to make a journaled call in
 -- a run is the flow itself.
+-- A branch's entry is removed when the branch returns; the keys are weak
+-- so a cancelled branch's coroutine is not kept alive by it.
 local ctxs = setmetatable({}, { __mode = "k" })
-local current_run, root_taken
+local current_journal, root_taken
 
+-- The journal attached to this VM's run (a number, unique per execution),
+-- or nil when the run is not durable.
 local function journaled()
-  local run = journal_active()
-  if run and run ~= current_run then
-    current_run, root_taken = run, false
+  local j = journal_active()
+  if j and j ~= current_journal then
+    current_journal, root_taken = j, false
     ctxs = setmetatable({}, { __mode = "k" })
   end
-  return run
+  return j
+end
+
+local function branch_done(co, ...)
+  ctxs[co] = nil
+  return ...
 end
 
 local function next_pos()
@@ -103,8 +112,9 @@ local function branches(fns, what)
     if base then
       local prefix = base .. "/" .. i .. ":"
       wrapped[i] = function()
-        ctxs[running()] = { prefix = prefix, n = 0 }
-        return pcall(fn)
+        local co = running()
+        ctxs[co] = { prefix = prefix, n = 0 }
+        return branch_done(co, pcall(fn))
       end
     else
       wrapped[i] = function() return pcall(fn) end

@@ -61,6 +61,15 @@ impl VmCtx {
             .clone()
     }
 
+    /// The attached journal's number (see `Journal::id`), without cloning it.
+    pub fn journal_id(&self) -> Option<u64> {
+        self.journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|j| j.id())
+    }
+
     /// The running entry function (flow, agent body), if any.
     pub fn entry(&self) -> Option<Function> {
         self.entry.lock().unwrap_or_else(|e| e.into_inner()).clone()

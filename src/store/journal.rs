@@ -13,6 +13,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 pub struct Journal {
+    /// Unique in this process: tells one execution's journal from the next
+    /// without comparing run ids.
+    id: u64,
     store: Arc<dyn Store>,
     run: String,
     recorded: Mutex<HashMap<String, JournalEntry>>,
@@ -36,7 +39,13 @@ pub fn input_hash(v: &Value) -> String {
     let mut h = Hasher(Sha256::new());
     let _ = serde_json::to_writer(&mut h, v);
     let digest = h.0.finalize();
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(16);
+    for b in &digest[..8] {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 /// Why a run's journal stopped it (the flow cannot catch either).
@@ -84,7 +93,9 @@ impl Journal {
     }
 
     pub fn new(store: Arc<dyn Store>, run: &str, entries: Vec<JournalEntry>) -> Journal {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Journal {
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             store,
             run: run.to_string(),
             recorded: Mutex::new(entries.into_iter().map(|e| (e.pos.clone(), e)).collect()),
@@ -95,6 +106,12 @@ impl Journal {
 
     pub fn run(&self) -> &str {
         &self.run
+    }
+
+    /// This journal's number, unique in the process (no two executions of
+    /// a run, even of the same run id, share one).
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -357,14 +357,7 @@ impl Store for SqliteStore {
     }
 
     fn append_events(&self, events: Vec<EventRow>) -> Commit {
-        self.submit(Box::new(move |tx| {
-            let mut stmt =
-                tx.prepare_cached("INSERT INTO events (run, kind, payload) VALUES (?1, ?2, ?3)")?;
-            for e in events {
-                stmt.execute(params![&*e.run, e.kind, &*e.payload])?;
-            }
-            Ok(())
-        }))
+        self.submit(Box::new(move |tx| insert_events(tx, &events)))
     }
 
     fn ask(&self, q: QuestionRecord) -> Commit {
@@ -435,4 +428,29 @@ pub fn block_on<T: Send>(mut op: StoreFut<'_, T>) -> Result<T, StoreError> {
         .join()
         .unwrap_or(Err(StoreError::Closed))
     })
+}
+
+/// Inserts event rows a few dozen per statement: one statement per row
+/// cost as much as the rows themselves (a fan-out writes three per step).
+/// Chunks are 32, 16, ..., 1 rows, so at most six statement texts are
+/// ever prepared (and cached).
+fn insert_events(tx: &rusqlite::Transaction, events: &[EventRow]) -> rusqlite::Result<()> {
+    let mut rest = events;
+    while !rest.is_empty() {
+        let n = [32, 16, 8, 4, 2, 1]
+            .into_iter()
+            .find(|n| *n <= rest.len())
+            .unwrap_or(1);
+        let (chunk, tail) = rest.split_at(n);
+        let mut sql = String::from("INSERT INTO events (run, kind, payload) VALUES ");
+        for i in 0..n {
+            sql.push_str(if i == 0 { "(?,?,?)" } else { ",(?,?,?)" });
+        }
+        let mut stmt = tx.prepare_cached(&sql)?;
+        stmt.execute(rusqlite::params_from_iter(
+            chunk.iter().flat_map(|e| [&*e.run, e.kind, &*e.payload]),
+        ))?;
+        rest = tail;
+    }
+    Ok(())
 }

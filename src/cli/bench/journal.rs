@@ -1,7 +1,7 @@
 //! The `journal` workload: per-step cost with the durable journal on, side
 //! by side with it off.
 
-use super::{constant_agent, engine, line};
+use super::{constant_agent, engine, line, passed};
 use crate::auth::Role;
 use crate::engine::{AttachOptions, Caller, TaskSpec};
 use crate::run::{self, RunOptions};
@@ -46,6 +46,7 @@ async fn step_rust(journal: bool, steps: u64) -> f64 {
             .dispatch_attempt(&op, id, agent.as_ref())
             .await
             .expect("dispatch");
+        passed("journal", &view);
         if journal {
             let value = view.result.map(|r| (*r).clone()).unwrap_or_default();
             j.record(
@@ -88,10 +89,20 @@ async fn flow_seq100(journal: bool) -> f64 {
     }
     let r = run::prepare_source(&engine, Path::new("seq.lua"), SEQ, opts).expect("blueprint");
     let runs = 50;
-    r.run(json!(100)).await.expect("warm-up");
+    // Every run must pass with the last step's result: a failing agent
+    // must not print a good figure.
+    let check = |report: run::RunReport| {
+        assert!(
+            report.status == crate::engine::TaskStatus::Pass && report.result == json!(100),
+            "bench journal: the flow did not pass: {:?} {}",
+            report.status,
+            report.result
+        );
+    };
+    check(r.run(json!(100)).await.expect("warm-up"));
     let start = Instant::now();
     for _ in 0..runs {
-        r.run(json!(100)).await.expect("run");
+        check(r.run(json!(100)).await.expect("run"));
     }
     start.elapsed().as_secs_f64() * 1e6 / (100 * runs) as f64
 }

@@ -18,7 +18,12 @@ pub(super) fn journal(lua: &Lua) -> Option<Arc<Journal>> {
 pub fn register(lua: &Lua, host: &Table) -> mlua::Result<()> {
     host.raw_set(
         "journal_active",
-        lua.create_function(|lua, ()| Ok(journal(lua).map(|j| j.run().to_string())))?,
+        // A number, not the run id: asked before every journaled call, it
+        // must not allocate.
+        lua.create_function(|lua, ()| {
+            let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
+            Ok(ctx.journal_id().map(|id| id as i64))
+        })?,
     )?;
     // found, ok, value, input hash — or raises when the flow diverged from
     // its journal. The hash goes back into `journal_put`.
