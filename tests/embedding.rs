@@ -164,3 +164,30 @@ async fn embedders_add_their_own_agent_kinds() {
     assert!(err.to_string().contains("k.lua:3:"), "{err}");
     assert!(err.to_string().contains("constant"), "{err}");
 }
+
+/// Rust functions an embedder registers are named by `swarm.agent.rust`;
+/// a name nobody registered is refused when the blueprint loads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedders_register_rust_agents_and_run_inline_blueprints() {
+    let mut opts = RunOptions::default();
+    opts.rust.insert(
+        "len",
+        RustAgent::new(
+            |ctx| async move { Ok(json!(ctx.input.as_str().unwrap_or_default().len())) },
+        ),
+    );
+    let src = "local swarm = require 'swarm'\nreturn swarm.blueprint 'e' {\n  agents = { len = swarm.agent.rust { name = 'len' } },\n  flow = function(w) return swarm.map(w, function(x) return swarm.step('len', x) end) end,\n}\n";
+    let e = engine();
+    let r = run::prepare_source(&e, Path::new("inline.lua"), src, opts).unwrap();
+    let report = r.run(json!(["a", "bb", "ccc"])).await.unwrap();
+    assert_eq!(report.result, json!([1, 2, 3]));
+    // A blueprint naming a Rust agent nobody registered is refused at load.
+    let src2 = src.replace("name = 'len'", "name = 'missing'");
+    let err = run::prepare_source(&e, Path::new("inline.lua"), &src2, RunOptions::default())
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string().contains("no Rust agent named `missing`"),
+        "{err}"
+    );
+}

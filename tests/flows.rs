@@ -493,6 +493,33 @@ return swarm.blueprint "bad" {
     has("`hints.speed` unknown hint");
     has("`gate.wizard` unknown role");
     has("`colour` unknown field");
+    // What only the kind's reader can see (a field's contents) is reported
+    // the same way, at the constructor's line.
+    for (decl, want) in [
+        (
+            "swarm.agent.process { cmd = { 'true' }, env = { X = {} } }",
+            "invalid type",
+        ),
+        (
+            "swarm.agent.llm { extra = { f = function() end } }",
+            "function",
+        ),
+    ] {
+        let src = format!(
+            "local swarm = require 'swarm'\nreturn swarm.blueprint 'r' {{\n  agents = {{ x = {decl} }},\n  flow = function() end,\n}}\n"
+        );
+        let p = write(&dir, "reader.lua", &src);
+        let err = run::prepare(&engine(), &p, RunOptions::default())
+            .err()
+            .expect("refused");
+        let RunError::Blueprint(BlueprintError::Invalid(_)) = &err else {
+            panic!("{err}")
+        };
+        assert!(
+            err.to_string().contains("reader.lua:3: `agents.x`") && err.to_string().contains(want),
+            "{err}"
+        );
+    }
     // The gate widening is checked once the shape is valid.
     let p = write(
         &dir,
@@ -548,29 +575,4 @@ async fn blueprints_require_helpers_from_their_own_directory() {
         .await
         .unwrap();
     assert_eq!(r.result, json!("hi bob"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedders_register_rust_agents_and_run_inline_blueprints() {
-    let mut opts = RunOptions::default();
-    opts.rust.insert(
-        "len",
-        lua_swarm::spawn::RustAgent::new(|ctx| async move {
-            Ok(json!(ctx.input.as_str().unwrap_or_default().len()))
-        }),
-    );
-    let src = "local swarm = require 'swarm'\nreturn swarm.blueprint 'e' {\n  agents = { len = swarm.agent.rust { name = 'len' } },\n  flow = function(w) return swarm.map(w, function(x) return swarm.step('len', x) end) end,\n}\n";
-    let e = engine();
-    let r = run::prepare_source(&e, Path::new("inline.lua"), src, opts).unwrap();
-    let report = r.run(json!(["a", "bb", "ccc"])).await.unwrap();
-    assert_eq!(report.result, json!([1, 2, 3]));
-    // A blueprint naming a Rust agent nobody registered is refused at load.
-    let src2 = src.replace("name = 'len'", "name = 'missing'");
-    let err = run::prepare_source(&e, Path::new("inline.lua"), &src2, RunOptions::default())
-        .err()
-        .expect("refused");
-    assert!(
-        err.to_string().contains("no Rust agent named `missing`"),
-        "{err}"
-    );
 }

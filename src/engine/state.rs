@@ -8,6 +8,7 @@
 use super::events::{EventKind, Ledger};
 use super::{EngineConfig, EngineError, TaskId};
 use crate::auth::{AuthError, CapToken, Role, RoleVerbGate, Signer, Verb};
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
@@ -189,11 +190,11 @@ impl Access {
 pub(crate) struct EngineState {
     pub config: EngineConfig,
     pub signer: Signer,
-    pub tasks: HashMap<TaskId, Box<Task>>,
+    pub tasks: FxHashMap<TaskId, Box<Task>>,
     pub next_task: u64,
     pub finished: VecDeque<TaskId>,
-    pub tokens: HashMap<u128, TokenRecord>,
-    pub sessions: HashMap<u128, Session>,
+    pub tokens: FxHashMap<u128, TokenRecord>,
+    pub sessions: FxHashMap<u128, Session>,
     pub handles: HashMap<String, CapToken>,
     pub resumes: HashMap<String, ResumeEntry>,
     /// Keys of unanswered questions, so listing them is O(open questions).
@@ -213,11 +214,11 @@ impl EngineState {
             live_bytes: 0,
             retained_bytes: 0,
             config,
-            tasks: HashMap::new(),
+            tasks: FxHashMap::default(),
             next_task: 1,
             finished: VecDeque::new(),
-            tokens: HashMap::new(),
-            sessions: HashMap::new(),
+            tokens: FxHashMap::default(),
+            sessions: FxHashMap::default(),
             handles: HashMap::new(),
             resumes: HashMap::new(),
             open_questions: Default::default(),

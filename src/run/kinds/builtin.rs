@@ -79,7 +79,7 @@ fn read_process(d: &Decl<'_>) -> Result<Arc<dyn Backend>, BlueprintError> {
         max_output: Option<f64>,
     }
     // Validation checked every field's type; profile fields are ignored.
-    let raw = Raw::deserialize(d.json()?).map_err(|e| d.problem("cmd", e.to_string()))?;
+    let raw = Raw::deserialize(d.json()?).map_err(|e| d.problem("", e.to_string()))?;
     let argv = match (raw.cmd, raw.shell) {
         (Some(cmd), _) if !cmd.is_empty() => cmd,
         (_, Some(sh)) => vec!["sh".into(), "-c".into(), sh],
@@ -192,13 +192,8 @@ fn read_llm(d: &Decl<'_>) -> Result<Arc<dyn Backend>, BlueprintError> {
     {
         o.insert("tools".into(), serde_json::json!([]));
     }
-    let spec: crate::llm::LlmSpec = serde_json::from_value(json).map_err(|e| {
-        BlueprintError::Invalid(vec![crate::run::Problem {
-            location: d.at.to_string(),
-            field: format!("agents.{}", d.agent),
-            message: e.to_string(),
-        }])
-    })?;
+    let spec: crate::llm::LlmSpec =
+        serde_json::from_value(json).map_err(|e| d.problem("", e.to_string()))?;
     Ok(Arc::new(Llm(spec)))
 }
 

@@ -117,14 +117,14 @@ impl Decl<'_> {
         self.spec.get(field).map_err(|e| self.lua_err(e))
     }
 
-    /// The declaration as data (functions and `layers` left out).
+    /// The declaration as data, without `layers`. A value that is not
+    /// data (a function) is an error.
     pub fn json(&self) -> Result<serde_json::Value, BlueprintError> {
-        let opts = mlua::serde::DeserializeOptions::new().deny_unsupported_types(false);
         let mut json: serde_json::Value = self
             .vm
             .lua()
-            .from_value_with(Value::Table(self.spec.clone()), opts)
-            .map_err(|e| self.lua_err(e))?;
+            .from_value(Value::Table(self.spec.clone()))
+            .map_err(|e| self.problem("", e.to_string()))?;
         if let Some(o) = json.as_object_mut() {
             o.remove("layers");
         }
@@ -137,11 +137,16 @@ impl Decl<'_> {
         Ok(super::blueprint::duration_ms(&v).map(|ms| Duration::from_secs_f64(ms / 1000.0)))
     }
 
-    /// A problem with one of this agent's fields.
+    /// A problem with one of this agent's fields (`""`: with the
+    /// declaration as a whole).
     pub fn problem(&self, field: &str, message: impl Into<String>) -> BlueprintError {
+        let field = match field {
+            "" => format!("agents.{}", self.agent),
+            f => format!("agents.{}.{f}", self.agent),
+        };
         BlueprintError::Invalid(vec![Problem {
             location: self.at.to_string(),
-            field: format!("agents.{}.{field}", self.agent),
+            field,
             message: message.into(),
         }])
     }
