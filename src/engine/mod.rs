@@ -110,6 +110,25 @@ struct Inner {
     board: Arc<board::Board>,
 }
 
+/// A monotonic reading good to a few milliseconds, for the lock's
+/// hold-time warning: it is taken twice per verb, and the precise clock
+/// cost more than some verbs (a `hold_warn` is tens of milliseconds).
+fn coarse_now() -> Duration {
+    #[cfg(target_os = "linux")]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec for the call.
+        if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } == 0 {
+            return Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+        }
+    }
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed()
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -151,11 +170,11 @@ impl Engine {
             .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let start = Instant::now();
+        let start = coarse_now();
         let out = f(&mut guard);
         let appended = std::mem::take(&mut guard.ledger.appended);
         drop(guard);
-        let held = start.elapsed();
+        let held = coarse_now().saturating_sub(start);
         if held > self.inner.hold_warn {
             tracing::warn!(
                 op,
