@@ -2,12 +2,14 @@
 -- environment (its own metatable too, so nothing set on it reaches the next
 -- task), the agent body (the chunk's return value, or a blueprint's
 -- agents[name].run), and the task table.
-local setmetatable, base, begin_run = ...
+local setmetatable, base, current = ...
 
 return function(chunk, name, id, attempt, retry, agent, input)
   local env = setmetatable({}, { __index = base })
   env._G = env
-  begin_run(env)
+  -- The run in progress: `load`'s default environment and a fresh
+  -- `require` cache (see `CURRENT` in src/lua/ctx.rs).
+  current.env, current.loaded = env, {}
   local body = chunk(env)
   if name then
     body = body.spec.agents[name].spec.run

@@ -16,7 +16,7 @@
 
 use super::{Host, LuaError, Vm, VmOptions, modules};
 use crate::engine::{Outcome, SpawnCtx, SpawnError, Spawner, Worker};
-use mlua::{Function, Value};
+use mlua::{Function, LuaString, Value};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 
@@ -42,6 +42,25 @@ struct PooledVm {
     chunk: Function,
     /// `lua/swarm/entry.lua` bound to this VM.
     entry: Function,
+    /// The names handed to the entry, made into Lua strings once per VM
+    /// (making one is a protected call): `select`, and the last task's
+    /// agent name.
+    select: Option<LuaString>,
+    agent: Option<(Arc<str>, LuaString)>,
+}
+
+impl PooledVm {
+    /// The task's agent name as a Lua string, reused while it repeats.
+    fn agent_name(&mut self, agent: &Arc<str>) -> mlua::Result<LuaString> {
+        match &self.agent {
+            Some((name, s)) if name == agent => Ok(s.clone()),
+            _ => {
+                let s = self.vm.lua().create_string(&**agent)?;
+                self.agent = Some((agent.clone(), s.clone()));
+                Ok(s)
+            }
+        }
+    }
 }
 
 impl LuaAgent {
@@ -97,7 +116,17 @@ impl Inner {
         let placeholder = vm.env().map_err(|e| vm.classify(e))?;
         let chunk = vm.load(&placeholder, &wrapped, &self.chunk)?;
         let entry = vm.agent_entry().map_err(|e| vm.classify(e))?;
-        Ok(PooledVm { vm, chunk, entry })
+        let select = match &self.select {
+            Some(name) => Some(vm.lua().create_string(name).map_err(|e| vm.classify(e))?),
+            None => None,
+        };
+        Ok(PooledVm {
+            vm,
+            chunk,
+            entry,
+            select,
+            agent: None,
+        })
     }
 
     fn checkin(&self, pooled: PooledVm) {
@@ -114,8 +143,11 @@ impl Inner {
             slot = slots.acquire(ctx.depth) => slot,
             _ = ctx.cancel.cancelled() => return Ok(Outcome::Cancelled),
         };
-        let pooled = self
+        let mut pooled = self
             .checkout()
+            .map_err(|e| SpawnError::VmSetup(e.to_string()))?;
+        let agent = pooled
+            .agent_name(&ctx.agent)
             .map_err(|e| SpawnError::VmSetup(e.to_string()))?;
         let vm = &pooled.vm;
         vm.set_token(Some(ctx.token.clone()));
@@ -128,11 +160,11 @@ impl Inner {
                 .entry
                 .call((
                     &pooled.chunk,
-                    self.select.as_deref(),
+                    pooled.select.clone(),
                     ctx.task.0,
                     ctx.attempt,
                     ctx.retry,
-                    &*ctx.agent,
+                    agent,
                     input,
                 ))
                 .map_err(|e| vm.classify(e))?;

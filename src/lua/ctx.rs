@@ -16,11 +16,11 @@ pub(crate) const FROZEN_MT: &str = "swarm.frozen_mt";
 /// Registry slot of the stock `setmetatable`, for host chunks that set
 /// metatables they built themselves (no `__gc`), on the hot path.
 pub(crate) const RAW_SETMETATABLE: &str = "swarm.raw_setmetatable";
-/// Registry slot of the environment of the run in progress.
-pub(crate) const CURRENT_ENV: &str = "swarm.current_env";
-/// Registry slot of the run's `require` cache (fresh per run, so modules'
-/// state never crosses runs in a pooled VM).
-pub(crate) const CURRENT_LOADED: &str = "swarm.current_loaded";
+/// Registry slot of the run in progress: `{ env = <its environment>,
+/// loaded = <its require cache> }`, both fresh per run, so modules' state
+/// never crosses runs in a pooled VM. Lua agents' per-task entry sets both
+/// fields itself (no host call per task).
+pub(crate) const CURRENT: &str = "swarm.current";
 /// Registry slot of `protect(f, ...)`: calls `f` under a pcall at the base
 /// of its thread and raises its error again (see `lua/swarm/guards.lua`).
 pub(crate) const PROTECT: &str = "swarm.protect";
@@ -43,6 +43,9 @@ pub(crate) struct VmCtx {
     pub journal: Mutex<Option<Arc<crate::store::Journal>>>,
     pub limits: Arc<Limits>,
     pub memory_limit: usize,
+    /// The VM's (frozen) `swarm` table, once built: what `require "swarm"`
+    /// returns.
+    pub swarm: std::sync::OnceLock<mlua::Table>,
 }
 
 impl VmCtx {

@@ -125,7 +125,9 @@ fn require_local(lua: &Lua, name: &str) -> mlua::Result<Option<Value>> {
             .unwrap_or_else(|e| e.into_inner())
             .push(path.clone());
     }
-    let env: Table = lua.named_registry_value("swarm.current_env")?;
+    let env: Table = lua
+        .named_registry_value::<Table>(super::ctx::CURRENT)?
+        .raw_get("env")?;
     let v: Value = lua
         .load(source)
         .set_name(format!("@{}", path.display()))

@@ -10,7 +10,7 @@
 //! Code runs in a per-run environment whose misses fall through to the
 //! frozen base, so a pooled VM never carries one run's globals into another.
 
-use super::ctx::{CURRENT_ENV, CURRENT_LOADED, ERROR_MT, VmCtx};
+use super::ctx::{CURRENT, ERROR_MT, VmCtx};
 use super::error::{find_raised, from_error_value, root_message};
 use super::frozen::{freeze, install_frozen_metamethods, lock_metatable};
 use super::limits::{self, LimitError, Limits, Tripped};
@@ -116,13 +116,11 @@ impl Vm {
     /// The per-task entry of Lua agents (`lua/swarm/entry.lua`), bound to
     /// this VM.
     pub(crate) fn agent_entry(&self) -> mlua::Result<Function> {
-        let begin = self
-            .lua
-            .create_function(|lua, env: Table| begin_run(lua, &env))?;
+        let current: Table = self.lua.named_registry_value(CURRENT)?;
         let setmetatable: Function = self
             .lua
             .named_registry_value(super::ctx::RAW_SETMETATABLE)?;
-        embedded::chunk(&self.lua, embedded::ENTRY)?.call((setmetatable, &self.base, begin))
+        embedded::chunk(&self.lua, embedded::ENTRY)?.call((setmetatable, &self.base, current))
     }
 
     /// Compiles text `source` as chunk `@name` in `env`.
@@ -261,8 +259,9 @@ impl<F> Drop for TripOnDrop<F> {
 /// Makes `env` the current run's environment: the default of `load` and
 /// the owner of a fresh `require` cache.
 fn begin_run(lua: &Lua, env: &Table) -> mlua::Result<()> {
-    lua.set_named_registry_value(CURRENT_ENV, env)?;
-    lua.set_named_registry_value(CURRENT_LOADED, lua.create_table()?)
+    let current: Table = lua.named_registry_value(CURRENT)?;
+    current.raw_set("env", env)?;
+    current.raw_set("loaded", lua.create_table()?)
 }
 
 fn find_limit(err: &mlua::Error) -> Option<LimitError> {
@@ -290,6 +289,7 @@ fn build(host: Host, opts: VmOptions) -> mlua::Result<Vm> {
         required: Mutex::new(Vec::new()),
         limits: limits.clone(),
         memory_limit: opts.memory_limit,
+        swarm: std::sync::OnceLock::new(),
     });
     install_error_metatable(&lua)?;
     install_frozen_metamethods(&lua)?;
@@ -322,6 +322,9 @@ fn build(host: Host, opts: VmOptions) -> mlua::Result<Vm> {
     }
     if let Some(string_mt) = lua.type_metatable::<mlua::LuaString>() {
         string_mt.raw_set("__metatable", "locked")?;
+    }
+    if let Some(ctx) = lua.app_data_ref::<VmCtx>() {
+        let _ = ctx.swarm.set(g.raw_get("swarm")?);
     }
     let base = freeze(&lua, "_G", g)?;
     lua.gc_restart();

@@ -8,7 +8,7 @@
 //! only by `sandbox::build`.
 
 use super::ctx::VmCtx;
-use super::ctx::{CURRENT_ENV, CURRENT_LOADED, PROTECT, RAW_SETMETATABLE};
+use super::ctx::{CURRENT, PROTECT, RAW_SETMETATABLE};
 use super::embedded;
 use super::error::root_message;
 use super::frozen::is_frozen;
@@ -70,14 +70,22 @@ pub(crate) fn replace_base(lua: &Lua, g: &Table) -> mlua::Result<()> {
         })?,
     )?;
     g.raw_set("load", sandboxed_load(lua)?)?;
-    lua.set_named_registry_value(CURRENT_LOADED, lua.create_table()?)?;
+    let current = lua.create_table()?;
+    current.raw_set("loaded", lua.create_table()?)?;
+    lua.set_named_registry_value(CURRENT, &current)?;
+    // `require "swarm"` opens nearly every task of a Lua agent: answered
+    // from the VM's own `swarm` table without a lookup by name.
     g.raw_set(
         "require",
         lua.create_function(move |lua, name: String| {
             if name == "swarm" {
+                let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
+                if let Some(swarm) = ctx.swarm.get() {
+                    return Ok(Value::Table(swarm.clone()));
+                }
                 return lua.globals().raw_get::<Value>("swarm");
             }
-            let loaded: Table = lua.named_registry_value(CURRENT_LOADED)?;
+            let loaded: Table = current.raw_get("loaded")?;
             if let Some(v) = loaded.raw_get::<Option<Value>>(name.as_str())? {
                 return Ok(v);
             }
@@ -131,7 +139,7 @@ fn sandboxed_load(lua: &Lua) -> mlua::Result<Function> {
                 .set_mode(ChunkMode::Text)
                 .set_environment(match e {
                     Some(e) => e,
-                    None => lua.named_registry_value(CURRENT_ENV)?,
+                    None => lua.named_registry_value::<Table>(CURRENT)?.raw_get("env")?,
                 })
                 .into_function();
             match f {
