@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 
 /// Registry slot of the shared metatable of error tables (`swarm/error.lua`).
 pub(crate) const ERROR_MT: &str = "swarm.error_mt";
-/// Registry slot of the metamethods every frozen table shares.
-pub(crate) const FROZEN_MT: &str = "swarm.frozen_mt";
+/// Registry slot of `freeze(name, t, nested)` (`lua/swarm/frozen.lua`).
+pub(crate) const FREEZE: &str = "swarm.freeze";
 /// Registry slot of the stock `setmetatable`, for host chunks that set
 /// metatables they built themselves (no `__gc`), on the hot path.
 pub(crate) const RAW_SETMETATABLE: &str = "swarm.raw_setmetatable";

@@ -20,6 +20,10 @@ pub const GUARDS: (&str, &str) = (
     include_str!("../../lua/swarm/guards.lua"),
 );
 pub const ERROR_MT: (&str, &str) = ("swarm/error.lua", include_str!("../../lua/swarm/error.lua"));
+pub const FROZEN: (&str, &str) = (
+    "swarm/frozen.lua",
+    include_str!("../../lua/swarm/frozen.lua"),
+);
 pub const ENTRY: (&str, &str) = ("swarm/entry.lua", include_str!("../../lua/swarm/entry.lua"));
 pub const FLOW: (&str, &str) = ("swarm/flow.lua", include_str!("../../lua/swarm/flow.lua"));
 pub const BLUEPRINT: (&str, &str) = (

@@ -1,35 +1,16 @@
 //! Read-only tables: the frozen views of the library tables and of the
 //! metatables the host shares between objects. A leaf of the Lua layer.
 
-use super::ctx::FROZEN_MT;
+use super::ctx::FREEZE;
 use super::location::caller_location;
 use mlua::{Function, Lua, Table, Value};
 
 /// A read-only view of `t`: reads fall through, writes raise, the metatable
 /// is hidden, `pairs` walks the original. Nested tables of the `swarm`
-/// library are frozen too.
+/// library are frozen too. (The walk is `lua/swarm/frozen.lua`.)
 pub(crate) fn freeze(lua: &Lua, name: &str, t: Table) -> mlua::Result<Table> {
-    if name.starts_with("swarm") {
-        for pair in t.pairs::<Value, Value>() {
-            let (k, v) = pair?;
-            if let (Value::String(key), Value::Table(inner)) = (&k, &v)
-                && inner.metatable().is_none()
-            {
-                let child = format!("{name}.{}", key.to_str()?);
-                t.raw_set(k.clone(), freeze(lua, &child, inner.clone())?)?;
-            }
-        }
-    }
-    let shared: Table = lua.named_registry_value(FROZEN_MT)?;
-    let mt = lua.create_table_with_capacity(0, 6)?;
-    for key in ["__newindex", "__pairs", "__metatable", "__frozen"] {
-        mt.raw_set(key, shared.raw_get::<Value>(key)?)?;
-    }
-    mt.raw_set("__index", t)?;
-    mt.raw_set("__label", name)?;
-    let proxy = lua.create_table()?;
-    proxy.set_metatable(Some(mt))?;
-    Ok(proxy)
+    let freeze: Function = lua.named_registry_value(FREEZE)?;
+    freeze.call((name, t, name.starts_with("swarm")))
 }
 
 /// The metamethods every frozen table shares, created once per VM.
@@ -66,7 +47,17 @@ pub(crate) fn install_frozen_metamethods(lua: &Lua) -> mlua::Result<()> {
     )?;
     shared.raw_set("__metatable", "locked")?;
     shared.raw_set("__frozen", true)?;
-    lua.set_named_registry_value(FROZEN_MT, shared)
+    // The stock functions, taken before the sandbox replaces any.
+    let g = lua.globals();
+    let freeze: Function = super::embedded::chunk(lua, super::embedded::FROZEN)?.call((
+        &shared,
+        g.raw_get::<Function>("setmetatable")?,
+        g.raw_get::<Function>("rawset")?,
+        g.raw_get::<Function>("getmetatable")?,
+        g.raw_get::<Function>("next")?,
+        g.raw_get::<Function>("type")?,
+    ))?;
+    lua.set_named_registry_value(FREEZE, freeze)
 }
 
 pub(crate) fn is_frozen(t: &Table) -> bool {
