@@ -51,11 +51,13 @@ local swarm = {
   log = raw.log,
 }
 -- `swarm.step`'s one host call: `passed, result_or_step_error`; misuse
--- (an unknown agent, input that is not JSON) raises.
+-- (an unknown agent, input that is not JSON) raises. The host says
+-- `"failed"` for a step that ran and did not pass.
 local function step(agent, input, pos)
-  local ok, v, passed = wait("step", agent, input, pos)
-  if not ok then error(v, 0) end
-  return passed, v
+  local ok, v = wait("step", agent, input, pos)
+  if ok == true then return true, v end
+  if ok == "failed" then return false, v end
+  error(v, 0)
 end
 
 -- The raising `wait` and `step` go to the flow library.

@@ -35,7 +35,10 @@ pub fn compose(lua: &Lua) -> mlua::Result<Table> {
     raw.raw_set("log", log::register(lua)?)?;
     raw.raw_set("time", time::register(lua)?)?;
     // One async host function for every verb that waits: mlua compiles a
-    // small Lua trampoline per async function, so one keeps VMs cheap.
+    // small Lua trampoline per async function, so one keeps VMs cheap. It
+    // returns two values, `ok, value_or_error` (mlua hands three or more
+    // back through a table made per call); a step says `"failed"` instead
+    // of `true` when it ran and did not pass.
     raw.raw_set(
         "wait",
         lua.create_async_function(
@@ -47,10 +50,10 @@ pub fn compose(lua: &Lua) -> mlua::Result<Table> {
                     Pin<Box<dyn Future<Output = Result<Value, HostError>> + Send + 'a>>;
                 let r: Waiting<'_> = match op.as_str() {
                     "step" => {
-                        // `ok, result_or_step_error` after the reply's own `true`.
                         return match Box::pin(step::step(&lua, a, b, c)).await {
-                            Ok((passed, v)) => Ok((true, v, Some(passed))),
-                            Err(e) => reply(&lua, Err(e)).map(|(ok, v)| (ok, v, None)),
+                            Ok((true, v)) => Ok((Value::Boolean(true), v)),
+                            Ok((false, v)) => Ok((Value::String(lua.create_string("failed")?), v)),
+                            Err(e) => reply(&lua, Err(e)).map(|(ok, v)| (Value::Boolean(ok), v)),
                         };
                     }
                     "sleep" => Box::pin(async {
@@ -65,7 +68,7 @@ pub fn compose(lua: &Lua) -> mlua::Result<Table> {
                     _ => Box::pin(engine::wait(&lua, &op, a, b)),
                 };
                 let r = r.await;
-                reply(&lua, r).map(|(ok, v)| (ok, v, None))
+                reply(&lua, r).map(|(ok, v)| (Value::Boolean(ok), v))
             },
         )?,
     )?;
