@@ -12,7 +12,7 @@ use super::location::caller_location;
 use mlua::chunk::ChunkMode;
 use mlua::{Function, Lua, StdLib, Table, Value};
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 pub const INIT: (&str, &str) = ("swarm/init.lua", include_str!("../../lua/swarm/init.lua"));
 pub const GUARDS: (&str, &str) = (
@@ -31,32 +31,46 @@ pub const BLUEPRINT: (&str, &str) = (
     include_str!("../../lua/swarm/blueprint.lua"),
 );
 
-/// Bytecode of each embedded chunk, compiled on first use.
-fn bytecode(name: &'static str, src: &'static str) -> mlua::Result<Vec<u8>> {
-    static CACHE: OnceLock<Mutex<HashMap<&'static str, Vec<u8>>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(b) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
-        return Ok(b.clone());
+/// The chunks every VM may load as bytecode.
+const CHUNKS: [(&str, &str); 7] = [INIT, GUARDS, ERROR_MT, FROZEN, ENTRY, FLOW, BLUEPRINT];
+
+/// Bytecode of the embedded chunk `name`: all of [`CHUNKS`] are compiled
+/// together the first time any is needed, in one bare state used only to
+/// compile trusted, embedded source (a state per chunk cost more than a
+/// tenth of a one-step `swarm run`).
+fn bytecode(name: &'static str) -> mlua::Result<&'static [u8]> {
+    static CACHE: OnceLock<Result<HashMap<&'static str, Vec<u8>>, String>> = OnceLock::new();
+    let compiled = CACHE.get_or_init(|| {
+        let compiler =
+            Lua::new_with(StdLib::NONE, mlua::LuaOptions::default()).map_err(|e| e.to_string())?;
+        CHUNKS
+            .iter()
+            .map(|(name, src)| {
+                let f = compiler
+                    .load(*src)
+                    .set_name(format!("@{name}"))
+                    .set_mode(ChunkMode::Text)
+                    .into_function()
+                    .map_err(|e| e.to_string())?;
+                Ok((*name, f.dump(false)))
+            })
+            .collect()
+    });
+    match compiled {
+        Ok(map) => map
+            .get(name)
+            .map(Vec::as_slice)
+            .ok_or_else(|| mlua::Error::RuntimeError(format!("{name} is not an embedded chunk"))),
+        Err(e) => Err(mlua::Error::RuntimeError(format!(
+            "compiling the embedded library: {e}"
+        ))),
     }
-    // A bare state used only to compile trusted, embedded source.
-    let compiler = Lua::new_with(StdLib::NONE, mlua::LuaOptions::default())?;
-    let f = compiler
-        .load(src)
-        .set_name(format!("@{name}"))
-        .set_mode(ChunkMode::Text)
-        .into_function()?;
-    let code = f.dump(false);
-    cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(name, code.clone());
-    Ok(code)
 }
 
-/// An embedded chunk as a function of `lua`, with `lua`'s globals as its
-/// environment.
-pub fn chunk(lua: &Lua, (name, src): (&'static str, &'static str)) -> mlua::Result<Function> {
-    lua.load(bytecode(name, src)?)
+/// An embedded chunk (one of the constants above) as a function of
+/// `lua`, with `lua`'s globals as its environment.
+pub fn chunk(lua: &Lua, (name, _): (&'static str, &'static str)) -> mlua::Result<Function> {
+    lua.load(bytecode(name)?)
         .set_name(format!("@{name}"))
         .set_mode(ChunkMode::Binary)
         .into_function()
