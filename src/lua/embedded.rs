@@ -3,9 +3,11 @@
 //! `require` resolves only the `swarm` modules and the embedded files listed
 //! here; there is no search path and no C loader.
 //!
-//! Embedded chunks are compiled once per process and loaded into each new VM
-//! as bytecode by the host (Lua code itself can never load bytecode): parsing
-//! is the largest part of building a VM otherwise.
+//! Embedded chunks are loaded into each new VM as bytecode by the host (Lua
+//! code itself can never load bytecode): parsing is the largest part of
+//! building a VM otherwise. The bytecode is compiled at build time
+//! (`build.rs`); if it does not load here (another Lua build), the source
+//! is compiled once per process instead.
 
 use super::frozen::freeze;
 use super::location::caller_location;
@@ -67,13 +69,24 @@ fn bytecode(name: &'static str) -> mlua::Result<&'static [u8]> {
     }
 }
 
+/// Bytecode `build.rs` compiled, by chunk name.
+const PREBUILT: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/bytecode.rs"));
+
 /// An embedded chunk (one of the constants above) as a function of
 /// `lua`, with `lua`'s globals as its environment.
 pub fn chunk(lua: &Lua, (name, _): (&'static str, &'static str)) -> mlua::Result<Function> {
-    lua.load(bytecode(name)?)
-        .set_name(format!("@{name}"))
-        .set_mode(ChunkMode::Binary)
-        .into_function()
+    let load = |code: &[u8]| {
+        lua.load(code)
+            .set_name(format!("@{name}"))
+            .set_mode(ChunkMode::Binary)
+            .into_function()
+    };
+    if let Some((_, code)) = PREBUILT.iter().find(|(n, _)| *n == name)
+        && let Ok(f) = load(code)
+    {
+        return Ok(f);
+    }
+    load(bytecode(name)?)
 }
 
 /// Embedded modules a sandbox may `require`: (module name, chunk name, source).
@@ -153,4 +166,30 @@ fn require_local(lua: &Lua, name: &str) -> mlua::Result<Option<Value>> {
         .set_environment(env)
         .call(())?;
     Ok(Some(if v.is_nil() { Value::Boolean(true) } else { v }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every chunk has build-time bytecode that this Lua loads, and the
+    /// fallback (compiling the source here) yields a chunk that loads too.
+    #[test]
+    fn every_chunk_loads_from_build_time_bytecode_and_from_source() {
+        let lua = Lua::new_with(StdLib::NONE, mlua::LuaOptions::default()).unwrap();
+        for (name, _) in CHUNKS {
+            let (_, code) = PREBUILT
+                .iter()
+                .find(|(n, _)| *n == name)
+                .unwrap_or_else(|| panic!("no build-time bytecode for {name}"));
+            for code in [*code, bytecode(name).unwrap()] {
+                let f = lua
+                    .load(code)
+                    .set_mode(ChunkMode::Binary)
+                    .into_function()
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert_eq!(f.info().source.as_deref(), Some(&*format!("@{name}")));
+            }
+        }
+    }
 }
