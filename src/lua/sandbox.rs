@@ -279,7 +279,7 @@ fn build(host: Host, opts: VmOptions) -> mlua::Result<Vm> {
     // Most of what a task allocates (its environment, the blueprint's
     // tables, the step values) dies with the task: a generational
     // collector finds it in young collections (a 100-step Lua-agent flow
-    // executes ~5% fewer instructions). A full collection still runs
+    // executes ~4% fewer instructions). A full collection still runs
     // before an allocation fails against the memory limit. Switching
     // runs a full collection, so it happens while the state is empty.
     lua.gc_set_mode(mlua::state::GcMode::Generational(Default::default()));

@@ -79,11 +79,9 @@ pub(crate) fn replace_base(lua: &Lua, g: &Table) -> mlua::Result<()> {
         "require",
         lua.create_function(move |lua, name: String| {
             if name == "swarm" {
+                // Set when the VM is built, before any user code runs.
                 let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
-                if let Some(swarm) = ctx.swarm.get() {
-                    return Ok(Value::Table(swarm.clone()));
-                }
-                return lua.globals().raw_get::<Value>("swarm");
+                return Ok(ctx.swarm.get().cloned().map_or(Value::Nil, Value::Table));
             }
             let loaded: Table = current.raw_get("loaded")?;
             if let Some(v) = loaded.raw_get::<Option<Value>>(name.as_str())? {

@@ -2,8 +2,8 @@
 //!
 //! [`build_agents`] is the one place a stack is assembled from a blueprint:
 //! the blueprint's `hints.layers` (outermost first), then the agent's own
-//! `layers`, then the backend its kind built (`run::kinds`). A name in a layer list is a built-in key or
-//! one of the blueprint's Lua `layers`.
+//! `layers`, then the backend its kind built (`run::kinds`). A name in a
+//! layer list is a built-in key or one of the blueprint's Lua `layers`.
 
 use super::blueprint::{Blueprint, LayerUse};
 use crate::engine::SpawnError;
