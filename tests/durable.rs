@@ -431,3 +431,45 @@ fn events_written_in_chunks_read_back_in_order() {
     }));
     assert_eq!(wait(store.events("run-b", 0, 1000)).unwrap().len(), 19);
 }
+
+/// Concurrent sequential chains share commits: eight chains of journaled
+/// writes, each waiting for its last write before the next (a `parallel`
+/// of sequential flows, or eight runs), commit about one transaction per
+/// round of the eight, not one per write. All in one task, so the count
+/// does not depend on the machine's speed.
+#[test]
+fn sequential_chains_share_commits() {
+    use lua_swarm::store::{Journal, SqliteStore, Store, wait};
+    use std::sync::Arc;
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("durable-shared-commits");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sqlite = Arc::new(SqliteStore::open(&dir.join("swarm.db")).unwrap());
+    let before = sqlite.transactions();
+    let store: Arc<dyn Store> = sqlite.clone();
+    let j = Journal::new(store.clone(), "r1", Vec::new());
+    let (chains, steps) = (8, 50);
+    let chain = |c: usize| {
+        let (store, j) = (store.clone(), &j);
+        async move {
+            for s in 0..steps {
+                let pos = format!("1/{c}:{s}");
+                store
+                    .append(j.entry(&pos, "step", "a", "h".into(), true, json!(s)))
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(futures_util::future::join_all((0..chains).map(chain)));
+    let committed = sqlite.transactions() - before;
+    assert_eq!(wait(store.journal("r1")).unwrap().len(), chains * steps);
+    assert!(
+        committed <= 2 * steps as u64,
+        "{committed} transactions for {} writes in {steps} rounds",
+        chains * steps
+    );
+}

@@ -154,6 +154,14 @@ impl SqliteStore {
         self.writes.submit(job)
     }
 
+    /// How many write transactions this store has begun: with the rows
+    /// written, how well commits are shared (benches and tests read it).
+    pub fn transactions(&self) -> u64 {
+        self.writes
+            .transactions
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn poison(&self, e: StoreError) {
         self.writes.poison(e);
     }

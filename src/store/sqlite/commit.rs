@@ -7,6 +7,7 @@ use super::{blocking, busy, classify, damage_marker};
 use crate::store::{Commit, StoreError};
 use rusqlite::{Connection, ErrorCode, Transaction};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -24,6 +25,8 @@ pub(super) struct Writes {
     path: PathBuf,
     queue: Mutex<Vec<Req>>,
     writer: Mutex<Connection>,
+    /// Write transactions committed so far (see [`super::SqliteStore::transactions`]).
+    pub(super) transactions: AtomicU64,
     /// Set once SQLite reports the file corrupt: from then on nothing is
     /// written to it (a write could spread the damage).
     pub(super) corrupt: std::sync::OnceLock<StoreError>,
@@ -35,6 +38,7 @@ impl Writes {
             path: path.to_path_buf(),
             queue: Mutex::new(Vec::new()),
             writer: Mutex::new(writer),
+            transactions: AtomicU64::new(0),
             corrupt: std::sync::OnceLock::new(),
         }
     }
@@ -49,7 +53,7 @@ impl Writes {
             let e = e.clone();
             return Box::pin(async move { Err(e) });
         }
-        let (ack, done) = oneshot::channel();
+        let (ack, mut done) = oneshot::channel();
         self.queue
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -59,9 +63,15 @@ impl Writes {
         let mut lead = LeadOnDrop(Some(self.clone()));
         Box::pin(async move {
             YieldOnce(false).await;
-            if let Some(writes) = lead.0.take() {
-                writes.lead();
+            let writes = lead.0.take().expect("taken only here");
+            // Committed meanwhile by another leader: the writes queued since
+            // are their own commits' to lead, after those have stepped aside
+            // in turn. Leading them here would commit each sequential chain's
+            // next write alone, one transaction per step.
+            if let Ok(r) = done.try_recv() {
+                return r;
             }
+            writes.lead();
             done.await.map_err(|_| StoreError::Closed)?
         })
     }
@@ -87,6 +97,7 @@ impl Writes {
             // case: a commit takes tens of µs); waiting for another
             // process's lock happens off the runtime's threads.
             let path = &self.path;
+            self.transactions.fetch_add(1, Ordering::Relaxed);
             let (outcome, left) = match begin(&mut conn, Duration::ZERO) {
                 Ok(tx) => (commit_batch(tx, batch, path), None),
                 Err(e) if is_busy(&e) => (Ok(()), Some(batch)),
