@@ -107,6 +107,58 @@ async fn flow_seq100(journal: bool) -> f64 {
     start.elapsed().as_secs_f64() * 1e6 / (100 * runs) as f64
 }
 
+const PAR8: &str = r#"
+local swarm = require "swarm"
+return swarm.blueprint "par8" {
+  agents = { rust = swarm.agent.rust { name = "echo" } },
+  flow = function(n)
+    local chains = {}
+    for c = 1, 8 do
+      chains[c] = function()
+        local x = 0
+        for i = 1, n do x = x + swarm.step("rust", i) end
+        return x
+      end
+    end
+    local sums, total = swarm.parallel(chains), 0
+    for _, x in ipairs(sums) do total = total + x end
+    return total
+  end,
+}
+"#;
+
+/// Eight sequential chains in one run (a `parallel` of sequential flows,
+/// as several runs on one host are): µs per step, and how many steps'
+/// records share a commit.
+async fn flow_par8(journal: bool) -> (f64, f64) {
+    let engine = engine();
+    let store = Arc::new(SqliteStore::open(&scratch_db()).expect("journal"));
+    let mut opts = RunOptions::default();
+    if journal {
+        opts.store = Some(store.clone());
+    }
+    let r = run::prepare_source(&engine, Path::new("par8.lua"), PAR8, opts).expect("blueprint");
+    let (runs, n) = (10, 100);
+    let check = |report: run::RunReport| {
+        assert!(
+            report.status == crate::engine::TaskStatus::Pass
+                && report.result == json!(8 * n * (n + 1) / 2),
+            "bench journal: the par8 flow did not pass: {:?} {}",
+            report.status,
+            report.result
+        );
+    };
+    check(r.run(json!(n)).await.expect("warm-up"));
+    let before = store.transactions();
+    let start = Instant::now();
+    for _ in 0..runs {
+        check(r.run(json!(n)).await.expect("run"));
+    }
+    let steps = (8 * n * runs) as f64;
+    let us = start.elapsed().as_secs_f64() * 1e6 / steps;
+    (us, steps / (store.transactions() - before).max(1) as f64)
+}
+
 pub async fn journal() {
     line(
         "journal",
@@ -132,5 +184,14 @@ pub async fn journal() {
         flow_seq100(true).await,
         "us",
     );
+    line(
+        "journal",
+        "flow_par8_us_journal_off",
+        flow_par8(false).await.0,
+        "us",
+    );
+    let (us, shared) = flow_par8(true).await;
+    line("journal", "flow_par8_us_journal_on", us, "us");
+    line("journal", "flow_par8_steps_per_commit", shared, "steps");
     let _ = std::fs::remove_file(scratch_db());
 }
