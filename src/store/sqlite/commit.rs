@@ -2,6 +2,8 @@
 //! queued; its commit, when first polled, steps aside once (ready branches
 //! of the same flow queue theirs), then whoever finds the write connection
 //! free commits everything queued in one transaction and acknowledges each.
+//! A commit whose write went out with someone else's meanwhile does not
+//! lead: so concurrent sequential chains (branches, runs) share commits.
 
 use super::{blocking, busy, classify, damage_marker};
 use crate::store::{Commit, StoreError};
