@@ -16,6 +16,19 @@ use mlua::{Lua, Table, Value};
 use serde_json::json;
 use std::sync::Arc;
 
+/// What a step needs across its awaits, gathered synchronously first: an
+/// async function keeps every local of its body in its state, and a `map`
+/// holds 100,000 steps' states at once. (Kept under glibc's 1 KiB small-
+/// allocation size, a step's state also comes from the thread cache.)
+struct Call {
+    agent: String,
+    journal: Option<(Arc<crate::store::Journal>, String, String)>,
+    engine: crate::engine::Engine,
+    tok: crate::auth::CapToken,
+    id: TaskId,
+    spawner: Arc<dyn crate::engine::Spawner>,
+}
+
 /// A step's outcome for Lua: `(true, result)` when it passed, `(false,
 /// step error)` when it did not. Misuse (a non-string agent, an unknown
 /// agent, input that is not JSON) is an `Err`, which the caller raises.
@@ -25,6 +38,53 @@ pub async fn step(
     input: Value,
     pos: Value,
 ) -> Result<(bool, Value), HostError> {
+    let call = match begin(lua, agent, input, pos)? {
+        Ok(call) => call,
+        Err(replayed) => return Ok(replayed),
+    };
+    let view = call
+        .engine
+        .dispatch_attempt(&call.tok, call.id, call.spawner.as_ref())
+        .await?;
+    let failure = Failure::of(&view);
+    if let Some((j, pos, hash)) = call.journal {
+        let at = (pos.as_str(), "step", call.agent.as_str());
+        let recorded = match &failure {
+            None => Some((true, view.result.as_deref().cloned().unwrap_or_default())),
+            // A cancelled step is not journaled: on resume it runs again.
+            Some(f) if f.code != "cancelled" => Some((false, f.recorded(view.result.as_deref()))),
+            Some(_) => None,
+        };
+        if let Some((ok, value)) = recorded {
+            // Boxed: only journaled steps pay for the record's state,
+            // not every step in flight (a `map` holds 100,000 of them).
+            Box::pin(record(lua, &j, at, hash, ok, value)).await?;
+        }
+    }
+    let result = match &view.result {
+        Some(r) => to_lua(lua, &**r)?,
+        None => Value::Nil,
+    };
+    match failure {
+        None => Ok((true, result)),
+        // The calling coroutine's frames are on its stack again while it
+        // is polled, so the caller's line is read only when it is needed.
+        Some(f) => Ok((
+            false,
+            f.to_lua(lua, &call.agent, result, &caller_location(lua, 0))?,
+        )),
+    }
+}
+
+/// Everything before the dispatch: read the arguments, replay the step if
+/// the journal recorded it (`Err` holds the replayed outcome), else start
+/// its task.
+fn begin(
+    lua: &Lua,
+    agent: Value,
+    input: Value,
+    pos: Value,
+) -> Result<Result<Call, (bool, Value)>, HostError> {
     let agent = match agent {
         Value::String(s) => s.to_str()?.to_string(),
         other => {
@@ -42,78 +102,41 @@ pub async fn step(
         Value::String(s) => Some(s.to_str()?.to_string()),
         _ => None,
     };
-    let journal = pos.as_ref().and_then(|_| journal(lua));
-    let hash = journal.as_ref().map(|_| input_hash(&input));
-    if let (Some(j), Some(pos), Some(hash)) = (&journal, &pos, &hash)
-        && let Some(e) = replay(lua, j, pos, "step", &agent, hash)?
-    {
-        if e.ok {
-            return Ok((true, to_lua(lua, &e.value)?));
-        }
-        let at = caller_location(lua, 0);
-        return Ok((false, replayed_error(lua, &agent, &e.value, &at)?));
-    }
-    let view = run(lua, &agent, input, pos.as_deref()).await?;
-    let failure = Failure::of(&view);
-    if let (Some(j), Some(pos), Some(hash)) = (&journal, &pos, hash) {
-        let at = (pos.as_str(), "step", agent.as_str());
-        match &failure {
-            None => {
-                let value = view.result.as_deref().cloned().unwrap_or_default();
-                // Boxed: only journaled steps pay for the record's state,
-                // not every step in flight (a `map` holds 100,000 of them).
-                Box::pin(record(lua, j, at, hash, true, value)).await?;
+    let journal_pos = pos.as_deref().map(Arc::from);
+    let journal = match (pos, journal(lua)) {
+        (Some(pos), Some(j)) => {
+            let hash = input_hash(&input);
+            if let Some(e) = replay(lua, &j, &pos, "step", &agent, &hash)? {
+                if e.ok {
+                    return Ok(Err((true, to_lua(lua, &e.value)?)));
+                }
+                let at = caller_location(lua, 0);
+                return Ok(Err((false, replayed_error(lua, &agent, &e.value, &at)?)));
             }
-            // A cancelled step is not journaled: on resume it runs again.
-            Some(f) if f.code != "cancelled" => {
-                Box::pin(record(
-                    lua,
-                    j,
-                    at,
-                    hash,
-                    false,
-                    f.recorded(view.result.as_deref()),
-                ))
-                .await?;
-            }
-            Some(_) => {}
+            Some((j, pos, hash))
         }
-    }
-    let result = match &view.result {
-        Some(r) => to_lua(lua, &**r)?,
-        None => Value::Nil,
+        _ => None,
     };
-    match failure {
-        None => Ok((true, result)),
-        // The calling coroutine's frames are on its stack again while it
-        // is polled, so the caller's line is read only when it is needed.
-        Some(f) => Ok((
-            false,
-            f.to_lua(lua, &agent, result, &caller_location(lua, 0))?,
-        )),
-    }
-}
-
-/// Starts the task and runs one attempt through the agent's stack.
-async fn run(
-    lua: &Lua,
-    agent: &str,
-    input: serde_json::Value,
-    pos: Option<&str>,
-) -> Result<TaskView, HostError> {
     let (engine, tok) = caller(lua)?;
     let (spawner, parent) = {
         let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
-        (ctx.host.agents.get(agent), ctx.parent())
+        (ctx.host.agents.get(&agent), ctx.parent())
     };
     let Some(spawner) = spawner else {
-        return Err(unknown_agent(lua, agent));
+        return Err(unknown_agent(lua, &agent));
     };
-    let mut task = TaskSpec::new(agent, input);
-    task.journal_pos = pos.map(Arc::from);
+    let mut task = TaskSpec::new(&agent, input);
+    task.journal_pos = journal_pos;
     task.parent = parent;
     let id = engine.start_task(&tok, task)?;
-    Ok(engine.dispatch_attempt(&tok, id, spawner.as_ref()).await?)
+    Ok(Ok(Call {
+        agent,
+        journal,
+        engine,
+        tok,
+        id,
+        spawner,
+    }))
 }
 
 fn unknown_agent(lua: &Lua, agent: &str) -> HostError {
