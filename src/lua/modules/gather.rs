@@ -1,9 +1,11 @@
 //! `gather`: runs Lua functions as concurrent coroutines of one run.
 //!
 //! The flow library's `parallel`, `all_settled`, `race`, `any` and `map` all
-//! come here. Each function becomes an mlua async thread; they are polled
-//! together inside the caller's own future (no tokio task, no OS thread per
-//! branch), at most `concurrency` at a time. Every branch function returns
+//! come here. Each function becomes an mlua async thread, taken from the
+//! VM's pool of finished ones (reset: its stack cleared, its `<close>`
+//! variables closed, so nothing of one branch reaches the next); they are
+//! polled together inside the caller's own future (no tokio task, no OS
+//! thread per branch), at most `concurrency` at a time. Every branch function returns
 //! `ok, value` (the flow library wraps user functions in `pcall`), so errors
 //! stay Lua values. Branches that lose a race or follow a failure are
 //! dropped, which cancels their in-flight steps.
@@ -12,6 +14,10 @@ use crate::lua::error::HostError;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use mlua::{Function, Lua, MultiValue, Value};
+use std::task::Poll;
+
+/// Branches started before those already done are collected.
+const START_BATCH: usize = 64;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
@@ -60,20 +66,46 @@ pub async fn gather(lua: &Lua, fns: Value, opts: Value) -> Result<Value, HostErr
     let n = fns.len();
     let mut pending = fns.into_iter().enumerate();
     let mut running = FuturesUnordered::new();
+    let mut refill = true;
     let results = lua.create_table_with_capacity(n, 0).map_err(usage)?;
     let errors = lua.create_table().map_err(usage)?;
     loop {
-        while running.len() < limit {
-            let Some((i, f)) = pending.next() else { break };
-            let thread = lua.create_thread(f).map_err(usage)?;
-            let fut = thread.into_async::<MultiValue>(()).map_err(usage)?;
-            running.push(async move { (i, fut.await) });
+        // Branches start a batch at a time, and those that finished at once
+        // are taken between batches: every branch still starts without
+        // waiting for another to end, but a `map` whose items end at once
+        // (replayed, or pure Lua) never holds all its coroutines together.
+        if refill {
+            for (i, f) in pending
+                .by_ref()
+                .take(START_BATCH.min(limit - running.len()))
+            {
+                let fut = f.call_async::<MultiValue>(());
+                running.push(async move { (i, fut.await) });
+            }
         }
-        let Some((i, out)) = running.next().await else {
+        let more = pending.len() > 0 && running.len() < limit;
+        refill = true;
+        let next = if more {
+            // Take what is done; start the next batch once nothing is.
+            let once = std::future::poll_fn(|cx| Poll::Ready(running.poll_next_unpin(cx)));
+            match once.await {
+                Poll::Ready(Some(next)) => {
+                    refill = false;
+                    Some(next)
+                }
+                Poll::Ready(None) | Poll::Pending => continue,
+            }
+        } else {
+            running.next().await
+        };
+        let Some((i, out)) = next else {
             break;
         };
         // A branch that raised past its pcall hit a VM limit: stop everything.
-        let values = out.map_err(|e| HostError::new("branch_failed", e.to_string()))?;
+        let values = out.map_err(|e| match e {
+            e @ mlua::Error::MemoryError(_) => usage(e),
+            e => HostError::new("branch_failed", e.to_string()),
+        })?;
         let mut it = values.into_iter();
         let ok = it.next().and_then(|v| v.as_boolean()).unwrap_or(false);
         let value = it.next().unwrap_or(Value::Nil);
