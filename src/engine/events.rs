@@ -187,7 +187,7 @@ impl Ledger {
         self.bytes += w;
         let event = Event {
             cursor: self.next_cursor,
-            at_ms: super::now_ms(),
+            at_ms: super::coarse_now_ms(),
             task,
             run,
             kind,

@@ -8,7 +8,7 @@
 use crate::auth::{CapToken, Role, TokenClaims, Verb, nonce};
 use crate::engine::events::EventKind;
 use crate::engine::state::{Access, EngineState, TaskStatus, TaskView, TokenRecord};
-use crate::engine::{Engine, EngineError, TaskId, now_ms};
+use crate::engine::{Engine, EngineError, TaskId};
 use crate::engine::{Outcome, SpawnCtx, SpawnError, Spawner};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -22,7 +22,7 @@ impl Engine {
         task: TaskId,
         spawner: &dyn Spawner,
     ) -> Result<TaskView, EngineError> {
-        let now = now_ms();
+        let now = crate::engine::coarse_now_ms();
         let worker = self.signer().sign(TokenClaims {
             subject: Arc::from(format!("worker:{task}")),
             role: Role::Worker,

@@ -55,7 +55,9 @@ impl Engine {
                 "worker tokens are minted by dispatch, not attach".into(),
             ));
         }
-        let now = now_ms();
+        // The engine's clock for its tokens: issue and expiry are read
+        // from the same one.
+        let now = crate::engine::coarse_now_ms();
         let claims = TokenClaims {
             subject: Arc::from(opts.subject.as_str()),
             role: opts.role,
