@@ -5,10 +5,10 @@
 //! VM's pool of finished ones (reset: its stack cleared, its `<close>`
 //! variables closed, so nothing of one branch reaches the next); they are
 //! polled together inside the caller's own future (no tokio task, no OS
-//! thread per branch), at most `concurrency` at a time. Every branch function returns
-//! `ok, value` (the flow library wraps user functions in `pcall`), so errors
-//! stay Lua values. Branches that lose a race or follow a failure are
-//! dropped, which cancels their in-flight steps.
+//! thread per branch), at most `concurrency` at a time. Every branch
+//! function returns `ok, value` (the flow library wraps user functions in
+//! `pcall`), so errors stay Lua values. Branches that lose a race or follow
+//! a failure are dropped, which cancels their in-flight steps.
 
 use crate::lua::error::HostError;
 use futures_util::StreamExt;
@@ -16,7 +16,7 @@ use futures_util::stream::FuturesUnordered;
 use mlua::{Function, Lua, MultiValue, Value};
 use std::task::Poll;
 
-/// Branches started before those already done are collected.
+/// How many branches start before those already done are taken.
 const START_BATCH: usize = 64;
 
 #[derive(Clone, Copy, PartialEq)]

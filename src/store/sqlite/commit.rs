@@ -27,7 +27,7 @@ pub(super) struct Writes {
     path: PathBuf,
     queue: Mutex<Vec<Req>>,
     writer: Mutex<Connection>,
-    /// Write transactions committed so far (see [`super::SqliteStore::transactions`]).
+    /// Write transactions begun so far (see [`super::SqliteStore::transactions`]).
     pub(super) transactions: AtomicU64,
     /// Set once SQLite reports the file corrupt: from then on nothing is
     /// written to it (a write could spread the damage).
@@ -65,7 +65,7 @@ impl Writes {
         let mut lead = LeadOnDrop(Some(self.clone()));
         Box::pin(async move {
             YieldOnce(false).await;
-            let writes = lead.0.take().expect("taken only here");
+            let writes = lead.0.take();
             // Committed meanwhile by another leader: the writes queued since
             // are their own commits' to lead, after those have stepped aside
             // in turn. Leading them here would commit each sequential chain's
@@ -73,7 +73,9 @@ impl Writes {
             if let Ok(r) = done.try_recv() {
                 return r;
             }
-            writes.lead();
+            if let Some(writes) = writes {
+                writes.lead();
+            }
             done.await.map_err(|_| StoreError::Closed)?
         })
     }
