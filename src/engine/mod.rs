@@ -110,20 +110,27 @@ struct Inner {
     board: Arc<board::Board>,
 }
 
+/// A reading of the kernel's coarse clock `id` (good to its tick, a few
+/// ms, and several times cheaper than the precise one). Elsewhere than
+/// Linux its callers fall back to the precise clocks.
+#[cfg(target_os = "linux")]
+fn coarse(id: libc::clockid_t) -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call.
+    (unsafe { libc::clock_gettime(id, &mut ts) } == 0)
+        .then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+}
+
 /// A monotonic reading good to a few milliseconds, for the lock's
 /// hold-time warning: it is taken twice per verb, and the precise clock
 /// cost more than some verbs (a `hold_warn` is tens of milliseconds).
 fn coarse_now() -> Duration {
     #[cfg(target_os = "linux")]
-    {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid, writable timespec for the call.
-        if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } == 0 {
-            return Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
-        }
+    if let Some(d) = coarse(libc::CLOCK_MONOTONIC_COARSE) {
+        return d;
     }
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     EPOCH.get_or_init(Instant::now).elapsed()
@@ -136,15 +143,8 @@ fn coarse_now() -> Duration {
 /// [`now_ms`].
 pub fn coarse_now_ms() -> u64 {
     #[cfg(target_os = "linux")]
-    {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid, writable timespec for the call.
-        if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } == 0 {
-            return ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000;
-        }
+    if let Some(d) = coarse(libc::CLOCK_REALTIME_COARSE) {
+        return d.as_millis() as u64;
     }
     now_ms()
 }

@@ -41,14 +41,7 @@ async fn per_step(agent: &str, steps: u64, runs: u64) -> f64 {
     let r = run::prepare_source(&engine, Path::new("seq.lua"), SEQ, RunOptions::default())
         .expect("bench blueprint");
     let input = json!({ "agent": agent, "steps": steps });
-    let check = |report: crate::run::RunReport| {
-        assert_eq!(
-            report.status,
-            crate::engine::TaskStatus::Pass,
-            "bench: the {agent} flow did not pass: {}",
-            report.result
-        );
-    };
+    let check = |report: crate::run::RunReport| super::run_passed(agent, &report, None);
     check(r.run(input.clone()).await.expect("warm-up run"));
     let start = Instant::now();
     for _ in 0..runs {

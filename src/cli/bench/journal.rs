@@ -1,7 +1,7 @@
 //! The `journal` workload: per-step cost with the durable journal on, side
 //! by side with it off.
 
-use super::{constant_agent, engine, line, passed};
+use super::{constant_agent, engine, line, passed, run_passed};
 use crate::auth::Role;
 use crate::engine::{AttachOptions, Caller, TaskSpec};
 use crate::run::{self, RunOptions};
@@ -91,14 +91,7 @@ async fn flow_seq100(journal: bool) -> f64 {
     let runs = 50;
     // Every run must pass with the last step's result: a failing agent
     // must not print a good figure.
-    let check = |report: run::RunReport| {
-        assert!(
-            report.status == crate::engine::TaskStatus::Pass && report.result == json!(100),
-            "bench journal: the flow did not pass: {:?} {}",
-            report.status,
-            report.result
-        );
-    };
+    let check = |report: run::RunReport| run_passed("journal", &report, Some(&json!(100)));
     check(r.run(json!(100)).await.expect("warm-up"));
     let start = Instant::now();
     for _ in 0..runs {
@@ -139,15 +132,8 @@ async fn flow_par8(journal: bool) -> (f64, f64) {
     }
     let r = run::prepare_source(&engine, Path::new("par8.lua"), PAR8, opts).expect("blueprint");
     let (runs, n) = (10, 100);
-    let check = |report: run::RunReport| {
-        assert!(
-            report.status == crate::engine::TaskStatus::Pass
-                && report.result == json!(8 * n * (n + 1) / 2),
-            "bench journal: the par8 flow did not pass: {:?} {}",
-            report.status,
-            report.result
-        );
-    };
+    let want = json!(8 * n * (n + 1) / 2);
+    let check = |report: run::RunReport| run_passed("journal par8", &report, Some(&want));
     check(r.run(json!(n)).await.expect("warm-up"));
     let before = store.transactions();
     let start = Instant::now();

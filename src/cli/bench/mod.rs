@@ -106,6 +106,22 @@ pub(crate) fn passed(workload: &str, view: &crate::engine::TaskView) {
     );
 }
 
+/// A run a bench counts must have passed, with `want` as its result when
+/// given: a failing flow panics the workload instead of printing a figure.
+pub(crate) fn run_passed(
+    workload: &str,
+    report: &crate::run::RunReport,
+    want: Option<&serde_json::Value>,
+) {
+    assert!(
+        report.status == crate::engine::TaskStatus::Pass
+            && want.is_none_or(|w| *w == report.result),
+        "bench {workload}: the flow did not pass: {:?} {}",
+        report.status,
+        report.result
+    );
+}
+
 /// Starts one task of `agent` and dispatches it; panics unless it passed.
 pub(crate) async fn one_step(
     workload: &str,
