@@ -197,6 +197,55 @@ fn a_stopped_run_resumes_from_its_journal_without_redoing_work() {
     assert!(d.swarm(&["show", "rp"]).status.success());
 }
 
+/// The clock and random numbers are journaled even when the flow reads
+/// them before anything else and through functions the blueprint took at
+/// its top level (before the flow library had loaded): a resumed run sees
+/// the first run's values.
+#[test]
+fn clock_reads_taken_before_the_flow_library_loads_are_journaled() {
+    let d = Dir::new("clock-first");
+    let bp = d.file(
+        "clock.lua",
+        r#"local clock, rand, now = os.clock, math.random, swarm.time.now
+return swarm.blueprint "clock" {
+  flow = function()
+    local first = { os = os.time(), clock = clock(), r = rand(1000000), now = now() }
+    local go = swarm.ask("go")
+    return { first = first, again = { os = os.time(), r = rand(1000000) }, go = go }
+  end,
+}
+"#,
+    );
+    assert_eq!(
+        d.swarm(&["run", &bp, "--run-id", "ck"]).status.code(),
+        Some(3)
+    );
+    assert!(d.swarm(&["answer", "ck", "go", "true"]).status.success());
+    let out = d.swarm(&["resume", "ck", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let journal = d.journal("ck");
+    let kinds: Vec<(&str, &str)> = journal
+        .iter()
+        .map(|(p, k, _)| (p.as_str(), k.as_str()))
+        .collect();
+    assert_eq!(
+        &kinds[..4],
+        [
+            ("1", "os.time"),
+            ("2", "os.clock"),
+            ("3", "random"),
+            ("4", "now")
+        ],
+        "{kinds:?}"
+    );
+    let first = &result["first"];
+    for (i, field) in ["os", "clock", "r", "now"].iter().enumerate() {
+        assert_eq!(first[*field], journal[i].2, "{field}: {result}");
+    }
+    assert_eq!(result["go"], json!(true));
+}
+
 #[test]
 fn a_changed_blueprint_is_refused_unless_forced_and_divergence_is_caught() {
     let d = Dir::new("changed");

@@ -3,7 +3,7 @@
 
 Usage: pty_repl.py SWARM_BINARY HISTORY_FILE
 Checks expression printing, a multi-line function, table printing, tab
-completion of `swarm.en`, Ctrl-C stopping `while true do end` with the REPL
+completion of `swarm.en` and `swarm.paral`, Ctrl-C stopping `while true do end` with the REPL
 still answering, the observer refused `start_task`, and history surviving
 into a second session. Exits 0 when all pass, 1 with a message otherwise.
 """
@@ -86,6 +86,10 @@ t.read_until(r"\{ list = \{ 1, 2 \}, name = \"swarm\" \}\n> $")
 t.send("swarm.en\t")
 t.read_until(r"swarm\.engine")
 t.send("\x15")  # Ctrl-U: clear the line
+# The flow library joins `swarm` on first read; completion lists it anyway.
+t.send("swarm.paral\t")
+t.read_until(r"swarm\.parallel")
+t.send("\x15")
 t.send("print('spinning') while true do end\r")
 t.read_until(r"\nspinning\n")  # the loop is running: no sleep needed
 t.send("\x03")  # Ctrl-C

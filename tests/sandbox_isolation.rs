@@ -216,3 +216,54 @@ end"#,
                "err_name": "swarm.error", "same_mt": true, "pretty": "{ 1, 2 }"})
     );
 }
+
+/// The flow library and blueprint DSL join `swarm` on first read: read
+/// first by name or first by `pairs`, they are there, frozen, and the
+/// table behind `swarm` stays out of reach.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_of_swarm_built_on_first_read_are_whole_and_frozen() {
+    let w = world();
+    let probe = |first: &str| {
+        format!(
+            r#"return function()
+  {first}
+  local names = {{}}
+  for k in pairs(swarm) do names[#names + 1] = k end
+  table.sort(names)
+  local function refused(f) local ok, e = pcall(f) return not ok and tostring(e) end
+  return {{
+    names = table.concat(names, " "),
+    agent = refused(function() swarm.agent.rust = 1 end),
+    step = refused(function() swarm.step = nil end),
+    rawset = refused(function() rawset(swarm.agent, "x", 1) end),
+    mt = getmetatable(swarm),
+  }}
+end"#
+        )
+    };
+    w.agent(
+        "by-name",
+        &probe("assert(type(swarm.agent) == 'table')"),
+        VmOptions::default(),
+    );
+    w.agent("by-pairs", &probe(""), VmOptions::default());
+    for agent in ["by-name", "by-pairs"] {
+        let (s, r) = w.run(agent, json!(null)).await;
+        assert_eq!(s, TaskStatus::Pass, "{agent}: {r}");
+        assert_eq!(
+            r["names"],
+            "agent all_settled any ask blueprint duration engine gate json layer log map \
+             parallel pstep race sleep step time try worker",
+            "{agent}"
+        );
+        for (field, what) in [("agent", "swarm.agent"), ("step", "swarm")] {
+            let msg = r[field].as_str().unwrap_or_default();
+            assert!(
+                msg.contains(&format!("read-only table '{what}'")),
+                "{agent} {field}: {r}"
+            );
+        }
+        assert!(r["rawset"].as_str().is_some(), "{agent}: {r}");
+        assert_eq!(r["mt"], "locked", "{agent}");
+    }
+}

@@ -16,10 +16,10 @@ local error, pairs, ipairs, type, tostring, setmetatable =
 local where, error_of = host.where, host.error
 
 -- Constructors record where they were called, for validation. Agent VMs
--- evaluate blueprints that were already validated and turn this off.
-local locating = true
+-- evaluate blueprints that were already validated and turn this off
+-- (`host.locating = false`, see `skip_locations` in src/lua/modules/parts.rs).
 local function locate()
-  if locating then return where() end
+  if host.locating ~= false then return where() end
 end
 
 local M = {}
@@ -144,7 +144,6 @@ local function check_agent(name, a, bp, errors)
 end
 
 --- Turns recording constructor locations on or off (host use).
-function M._locating(on) locating = on end
 
 --- Every problem with `bp`, as `{ where, field, message }` entries.
 function M.validate(bp)

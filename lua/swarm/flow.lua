@@ -13,7 +13,7 @@ local error, pcall, select, setmetatable, type, ipairs, unpack =
 local wait, step, error_of = host.wait, host.step, host.error
 local journal_active, journal_get, journal_asked =
   host.journal_active, host.journal_get, host.journal_asked
-local running, raw_now, raw_random = coroutine.running, time.now, math.random
+local running, raw_now, raw_random = coroutine.running, host.now, host.random
 
 -- Raises the one error shape (`code`, `message`, `where` = the user's
 -- file:line, plus `fields`).
@@ -216,22 +216,13 @@ function M.sleep(ms)
   return true
 end
 
--- In a durable run, the clock and random numbers are journaled too, so a
--- replayed flow sees the values the first run saw. os.time() and
--- os.clock() too: a replayed flow must not see a new clock.
-local function journaled_read(kind, read)
-  local function read_now() return read() end
-  return function(...)
-    if select("#", ...) > 0 then return read(...) end
-    return journaled_call(kind, kind, nil, read_now)
-  end
+-- The journaled reads behind swarm.time.now, os.time, os.clock and
+-- math.random in a durable run (swarm/init.lua installs those).
+function M._read(kind, read)
+  return journaled_call(kind, kind, nil, function() return read() end)
 end
-time.now = journaled_read("now", raw_now)
-os.time = journaled_read("os.time", os.time)
-os.clock = journaled_read("os.clock", os.clock)
 
-math.random = function(...)
-  if not journaled() then return raw_random(...) end
+function M._random(...)
   local args = { ... }
   return journaled_call("random", "random", args, function() return raw_random(unpack(args)) end)
 end

@@ -1,6 +1,7 @@
 -- The `swarm` table. Host functions return `true, value` or `false, err`;
 -- here they become functions that return the value or raise `err` (an error
--- table with `code`, `message` and `where`, the caller's file:line).
+-- table with `code`, `message` and `where`, the caller's file:line). The
+-- flow library and the blueprint DSL join it on first read.
 local raw = ...
 local error, pairs, type = error, pairs, type
 
@@ -25,8 +26,13 @@ local function wrap(t)
   return out
 end
 
--- Verbs that wait all go through the one async host function.
-local wait = raw.wait
+-- Verbs that wait all go through the one async host function, built on
+-- the first wait (`raw.wait()` builds it; see src/lua/modules/mod.rs).
+local make_wait, waits = raw.wait, nil
+local function wait(op, a, b, c)
+  waits = waits or make_wait()
+  return waits(op, a, b, c)
+end
 local function waiting(op)
   return function(a, b)
     return check(wait(op, a, b))
@@ -60,7 +66,34 @@ local function step(agent, input, pos)
   error(v, 0)
 end
 
--- The raising `wait` and `step` go to the flow library.
-return swarm, function(op, a, b)
-  return check(wait(op, a, b))
-end, step
+-- In a durable run the clock and random numbers are journaled, so a
+-- replayed flow sees the values the first run saw; os.time() and
+-- os.clock() too. The journaling is the flow library's (`_read`,
+-- `_random` in swarm/flow.lua), loaded by the first such read in a
+-- durable run; elsewhere these are the plain functions behind one check.
+local journal_active, flow = raw.journal_active, raw.flow
+local select = select
+local function journaled_read(kind, read)
+  return function(...)
+    if select("#", ...) > 0 or not journal_active() then return read(...) end
+    return flow()._read(kind, read)
+  end
+end
+local raw_now, raw_random = time.now, math.random
+time.now = journaled_read("now", raw_now)
+os.time = journaled_read("os.time", os.time)
+os.clock = journaled_read("os.clock", os.clock)
+math.random = function(...)
+  if not journal_active() then return raw_random(...) end
+  return flow()._random(...)
+end
+
+-- What the flow library takes besides `swarm` (the host adds its helpers
+-- when the library loads, see src/lua/modules/parts.rs).
+return swarm, {
+  wait = function(op, a, b) return check(wait(op, a, b)) end,
+  step = step,
+  journal_active = journal_active,
+  now = raw_now,
+  random = raw_random,
+}

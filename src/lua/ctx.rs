@@ -24,10 +24,12 @@ pub(crate) const CURRENT: &str = "swarm.current";
 /// Registry slot of `protect(f, ...)`: calls `f` under a pcall at the base
 /// of its thread and raises its error again (see `lua/swarm/guards.lua`).
 pub(crate) const PROTECT: &str = "swarm.protect";
-/// Registry slot of the switch for constructor locations (blueprint.lua).
-pub(crate) const LOCATING: &str = "swarm.locating";
-/// Registry slot of the blueprint validator (`lua/swarm/blueprint.lua`).
-pub const VALIDATE: &str = "swarm.validate";
+/// Registry slot of the host helpers the flow and blueprint libraries
+/// take (`modules/host.rs`, `modules/parts.rs`).
+pub(crate) const HOST: &str = "swarm.host";
+/// Registry slot of the table behind the frozen `swarm`, which the parts
+/// built on first read join (`modules/parts.rs`).
+pub(crate) const LIBRARY: &str = "swarm.library";
 
 /// Per-VM host data, stored with `set_app_data`.
 pub(crate) struct VmCtx {

@@ -41,9 +41,20 @@ pub(crate) fn install_frozen_metamethods(lua: &Lua) -> mlua::Result<()> {
         };
         next.call::<mlua::MultiValue>((backing, key))
     })?;
+    // A backing table whose fields are built on first read (the `swarm`
+    // table, see modules/parts.rs) says how to build them all: `__fill`.
     shared.raw_set(
         "__pairs",
-        lua.create_function(move |_, t: Table| Ok((frozen_next.clone(), t, Value::Nil)))?,
+        lua.create_function(move |_, t: Table| {
+            let backing = t.metatable().map(|mt| mt.raw_get::<Table>("__index"));
+            if let Some(backing) = backing.transpose()?
+                && let Some(fill) = backing.metatable()
+                && let Some(fill) = fill.raw_get::<Option<Function>>("__fill")?
+            {
+                fill.call::<()>(backing)?;
+            }
+            Ok((frozen_next.clone(), t, Value::Nil))
+        })?,
     )?;
     shared.raw_set("__metatable", "locked")?;
     shared.raw_set("__frozen", true)?;

@@ -17,7 +17,6 @@ pub mod pattern;
 mod sandbox;
 mod stdlib;
 
-pub use ctx::VALIDATE;
 pub use error::HostError;
 pub use location::caller_location;
 

@@ -88,12 +88,21 @@ impl Vm {
 
     /// Turns off recording where blueprint constructors were called.
     pub fn skip_locations(&self) {
-        if let Ok(f) = self
-            .lua
-            .named_registry_value::<Function>(super::ctx::LOCATING)
-        {
-            let _ = f.call::<()>(false);
-        }
+        let _ = modules::skip_locations(&self.lua);
+    }
+
+    /// The blueprint validator (`validate` in `lua/swarm/blueprint.lua`).
+    pub fn validator(&self) -> Result<Function, LuaError> {
+        modules::validator(&self.lua).map_err(|e| self.classify(e))
+    }
+
+    /// Loads the parts of `swarm` built on first read (for walks of it
+    /// from the host, such as REPL completion).
+    pub fn load_library(&self) -> Result<(), LuaError> {
+        let library = self.lua.named_registry_value(super::ctx::LIBRARY);
+        library
+            .and_then(|swarm| modules::load_all(&self.lua, &swarm))
+            .map_err(|e| self.classify(e))
     }
 
     /// Sets the default parent of tasks this VM starts.

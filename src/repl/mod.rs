@@ -104,6 +104,8 @@ impl Session {
         host.print = Arc::new(|line: &str| println!("{line}"));
         host.kinds = crate::run::AgentKinds::shared_builtin().infos();
         let vm = Vm::new(host, VmOptions::default()).map_err(|e| e.to_string())?;
+        // All of `swarm` now, so tab completion lists it whole.
+        vm.load_library().map_err(|e| e.to_string())?;
         vm.set_token(Some(token.clone()));
         let env = vm.env().map_err(|e| e.to_string())?;
         let shared = Arc::new(Shared::new(engine, opts.role, token));

@@ -9,7 +9,7 @@
 use super::kinds::{AgentKinds, Backend, Decl};
 use crate::auth::{Role, RoleVerbGate, Verb};
 use crate::lua::{LuaError, Vm};
-use mlua::{Function, LuaSerdeExt, Table, Value};
+use mlua::{LuaSerdeExt, Table, Value};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -122,10 +122,7 @@ pub fn load(
     let f = vm.load(&env, source, &chunk)?;
     vm.arm(None);
     let value: Value = f.call(()).map_err(|e| vm.classify(e))?;
-    let lua = vm.lua();
-    let validate: Function = lua
-        .named_registry_value(crate::lua::VALIDATE)
-        .map_err(|e| vm.classify(e))?;
+    let validate = vm.validator()?;
     let problems: Vec<Problem> = validate
         .call::<Table>(value.clone())
         .and_then(|t| {

@@ -1,5 +1,6 @@
 //! Helpers the embedded flow and blueprint libraries need from the host.
-//! They are passed to those chunks only, not put in the `swarm` table.
+//! They are passed to those chunks only, not put in the `swarm` table,
+//! and built when the first of those chunks loads (see `parts.rs`).
 
 use crate::auth::{Role, Verb};
 use crate::lua::ctx::VmCtx;
@@ -7,8 +8,7 @@ use crate::lua::error::error_table;
 use crate::lua::location::caller_location;
 use mlua::{Lua, Table, Value};
 
-pub fn register(lua: &Lua) -> mlua::Result<Table> {
-    let t = lua.create_table()?;
+pub fn register(lua: &Lua, t: &Table) -> mlua::Result<()> {
     t.raw_set(
         "where",
         lua.create_function(|lua, ()| Ok(caller_location(lua, 0)))?,
@@ -80,8 +80,7 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
         lua.create_function(|_, verb: Value| {
             Ok(verb.to_string().is_ok_and(|v| v.parse::<Verb>().is_ok()))
         })?,
-    )?;
-    Ok(t)
+    )
 }
 
 /// The host's agent kinds as Lua data for blueprint validation (built

@@ -15,16 +15,17 @@ pub(super) fn journal(lua: &Lua) -> Option<Arc<Journal>> {
     lua.app_data_ref::<VmCtx>().and_then(|ctx| ctx.journal())
 }
 
+/// The number of the journal attached to this VM's run (unique per
+/// execution), or nil: asked before every journaled call and every read
+/// of the clock, so a number, not the run id, which would allocate.
+pub fn active(lua: &Lua) -> mlua::Result<mlua::Function> {
+    lua.create_function(|lua, ()| {
+        let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
+        Ok(ctx.journal_id().map(|id| id as i64))
+    })
+}
+
 pub fn register(lua: &Lua, host: &Table) -> mlua::Result<()> {
-    host.raw_set(
-        "journal_active",
-        // A number, not the run id: asked before every journaled call, it
-        // must not allocate.
-        lua.create_function(|lua, ()| {
-            let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
-            Ok(ctx.journal_id().map(|id| id as i64))
-        })?,
-    )?;
     // found, ok, value, input hash — or raises when the flow diverged from
     // its journal. The hash goes back into `journal_put`.
     host.raw_set(

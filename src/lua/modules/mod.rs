@@ -1,7 +1,9 @@
 //! The `swarm.*` modules, registered in one ordered list.
 //!
 //! Each module has one `register(lua) -> Table` of host functions; the
-//! embedded `swarm/init.lua` turns them into the user-facing `swarm` table.
+//! embedded `swarm/init.lua` turns them into the user-facing `swarm` table,
+//! which the flow library and the blueprint DSL join on first read
+//! (`parts.rs`).
 
 mod engine;
 mod gate;
@@ -10,12 +12,12 @@ mod host;
 mod journal;
 mod json;
 mod log;
+mod parts;
 mod step;
 mod time;
 mod worker;
 
 use super::ctx::VmCtx;
-use super::ctx::{LOCATING, VALIDATE};
 use super::embedded;
 use super::error::{HostError, reply};
 use super::location::caller_location;
@@ -24,6 +26,8 @@ use crate::engine::Engine;
 use mlua::{FromLua, Lua, LuaSerdeExt, Table, Value};
 use std::future::Future;
 use std::pin::Pin;
+
+pub use parts::{load_all, skip_locations, validator};
 
 /// Builds the `swarm` table for a new VM.
 pub fn compose(lua: &Lua) -> mlua::Result<Table> {
@@ -34,72 +38,52 @@ pub fn compose(lua: &Lua) -> mlua::Result<Table> {
     raw.raw_set("json", json::register(lua)?)?;
     raw.raw_set("log", log::register(lua)?)?;
     raw.raw_set("time", time::register(lua)?)?;
-    // One async host function for every verb that waits: mlua compiles a
-    // small Lua trampoline per async function, so one keeps VMs cheap. It
-    // returns two values, `ok, value_or_error` (mlua hands three or more
-    // back through a table made per call); a step says `"failed"` instead
-    // of `true` when it ran and did not pass.
-    raw.raw_set(
-        "wait",
-        lua.create_async_function(
-            |lua, (op, a, b, c): (String, Value, Value, Value)| async move {
-                // Each verb's future is boxed on its own, so a waiting call
-                // holds only its own verb's state, not the largest verb's:
-                // a `map` keeps 100,000 steps waiting at once.
-                type Waiting<'a> =
-                    Pin<Box<dyn Future<Output = Result<Value, HostError>> + Send + 'a>>;
-                let r: Waiting<'_> = match op.as_str() {
-                    "step" => {
-                        return match Box::pin(step::step(&lua, a, b, c)).await {
-                            Ok((true, v)) => Ok((Value::Boolean(true), v)),
-                            Ok((false, v)) => Ok((Value::String(lua.create_string("failed")?), v)),
-                            Err(e) => reply(&lua, Err(e)).map(|(ok, v)| (Value::Boolean(ok), v)),
-                        };
-                    }
-                    "sleep" => Box::pin(async {
-                        match f64::from_lua(a, &lua) {
-                            Ok(ms) => time::sleep(ms).await.map(|()| Value::Boolean(true)),
-                            Err(e) => Err(HostError::new("bad_argument", format!("sleep: {e}"))),
-                        }
-                    }),
-                    "gather" => Box::pin(gather::gather(&lua, a, b)),
-                    "journal_put" => Box::pin(journal::put(&lua, a, b)),
-                    "journal_question" => Box::pin(journal::question(&lua, a, b)),
-                    _ => Box::pin(engine::wait(&lua, &op, a, b)),
-                };
-                let r = r.await;
-                reply(&lua, r).map(|(ok, v)| (Value::Boolean(ok), v))
-            },
-        )?,
-    )?;
-    let (swarm, wait, step): (Table, mlua::Function, mlua::Function) =
-        embedded::chunk(lua, embedded::INIT)?.call(raw)?;
-    let host = host::register(lua)?;
-    journal::register(lua, &host)?;
-    host.raw_set("wait", wait)?;
-    host.raw_set("step", step)?;
-    let flow: Table = embedded::chunk(lua, embedded::FLOW)?.call((&swarm, &host))?;
-    let blueprint: Table = embedded::chunk(lua, embedded::BLUEPRINT)?.call((&swarm, &host))?;
-    for name in [
-        "step",
-        "pstep",
-        "try",
-        "parallel",
-        "all_settled",
-        "race",
-        "any",
-        "map",
-        "ask",
-        "sleep",
-    ] {
-        swarm.raw_set(name, flow.raw_get::<Value>(name)?)?;
-    }
-    for name in ["blueprint", "agent", "layer", "duration"] {
-        swarm.raw_set(name, blueprint.raw_get::<Value>(name)?)?;
-    }
-    lua.set_named_registry_value(VALIDATE, blueprint.raw_get::<mlua::Function>("validate")?)?;
-    lua.set_named_registry_value(LOCATING, blueprint.raw_get::<mlua::Function>("_locating")?)?;
+    // One async host function for every verb that waits, built on the
+    // first wait (`swarm/init.lua`): mlua compiles a Lua trampoline per
+    // async function per VM, a tenth of building one, which a Lua agent
+    // that never waits need not pay.
+    raw.raw_set("wait", lua.create_function(|lua, ()| waiting(lua))?)?;
+    raw.raw_set("journal_active", journal::active(lua)?)?;
+    raw.raw_set("flow", lua.create_function(|lua, ()| parts::flow(lua))?)?;
+    let (swarm, host): (Table, Table) = embedded::chunk(lua, embedded::INIT)?.call(raw)?;
+    parts::defer(lua, &swarm, host)?;
     Ok(swarm)
+}
+
+/// The async host function behind every verb that waits. It returns two
+/// values, `ok, value_or_error` (mlua hands three or more back through a
+/// table made per call); a step says `"failed"` instead of `true` when it
+/// ran and did not pass.
+fn waiting(lua: &Lua) -> mlua::Result<mlua::Function> {
+    lua.create_async_function(
+        |lua, (op, a, b, c): (String, Value, Value, Value)| async move {
+            // Each verb's future is boxed on its own, so a waiting call
+            // holds only its own verb's state, not the largest verb's:
+            // a `map` keeps 100,000 steps waiting at once.
+            type Waiting<'a> = Pin<Box<dyn Future<Output = Result<Value, HostError>> + Send + 'a>>;
+            let r: Waiting<'_> = match op.as_str() {
+                "step" => {
+                    return match Box::pin(step::step(&lua, a, b, c)).await {
+                        Ok((true, v)) => Ok((Value::Boolean(true), v)),
+                        Ok((false, v)) => Ok((Value::String(lua.create_string("failed")?), v)),
+                        Err(e) => reply(&lua, Err(e)).map(|(ok, v)| (Value::Boolean(ok), v)),
+                    };
+                }
+                "sleep" => Box::pin(async {
+                    match f64::from_lua(a, &lua) {
+                        Ok(ms) => time::sleep(ms).await.map(|()| Value::Boolean(true)),
+                        Err(e) => Err(HostError::new("bad_argument", format!("sleep: {e}"))),
+                    }
+                }),
+                "gather" => Box::pin(gather::gather(&lua, a, b)),
+                "journal_put" => Box::pin(journal::put(&lua, a, b)),
+                "journal_question" => Box::pin(journal::question(&lua, a, b)),
+                _ => Box::pin(engine::wait(&lua, &op, a, b)),
+            };
+            let r = r.await;
+            reply(&lua, r).map(|(ok, v)| (Value::Boolean(ok), v))
+        },
+    )
 }
 
 /// Registers host function `name`, whose body returns

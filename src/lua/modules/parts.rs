@@ -1,0 +1,124 @@
+//! The parts of the `swarm` table built on first read: the flow library
+//! (`swarm.step`, `parallel`, `map`, ...) and the blueprint DSL
+//! (`swarm.blueprint`, `agent`, ...), with the host helpers they take.
+//!
+//! A VM that never reads them (a Lua agent written as a plain function)
+//! never loads, runs or freezes them: they were a third of building a VM.
+//! Reading any of a part's names loads the whole part, once per VM; a
+//! walk of `swarm` (`pairs`, REPL completion) loads every part first.
+
+use super::{host, journal};
+use crate::lua::ctx::{HOST, LIBRARY};
+use crate::lua::embedded::{self, BLUEPRINT, FLOW};
+use crate::lua::frozen::freeze;
+use mlua::{Function, Lua, Table, Value};
+
+/// A part: its embedded chunk and the `swarm` fields it provides.
+type Part = ((&'static str, &'static str), &'static [&'static str]);
+
+const FLOW_PART: Part = (
+    FLOW,
+    &[
+        "step",
+        "pstep",
+        "try",
+        "parallel",
+        "all_settled",
+        "race",
+        "any",
+        "map",
+        "ask",
+        "sleep",
+    ],
+);
+const BLUEPRINT_PART: Part = (BLUEPRINT, &["blueprint", "agent", "layer", "duration"]);
+const PARTS: [Part; 2] = [FLOW_PART, BLUEPRINT_PART];
+
+/// Makes the parts of `swarm` (the table behind the frozen `swarm`) load
+/// on first read. `host` holds what the parts take besides `swarm`; the
+/// rest of the host helpers join it when the first part loads.
+pub fn defer(lua: &Lua, swarm: &Table, host: Table) -> mlua::Result<()> {
+    lua.set_named_registry_value(HOST, host)?;
+    lua.set_named_registry_value(LIBRARY, swarm)?;
+    let mt = lua.create_table()?;
+    mt.raw_set(
+        "__index",
+        lua.create_function(|lua, (swarm, key): (Table, Value)| {
+            let Some(key) = key.as_string().and_then(|k| k.to_str().ok()) else {
+                return Ok(Value::Nil);
+            };
+            match PARTS.iter().find(|(_, names)| names.contains(&&*key)) {
+                Some(part) => {
+                    load(lua, &swarm, part)?;
+                    swarm.raw_get(&*key)
+                }
+                None => Ok(Value::Nil),
+            }
+        })?,
+    )?;
+    // Called by the frozen tables' `__pairs` before it walks (frozen.rs).
+    mt.raw_set(
+        "__fill",
+        lua.create_function(|lua, swarm: Table| load_all(lua, &swarm))?,
+    )?;
+    swarm.set_metatable(Some(mt))
+}
+
+/// Loads every part not loaded yet (the REPL, before it completes names).
+pub fn load_all(lua: &Lua, swarm: &Table) -> mlua::Result<()> {
+    for part in &PARTS {
+        load(lua, swarm, part)?;
+    }
+    Ok(())
+}
+
+/// The flow library's exports (its journaled reads, for `swarm/init.lua`).
+pub fn flow(lua: &Lua) -> mlua::Result<Table> {
+    let swarm: Table = lua.named_registry_value(LIBRARY)?;
+    load(lua, &swarm, &FLOW_PART)
+}
+
+/// The blueprint validator (`validate` in `lua/swarm/blueprint.lua`).
+pub fn validator(lua: &Lua) -> mlua::Result<Function> {
+    let swarm: Table = lua.named_registry_value(LIBRARY)?;
+    load(lua, &swarm, &BLUEPRINT_PART)?.raw_get("validate")
+}
+
+/// Turns off recording where blueprint constructors were called (VMs that
+/// evaluate blueprints already validated), loaded or not.
+pub fn skip_locations(lua: &Lua) -> mlua::Result<()> {
+    lua.named_registry_value::<Table>(HOST)?
+        .raw_set("locating", false)
+}
+
+/// Loads `part` into `swarm` unless it is there; returns its exports.
+/// Each part's exports are kept in the registry under its chunk's name.
+fn load(lua: &Lua, swarm: &Table, (chunk, names): &Part) -> mlua::Result<Table> {
+    if let Some(exports) = lua.named_registry_value::<Option<Table>>(chunk.0)? {
+        return Ok(exports);
+    }
+    let host = host_helpers(lua)?;
+    let exports: Table = embedded::chunk(lua, *chunk)?.call((swarm, host))?;
+    for name in names.iter() {
+        let value = match exports.raw_get::<Value>(*name)? {
+            Value::Table(t) if t.metatable().is_none() => {
+                Value::Table(freeze(lua, &format!("swarm.{name}"), t)?)
+            }
+            v => v,
+        };
+        swarm.raw_set(*name, value)?;
+    }
+    lua.set_named_registry_value(chunk.0, &exports)?;
+    Ok(exports)
+}
+
+/// The host helpers the parts take (see `host.rs`), completed the first
+/// time a part loads.
+fn host_helpers(lua: &Lua) -> mlua::Result<Table> {
+    let helpers: Table = lua.named_registry_value(HOST)?;
+    if helpers.raw_get::<Value>("where")?.is_nil() {
+        host::register(lua, &helpers)?;
+        journal::register(lua, &helpers)?;
+    }
+    Ok(helpers)
+}
