@@ -15,6 +15,7 @@ const CHUNKS: &[&str] = &[
     "entry",
     "flow",
     "blueprint",
+    "validate",
 ];
 
 fn main() {

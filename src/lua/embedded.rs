@@ -33,8 +33,15 @@ pub const BLUEPRINT: (&str, &str) = (
     include_str!("../../lua/swarm/blueprint.lua"),
 );
 
+pub const VALIDATE: (&str, &str) = (
+    "swarm/validate.lua",
+    include_str!("../../lua/swarm/validate.lua"),
+);
+
 /// The chunks every VM may load as bytecode.
-const CHUNKS: [(&str, &str); 7] = [INIT, GUARDS, ERROR_MT, FROZEN, ENTRY, FLOW, BLUEPRINT];
+const CHUNKS: [(&str, &str); 8] = [
+    INIT, GUARDS, ERROR_MT, FROZEN, ENTRY, FLOW, BLUEPRINT, VALIDATE,
+];
 
 /// Bytecode of the embedded chunk `name`: all of [`CHUNKS`] are compiled
 /// together the first time any is needed, in one bare state used only to

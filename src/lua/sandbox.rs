@@ -91,7 +91,7 @@ impl Vm {
         let _ = modules::skip_locations(&self.lua);
     }
 
-    /// The blueprint validator (`validate` in `lua/swarm/blueprint.lua`).
+    /// The blueprint validator (`lua/swarm/validate.lua`).
     pub fn validator(&self) -> Result<Function, LuaError> {
         modules::validator(&self.lua).map_err(|e| self.classify(e))
     }

@@ -1,6 +1,7 @@
 //! The parts of the `swarm` table built on first read: the flow library
 //! (`swarm.step`, `parallel`, `map`, ...) and the blueprint DSL
-//! (`swarm.blueprint`, `agent`, ...), with the host helpers they take.
+//! (`swarm.blueprint`, `agent`, ...), with the host helpers they take; and
+//! blueprint validation, which only the VMs that validate load.
 //!
 //! A VM that never reads them (a Lua agent written as a plain function)
 //! never loads, runs or freezes them: they were a third of building a VM.
@@ -9,7 +10,7 @@
 
 use super::{host, journal};
 use crate::lua::ctx::{HOST, LIBRARY};
-use crate::lua::embedded::{self, BLUEPRINT, FLOW};
+use crate::lua::embedded::{self, BLUEPRINT, FLOW, VALIDATE};
 use crate::lua::frozen::freeze;
 use mlua::{Function, Lua, Table, Value};
 
@@ -78,10 +79,18 @@ pub fn flow(lua: &Lua) -> mlua::Result<Table> {
     load(lua, &swarm, &FLOW_PART)
 }
 
-/// The blueprint validator (`validate` in `lua/swarm/blueprint.lua`).
+/// The blueprint validator (`lua/swarm/validate.lua`), loaded on first
+/// use and kept in the registry under its chunk's name.
 pub fn validator(lua: &Lua) -> mlua::Result<Function> {
+    if let Some(validate) = lua.named_registry_value::<Option<Function>>(VALIDATE.0)? {
+        return Ok(validate);
+    }
     let swarm: Table = lua.named_registry_value(LIBRARY)?;
-    load(lua, &swarm, &BLUEPRINT_PART)?.raw_get("validate")
+    let duration: Function = load(lua, &swarm, &BLUEPRINT_PART)?.raw_get("duration")?;
+    let validate: Function =
+        embedded::chunk(lua, VALIDATE)?.call((host_helpers(lua)?, duration))?;
+    lua.set_named_registry_value(VALIDATE.0, &validate)?;
+    Ok(validate)
 }
 
 /// Turns off recording where blueprint constructors were called (VMs that
