@@ -109,6 +109,7 @@ pcall(function()
   local mt = {} ; setmetatable({}, mt) ; mt.__gc = function() LEAK = 1 end
 end)
 try("load into base", function() load("evil = true", "x", "t", base)() end)
+try("env metatable", function() getmetatable(_ENV).planted = evil end)
 try("globals", function() evil = true ; _G.print = evil end)
 try("frozen iterator on a fake", function()
   local it = pairs(string)
@@ -118,7 +119,18 @@ collectgarbage("count")
 return { tried = tried, took = took }
 "#;
 
-fn agent_source(plant: bool) -> String {
+/// The agent: with `kept`, a body with no upvalue but `_ENV` (the host
+/// keeps it across tasks, `src/lua/reuse.rs`); otherwise one whose upvalue
+/// makes every task evaluate the chunk again.
+fn agent_source(plant: bool, kept: bool) -> String {
+    if kept {
+        return format!(
+            "return function(task)\n\
+               if task.input == 'plant' and {plant} then\n{PLANT}\nend\n\
+               {FINGERPRINT}\n\
+             end\n"
+        );
+    }
     format!(
         "local FINGERPRINT = function()\n{FINGERPRINT}\nend\n\
          return function(task)\n\
@@ -136,29 +148,38 @@ async fn fingerprint(w: &World, name: &str, input: Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pooled_vm_is_pristine_after_every_planting_attempt() {
-    let w = world();
-    let agent = w.agent("a", &agent_source(true), VmOptions::default());
-    // A fresh VM's view, then the planting task, then the same VM again.
-    let fresh = fingerprint(&w, "a", json!("look")).await;
-    let (s, planted) = w.run("a", json!("plant")).await;
-    assert_eq!(s, TaskStatus::Pass, "{planted}");
-    assert!(planted["tried"].as_u64().unwrap() > 60, "{planted}");
-    // Writes to the task's own environment are allowed; nothing else is.
-    let took: Vec<&str> = planted["took"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    assert_eq!(took, ["globals"], "writes that went through: {took:?}");
-    assert_eq!(agent.pooled(), 1, "one VM served every task");
-    let after = fingerprint(&w, "a", json!("look")).await;
-    let diff: Vec<_> = after
-        .lines()
-        .zip(fresh.lines())
-        .filter(|(a, b)| a != b)
-        .take(5)
-        .collect();
-    assert!(after == fresh, "state leaked into the next task: {diff:?}");
-    assert_eq!(agent.pooled(), 1);
+    for kept in [false, true] {
+        let w = world();
+        let agent = w.agent("a", &agent_source(true, kept), VmOptions::default());
+        // A fresh VM's view, then the planting task, then the same VM again.
+        let fresh = fingerprint(&w, "a", json!("look")).await;
+        let (s, planted) = w.run("a", json!("plant")).await;
+        assert_eq!(s, TaskStatus::Pass, "{planted}");
+        assert!(planted["tried"].as_u64().unwrap() > 60, "{planted}");
+        // Writes to the task's own environment are allowed; nothing else is.
+        let took: Vec<&str> = planted["took"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            took,
+            ["env metatable", "globals"],
+            "kept {kept}: writes that went through: {took:?}"
+        );
+        assert_eq!(agent.pooled(), 1, "one VM served every task");
+        let after = fingerprint(&w, "a", json!("look")).await;
+        let diff: Vec<_> = after
+            .lines()
+            .zip(fresh.lines())
+            .filter(|(a, b)| a != b)
+            .take(5)
+            .collect();
+        assert!(
+            after == fresh,
+            "kept {kept}: state leaked into the next task: {diff:?}"
+        );
+        assert_eq!(agent.pooled(), 1);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,5 +286,120 @@ end"#
         }
         assert!(r["rawset"].as_str().is_some(), "{agent}: {r}");
         assert_eq!(r["mt"], "locked", "{agent}");
+    }
+}
+
+/// Bodies kept across tasks (upvalues: `_ENV`, `swarm`, a number, a
+/// string, each set back per task) and bodies built afresh per task (a
+/// table upvalue; an `_ENV` of their own) all start every task clean,
+/// alone and in a blueprint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_and_rebuilt_bodies_start_every_task_clean() {
+    let w = world();
+    let globals = r#"return function(task)
+  local clean = COUNT == nil and getmetatable(_ENV).seen == nil and rawget(_G, "COUNT") == nil
+  COUNT = (COUNT or 0) + 1
+  getmetatable(_ENV).seen = true
+  return clean
+end"#;
+    let agents = [
+        ("globals", globals, json!(true)),
+        (
+            "number",
+            "local n = 0\nreturn function(task) n = n + 1 return n end",
+            json!(1),
+        ),
+        (
+            "string",
+            "local box = 'empty'\nreturn function(task) local was = box box = task.input return was end",
+            json!("empty"),
+        ),
+        (
+            "swarm-local",
+            "local swarm = require 'swarm'\nlocal json = swarm.json\n\
+             return function(task) local was = SEEN SEEN = 1 return json.encode({ was or 0 }) end",
+            json!("[0]"),
+        ),
+        (
+            "table",
+            "local seen = {}\nreturn function(task) seen[#seen + 1] = task.input return #seen end",
+            json!(1),
+        ),
+        (
+            "own-env",
+            "local _ENV = { n = 0 }\nreturn function(task) n = n + 1 return n end",
+            json!(1),
+        ),
+    ];
+    for (name, src, _) in &agents {
+        w.agent(name, src, VmOptions::default());
+    }
+    for i in 0..3 {
+        for (name, _, want) in &agents {
+            let got = w.run(name, json!(format!("secret-{i}"))).await;
+            assert_eq!(got, (TaskStatus::Pass, want.clone()), "{name}, task {i}");
+        }
+    }
+
+    use lua_swarm::run::{self, RunOptions};
+    let src = r#"return swarm.blueprint "kept" {
+  agents = { probe = swarm.agent.lua { run = function(task)
+    local clean = SEEN == nil
+    SEEN = task.input
+    return { clean = clean, input = task.input, upper = string.upper("a") }
+  end } },
+  flow = function()
+    local out = {}
+    for i = 1, 4 do out[i] = swarm.step("probe", i) end
+    return out
+  end,
+}"#;
+    let engine =
+        lua_swarm::engine::Engine::new(Default::default(), lua_swarm::auth::Signer::random());
+    let r = run::prepare_source(
+        &engine,
+        std::path::Path::new("kept.lua"),
+        src,
+        RunOptions::default(),
+    )
+    .unwrap();
+    let report = r.run(json!(null)).await.unwrap();
+    assert_eq!(report.status, TaskStatus::Pass, "{}", report.result);
+    let want: Vec<Value> = (1..=4)
+        .map(|i| json!({"clean": true, "input": i, "upper": "A"}))
+        .collect();
+    assert_eq!(report.result, json!(want));
+}
+
+/// A chunk whose top level defines what the body reads as globals (a
+/// helper function, a table, a changed environment metatable) is evaluated
+/// for every task, so every task finds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_reads_what_the_top_level_made_finds_it_every_task() {
+    let w = world();
+    for (name, src) in [
+        (
+            "global-fn",
+            "function double(x) return x * 2 end\nreturn function(task) return double(task.input) end",
+        ),
+        (
+            "global-table",
+            "FACTOR = { by = 2 }\nreturn function(task) return task.input * FACTOR.by end",
+        ),
+        (
+            "env-mt",
+            "local base = getmetatable(_ENV).__index\n\
+             getmetatable(_ENV).__index = function(_, k) if k == 'by' then return 2 end return base[k] end\n\
+             return function(task) return task.input * by end",
+        ),
+    ] {
+        w.agent(name, src, VmOptions::default());
+        for i in 1..=3 {
+            assert_eq!(
+                w.run(name, json!(i)).await,
+                (TaskStatus::Pass, json!(i * 2)),
+                "{name}, task {i}"
+            );
+        }
     }
 }

@@ -14,6 +14,7 @@ mod limits;
 mod location;
 mod modules;
 pub mod pattern;
+mod reuse;
 mod sandbox;
 mod stdlib;
 

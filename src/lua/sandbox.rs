@@ -129,7 +129,21 @@ impl Vm {
         let setmetatable: Function = self
             .lua
             .named_registry_value(super::ctx::RAW_SETMETATABLE)?;
-        embedded::chunk(&self.lua, embedded::ENTRY)?.call((setmetatable, &self.base, current))
+        // SAFETY: plain C functions that only read and set upvalues of the
+        // function they are given (see `reuse.rs`).
+        let (reusable, rebind) = unsafe {
+            (
+                self.lua.create_c_function(super::reuse::reusable)?,
+                self.lua.create_c_function(super::reuse::rebind)?,
+            )
+        };
+        embedded::chunk(&self.lua, embedded::ENTRY)?.call((
+            setmetatable,
+            &self.base,
+            current,
+            reusable,
+            rebind,
+        ))
     }
 
     /// Compiles text `source` as chunk `@name` in `env`.
