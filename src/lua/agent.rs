@@ -3,9 +3,11 @@
 //!
 //! The agent's source is a chunk that returns `function(task) ... end`, or a
 //! blueprint file whose `agents[name]` is `swarm.agent.lua { run = ... }`. VMs
-//! are pooled, but each task runs the chunk afresh in a new environment, so
-//! globals, upvalues and metatables of one task never reach the next. A VM
-//! whose limits tripped, or whose task was abandoned mid-run, is dropped.
+//! are pooled, but each task gets a new environment and a body that holds
+//! no state of its own (`reuse.rs`) or one built by running the chunk
+//! afresh, so globals, upvalues and metatables of one task never reach the
+//! next. A VM whose limits tripped, or whose task was abandoned mid-run, is
+//! dropped.
 //!
 //! A task waits for a VM slot at its depth first (see [`super::VmSlots`]),
 //! so the number of agent VMs running at once is capped.
@@ -80,7 +82,8 @@ impl LuaAgent {
     }
 
     /// The agent `name` of the blueprint whose source is `source`: each task
-    /// evaluates the blueprint afresh and calls `agents[name].run`.
+    /// calls `agents[name].run` of the blueprint (evaluated afresh unless
+    /// that body is kept, see `reuse.rs`).
     pub fn for_blueprint(
         host: Host,
         source: &str,
