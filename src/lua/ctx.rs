@@ -21,9 +21,6 @@ pub(crate) const RAW_SETMETATABLE: &str = "swarm.raw_setmetatable";
 /// never crosses runs in a pooled VM. Lua agents' per-task entry sets both
 /// fields itself (no host call per task).
 pub(crate) const CURRENT: &str = "swarm.current";
-/// Registry slot of `protect(f, ...)`: calls `f` under a pcall at the base
-/// of its thread and raises its error again (see `lua/swarm/guards.lua`).
-pub(crate) const PROTECT: &str = "swarm.protect";
 /// Registry slot of the host helpers the flow and blueprint libraries
 /// take (`modules/host.rs`, `modules/parts.rs`).
 pub(crate) const HOST: &str = "swarm.host";
@@ -48,6 +45,11 @@ pub(crate) struct VmCtx {
     /// The VM's (frozen) `swarm` table, once built: what `require "swarm"`
     /// returns.
     pub swarm: std::sync::OnceLock<mlua::Table>,
+    /// `protect(f, ...)`: calls `f` under a pcall at the base of its thread
+    /// and raises its error again (see `lua/swarm/guards.lua`). Kept here,
+    /// not under a registry name: finding a named slot makes a Lua string,
+    /// a thousand instructions on every call into Lua.
+    pub protect: std::sync::OnceLock<Function>,
 }
 
 impl VmCtx {

@@ -236,7 +236,10 @@ pub(crate) async fn call_protected(
     f: &Function,
     args: impl mlua::IntoLuaMulti,
 ) -> mlua::Result<MultiValue> {
-    let protect: Function = lua.named_registry_value(super::ctx::PROTECT)?;
+    let protect = lua
+        .app_data_ref::<VmCtx>()
+        .and_then(|ctx| ctx.protect.get().cloned())
+        .ok_or_else(|| mlua::Error::RuntimeError("the VM has no guards installed".into()))?;
     let mut args = args.into_lua_multi(lua)?;
     args.push_front(Value::Function(f.clone()));
     let mut out = protect.call_async::<MultiValue>(args).await?;
@@ -323,6 +326,7 @@ fn build(host: Host, opts: VmOptions) -> mlua::Result<Vm> {
         limits: limits.clone(),
         memory_limit: opts.memory_limit,
         swarm: std::sync::OnceLock::new(),
+        protect: std::sync::OnceLock::new(),
     });
     install_error_metatable(&lua)?;
     install_frozen_metamethods(&lua)?;

@@ -8,7 +8,7 @@
 //! only by `sandbox::build`.
 
 use super::ctx::VmCtx;
-use super::ctx::{CURRENT, PROTECT, RAW_SETMETATABLE};
+use super::ctx::{CURRENT, RAW_SETMETATABLE};
 use super::embedded;
 use super::error::root_message;
 use super::frozen::is_frozen;
@@ -317,7 +317,9 @@ pub(crate) fn install_guards(lua: &Lua, g: &Table) -> mlua::Result<()> {
     g.raw_set("xpcall", guards.raw_get::<Function>("xpcall")?)?;
     co.raw_set("wrap", guards.raw_get::<Function>("wrap")?)?;
     co.raw_set("create", guards.raw_get::<Function>("create")?)?;
-    lua.set_named_registry_value(PROTECT, guards.raw_get::<Function>("protect")?)?;
+    if let Some(ctx) = lua.app_data_ref::<super::ctx::VmCtx>() {
+        let _ = ctx.protect.set(guards.raw_get::<Function>("protect")?);
+    }
     co.raw_set("resume", guards.raw_get::<Function>("resume")?)?;
     Ok(())
 }
