@@ -24,7 +24,7 @@ impl Engine {
     ) -> Result<TaskView, EngineError> {
         let now = crate::engine::coarse_now_ms();
         let worker = self.signer().sign(TokenClaims {
-            subject: Arc::from(format!("worker:{task}")),
+            subject: worker_subject(task),
             role: Role::Worker,
             scopes: Arc::from([]),
             issued_at_ms: now,
@@ -209,4 +209,29 @@ fn settle(
     );
     s.retire(id);
     view
+}
+
+/// `worker:t<id>`, the subject of a task's worker token (as `TaskId`
+/// displays), built without `format!`.
+fn worker_subject(task: TaskId) -> Arc<str> {
+    let mut digits = itoa::Buffer::new();
+    let mut s = String::with_capacity(32);
+    s.push_str("worker:t");
+    s.push_str(digits.format(task.0));
+    Arc::from(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_subject_names_the_task_as_it_displays() {
+        for id in [0, 7, 42, u64::MAX] {
+            assert_eq!(
+                &*worker_subject(TaskId(id)),
+                format!("worker:{}", TaskId(id))
+            );
+        }
+    }
 }

@@ -104,8 +104,13 @@ pub(crate) fn caller(lua: &Lua) -> Result<(Engine, CapToken), HostError> {
     let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx installed");
     match ctx.token() {
         Some(tok) => Ok((ctx.host.engine.clone(), tok)),
-        None => Err(HostError::new("no_token", "this VM holds no engine token")),
+        None => Err(no_token()),
     }
+}
+
+/// The usage error of a host verb called in a VM that holds no token.
+pub(crate) fn no_token() -> HostError {
+    HostError::new("no_token", "this VM holds no engine token")
 }
 
 /// Serialize options for values handed to Lua: absent → nil, JSON null →

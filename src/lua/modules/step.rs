@@ -5,8 +5,8 @@
 //! the result is converted to Lua once. The flow library keeps only what
 //! must be Lua: the per-coroutine journal position it passes in.
 
-use super::journal::{journal, record, replay};
-use super::{caller, to_json, to_lua};
+use super::journal::{record, replay};
+use super::{no_token, to_json, to_lua};
 use crate::engine::{TaskId, TaskSpec, TaskStatus, TaskView};
 use crate::lua::ctx::VmCtx;
 use crate::lua::error::{HostError, error_metatable};
@@ -103,7 +103,18 @@ fn begin(
         _ => None,
     };
     let journal_pos = pos.as_deref().map(Arc::from);
-    let journal = match (pos, journal(lua)) {
+    // What the step needs of the VM, in one borrow of its host data.
+    let (attached, engine, tok, spawner, parent) = {
+        let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
+        (
+            pos.as_ref().and_then(|_| ctx.journal()),
+            ctx.host.engine.clone(),
+            ctx.token(),
+            ctx.host.agents.get(&agent),
+            ctx.parent(),
+        )
+    };
+    let journal = match (pos, attached) {
         (Some(pos), Some(j)) => {
             let hash = input_hash(&input);
             if let Some(e) = replay(lua, &j, &pos, "step", &agent, &hash)? {
@@ -117,11 +128,7 @@ fn begin(
         }
         _ => None,
     };
-    let (engine, tok) = caller(lua)?;
-    let (spawner, parent) = {
-        let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
-        (ctx.host.agents.get(&agent), ctx.parent())
-    };
+    let tok = tok.ok_or_else(no_token)?;
     let Some(spawner) = spawner else {
         return Err(unknown_agent(lua, &agent));
     };
