@@ -387,6 +387,12 @@ async fn a_body_that_reads_what_the_top_level_made_finds_it_every_task() {
             "FACTOR = { by = 2 }\nreturn function(task) return task.input * FACTOR.by end",
         ),
         (
+            "new-env-mt",
+            "local base = getmetatable(_ENV).__index\n\
+             setmetatable(_ENV, { __index = function(_, k) if k == 'by' then return 2 end return base[k] end })\n\
+             return function(task) return task.input * by end",
+        ),
+        (
             "env-mt",
             "local base = getmetatable(_ENV).__index\n\
              getmetatable(_ENV).__index = function(_, k) if k == 'by' then return 2 end return base[k] end\n\

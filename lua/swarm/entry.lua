@@ -11,11 +11,13 @@
 -- their new environment, instead of evaluating the chunk again (see
 -- src/lua/reuse.rs). Any other body is built afresh for every task.
 local setmetatable, base, current, reusable, rebind = ...
-local next, rawequal = next, rawequal
+local next, rawequal, getmetatable = next, rawequal, getmetatable
 local kept, saved
 
--- Whether `env` (metatable `mt`) still holds only what this entry put there.
+-- Whether `env` still has metatable `mt`, and both hold only what this
+-- entry put there.
 local function untouched(env, mt)
+  if not rawequal(getmetatable(env), mt) or getmetatable(mt) ~= nil then return false end
   local k, v = next(mt)
   if k ~= "__index" or not rawequal(v, base) or next(mt, k) ~= nil then return false end
   k, v = next(env)
