@@ -71,12 +71,13 @@ end
 -- os.clock() too. The journaling is the flow library's (`_read`,
 -- `_random` in swarm/flow.lua), loaded by the first such read in a
 -- durable run; elsewhere these are the plain functions behind one check.
-local journal_active, flow = raw.journal_active, raw.flow
-local select = select
+local journal_active, load_flow = raw.journal_active, raw.flow
+local select, flow = select, nil
 local function journaled_read(kind, read)
   return function(...)
     if select("#", ...) > 0 or not journal_active() then return read(...) end
-    return flow()._read(kind, read)
+    flow = flow or load_flow()
+    return flow._read(kind, read)
   end
 end
 local raw_now, raw_random = time.now, math.random
@@ -85,7 +86,8 @@ os.time = journaled_read("os.time", os.time)
 os.clock = journaled_read("os.clock", os.clock)
 math.random = function(...)
   if not journal_active() then return raw_random(...) end
-  return flow()._random(...)
+  flow = flow or load_flow()
+  return flow._random(...)
 end
 
 -- What the flow library takes besides `swarm` (the host adds its helpers
