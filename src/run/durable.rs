@@ -170,8 +170,12 @@ impl Prepared {
 /// disk); past this many the oldest batch is given up, with an error.
 const UNWRITTEN_MAX: usize = 100_000;
 
-/// How long the event sink gathers events before committing them.
-const EVENT_BATCH: std::time::Duration = std::time::Duration::from_millis(20);
+/// How long the event sink gathers events before committing them. Short
+/// enough that a run's events are written while its flow runs (on another
+/// core when there is one) rather than all at its end, and that another
+/// process following the journal sees them within milliseconds; long
+/// enough that a busy run's events share a commit by the hundred.
+const EVENT_BATCH: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Writes a run's events to the journal, in ledger order, in batches. It
 /// subscribes with a token bound to the run's root task, so on an engine
