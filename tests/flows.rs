@@ -170,6 +170,57 @@ return swarm.blueprint "primitives" {
     assert_eq!(r.result["slept"], json!(true));
 }
 
+/// `parallel` and `map` answer each branch's value at its own index (nil
+/// included), in a table the flow may change; the branch whose failure
+/// stopped the others is the one raised, at the user's line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn branch_values_keep_their_places_and_the_failure_is_the_one_raised() {
+    let r = run_src(
+        "places",
+        r#"
+local swarm = require "swarm"
+return swarm.blueprint "places" {
+  agents = {
+    echo = swarm.agent.rust { name = "echo" },
+    fail = swarm.agent.rust { name = "fail" },
+  },
+  flow = function()
+    local holes = swarm.map({ 1, 2, 3, 4 }, function(n)
+      if n % 2 == 0 then return nil end
+      return swarm.step("echo", n)
+    end)
+    holes[5] = "mine"
+    local par = swarm.parallel {
+      function() return "a" end,
+      function() return nil end,
+      function() return swarm.step("echo", "c") end,
+    }
+    local ok, err = pcall(swarm.parallel, {
+      function() return swarm.step("echo", 1) end,
+      function() return swarm.step("fail", "second") end,
+    })
+    local settled = swarm.all_settled {
+      function() return nil end,
+      function() error({ code = "mine" }) end,
+    }
+    return {
+      holes = { holes[1], holes[2] == nil, holes[3], holes[4] == nil, holes[5] },
+      par = { par[1], par[2] == nil, par[3] },
+      raised = { ok, err.code, err.result },
+      settled = { settled[1].ok, settled[1].value == nil, settled[2].ok, settled[2].error.code },
+    }
+  end,
+}"#,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(r.status, TaskStatus::Pass, "{}", r.result);
+    assert_eq!(r.result["holes"], json!([1, true, 3, true, "mine"]));
+    assert_eq!(r.result["par"], json!(["a", true, "c"]));
+    assert_eq!(r.result["raised"], json!([false, "blocked", "second"]));
+    assert_eq!(r.result["settled"], json!([true, true, false, "mine"]));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lua_layers_rewrite_reject_and_transform_in_declaration_order() {
     let r = run_src(

@@ -129,13 +129,8 @@ local function all_of(fns, what, concurrency)
   local res = wait("gather", branches(fns, what), {
     mode = "all", fail_fast = true, concurrency = concurrency,
   })
-  local out = {}
-  for i = 1, #fns do
-    local r = res[i]
-    if r and not r.ok then error(r.value, 0) end
-    out[i] = r and r.value
-  end
-  return out
+  if res.failed then error(res.value[res.failed], 0) end
+  return res.value
 end
 
 --- Runs every function concurrently; returns their results in order.
@@ -150,10 +145,9 @@ function M.all_settled(fns, opts)
   local res = wait("gather", branches(fns, "all_settled"), {
     mode = "all", fail_fast = false, concurrency = opts and opts.concurrency,
   })
-  local out = {}
+  local oks, values, out = res.ok, res.value, {}
   for i = 1, #fns do
-    local r = res[i]
-    out[i] = r.ok and { ok = true, value = r.value } or { ok = false, error = r.value }
+    out[i] = oks[i] and { ok = true, value = values[i] } or { ok = false, error = values[i] }
   end
   return out
 end

@@ -67,7 +67,11 @@ pub async fn gather(lua: &Lua, fns: Value, opts: Value) -> Result<Value, HostErr
     let mut pending = fns.into_iter().enumerate();
     let mut running = FuturesUnordered::new();
     let mut refill = true;
-    let results = lua.create_table_with_capacity(n, 0).map_err(usage)?;
+    // Mode::All answers `{ ok = {...}, value = {...}, failed = i }`: two
+    // arrays rather than a table per branch (a `map` over 100,000 items
+    // made 100,000 of them, each with three string keys to intern).
+    let oks = lua.create_table_with_capacity(n, 0).map_err(usage)?;
+    let values = lua.create_table_with_capacity(n, 0).map_err(usage)?;
     let errors = lua.create_table().map_err(usage)?;
     loop {
         // Branches start a batch at a time, and those that finished at once
@@ -102,25 +106,22 @@ pub async fn gather(lua: &Lua, fns: Value, opts: Value) -> Result<Value, HostErr
             break;
         };
         // A branch that raised past its pcall hit a VM limit: stop everything.
-        let values = out.map_err(|e| match e {
+        let returned = out.map_err(|e| match e {
             e @ mlua::Error::MemoryError(_) => usage(e),
             e => HostError::new("branch_failed", e.to_string()),
         })?;
-        let mut it = values.into_iter();
+        let mut it = returned.into_iter();
         let ok = it.next().and_then(|v| v.as_boolean()).unwrap_or(false);
         let value = it.next().unwrap_or(Value::Nil);
-        let entry = lua.create_table().map_err(usage)?;
-        entry.raw_set("ok", ok).map_err(usage)?;
-        entry.raw_set("value", value.clone()).map_err(usage)?;
-        entry.raw_set("index", i + 1).map_err(usage)?;
         match mode {
-            Mode::Race => return Ok(Value::Table(entry)),
-            Mode::Any if ok => return Ok(Value::Table(entry)),
+            Mode::Race => return winner(lua, ok, value, i),
+            Mode::Any if ok => return winner(lua, ok, value, i),
             Mode::Any => errors.raw_set(i + 1, value).map_err(usage)?,
             Mode::All { fail_fast } => {
-                results.raw_set(i + 1, entry).map_err(usage)?;
+                oks.raw_set(i + 1, ok).map_err(usage)?;
+                values.raw_set(i + 1, value).map_err(usage)?;
                 if fail_fast && !ok {
-                    return Ok(Value::Table(results));
+                    return settled(lua, oks, values, Some(i + 1));
                 }
             }
         }
@@ -131,5 +132,29 @@ pub async fn gather(lua: &Lua, fns: Value, opts: Value) -> Result<Value, HostErr
         entry.raw_set("errors", errors).map_err(usage)?;
         return Ok(Value::Table(entry));
     }
-    Ok(Value::Table(results))
+    settled(lua, oks, values, None)
+}
+
+/// A race's or an `any`'s answer: `{ ok, value, index }` of one branch.
+fn winner(lua: &Lua, ok: bool, value: Value, i: usize) -> Result<Value, HostError> {
+    let entry = lua.create_table().map_err(usage)?;
+    entry.raw_set("ok", ok).map_err(usage)?;
+    entry.raw_set("value", value).map_err(usage)?;
+    entry.raw_set("index", i + 1).map_err(usage)?;
+    Ok(Value::Table(entry))
+}
+
+/// Mode::All's answer: each branch's `ok` and value by index (nil where a
+/// branch never finished), and the branch whose failure stopped the rest.
+fn settled(
+    lua: &Lua,
+    oks: mlua::Table,
+    values: mlua::Table,
+    failed: Option<usize>,
+) -> Result<Value, HostError> {
+    let out = lua.create_table_with_capacity(0, 3).map_err(usage)?;
+    out.raw_set("ok", oks).map_err(usage)?;
+    out.raw_set("value", values).map_err(usage)?;
+    out.raw_set("failed", failed).map_err(usage)?;
+    Ok(Value::Table(out))
 }
