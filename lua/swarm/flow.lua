@@ -99,34 +99,46 @@ function M.try(fn, ...)
   return pcall(fn, ...)
 end
 
-local function branches(fns, what)
-  if type(fns) ~= "table" then
+-- One branch: `pcall`'s answer for `fn()` (a list's function) or, in a
+-- `map`, `fn(item, i)`; in a durable run its journal positions are
+-- numbered under `prefix`.
+local function run_branch(prefix, fn, item, i)
+  if prefix then
+    local co = running()
+    ctxs[co] = { prefix = prefix, n = 0 }
+    if i then return branch_done(co, pcall(fn, item, i)) end
+    return branch_done(co, pcall(fn))
+  end
+  if i then return pcall(fn, item, i) end
+  return pcall(fn)
+end
+
+-- The branches of a gather, one closure each: the functions of the list
+-- `fns`, or, given `items`, the function `fns` applied to each item.
+local function branches(fns, what, items)
+  if type(items or fns) ~= "table" then
     raise("bad_argument", "swarm." .. what .. ": expects a list of functions")
   end
   local wrapped = {}
   local base = journaled() and next_pos()
-  for i, fn in ipairs(fns) do
-    if type(fn) ~= "function" then
-      raise("bad_argument", "swarm." .. what .. ": item " .. i .. " is not a function")
-    end
-    if base then
-      local prefix = base .. "/" .. i .. ":"
-      wrapped[i] = function()
-        local co = running()
-        ctxs[co] = { prefix = prefix, n = 0 }
-        return branch_done(co, pcall(fn))
+  for i, v in ipairs(items or fns) do
+    local fn, item, index = fns, v, i
+    if not items then
+      fn, item, index = v, nil, nil
+      if type(fn) ~= "function" then
+        raise("bad_argument", "swarm." .. what .. ": item " .. i .. " is not a function")
       end
-    else
-      wrapped[i] = function() return pcall(fn) end
     end
+    local prefix = base and base .. "/" .. i .. ":"
+    wrapped[i] = function() return run_branch(prefix, fn, item, index) end
   end
   return wrapped
 end
 
 -- Runs `fns` as branches; their values in order, the first failure raised
 -- (the branches still running are cancelled).
-local function all_of(fns, what, concurrency)
-  local res = wait("gather", branches(fns, what), {
+local function all_of(fns, what, concurrency, items)
+  local res = wait("gather", branches(fns, what, items), {
     mode = "all", fail_fast = true, concurrency = concurrency,
   })
   if res.failed then error(res.value[res.failed], 0) end
@@ -173,11 +185,7 @@ function M.map(items, fn, opts)
   if type(items) ~= "table" or type(fn) ~= "function" then
     raise("bad_argument", "swarm.map: expects (items, fn[, opts])")
   end
-  local fns = {}
-  for i, item in ipairs(items) do
-    fns[i] = function() return fn(item, i) end
-  end
-  return all_of(fns, "map", (opts and opts.concurrency) or 64)
+  return all_of(fn, "map", (opts and opts.concurrency) or 64, items)
 end
 
 --- Asks a senior and waits for the answer. `question` is a string or a
