@@ -22,12 +22,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-mod checkpoint;
 mod commit;
 mod health;
 mod ownership;
 mod reads;
-use checkpoint::Checkpointer;
 use commit::{Job, Writes};
 pub use health::damage_marker;
 use ownership::lease_end;
@@ -41,10 +39,6 @@ fn busy() -> Duration {
 }
 
 pub struct SqliteStore {
-    /// Declared first, so dropped first: the checkpoint thread is joined
-    /// before the writer and reader close, and the last of those does
-    /// SQLite's final checkpoint.
-    _checkpoints: Checkpointer,
     path: PathBuf,
     writes: Arc<Writes>,
     reader: Mutex<Connection>,
@@ -144,22 +138,12 @@ impl SqliteStore {
                 ),
             },
         })?;
-        let checkpoints = Checkpointer::new(path);
-        checkpoints
-            .watch(&mut conn)
-            .map_err(|e| classify(path, &e, true))?;
         let reader = connect(path)?;
-        Ok(SqliteStore::new(path, conn, reader, checkpoints))
+        Ok(SqliteStore::new(path, conn, reader))
     }
 
-    fn new(
-        path: &Path,
-        writer: Connection,
-        reader: Connection,
-        checkpoints: Checkpointer,
-    ) -> SqliteStore {
+    fn new(path: &Path, writer: Connection, reader: Connection) -> SqliteStore {
         SqliteStore {
-            _checkpoints: checkpoints,
             path: path.to_path_buf(),
             writes: Arc::new(Writes::new(path, writer)),
             reader: Mutex::new(reader),

@@ -2,7 +2,7 @@
 //! from writing to a file SQLite reported corrupt, SQLite's integrity
 //! verdict, and read-only opening where the file cannot be written.
 
-use super::{Checkpointer, SqliteStore};
+use super::SqliteStore;
 use crate::store::StoreError;
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
@@ -48,7 +48,7 @@ impl SqliteStore {
         else {
             return Err(err);
         };
-        let store = SqliteStore::new(path, writer, reader, Checkpointer::new(path));
+        let store = SqliteStore::new(path, writer, reader);
         let _ = store.writes.corrupt.set(StoreError::Write {
             path: path.display().to_string(),
             message: format!("the journal is read-only here ({err})"),
