@@ -437,6 +437,37 @@ fn a_submitted_write_is_written_even_if_its_commit_is_dropped() {
     assert_eq!(positions, ["1", "2"]);
 }
 
+/// A long stream of sequential commits (a flow's steps, each waiting for
+/// its own) keeps the write-ahead log bounded: checkpoints must let the
+/// log start over while the writer keeps writing, not only when it pauses.
+#[test]
+fn sequential_commits_keep_the_write_ahead_log_bounded() {
+    use lua_swarm::store::{Journal, SqliteStore, Store, wait};
+    use std::sync::Arc;
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("durable-wal-bounded");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("swarm.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).unwrap());
+    let j = Journal::new(store.clone(), "long", Vec::new());
+    let value = json!("x".repeat(1500));
+    let commits = 6000;
+    let mut largest = 0;
+    for i in 0..commits {
+        let e = j.entry(&i.to_string(), "step", "a", "h".into(), true, value.clone());
+        wait(store.append(e)).unwrap();
+        let wal = std::fs::metadata(dir.join("swarm.db-wal")).map_or(0, |m| m.len());
+        largest = largest.max(wal);
+    }
+    // Every commit writes at least one 4 KiB page: unchecked, the log
+    // would pass 24 MB. SQLite checkpoints at ~1,000 pages (~4 MB).
+    assert!(
+        largest < 12 << 20,
+        "the WAL reached {largest} bytes over {commits} commits"
+    );
+    assert_eq!(wait(store.journal("long")).unwrap().len(), commits);
+}
+
 /// Events are written a few dozen rows per statement: every row of an odd
 /// count (chunks of 32, 16, 8, 4, 2, 1) comes back once, in order, with
 /// its own run, kind and payload, and other runs' rows stay out.
