@@ -70,31 +70,31 @@ fn measure(file: &Path, args: &[&str], expect: &str, runs: usize) -> (f64, f64) 
 /// `ru_maxrss` would include this bench process's own, which the child
 /// inherits across `exec`.) The high-water mark only grows, so the last
 /// read is the peak up to the child's last moments, when it only frees.
-/// Reads taken before the child has exec'd `swarm run` are this process's
-/// copy (after a heavy workload, hundreds of MB) and are skipped.
+/// Reads taken before the child has exec'd `swarm run` (its arguments are
+/// still this process's) see this process's copy (after a heavy workload,
+/// hundreds of MB) and are skipped.
 fn sample_peak_rss(pid: u32) -> i64 {
     let path = format!("/proc/{pid}/status");
     let cmdline = format!("/proc/{pid}/cmdline");
     let mut peak = 0;
     loop {
-        // Empty once the child has exited (a zombie until waited for).
-        match std::fs::read(&cmdline) {
-            Err(_) => return peak,
-            Ok(c) if c.is_empty() => return peak,
-            Ok(c) if c.split(|b| *b == 0).nth(1) != Some(b"run".as_slice()) => {
-                std::thread::yield_now();
-                continue;
-            }
-            Ok(_) => {}
+        let Ok(status) = std::fs::read_to_string(&path) else {
+            return peak;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        };
+        // Exited: a zombie until waited for.
+        if matches!(field("State:").as_deref(), Some("Z" | "X") | None) {
+            return peak;
         }
-        let hwm = std::fs::read_to_string(&path).ok().and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<i64>().ok())
-        });
-        match hwm {
-            Some(kb) => peak = peak.max(kb),
-            None => return peak,
+        let args = std::fs::read(&cmdline).unwrap_or_default();
+        if args.split(|b| *b == 0).nth(1) == Some(b"run".as_slice()) {
+            let hwm = field("VmHWM:").and_then(|kb| kb.parse::<i64>().ok());
+            peak = peak.max(hwm.unwrap_or(0));
         }
         std::thread::sleep(std::time::Duration::from_micros(200));
     }
