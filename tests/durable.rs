@@ -418,9 +418,7 @@ fn a_locked_journal_is_a_clear_error() {
 fn a_submitted_write_is_written_even_if_its_commit_is_dropped() {
     use lua_swarm::store::{Journal, SqliteStore, Store, wait};
     use std::sync::Arc;
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("durable-dropped-commit");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Dir::new("dropped-commit").0;
     let db = dir.join("swarm.db");
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).unwrap());
     let j = Journal::new(store.clone(), "r1", Vec::new());
@@ -444,9 +442,7 @@ fn a_submitted_write_is_written_even_if_its_commit_is_dropped() {
 fn sequential_commits_keep_the_write_ahead_log_bounded() {
     use lua_swarm::store::{Journal, SqliteStore, Store, wait};
     use std::sync::Arc;
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("durable-wal-bounded");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Dir::new("wal-bounded").0;
     let db = dir.join("swarm.db");
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).unwrap());
     let j = Journal::new(store.clone(), "long", Vec::new());
@@ -475,9 +471,7 @@ fn sequential_commits_keep_the_write_ahead_log_bounded() {
 fn events_written_in_chunks_read_back_in_order() {
     use lua_swarm::store::{EventRow, SqliteStore, Store, wait};
     use std::sync::Arc;
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("durable-event-chunks");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Dir::new("event-chunks").0;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("swarm.db")).unwrap());
     let (a, b): (Arc<str>, Arc<str>) = (Arc::from("run-a"), Arc::from("run-b"));
     let rows: Vec<EventRow> = (0..95)
@@ -521,9 +515,7 @@ fn events_written_in_chunks_read_back_in_order() {
 fn sequential_chains_share_commits() {
     use lua_swarm::store::{Journal, SqliteStore, Store, wait};
     use std::sync::Arc;
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("durable-shared-commits");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Dir::new("shared-commits").0;
     let sqlite = Arc::new(SqliteStore::open(&dir.join("swarm.db")).unwrap());
     let before = sqlite.transactions();
     let store: Arc<dyn Store> = sqlite.clone();

@@ -70,8 +70,14 @@ pub async fn gather(lua: &Lua, fns: Value, opts: Value) -> Result<Value, HostErr
     // Mode::All answers `{ ok = {...}, value = {...}, failed = i }`: two
     // arrays rather than a table per branch (a `map` over 100,000 items
     // made 100,000 of them, each with three string keys to intern).
-    let oks = lua.create_table_with_capacity(n, 0).map_err(usage)?;
-    let values = lua.create_table_with_capacity(n, 0).map_err(usage)?;
+    // A race or an `any` answers one branch: its arrays stay unsized.
+    let all = if matches!(mode, Mode::All { .. }) {
+        n
+    } else {
+        0
+    };
+    let oks = lua.create_table_with_capacity(all, 0).map_err(usage)?;
+    let values = lua.create_table_with_capacity(all, 0).map_err(usage)?;
     let errors = lua.create_table().map_err(usage)?;
     loop {
         // Branches start a batch at a time, and those that finished at once
