@@ -187,6 +187,66 @@ return swarm.blueprint 'chain' {
     );
 }
 
+/// `return swarm.step(...)` is a tail call: the library keeps the caller's
+/// frame, so errors name the user's line, not "(in a tail call)" or `?`,
+/// and the traceback shows no host C frames.
+#[test]
+fn tail_calls_into_the_library_keep_the_users_line() {
+    let bp = scratch(
+        "tail",
+        "tail.lua",
+        r#"local swarm = require 'swarm'
+return swarm.blueprint 'tail' {
+  agents = {
+    bad = swarm.agent.lua { run = function(task)
+      return task.input.x.y
+    end },
+  },
+  flow = function(input)
+    if input == "direct" then
+      return swarm.step("bad", {})
+    end
+    local step = swarm.step
+    return swarm.parallel({ function() return step("bad", {}) end })
+  end,
+}
+"#,
+    );
+    for (input, line) in [
+        ("direct", "tail.lua:10: step `bad`"),
+        ("nested", "tail.lua:13: step `bad`"),
+    ] {
+        let out = swarm()
+            .args(["run", &bp, "--no-journal", "--input", &format!("{input:?}")])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.lines().next().unwrap_or("").contains(line),
+            "{input}: {err}"
+        );
+        assert!(
+            err.contains("tail.lua:5: attempt to index a nil value"),
+            "{err}"
+        );
+        for noise in ["tail call", "[C]:", "?:"] {
+            assert!(!err.contains(noise), "`{noise}` in:\n{err}");
+        }
+    }
+    let unnamed = scratch(
+        "tail",
+        "unnamed.lua",
+        "local swarm = require 'swarm'\nreturn swarm.blueprint {\n  flow = function() return 1 end,\n}\n",
+    );
+    let out = swarm()
+        .args(["run", &unnamed, "--no-journal"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("unnamed.lua:2: swarm.blueprint"), "{err}");
+}
+
 #[test]
 fn senior_answers_come_from_the_command_line_or_fail_clearly() {
     let out = swarm()

@@ -238,9 +238,9 @@ end"#,
     );
 }
 
-/// The flow library and blueprint DSL join `swarm` on first read: read
-/// first by name or first by `pairs`, they are there, frozen, and the
-/// table behind `swarm` stays out of reach.
+/// The host modules, the flow library and the blueprint DSL join `swarm`
+/// on first read: read first by name or first by `pairs`, they are there,
+/// frozen, built once, and the table behind `swarm` stays out of reach.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parts_of_swarm_built_on_first_read_are_whole_and_frozen() {
     let w = world();
@@ -255,6 +255,8 @@ async fn parts_of_swarm_built_on_first_read_are_whole_and_frozen() {
   return {{
     names = table.concat(names, " "),
     agent = refused(function() swarm.agent.rust = 1 end),
+    engine = refused(function() swarm.engine.start_task = print end),
+    same = swarm.time == swarm.time and swarm.json.null == swarm.json.null,
     step = refused(function() swarm.step = nil end),
     rawset = refused(function() rawset(swarm.agent, "x", 1) end),
     mt = getmetatable(swarm),
@@ -267,8 +269,13 @@ end"#
         &probe("assert(type(swarm.agent) == 'table')"),
         VmOptions::default(),
     );
+    w.agent(
+        "by-module",
+        &probe("assert(swarm.json.decode('[1]')[1] == 1)"),
+        VmOptions::default(),
+    );
     w.agent("by-pairs", &probe(""), VmOptions::default());
-    for agent in ["by-name", "by-pairs"] {
+    for agent in ["by-name", "by-module", "by-pairs"] {
         let (s, r) = w.run(agent, json!(null)).await;
         assert_eq!(s, TaskStatus::Pass, "{agent}: {r}");
         assert_eq!(
@@ -277,7 +284,12 @@ end"#
              parallel pstep race sleep step time try worker",
             "{agent}"
         );
-        for (field, what) in [("agent", "swarm.agent"), ("step", "swarm")] {
+        assert_eq!(r["same"], true, "{agent}: {r}");
+        for (field, what) in [
+            ("agent", "swarm.agent"),
+            ("engine", "swarm.engine"),
+            ("step", "swarm"),
+        ] {
             let msg = r[field].as_str().unwrap_or_default();
             assert!(
                 msg.contains(&format!("read-only table '{what}'")),

@@ -3,16 +3,20 @@
 -- writes, hides itself and walks the backing table with `pairs`. Built in
 -- Lua because a VM freezes a few dozen tables as it is built, and a host
 -- call per field cost more than the work.
-local shared, setmetatable, rawset, getmetatable, next, type = ...
+local shared, setmetatable, rawset, getmetatable, next, type, keep_caller = ...
 local newindex, walk, locked, frozen =
   shared.__newindex, shared.__pairs, shared.__metatable, shared.__frozen
 
--- `nested`: freeze the plain tables inside `t` too (the `swarm` library).
+-- `nested` (the `swarm` library): freeze the plain tables inside `t` too,
+-- and put its Lua functions behind `keep_caller` (src/lua/location.rs), so
+-- a user's `return swarm.x(...)` keeps the user's line on the stack.
 local function freeze(name, t, nested)
   if nested then
     for k, v in next, t do
       if type(k) == "string" and type(v) == "table" and getmetatable(v) == nil then
         rawset(t, k, freeze(name .. "." .. k, v, true))
+      elseif type(v) == "function" then
+        rawset(t, k, keep_caller(v))
       end
     end
   end

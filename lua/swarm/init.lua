@@ -39,23 +39,33 @@ local function waiting(op)
   end
 end
 
-local engine = wrap(raw.engine)
-engine.poll_task = waiting("poll_task")
-engine.dispatch = waiting("dispatch")
-engine.await_resume = waiting("await_resume")
-engine.events = waiting("events")
+-- The host modules are built on first read of `swarm.<name>` (see
+-- src/lua/modules/parts.rs): a VM that never reads one never builds it.
+-- `built` keeps the host's own tables, which `host.now` reads too.
+local build, built = raw.module, {}
+local function host_module(name)
+  local t = built[name]
+  if not t then
+    t = build(name)
+    built[name] = t
+  end
+  return t
+end
 
-local time = wrap(raw.time)
-time.sleep = waiting("sleep")
+local swarm, modules = {}, {}
+function modules.engine()
+  local engine = wrap(host_module("engine"))
+  engine.poll_task = waiting("poll_task")
+  engine.dispatch = waiting("dispatch")
+  engine.await_resume = waiting("await_resume")
+  engine.events = waiting("events")
+  return engine
+end
+function modules.gate() return wrap(host_module("gate")) end
+function modules.worker() return wrap(host_module("worker")) end
+function modules.json() return host_module("json") end
+function modules.log() return host_module("log") end
 
-local swarm = {
-  engine = engine,
-  gate = wrap(raw.gate),
-  worker = wrap(raw.worker),
-  time = time,
-  json = raw.json,
-  log = raw.log,
-}
 -- `swarm.step`'s one host call: `passed, result_or_step_error`; misuse
 -- (an unknown agent, input that is not JSON) raises. The host says
 -- `"failed"` for a step that ran and did not pass.
@@ -80,8 +90,11 @@ local function journaled_read(kind, read)
     return flow._read(kind, read)
   end
 end
-local raw_now, raw_random = time.now, math.random
-time.now = journaled_read("now", raw_now)
+local raw_random = math.random
+local function raw_now() return check(host_module("time").now()) end
+function modules.time()
+  return { now = journaled_read("now", raw_now), sleep = waiting("sleep") }
+end
 os.time = journaled_read("os.time", os.time)
 os.clock = journaled_read("os.clock", os.clock)
 math.random = function(...)
@@ -91,11 +104,12 @@ math.random = function(...)
 end
 
 -- What the flow library takes besides `swarm` (the host adds its helpers
--- when the library loads, see src/lua/modules/parts.rs).
+-- when the library loads, see src/lua/modules/parts.rs), and the makers of
+-- the host modules.
 return swarm, {
   wait = function(op, a, b) return check(wait(op, a, b)) end,
   step = step,
   journal_active = journal_active,
   now = raw_now,
   random = raw_random,
-}
+}, modules

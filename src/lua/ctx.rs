@@ -27,6 +27,9 @@ pub(crate) const HOST: &str = "swarm.host";
 /// Registry slot of the table behind the frozen `swarm`, which the parts
 /// built on first read join (`modules/parts.rs`).
 pub(crate) const LIBRARY: &str = "swarm.library";
+/// Registry slot of the makers of the host modules (`swarm.engine`, ...),
+/// by name, each called on the first read of its name (`modules/parts.rs`).
+pub(crate) const MAKERS: &str = "swarm.makers";
 
 /// Per-VM host data, stored with `set_app_data`.
 pub(crate) struct VmCtx {

@@ -112,17 +112,17 @@ fn without_traceback(m: &str) -> String {
 /// The traceback of `m` with the host's own frames left out (the embedded
 /// library, the protected-call plumbing, mlua's async trampoline), so the
 /// frames shown are the user's; without any, no traceback header.
-fn user_frames(m: &str) -> String {
+pub fn user_frames(m: &str) -> String {
     const TB: &str = "\nstack traceback:";
     let Some(at) = m.find(TB) else {
         return m.to_string();
     };
+    // C frames are the host's and the Lua library's (`error`, the wrappers
+    // that keep the caller's frame); the user's code is Lua.
     let internal = |line: &str| {
         let l = line.trim_start();
         l.starts_with("swarm/")
-            || l.starts_with("[C]: in ?")
-            || l.starts_with("[C]: in upvalue 'raw_")
-            || l.starts_with("[C]: in function 'error'")
+            || l.starts_with("[C]:")
             || l.starts_with("(...tail calls...)")
             || l.contains("__mlua_async_poll")
     };

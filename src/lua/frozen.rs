@@ -67,6 +67,8 @@ pub(crate) fn install_frozen_metamethods(lua: &Lua) -> mlua::Result<()> {
         g.raw_get::<Function>("getmetatable")?,
         g.raw_get::<Function>("next")?,
         g.raw_get::<Function>("type")?,
+        // SAFETY: a plain C function that only wraps the value it is given.
+        unsafe { lua.create_c_function(super::location::keep_caller)? },
     ))?;
     lua.set_named_registry_value(FREEZE, freeze)
 }

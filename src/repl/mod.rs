@@ -346,24 +346,6 @@ impl Session {
     }
 }
 
-/// An error message without the traceback lines of the embedded library.
-fn user_frames(message: &str) -> String {
-    let noise = [
-        "swarm/",
-        "(...tail calls...)",
-        "[C]: in function 'error'",
-        "[C]: in ?",
-    ];
-    let lines: Vec<&str> = message
-        .lines()
-        .filter(|l| !noise.iter().any(|n| l.contains(n)))
-        .collect();
-    match lines.as_slice() {
-        [first, "stack traceback:"] => first.to_string(),
-        _ => lines.join("\n"),
-    }
-}
-
 /// Feeds one input line; returns false to quit.
 fn feed(s: &Session, buffer: &mut Vec<String>, line: &str, mut on_chunk: impl FnMut(&str)) -> bool {
     if buffer.is_empty() && line.trim_start().starts_with(':') {
@@ -380,7 +362,7 @@ fn feed(s: &Session, buffer: &mut Vec<String>, line: &str, mut on_chunk: impl Fn
                 println!("{}", v.join("\t"));
             }
         }
-        Eval::Error(e) => eprintln!("{}", user_frames(&e)),
+        Eval::Error(e) => eprintln!("{}", crate::lua::error::user_frames(&e)),
     }
     on_chunk(&chunk);
     buffer.clear();

@@ -29,15 +29,33 @@ use std::pin::Pin;
 
 pub use parts::{load_all, skip_locations, validator};
 
+/// The host modules, each built on the first read of `swarm.<name>`
+/// (`swarm/init.lua` wraps them; `parts.rs` freezes and keeps them): a Lua
+/// agent that reads none of them builds none of them.
+const MODULES: [(&str, fn(&Lua) -> mlua::Result<Table>); 6] = [
+    ("engine", engine::register),
+    ("gate", gate::register),
+    ("worker", worker::register),
+    ("json", json::register),
+    ("log", log::register),
+    ("time", time::register),
+];
+
 /// Builds the `swarm` table for a new VM.
 pub fn compose(lua: &Lua) -> mlua::Result<Table> {
     let raw = lua.create_table()?;
-    raw.raw_set("engine", engine::register(lua)?)?;
-    raw.raw_set("gate", gate::register(lua)?)?;
-    raw.raw_set("worker", worker::register(lua)?)?;
-    raw.raw_set("json", json::register(lua)?)?;
-    raw.raw_set("log", log::register(lua)?)?;
-    raw.raw_set("time", time::register(lua)?)?;
+    raw.raw_set(
+        "module",
+        lua.create_function(|lua, name: mlua::LuaString| {
+            let name = name.to_str()?;
+            match MODULES.iter().find(|(n, _)| *n == &*name) {
+                Some((_, register)) => register(lua),
+                None => Err(mlua::Error::RuntimeError(format!(
+                    "no host module '{name}'"
+                ))),
+            }
+        })?,
+    )?;
     // One async host function for every verb that waits, built on the
     // first wait (`swarm/init.lua`): mlua compiles a Lua trampoline per
     // async function per VM, a tenth of building one, which a Lua agent
@@ -45,8 +63,9 @@ pub fn compose(lua: &Lua) -> mlua::Result<Table> {
     raw.raw_set("wait", lua.create_function(|lua, ()| waiting(lua))?)?;
     raw.raw_set("journal_active", journal::active(lua)?)?;
     raw.raw_set("flow", lua.create_function(|lua, ()| parts::flow(lua))?)?;
-    let (swarm, host): (Table, Table) = embedded::chunk(lua, embedded::INIT)?.call(raw)?;
-    parts::defer(lua, &swarm, host)?;
+    let (swarm, host, makers): (Table, Table, Table) =
+        embedded::chunk(lua, embedded::INIT)?.call(raw)?;
+    parts::defer(lua, &swarm, host, makers)?;
     Ok(swarm)
 }
 

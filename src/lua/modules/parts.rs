@@ -1,17 +1,20 @@
-//! The parts of the `swarm` table built on first read: the flow library
-//! (`swarm.step`, `parallel`, `map`, ...) and the blueprint DSL
-//! (`swarm.blueprint`, `agent`, ...), with the host helpers they take; and
-//! blueprint validation, which only the VMs that validate load.
+//! The parts of the `swarm` table built on first read: the host modules
+//! (`swarm.engine`, `json`, `time`, ...), the flow library (`swarm.step`,
+//! `parallel`, `map`, ...) and the blueprint DSL (`swarm.blueprint`,
+//! `agent`, ...), with the host helpers they take; and blueprint
+//! validation, which only the VMs that validate load.
 //!
 //! A VM that never reads them (a Lua agent written as a plain function)
-//! never loads, runs or freezes them: they were a third of building a VM.
+//! never builds, runs or freezes them: they were half of building a VM.
 //! Reading any of a part's names loads the whole part, once per VM; a
-//! walk of `swarm` (`pairs`, REPL completion) loads every part first.
+//! host module is built on the read of its own name; a walk of `swarm`
+//! (`pairs`, REPL completion) loads everything first.
 
 use super::{host, journal};
-use crate::lua::ctx::{HOST, LIBRARY};
+use crate::lua::ctx::{HOST, LIBRARY, MAKERS};
 use crate::lua::embedded::{self, BLUEPRINT, FLOW, VALIDATE};
 use crate::lua::frozen::freeze;
+use crate::lua::location::keep_caller;
 use mlua::{Function, Lua, Table, Value};
 
 /// A part: its embedded chunk and the `swarm` fields it provides.
@@ -37,10 +40,12 @@ const PARTS: [Part; 2] = [FLOW_PART, BLUEPRINT_PART];
 
 /// Makes the parts of `swarm` (the table behind the frozen `swarm`) load
 /// on first read. `host` holds what the parts take besides `swarm`; the
-/// rest of the host helpers join it when the first part loads.
-pub fn defer(lua: &Lua, swarm: &Table, host: Table) -> mlua::Result<()> {
+/// rest of the host helpers join it when the first part loads. `makers`
+/// build the host modules, by name (`swarm/init.lua`).
+pub fn defer(lua: &Lua, swarm: &Table, host: Table, makers: Table) -> mlua::Result<()> {
     lua.set_named_registry_value(HOST, host)?;
     lua.set_named_registry_value(LIBRARY, swarm)?;
+    lua.set_named_registry_value(MAKERS, makers)?;
     let mt = lua.create_table()?;
     mt.raw_set(
         "__index",
@@ -53,7 +58,7 @@ pub fn defer(lua: &Lua, swarm: &Table, host: Table) -> mlua::Result<()> {
                     load(lua, &swarm, part)?;
                     swarm.raw_get(&*key)
                 }
-                None => Ok(Value::Nil),
+                None => module(lua, &swarm, &key),
             }
         })?,
     )?;
@@ -65,12 +70,32 @@ pub fn defer(lua: &Lua, swarm: &Table, host: Table) -> mlua::Result<()> {
     swarm.set_metatable(Some(mt))
 }
 
-/// Loads every part not loaded yet (the REPL, before it completes names).
+/// Loads every part and module not loaded yet (the REPL, before it
+/// completes names).
 pub fn load_all(lua: &Lua, swarm: &Table) -> mlua::Result<()> {
     for part in &PARTS {
         load(lua, swarm, part)?;
     }
+    let makers: Table = lua.named_registry_value(MAKERS)?;
+    for name in makers.pairs::<mlua::LuaString, Value>() {
+        let name = name?.0;
+        if swarm.raw_get::<Value>(&name)?.is_nil() {
+            module(lua, swarm, &name.to_str()?)?;
+        }
+    }
     Ok(())
+}
+
+/// Builds host module `name` into `swarm`, frozen; nil when there is no
+/// such module.
+fn module(lua: &Lua, swarm: &Table, name: &str) -> mlua::Result<Value> {
+    let makers: Table = lua.named_registry_value(MAKERS)?;
+    let Some(make) = makers.raw_get::<Option<Function>>(name)? else {
+        return Ok(Value::Nil);
+    };
+    let t = freeze(lua, &format!("swarm.{name}"), make.call(())?)?;
+    swarm.raw_set(name, &t)?;
+    Ok(Value::Table(t))
 }
 
 /// The flow library's exports (its journaled reads, for `swarm/init.lua`).
@@ -108,11 +133,14 @@ fn load(lua: &Lua, swarm: &Table, (chunk, names): &Part) -> mlua::Result<Table> 
     }
     let host = host_helpers(lua)?;
     let exports: Table = embedded::chunk(lua, *chunk)?.call((swarm, host))?;
+    // SAFETY: a plain C function that only wraps the value it is given.
+    let keep_caller = unsafe { lua.create_c_function(keep_caller)? };
     for name in names.iter() {
         let value = match exports.raw_get::<Value>(*name)? {
             Value::Table(t) if t.metatable().is_none() => {
                 Value::Table(freeze(lua, &format!("swarm.{name}"), t)?)
             }
+            f @ Value::Function(_) => keep_caller.call(f)?,
             v => v,
         };
         swarm.raw_set(*name, value)?;
