@@ -29,10 +29,13 @@ use std::pin::Pin;
 
 pub use parts::{load_all, skip_locations, validator};
 
+/// A host module's builder: its table of host functions.
+type Register = fn(&Lua) -> mlua::Result<Table>;
+
 /// The host modules, each built on the first read of `swarm.<name>`
 /// (`swarm/init.lua` wraps them; `parts.rs` freezes and keeps them): a Lua
 /// agent that reads none of them builds none of them.
-const MODULES: [(&str, fn(&Lua) -> mlua::Result<Table>); 6] = [
+const MODULES: [(&str, Register); 6] = [
     ("engine", engine::register),
     ("gate", gate::register),
     ("worker", worker::register),
