@@ -244,7 +244,11 @@ return swarm.blueprint 'tail' {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("unnamed.lua:2: swarm.blueprint"), "{err}");
+    assert!(
+        err.contains("unnamed.lua:2: swarm.blueprint")
+            && err.contains(r#"write swarm.blueprint "name" { ... }"#),
+        "{err}"
+    );
 }
 
 #[test]

@@ -25,7 +25,8 @@ local M = {}
 
 local function marker(kind, spec)
   if type(spec) ~= "table" then
-    error(error_of("bad_argument", "swarm." .. kind .. " expects a table"), 0)
+    error(error_of("bad_argument", "swarm." .. kind .. " expects a table of fields, got "
+      .. type(spec) .. ": write swarm." .. kind .. " { ... }"), 0)
   end
   return { __swarm = kind, where = locate(), spec = spec }
 end
@@ -33,7 +34,8 @@ end
 --- `swarm.blueprint "name" { ... }`
 function M.blueprint(name)
   if type(name) ~= "string" or name == "" then
-    error(error_of("bad_argument", "swarm.blueprint: the name must be a non-empty string"), 0)
+    error(error_of("bad_argument", "swarm.blueprint: the name must be a non-empty string, got "
+      .. type(name) .. ': write swarm.blueprint "name" { ... }'), 0)
   end
   local at = locate()
   return function(spec)
