@@ -411,11 +411,11 @@ fn a_locked_journal_is_a_clear_error() {
     holder.execute_batch("ROLLBACK").unwrap();
 }
 
-/// A journal write, once submitted, is written even when nobody waits for
-/// its commit (the step's run was cancelled meanwhile): the commit future
-/// leads when dropped, whether it was never polled or polled once.
+/// A journal write is durable once `append` returns, awaited or not: the
+/// step log holds it at once, another store on the same file reads it
+/// before any commit, and closing the store folds it into the database.
 #[test]
-fn a_submitted_write_is_written_even_if_its_commit_is_dropped() {
+fn a_journal_write_is_durable_when_append_returns() {
     use lua_swarm::store::{Journal, SqliteStore, Store, wait};
     use std::sync::Arc;
     let dir = Dir::new("dropped-commit").0;
@@ -424,15 +424,85 @@ fn a_submitted_write_is_written_even_if_its_commit_is_dropped() {
     let j = Journal::new(store.clone(), "r1", Vec::new());
     // Never polled.
     drop(store.append(j.entry("1", "step", "a", "h".into(), true, json!(1))));
-    // Polled once (it steps aside before leading), then dropped.
     let mut commit = store.append(j.entry("2", "step", "a", "h".into(), true, json!(2)));
     let waker = futures_util::task::noop_waker();
     let mut cx = std::task::Context::from_waker(&waker);
-    assert!(commit.as_mut().poll(&mut cx).is_pending());
-    drop(commit);
-    let entries = wait(store.journal("r1")).unwrap();
-    let positions: Vec<&str> = entries.iter().map(|e| e.pos.as_str()).collect();
-    assert_eq!(positions, ["1", "2"]);
+    assert!(matches!(
+        commit.as_mut().poll(&mut cx),
+        std::task::Poll::Ready(Ok(()))
+    ));
+    let positions = |s: &dyn Store| -> Vec<String> {
+        let entries = wait(s.journal("r1")).unwrap();
+        entries.into_iter().map(|e| e.pos).collect()
+    };
+    assert_eq!(positions(&*store), ["1", "2"]);
+    // Another store (as another process would) reads the live log.
+    let other = SqliteStore::open(&db).unwrap();
+    assert_eq!(positions(&other), ["1", "2"]);
+    drop((j, store));
+    let rows: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM journal WHERE run = 'r1'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(rows, 2, "closing the store folds its log into the database");
+    let logs = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("-steps-"))
+        .count();
+    assert_eq!(logs, 0, "a folded log is deleted");
+}
+
+/// A step log left by a process that died is folded into the database by
+/// the next store opened on it and deleted; a record torn by the death is
+/// dropped; a log with a damaged record gives the records before it and
+/// is kept aside as `.damaged`, never deleted.
+#[test]
+fn an_orphaned_step_log_is_folded_in_and_a_damaged_one_kept_aside() {
+    use lua_swarm::store::{SqliteStore, Store, wait};
+    let dir = Dir::new("orphan-log").0;
+    let db = dir.join("swarm.db");
+    drop(SqliteStore::open(&db).unwrap());
+    let record = |run: &str, pos: &str| {
+        let json = json!({"run": run, "pos": pos, "kind": "step", "key": "a",
+            "input_hash": "h", "ok": true, "value": {"n": pos}, "attempts": 1,
+            "at_ms": 1, "tokens": 0})
+        .to_string();
+        format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes()))
+    };
+    let torn = record("dead", "3");
+    let clean = [
+        record("dead", "1"),
+        record("dead", "2"),
+        torn[..20].to_string(),
+    ]
+    .concat();
+    std::fs::write(dir.join("swarm.db-steps-00000000000000aa"), clean).unwrap();
+    let bad = record("hurt", "2").replace("step", "stEp");
+    let damaged = [record("hurt", "1"), bad, record("hurt", "3")].concat();
+    std::fs::write(dir.join("swarm.db-steps-00000000000000bb"), damaged).unwrap();
+    let store = SqliteStore::open(&db).unwrap();
+    let positions = |run: &str| -> Vec<String> {
+        let entries = wait(store.journal(run)).unwrap();
+        entries.into_iter().map(|e| e.pos).collect()
+    };
+    assert_eq!(positions("dead"), ["1", "2"]);
+    assert_eq!(positions("hurt"), ["1"]);
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("-steps-"))
+        .collect();
+    left.sort();
+    assert_eq!(left, ["swarm.db-steps-00000000000000bb.damaged"]);
+    let rows: i64 = Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM journal", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 3, "the folded records are in the database itself");
 }
 
 /// A long stream of sequential commits (a flow's steps, each waiting for

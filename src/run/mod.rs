@@ -330,6 +330,7 @@ impl Prepared {
         }
         let view = view?;
         let (status, mut result) = self.ending(&view, unanswered, overran, journal.as_deref());
+        let mut unrecorded = false;
         if let (Some(j), Some(store)) = (&journal, &self.opts.store) {
             self.drop_lease();
             let written = store
@@ -338,7 +339,9 @@ impl Prepared {
             if let Err(e) = written {
                 // The end could not be recorded: the run stays `running`
                 // until its lease lapses (or, on this machine, at once once
-                // we exit), then it is interrupted and resumable.
+                // we exit), then it is interrupted and resumable. Not a
+                // pass, whatever the flow returned: nothing says so on disk.
+                unrecorded = true;
                 result = serde_json::json!({
                     "error": format!(
                         "{e}; the run could not be recorded as {status}: `swarm resume {}` \
@@ -355,7 +358,7 @@ impl Prepared {
         Ok(RunReport {
             root,
             run_id: journal.map(|j| j.run().to_string()),
-            status: if tripped {
+            status: if tripped || unrecorded {
                 TaskStatus::Blocked
             } else {
                 view.status

@@ -128,7 +128,7 @@ impl Journal {
             .remove(pos)
     }
 
-    /// Records a call's outcome and waits until it is on disk. New entries
+    /// Records a call's outcome, durably (see the step log). New entries
     /// are not kept in memory (no position is asked for twice), so a long
     /// run's memory stays flat.
     pub async fn record(
@@ -168,7 +168,7 @@ impl Journal {
         }
     }
 
-    /// Writes `entry` and waits until it is on disk.
+    /// Writes `entry` durably: the step log holds it when this returns.
     pub async fn write(&self, entry: JournalEntry) -> Result<(), StoreError> {
         self.store.append(entry).await
     }

@@ -3,12 +3,14 @@
 //!
 //! [`Store`] is the small surface the rest of the host uses, so a server
 //! database could stand behind it later; [`SqliteStore`] is the one
-//! implementation. Writes are grouped: concurrent appends share one
-//! transaction (group commit), and an append's future resolves only once
-//! its transaction is committed, so **a step result the flow has seen is on
-//! disk**. WAL mode with `synchronous = NORMAL`: a committed step survives the
-//! death of the `swarm` process; after a power cut the last few commits may
-//! be lost, never half-written.
+//! implementation. A journal entry is durable once appended to the step
+//! log (`sqlite/steplog.rs`): one `write`, folded into SQLite by the next
+//! transaction, so **a step result the flow has seen is on disk**. Other
+//! writes are grouped: concurrent ones share one transaction (group
+//! commit), and each resolves once its transaction is committed. WAL mode
+//! with `synchronous = NORMAL`: a recorded step survives the death of the
+//! `swarm` process; after a power cut the last few may be lost, never
+//! half-read.
 
 mod journal;
 mod schema;
@@ -233,7 +235,7 @@ pub struct RunRecord {
 
 /// One journaled call of a flow: a step, an answer, a sleep, a clock or
 /// random read. `pos` is its position in the flow (see `lua/swarm/flow.lua`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct JournalEntry {
     pub run: String,
     pub pos: String,

@@ -1,11 +1,13 @@
-//! [`SqliteStore`]: the journal in SQLite (WAL), with group commit.
+//! [`SqliteStore`]: the journal in SQLite (WAL), with group commit, and
+//! journal entries made durable by the step log (`sqlite/steplog.rs`).
 //!
 //! Group commit without a writer thread: a write is queued, and whoever
 //! finds the write connection free becomes the leader, commits everything
-//! queued in one transaction and acknowledges each; writes queued meanwhile
-//! ride the leader's next transaction. Alone, a step pays one commit on its
-//! own thread (no hand-off latency; no fsync per commit with WAL +
-//! `synchronous = NORMAL`); under load many steps share one commit. The
+//! queued (and the step log's pending entries) in one transaction and
+//! acknowledges each; writes queued meanwhile ride the leader's next
+//! transaction. Alone, a write pays one commit on its own thread (no
+//! hand-off latency; no fsync per commit with WAL +
+//! `synchronous = NORMAL`); under load many share one commit. The
 //! leader takes SQLite's write lock without waiting and commits on its own
 //! thread; only when another process holds that lock does it wait, inside
 //! `block_in_place`, so a tokio worker never sleeps in SQLite's busy
@@ -26,6 +28,7 @@ mod commit;
 mod health;
 mod ownership;
 mod reads;
+mod steplog;
 use commit::{Job, Writes};
 pub use health::damage_marker;
 use ownership::lease_end;
@@ -139,7 +142,9 @@ impl SqliteStore {
             },
         })?;
         let reader = connect(path)?;
-        Ok(SqliteStore::new(path, conn, reader))
+        let store = SqliteStore::new(path, conn, reader);
+        store.writes.adopt(None);
+        Ok(store)
     }
 
     fn new(path: &Path, writer: Connection, reader: Connection) -> SqliteStore {
@@ -166,6 +171,12 @@ impl SqliteStore {
         self.writes.poison(e);
     }
 
+    /// Commits what is pending now (step-log entries included): a test or
+    /// a bench that counts rows, or a caller about to hand the file over.
+    pub fn flush(&self) {
+        self.writes.flush();
+    }
+
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         blocking(|| f(&conn)).map_err(|e| {
@@ -175,6 +186,14 @@ impl SqliteStore {
             }
             e
         })
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Pending step-log entries go into the database; if they cannot,
+        // the log file stays for the next process to fold in.
+        self.writes.flush();
     }
 }
 
@@ -339,29 +358,15 @@ impl Store for SqliteStore {
     }
 
     fn append(&self, e: JournalEntry) -> Commit {
-        self.submit(Box::new(move |tx| {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO journal (run, pos, kind, key, input_hash, ok, value, attempts, at_ms, tokens)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?
-            .execute(params![
-                e.run,
-                e.pos,
-                e.kind,
-                e.key,
-                e.input_hash,
-                e.ok,
-                e.value.to_string(),
-                e.attempts,
-                e.at_ms as i64,
-                e.tokens as i64
-            ])?;
-            if e.tokens > 0 {
-                tx.prepare_cached("UPDATE runs SET tokens = tokens + ?2 WHERE id = ?1")?
-                    .execute(params![e.run, e.tokens as i64])?;
+        if let Some(e) = self.writes.corrupt.get() {
+            return done(Err(e.clone()));
+        }
+        let r = self.writes.log.append(e).map(|due| {
+            if due {
+                self.writes.lead();
             }
-            Ok(())
-        }))
+        });
+        done(r)
     }
 
     fn append_events(&self, events: Vec<EventRow>) -> Commit {
@@ -412,6 +417,31 @@ impl Store for SqliteStore {
             Ok(())
         }))
     }
+}
+
+/// Writes one journal entry (a fold of the step log, or a log adopted).
+pub(super) fn insert_entry(tx: &rusqlite::Transaction, e: &JournalEntry) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO journal (run, pos, kind, key, input_hash, ok, value, attempts, at_ms, tokens)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        e.run,
+        e.pos,
+        e.kind,
+        e.key,
+        e.input_hash,
+        e.ok,
+        e.value.to_string(),
+        e.attempts,
+        e.at_ms as i64,
+        e.tokens as i64
+    ])?;
+    if e.tokens > 0 {
+        tx.prepare_cached("UPDATE runs SET tokens = tokens + ?2 WHERE id = ?1")?
+            .execute(params![e.run, e.tokens as i64])?;
+    }
+    Ok(())
 }
 
 /// Waits for a store operation from synchronous code (CLI commands,

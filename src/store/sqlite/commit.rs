@@ -5,12 +5,13 @@
 //! A commit whose write went out with someone else's meanwhile does not
 //! lead: so concurrent sequential chains (branches, runs) share commits.
 
-use super::{blocking, busy, classify, damage_marker};
-use crate::store::{Commit, StoreError};
+use super::steplog::{self, StepLog};
+use super::{blocking, busy, classify, damage_marker, insert_entry};
+use crate::store::{Commit, JournalEntry, StoreError};
 use rusqlite::{Connection, ErrorCode, Transaction};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -32,6 +33,8 @@ pub(super) struct Writes {
     /// Set once SQLite reports the file corrupt: from then on nothing is
     /// written to it (a write could spread the damage).
     pub(super) corrupt: std::sync::OnceLock<StoreError>,
+    /// Journal entries made durable in a file, folded into each commit.
+    pub(super) log: StepLog,
 }
 
 impl Writes {
@@ -42,6 +45,7 @@ impl Writes {
             writer: Mutex::new(writer),
             transactions: AtomicU64::new(0),
             corrupt: std::sync::OnceLock::new(),
+            log: StepLog::new(path),
         }
     }
 
@@ -80,53 +84,123 @@ impl Writes {
         })
     }
 
-    /// Commits queued writes if no one else is: see the module doc. After
-    /// letting go of the connection it looks at the queue again, so a write
-    /// queued while it held the connection is never stranded.
+    /// Commits queued writes (and pending step-log entries, when enough
+    /// are pending) if no one else is: see the module doc. After letting go
+    /// of the connection it looks again, so a write queued while it held
+    /// the connection is never stranded.
     pub(super) fn lead(&self) {
-        if self
+        while self.wanted() {
+            let Ok(conn) = self.writer.try_lock() else {
+                return; // Another leader holds it, and looks again after.
+            };
+            if !self.round(conn) {
+                return;
+            }
+        }
+    }
+
+    fn wanted(&self) -> bool {
+        !self
             .queue
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .is_empty()
-        {
-            return; // Another commit already took ours.
+            || self.log.due()
+    }
+
+    /// Commits everything queued and pending now, waiting for a leader
+    /// that is committing meanwhile: the store is closing.
+    pub(super) fn flush(&self) {
+        let conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        blocking(|| self.round(conn));
+    }
+
+    /// One transaction: the step log's pending entries, then the queued
+    /// writes. False when there was nothing to commit.
+    fn round(&self, mut conn: MutexGuard<'_, Connection>) -> bool {
+        let batch = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()));
+        let logged = self.log.take();
+        if batch.is_empty() && logged.entries.is_empty() {
+            return false;
         }
-        while let Ok(mut conn) = self.writer.try_lock() {
-            let batch = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()));
-            if batch.is_empty() {
-                return;
+        // On this thread when the write lock is free at once (the usual
+        // case: a commit takes tens of µs); waiting for another process's
+        // lock happens off the runtime's threads.
+        let path = &self.path;
+        let entries = &logged.entries;
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+        let (outcome, left) = match begin(&mut conn, Duration::ZERO) {
+            Ok(tx) => (commit_batch(tx, entries, batch, path), None),
+            Err(e) if is_busy(&e) => (Ok(None), Some(batch)),
+            Err(e) => (fail_batch(batch, &e, path), None),
+        };
+        let outcome = match left {
+            Some(batch) => blocking(|| match begin(&mut conn, busy()) {
+                Ok(tx) => commit_batch(tx, entries, batch, path),
+                Err(e) => fail_batch(batch, &e, path),
+            }),
+            None => outcome,
+        };
+        drop(conn);
+        match outcome {
+            Ok(corrupt) => {
+                self.log.folded(logged);
+                if let Some(e) = corrupt {
+                    self.poison(e);
+                }
             }
-            // On this thread when the write lock is free at once (the usual
-            // case: a commit takes tens of µs); waiting for another
-            // process's lock happens off the runtime's threads.
-            let path = &self.path;
-            self.transactions.fetch_add(1, Ordering::Relaxed);
-            let (outcome, left) = match begin(&mut conn, Duration::ZERO) {
-                Ok(tx) => (commit_batch(tx, batch, path), None),
-                Err(e) if is_busy(&e) => (Ok(()), Some(batch)),
-                Err(e) => (fail_batch(batch, &e, path), None),
-            };
-            let outcome = match left {
-                Some(batch) => blocking(|| match begin(&mut conn, busy()) {
-                    Ok(tx) => commit_batch(tx, batch, path),
-                    Err(e) => fail_batch(batch, &e, path),
-                }),
-                None => outcome,
-            };
-            if let Err(e @ StoreError::Corrupt { .. }) = outcome {
-                self.poison(e);
-            }
-            drop(conn);
-            if self
-                .queue
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_empty()
-            {
-                return;
+            Err(e) => {
+                if matches!(e, StoreError::Corrupt { .. }) {
+                    self.poison(e.clone());
+                }
+                self.log.unfolded(logged, e);
             }
         }
+        true
+    }
+
+    /// Runs `f` while no fold can run.
+    pub(super) fn quiet<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        f()
+    }
+
+    /// Folds in the step logs of processes that died, and returns the
+    /// entries of `run` in logs still held (a live owner, or another
+    /// process folding them right now) for the caller to read alongside
+    /// the database.
+    pub(super) fn adopt(&self, run: Option<&str>) -> Vec<JournalEntry> {
+        let mut live = Vec::new();
+        for found in self.log.others() {
+            let folded = match &found.orphan {
+                Some(_) => self.commit_entries(&found.entries),
+                None => Err(StoreError::Closed),
+            };
+            match (folded, found.orphan) {
+                (Ok(()), Some(file)) => steplog::retire(&found.path, file, found.damaged),
+                (Err(_), _) | (_, None) => live.extend(
+                    found
+                        .entries
+                        .into_iter()
+                        .filter(|e| Some(e.run.as_str()) == run),
+                ),
+            }
+        }
+        live
+    }
+
+    /// Commits `entries` alone, waiting for the connection and the lock.
+    fn commit_entries(&self, entries: &[JournalEntry]) -> Result<(), StoreError> {
+        if let Some(e) = self.corrupt.get() {
+            return Err(e.clone());
+        }
+        let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        blocking(|| {
+            let tx = begin(&mut conn, busy())?;
+            entries.iter().try_for_each(|e| insert_entry(&tx, e))?;
+            tx.commit()
+        })
+        .map_err(|e| classify(&self.path, &e, true))
     }
 
     /// Stops all writes to this journal, here and (through the marker) in
@@ -182,9 +256,20 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
-/// Runs a batch of writes in the transaction `tx` and acknowledges each;
-/// returns the batch's error, if the whole batch failed.
-fn commit_batch(tx: Transaction<'_>, batch: Vec<Req>, path: &Path) -> Result<(), StoreError> {
+/// Runs a batch of writes in the transaction `tx`, after the step log's
+/// `logged` entries, and acknowledges each. Err when the transaction did
+/// not commit (then nothing of it is in the database); a write that
+/// failed alone is told so through its own acknowledgement, and comes
+/// back as `Ok(Some(_))` when it found the file corrupt.
+fn commit_batch(
+    tx: Transaction<'_>,
+    logged: &[JournalEntry],
+    batch: Vec<Req>,
+    path: &Path,
+) -> Result<Option<StoreError>, StoreError> {
+    if let Err(e) = logged.iter().try_for_each(|e| insert_entry(&tx, e)) {
+        return fail_batch(batch, &e, path);
+    }
     let mut acks = Vec::with_capacity(batch.len());
     for Req { job, ack } in batch {
         let r = job(&tx).map_err(|e| classify(path, &e, true));
@@ -192,14 +277,14 @@ fn commit_batch(tx: Transaction<'_>, batch: Vec<Req>, path: &Path) -> Result<(),
     }
     match tx.commit() {
         Ok(()) => {
-            let mut first_err = Ok(());
+            let mut corrupt = None;
             for (ack, r) in acks {
-                if let (Ok(()), Err(e)) = (&first_err, &r) {
-                    first_err = Err(e.clone());
+                if let Err(e @ StoreError::Corrupt { .. }) = &r {
+                    corrupt = Some(e.clone());
                 }
                 let _ = ack.send(r);
             }
-            first_err
+            Ok(corrupt)
         }
         Err(e) => {
             let err = classify(path, &e, true);
@@ -213,7 +298,7 @@ fn commit_batch(tx: Transaction<'_>, batch: Vec<Req>, path: &Path) -> Result<(),
 }
 
 /// Fails every write of a batch whose transaction could not begin.
-fn fail_batch(batch: Vec<Req>, e: &rusqlite::Error, path: &Path) -> Result<(), StoreError> {
+fn fail_batch<T>(batch: Vec<Req>, e: &rusqlite::Error, path: &Path) -> Result<T, StoreError> {
     let err = classify(path, e, true);
     tracing::error!(%err, "journal commit failed");
     for Req { ack, .. } in batch {

@@ -31,28 +31,47 @@ impl SqliteStore {
         })
     }
 
+    /// A run's journal: the database's rows, with the entries still only
+    /// in step logs (this process's pending ones, a live owner's) merged in.
     pub(super) fn load_journal(&self, run: &str) -> Result<Vec<JournalEntry>, StoreError> {
-        self.read(|c| {
-            let mut stmt = c.prepare(
-                "SELECT run, pos, kind, key, input_hash, ok, value, attempts, at_ms, tokens FROM journal
-                 WHERE run = ?1 ORDER BY at_ms, pos",
-            )?;
-            stmt.query_map([run], |r| {
-                Ok(JournalEntry {
-                    run: r.get(0)?,
-                    pos: r.get(1)?,
-                    kind: r.get(2)?,
-                    key: r.get(3)?,
-                    input_hash: r.get(4)?,
-                    ok: r.get(5)?,
-                    value: json(r.get(6)?).unwrap_or(Value::Null),
-                    attempts: r.get(7)?,
-                    at_ms: r.get::<_, i64>(8)? as u64,
-                    tokens: r.get::<_, i64>(9)? as u64,
-                })
-            })?
-            .collect()
-        })
+        let live = self.writes.adopt(Some(run));
+        // No fold runs while the rows and the pending entries are read, so
+        // none is in neither.
+        let (rows, pending) = self.writes.quiet(|| {
+            let rows = self.read(|c| {
+                let mut stmt = c.prepare(
+                    "SELECT run, pos, kind, key, input_hash, ok, value, attempts, at_ms, tokens FROM journal
+                     WHERE run = ?1",
+                )?;
+                stmt.query_map([run], |r| {
+                    Ok(JournalEntry {
+                        run: r.get(0)?,
+                        pos: r.get(1)?,
+                        kind: r.get(2)?,
+                        key: r.get(3)?,
+                        input_hash: r.get(4)?,
+                        ok: r.get(5)?,
+                        value: json(r.get(6)?).unwrap_or(Value::Null),
+                        attempts: r.get(7)?,
+                        at_ms: r.get::<_, i64>(8)? as u64,
+                        tokens: r.get::<_, i64>(9)? as u64,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            });
+            (rows, self.writes.log.pending_of(run))
+        });
+        let mut by_pos: std::collections::HashMap<String, JournalEntry> =
+            rows?.into_iter().map(|e| (e.pos.clone(), e)).collect();
+        for e in live {
+            by_pos.entry(e.pos.clone()).or_insert(e);
+        }
+        for e in pending {
+            by_pos.insert(e.pos.clone(), e);
+        }
+        let mut entries: Vec<JournalEntry> = by_pos.into_values().collect();
+        entries.sort_by(|a, b| (a.at_ms, &a.pos).cmp(&(b.at_ms, &b.pos)));
+        Ok(entries)
     }
 
     pub(super) fn load_events(
