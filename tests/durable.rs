@@ -462,7 +462,8 @@ fn a_journal_write_is_durable_when_append_returns() {
 #[test]
 fn an_orphaned_step_log_is_folded_in_and_a_damaged_one_kept_aside() {
     use lua_swarm::store::{SqliteStore, Store, wait};
-    let dir = Dir::new("orphan-log").0;
+    let d = Dir::new("orphan-log");
+    let dir = d.0.clone();
     let db = dir.join("swarm.db");
     drop(SqliteStore::open(&db).unwrap());
     let record = |run: &str, pos: &str| {
@@ -503,6 +504,11 @@ fn an_orphaned_step_log_is_folded_in_and_a_damaged_one_kept_aside() {
         .query_row("SELECT count(*) FROM journal", [], |r| r.get(0))
         .unwrap();
     assert_eq!(rows, 3, "the folded records are in the database itself");
+    drop(store);
+    let out = d.swarm(&["doctor"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("step log") && t.contains("00bb.damaged"), "{t}");
 }
 
 /// A long stream of sequential commits (a flow's steps, each waiting for

@@ -1,7 +1,8 @@
 //! `swarm doctor`: is the journal healthy, and what to do if not.
 //!
 //! Checks SQLite's integrity verdict, the damage marker, runs left running
-//! by an owner whose lease has lapsed, and the file's size; prints each
+//! by an owner whose lease has lapsed, step logs kept aside as damaged,
+//! and the file's size; prints each
 //! finding with a suggested action. Exit 0 when all is well, 1 otherwise.
 //! It writes nothing, except the damage marker when it finds damage (so
 //! no later process writes into a damaged file).
@@ -74,6 +75,7 @@ pub fn run(args: DoctorArgs) -> ExitCode {
         return ExitCode::from(1);
     }
     problems += runs_report(&store);
+    problems += damaged_step_logs(&path);
     if bytes > 256 << 20 {
         outln!(
             "advice     the journal is large: `swarm prune --older-than 30d` deletes old finished runs"
@@ -121,10 +123,39 @@ fn runs_report(store: &SqliteStore) -> usize {
     orphaned.len()
 }
 
+/// Step logs kept aside because a record failed its checksum: the records
+/// before it are in the journal; the file is left for someone to look at.
+fn damaged_step_logs(path: &std::path::Path) -> usize {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let stem = format!(
+        "{}-steps-",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    );
+    let Ok(listing) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut found = 0;
+    for entry in listing.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&stem) && name.ends_with(".damaged") {
+            found += 1;
+            outln!(
+                "damaged    step log {}: a record failed its checksum; the records before it \
+                 are in the journal, the rest were lost. Look at it, then delete it",
+                dir.join(&name).display()
+            );
+        }
+    }
+    found
+}
+
 fn advise_damaged(path: &std::path::Path) {
     outln!(
         "advice     nothing will be written to this file. Move it aside (`mv {p} {p}.broken`, \
-         with its -wal and -shm and the .damaged marker), salvage what you can with \
+         with its -wal, -shm and -steps-* files and the .damaged marker), salvage what you can with \
          `sqlite3 {p}.broken .recover | sqlite3 recovered.db`, and let the next `swarm run` \
          start a new journal",
         p = path.display()
