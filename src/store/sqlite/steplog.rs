@@ -209,16 +209,26 @@ impl Drop for StepLog {
 }
 
 impl Segment {
+    /// A new file, locked before it appears under the log's name: another
+    /// process never finds it unlocked and mistakes it for an orphan.
     fn create(prefix: &Path) -> Result<Segment, StoreError> {
         let mut name = prefix.as_os_str().to_owned();
         name.push(format!("{:016x}", rand::random::<u64>()));
         let path = PathBuf::from(name);
+        // Hidden until locked: a dot-name no scan matches.
+        let mut hidden = std::ffi::OsString::from(".");
+        hidden.push(path.file_name().unwrap_or_default());
+        let fresh = path.with_file_name(hidden);
         let file = OpenOptions::new()
             .create_new(true)
             .append(true)
-            .open(&path)
+            .open(&fresh)
             .and_then(|f| f.try_lock().map(|()| f).map_err(std::io::Error::from))
-            .map_err(|e| write_error(&path, &e))?;
+            .and_then(|f| std::fs::rename(&fresh, &path).map(|()| f))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&fresh);
+                write_error(&path, &e)
+            })?;
         Ok(Segment { path, file, len: 0 })
     }
 
