@@ -9,7 +9,7 @@
 
 use super::Db;
 use crate::engine::now_ms;
-use crate::store::{RunStatus, SqliteStore, Store, StoreError, damage_marker};
+use crate::store::{RunStatus, SqliteStore, Store, StoreError, damage_marker, damaged_logs};
 use clap::Args;
 use std::process::ExitCode;
 
@@ -126,30 +126,15 @@ fn runs_report(store: &SqliteStore) -> usize {
 /// Step logs kept aside because a record failed its checksum: the records
 /// before it are in the journal; the file is left for someone to look at.
 fn damaged_step_logs(path: &std::path::Path) -> usize {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let stem = format!(
-        "{}-steps-",
-        path.file_name().unwrap_or_default().to_string_lossy()
-    );
-    let Ok(listing) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    let mut found = 0;
-    for entry in listing.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(&stem) && name.ends_with(".damaged") {
-            found += 1;
-            outln!(
-                "damaged    step log {}: a record failed its checksum; the records before it \
-                 are in the journal, the rest were lost. Look at it, then delete it",
-                dir.join(&name).display()
-            );
-        }
+    let found = damaged_logs(path);
+    for log in &found {
+        outln!(
+            "damaged    step log {}: a record failed its checksum; the records before it \
+             are in the journal, the rest were lost. Look at it, then delete it",
+            log.display()
+        );
     }
-    found
+    found.len()
 }
 
 fn advise_damaged(path: &std::path::Path) {

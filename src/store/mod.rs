@@ -17,7 +17,7 @@ mod schema;
 mod sqlite;
 
 pub use journal::{Halt, Journal, input_hash};
-pub use sqlite::{SqliteStore, block_on as wait, damage_marker};
+pub use sqlite::{SqliteStore, block_on as wait, damage_marker, damaged_logs};
 
 use serde_json::Value;
 use std::future::Future;

@@ -32,6 +32,7 @@ mod steplog;
 use commit::{Job, Writes};
 pub use health::damage_marker;
 use ownership::lease_end;
+pub use steplog::damaged_logs;
 
 /// How long to wait for another process's lock: `SWARM_DB_BUSY_MS`, else 5 s.
 fn busy() -> Duration {

@@ -175,27 +175,35 @@ impl StepLog {
                 .map(|s| s.path.clone())
                 .collect()
         };
-        let dir = match self.prefix.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let stem = self.prefix.file_name().unwrap_or_default().to_owned();
-        let Ok(listing) = std::fs::read_dir(&dir) else {
-            return Vec::new();
-        };
-        let mut found = Vec::new();
-        for entry in listing.flatten() {
-            let name = entry.file_name();
-            let (Some(name), Some(stem)) = (name.to_str(), stem.to_str()) else {
-                continue;
-            };
-            let path = dir.join(name);
-            if name.starts_with(stem) && !name.ends_with(".damaged") && !own.contains(&path) {
-                found.extend(read_other(path));
-            }
-        }
-        found
+        logs(&self.prefix)
+            .filter(|p| !p.to_string_lossy().ends_with(".damaged") && !own.contains(p))
+            .filter_map(read_other)
+            .collect()
     }
+}
+
+/// The log files of the database whose logs are named `prefix*`, kept-aside
+/// damaged ones included.
+fn logs(prefix: &Path) -> impl Iterator<Item = PathBuf> {
+    let dir = match prefix.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let stem = prefix.file_name().unwrap_or_default().to_owned();
+    let listing = std::fs::read_dir(&dir).into_iter().flatten().flatten();
+    listing.filter_map(move |entry| {
+        let name = entry.file_name();
+        let ours = name.as_encoded_bytes().starts_with(stem.as_encoded_bytes());
+        ours.then(|| dir.join(name))
+    })
+}
+
+/// Step logs of the database at `db` kept aside because a record in them
+/// failed its checksum (`swarm doctor` reports them).
+pub fn damaged_logs(db: &Path) -> Vec<PathBuf> {
+    logs(&StepLog::new(db).prefix)
+        .filter(|p| p.to_string_lossy().ends_with(".damaged"))
+        .collect()
 }
 
 impl Drop for StepLog {
