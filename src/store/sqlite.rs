@@ -172,12 +172,6 @@ impl SqliteStore {
         self.writes.poison(e);
     }
 
-    /// Commits what is pending now (step-log entries included): a test or
-    /// a bench that counts rows, or a caller about to hand the file over.
-    pub fn flush(&self) {
-        self.writes.flush();
-    }
-
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         blocking(|| f(&conn)).map_err(|e| {

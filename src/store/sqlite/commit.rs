@@ -171,7 +171,7 @@ impl Writes {
     /// the database.
     pub(super) fn adopt(&self, run: Option<&str>) -> Vec<JournalEntry> {
         let mut live = Vec::new();
-        for found in self.log.others() {
+        for found in self.log.others(run.is_some()) {
             let folded = match &found.orphan {
                 Some(_) => self.commit_entries(&found.entries),
                 None => Err(StoreError::Closed),

@@ -166,7 +166,9 @@ impl StepLog {
     }
 
     /// Every other log file of this database, read; orphans come locked.
-    pub(super) fn others(&self) -> Vec<Found> {
+    /// Held ones only `with_held` (their entries are of no use to a caller
+    /// that is not reading a journal).
+    pub(super) fn others(&self, with_held: bool) -> Vec<Found> {
         let own: Vec<PathBuf> = {
             let st = self.state();
             st.file
@@ -177,7 +179,7 @@ impl StepLog {
         };
         logs(&self.prefix)
             .filter(|p| !p.to_string_lossy().ends_with(".damaged") && !own.contains(p))
-            .filter_map(read_other)
+            .filter_map(|p| read_other(p, with_held))
             .collect()
     }
 }
@@ -283,7 +285,7 @@ pub(super) fn retire(path: &Path, file: File, damaged: bool) {
     drop(file);
 }
 
-fn read_other(path: PathBuf) -> Option<Found> {
+fn read_other(path: PathBuf, with_held: bool) -> Option<Found> {
     // Locked at once only when no process holds it: an orphan, ours to fold.
     let orphan = OpenOptions::new()
         .read(true)
@@ -291,6 +293,9 @@ fn read_other(path: PathBuf) -> Option<Found> {
         .open(&path)
         .ok()
         .filter(|f| f.try_lock().is_ok());
+    if orphan.is_none() && !with_held {
+        return None;
+    }
     let mut text = Vec::new();
     match &orphan {
         Some(f) => (&*f).read_to_end(&mut text).ok()?,
