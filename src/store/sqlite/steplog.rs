@@ -73,12 +73,23 @@ pub(super) struct Found {
     pub damaged: bool,
 }
 
+impl State {
+    fn due(&self) -> bool {
+        self.pending.len() >= DUE || self.bytes >= DUE_BYTES
+    }
+}
+
+/// `<db>-steps-`: every log file of the database at `db` starts so.
+fn prefix(db: &Path) -> PathBuf {
+    let mut prefix = db.as_os_str().to_owned();
+    prefix.push("-steps-");
+    PathBuf::from(prefix)
+}
+
 impl StepLog {
     pub(super) fn new(db: &Path) -> StepLog {
-        let mut prefix = db.as_os_str().to_owned();
-        prefix.push("-steps-");
         StepLog {
-            prefix: PathBuf::from(prefix),
+            prefix: prefix(db),
             state: Mutex::new(State::default()),
         }
     }
@@ -111,13 +122,12 @@ impl StepLog {
         if let Some(err) = &st.failed {
             return Err(err.clone());
         }
-        Ok(st.pending.len() >= DUE || st.bytes >= DUE_BYTES)
+        Ok(st.due())
     }
 
     /// True when enough is pending that a leader should fold it now.
     pub(super) fn due(&self) -> bool {
-        let st = self.state();
-        st.pending.len() >= DUE || st.bytes >= DUE_BYTES
+        self.state().due()
     }
 
     /// Takes every pending entry for a fold. The next append opens a new
@@ -203,7 +213,7 @@ fn logs(prefix: &Path) -> impl Iterator<Item = PathBuf> {
 /// Step logs of the database at `db` kept aside because a record in them
 /// failed its checksum (`swarm doctor` reports them).
 pub fn damaged_logs(db: &Path) -> Vec<PathBuf> {
-    logs(&StepLog::new(db).prefix)
+    logs(&prefix(db))
         .filter(|p| p.to_string_lossy().ends_with(".damaged"))
         .collect()
 }
