@@ -18,7 +18,7 @@ use super::{
     RunStatus, Store, StoreError, StoreFut, schema,
 };
 use crate::engine::now_ms;
-use rusqlite::{Connection, ErrorCode, params};
+use rusqlite::{Connection, ErrorCode, ToSql, params};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -414,27 +414,46 @@ impl Store for SqliteStore {
     }
 }
 
-/// Writes one journal entry (a fold of the step log, or a log adopted).
-pub(super) fn insert_entry(tx: &rusqlite::Transaction, e: &JournalEntry) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "INSERT OR REPLACE INTO journal (run, pos, kind, key, input_hash, ok, value, attempts, at_ms, tokens)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(params![
-        e.run,
-        e.pos,
-        e.kind,
-        e.key,
-        e.input_hash,
-        e.ok,
-        e.value.to_string(),
-        e.attempts,
-        e.at_ms as i64,
-        e.tokens as i64
-    ])?;
-    if e.tokens > 0 {
+/// Writes journal entries (a fold of the step log, or a log adopted),
+/// many per statement, and adds their tokens to their runs' totals.
+pub(super) fn insert_entries(
+    tx: &rusqlite::Transaction,
+    entries: &[JournalEntry],
+) -> rusqlite::Result<()> {
+    // SQLite's integers are i64; the row borrows these.
+    let owned: Vec<(String, i64, i64)> = entries
+        .iter()
+        .map(|e| (e.value.to_string(), e.at_ms as i64, e.tokens as i64))
+        .collect();
+    insert_rows(
+        tx,
+        "INSERT OR REPLACE INTO journal \
+         (run, pos, kind, key, input_hash, ok, value, attempts, at_ms, tokens) VALUES ",
+        entries
+            .iter()
+            .zip(&owned)
+            .map(|(e, (value, at_ms, tokens))| -> [&dyn ToSql; 10] {
+                [
+                    &e.run,
+                    &e.pos,
+                    &e.kind,
+                    &e.key,
+                    &e.input_hash,
+                    &e.ok,
+                    value,
+                    &e.attempts,
+                    at_ms,
+                    tokens,
+                ]
+            }),
+    )?;
+    let mut tokens = std::collections::BTreeMap::<&str, u64>::new();
+    for e in entries.iter().filter(|e| e.tokens > 0) {
+        *tokens.entry(&e.run).or_default() += e.tokens;
+    }
+    for (run, n) in tokens {
         tx.prepare_cached("UPDATE runs SET tokens = tokens + ?2 WHERE id = ?1")?
-            .execute(params![e.run, e.tokens as i64])?;
+            .execute(params![run, n as i64])?;
     }
     Ok(())
 }
@@ -463,27 +482,38 @@ pub fn block_on<T: Send>(mut op: StoreFut<'_, T>) -> Result<T, StoreError> {
     })
 }
 
-/// Inserts event rows a few dozen per statement: one statement per row
-/// cost as much as the rows themselves (a fan-out writes three per step).
-/// Chunks are 32, 16, ..., 1 rows, so at most six statement texts are
-/// ever prepared (and cached).
+/// Inserts event rows, many per statement.
 fn insert_events(tx: &rusqlite::Transaction, events: &[EventRow]) -> rusqlite::Result<()> {
-    let mut rest = events;
-    while !rest.is_empty() {
+    insert_rows(
+        tx,
+        "INSERT INTO events (run, kind, payload) VALUES ",
+        events
+            .iter()
+            .map(|e| -> [&dyn ToSql; 3] { [&e.run, &e.kind, &e.payload] }),
+    )
+}
+
+/// Runs `head` (an `INSERT ... VALUES `) over `rows`, a few dozen rows per
+/// statement: one statement per row costs as much as the rows themselves
+/// (a fan-out writes three events and a journal entry per step). Chunks
+/// are 32, 16, ..., 1 rows, so at most six texts per `head` are ever
+/// prepared (and cached).
+fn insert_rows<'a, const W: usize>(
+    tx: &rusqlite::Transaction,
+    head: &str,
+    rows: impl ExactSizeIterator<Item = [&'a dyn ToSql; W]>,
+) -> rusqlite::Result<()> {
+    let mut rows = rows;
+    let one = format!("({})", vec!["?"; W].join(","));
+    while rows.len() > 0 {
         let n = [32, 16, 8, 4, 2, 1]
             .into_iter()
-            .find(|n| *n <= rest.len())
+            .find(|n| *n <= rows.len())
             .unwrap_or(1);
-        let (chunk, tail) = rest.split_at(n);
-        let mut sql = String::from("INSERT INTO events (run, kind, payload) VALUES ");
-        for i in 0..n {
-            sql.push_str(if i == 0 { "(?,?,?)" } else { ",(?,?,?)" });
-        }
+        let sql = format!("{head}{}", vec![one.as_str(); n].join(","));
         let mut stmt = tx.prepare_cached(&sql)?;
-        stmt.execute(rusqlite::params_from_iter(
-            chunk.iter().flat_map(|e| [&*e.run, e.kind, &*e.payload]),
-        ))?;
-        rest = tail;
+        let chunk: Vec<&dyn ToSql> = rows.by_ref().take(n).flatten().collect();
+        stmt.execute(chunk.as_slice())?;
     }
     Ok(())
 }

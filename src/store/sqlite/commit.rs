@@ -6,7 +6,7 @@
 //! lead: so concurrent sequential chains (branches, runs) share commits.
 
 use super::steplog::{self, StepLog};
-use super::{blocking, busy, classify, damage_marker, insert_entry};
+use super::{blocking, busy, classify, damage_marker, insert_entries};
 use crate::store::{Commit, JournalEntry, StoreError};
 use rusqlite::{Connection, ErrorCode, Transaction};
 use std::path::{Path, PathBuf};
@@ -197,7 +197,7 @@ impl Writes {
         let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         blocking(|| {
             let tx = begin(&mut conn, busy())?;
-            entries.iter().try_for_each(|e| insert_entry(&tx, e))?;
+            insert_entries(&tx, entries)?;
             tx.commit()
         })
         .map_err(|e| classify(&self.path, &e, true))
@@ -267,7 +267,7 @@ fn commit_batch(
     batch: Vec<Req>,
     path: &Path,
 ) -> Result<Option<StoreError>, StoreError> {
-    if let Err(e) = logged.iter().try_for_each(|e| insert_entry(&tx, e)) {
+    if let Err(e) = insert_entries(&tx, logged) {
         return fail_batch(batch, &e, path);
     }
     let mut acks = Vec::with_capacity(batch.len());
