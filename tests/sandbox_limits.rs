@@ -171,6 +171,67 @@ end"#,
     assert_eq!(r, json!([2, 20, false, true, false]));
 }
 
+/// A call that waits (a process step, a sleep) made inside a coroutine of
+/// the script's own suspends the whole flow until it is ready, then the
+/// coroutine goes on: the script sees the call's value, never mlua's
+/// internal "pending" marker (which once came back from `resume`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_calls_inside_a_scripts_own_coroutine_wait_for_the_flow() {
+    let src = r#"local swarm = require "swarm"
+return swarm.blueprint "co" {
+  agents = { seven = swarm.agent.process { cmd = { "sh", "-c", "cat >/dev/null; echo 7" } } },
+  flow = function()
+    local got = {}
+    for x in coroutine.wrap(function()
+      for i = 1, 3 do coroutine.yield(swarm.step("seven", i)) end
+    end) do
+      got[#got + 1] = x
+    end
+    local co = coroutine.create(function(a)
+      swarm.sleep(1)
+      local b = coroutine.yield(a + swarm.step("seven", 0))
+      return b * 2
+    end)
+    local ok1, first = coroutine.resume(co, 1)
+    local ok2, second = coroutine.resume(co, 10)
+    local nested = coroutine.wrap(function()
+      return coroutine.wrap(function() return swarm.step("seven", 0) + 1 end)()
+    end)()
+    return { got, ok1, first, ok2, second, coroutine.status(co), nested }
+  end,
+}"#;
+    let (s, r) = flow_with_budget("co.lua", src).await;
+    assert_eq!(s, TaskStatus::Pass, "{r}");
+    assert_eq!(r, json!([[7, 7, 7], true, 8, true, 20, "dead", 8]));
+}
+
+/// A race's loser waiting inside a coroutine of its own is abandoned at
+/// once: the coroutine is closed (its `<close>` handler has run when the
+/// race returns) and its pending step collected, so the step's task is
+/// cancelled then, not at some later garbage collection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_race_loser_waiting_in_its_own_coroutine_is_closed_at_once() {
+    let src = r#"local swarm = require "swarm"
+return swarm.blueprint "co_race" {
+  agents = { slow = swarm.agent.process { cmd = { "sh", "-c", "exec sleep 3600" } } },
+  flow = function()
+    local closed = false
+    local winner = swarm.race({
+      function()
+        return coroutine.wrap(function()
+          local x <close> = setmetatable({}, { __close = function() closed = true end })
+          return swarm.step("slow", 1)
+        end)()
+      end,
+      function() swarm.sleep(1) return "fast" end,
+    })
+    return { winner, closed }
+  end,
+}"#;
+    let (s, r) = flow_with_budget("co_race.lua", src).await;
+    assert_eq!((s, r), (TaskStatus::Pass, json!(["fast", true])));
+}
+
 /// Runs a blueprint's flow with a 20M-instruction budget; returns its
 /// status and result (hang-guarded).
 async fn flow_with_budget(name: &str, src: &str) -> (TaskStatus, serde_json::Value) {

@@ -8,14 +8,20 @@
 --   yield/resume round trip costs the host far more than the few
 --   instructions the hook counts for it;
 -- - coroutine.wrap resumes through the guarded resume;
+-- - a host call that waits (a step, `ask`, `sleep`, `parallel`) made inside
+--   a coroutine of the script's own suspends that coroutine with mlua's
+--   "pending" marker. The guarded resume passes the marker up, so the whole
+--   flow waits for the call, then resumes the inner coroutine where it
+--   was: scripts never see the marker, and such calls work in coroutines;
 -- - every Lua thread that runs user code has a pcall at its base (`protect`,
 --   used by the host for flows, agents and layers, and by coroutine.create
 --   and wrap). An error raised by the limit hook leaves Lua's "hooks
 --   allowed" flag off on its way out; a pcall restores it before pending
 --   `__close` handlers run, so those handlers stay under the limits.
-local raw_pcall, raw_xpcall, raw_resume, raw_create, raw_close, raw_status, tripped, charge,
-  traceback = ...
-local error, type = error, type
+local raw_pcall, raw_xpcall, raw_resume, raw_create, raw_close, raw_status, raw_yield, pending,
+  collect, tripped, charge, traceback = ...
+local error, type, select, setmetatable = error, type, select, setmetatable
+local pack, unpack = table.pack, table.unpack
 
 local function pass(ok, ...)
   if not ok and tripped((...)) then
@@ -54,9 +60,40 @@ local function create(f)
   return raw_create(function(...) return protect(f, ...) end)
 end
 
+-- Closes a coroutine whose host call was abandoned (its flow branch lost a
+-- race, was cancelled or hit a limit while waiting) and collects the call
+-- at once, so its task is cancelled now rather than at some later GC.
+local abandon = {
+  __close = function(w)
+    if w.co then
+      raw_close(w.co)
+      collect()
+    end
+  end,
+}
+
+-- `co` is waiting on a host call: wait for it here too (our own resumer is
+-- the host's poller, or a guarded resume doing the same), then go on.
+local function wait_for(co)
+  local w <close> = setmetatable({ co = co }, abandon)
+  local r
+  repeat
+    r = pack(raw_resume(co, raw_yield(pending)))
+  until not (r[1] and r.n == 2 and r[2] == pending and raw_status(co) == "suspended")
+  w.co = nil
+  return unpack(r, 1, r.n)
+end
+
+local function waited(co, ok, ...)
+  if ok and select("#", ...) == 1 and (...) == pending and raw_status(co) == "suspended" then
+    return wait_for(co)
+  end
+  return ok, ...
+end
+
 local function resume(co, ...)
   charge()
-  return pass(raw_resume(co, ...))
+  return pass(waited(co, raw_resume(co, ...)))
 end
 
 local function unwrap(co, ok, ...)
