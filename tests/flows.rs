@@ -341,6 +341,13 @@ async fn process_agent_failures_are_clear() {
     assert_eq!(fail["result"]["value"], json!({"why": "bad day"}));
     let slow = process_case("hang", r#", timeout = "200ms""#).await;
     assert_eq!(slow["code"], json!("timeout"), "{slow}");
+    // Exited, leaving a background child on its stdout: the result is read
+    // and the child killed, without waiting for it (it sleeps 600 s).
+    let leftover = process_case("leftover", "").await;
+    assert_eq!(leftover["result"], json!("ok"), "{leftover}");
+    // A child that left the group cannot be killed: the step stops reading.
+    let escaped = process_case("escape", "").await;
+    assert_eq!(escaped["result"]["code"], json!("output_held"), "{escaped}");
     let flood = process_case("flood", ", max_output = 100000").await;
     assert_eq!(
         flood["result"]["code"],

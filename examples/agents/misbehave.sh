@@ -8,5 +8,7 @@ case "$1" in
   flood)    yes 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx' ;;
   stderr)   echo "warming up" >&2; echo '"ok"' ;;
   fail)     echo '{"why": "bad day"}'; exit 3 ;;
+  leftover) sleep 600 & echo '"ok"' ;;
+  escape)   setsid sleep 60 & echo '"ok"' ;;
   *)        echo "unknown mode $1" >&2; exit 64 ;;
 esac

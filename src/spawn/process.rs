@@ -16,7 +16,9 @@
 //! blueprint asks for them by name.
 //!
 //! The process runs in its own process group: a timeout, a cancellation or
-//! dropping the worker kills the whole group. Only commands declared in a
+//! dropping the worker kills the whole group, and so does its exit once
+//! what it wrote is read (a background child still holding its stdout is
+//! given [`LEFTOVER_GRACE`], then killed). Only commands declared in a
 //! blueprint run; Lua code cannot start processes.
 
 use crate::engine::{Outcome, SpawnCtx, SpawnError, Spawner, Worker};
@@ -221,14 +223,13 @@ pub async fn execute(
     }
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
-    let work = async {
-        let (out, err_tail) = tokio::join!(
+    let readers = async {
+        tokio::join!(
             read_stdout(stdout, spec.max_output, sink),
             read_stderr(stderr, sink)
-        );
-        let status = child.wait().await;
-        (out, err_tail, status)
+        )
     };
+    let work = until_exit(&mut child, readers);
     let limit = spec.timeout.unwrap_or(Duration::MAX);
     let (out, err_tail, status) = tokio::select! {
         r = work => r,
@@ -240,10 +241,47 @@ pub async fn execute(
         message: e.to_string(),
     })?;
     let stdout = match out {
-        Ok(o) => o,
-        Err(too_big) => return Ok(too_big),
+        Some(Ok(o)) => o,
+        Some(Err(too_big)) => return Ok(too_big),
+        None => {
+            let msg = "the process exited, but a process it started outside its group \
+                       still holds its output open"
+                .to_string();
+            return Ok(blocked("output_held", msg, json!({ "stderr": err_tail })));
+        }
     };
     Ok(outcome(status, stdout, err_tail))
+}
+
+/// How long output is still read after the process exited while something
+/// it started holds its stdout or stderr open. Past that the group is killed
+/// (what was written stays readable in the pipe); past [`ESCAPED_GRACE`]
+/// after the kill (a holder that left the group), reading stops.
+const LEFTOVER_GRACE: Duration = Duration::from_millis(500);
+const ESCAPED_GRACE: Duration = Duration::from_secs(5);
+
+/// Reads the process's output to its end, and waits for its exit. The
+/// output ends at the latest [`LEFTOVER_GRACE`] after the exit: a process
+/// that leaves a background child holding the pipes (`sleep 1000 &`) must
+/// not hold the step until that child ends.
+async fn until_exit<T>(
+    child: &mut tokio::process::Child,
+    readers: impl std::future::Future<Output = (T, String)>,
+) -> (Option<T>, String, std::io::Result<std::process::ExitStatus>) {
+    let pgid = child.id();
+    tokio::pin!(readers);
+    let status = tokio::select! {
+        (out, err) = &mut readers => return (Some(out), err, child.wait().await),
+        status = child.wait() => status,
+    };
+    if let Ok((out, err)) = tokio::time::timeout(LEFTOVER_GRACE, &mut readers).await {
+        return (Some(out), err, status);
+    }
+    drop(KillGroup(pgid));
+    match tokio::time::timeout(ESCAPED_GRACE, &mut readers).await {
+        Ok((out, err)) => (Some(out), err, status),
+        Err(_) => (None, String::new(), status),
+    }
 }
 
 /// What stdout said: a final value from NDJSON events, or the whole text.
