@@ -509,6 +509,17 @@ async fn syntax_errors_are_blueprint_errors_with_a_line() {
         Err(other) => panic!("{other}"),
         Ok(_) => panic!("a broken blueprint loaded"),
     }
+    // A precompiled chunk is refused, naming the file (Lua's own message
+    // would not).
+    let p = write(&dir, "compiled.lua", "\x1bLuaT\0\x19");
+    match run::prepare(&engine(), &p, RunOptions::default()) {
+        Err(RunError::Blueprint(BlueprintError::Lua(e))) => {
+            let msg = e.to_string();
+            assert!(msg.contains("compiled.lua: a precompiled"), "{msg}");
+        }
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("a binary chunk loaded"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

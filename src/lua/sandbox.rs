@@ -148,6 +148,13 @@ impl Vm {
 
     /// Compiles text `source` as chunk `@name` in `env`.
     pub fn load(&self, env: &Table, source: &str, name: &str) -> Result<Function, LuaError> {
+        // Text mode refuses it anyway; Lua's message would not name the file.
+        if source.starts_with('\x1b') {
+            return Err(LuaError::Syntax {
+                message: format!("{name}: a precompiled (binary) chunk; only Lua source is run"),
+                incomplete: false,
+            });
+        }
         self.lua
             .load(source)
             .set_name(format!("@{name}"))
