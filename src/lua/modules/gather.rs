@@ -19,6 +19,11 @@ use std::task::Poll;
 /// How many branches start before those already done are taken.
 const START_BATCH: usize = 64;
 
+/// Branches in flight at once, whatever `concurrency` asks: each holds a
+/// Lua thread and one of mlua's reference slots, whose stack ends at a
+/// million. Branches past it start as earlier ones end.
+const MAX_IN_FLIGHT: usize = 250_000;
+
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
     All { fail_fast: bool },
@@ -58,13 +63,11 @@ pub async fn gather(lua: &Lua, fns: Value, opts: Value) -> Result<Value, HostErr
     let limit = get("concurrency")
         .and_then(|v| v.as_integer())
         .filter(|n| *n > 0)
-        .map_or(usize::MAX, |n| n as usize);
-    let fns: Vec<Function> = fns
-        .sequence_values()
-        .collect::<mlua::Result<_>>()
-        .map_err(usage)?;
-    let n = fns.len();
-    let mut pending = fns.into_iter().enumerate();
+        .map_or(MAX_IN_FLIGHT, |n| (n as usize).min(MAX_IN_FLIGHT));
+    // Each function is taken as its branch starts: a reference per item
+    // held up front would run out of slots past a million items.
+    let n = fns.raw_len();
+    let mut pending = 0..n;
     let mut running = FuturesUnordered::new();
     let mut refill = true;
     // Mode::All answers `{ ok = {...}, value = {...}, failed = i }`: two
@@ -85,10 +88,11 @@ pub async fn gather(lua: &Lua, fns: Value, opts: Value) -> Result<Value, HostErr
         // waiting for another to end, but a `map` whose items end at once
         // (replayed, or pure Lua) never holds all its coroutines together.
         if refill {
-            for (i, f) in pending
+            for i in pending
                 .by_ref()
                 .take(START_BATCH.min(limit - running.len()))
             {
+                let f: Function = fns.raw_get(i + 1).map_err(usage)?;
                 let fut = f.call_async::<MultiValue>(());
                 running.push(async move { (i, fut.await) });
             }
