@@ -97,7 +97,7 @@ pub async fn gather(lua: &Lua, fns: Value, opts: Value) -> Result<Value, HostErr
                 running.push(async move { (i, fut.await) });
             }
         }
-        let more = pending.len() > 0 && running.len() < limit;
+        let more = !pending.is_empty() && running.len() < limit;
         refill = true;
         let next = if more {
             // Take what is done; start the next batch once nothing is.
