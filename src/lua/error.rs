@@ -11,7 +11,7 @@ use super::ctx::ERROR_MT;
 use super::location::caller_location;
 use crate::engine::EngineError;
 use crate::engine::SpawnError;
-use mlua::{Lua, LuaSerdeExt, Table, Value};
+use mlua::{Lua, Table, Value};
 
 /// Anything with a stable code and a message.
 pub trait Coded: std::fmt::Display {
@@ -175,8 +175,7 @@ pub(crate) fn from_error_value(lua: &Lua, v: Value) -> mlua::Error {
                 get("where").unwrap_or_else(|| "?".into()),
                 get("message").unwrap_or_default()
             );
-            let value = lua
-                .from_value::<serde_json::Value>(Value::Table(t))
+            let value = super::json::lua_to_json(lua, Value::Table(t))
                 .unwrap_or_else(|_| serde_json::json!({ "code": code, "message": text }));
             mlua::Error::external(Raised { code, text, value })
         }

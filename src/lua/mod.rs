@@ -9,6 +9,7 @@ mod ctx;
 mod embedded;
 pub mod error;
 mod frozen;
+mod json;
 mod layer;
 mod limits;
 mod location;

@@ -20,7 +20,7 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
             let pretty = opts
                 .and_then(|o| o.get::<bool>("pretty").ok())
                 .unwrap_or(false);
-            let json: serde_json::Value = lua.from_value(v).map_err(|e| {
+            let json = crate::lua::json::lua_to_json(lua, v).map_err(|e| {
                 mlua::Error::RuntimeError(format!(
                     "{}: swarm.json.encode: {e}",
                     caller_location(lua, 0)

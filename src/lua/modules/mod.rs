@@ -178,7 +178,7 @@ pub(crate) fn view_to_lua(lua: &Lua, v: &crate::engine::TaskView) -> mlua::Resul
 
 /// A Lua value as JSON, or a usage error naming what could not convert.
 pub fn to_json(lua: &Lua, v: Value, what: &str) -> Result<serde_json::Value, HostError> {
-    lua.from_value::<serde_json::Value>(v).map_err(|e| {
+    crate::lua::json::lua_to_json(lua, v).map_err(|e| {
         HostError::new(
             "bad_value",
             format!(
