@@ -501,9 +501,8 @@ fn insert_events(tx: &rusqlite::Transaction, events: &[EventRow]) -> rusqlite::R
 fn insert_rows<'a, const W: usize>(
     tx: &rusqlite::Transaction,
     head: &str,
-    rows: impl ExactSizeIterator<Item = [&'a dyn ToSql; W]>,
+    mut rows: impl ExactSizeIterator<Item = [&'a dyn ToSql; W]>,
 ) -> rusqlite::Result<()> {
-    let mut rows = rows;
     let one = format!("({})", vec!["?"; W].join(","));
     while rows.len() > 0 {
         let n = [32, 16, 8, 4, 2, 1]
