@@ -1,11 +1,11 @@
 //! The HTTP routes: each handler authenticates its caller, asks the run
 //! service, and answers JSON (see the table in the README, "Server").
 
-use super::error::{ApiError, Body};
+use super::error::{ApiError, Body, Params};
 use super::{Server, events};
 use crate::run::service::{self, Action, Answered, Cancelled};
 use crate::store::RunStatus;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -34,6 +34,13 @@ pub fn routes() -> Router<Arc<Server>> {
                 StatusCode::NOT_FOUND,
                 "no_route",
                 "no such route (see /v1/health)",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "bad_method",
+                "this route does not take that method (see the README's route table)",
             )
         })
 }
@@ -128,7 +135,7 @@ struct ListQuery {
     after: Option<String>,
 }
 
-async fn list(State(s): S, headers: HeaderMap, Query(q): Query<ListQuery>) -> Reply {
+async fn list(State(s): S, headers: HeaderMap, Params(q): Params<ListQuery>) -> Reply {
     let who = s.who(&headers)?;
     let status = match &q.status {
         Some(st) => Some(st.parse::<RunStatus>().map_err(ApiError::bad_request)?),

@@ -118,7 +118,7 @@ pub fn authority(
     let text = value
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer)
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -127,6 +127,16 @@ pub fn authority(
             )
         })?;
     verify(signer, text)
+}
+
+/// The token of a `Bearer` credential; the scheme is case-insensitive
+/// (RFC 7235), so `bearer TOKEN` is accepted too.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
+        .filter(|t| !t.is_empty())
 }
 
 /// Checks a wire token: form, signature, expiry.

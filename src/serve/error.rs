@@ -5,7 +5,8 @@
 use crate::auth::AuthError;
 use crate::run::RunError;
 use axum::Json;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
@@ -97,5 +98,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
         serde_json::from_slice(bytes)
             .map(Body)
             .map_err(|e| ApiError::bad_request(format!("the body is not the JSON expected: {e}")))
+    }
+}
+
+/// A query string whose rejection is an [`ApiError`] (400 `bad_request`
+/// naming the parameter), like [`Body`]'s.
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Params(q.0))
+            .map_err(|r| ApiError::bad_request(format!("the query string: {}", r.body_text())))
     }
 }

@@ -12,10 +12,10 @@
 //! thousand polls every interval.
 
 use super::Server;
-use super::error::ApiError;
+use super::error::{ApiError, Params};
 use crate::run::service;
 use crate::store::{EventRecord, RunStatus};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
@@ -39,14 +39,23 @@ pub async fn stream(
     State(s): State<Arc<Server>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(q): Query<After>,
+    Params(q): Params<After>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     // Authority and existence first: a refused caller gets a JSON error.
     service::record(&s.who(&headers)?, &s.store, &id)?;
-    let resume_from = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok());
+    // A resuming client's `Last-Event-ID` is an id this server sent; any
+    // other value is refused, not read as "from the start".
+    let resume_from = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request("`Last-Event-ID` is not an event id this server sent")
+                })?,
+        ),
+    };
     let cursor = resume_from.or(q.after).unwrap_or(0);
     let follow = Follow {
         tail: tail(&s, &id),
