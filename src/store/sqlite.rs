@@ -50,6 +50,18 @@ pub struct SqliteStore {
 
 fn classify(path: &Path, e: &rusqlite::Error, write: bool) -> StoreError {
     let path = path.display().to_string();
+    // Every column swarm reads was written by swarm with its type and is
+    // NOT NULL where read as a value: a row that reads otherwise is a
+    // damaged page SQLite itself did not notice (the file is treated as
+    // corrupt: `swarm doctor` names the damage).
+    if let rusqlite::Error::InvalidColumnType(..) | rusqlite::Error::FromSqlConversionFailure(..) =
+        e
+    {
+        return StoreError::Corrupt {
+            path,
+            message: format!("a row is not what swarm wrote: {e}"),
+        };
+    }
     match e.sqlite_error_code() {
         Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
             path,

@@ -207,7 +207,12 @@ impl Writes {
     /// every later process.
     pub(super) fn poison(&self, e: StoreError) {
         if self.corrupt.set(e.clone()).is_ok() {
-            let _ = std::fs::write(damage_marker(&self.path), format!("{e}\n"));
+            // The cause only: `open` puts it back inside its own error.
+            let why = match &e {
+                StoreError::Corrupt { message, .. } => message.clone(),
+                other => other.to_string(),
+            };
+            let _ = std::fs::write(damage_marker(&self.path), format!("{why}\n"));
         }
     }
 }
