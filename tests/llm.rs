@@ -274,6 +274,26 @@ async fn transient_failures_are_retried_and_provider_errors_are_not() {
     assert_eq!(server.count(), 8, "one try and one retry");
 }
 
+/// A server that sends without end (streamed or not) fails the turn at the
+/// answer cap, at once and without a retry, instead of filling the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_answer_is_cut_at_the_cap_and_not_retried() {
+    let server = Scripted::start(vec![Reply::Endless, Reply::Endless])
+        .await
+        .unwrap();
+    let d = dir("runaway");
+    for (n, fields) in [(1, ""), (2, "stream = false")] {
+        let bp = blueprint(&d, &server.url, fields, "return swarm.step('model', 'hi')");
+        let (report, _) = run_it(&bp, json!(null)).await;
+        let text = report.result.to_string();
+        assert!(
+            text.contains("llm_response") && text.contains("passed 16 MiB"),
+            "{fields}: {text}"
+        );
+        assert_eq!(server.count(), n, "{fields}: not retried");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_model_meets_the_timeout_layer_and_the_key_never_leaks() {
     // The reply would take 10 minutes; the timeout layer allows 300 ms.

@@ -9,6 +9,14 @@ use serde_json::Value;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+/// The most a turn's answer may take, as the process agent's default
+/// output cap: a server that streams without end fails the turn instead of
+/// filling the host's memory while the timeout runs.
+pub const MAX_ANSWER: usize = 16 << 20;
+
+/// The most of an error answer kept (only its start is shown).
+const MAX_ERROR_BODY: usize = 64 << 10;
+
 /// One client per process: keep-alive connections are pooled and reused
 /// by every LLM agent (HTTP/1.1, or HTTP/2 where the server offers it).
 fn client() -> &'static reqwest::Client {
@@ -120,7 +128,9 @@ async fn once(req: &Request<'_>, delta: &(dyn Fn(&str) + Sync)) -> Try {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<f64>().ok())
             .map(|s| Duration::from_secs_f64(s.clamp(0.0, 60.0)));
-        let body = resp.text().await.unwrap_or_default();
+        let body = match read_capped(resp, MAX_ERROR_BODY).await {
+            Ok((b, _)) | Err(b) => String::from_utf8_lossy(&b).into_owned(),
+        };
         let said = serde_json::from_str::<Value>(&body)
             .ok()
             .and_then(|v| {
@@ -138,19 +148,28 @@ async fn once(req: &Request<'_>, delta: &(dyn Fn(&str) + Sync)) -> Try {
         };
     }
     if !req.stream {
-        return match resp.json::<Value>().await {
+        let body = match read_capped(resp, MAX_ANSWER).await {
+            Ok((body, None)) => body,
+            Ok((_, Some(e))) => {
+                let msg = format!("the answer broke off: {e}");
+                return Try::Again(failure("llm_stream", msg, None), None);
+            }
+            Err(_) => return too_long(),
+        };
+        return match serde_json::from_slice::<Value>(&body) {
             Ok(body) => match Turn::from_response(&body) {
                 Ok(t) => Try::Done(t),
                 Err(m) => Try::Fatal(failure("llm_response", m, None)),
             },
             Err(e) => Try::Again(
-                failure("llm_stream", e.without_url().to_string(), None),
+                failure("llm_stream", format!("the answer is not JSON: {e}"), None),
                 None,
             ),
         };
     }
     let (mut sse, mut acc) = (SseDecoder::default(), Accumulator::default());
     let mut body = resp.bytes_stream();
+    let mut received = 0;
     while let Some(piece) = body.next().await {
         let piece = match piece {
             Ok(p) => p,
@@ -159,6 +178,10 @@ async fn once(req: &Request<'_>, delta: &(dyn Fn(&str) + Sync)) -> Try {
                 return Try::Again(failure("llm_stream", msg, None), None);
             }
         };
+        received += piece.len();
+        if received > MAX_ANSWER {
+            return too_long();
+        }
         for data in sse.feed(&piece) {
             match acc.push(&data) {
                 Ok(Some(text)) => delta(&text),
@@ -176,4 +199,32 @@ async fn once(req: &Request<'_>, delta: &(dyn Fn(&str) + Sync)) -> Try {
         Ok(t) => Try::Done(t),
         Err(m) => Try::Again(failure("llm_stream", m, None), None),
     }
+}
+
+/// A turn whose answer passed [`MAX_ANSWER`]: not retried, since the same
+/// request would stream the same again.
+fn too_long() -> Try {
+    let msg = format!("the answer passed {} MiB", MAX_ANSWER >> 20);
+    Try::Fatal(failure("llm_response", msg, None))
+}
+
+/// The body of `resp`, read up to `cap` bytes: `Err` with the first `cap`
+/// bytes when it is longer; `Ok` with the error that cut it short, if any.
+async fn read_capped(
+    resp: reqwest::Response,
+    cap: usize,
+) -> Result<(Vec<u8>, Option<String>), Vec<u8>> {
+    let mut out = Vec::new();
+    let mut body = resp.bytes_stream();
+    while let Some(piece) = body.next().await {
+        match piece {
+            Ok(p) if out.len() + p.len() > cap => {
+                out.extend_from_slice(&p[..cap - out.len()]);
+                return Err(out);
+            }
+            Ok(p) => out.extend_from_slice(&p),
+            Err(e) => return Ok((out, Some(e.without_url().to_string()))),
+        }
+    }
+    Ok((out, None))
 }

@@ -31,6 +31,9 @@ pub enum Reply {
     /// Streams the first text, then holds the stream open until someone
     /// posts to `/v1/release`, then streams the second and finishes.
     Held(String, String),
+    /// Content without end, as a runaway server sends it: deltas when
+    /// streamed, one JSON string that never closes otherwise.
+    Endless,
 }
 
 #[derive(Default)]
@@ -104,6 +107,9 @@ async fn answer(State(inner): State<Arc<Mutex<Inner>>>, body: Bytes) -> Response
     if let Reply::Held(first, rest) = reply {
         return held(first, rest, release);
     }
+    if let Reply::Endless = reply {
+        return endless(stream);
+    }
     respond(reply, stream).await
 }
 
@@ -136,6 +142,26 @@ fn held(first: String, rest: String, release: Arc<tokio::sync::Notify>) -> Respo
     }));
     let body = Body::from_stream(head.chain(tail));
     ([(header::CONTENT_TYPE, "text/event-stream")], body).into_response()
+}
+
+/// A body that never ends: 64 KiB of content after 64 KiB of content.
+fn endless(stream: bool) -> Response {
+    use futures_util::StreamExt;
+    let piece = "x".repeat(64 << 10);
+    let (head, item, kind) = if stream {
+        let delta = json!({ "object": "chat.completion.chunk",
+            "choices": [{ "index": 0, "delta": { "content": piece }, "finish_reason": null }] });
+        (String::new(), format!("data: {delta}\n\n"), "text/event-stream")
+    } else {
+        let head = r#"{"choices":[{"index":0,"message":{"role":"assistant","content":""#;
+        (head.to_string(), piece, "application/json")
+    };
+    let head = futures_util::stream::once(async move { Ok(Bytes::from(head)) });
+    let rest = futures_util::stream::repeat_with(move || {
+        Ok::<_, std::io::Error>(Bytes::from(item.clone()))
+    });
+    let body = Body::from_stream(head.chain(rest));
+    ([(header::CONTENT_TYPE, kind)], body).into_response()
 }
 
 async fn respond(mut reply: Reply, stream: bool) -> Response {
@@ -250,6 +276,8 @@ fn chunks(reply: &Reply) -> (Vec<String>, bool) {
         }
         Reply::Drop(t) => (vec![chunk(json!({ "content": t }), Value::Null)], true),
         Reply::Malformed => (vec!["{\"choices\": [".to_string()], false),
-        Reply::Status(..) | Reply::Slow(..) | Reply::Held(..) => (Vec::new(), false),
+        Reply::Status(..) | Reply::Slow(..) | Reply::Held(..) | Reply::Endless => {
+            (Vec::new(), false)
+        }
     }
 }
