@@ -47,6 +47,31 @@ async fn binary_chunks_cannot_be_made_or_loaded() {
     assert_err(&r, "lua_error", "binary chunk");
 }
 
+/// A raised value that is not a string (a plain table, a number, nil)
+/// names the line that raised it, while the script's own `pcall` and
+/// coroutines still get the value itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_string_errors_name_their_line_and_stay_values_to_the_script() {
+    let r = blocked("error({ code = 5, why = 'nope' })").await;
+    assert_err(&r, "lua_error", r#"bomb.lua:2: {"code":5,"why":"nope"}"#);
+    let r = blocked("error(42)").await;
+    assert_err(&r, "lua_error", "bomb.lua:2: 42");
+    let r = blocked("local x = 1\n error()").await;
+    assert_err(&r, "lua_error", "bomb.lua:3: (error object is a nil value)");
+    let r = blocked("error(setmetatable({}, { __tostring = function() return 'mine' end }))").await;
+    assert_err(&r, "lua_error", "bomb.lua:2: mine");
+    let r = blocked(
+        "local ok, e = pcall(error, { code = 5 })
+         assert(not ok and e.code == 5)
+         local co = coroutine.wrap(function() error({ code = 6 }) end)
+         local ok2, e2 = pcall(co)
+         assert(not ok2 and e2.code == 6, tostring(e2))
+         error('caught as values')",
+    )
+    .await;
+    assert_err(&r, "lua_error", "bomb.lua:7: caught as values");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_is_absent() {
     let r = blocked("return debug.getinfo(1)").await;

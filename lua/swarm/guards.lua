@@ -19,7 +19,7 @@
 --   allowed" flag off on its way out; a pcall restores it before pending
 --   `__close` handlers run, so those handlers stay under the limits.
 local raw_pcall, raw_xpcall, raw_resume, raw_create, raw_close, raw_status, raw_yield, pending,
-  collect, tripped, charge, traceback = ...
+  collect, tripped, charge, traceback, host_traceback = ...
 local error, type, select, setmetatable = error, type, select, setmetatable
 local pack, unpack = table.pack, table.unpack
 
@@ -42,7 +42,8 @@ local function protect(f, ...)
 end
 
 -- The host's entry point: `true, results...`, or `false, err` with the
--- error value itself, so an error table reaches the host as a table.
+-- error value itself, so an error table reaches the host as a table (any
+-- other value that is not a string comes wrapped with its traceback).
 -- (`tripped` notes a memory error on the limits, as `pcall` does.)
 local function settled(ok, ...)
   if not ok then tripped((...)) end
@@ -50,7 +51,7 @@ local function settled(ok, ...)
 end
 
 local function protect_host(f, ...)
-  return settled(raw_xpcall(f, traceback, ...))
+  return settled(raw_xpcall(f, host_traceback, ...))
 end
 
 local function create(f)

@@ -11,6 +11,9 @@ use std::sync::{Arc, Mutex};
 
 /// Registry slot of the shared metatable of error tables (`swarm/error.lua`).
 pub(crate) const ERROR_MT: &str = "swarm.error_mt";
+/// Registry slot of the metatable that marks a non-string error value
+/// wrapped with where it was raised (`host_traceback` in `stdlib.rs`).
+pub(crate) const RAISED_MT: &str = "swarm.raised_mt";
 /// Registry slot of `freeze(name, t, nested)` (`lua/swarm/frozen.lua`).
 pub(crate) const FREEZE: &str = "swarm.freeze";
 /// Registry slot of the stock `setmetatable`, for host chunks that set

@@ -7,7 +7,7 @@
 //! `where` is the first Lua frame outside the embedded library, so users see
 //! their own file and line.
 
-use super::ctx::ERROR_MT;
+use super::ctx::{ERROR_MT, RAISED_MT};
 use super::location::caller_location;
 use crate::engine::EngineError;
 use crate::engine::SpawnError;
@@ -179,6 +179,11 @@ pub(crate) fn from_error_value(lua: &Lua, v: Value) -> mlua::Error {
                 .unwrap_or_else(|_| serde_json::json!({ "code": code, "message": text }));
             mlua::Error::external(Raised { code, text, value })
         }
+        Value::Table(t) if has_metatable(lua, &t, RAISED_MT) => {
+            let value = t.raw_get("value").unwrap_or(Value::Nil);
+            let traceback: String = t.raw_get("traceback").unwrap_or_default();
+            mlua::Error::RuntimeError(located(&describe(lua, value), &traceback))
+        }
         Value::String(s) => mlua::Error::RuntimeError(s.to_string_lossy()),
         other => mlua::Error::RuntimeError(
             other
@@ -189,9 +194,43 @@ pub(crate) fn from_error_value(lua: &Lua, v: Value) -> mlua::Error {
 }
 
 fn is_error_table(lua: &Lua, t: &Table) -> bool {
-    match (t.metatable(), error_metatable(lua)) {
+    has_metatable(lua, t, ERROR_MT)
+}
+
+fn has_metatable(lua: &Lua, t: &Table, slot: &str) -> bool {
+    match (t.metatable(), lua.named_registry_value::<Table>(slot)) {
         (Some(mt), Ok(shared)) => mt == shared,
         _ => false,
+    }
+}
+
+/// A raised value that is not a string, as text: its `__tostring`, a
+/// plain table as JSON, anything else by its type (as `lua.c` says it).
+fn describe(lua: &Lua, v: Value) -> String {
+    let plain = matches!(&v, Value::Table(t) if t.metatable().is_none());
+    if plain && let Ok(json) = super::json::lua_to_json(lua, v.clone()) {
+        return json.to_string();
+    }
+    match v {
+        Value::Integer(_) | Value::Number(_) | Value::Boolean(_) | Value::Table(_) => v
+            .to_string()
+            .unwrap_or_else(|_| format!("(error object is a {} value)", v.type_name())),
+        other => format!("(error object is a {} value)", other.type_name()),
+    }
+}
+
+/// `what` headed by the user's file:line where it was raised (the first of
+/// the user's frames in `traceback`), followed by those frames.
+fn located(what: &str, traceback: &str) -> String {
+    let frames = user_frames(&format!("{what}\n{traceback}"));
+    let at = frames
+        .lines()
+        .nth(2)
+        .and_then(|f| f.trim().split_once(": in "))
+        .map(|(at, _)| at.to_string());
+    match at {
+        Some(at) => format!("{at}: {frames}"),
+        None => frames,
     }
 }
 

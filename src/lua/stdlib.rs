@@ -8,7 +8,7 @@
 //! only by `sandbox::build`.
 
 use super::ctx::VmCtx;
-use super::ctx::{CURRENT, RAW_SETMETATABLE};
+use super::ctx::{CURRENT, ERROR_MT, RAISED_MT, RAW_SETMETATABLE};
 use super::embedded;
 use super::error::root_message;
 use super::frozen::is_frozen;
@@ -279,6 +279,40 @@ unsafe extern "C-unwind" fn traceback(state: *mut mlua::ffi::lua_State) -> std::
     1
 }
 
+/// The message handler of the host's entry points (flows, agents, layers):
+/// as [`traceback`] for strings; any other value that is not an error
+/// table or a host error (a plain table, a number, nil) is wrapped as
+/// `{ value = v, traceback = "stack traceback: ..." }` marked with the
+/// [`RAISED_MT`] metatable, so the host can say where it was raised (Lua
+/// gives such values no position). Only the host ever sees the wrapper:
+/// the script's own `pcall`s and coroutines keep [`traceback`].
+unsafe extern "C-unwind" fn host_traceback(state: *mut mlua::ffi::lua_State) -> std::ffi::c_int {
+    use mlua::ffi;
+    unsafe {
+        let passes = match ffi::lua_type(state, 1) {
+            ffi::LUA_TSTRING => return traceback(state),
+            ffi::LUA_TUSERDATA => true,
+            ffi::LUA_TTABLE if ffi::lua_getmetatable(state, 1) != 0 => {
+                ffi::lua_getfield(state, ffi::LUA_REGISTRYINDEX, c"swarm.error_mt".as_ptr());
+                ffi::lua_rawequal(state, -1, -2) != 0
+            }
+            _ => false,
+        };
+        ffi::lua_settop(state, 1);
+        if passes {
+            return 1;
+        }
+        ffi::lua_createtable(state, 0, 2);
+        ffi::lua_pushvalue(state, 1);
+        ffi::lua_setfield(state, 2, c"value".as_ptr());
+        ffi::luaL_traceback(state, state, std::ptr::null(), 1);
+        ffi::lua_setfield(state, 2, c"traceback".as_ptr());
+        ffi::lua_getfield(state, ffi::LUA_REGISTRYINDEX, c"swarm.raised_mt".as_ptr());
+        ffi::lua_setmetatable(state, 2);
+    }
+    1
+}
+
 /// Instructions charged per `coroutine.resume`: a resume/yield round trip
 /// costs about as much host CPU as this many plain instructions.
 const RESUME_COST: u64 = 200;
@@ -315,7 +349,11 @@ pub(crate) fn install_guards(lua: &Lua, g: &Table) -> mlua::Result<()> {
         tripped,
         charge,
         unsafe { lua.create_c_function(traceback)? },
+        unsafe { lua.create_c_function(host_traceback)? },
     ))?;
+    // The C handler names these slots as literals.
+    debug_assert_eq!((ERROR_MT, RAISED_MT), ("swarm.error_mt", "swarm.raised_mt"));
+    lua.set_named_registry_value(RAISED_MT, lua.create_table()?)?;
     g.raw_set("pcall", guards.raw_get::<Function>("pcall")?)?;
     g.raw_set("xpcall", guards.raw_get::<Function>("xpcall")?)?;
     co.raw_set("wrap", guards.raw_get::<Function>("wrap")?)?;
