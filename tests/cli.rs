@@ -103,6 +103,14 @@ fn a_failing_flow_exits_one_and_usage_errors_exit_two() {
     let out = swarm().args(["run", "no/such/file.lua"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read no/such/file.lua"));
+
+    // A run id must be safe to print in a `swarm resume ID` hint.
+    let out = swarm()
+        .args(["run", "blueprints/hello.lua", "--run-id", "a b;rm"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("run id `a b;rm` must be"));
 }
 
 /// An error inside an agent reaches the terminal as a short chain: what

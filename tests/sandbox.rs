@@ -72,6 +72,20 @@ async fn non_string_errors_name_their_line_and_stay_values_to_the_script() {
     assert_err(&r, "lua_error", "bomb.lua:7: caught as values");
 }
 
+/// A returned value JSON cannot hold is refused naming the function that
+/// returned it (no frame of it is left), not "(in a tail call)".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_that_is_not_json_names_the_function_that_returned_it() {
+    let r = blocked("return { f = print }").await;
+    assert_err(
+        &r,
+        "bad_value",
+        "bomb.lua:1: the agent's result is not JSON-shaped",
+    );
+    let msg = r["error"].as_str().unwrap();
+    assert!(!msg.contains("tail call"), "{msg}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_is_absent() {
     let r = blocked("return debug.getinfo(1)").await;

@@ -246,7 +246,11 @@ async fn every_bad_token_and_bad_request_gets_its_status_and_code() {
     expect(op.get("/v1/runs?status=sideways").await, 400, "bad_request");
     // A query string or an event cursor that does not parse is JSON too.
     expect(op.get("/v1/runs?limit=-1").await, 400, "bad_request");
-    expect(op.get("/v1/runs/a/events?after=abc").await, 400, "bad_request");
+    expect(
+        op.get("/v1/runs/a/events?after=abc").await,
+        400,
+        "bad_request",
+    );
     let garbage_cursor = reqwest::Client::new()
         .get(format!("{}/v1/runs/a/events", s.url))
         .bearer_auth(s.token(Role::Operator, None))
@@ -256,7 +260,11 @@ async fn every_bad_token_and_bad_request_gets_its_status_and_code() {
         .unwrap();
     assert_eq!(garbage_cursor.status().as_u16(), 400);
     // 405: a route that does not take the method.
-    expect(op.call("DELETE", "/v1/runs/a", None).await, 405, "bad_method");
+    expect(
+        op.call("DELETE", "/v1/runs/a", None).await,
+        405,
+        "bad_method",
+    );
     // The scheme is case-insensitive (RFC 7235).
     let lower = reqwest::Client::new()
         .get(format!("{}/v1/runs/a", s.url))

@@ -151,7 +151,11 @@ fn endless(stream: bool) -> Response {
     let (head, item, kind) = if stream {
         let delta = json!({ "object": "chat.completion.chunk",
             "choices": [{ "index": 0, "delta": { "content": piece }, "finish_reason": null }] });
-        (String::new(), format!("data: {delta}\n\n"), "text/event-stream")
+        (
+            String::new(),
+            format!("data: {delta}\n\n"),
+            "text/event-stream",
+        )
     } else {
         let head = r#"{"choices":[{"index":0,"message":{"role":"assistant","content":""#;
         (head.to_string(), piece, "application/json")

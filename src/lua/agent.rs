@@ -184,7 +184,7 @@ impl Inner {
             Ok(values) => {
                 let mut it = values.into_iter();
                 let (first, second) = (it.next().unwrap_or(Value::Nil), it.next());
-                let json = |v: Value| modules::to_json(vm.lua(), v, "agent result");
+                let json = |v: Value| modules::returned_to_json(vm.lua(), v, "the agent's result");
                 match (first, second) {
                     (Value::Nil, Some(err)) if !err.is_nil() => json(err).map(Outcome::Blocked),
                     (Value::Nil, _) => Ok(Outcome::Exited),

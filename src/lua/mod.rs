@@ -25,7 +25,7 @@ pub use location::caller_location;
 pub use agent::LuaAgent;
 pub use layer::lua_layer;
 pub use limits::{LimitError, Tripped};
-pub use modules::{input_to_lua, to_json, to_lua};
+pub use modules::{input_to_lua, returned_to_json, to_json, to_lua};
 pub use sandbox::{Vm, VmOptions};
 
 use crate::engine::{Engine, Spawner};

@@ -9,10 +9,30 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-/// `<blueprint>-<8 hex>`: short enough to type, random enough not to clash.
+/// `<blueprint>-<8 hex>`: short enough to type, random enough not to
+/// clash, and always [`valid_run_id`] (a blueprint's name is free text:
+/// other characters become `_`, and it is cut at 100).
 pub fn new_run_id(blueprint: &str) -> String {
     let n: u32 = rand::random();
-    format!("{blueprint}-{n:08x}")
+    let name: String = blueprint
+        .chars()
+        .take(100)
+        .map(|c| match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' | '-' | '_' | '.' => c,
+            _ => '_',
+        })
+        .collect();
+    format!("{name}-{n:08x}")
+}
+
+/// A run id a caller may choose: short, and safe in a URL, a file name
+/// and a shell command (ids are printed in `swarm resume ID` hints).
+pub fn valid_run_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 impl Prepared {
@@ -21,11 +41,11 @@ impl Prepared {
         let Some(store) = self.opts.store.clone() else {
             return Ok(());
         };
-        let id = self
-            .opts
-            .run_id
-            .clone()
-            .unwrap_or_else(|| new_run_id(&self.blueprint.name));
+        let id = match &self.opts.run_id {
+            Some(id) if !valid_run_id(id) => return Err(RunError::BadRunId(id.clone())),
+            Some(id) => id.clone(),
+            None => new_run_id(&self.blueprint.name),
+        };
         let path = std::fs::canonicalize(&self.blueprint.path)
             .unwrap_or_else(|_| self.blueprint.path.clone());
         let record = RunRecord {
@@ -280,5 +300,22 @@ impl EventSink {
     pub async fn finish(self) -> Option<String> {
         self.stop.notify_one();
         self.handle.await.ok().flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_ids_are_valid_whatever_the_blueprint_is_called() {
+        for name in ["hello", "a b/c;rm", "ünï", "", &"x".repeat(300)] {
+            let id = new_run_id(name);
+            assert!(valid_run_id(&id), "{name:?} gave {id:?}");
+        }
+        assert!(new_run_id("a b/c;rm").starts_with("a_b_c_rm-"));
+        for bad in ["", "../x", "a/b", "a b", &"x".repeat(129)] {
+            assert!(!valid_run_id(bad), "{bad:?}");
+        }
     }
 }

@@ -19,7 +19,7 @@ pub mod service;
 pub use agents::{Build, RustAgents};
 pub use blueprint::{Blueprint, BlueprintError, Problem};
 pub use desk::parse_answer;
-pub use durable::EventSink;
+pub use durable::{EventSink, valid_run_id};
 pub use kinds::AgentKinds;
 pub use llm::{JournalUsage, StepUsage, journal_usage};
 pub use render::error_chain;
@@ -27,7 +27,7 @@ pub use render::error_chain;
 use crate::auth::{CapToken, Role};
 use crate::engine::{AttachOptions, Caller, Engine, EngineError, TaskId, TaskSpec, TaskStatus};
 use crate::engine::{Outcome, SpawnCtx, SpawnError, Spawner, Worker};
-use crate::lua::{Agents, Host, PrintSink, Vm, VmOptions, input_to_lua, to_json};
+use crate::lua::{Agents, Host, PrintSink, Vm, VmOptions, input_to_lua, returned_to_json};
 use crate::spawn::LayerEnv;
 use crate::store::{Journal, RunRecord, Store, StoreError};
 use mlua::{Function, Table, Value};
@@ -108,6 +108,9 @@ pub enum RunError {
     Refused(String),
     #[error("no run `{0}`")]
     UnknownRun(String),
+    /// A run id a caller chose that is not [`valid_run_id`].
+    #[error("run id `{0}` must be 1-128 characters of A-Z, a-z, 0-9, '-', '_' or '.'")]
+    BadRunId(String),
     /// A caller bound to one run asked to start another.
     #[error("this caller is bound to run `{0}` and may not start runs")]
     Bound(String),
@@ -138,6 +141,7 @@ impl RunError {
             RunError::Store(e) => e.code(),
             RunError::Refused(_) => "refused",
             RunError::UnknownRun(_) => "unknown_run",
+            RunError::BadRunId(_) => "bad_run_id",
             RunError::UnknownBlueprint(_) => "unknown_blueprint",
             RunError::UnknownQuestion { .. } => "unknown_question",
             RunError::Forbidden { .. } | RunError::Bound(_) => "forbidden",
@@ -538,7 +542,7 @@ impl Spawner for FlowSpawner {
             Ok(match vm.call(&flow, input).await {
                 Ok(values) => {
                     let first = values.into_iter().next().unwrap_or(Value::Nil);
-                    match to_json(vm.lua(), first, "the flow's return value") {
+                    match returned_to_json(vm.lua(), first, "the flow's return value") {
                         Ok(v) => Outcome::Pass(v),
                         Err(e) => Outcome::Blocked(
                             serde_json::json!({ "error": e.to_string(), "code": e.code }),

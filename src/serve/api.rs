@@ -84,12 +84,7 @@ struct NewRun {
 
 /// A run id a client chose: short, and safe in a URL and a file name.
 fn check_id(id: &str) -> Result<(), ApiError> {
-    let fine = !id.is_empty()
-        && id.len() <= 128
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if fine {
+    if crate::run::valid_run_id(id) {
         Ok(())
     } else {
         Err(ApiError::bad_request(

@@ -115,17 +115,13 @@ pub fn authority(
             )),
         };
     };
-    let text = value
-        .to_str()
-        .ok()
-        .and_then(bearer)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "bad_token",
-                "the Authorization header must be `Bearer TOKEN`",
-            )
-        })?;
+    let text = value.to_str().ok().and_then(bearer).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_token",
+            "the Authorization header must be `Bearer TOKEN`",
+        )
+    })?;
     verify(signer, text)
 }
 

@@ -6,8 +6,8 @@ use crate::auth::AuthError;
 use crate::run::RunError;
 use axum::Json;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::request::Parts;
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
@@ -48,6 +48,7 @@ impl From<RunError> for ApiError {
             | RunError::UnknownQuestion { .. } => StatusCode::NOT_FOUND,
             RunError::Forbidden { .. } | RunError::Bound(_) => StatusCode::FORBIDDEN,
             RunError::Refused(_) => StatusCode::CONFLICT,
+            RunError::BadRunId(_) => StatusCode::BAD_REQUEST,
             RunError::Blueprint(_) => StatusCode::UNPROCESSABLE_ENTITY,
             RunError::Store(s) => match s.code() {
                 "run_owned" | "store_exists" => StatusCode::CONFLICT,

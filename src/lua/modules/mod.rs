@@ -176,6 +176,22 @@ pub(crate) fn view_to_lua(lua: &Lua, v: &crate::engine::TaskView) -> mlua::Resul
     Ok(Value::Table(t))
 }
 
+/// A value the run's entry function (the flow, an agent's body) returned,
+/// as JSON. No frame of the function is left to name a line, so a usage
+/// error names where the function is defined.
+pub fn returned_to_json(lua: &Lua, v: Value, what: &str) -> Result<serde_json::Value, HostError> {
+    crate::lua::json::lua_to_json(lua, v).map_err(|e| {
+        let at = lua
+            .app_data_ref::<VmCtx>()
+            .and_then(|ctx| crate::lua::location::defined_at(&ctx.entry()?))
+            .unwrap_or_else(|| "?".into());
+        HostError::new(
+            "bad_value",
+            format!("{at}: {what} is not JSON-shaped ({e}); the function defined here returned it"),
+        )
+    })
+}
+
 /// A Lua value as JSON, or a usage error naming what could not convert.
 pub fn to_json(lua: &Lua, v: Value, what: &str) -> Result<serde_json::Value, HostError> {
     crate::lua::json::lua_to_json(lua, v).map_err(|e| {
