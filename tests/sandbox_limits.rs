@@ -319,3 +319,26 @@ return swarm.blueprint "closed" {
     let (s, r) = flow_with_budget("closed.lua", src).await;
     assert_eq!((s, r), (TaskStatus::Pass, json!(["fast", 1])));
 }
+
+/// `ask` without a question it can name (nil, a number, "") is a misuse at
+/// the caller's line, not a run left waiting for an answer to `null`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_refuses_a_question_it_cannot_name() {
+    let src = r#"local swarm = require "swarm"
+return swarm.blueprint "ask" {
+  flow = function()
+    local out = {}
+    for _, q in ipairs({ 5, "", true }) do
+      local ok, e = pcall(swarm.ask, q)
+      out[#out + 1] = { ok, e.code, e.where }
+    end
+    local ok, e = pcall(swarm.ask)
+    out[#out + 1] = { ok, e.code, e.where }
+    return out
+  end,
+}"#;
+    let (s, r) = flow_with_budget("ask.lua", src).await;
+    assert_eq!(s, TaskStatus::Pass, "{r}");
+    let row = |line: u32| json!([false, "bad_argument", format!("ask.lua:{line}")]);
+    assert_eq!(r, json!([row(6), row(6), row(6), row(9)]));
+}

@@ -191,6 +191,11 @@ end
 --- Asks a senior and waits for the answer. `question` is a string or a
 --- table; `question.key` (or the string itself) names it for `--answer`.
 function M.ask(question, opts)
+  local kind = type(question)
+  if (kind ~= "string" and kind ~= "table") or question == "" then
+    raise("bad_argument", "swarm.ask: expects a question (a non-empty string, or a table "
+      .. "with `key` and `text`), got " .. (question == "" and "\"\"" or kind))
+  end
   local function senior(pos)
     if pos then
       -- Answered with `swarm answer` while the run was stopped?

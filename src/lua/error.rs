@@ -182,7 +182,16 @@ pub(crate) fn from_error_value(lua: &Lua, v: Value) -> mlua::Error {
         Value::Table(t) if has_metatable(lua, &t, RAISED_MT) => {
             let value = t.raw_get("value").unwrap_or(Value::Nil);
             let traceback: String = t.raw_get("traceback").unwrap_or_default();
-            mlua::Error::RuntimeError(located(&describe(lua, value), &traceback))
+            match value {
+                // Typed errors keep their type (and limits their own place).
+                Value::Error(e) if typed(&e) => *e,
+                // A host function's refusal (a bad argument mlua could not
+                // convert, say): its text, where the user called it.
+                Value::Error(e) => {
+                    mlua::Error::RuntimeError(located(&root_message(&e), &traceback))
+                }
+                v => mlua::Error::RuntimeError(located(&describe(lua, v), &traceback)),
+            }
         }
         Value::String(s) => mlua::Error::RuntimeError(s.to_string_lossy()),
         other => mlua::Error::RuntimeError(
@@ -200,6 +209,18 @@ fn is_error_table(lua: &Lua, t: &Table) -> bool {
 fn has_metatable(lua: &Lua, t: &Table, slot: &str) -> bool {
     match (t.metatable(), lua.named_registry_value::<Table>(slot)) {
         (Some(mt), Ok(shared)) => mt == shared,
+        _ => false,
+    }
+}
+
+/// An error the host tells apart by its type, not its text.
+fn typed(e: &mlua::Error) -> bool {
+    match e {
+        mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => {
+            typed(cause)
+        }
+        mlua::Error::MemoryError(_) | mlua::Error::SyntaxError { .. } => true,
+        mlua::Error::ExternalError(x) => x.is::<super::limits::LimitError>() || x.is::<Raised>(),
         _ => false,
     }
 }
@@ -229,8 +250,8 @@ fn located(what: &str, traceback: &str) -> String {
         .and_then(|f| f.trim().split_once(": in "))
         .map(|(at, _)| at.to_string());
     match at {
-        Some(at) => format!("{at}: {frames}"),
-        None => frames,
+        Some(at) if !what.starts_with(&format!("{at}:")) => format!("{at}: {frames}"),
+        _ => frames,
     }
 }
 

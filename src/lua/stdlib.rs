@@ -281,7 +281,8 @@ unsafe extern "C-unwind" fn traceback(state: *mut mlua::ffi::lua_State) -> std::
 
 /// The message handler of the host's entry points (flows, agents, layers):
 /// as [`traceback`] for strings; any other value that is not an error
-/// table or a host error (a plain table, a number, nil) is wrapped as
+/// table (a plain table, a number, nil, a host function's error) is
+/// wrapped as
 /// `{ value = v, traceback = "stack traceback: ..." }` marked with the
 /// [`RAISED_MT`] metatable, so the host can say where it was raised (Lua
 /// gives such values no position). Only the host ever sees the wrapper:
@@ -291,7 +292,6 @@ unsafe extern "C-unwind" fn host_traceback(state: *mut mlua::ffi::lua_State) -> 
     unsafe {
         let passes = match ffi::lua_type(state, 1) {
             ffi::LUA_TSTRING => return traceback(state),
-            ffi::LUA_TUSERDATA => true,
             ffi::LUA_TTABLE if ffi::lua_getmetatable(state, 1) != 0 => {
                 ffi::lua_getfield(state, ffi::LUA_REGISTRYINDEX, c"swarm.error_mt".as_ptr());
                 ffi::lua_rawequal(state, -1, -2) != 0
