@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{assert_err, blocked_with, world_with};
+use common::{assert_err, blocked_with, memory_opts, world_with};
 use lua_swarm::engine::{EngineConfig, TaskSpec, TaskStatus};
 use lua_swarm::lua::VmOptions;
 use serde_json::json;
@@ -54,6 +54,20 @@ async fn json_encode_does_not_amplify_past_the_vm() {
     )
     .await;
     assert_err(&r, "memory_limit", "bomb.lua:3");
+}
+
+/// One allocation past the limit (a table doubling its array) fails before
+/// the hook can see it, leaving no frame: the error still names the
+/// function that was running, never `?`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_allocation_past_the_limit_names_its_function() {
+    let r = blocked_with(
+        "local t = {}\n for i = 1, 1e8 do t[i] = i end",
+        memory_opts(),
+    )
+    .await;
+    assert_err(&r, "memory_limit", "bomb.lua:1");
+    assert!(!r["error"].as_str().unwrap().starts_with('?'), "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,4 +125,22 @@ async fn unsettled_inputs_are_capped() {
     assert_eq!(started, 3);
     assert_eq!(err.code(), "engine_full");
     assert!(err.to_string().contains("limit 1 MiB"), "{err}");
+}
+
+/// The same at a blueprint's top level: the error names the file.
+#[test]
+fn a_blueprint_that_allocates_past_the_limit_names_its_file() {
+    use lua_swarm::run::{self, RunOptions};
+    let engine =
+        lua_swarm::engine::Engine::new(EngineConfig::default(), lua_swarm::auth::Signer::random());
+    let opts = RunOptions {
+        flow_vm: memory_opts(),
+        ..RunOptions::default()
+    };
+    let src = "local t = {}\nfor i = 1, 1e8 do t[i] = i end\nreturn t\n";
+    let err = match run::prepare_source(&engine, std::path::Path::new("grow.lua"), src, opts) {
+        Ok(_) => panic!("a 1e8-item table fit in 16 MiB"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.starts_with("grow.lua: memory limit"), "{err}");
 }

@@ -42,6 +42,19 @@ pub fn caller_location(lua: &Lua, level: usize) -> String {
         .unwrap_or_else(|| "?".to_string())
 }
 
+/// Where the run's entry function is, for an error that left no frame to
+/// name (an allocation past the memory limit unwinds without running any
+/// handler): its file for a chunk, else `file:line (in the function
+/// defined there)`.
+pub fn entry_location(lua: &Lua) -> Option<String> {
+    let entry = lua.app_data_ref::<VmCtx>()?.entry()?;
+    let info = entry.info();
+    if info.what == "main" {
+        return info.short_src;
+    }
+    defined_at(&entry).map(|at| format!("{at} (in the function defined there)"))
+}
+
 /// `file:line` where `f` was defined.
 pub fn defined_at(f: &mlua::Function) -> Option<String> {
     let info = f.info();

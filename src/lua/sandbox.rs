@@ -170,6 +170,14 @@ impl Vm {
             .arm(self.opts.instruction_budget, self.opts.timeout, cancel);
     }
 
+    /// Makes `f` the run's entry function: where errors that left no
+    /// frame of their own are placed (see `location.rs`).
+    pub fn set_entry(&self, f: &Function) {
+        if let Some(ctx) = self.lua.app_data_ref::<VmCtx>() {
+            *ctx.entry.lock().unwrap_or_else(|e| e.into_inner()) = Some(f.clone());
+        }
+    }
+
     /// Calls `f` on an async Lua thread: host verbs it calls may wait.
     /// `f` becomes the run's entry function for error locations.
     pub async fn call(
@@ -177,9 +185,7 @@ impl Vm {
         f: &Function,
         args: impl mlua::IntoLuaMulti,
     ) -> Result<MultiValue, LuaError> {
-        if let Some(ctx) = self.lua.app_data_ref::<VmCtx>() {
-            *ctx.entry.lock().unwrap_or_else(|e| e.into_inner()) = Some(f.clone());
-        }
+        self.set_entry(f);
         let call = TripOnDrop {
             call: Box::pin(call_protected(&self.lua, f, args)),
             limits: self.limits.clone(),
@@ -196,6 +202,16 @@ impl Vm {
         self.call(&f, ()).await
     }
 
+    /// Where a limit stopped the VM: the hook's file:line, or for a limit
+    /// the hook did not see (one allocation past the memory limit) the
+    /// running entry function's place.
+    fn limit_location(&self) -> String {
+        match self.limits.tripped_at() {
+            at if at != "?" => at,
+            at => super::location::entry_location(&self.lua).unwrap_or(at),
+        }
+    }
+
     /// Turns an mlua error into the host's typed error.
     pub fn classify(&self, err: mlua::Error) -> LuaError {
         if let Some(limit) = find_limit(&err) {
@@ -209,14 +225,14 @@ impl Vm {
             return LuaError::Limit(LimitError {
                 kind: Tripped::Memory,
                 what: format!("memory limit of {} bytes exceeded", self.opts.memory_limit),
-                location: self.limits.tripped_at(),
+                location: self.limit_location(),
             });
         }
         if let Some(t) = self.limits.tripped() {
             return LuaError::Limit(LimitError {
                 kind: t,
                 what: self.limits.describe(t),
-                location: self.limits.tripped_at(),
+                location: self.limit_location(),
             });
         }
         if let Some(r) = raised {

@@ -121,6 +121,7 @@ pub fn load(
     let env = vm.env().map_err(|e| vm.classify(e))?;
     let f = vm.load(&env, source, &chunk)?;
     vm.arm(None);
+    vm.set_entry(&f);
     let value: Value = f.call(()).map_err(|e| vm.classify(e))?;
     let validate = vm.validator()?;
     let problems: Vec<Problem> = validate
