@@ -319,7 +319,7 @@ fn check_reports_every_error_of_every_file() {
     let a = scratch(
         "check",
         "a.lua",
-        "local swarm = require 'swarm'\nreturn swarm.blueprint 'a' {\n  flw = function() end,\n}\n",
+        "local swarm = require 'swarm'\nreturn swarm.blueprint 'a' {\n  flw = function() end,\n  hints = { layers = { swarm.layer { before = print } } },\n}\n",
     );
     // A missing `return` is named with its file.
     let b = scratch(
@@ -345,6 +345,11 @@ fn check_reports_every_error_of_every_file() {
     );
     assert!(stderr.contains("a.lua:2: `flw` unknown field"), "{stderr}");
     assert!(stderr.contains("a.lua:2: `flow` is required"), "{stderr}");
+    // A Lua layer written inline says where it belongs.
+    assert!(
+        stderr.contains("`hints.layers[1]` must name a layer: declare a swarm.layer"),
+        "{stderr}"
+    );
     assert!(stderr.contains("must return swarm.blueprint"), "{stderr}");
     assert!(stderr.contains("b.lua: `(return value)`"), "{stderr}");
     assert!(stderr.contains("did you forget `return`"), "{stderr}");

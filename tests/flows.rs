@@ -486,11 +486,29 @@ async fn a_raising_lua_layer_blocks_the_step_clearly() {
     .await;
     assert_eq!(r.result["code"], json!("layer_error"));
     assert_eq!(r.result["layer"], json!("boom"));
+    let error = r.result["error"].as_str().unwrap();
     assert!(
-        r.result["error"]
-            .as_str()
-            .unwrap()
-            .contains("badlayer.lua:4: layer exploded")
+        error.contains("badlayer.lua:4: layer exploded") && !error.contains("runtime error"),
+        "{error}"
+    );
+    // A value the layer returns that JSON cannot hold names the layer.
+    let r = run_src(
+        "badlayer2",
+        "local swarm = require 'swarm'
+return swarm.blueprint 'l' {
+  agents = { a = swarm.agent.rust { name = 'echo' } },
+  layers = { fn = swarm.layer { before = function() return print end } },
+  hints = { layers = { 'fn' } },
+  flow = function() local ok, e = swarm.pstep('a', 1); return e.result end,
+}
+",
+        Value::Null,
+    )
+    .await;
+    let error = r.result["error"].as_str().unwrap();
+    assert!(
+        error.contains("badlayer2.lua:4: the layer's input"),
+        "{error}"
     );
 }
 

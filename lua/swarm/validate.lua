@@ -28,7 +28,10 @@ local function layer_list(list, at, field, bp, errors)
   for i, entry in ipairs(list) do
     local key = type(entry) == "table" and entry[1] or entry
     local f = field .. "[" .. i .. "]"
-    if type(key) ~= "string" then
+    if type(entry) == "table" and entry.__swarm == "layer" then
+      errors[#errors + 1] = { where = at, field = f, message = "must name a layer: declare a "
+        .. "swarm.layer { ... } in the blueprint's `layers = { name = ... }` and put its name here" }
+    elseif type(key) ~= "string" then
       errors[#errors + 1] = { where = at, field = f, message = "must be a layer name or { name, options... }" }
     elseif not host.is_layer(key) and not (type(bp.spec.layers) == "table" and bp.spec.layers[key]) then
       errors[#errors + 1] = { where = at, field = f,

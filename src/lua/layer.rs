@@ -11,7 +11,8 @@
 //! `ctx` is `{ task, attempt, agent }`. A layer that raises ends the attempt
 //! blocked with `{ code = "layer_error", error = "file:line: ..." }`.
 
-use super::modules::{to_json, to_lua};
+use super::error::root_message;
+use super::modules::{returned_by, to_lua};
 use super::sandbox::call_protected;
 use crate::engine::{Outcome, SpawnCtx};
 use crate::spawn::{Layer, layer_fn};
@@ -84,7 +85,9 @@ fn layer_error(e: impl std::fmt::Display) -> Outcome {
 async fn call_before(lua: &Lua, f: &Function, mut ctx: SpawnCtx) -> Result<SpawnCtx, Outcome> {
     let args = (|| Ok::<_, mlua::Error>((ctx_table(lua, &ctx)?, to_lua(lua, &*ctx.input)?)))()
         .map_err(layer_error)?;
-    let out: MultiValue = call_protected(lua, f, args).await.map_err(layer_error)?;
+    let out: MultiValue = call_protected(lua, f, args)
+        .await
+        .map_err(|e| layer_error(root_message(&e)))?;
     let mut it = out.into_iter();
     match (
         it.next().unwrap_or(Value::Nil),
@@ -92,13 +95,15 @@ async fn call_before(lua: &Lua, f: &Function, mut ctx: SpawnCtx) -> Result<Spawn
     ) {
         (Value::Nil, Value::Nil) => Ok(ctx),
         (Value::Nil, reason) => {
-            let reason = to_json(lua, reason, "layer rejection").map_err(layer_error)?;
+            let reason =
+                returned_by(lua, reason, "the layer's rejection", Some(f)).map_err(layer_error)?;
             Err(Outcome::Blocked(
                 json!({ "code": "rejected", "error": reason }),
             ))
         }
         (input, _) => {
-            ctx.input = Arc::new(to_json(lua, input, "layer input").map_err(layer_error)?);
+            let input = returned_by(lua, input, "the layer's input", Some(f));
+            ctx.input = Arc::new(input.map_err(layer_error)?);
             Ok(ctx)
         }
     }
@@ -134,7 +139,7 @@ async fn call_after(
         Ok(Value::Table(t)) => {
             let ok = t.get::<Option<bool>>("ok").ok().flatten().unwrap_or(ok);
             let v = t.get::<Value>("value").unwrap_or(Value::Nil);
-            match to_json(lua, v, "layer result") {
+            match returned_by(lua, v, "the layer's result", Some(f)) {
                 Ok(v) if ok => Outcome::Pass(v),
                 Ok(v) => Outcome::Blocked(v),
                 Err(e) => layer_error(e),
@@ -144,6 +149,6 @@ async fn call_after(
             "after() must return nil or {{ ok, value }}, got {}",
             other.type_name()
         )),
-        Err(e) => layer_error(e),
+        Err(e) => layer_error(root_message(&e)),
     }
 }

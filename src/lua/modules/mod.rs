@@ -180,10 +180,21 @@ pub(crate) fn view_to_lua(lua: &Lua, v: &crate::engine::TaskView) -> mlua::Resul
 /// as JSON. No frame of the function is left to name a line, so a usage
 /// error names where the function is defined.
 pub fn returned_to_json(lua: &Lua, v: Value, what: &str) -> Result<serde_json::Value, HostError> {
+    let entry = lua.app_data_ref::<VmCtx>().and_then(|ctx| ctx.entry());
+    returned_by(lua, v, what, entry.as_ref())
+}
+
+/// A value function `f` returned, as JSON; a usage error names where `f`
+/// is defined.
+pub(crate) fn returned_by(
+    lua: &Lua,
+    v: Value,
+    what: &str,
+    f: Option<&mlua::Function>,
+) -> Result<serde_json::Value, HostError> {
     crate::lua::json::lua_to_json(lua, v).map_err(|e| {
-        let at = lua
-            .app_data_ref::<VmCtx>()
-            .and_then(|ctx| crate::lua::location::defined_at(&ctx.entry()?))
+        let at = f
+            .and_then(crate::lua::location::defined_at)
             .unwrap_or_else(|| "?".into());
         HostError::new(
             "bad_value",
