@@ -3,6 +3,7 @@
 //! every attack.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod server;
 
 use lua_swarm::auth::{CapToken, Role, Signer};
