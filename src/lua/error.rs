@@ -244,9 +244,11 @@ fn describe(lua: &Lua, v: Value) -> String {
 /// the user's frames in `traceback`), followed by those frames.
 fn located(what: &str, traceback: &str) -> String {
     let frames = user_frames(&format!("{what}\n{traceback}"));
+    // `what` may span lines (a `__tostring`): the first frame follows the
+    // traceback header.
     let at = frames
-        .lines()
-        .nth(2)
+        .split_once("\nstack traceback:\n")
+        .and_then(|(_, tb)| tb.lines().next())
         .and_then(|f| f.trim().split_once(": in "))
         .map(|(at, _)| at.to_string());
     match at {

@@ -17,10 +17,7 @@ pub fn new_run_id(blueprint: &str) -> String {
     let name: String = blueprint
         .chars()
         .take(100)
-        .map(|c| match c {
-            'A'..='Z' | 'a'..='z' | '0'..='9' | '-' | '_' | '.' => c,
-            _ => '_',
-        })
+        .map(|c| if id_char(c) { c } else { '_' })
         .collect();
     format!("{name}-{n:08x}")
 }
@@ -28,11 +25,11 @@ pub fn new_run_id(blueprint: &str) -> String {
 /// A run id a caller may choose: short, and safe in a URL, a file name
 /// and a shell command (ids are printed in `swarm resume ID` hints).
 pub fn valid_run_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    !id.is_empty() && id.len() <= 128 && id.chars().all(id_char)
+}
+
+fn id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
 }
 
 impl Prepared {
