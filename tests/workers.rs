@@ -281,7 +281,9 @@ async fn a_result_on_an_expired_claim_is_fenced() {
     assert_eq!(code, 409);
     // Whatever is queued now (both steps, claimed again as leases lapse
     // under load) gets a prompt result; the stale value never lands.
+    let start = Instant::now();
     loop {
+        assert!(start.elapsed() < Duration::from_secs(120), "hang guard");
         let (code, step) = w
             .post("/v1/queues/hand/claim", json!({ "wait_ms": 200 }))
             .await;

@@ -85,43 +85,55 @@ impl Writes {
     }
 
     /// Commits queued writes (and pending step-log entries, when enough
-    /// are pending) if no one else is: see the module doc. After letting go
-    /// of the connection it looks again, so a write queued while it held
-    /// the connection is never stranded.
+    /// are pending) if no one else is: see the module doc.
+    ///
+    /// A write whose commit finds the connection taken leaves its commit to
+    /// the holder, so whoever lets go of the connection looks again — here
+    /// after every round, whatever it found, and after [`Self::holding`].
+    /// A step log that failed to fold is left for the next write: looking
+    /// again for it alone would retry a full disk in a loop.
     pub(super) fn lead(&self) {
-        while self.wanted() {
+        let mut log_folds = true;
+        while self.queued() || (log_folds && self.log.due()) {
             let Ok(conn) = self.writer.try_lock() else {
-                return; // Another leader holds it, and looks again after.
+                return; // Its holder looks again once it lets go.
             };
-            if !self.round(conn) {
-                return;
-            }
+            log_folds = self.round(conn);
         }
     }
 
-    fn wanted(&self) -> bool {
+    fn queued(&self) -> bool {
         !self
             .queue
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .is_empty()
-            || self.log.due()
+    }
+
+    /// Runs `f` with the write connection, waiting for it, then leads:
+    /// writes queued meanwhile found the connection taken and count on
+    /// its holder to commit them.
+    fn holding<T>(&self, f: impl FnOnce(MutexGuard<'_, Connection>) -> T) -> T {
+        let out = f(self.writer.lock().unwrap_or_else(|e| e.into_inner()));
+        self.lead();
+        out
     }
 
     /// Commits everything queued and pending now, waiting for a leader
     /// that is committing meanwhile: the store is closing.
     pub(super) fn flush(&self) {
-        let conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        blocking(|| self.round(conn));
+        self.holding(|conn| {
+            blocking(|| self.round(conn));
+        });
     }
 
     /// One transaction: the step log's pending entries, then the queued
-    /// writes. False when there was nothing to commit.
+    /// writes. False when it did not commit (nothing of it is written).
     fn round(&self, mut conn: MutexGuard<'_, Connection>) -> bool {
         let batch = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()));
         let logged = self.log.take();
         if batch.is_empty() && logged.entries.is_empty() {
-            return false;
+            return true;
         }
         // On this thread when the write lock is free at once (the usual
         // case: a commit takes tens of µs); waiting for another process's
@@ -148,21 +160,21 @@ impl Writes {
                 if let Some(e) = corrupt {
                     self.poison(e);
                 }
+                true
             }
             Err(e) => {
                 if matches!(e, StoreError::Corrupt { .. }) {
                     self.poison(e.clone());
                 }
                 self.log.unfolded(logged, e);
+                false
             }
         }
-        true
     }
 
     /// Runs `f` while no fold can run.
     pub(super) fn quiet<T>(&self, f: impl FnOnce() -> T) -> T {
-        let _conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        f()
+        self.holding(|_conn| f())
     }
 
     /// Folds in the step logs of processes that died, and returns the
@@ -194,11 +206,12 @@ impl Writes {
         if let Some(e) = self.corrupt.get() {
             return Err(e.clone());
         }
-        let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        blocking(|| {
-            let tx = begin(&mut conn, busy())?;
-            insert_entries(&tx, entries)?;
-            tx.commit()
+        self.holding(|mut conn| {
+            blocking(|| {
+                let tx = begin(&mut conn, busy())?;
+                insert_entries(&tx, entries)?;
+                tx.commit()
+            })
         })
         .map_err(|e| classify(&self.path, &e, true))
     }
@@ -310,4 +323,48 @@ fn fail_batch<T>(batch: Vec<Req>, e: &rusqlite::Error, path: &Path) -> Result<T,
         let _ = ack.send(Err(err.clone()));
     }
     Err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::{Context, Poll, Waker};
+
+    fn writes(name: &str) -> Arc<Writes> {
+        let dir = std::env::temp_dir().join(format!("swarm-commit-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("swarm.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x INTEGER);")
+            .unwrap();
+        Arc::new(Writes::new(&path, conn))
+    }
+
+    fn insert(x: i64) -> Job {
+        Box::new(move |tx| tx.execute("INSERT INTO t VALUES (?1)", [x]).map(|_| ()))
+    }
+
+    /// A commit that finds the connection held (a journal being read, a
+    /// dead process's step log adopted) is left to the holder, who must
+    /// commit it on letting go: no one else may ever write again.
+    #[test]
+    fn a_write_queued_while_the_connection_is_held_commits_when_it_is_let_go() {
+        let w = writes("held");
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut commit = None;
+        w.quiet(|| {
+            let mut c = w.submit(insert(1));
+            // It steps aside once, then finds the connection taken: pending.
+            assert!(c.as_mut().poll(&mut cx).is_pending());
+            assert!(c.as_mut().poll(&mut cx).is_pending());
+            commit = Some(c);
+        });
+        let mut c = commit.unwrap();
+        assert!(matches!(c.as_mut().poll(&mut cx), Poll::Ready(Ok(()))));
+        let n: i64 = w
+            .holding(|conn| conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(n, 1);
+    }
 }
