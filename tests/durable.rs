@@ -395,25 +395,32 @@ fn a_corrupt_journal_is_a_clear_error_and_is_left_alone() {
 /// named as such, and nothing writes to the file after.
 #[test]
 fn a_row_swarm_never_wrote_is_corruption_not_a_read_glitch() {
-    let d = Dir::new("badrow");
-    let bp = d.file("h.lua", "local swarm = require 'swarm'\nreturn swarm.blueprint 'h' { flow = function() return 1 end }\n");
-    assert!(d.swarm(&["run", &bp, "--run-id", "r1"]).status.success());
-    Connection::open(d.db())
-        .unwrap()
-        .execute("UPDATE runs SET status = 'sideways' WHERE id = 'r1'", [])
-        .unwrap();
-    let out = d.swarm(&["runs"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        text(&out).contains("not a usable SQLite database")
-            && text(&out).contains("not what swarm wrote"),
-        "{}",
-        text(&out)
-    );
-    let before = std::fs::read(d.db()).unwrap();
-    let out = d.swarm(&["run", &bp, "--run-id", "r2"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert_eq!(std::fs::read(d.db()).unwrap(), before, "written to after");
+    let damage = [
+        "UPDATE runs SET status = 'sideways'",
+        "UPDATE runs SET result = '{half'",
+        "UPDATE runs SET helpers = '[1]'",
+        "UPDATE events SET payload = 'not json'",
+    ];
+    for (i, update) in damage.iter().enumerate() {
+        let d = Dir::new(&format!("badrow{i}"));
+        let bp = d.file("h.lua", "local swarm = require 'swarm'\nreturn swarm.blueprint 'h' { flow = function() return 1 end }\n");
+        assert!(d.swarm(&["run", &bp, "--run-id", "r1"]).status.success());
+        let db = Connection::open(d.db()).unwrap();
+        assert!(db.execute(update, []).unwrap() > 0, "{update}");
+        drop(db);
+        let out = d.swarm(&["show", "r1"]);
+        assert_eq!(out.status.code(), Some(2), "{update}: {}", text(&out));
+        assert!(
+            text(&out).contains("not a usable SQLite database")
+                && text(&out).contains("not what swarm wrote"),
+            "{update}: {}",
+            text(&out)
+        );
+        let before = std::fs::read(d.db()).unwrap();
+        let out = d.swarm(&["run", &bp, "--run-id", "r2"]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert_eq!(std::fs::read(d.db()).unwrap(), before, "written to after");
+    }
 }
 
 #[test]

@@ -267,10 +267,14 @@ impl EventSink {
                 while let Ok(Some(ev)) = sub.try_next() {
                     batch.push(ev);
                 }
-                unwritten.extend(batch.into_iter().map(|ev| EventRow {
-                    run: run_id.clone(),
-                    kind: ev.kind.name(),
-                    payload: serde_json::to_string(&ev).unwrap_or_default().into(),
+                unwritten.extend(batch.into_iter().map(|ev| {
+                    EventRow {
+                        run: run_id.clone(),
+                        kind: ev.kind.name(),
+                        payload: serde_json::to_string(&ev)
+                            .unwrap_or_else(|_| "null".into())
+                            .into(),
+                    }
                 }));
                 if !unwritten.is_empty() {
                     match store.append_events(unwritten.clone()).await {

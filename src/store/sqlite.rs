@@ -225,12 +225,25 @@ fn event_row(r: &rusqlite::Row) -> rusqlite::Result<EventRecord> {
         id: r.get(0)?,
         run: r.get(1)?,
         kind: r.get(2)?,
-        payload: json(r.get(3)?).unwrap_or(Value::Null),
+        payload: json(r, 3)?.unwrap_or(Value::Null),
     })
 }
 
-fn json(text: Option<String>) -> Option<Value> {
-    text.and_then(|t| serde_json::from_str(&t).ok())
+/// A JSON column: NULL is `None`. Text that does not parse is a row swarm
+/// never wrote (a hand edit, a damaged page): an error [`classify`] calls
+/// corruption, never a value quietly read as null.
+fn json(r: &rusqlite::Row, i: usize) -> rusqlite::Result<Option<Value>> {
+    let Some(text) = r.get::<_, Option<String>>(i)? else {
+        return Ok(None);
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| not_ours(i, e))
+}
+
+/// Column `i` holds text swarm does not write.
+fn not_ours(i: usize, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
 }
 
 fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRecord> {
@@ -239,11 +252,12 @@ fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRecord> {
         blueprint: r.get(1)?,
         path: r.get(2)?,
         hash: r.get(3)?,
-        input: json(r.get(4)?).unwrap_or(Value::Null),
-        status: r.get::<_, String>(5)?.parse().map_err(|e: String| {
-            rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, e.into())
-        })?,
-        result: json(r.get(6)?),
+        input: json(r, 4)?.unwrap_or(Value::Null),
+        status: r
+            .get::<_, String>(5)?
+            .parse()
+            .map_err(|e: String| not_ours(5, e))?,
+        result: json(r, 6)?,
         pid: r.get(7)?,
         created_ms: r.get::<_, i64>(8)? as u64,
         updated_ms: r.get::<_, i64>(9)? as u64,
@@ -252,9 +266,10 @@ fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRecord> {
         owner_host: r.get(12)?,
         owned_since_ms: r.get::<_, Option<i64>>(13)?.map(|v| v as u64),
         lease_until_ms: r.get::<_, Option<i64>>(14)?.map(|v| v as u64),
-        helpers: json(r.get(15)?)
-            .and_then(|v| serde_json::from_value(v).ok())
-            .unwrap_or_default(),
+        helpers: match json(r, 15)? {
+            Some(v) => serde_json::from_value(v).map_err(|e| not_ours(15, e))?,
+            None => Default::default(),
+        },
         tokens: r.get::<_, i64>(16)? as u64,
     })
 }

@@ -51,7 +51,7 @@ impl SqliteStore {
                         key: r.get(3)?,
                         input_hash: r.get(4)?,
                         ok: r.get(5)?,
-                        value: json(r.get(6)?).unwrap_or(Value::Null),
+                        value: json(r, 6)?.unwrap_or(Value::Null),
                         attempts: r.get(7)?,
                         at_ms: r.get::<_, i64>(8)? as u64,
                         tokens: r.get::<_, i64>(9)? as u64,
@@ -99,8 +99,8 @@ impl SqliteStore {
                     run: r.get(0)?,
                     pos: r.get(1)?,
                     name: r.get(2)?,
-                    question: json(r.get(3)?).unwrap_or(Value::Null),
-                    answer: json(r.get(4)?),
+                    question: json(r, 3)?.unwrap_or(Value::Null),
+                    answer: json(r, 4)?,
                 })
             })?
             .collect()
