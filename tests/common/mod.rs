@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod dir;
+pub mod flow;
 pub mod server;
 
 use lua_swarm::auth::{CapToken, Role, Signer};
