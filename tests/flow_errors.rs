@@ -338,3 +338,46 @@ return swarm.blueprint "bad" {
         Ok(_) => panic!("a widening gate loaded"),
     }
 }
+
+/// A concurrency that is not a whole number ≥ 1 is the caller's mistake,
+/// never a silent "no limit" (0, NaN) or default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrency_that_is_not_a_positive_whole_number_is_refused() {
+    let src = r#"local swarm = require 'swarm'
+return swarm.blueprint 'conc' {
+  flow = function()
+    local out, fns = {}, { function() return 1 end, function() return 2 end }
+    local calls = {
+      function(o) return swarm.map({ 1, 2 }, function(x) return x end, o) end,
+      function(o) return swarm.parallel(fns, o) end,
+      function(o) return swarm.all_settled(fns, o) end,
+    }
+    for _, call in ipairs(calls) do
+      for _, o in ipairs({ { concurrency = 0 }, { concurrency = -1 }, { concurrency = 0 / 0 },
+                           { concurrency = 1.5 }, { concurrency = '4' }, 5 }) do
+        local ok, e = pcall(call, o)
+        out[#out + 1] = ok and 'passed' or (e.code .. ' ' .. e.message)
+      end
+      out[#out + 1] = #call({ concurrency = 1 })
+    end
+    return out
+  end,
+}
+"#;
+    let r = run_src("conc", src, Value::Null).await;
+    assert_eq!(r.status, TaskStatus::Pass, "{}", r.result);
+    let out = r.result.as_array().unwrap();
+    assert_eq!(out.len(), 21, "{}", r.result);
+    for (i, v) in out.iter().enumerate() {
+        if i % 7 == 6 {
+            assert_eq!(v, &json!(2), "concurrency 1 still runs every branch");
+            continue;
+        }
+        let v = v.as_str().unwrap();
+        assert!(v.starts_with("bad_argument swarm."), "{v}");
+        assert!(
+            v.contains("concurrency must be a whole number") || v.contains("opts must be a table"),
+            "{v}"
+        );
+    }
+}

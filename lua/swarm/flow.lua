@@ -135,11 +135,27 @@ local function branches(fns, what, items)
   return wrapped
 end
 
+-- `opts.concurrency` of `swarm.<what>`: `default` when unset, else a
+-- whole number of at least 1 (0 or NaN must not mean "no limit").
+local function concurrency(opts, what, default)
+  if opts == nil then return default end
+  if type(opts) ~= "table" then
+    raise("bad_argument", "swarm." .. what .. ": opts must be a table, got " .. type(opts))
+  end
+  local n = opts.concurrency
+  if n == nil then return default end
+  if type(n) ~= "number" or n < 1 or n ~= math.floor(n) then
+    raise("bad_argument", "swarm." .. what .. ": concurrency must be a whole number of at "
+      .. "least 1, got " .. tostring(n))
+  end
+  return n
+end
+
 -- Runs `fns` as branches; their values in order, the first failure raised
 -- (the branches still running are cancelled).
-local function all_of(fns, what, concurrency, items)
+local function all_of(fns, what, opts, default, items)
   local res = wait("gather", branches(fns, what, items), {
-    mode = "all", fail_fast = true, concurrency = concurrency,
+    mode = "all", fail_fast = true, concurrency = concurrency(opts, what, default),
   })
   if res.failed then error(res.value[res.failed], 0) end
   return res.value
@@ -148,14 +164,14 @@ end
 --- Runs every function concurrently; returns their results in order.
 --- The first failure cancels the others and is raised.
 function M.parallel(fns, opts)
-  return all_of(fns, "parallel", opts and opts.concurrency)
+  return all_of(fns, "parallel", opts)
 end
 
 --- Runs every function concurrently; returns `{ ok = bool, value | error }`
 --- for each, in order. Never raises for a branch's failure.
 function M.all_settled(fns, opts)
   local res = wait("gather", branches(fns, "all_settled"), {
-    mode = "all", fail_fast = false, concurrency = opts and opts.concurrency,
+    mode = "all", fail_fast = false, concurrency = concurrency(opts, "all_settled"),
   })
   local oks, values, out = res.ok, res.value, {}
   for i = 1, #fns do
@@ -185,7 +201,7 @@ function M.map(items, fn, opts)
   if type(items) ~= "table" or type(fn) ~= "function" then
     raise("bad_argument", "swarm.map: expects (items, fn[, opts])")
   end
-  return all_of(fn, "map", (opts and opts.concurrency) or 64, items)
+  return all_of(fn, "map", opts, 64, items)
 end
 
 --- Asks a senior and waits for the answer. `question` is a string or a
