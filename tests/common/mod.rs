@@ -1,6 +1,8 @@
-//! Shared fixtures for the sandbox tests: an engine with an operator token,
-//! Lua agents registered by name, and a healthy agent that must pass beside
-//! every attack.
+//! Shared test fixtures. Here, the sandbox tests': an engine with an
+//! operator token, Lua agents registered by name, and a healthy agent that
+//! must pass beside every attack. In submodules: the CLI (`cli`), a scratch
+//! journal directory (`dir`), library-API runs (`flow`), `swarm serve`
+//! (`server`).
 #![allow(dead_code)]
 
 pub mod cli;
