@@ -80,7 +80,12 @@ return swarm.blueprint "seq" {
 }
 "#;
 
-async fn flow_seq100(journal: bool) -> f64 {
+/// µs per step of `runs` back-to-back runs of `n` sequential steps. The
+/// 100-step figure is the goal row; the 1,000-step one shares each run's
+/// fixed cost (creating the run, the last events' commit, its status)
+/// among ten times the steps, so the two together tell that cost from
+/// the cost of a step.
+async fn flow_seq(journal: bool, n: u64, runs: u64) -> f64 {
     let engine = engine();
     let db = scratch_db();
     let mut opts = RunOptions::default();
@@ -88,16 +93,15 @@ async fn flow_seq100(journal: bool) -> f64 {
         opts.store = Some(Arc::new(SqliteStore::open(&db).expect("journal")));
     }
     let r = run::prepare_source(&engine, Path::new("seq.lua"), SEQ, opts).expect("blueprint");
-    let runs = 50;
     // Every run must pass with the last step's result: a failing agent
     // must not print a good figure.
-    let check = |report: run::RunReport| run_passed("journal", &report, Some(&json!(100)));
-    check(r.run(json!(100)).await.expect("warm-up"));
+    let check = |report: run::RunReport| run_passed("journal", &report, Some(&json!(n)));
+    check(r.run(json!(n)).await.expect("warm-up"));
     let start = Instant::now();
     for _ in 0..runs {
-        check(r.run(json!(100)).await.expect("run"));
+        check(r.run(json!(n)).await.expect("run"));
     }
-    start.elapsed().as_secs_f64() * 1e6 / (100 * runs) as f64
+    start.elapsed().as_secs_f64() * 1e6 / (n * runs) as f64
 }
 
 const PAR8: &str = r#"
@@ -158,18 +162,12 @@ pub async fn journal() {
         step_rust(true, 5_000).await,
         "us",
     );
-    line(
-        "journal",
-        "flow_seq100_us_journal_off",
-        flow_seq100(false).await,
-        "us",
-    );
-    line(
-        "journal",
-        "flow_seq100_us_journal_on",
-        flow_seq100(true).await,
-        "us",
-    );
+    for (n, runs) in [(100, 50), (1_000, 5)] {
+        for (journal, state) in [(false, "off"), (true, "on")] {
+            let figure = format!("flow_seq{n}_us_journal_{state}");
+            line("journal", &figure, flow_seq(journal, n, runs).await, "us");
+        }
+    }
     line(
         "journal",
         "flow_par8_us_journal_off",
