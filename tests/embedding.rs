@@ -191,3 +191,53 @@ async fn embedders_register_rust_agents_and_run_inline_blueprints() {
         "{err}"
     );
 }
+
+/// A prepared blueprint is the embedder's to run whenever it likes: the
+/// sweep that detaches silent client sessions never takes its session,
+/// however long it waits between runs, and dropping it ends the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_blueprint_outlives_the_session_sweep() {
+    use lua_swarm::auth::Role;
+    use lua_swarm::engine::{AttachOptions, Caller};
+    use std::time::{Duration, Instant};
+    let cfg = EngineConfig {
+        heartbeat_timeout: Duration::from_millis(20),
+        sweep_every: Duration::from_millis(5),
+        ..EngineConfig::default()
+    };
+    let e = Engine::new(cfg, Signer::random());
+    let src = "local swarm = require 'swarm'\nreturn swarm.blueprint 'idle' {\n  agents = { e = swarm.agent.rust { name = 'echo' } },\n  flow = function(x) return swarm.step('e', x) end,\n}\n";
+    let r = run::prepare_source(&e, Path::new("idle.lua"), src, RunOptions::default()).unwrap();
+    assert_eq!(r.run(json!(1)).await.unwrap().result, json!(1));
+    // A client session opened after the blueprint's, and silent: once the
+    // sweep has taken it, it has looked at the older one too.
+    let client = e
+        .attach(Caller::Host, AttachOptions::new("client", Role::Observer))
+        .unwrap();
+    let t0 = Instant::now();
+    while e.gate_of(&client).is_ok() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the sweep never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let report = r.run(json!(2)).await.unwrap();
+    assert_eq!(report.result, json!(2), "{:?}", report.status);
+    // Detachments of the blueprint's session, read off the ledger.
+    let released = |e: &Engine| {
+        let obs = e
+            .attach(Caller::Host, AttachOptions::new("count", Role::Observer))
+            .unwrap();
+        let mut sub = e.subscribe(&obs, 0).unwrap();
+        let mut n = 0;
+        while let Some(ev) = sub.try_next().unwrap() {
+            let ev = serde_json::to_value(&ev).unwrap();
+            n += usize::from(ev["kind"] == "session_detached" && ev["reason"] == "released");
+        }
+        n
+    };
+    assert_eq!(released(&e), 0);
+    drop(r);
+    assert_eq!(released(&e), 1, "dropping the blueprint ends its session");
+}

@@ -74,7 +74,7 @@ fn targets(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
 /// Checks one file; prints `ok …` or its errors. True when it is fine.
 fn check_one(engine: &Engine, file: &Path) -> bool {
     let bp = match run::prepare(engine, file, RunOptions::default()) {
-        Ok(r) => r.blueprint,
+        Ok(r) => r.blueprint.clone(),
         Err(e @ run::RunError::Blueprint(BlueprintError::Invalid(_))) => {
             super::report_error(&e);
             return false;

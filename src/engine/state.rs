@@ -153,6 +153,10 @@ pub(crate) struct Session {
     pub subject: Arc<str>,
     pub role: Role,
     pub last_seen_ms: u64,
+    /// Detached by the sweep when silent (see [`AttachOptions::heartbeat`]).
+    ///
+    /// [`AttachOptions::heartbeat`]: super::AttachOptions::heartbeat
+    pub heartbeat: bool,
 }
 
 pub(crate) struct ResumeEntry {
@@ -355,6 +359,21 @@ impl EngineState {
             }
         }
         false
+    }
+
+    /// Ends session `nonce`: its token is revoked and, if it was a session
+    /// (not a worker's token), its detachment is announced.
+    pub fn end_session(&mut self, nonce: u128, reason: &'static str) {
+        self.revoke(nonce);
+        if let Some(sess) = self.sessions.remove(&nonce) {
+            self.emit(
+                None,
+                super::EventKind::SessionDetached {
+                    subject: sess.subject,
+                    reason,
+                },
+            );
+        }
     }
 
     pub fn revoke(&mut self, nonce: u128) {

@@ -209,8 +209,12 @@ pub fn prepare_source(
     host.kinds = opts.kinds.infos();
     let vm = Vm::new(host.clone(), opts.flow_vm.clone()).map_err(BlueprintError::Lua)?;
     let (bp, table) = blueprint::load(&vm, &opts.kinds, path, source)?;
+    // The blueprint's own session: it lasts as long as the `Prepared`
+    // (an embedder may run it again hours later), which releases it.
     let mut attach = AttachOptions::new(format!("run:{}", bp.name), Role::Operator);
     attach.gate = bp.gate;
+    attach.heartbeat = false;
+    attach.ttl = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
     let token = engine.attach(Caller::Host, attach)?;
     let journal = llm::JournalSlot::default();
     let stop = llm::RunStop::default();
@@ -253,6 +257,12 @@ pub fn prepare_source(
         lease_task: Default::default(),
         interrupted: Default::default(),
     })
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        self.engine.release(&self.token);
+    }
 }
 
 impl Prepared {

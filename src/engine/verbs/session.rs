@@ -31,6 +31,11 @@ pub struct AttachOptions {
     /// every verb on any other task is refused, and only that task's events
     /// and questions are visible.
     pub task: Option<TaskId>,
+    /// The session must heartbeat, or the sweep detaches it once silent
+    /// for the engine's `heartbeat_timeout`: true for clients, which may
+    /// vanish. The host's own sessions that outlive any one call (a
+    /// prepared blueprint's) set it false and end with their holder.
+    pub heartbeat: bool,
 }
 
 impl AttachOptions {
@@ -43,6 +48,7 @@ impl AttachOptions {
             scopes: Vec::new(),
             gate: None,
             task: None,
+            heartbeat: true,
         }
     }
 }
@@ -106,6 +112,7 @@ impl Engine {
                     subject: claims.subject.clone(),
                     role: claims.role,
                     last_seen_ms: now,
+                    heartbeat: opts.heartbeat,
                 },
             );
             s.emit(
@@ -124,18 +131,20 @@ impl Engine {
     pub fn detach(&self, tok: &CapToken) -> Result<(), EngineError> {
         self.with_state("detach", |s| {
             s.authorize(tok, Access::verb(Verb::Detach))?;
-            s.revoke(tok.claims.nonce);
-            if let Some(sess) = s.sessions.remove(&tok.claims.nonce) {
-                s.emit(
-                    None,
-                    EventKind::SessionDetached {
-                        subject: sess.subject,
-                        reason: "detach",
-                    },
-                );
-            }
+            s.end_session(tok.claims.nonce, "detach");
             Ok(())
         })
+    }
+
+    /// Ends a session the host opened for itself, whatever verbs its gate
+    /// allows (a blueprint's gate may leave out `detach`): the host is the
+    /// authority over its own sessions.
+    pub fn release(&self, tok: &CapToken) {
+        self.with_state("release", |s| {
+            if s.verify(tok).is_ok() {
+                s.end_session(tok.claims.nonce, "released");
+            }
+        });
     }
 
     /// Tells the engine the session is alive.
@@ -162,21 +171,16 @@ impl Engine {
             let silent: Vec<u128> = s
                 .sessions
                 .iter()
-                .filter(|(_, sess)| now.saturating_sub(sess.last_seen_ms) > timeout)
+                .filter(|(_, sess)| {
+                    sess.heartbeat && now.saturating_sub(sess.last_seen_ms) > timeout
+                })
                 .map(|(n, _)| *n)
                 .collect();
             for n in silent {
-                s.revoke(n);
-                if let Some(sess) = s.sessions.remove(&n) {
+                if let Some(sess) = s.sessions.get(&n) {
                     tracing::info!(subject = %sess.subject, role = %sess.role, "session detached: no heartbeat");
-                    s.emit(
-                        None,
-                        EventKind::SessionDetached {
-                            subject: sess.subject,
-                            reason: "heartbeat",
-                        },
-                    );
                 }
+                s.end_session(n, "heartbeat");
             }
             s.tokens.retain(|_, rec| rec.token.claims.expires_at_ms > now);
         });
