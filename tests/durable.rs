@@ -341,15 +341,17 @@ fn a_corrupt_journal_is_a_clear_error_and_is_left_alone() {
 }
 
 /// A damaged page SQLite does not notice reads back as a row swarm never
-/// wrote (a NULL id, a status that does not exist): that is corruption,
-/// named as such, and nothing writes to the file after.
+/// wrote (a NULL id, a status that does not exist, an event page that
+/// does not hold its ids' events): that is corruption, named as such,
+/// and nothing writes to the file after.
 #[test]
 fn a_row_swarm_never_wrote_is_corruption_not_a_read_glitch() {
     let damage = [
         "UPDATE runs SET status = 'sideways'",
         "UPDATE runs SET result = '{half'",
         "UPDATE runs SET helpers = '[1]'",
-        "UPDATE events SET payload = 'not json'",
+        "UPDATE event_pages SET payload = 'not json'",
+        "UPDATE event_pages SET last = last + 7",
     ];
     for (i, update) in damage.iter().enumerate() {
         let d = Dir::new(&format!("badrow{i}"));

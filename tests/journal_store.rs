@@ -1,6 +1,7 @@
 //! The journal store itself, through its library API and `swarm doctor`:
 //! durability when `append` returns, orphaned and damaged step logs, a
-//! bounded write-ahead log, events in order, commits shared across chains.
+//! bounded write-ahead log, events in order and by the page, commits
+//! shared across chains.
 
 mod common;
 
@@ -137,9 +138,9 @@ fn sequential_commits_keep_the_write_ahead_log_bounded() {
     assert_eq!(wait(store.journal("long")).unwrap().len(), commits);
 }
 
-/// Events are written a few dozen rows per statement: every row of an odd
-/// count (chunks of 32, 16, 8, 4, 2, 1) comes back once, in order, with
-/// its own run, kind and payload, and other runs' rows stay out.
+/// Events of two runs written in one batch: every event comes back once,
+/// in order, with its own run, kind and payload, and the other run's
+/// events stay out.
 #[test]
 fn events_written_in_chunks_read_back_in_order() {
     use lua_swarm::store::{EventRow, SqliteStore, Store, wait};
@@ -222,4 +223,181 @@ fn sequential_chains_share_commits() {
         "{committed} transactions for {} writes in {steps} rounds",
         chains * steps
     );
+}
+
+fn event_ids(store: &dyn lua_swarm::store::Store, run: &str, after: i64, n: usize) -> Vec<i64> {
+    let events = lua_swarm::store::wait(store.events(run, after, n)).unwrap();
+    events.into_iter().map(|e| e.id).collect()
+}
+
+/// Events are stored a page per batch and run (at most 256 to a page) and
+/// read back one by one: ids of a run ascend without gaps across pages
+/// and batches, paging starts mid-page, a kind is found in any page, and
+/// the tail is counted across pages.
+#[test]
+fn events_are_stored_by_the_page_and_read_one_by_one() {
+    use lua_swarm::store::{EventRow, SqliteStore, Store, wait};
+    use std::sync::Arc;
+    let dir = Dir::new("event-pages").0;
+    let db = dir.join("swarm.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).unwrap());
+    let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+    let row = |run: &Arc<str>, i: usize, kind: &'static str| EventRow {
+        run: run.clone(),
+        kind,
+        payload: Arc::from(format!("{{\"i\":{i}}}")),
+    };
+    let first: Vec<EventRow> = (0..700)
+        .map(|i| match i % 7 {
+            6 => row(&b, i, "task_created"),
+            3 => row(&a, i, "layer_note"),
+            _ => row(&a, i, "attempt_started"),
+        })
+        .collect();
+    wait(store.append_events(first)).unwrap();
+    wait(
+        store.append_events(
+            (700..710)
+                .map(|i| row(&a, i, "attempt_completed"))
+                .collect(),
+        ),
+    )
+    .unwrap();
+    let n_a = 700 - 100 + 10;
+    assert_eq!(
+        event_ids(&*store, "a", 0, 10_000),
+        (1..=n_a).collect::<Vec<i64>>()
+    );
+    assert_eq!(event_ids(&*store, "a", 300, 5), [301, 302, 303, 304, 305]);
+    assert_eq!(
+        event_ids(&*store, "b", 0, 10_000),
+        (1..=100).collect::<Vec<i64>>()
+    );
+    let all = wait(store.events("a", 0, 10_000)).unwrap();
+    let order: Vec<i64> = all
+        .iter()
+        .map(|e| e.payload["i"].as_i64().unwrap())
+        .collect();
+    let want: Vec<i64> = (0..710).filter(|i| i % 7 != 6 || *i >= 700).collect();
+    assert_eq!(order, want, "a run's events keep their order");
+    let notes = wait(store.events_of_kind("a", "layer_note", 10_000)).unwrap();
+    assert_eq!(notes.len(), 100);
+    assert!(
+        notes
+            .iter()
+            .all(|e| e.kind == "layer_note" && e.payload["i"].as_i64().unwrap() % 7 == 3)
+    );
+    assert_eq!(
+        wait(store.events_of_kind("a", "layer_note", 3))
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        wait(store.event_tail("a", 5)).unwrap(),
+        (n_a as u64, n_a - 5)
+    );
+    assert_eq!(
+        wait(store.event_tail("a", 300)).unwrap(),
+        (n_a as u64, n_a - 300)
+    );
+    assert_eq!(
+        wait(store.event_tail("a", 10_000)).unwrap(),
+        (n_a as u64, 0)
+    );
+    assert_eq!(wait(store.event_tail("none", 5)).unwrap(), (0, 0));
+    let pages: i64 = Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM event_pages WHERE run = 'a'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(pages, 4, "600 events in pages of 256, then a batch of 10");
+    // Big events fill a page by bytes (256 KiB) first; one bigger than
+    // that has a page of its own.
+    let big = |kib: usize| EventRow {
+        run: Arc::from("big"),
+        kind: "partial",
+        payload: Arc::from(format!("\"{}\"", "x".repeat(kib * 1024))),
+    };
+    wait(store.append_events([100, 100, 100, 300, 100].map(big).to_vec())).unwrap();
+    let sizes: Vec<i64> = Connection::open(&db)
+        .unwrap()
+        .prepare("SELECT last - first + 1 FROM event_pages WHERE run = 'big' ORDER BY first")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(sizes, [2, 1, 1, 1]);
+    assert_eq!(event_ids(&*store, "big", 0, 100), [1, 2, 3, 4, 5]);
+}
+
+/// A page whose events do not match its id range was not written by
+/// swarm: reading it is a corruption error, never a short answer.
+#[test]
+fn an_event_page_that_does_not_match_its_ids_is_corruption() {
+    use lua_swarm::store::{EventRow, SqliteStore, Store, StoreError, wait};
+    use std::sync::Arc;
+    let dir = Dir::new("event-page-damaged").0;
+    let db = dir.join("swarm.db");
+    let store = SqliteStore::open(&db).unwrap();
+    let rows = (0..3)
+        .map(|i| EventRow {
+            run: Arc::from("r"),
+            kind: "task_created",
+            payload: Arc::from(format!("{{\"i\":{i}}}")),
+        })
+        .collect();
+    wait(store.append_events(rows)).unwrap();
+    Connection::open(&db)
+        .unwrap()
+        .execute("UPDATE event_pages SET last = 5", [])
+        .unwrap();
+    let err = wait(store.events("r", 0, 10)).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+}
+
+/// A journal from before event pages (one row per event, ids shared by
+/// all runs) is migrated in place: every event keeps its id, kind and
+/// payload, so a client's last-seen cursor still means the same event,
+/// and new events continue after the run's last id.
+#[test]
+fn a_row_per_event_journal_keeps_its_event_ids() {
+    use lua_swarm::store::{EventRow, SqliteStore, Store, wait};
+    use std::sync::Arc;
+    let dir = Dir::new("event-migration").0;
+    let db = dir.join("swarm.db");
+    let old = Connection::open(&db).unwrap();
+    old.execute_batch(
+        "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, run TEXT NOT NULL,
+                              kind TEXT NOT NULL, payload TEXT NOT NULL);
+         CREATE INDEX events_run ON events(run, id);
+         INSERT INTO events VALUES (5, 'a', 'task_created', '{\"n\":1}');
+         INSERT INTO events VALUES (7, 'b', 'task_created', '{\"n\":2}');
+         INSERT INTO events VALUES (9, 'a', 'layer_note', '{\"n\":3}');
+         PRAGMA user_version = 3;",
+    )
+    .unwrap();
+    drop(old);
+    let store = SqliteStore::open(&db).unwrap();
+    let a = wait(store.events("a", 0, 100)).unwrap();
+    let seen: Vec<(i64, &str, i64)> = a
+        .iter()
+        .map(|e| (e.id, e.kind.as_str(), e.payload["n"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(seen, [(5, "task_created", 1), (9, "layer_note", 3)]);
+    assert_eq!(event_ids(&store, "a", 5, 100), [9]);
+    assert_eq!(event_ids(&store, "b", 0, 100), [7]);
+    assert_eq!(wait(store.event_tail("a", 1)).unwrap(), (2, 5));
+    let row = EventRow {
+        run: Arc::from("a"),
+        kind: "attempt_started",
+        payload: Arc::from("{}"),
+    };
+    wait(store.append_events(vec![row])).unwrap();
+    assert_eq!(event_ids(&store, "a", 0, 100), [5, 9, 10]);
+    assert_eq!(wait(store.event_tail("a", 2)).unwrap(), (3, 5));
 }

@@ -67,6 +67,27 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE journal ADD COLUMN tokens INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE runs ADD COLUMN tokens INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 4: events kept by the page: one row per run per batch written (a
+    // row per event cost more than the event). Ids stay per-run cursors:
+    // page events are `first..=last`; old rows become pages of one, so
+    // their ids (a client's last-seen cursor) still mean the same event.
+    // Pages are large rows, so they live in a rowid table, found through
+    // an index that alone answers which pages hold which ids.
+    r#"
+    CREATE TABLE event_pages (
+        id          INTEGER PRIMARY KEY,
+        run         TEXT NOT NULL,
+        first       INTEGER NOT NULL,
+        last        INTEGER NOT NULL,
+        kinds       TEXT NOT NULL,
+        payload     TEXT NOT NULL
+    );
+    CREATE INDEX event_pages_run ON event_pages(run, first, last);
+    INSERT INTO event_pages (run, first, last, kinds, payload)
+        SELECT run, id, id, '[' || json_quote(kind) || ']', '[' || payload || ']' FROM events
+        ORDER BY id;
+    DROP TABLE events;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -27,6 +27,7 @@ use std::time::Duration;
 mod commit;
 mod health;
 mod ownership;
+mod pages;
 mod reads;
 mod steplog;
 use commit::{Job, Writes};
@@ -220,15 +221,6 @@ fn done<T: Send + 'static>(r: Result<T, StoreError>) -> StoreFut<'static, T> {
     Box::pin(std::future::ready(r))
 }
 
-fn event_row(r: &rusqlite::Row) -> rusqlite::Result<EventRecord> {
-    Ok(EventRecord {
-        id: r.get(0)?,
-        run: r.get(1)?,
-        kind: r.get(2)?,
-        payload: json(r, 3)?.unwrap_or(Value::Null),
-    })
-}
-
 /// A JSON column: NULL is `None`. Text that does not parse is a row swarm
 /// never wrote (a hand edit, a damaged page): an error [`classify`] calls
 /// corruption, never a value quietly read as null.
@@ -392,7 +384,7 @@ impl Store for SqliteStore {
     }
 
     fn append_events(&self, events: Vec<EventRow>) -> Commit {
-        self.submit(Box::new(move |tx| insert_events(tx, &events)))
+        self.submit(Box::new(move |tx| pages::insert_events(tx, &events)))
     }
 
     fn ask(&self, q: QuestionRecord) -> Commit {
@@ -509,20 +501,9 @@ pub fn block_on<T: Send>(mut op: StoreFut<'_, T>) -> Result<T, StoreError> {
     })
 }
 
-/// Inserts event rows, many per statement.
-fn insert_events(tx: &rusqlite::Transaction, events: &[EventRow]) -> rusqlite::Result<()> {
-    insert_rows(
-        tx,
-        "INSERT INTO events (run, kind, payload) VALUES ",
-        events
-            .iter()
-            .map(|e| -> [&dyn ToSql; 3] { [&e.run, &e.kind, &e.payload] }),
-    )
-}
-
 /// Runs `head` (an `INSERT ... VALUES `) over `rows`, a few dozen rows per
 /// statement: one statement per row costs as much as the rows themselves
-/// (a fan-out writes three events and a journal entry per step). Chunks
+/// (a fan-out folds a journal entry per step). Chunks
 /// are 32, 16, ..., 1 rows, so at most six texts per `head` are ever
 /// prepared (and cached).
 fn insert_rows<'a, const W: usize>(

@@ -134,7 +134,7 @@ impl SqliteStore {
                     [id],
                 )?;
                 if n == 1 {
-                    for table in ["journal", "events", "questions"] {
+                    for table in ["journal", "event_pages", "questions"] {
                         tx.execute(&format!("DELETE FROM {table} WHERE run = ?1"), [id])?;
                     }
                 }

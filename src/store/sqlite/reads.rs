@@ -1,9 +1,9 @@
 //! The read side of [`SqliteStore`]: each query on the reader connection,
 //! as plain functions the async `Store` impl wraps. Split from `sqlite.rs`.
 
-use super::{RUN_COLUMNS, SqliteStore, event_row, json, run_row};
-use crate::store::{EventRecord, JournalEntry, QuestionRecord, RunRecord, RunStatus, StoreError};
-use rusqlite::{OptionalExtension, params};
+use super::{RUN_COLUMNS, SqliteStore, json, run_row};
+use crate::store::{JournalEntry, QuestionRecord, RunRecord, RunStatus, StoreError};
+use rusqlite::OptionalExtension;
 use serde_json::Value;
 
 impl SqliteStore {
@@ -74,21 +74,6 @@ impl SqliteStore {
         Ok(entries)
     }
 
-    pub(super) fn load_events(
-        &self,
-        run: &str,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<EventRecord>, StoreError> {
-        self.read(|c| {
-            let mut stmt = c.prepare(
-                "SELECT id, run, kind, payload FROM events WHERE run = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-            )?;
-            stmt.query_map(params![run, after, limit as i64], event_row)?
-            .collect()
-        })
-    }
-
     pub(super) fn load_questions(&self, run: &str) -> Result<Vec<QuestionRecord>, StoreError> {
         self.read(|c| {
             let mut stmt = c.prepare(
@@ -104,39 +89,6 @@ impl SqliteStore {
                 })
             })?
             .collect()
-        })
-    }
-
-    pub(super) fn load_events_of_kind(
-        &self,
-        run: &str,
-        kind: &str,
-        limit: usize,
-    ) -> Result<Vec<EventRecord>, StoreError> {
-        self.read(|c| {
-            let mut stmt = c.prepare(
-                "SELECT id, run, kind, payload FROM events WHERE run = ?1 AND kind = ?2
-                 ORDER BY id LIMIT ?3",
-            )?;
-            stmt.query_map(params![run, kind, limit as i64], event_row)?
-                .collect()
-        })
-    }
-
-    pub(super) fn load_event_tail(&self, run: &str, n: usize) -> Result<(u64, i64), StoreError> {
-        self.read(|c| {
-            let count: i64 =
-                c.query_row("SELECT count(*) FROM events WHERE run = ?1", [run], |r| {
-                    r.get(0)
-                })?;
-            let before: Option<i64> = c
-                .query_row(
-                    "SELECT id FROM events WHERE run = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2",
-                    params![run, n as i64],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            Ok((count as u64, before.unwrap_or(0)))
         })
     }
 
