@@ -17,9 +17,12 @@ use tokio::sync::oneshot;
 
 pub(super) type Job = Box<dyn FnOnce(&Transaction) -> rusqlite::Result<()> + Send>;
 
+/// Tells a write's commit how it went.
+type Ack = oneshot::Sender<Result<(), StoreError>>;
+
 pub(super) struct Req {
     job: Job,
-    ack: oneshot::Sender<Result<(), StoreError>>,
+    ack: Ack,
 }
 
 /// The write side: queued writes and the connection that commits them.
@@ -277,8 +280,9 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 /// Runs a batch of writes in the transaction `tx`, after the step log's
 /// `logged` entries, and acknowledges each. Err when the transaction did
 /// not commit (then nothing of it is in the database); a write that
-/// failed alone is told so through its own acknowledgement, and comes
-/// back as `Ok(Some(_))` when it found the file corrupt.
+/// failed alone leaves nothing of itself, is told so through its own
+/// acknowledgement, and comes back as `Ok(Some(_))` when it found the
+/// file corrupt.
 fn commit_batch(
     tx: Transaction<'_>,
     logged: &[JournalEntry],
@@ -289,9 +293,19 @@ fn commit_batch(
         return fail_batch(batch, &e, path);
     }
     let mut acks = Vec::with_capacity(batch.len());
-    for Req { job, ack } in batch {
-        let r = job(&tx).map_err(|e| classify(path, &e, true));
-        acks.push((ack, r));
+    let mut batch = batch.into_iter();
+    while let Some(Req { job, ack }) = batch.next() {
+        let r = alone(&tx, job);
+        if let Err(e) = &r
+            && tx.is_autocommit()
+        {
+            // SQLite rolled the whole transaction back (a full disk, an
+            // I/O error): the writes before this one are gone too, and a
+            // write run now would commit on its own, outside the batch.
+            let undone = acks.into_iter().map(|(ack, _)| ack).chain([ack]);
+            return fail_all(undone.chain(batch.map(|r| r.ack)), e, path);
+        }
+        acks.push((ack, r.map_err(|e| classify(path, &e, true))));
     }
     match tx.commit() {
         Ok(()) => {
@@ -315,11 +329,42 @@ fn commit_batch(
     }
 }
 
+/// Runs `job` in a savepoint, so a write that fails partway (a `prune` of
+/// many runs, a batch of event pages) leaves nothing of itself behind
+/// for the others' commit to keep.
+fn alone(tx: &Transaction, job: Job) -> rusqlite::Result<()> {
+    tx.prepare_cached("SAVEPOINT job")?.execute([])?;
+    match job(tx) {
+        Ok(()) => tx.prepare_cached("RELEASE job")?.execute([]).map(drop),
+        Err(e) => {
+            if !tx.is_autocommit() {
+                let undo = tx
+                    .prepare_cached("ROLLBACK TO job")
+                    .and_then(|mut s| s.execute([]))
+                    .and_then(|_| tx.prepare_cached("RELEASE job")?.execute([]));
+                if let Err(undo) = undo {
+                    tracing::error!(%undo, "undoing a failed journal write failed");
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
 /// Fails every write of a batch whose transaction could not begin.
 fn fail_batch<T>(batch: Vec<Req>, e: &rusqlite::Error, path: &Path) -> Result<T, StoreError> {
+    fail_all(batch.into_iter().map(|r| r.ack), e, path)
+}
+
+/// Fails every write of a transaction that did not commit.
+fn fail_all<T>(
+    acks: impl Iterator<Item = Ack>,
+    e: &rusqlite::Error,
+    path: &Path,
+) -> Result<T, StoreError> {
     let err = classify(path, e, true);
     tracing::error!(%err, "journal commit failed");
-    for Req { ack, .. } in batch {
+    for ack in acks {
         let _ = ack.send(Err(err.clone()));
     }
     Err(err)
@@ -366,5 +411,67 @@ mod tests {
             .holding(|conn| conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0)))
             .unwrap();
         assert_eq!(n, 1);
+    }
+
+    /// Polls a commit to its end (every commit here is led at once).
+    fn settle(mut c: Commit) -> Result<(), StoreError> {
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..3 {
+            if let Poll::Ready(r) = c.as_mut().poll(&mut cx) {
+                return r;
+            }
+        }
+        panic!("the commit never settled");
+    }
+
+    fn rows(w: &Writes) -> Vec<i64> {
+        w.holding(|conn| {
+            let mut stmt = conn.prepare("SELECT x FROM t ORDER BY x").unwrap();
+            stmt.query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        })
+    }
+
+    /// Writes that share a transaction stay apart: one that fails partway
+    /// leaves nothing of itself, and the others commit.
+    #[test]
+    fn a_write_that_fails_partway_leaves_nothing_of_itself() {
+        let w = writes("partway");
+        let (a, c) = (w.submit(insert(1)), w.submit(insert(3)));
+        let b = w.submit(Box::new(|tx| {
+            tx.execute("INSERT INTO t VALUES (2)", [])?;
+            tx.execute("INSERT INTO missing VALUES (2)", []).map(drop)
+        }));
+        assert!(settle(a).is_ok());
+        assert!(settle(b).is_err());
+        assert!(settle(c).is_ok());
+        assert_eq!(rows(&w), [1, 3]);
+    }
+
+    /// When SQLite rolls the whole transaction back under a write (a full
+    /// disk, an I/O error), every write of the batch is told it failed,
+    /// and none runs after it outside the transaction, committed alone
+    /// while its commit reports failure (a retry would write it twice).
+    #[test]
+    fn a_transaction_rolled_back_under_a_write_fails_the_whole_batch() {
+        let w = writes("rolled-back");
+        let a = w.submit(insert(1));
+        let b = w.submit(Box::new(|tx| {
+            tx.execute("INSERT INTO t VALUES (2)", [])?;
+            tx.execute_batch("ROLLBACK")?;
+            Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                None,
+            ))
+        }));
+        let c = w.submit(insert(3));
+        for commit in [a, b, c] {
+            assert!(settle(commit).is_err());
+        }
+        assert_eq!(rows(&w), Vec::<i64>::new());
+        assert!(settle(w.submit(insert(4))).is_ok(), "the store goes on");
+        assert_eq!(rows(&w), [4]);
     }
 }
