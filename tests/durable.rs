@@ -346,14 +346,16 @@ fn a_corrupt_journal_is_a_clear_error_and_is_left_alone() {
 /// and nothing writes to the file after.
 #[test]
 fn a_row_swarm_never_wrote_is_corruption_not_a_read_glitch() {
+    // Each damage, and the column the error names.
     let damage = [
-        "UPDATE runs SET status = 'sideways'",
-        "UPDATE runs SET result = '{half'",
-        "UPDATE runs SET helpers = '[1]'",
-        "UPDATE event_pages SET payload = 'not json'",
-        "UPDATE event_pages SET last = last + 7",
+        ("UPDATE runs SET status = 'sideways'", "status"),
+        ("UPDATE runs SET result = '{half'", "result"),
+        ("UPDATE runs SET helpers = '[1]'", "helpers"),
+        ("UPDATE runs SET created_ms = 'yesterday'", "created_ms"),
+        ("UPDATE event_pages SET payload = 'not json'", "payload"),
+        ("UPDATE event_pages SET last = last + 7", "payload"),
     ];
-    for (i, update) in damage.iter().enumerate() {
+    for (i, (update, column)) in damage.iter().enumerate() {
         let d = Dir::new(&format!("badrow{i}"));
         let bp = d.file("h.lua", "local swarm = require 'swarm'\nreturn swarm.blueprint 'h' { flow = function() return 1 end }\n");
         assert!(d.swarm(&["run", &bp, "--run-id", "r1"]).status.success());
@@ -364,7 +366,8 @@ fn a_row_swarm_never_wrote_is_corruption_not_a_read_glitch() {
         assert_eq!(out.status.code(), Some(2), "{update}: {}", text(&out));
         assert!(
             text(&out).contains("not a usable SQLite database")
-                && text(&out).contains("not what swarm wrote"),
+                && text(&out).contains("not what swarm wrote")
+                && text(&out).contains(&format!("column `{column}`")),
             "{update}: {}",
             text(&out)
         );

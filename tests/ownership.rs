@@ -121,7 +121,9 @@ fn two_resumers_at_once_run_the_remaining_steps_once() {
     let a = d.cmd(&["resume", "two"]).spawn().unwrap();
     let b = d.cmd(&["resume", "two"]).spawn().unwrap();
     let (mut a, mut b) = (Some(a), Some(b));
+    let t0 = Instant::now();
     let refused = loop {
+        assert!(t0.elapsed() < HANG_GUARD, "neither resumer was refused");
         if let Some(c) = a.as_mut()
             && c.try_wait().unwrap().is_some()
         {

@@ -55,12 +55,17 @@ fn classify(path: &Path, e: &rusqlite::Error, write: bool) -> StoreError {
     // NOT NULL where read as a value: a row that reads otherwise is a
     // damaged page SQLite itself did not notice (the file is treated as
     // corrupt: `swarm doctor` names the damage).
-    if let rusqlite::Error::InvalidColumnType(..) | rusqlite::Error::FromSqlConversionFailure(..) =
-        e
-    {
+    let why = match e {
+        rusqlite::Error::InvalidColumnType(_, column, kind) => {
+            Some(format!("column `{column}` holds {kind}"))
+        }
+        rusqlite::Error::FromSqlConversionFailure(_, _, why) => Some(why.to_string()),
+        _ => None,
+    };
+    if let Some(why) = why {
         return StoreError::Corrupt {
             path,
-            message: format!("a row is not what swarm wrote: {e}"),
+            message: format!("a row is not what swarm wrote: {why}"),
         };
     }
     match e.sqlite_error_code() {
@@ -230,12 +235,15 @@ fn json(r: &rusqlite::Row, i: usize) -> rusqlite::Result<Option<Value>> {
     };
     serde_json::from_str(&text)
         .map(Some)
-        .map_err(|e| not_ours(i, e))
+        .map_err(|e| not_ours(r, i, e))
 }
 
-/// Column `i` holds text swarm does not write.
-fn not_ours(i: usize, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+/// Column `i` of `r` holds text swarm does not write. The error names
+/// the column: an operator reading it knows where the damage is.
+fn not_ours(r: &rusqlite::Row, i: usize, e: impl std::fmt::Display) -> rusqlite::Error {
+    let column = r.as_ref().column_name(i).unwrap_or("?");
+    let why = format!("column `{column}`: {e}");
+    rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, why.into())
 }
 
 fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRecord> {
@@ -248,7 +256,7 @@ fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRecord> {
         status: r
             .get::<_, String>(5)?
             .parse()
-            .map_err(|e: String| not_ours(5, e))?,
+            .map_err(|e: String| not_ours(r, 5, e))?,
         result: json(r, 6)?,
         pid: r.get(7)?,
         created_ms: r.get::<_, i64>(8)? as u64,
@@ -259,7 +267,7 @@ fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRecord> {
         owned_since_ms: r.get::<_, Option<i64>>(13)?.map(|v| v as u64),
         lease_until_ms: r.get::<_, Option<i64>>(14)?.map(|v| v as u64),
         helpers: match json(r, 15)? {
-            Some(v) => serde_json::from_value(v).map_err(|e| not_ours(15, e))?,
+            Some(v) => serde_json::from_value(v).map_err(|e| not_ours(r, 15, e))?,
             None => Default::default(),
         },
         tokens: r.get::<_, i64>(16)? as u64,

@@ -97,12 +97,13 @@ fn encode(page: &[&EventRow]) -> (String, String) {
 fn expand(run: &str, row: &rusqlite::Row) -> rusqlite::Result<Vec<EventRecord>> {
     let (first, last): (i64, i64) = (row.get(0)?, row.get(1)?);
     let kinds: Vec<String> =
-        serde_json::from_str(&row.get::<_, String>(2)?).map_err(|e| not_ours(2, e))?;
+        serde_json::from_str(&row.get::<_, String>(2)?).map_err(|e| not_ours(row, 2, e))?;
     let payloads: Vec<Value> =
-        serde_json::from_str(&row.get::<_, String>(3)?).map_err(|e| not_ours(3, e))?;
+        serde_json::from_str(&row.get::<_, String>(3)?).map_err(|e| not_ours(row, 3, e))?;
     let n = usize::try_from(last - first + 1).unwrap_or(0);
     if kinds.len() != n || payloads.len() != n {
         return Err(not_ours(
+            row,
             3,
             format!(
                 "event page {first}..={last} holds {} events",
