@@ -278,6 +278,12 @@ const RUN_COLUMNS: &str = "id, blueprint, path, hash, input, status, result, pid
      (SELECT count(*) FROM journal j WHERE j.run = runs.id AND j.kind NOT IN ('llm_turn', 'llm_tool')), owner, owner_host, owned_since_ms, \
      lease_until_ms, helpers, tokens";
 
+const INSERT_RUN: &str = "INSERT INTO runs (id, blueprint, path, hash, input, status, result, pid,
+       created_ms, updated_ms, owner, owner_host, owned_since_ms, lease_until_ms, owner_machine, helpers)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7, ?8, ?8, ?9, ?10, ?8, ?11, ?12, ?13)";
+
+/// Every write's statement is a cached one: parsing an `UPDATE runs`
+/// anew cost more than running it.
 impl Store for SqliteStore {
     fn path(&self) -> PathBuf {
         self.path.clone()
@@ -286,14 +292,21 @@ impl Store for SqliteStore {
     fn create_run(&self, run: &RunRecord, owner: &Owner) -> Commit {
         let (r, o) = (run.clone(), owner.clone());
         self.submit(Box::new(move |tx| {
-            tx.execute(
-                "INSERT INTO runs (id, blueprint, path, hash, input, status, result, pid, created_ms,
-                   updated_ms, owner, owner_host, owned_since_ms, lease_until_ms, owner_machine, helpers)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7, ?8, ?8, ?9, ?10, ?8, ?11, ?12, ?13)",
-                params![r.id, r.blueprint, r.path, r.hash, r.input.to_string(), r.status.as_str(), o.pid,
-                        r.created_ms as i64, o.id, o.host, lease_end(), o.machine,
-                        serde_json::to_string(&r.helpers).unwrap_or_default()],
-            )?;
+            tx.prepare_cached(INSERT_RUN)?.execute(params![
+                r.id,
+                r.blueprint,
+                r.path,
+                r.hash,
+                r.input.to_string(),
+                r.status.as_str(),
+                o.pid,
+                r.created_ms as i64,
+                o.id,
+                o.host,
+                lease_end(),
+                o.machine,
+                serde_json::to_string(&r.helpers).unwrap_or_default()
+            ])?;
             Ok(())
         }))
     }
@@ -316,20 +329,20 @@ impl Store for SqliteStore {
         let (run, status) = (run.to_string(), status.as_str());
         let owner = owner.map(str::to_string);
         self.submit(Box::new(move |tx| {
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE runs SET status = ?2, result = coalesce(?3, result), updated_ms = ?4,
                    cancel_requested = CASE WHEN ?2 = 'running' THEN cancel_requested ELSE 0 END,
                    owner = CASE WHEN ?2 = 'running' THEN owner ELSE NULL END,
                    lease_until_ms = CASE WHEN ?2 = 'running' THEN lease_until_ms ELSE NULL END
                  WHERE id = ?1 AND (?5 IS NULL OR owner = ?5)",
-                params![
-                    run,
-                    status,
-                    result.map(|v| v.to_string()),
-                    now_ms() as i64,
-                    owner
-                ],
-            )?;
+            )?
+            .execute(params![
+                run,
+                status,
+                result.map(|v| v.to_string()),
+                now_ms() as i64,
+                owner
+            ])?;
             Ok(())
         }))
     }
@@ -397,17 +410,17 @@ impl Store for SqliteStore {
 
     fn ask(&self, q: QuestionRecord) -> Commit {
         self.submit(Box::new(move |tx| {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT OR IGNORE INTO questions (run, pos, name, question, answer, asked_ms)
                  VALUES (?1, ?2, ?3, ?4, NULL, ?5)",
-                params![
-                    q.run,
-                    q.pos,
-                    q.name,
-                    q.question.to_string(),
-                    now_ms() as i64
-                ],
-            )?;
+            )?
+            .execute(params![
+                q.run,
+                q.pos,
+                q.name,
+                q.question.to_string(),
+                now_ms() as i64
+            ])?;
             Ok(())
         }))
     }
@@ -417,10 +430,9 @@ impl Store for SqliteStore {
         let changed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = changed.clone();
         let commit = self.submit(Box::new(move |tx| {
-            let n = tx.execute(
-                "UPDATE questions SET answer = ?3, answered_ms = ?4
+            let n = tx.prepare_cached("UPDATE questions SET answer = ?3, answered_ms = ?4
                  WHERE run = ?1 AND pos = (SELECT pos FROM questions WHERE run = ?1 AND answer IS NULL
-                                           AND (name = ?2 OR pos = ?2) ORDER BY asked_ms LIMIT 1)",
+                                           AND (name = ?2 OR pos = ?2) ORDER BY asked_ms LIMIT 1)")?.execute(
                 params![run, name, answer.to_string(), now_ms() as i64],
             )?;
             flag.store(n > 0, std::sync::atomic::Ordering::Relaxed);
@@ -435,7 +447,8 @@ impl Store for SqliteStore {
     fn request_cancel(&self, run: &str) -> Commit {
         let run = run.to_string();
         self.submit(Box::new(move |tx| {
-            tx.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?1", [run])?;
+            tx.prepare_cached("UPDATE runs SET cancel_requested = 1 WHERE id = ?1")?
+                .execute([run])?;
             Ok(())
         }))
     }
