@@ -45,8 +45,11 @@ fn busy() -> Duration {
 
 pub struct SqliteStore {
     path: PathBuf,
-    writes: Arc<Writes>,
+    // Declared (so dropped) before the writer: the last connection to close
+    // checkpoints the file, and the writer's has synced the write-ahead
+    // log's directory already; the reader's would sync it once more.
     reader: Mutex<Connection>,
+    writes: Arc<Writes>,
 }
 
 fn classify(path: &Path, e: &rusqlite::Error, write: bool) -> StoreError {
