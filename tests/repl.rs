@@ -55,7 +55,7 @@ fn piped_expressions_statements_tables_and_errors() {
 fn piped_blueprints_run_in_the_foreground_and_background() {
     let (out, err) = repl(
         &["blueprints/hello.lua"],
-        "repl.run('hello', { name = 'fg' }).loud\nid = repl.spawn('hello', { name = 'bg' })\nrepl.wait(id)\n:runs\n:events 2\nrepl.run('nope')\n",
+        "repl.run('hello', { name = 'fg' }).loud\nid = repl.spawn('hello', { name = 'bg' })\nrepl.wait(id)\n:runs\n:events 4\nrepl.run('nope')\n",
     );
     assert!(out.contains("loaded `hello`"), "{out}");
     assert!(out.contains("\"HELLO, FG!\""), "{out}");
