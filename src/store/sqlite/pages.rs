@@ -14,6 +14,7 @@ use super::{SqliteStore, not_ours};
 use crate::store::{EventRecord, EventRow, StoreError};
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use std::sync::Arc;
 
 /// Most events a page holds, and most bytes of event text (a page holds
@@ -92,34 +93,41 @@ fn encode(page: &[&EventRow]) -> (String, String) {
     (kinds, payload)
 }
 
-/// The events of one stored page, with their ids. A page whose arrays do
-/// not match its id range is not what swarm wrote: corruption.
-fn expand(run: &str, row: &rusqlite::Row) -> rusqlite::Result<Vec<EventRecord>> {
+/// The events of one stored page that `keep` (given an id and a kind)
+/// wants, with their ids. Only those are parsed: the others are skipped
+/// as raw text, so a follower reading the newest few events of a page
+/// does not build all of them. A page whose arrays do not match its id
+/// range is not what swarm wrote: corruption.
+fn expand(
+    run: &str,
+    row: &rusqlite::Row,
+    mut keep: impl FnMut(i64, &str) -> bool,
+) -> rusqlite::Result<Vec<EventRecord>> {
     let (first, last): (i64, i64) = (row.get(0)?, row.get(1)?);
-    let kinds: Vec<String> =
-        serde_json::from_str(&row.get::<_, String>(2)?).map_err(|e| not_ours(row, 2, e))?;
-    let payloads: Vec<Value> =
-        serde_json::from_str(&row.get::<_, String>(3)?).map_err(|e| not_ours(row, 3, e))?;
+    let (kinds, payloads): (String, String) = (row.get(2)?, row.get(3)?);
+    let kinds: Vec<String> = serde_json::from_str(&kinds).map_err(|e| not_ours(row, 2, e))?;
+    let raw: Vec<&RawValue> = serde_json::from_str(&payloads).map_err(|e| not_ours(row, 3, e))?;
     let n = usize::try_from(last - first + 1).unwrap_or(0);
-    if kinds.len() != n || payloads.len() != n {
+    if kinds.len() != n || raw.len() != n {
+        let held = raw.len();
         return Err(not_ours(
             row,
             3,
-            format!(
-                "event page {first}..={last} holds {} events",
-                payloads.len()
-            ),
+            format!("event page {first}..={last} holds {held} events"),
         ));
     }
-    Ok((first..)
-        .zip(kinds.into_iter().zip(payloads))
-        .map(|(id, (kind, payload))| EventRecord {
-            id,
-            run: run.to_string(),
-            kind,
-            payload,
-        })
-        .collect())
+    let mut out = Vec::new();
+    for ((id, kind), payload) in (first..).zip(kinds).zip(raw) {
+        if keep(id, &kind) {
+            out.push(EventRecord {
+                id,
+                run: run.to_string(),
+                kind,
+                payload: serde_json::from_str(payload.get()).map_err(|e| not_ours(row, 3, e))?,
+            });
+        }
+    }
+    Ok(out)
 }
 
 impl SqliteStore {
@@ -149,10 +157,14 @@ impl SqliteStore {
             let mut out = Vec::new();
             while out.len() < limit {
                 let Some(row) = rows.next()? else { break };
-                let wanted = expand(run, row)?
-                    .into_iter()
-                    .filter(|e| e.id > after && kind.is_none_or(|k| e.kind == k));
-                out.extend(wanted.take(limit - out.len()));
+                let room = limit - out.len();
+                let mut kept = 0;
+                let wanted = expand(run, row, |id, k| {
+                    let wanted = id > after && kind.is_none_or(|want| k == want) && kept < room;
+                    kept += usize::from(wanted);
+                    wanted
+                })?;
+                out.extend(wanted);
             }
             Ok(out)
         })
