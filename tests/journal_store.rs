@@ -40,9 +40,11 @@ fn a_journal_write_is_durable_when_append_returns() {
     drop((j, store));
     let rows: i64 = rusqlite::Connection::open(&db)
         .unwrap()
-        .query_row("SELECT count(*) FROM journal WHERE run = 'r1'", [], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT sum(json_array_length(entries)) FROM journal_pages WHERE run = 'r1'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(rows, 2, "closing the store folds its log into the database");
     let logs = std::fs::read_dir(&dir)
@@ -99,7 +101,11 @@ fn an_orphaned_step_log_is_folded_in_and_a_damaged_one_kept_aside() {
     assert_eq!(left, ["swarm.db-steps-00000000000000bb.damaged"]);
     let rows: i64 = Connection::open(&db)
         .unwrap()
-        .query_row("SELECT count(*) FROM journal", [], |r| r.get(0))
+        .query_row(
+            "SELECT sum(json_array_length(entries)) FROM journal_pages",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(rows, 3, "the folded records are in the database itself");
     drop(store);
@@ -371,6 +377,7 @@ fn a_row_per_event_journal_keeps_its_event_ids() {
     let dir = Dir::new("event-migration").0;
     let db = dir.join("swarm.db");
     let old = Connection::open(&db).unwrap();
+    old.execute_batch(JOURNAL_V4).unwrap();
     old.execute_batch(
         "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, run TEXT NOT NULL,
                               kind TEXT NOT NULL, payload TEXT NOT NULL);
@@ -400,4 +407,114 @@ fn a_row_per_event_journal_keeps_its_event_ids() {
     wait(store.append_events(vec![row])).unwrap();
     assert_eq!(event_ids(&store, "a", 0, 100), [5, 9, 10]);
     assert_eq!(wait(store.event_tail("a", 2)).unwrap(), (3, 5));
+}
+
+/// The `journal` table of schema 1 to 4: a row per entry.
+const JOURNAL_V4: &str = "CREATE TABLE journal (
+        run TEXT NOT NULL, pos TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL,
+        input_hash TEXT NOT NULL, ok INTEGER NOT NULL, value TEXT NOT NULL,
+        attempts INTEGER NOT NULL, at_ms INTEGER NOT NULL,
+        tokens INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (run, pos)) WITHOUT ROWID;";
+
+/// A journal from before entry pages (a row per entry) is migrated in
+/// place: every entry keeps its fields and types, LLM turns still do not
+/// count as steps, and a resumed run replays from it as before.
+#[test]
+fn a_row_per_entry_journal_becomes_pages_and_keeps_every_entry() {
+    use lua_swarm::store::{JournalEntry, SqliteStore, Store, wait};
+    let dir = Dir::new("entry-migration").0;
+    let db = dir.join("swarm.db");
+    drop(SqliteStore::open(&db).unwrap());
+    let old = Connection::open(&db).unwrap();
+    old.execute_batch(&format!(
+        "DROP TABLE journal_pages;
+         {JOURNAL_V4}
+         INSERT INTO runs (id, blueprint, path, hash, input, status, created_ms, updated_ms)
+             VALUES ('r', 'b', 'b.lua', 'h', 'null', 'pass', 1, 1);
+         INSERT INTO journal VALUES ('r', '1', 'step', 'a', 'h1', 1, '{{\"n\":[1,2]}}', 1, 10, 0);
+         INSERT INTO journal VALUES ('r', '2', 'step', 'a', 'h2', 0, '\"bad\"', 2, 11, 0);
+         INSERT INTO journal VALUES ('r', '2/turn1', 'llm_turn', 'llm', 'h3', 1, 'null', 1, 12, 7);
+         INSERT INTO journal VALUES ('s', '1', 'now', 'clock', 'h4', 1, '12.5', 1, 13, 0);
+         PRAGMA user_version = 4;"
+    ))
+    .unwrap();
+    drop(old);
+    let store = SqliteStore::open(&db).unwrap();
+    let entry =
+        |run: &str, pos: &str, kind: &str, ok: bool, value, attempts, at_ms, tokens| JournalEntry {
+            run: run.into(),
+            pos: pos.into(),
+            kind: kind.into(),
+            key: match kind {
+                "step" => "a",
+                "llm_turn" => "llm",
+                _ => "clock",
+            }
+            .into(),
+            input_hash: format!("h{}", at_ms - 9),
+            ok,
+            value,
+            attempts,
+            at_ms,
+            tokens,
+        };
+    assert_eq!(
+        wait(store.journal("r")).unwrap(),
+        [
+            entry("r", "1", "step", true, json!({"n": [1, 2]}), 1, 10, 0),
+            entry("r", "2", "step", false, json!("bad"), 2, 11, 0),
+            entry("r", "2/turn1", "llm_turn", true, json!(null), 1, 12, 7),
+        ]
+    );
+    assert_eq!(
+        wait(store.journal("s")).unwrap(),
+        [entry("s", "1", "now", true, json!(12.5), 1, 13, 0)]
+    );
+    let run = wait(store.run("r")).unwrap().expect("the run");
+    assert_eq!(run.steps, 2, "an LLM turn is not a step");
+}
+
+/// A step log adopted from a process that died after its entries were
+/// committed, before it deleted the log, adds only what the database
+/// lacks: no entry is kept twice and the run's step count stays exact.
+#[test]
+fn a_step_log_folded_twice_adds_each_entry_once() {
+    use lua_swarm::store::{Journal, SqliteStore, Store, wait};
+    use std::sync::Arc;
+    let dir = Dir::new("fold-twice").0;
+    let db = dir.join("swarm.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).unwrap());
+    let j = Journal::new(store.clone(), "r", Vec::new());
+    let mut lines = String::new();
+    for pos in ["1", "2"] {
+        let e = j.entry(pos, "step", "a", "h".into(), true, json!(pos));
+        let json = serde_json::to_string(&e).unwrap();
+        lines += &format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes()));
+        wait(store.append(e)).unwrap();
+    }
+    drop((j, store));
+    let e = lua_swarm::store::JournalEntry {
+        pos: "3".into(),
+        ..serde_json::from_str(lines.lines().next().unwrap().split_at(9).1).unwrap()
+    };
+    let json = serde_json::to_string(&e).unwrap();
+    lines += &format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes()));
+    std::fs::write(dir.join("swarm.db-steps-00000000000000cc"), lines).unwrap();
+    let store = SqliteStore::open(&db).unwrap();
+    let mut positions: Vec<String> = wait(store.journal("r"))
+        .unwrap()
+        .into_iter()
+        .map(|e| e.pos)
+        .collect();
+    positions.sort();
+    assert_eq!(positions, ["1", "2", "3"]);
+    let kept: i64 = Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT sum(json_array_length(entries)) FROM journal_pages WHERE run = 'r'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(kept, 3, "each entry once in the database");
 }

@@ -88,6 +88,27 @@ const MIGRATIONS: &[&str] = &[
         ORDER BY id;
     DROP TABLE events;
     "#,
+    // 5: journal entries kept by the page, as events are: one row per run
+    // per fold of the step log (`sqlite/entries.rs`). `steps` counts the
+    // entries that are steps, so listing runs parses no page.
+    r#"
+    CREATE TABLE journal_pages (
+        id          INTEGER PRIMARY KEY,
+        run         TEXT NOT NULL,
+        steps       INTEGER NOT NULL,
+        entries     TEXT NOT NULL
+    );
+    CREATE INDEX journal_pages_run ON journal_pages(run, id);
+    INSERT INTO journal_pages (run, steps, entries)
+        SELECT run, sum(kind NOT IN ('llm_turn', 'llm_tool')),
+               json_group_array(json_object(
+                   'run', run, 'pos', pos, 'kind', kind, 'key', key,
+                   'input_hash', input_hash, 'ok', json(iif(ok, 'true', 'false')),
+                   'value', json(value), 'attempts', attempts, 'at_ms', at_ms,
+                   'tokens', tokens))
+        FROM journal GROUP BY run;
+    DROP TABLE journal;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -18,13 +18,14 @@ use super::{
     RunStatus, Store, StoreError, StoreFut, schema,
 };
 use crate::engine::now_ms;
-use rusqlite::{Connection, ErrorCode, ToSql, params};
+use rusqlite::{Connection, ErrorCode, params};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod commit;
+mod entries;
 mod health;
 mod ownership;
 mod pages;
@@ -278,7 +279,7 @@ fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRecord> {
 }
 
 const RUN_COLUMNS: &str = "id, blueprint, path, hash, input, status, result, pid, created_ms, updated_ms, \
-     (SELECT count(*) FROM journal j WHERE j.run = runs.id AND j.kind NOT IN ('llm_turn', 'llm_tool')), owner, owner_host, owned_since_ms, \
+     (SELECT coalesce(sum(j.steps), 0) FROM journal_pages j WHERE j.run = runs.id), owner, owner_host, owned_since_ms, \
      lease_until_ms, helpers, tokens";
 
 const INSERT_RUN: &str = "INSERT INTO runs (id, blueprint, path, hash, input, status, result, pid,
@@ -457,50 +458,6 @@ impl Store for SqliteStore {
     }
 }
 
-/// Writes journal entries (a fold of the step log, or a log adopted),
-/// many per statement, and adds their tokens to their runs' totals.
-pub(super) fn insert_entries(
-    tx: &rusqlite::Transaction,
-    entries: &[JournalEntry],
-) -> rusqlite::Result<()> {
-    // SQLite's integers are i64; the row borrows these.
-    let owned: Vec<(String, i64, i64)> = entries
-        .iter()
-        .map(|e| (e.value.to_string(), e.at_ms as i64, e.tokens as i64))
-        .collect();
-    insert_rows(
-        tx,
-        "INSERT OR REPLACE INTO journal \
-         (run, pos, kind, key, input_hash, ok, value, attempts, at_ms, tokens) VALUES ",
-        entries
-            .iter()
-            .zip(&owned)
-            .map(|(e, (value, at_ms, tokens))| -> [&dyn ToSql; 10] {
-                [
-                    &e.run,
-                    &e.pos,
-                    &e.kind,
-                    &e.key,
-                    &e.input_hash,
-                    &e.ok,
-                    value,
-                    &e.attempts,
-                    at_ms,
-                    tokens,
-                ]
-            }),
-    )?;
-    let mut tokens = std::collections::BTreeMap::<&str, u64>::new();
-    for e in entries.iter().filter(|e| e.tokens > 0) {
-        *tokens.entry(&e.run).or_default() += e.tokens;
-    }
-    for (run, n) in tokens {
-        tx.prepare_cached("UPDATE runs SET tokens = tokens + ?2 WHERE id = ?1")?
-            .execute(params![run, n as i64])?;
-    }
-    Ok(())
-}
-
 /// Waits for a store operation from synchronous code (CLI commands,
 /// startup). One already answered (every SQLite read) returns at once;
 /// otherwise it waits on a helper thread, so this works inside and
@@ -523,28 +480,4 @@ pub fn block_on<T: Send>(mut op: StoreFut<'_, T>) -> Result<T, StoreError> {
         .join()
         .unwrap_or(Err(StoreError::Closed))
     })
-}
-
-/// Runs `head` (an `INSERT ... VALUES `) over `rows`, a few dozen rows per
-/// statement: one statement per row costs as much as the rows themselves
-/// (a fan-out folds a journal entry per step). Chunks
-/// are 32, 16, ..., 1 rows, so at most six texts per `head` are ever
-/// prepared (and cached).
-fn insert_rows<'a, const W: usize>(
-    tx: &rusqlite::Transaction,
-    head: &str,
-    mut rows: impl ExactSizeIterator<Item = [&'a dyn ToSql; W]>,
-) -> rusqlite::Result<()> {
-    let one = format!("({})", vec!["?"; W].join(","));
-    while rows.len() > 0 {
-        let n = [32, 16, 8, 4, 2, 1]
-            .into_iter()
-            .find(|n| *n <= rows.len())
-            .unwrap_or(1);
-        let sql = format!("{head}{}", vec![one.as_str(); n].join(","));
-        let mut stmt = tx.prepare_cached(&sql)?;
-        let chunk: Vec<&dyn ToSql> = rows.by_ref().take(n).flatten().collect();
-        stmt.execute(chunk.as_slice())?;
-    }
-    Ok(())
 }

@@ -5,8 +5,9 @@
 //! A commit whose write went out with someone else's meanwhile does not
 //! lead: so concurrent sequential chains (branches, runs) share commits.
 
-use super::steplog::{self, StepLog};
-use super::{blocking, busy, classify, damage_marker, insert_entries};
+use super::entries::{insert_entries, unrecorded};
+use super::steplog::{self, Logged, StepLog};
+use super::{blocking, busy, classify, damage_marker};
 use crate::store::{Commit, JournalEntry, StoreError};
 use rusqlite::{Connection, ErrorCode, Transaction};
 use std::path::{Path, PathBuf};
@@ -212,7 +213,8 @@ impl Writes {
         self.holding(|mut conn| {
             blocking(|| {
                 let tx = begin(&mut conn, busy())?;
-                insert_entries(&tx, entries)?;
+                let logged: Vec<Logged> = entries.iter().cloned().map(Logged::new).collect();
+                insert_entries(&tx, unrecorded(&tx, &logged)?)?;
                 tx.commit()
             })
         })
@@ -285,7 +287,7 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 /// file corrupt.
 fn commit_batch(
     tx: Transaction<'_>,
-    logged: &[JournalEntry],
+    logged: &[Logged],
     batch: Vec<Req>,
     path: &Path,
 ) -> Result<Option<StoreError>, StoreError> {

@@ -38,27 +38,7 @@ impl SqliteStore {
         // No fold runs while the rows and the pending entries are read, so
         // none is in neither.
         let (rows, pending) = self.writes.quiet(|| {
-            let rows = self.read(|c| {
-                let mut stmt = c.prepare(
-                    "SELECT run, pos, kind, key, input_hash, ok, value, attempts, at_ms, tokens FROM journal
-                     WHERE run = ?1",
-                )?;
-                stmt.query_map([run], |r| {
-                    Ok(JournalEntry {
-                        run: r.get(0)?,
-                        pos: r.get(1)?,
-                        kind: r.get(2)?,
-                        key: r.get(3)?,
-                        input_hash: r.get(4)?,
-                        ok: r.get(5)?,
-                        value: json(r, 6)?.unwrap_or(Value::Null),
-                        attempts: r.get(7)?,
-                        at_ms: r.get::<_, i64>(8)? as u64,
-                        tokens: r.get::<_, i64>(9)? as u64,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()
-            });
+            let rows = self.read(|c| super::entries::load(c, run));
             (rows, self.writes.log.pending_of(run))
         });
         let mut by_pos: std::collections::HashMap<String, JournalEntry> =

@@ -8,7 +8,8 @@
 //! death of the process exactly as a WAL commit with `synchronous = NORMAL`
 //! does, and the next SQLite transaction (the event sink commits every few
 //! ms, any other write, or [`DUE`] entries) folds the pending entries into
-//! the `journal` table. A file whose entries are all in SQLite is deleted.
+//! the database (`entries.rs`). A file whose entries are all in SQLite is
+//! deleted.
 //!
 //! Each file is `flock`ed by its process while open: a file nobody holds
 //! is an orphan of a process that died, and whoever opens the store next
@@ -41,7 +42,7 @@ struct State {
     /// Files whose entries a fold took but could not commit yet.
     detached: Vec<Segment>,
     /// Entries appended and not yet committed to SQLite, oldest first.
-    pending: Vec<JournalEntry>,
+    pending: Vec<Logged>,
     bytes: usize,
     /// Why the last fold failed, while entries are still pending.
     failed: Option<StoreError>,
@@ -58,7 +59,7 @@ pub(super) struct Segment {
 /// Entries taken for one fold, with the files they came from.
 #[derive(Default)]
 pub(super) struct Taken {
-    pub entries: Vec<JournalEntry>,
+    pub entries: Vec<Logged>,
     bytes: usize,
     segments: Vec<Segment>,
 }
@@ -71,6 +72,39 @@ pub(super) struct Found {
     pub entries: Vec<JournalEntry>,
     /// A record failed its checksum before the end: kept for inspection.
     pub damaged: bool,
+}
+
+/// An entry as this process logged it: its record, and what a fold needs
+/// to know of it without parsing the record again (a fold writes the
+/// record's JSON as it is).
+pub(super) struct Logged {
+    pub run: String,
+    pub pos: String,
+    pub kind: String,
+    pub tokens: u64,
+    record: String,
+}
+
+impl Logged {
+    pub(super) fn new(e: JournalEntry) -> Logged {
+        let record = encode(&e);
+        Logged {
+            run: e.run,
+            pos: e.pos,
+            kind: e.kind,
+            tokens: e.tokens,
+            record,
+        }
+    }
+
+    /// The entry's JSON text, as the log holds it.
+    pub(super) fn json(&self) -> &str {
+        &self.record[9..self.record.len() - 1]
+    }
+
+    pub(super) fn entry(&self) -> JournalEntry {
+        serde_json::from_str(self.json()).expect("an entry this process wrote reads back")
+    }
 }
 
 impl State {
@@ -104,21 +138,21 @@ impl StepLog {
     /// SQLite has been refusing the folds (the entry is durable, but the
     /// run should stop until the database is writable again).
     pub(super) fn append(&self, e: JournalEntry) -> Result<bool, StoreError> {
-        let line = encode(&e);
+        let logged = Logged::new(e);
         let mut st = self.state();
         if st.file.is_none() {
             st.file = Some(Segment::create(&self.prefix)?);
         }
         let seg = st.file.as_mut().expect("opened above");
-        if let Err(err) = seg.append(&line) {
+        if let Err(err) = seg.append(logged.record.as_bytes()) {
             // A torn record would hide every later one: the next append
             // starts a new file; this one's whole records still fold.
             let seg = st.file.take().expect("opened above");
             st.detached.push(seg);
             return Err(err);
         }
-        st.bytes += line.len();
-        st.pending.push(e);
+        st.bytes += logged.record.len();
+        st.pending.push(logged);
         if let Some(err) = &st.failed {
             return Err(err.clone());
         }
@@ -171,7 +205,7 @@ impl StepLog {
         st.pending
             .iter()
             .filter(|e| e.run == run)
-            .cloned()
+            .map(Logged::entry)
             .collect()
     }
 
@@ -324,12 +358,9 @@ fn read_other(path: PathBuf, with_held: bool) -> Option<Found> {
 }
 
 /// One record: the CRC-32 of the JSON, in hex, a space, the JSON, a newline.
-fn encode(e: &JournalEntry) -> Vec<u8> {
-    let json = serde_json::to_vec(e).expect("a journal entry serialises");
-    let mut line = format!("{:08x} ", crc32fast::hash(&json)).into_bytes();
-    line.extend_from_slice(&json);
-    line.push(b'\n');
-    line
+fn encode(e: &JournalEntry) -> String {
+    let json = serde_json::to_string(e).expect("a journal entry serialises");
+    format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes()))
 }
 
 /// The whole records of a file, and whether one before the end was bad.
@@ -380,10 +411,12 @@ mod tests {
 
     #[test]
     fn records_round_trip_and_a_torn_tail_is_dropped() {
-        let mut text = [encode(&entry("1")), encode(&entry("2"))].concat();
+        let mut text = [encode(&entry("1")), encode(&entry("2"))]
+            .concat()
+            .into_bytes();
         assert_eq!(decode(&text), (vec![entry("1"), entry("2")], false));
         let third = encode(&entry("3"));
-        text.extend_from_slice(&third[..third.len() - 5]);
+        text.extend_from_slice(&third.as_bytes()[..third.len() - 5]);
         assert_eq!(decode(&text), (vec![entry("1"), entry("2")], false));
     }
 
@@ -394,7 +427,8 @@ mod tests {
             encode(&entry("2")),
             encode(&entry("3")),
         ]
-        .concat();
+        .concat()
+        .into_bytes();
         let second = encode(&entry("1")).len() + 20;
         text[second] ^= 0x20;
         assert_eq!(decode(&text), (vec![entry("1")], true));
