@@ -518,3 +518,35 @@ fn a_step_log_folded_twice_adds_each_entry_once() {
         .unwrap();
     assert_eq!(kept, 3, "each entry once in the database");
 }
+
+/// A journal page swarm did not write (text that is not a JSON array of
+/// entries, or entries of another run) is a corruption error naming the
+/// column when the journal is read, never a short or foreign journal.
+#[test]
+fn a_damaged_journal_page_is_corruption() {
+    use lua_swarm::store::{Journal, SqliteStore, Store, StoreError, wait};
+    use std::sync::Arc;
+    let cut = |page: &str| page[..page.len() / 2].to_string();
+    let foreign = |page: &str| page.replace("\"r\"", "\"q\"");
+    for (name, damage) in [
+        ("cut", &cut as &dyn Fn(&str) -> String),
+        ("foreign", &foreign),
+    ] {
+        let dir = Dir::new(&format!("entry-page-{name}")).0;
+        let db = dir.join("swarm.db");
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).unwrap());
+        let j = Journal::new(store.clone(), "r", Vec::new());
+        wait(store.append(j.entry("1", "step", "a", "h".into(), true, json!(1)))).unwrap();
+        drop((j, store));
+        let conn = Connection::open(&db).unwrap();
+        let page: String = conn
+            .query_row("SELECT entries FROM journal_pages", [], |r| r.get(0))
+            .unwrap();
+        conn.execute("UPDATE journal_pages SET entries = ?1", [damage(&page)])
+            .unwrap();
+        let store = SqliteStore::open(&db).unwrap();
+        let err = wait(store.journal("r")).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{name}: {err}");
+        assert!(err.to_string().contains("`entries`"), "{name}: {err}");
+    }
+}
