@@ -148,8 +148,6 @@ pub(crate) fn open_store(
     Ok(Some(open_at(&j.db.locate(create)?)?))
 }
 
-/// Opens the journal at `path` and marks runs whose owner is gone as
-/// interrupted.
 /// A duration flag: `250ms`, `90s`, `10m`, `1h`, `30d`. A unit is required
 /// here, so `--lease 30` is not read as 30 milliseconds.
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -160,6 +158,8 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs_f64(ms / 1000.0))
 }
 
+/// Opens the journal at `path` and marks runs whose owner is gone as
+/// interrupted.
 fn open_at(path: &std::path::Path) -> Result<Arc<dyn Store>, crate::store::StoreError> {
     let store = SqliteStore::open(path)?;
     sweep(&store)?;

@@ -1,8 +1,10 @@
 //! The `swarm-run` workload: what a user runs, as whole processes. Each
 //! figure starts this same binary with `swarm run` and waits for it: the
 //! start-up floor (a 1-step blueprint) and a 1,000-step fan-out, with the
-//! journal on (the default) and off. Every run's exit status and printed
-//! result are checked. Wall times come from runs nobody watches; the peak
+//! journal on (the default) and off, and the start-up again with a journal
+//! that already holds 20,000 finished runs (a run's cost must not grow with
+//! the history kept). Every run's exit status and printed result are
+//! checked. Wall times come from runs nobody watches; the peak
 //! RSS from separate runs watched by a sampler.
 
 use super::line;
@@ -37,30 +39,29 @@ return swarm.blueprint "fanout" {
 /// watched by a sampler, which on a 2-core machine takes CPU the measured
 /// process would otherwise have (it added about a millisecond to a 3 ms
 /// start-up).
-fn measure(file: &Path, args: &[&str], expect: &str, runs: usize) -> (f64, f64) {
+fn measure(file: &Path, db: &Path, args: &[&str], expect: &str, runs: usize) -> (f64, f64) {
     let mut walls: Vec<f64> = (0..runs)
-        .map(|_| run_once(file, args, expect, false).0)
+        .map(|_| run_once(file, db, args, expect, false).0)
         .collect();
     let peak_kb = (0..runs / 3 + 1)
-        .map(|_| run_once(file, args, expect, true).1)
+        .map(|_| run_once(file, db, args, expect, true).1)
         .max()
         .unwrap_or(0);
     walls.sort_by(f64::total_cmp);
     (walls[walls.len() / 2], peak_kb as f64 / 1024.0)
 }
 
-/// One checked `swarm run`: its wall time (ms) and, when `sample`d, its
-/// peak RSS (kB).
-fn run_once(file: &Path, args: &[&str], expect: &str, sample: bool) -> (f64, i64) {
+/// One checked `swarm run` on the journal `db`: its wall time (ms) and,
+/// when `sample`d, its peak RSS (kB).
+fn run_once(file: &Path, db: &Path, args: &[&str], expect: &str, sample: bool) -> (f64, i64) {
     let exe = std::env::current_exe().expect("the swarm binary");
-    let dir = file.parent().expect("scratch dir");
     let start = Instant::now();
     let mut child = Command::new(&exe)
         .arg("run")
         .arg(file)
         .args(args)
         .arg("--json")
-        .env("SWARM_DB", dir.join("journal.db"))
+        .env("SWARM_DB", db)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -125,13 +126,80 @@ fn scratch(name: &str, body: &str) -> PathBuf {
     p
 }
 
+/// A journal holding `n` finished runs, each with a journal entry and its
+/// events, as a long-used project's has: written through the store, with
+/// the runs' writes sharing commits.
+fn seed_history(db: &Path, n: usize) {
+    use crate::store::{EventRow, JournalEntry, Owner, RunRecord, RunStatus, SqliteStore, Store};
+    use futures_util::future::join_all;
+    use serde_json::json;
+    let store = SqliteStore::open(db).expect("journal");
+    let owner = Owner::new();
+    let ids: Vec<String> = (0..n).map(|i| format!("old-{i:06}")).collect();
+    let records: Vec<RunRecord> = ids
+        .iter()
+        .map(|id| RunRecord {
+            id: id.clone(),
+            blueprint: "one".into(),
+            path: "/old/one.lua".into(),
+            hash: "h".into(),
+            input: json!(7),
+            status: RunStatus::Pass,
+            result: Some(json!(7)),
+            pid: None,
+            created_ms: 1,
+            updated_ms: 1,
+            steps: 0,
+            tokens: 0,
+            owner: None,
+            owner_host: None,
+            owned_since_ms: None,
+            lease_until_ms: None,
+            helpers: Default::default(),
+        })
+        .collect();
+    let entry = |run: &str| JournalEntry {
+        run: run.into(),
+        pos: "1".into(),
+        kind: "step".into(),
+        key: "echo".into(),
+        input_hash: "h".into(),
+        ok: true,
+        value: json!(7),
+        attempts: 1,
+        at_ms: 1,
+        tokens: 0,
+    };
+    let events = |run: &str| {
+        let run: std::sync::Arc<str> = run.into();
+        ["task_created", "attempt_started", "attempt_completed"]
+            .map(|kind| EventRow {
+                run: run.clone(),
+                kind,
+                payload: "{}".into(),
+            })
+            .to_vec()
+    };
+    let written = crate::store::wait(Box::pin(async {
+        let runs = join_all(records.iter().map(|r| store.create_run(r, &owner))).await;
+        let entries = join_all(ids.iter().map(|id| store.append(entry(id)))).await;
+        let events = join_all(ids.iter().map(|id| store.append_events(events(id)))).await;
+        runs.into_iter()
+            .chain(entries)
+            .chain(events)
+            .collect::<Result<(), _>>()
+    }));
+    written.expect("seeding the journal");
+}
+
 pub fn swarm_run() {
     let one = scratch("one.lua", ONE_STEP);
     let fan = scratch("fanout.lua", FANOUT);
+    let db = one.with_file_name("journal.db");
     for (journal, flag) in [("journal", None), ("no_journal", Some("--no-journal"))] {
         let mut args = vec!["--input", "7"];
         args.extend(flag);
-        let (ms, mb) = measure(&one, &args, "7", 21);
+        let (ms, mb) = measure(&one, &db, &args, "7", 21);
         line("swarm-run", &format!("start_1step_ms_{journal}"), ms, "ms");
         line(
             "swarm-run",
@@ -141,7 +209,7 @@ pub fn swarm_run() {
         );
         let mut args = vec!["--input", "1000"];
         args.extend(flag);
-        let (ms, mb) = measure(&fan, &args, "500500", 7);
+        let (ms, mb) = measure(&fan, &db, &args, "500500", 7);
         line("swarm-run", &format!("fanout1000_ms_{journal}"), ms, "ms");
         line(
             "swarm-run",
@@ -150,5 +218,9 @@ pub fn swarm_run() {
             "MB",
         );
     }
+    let old = one.with_file_name("history.db");
+    seed_history(&old, 20_000);
+    let (ms, _) = measure(&one, &old, &["--input", "7"], "7", 21);
+    line("swarm-run", "start_1step_ms_journal_20k_runs", ms, "ms");
     let _ = std::fs::remove_dir_all(one.parent().expect("scratch dir"));
 }

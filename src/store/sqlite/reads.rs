@@ -22,12 +22,22 @@ impl SqliteStore {
         &self,
         status: Option<RunStatus>,
     ) -> Result<Vec<RunRecord>, StoreError> {
-        let status = status.map(RunStatus::as_str);
-        self.read(|c| {
-            let mut stmt = c.prepare(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE ?1 IS NULL OR status = ?1 ORDER BY created_ms, id"
-            ))?;
-            stmt.query_map([status], run_row)?.collect()
+        // Two statements, so that one status is found through its index:
+        // `?1 IS NULL OR status = ?1` scanned every run ever kept, and every
+        // `swarm run` asks for the running ones when it opens the journal.
+        self.read(|c| match status {
+            Some(status) => c
+                .prepare_cached(&format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE status = ?1 ORDER BY created_ms, id"
+                ))?
+                .query_map([status.as_str()], run_row)?
+                .collect(),
+            None => c
+                .prepare_cached(&format!(
+                    "SELECT {RUN_COLUMNS} FROM runs ORDER BY created_ms, id"
+                ))?
+                .query_map([], run_row)?
+                .collect(),
         })
     }
 
