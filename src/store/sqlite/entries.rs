@@ -15,7 +15,7 @@ use super::not_ours;
 use super::steplog::Logged;
 use crate::store::JournalEntry;
 use rusqlite::{Transaction, params};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// Kinds that are not steps of the flow (they belong to an LLM step).
 const NOT_STEPS: [&str; 2] = ["llm_turn", "llm_tool"];
@@ -57,13 +57,16 @@ pub(super) fn insert_entries<'a>(
     Ok(())
 }
 
-/// The entries of `run` in the database, a position once (the later page
-/// wins), in no particular order.
-pub(super) fn load(conn: &rusqlite::Connection, run: &str) -> rusqlite::Result<Vec<JournalEntry>> {
+/// The entries of `run` in the database by position, a position once (the
+/// later page wins).
+pub(super) fn by_position(
+    conn: &rusqlite::Connection,
+    run: &str,
+) -> rusqlite::Result<HashMap<String, JournalEntry>> {
     let mut stmt =
         conn.prepare_cached("SELECT entries FROM journal_pages WHERE run = ?1 ORDER BY id")?;
     let mut rows = stmt.query([run])?;
-    let mut by_pos: HashMap<String, JournalEntry> = HashMap::new();
+    let mut by_pos = HashMap::new();
     while let Some(r) = rows.next()? {
         let text: String = r.get(0)?;
         let page: Vec<JournalEntry> = serde_json::from_str(&text).map_err(|e| not_ours(r, 0, e))?;
@@ -74,7 +77,7 @@ pub(super) fn load(conn: &rusqlite::Connection, run: &str) -> rusqlite::Result<V
             by_pos.insert(e.pos.clone(), e);
         }
     }
-    Ok(by_pos.into_values().collect())
+    Ok(by_pos)
 }
 
 /// `entries` less those whose position the database holds already: a log
@@ -83,15 +86,14 @@ pub(super) fn unrecorded<'a>(
     tx: &Transaction,
     entries: &'a [Logged],
 ) -> rusqlite::Result<Vec<&'a Logged>> {
-    let runs: HashSet<&str> = entries.iter().map(|e| e.run.as_str()).collect();
-    let mut known: HashSet<(String, String)> = HashSet::new();
-    for run in runs {
-        for e in load(tx, run)? {
-            known.insert((e.run, e.pos));
+    let mut known: HashMap<&str, HashMap<String, JournalEntry>> = HashMap::new();
+    for e in entries {
+        if !known.contains_key(e.run.as_str()) {
+            known.insert(&e.run, by_position(tx, &e.run)?);
         }
     }
     Ok(entries
         .iter()
-        .filter(|e| !known.contains(&(e.run.clone(), e.pos.clone())))
+        .filter(|e| !known[e.run.as_str()].contains_key(&e.pos))
         .collect())
 }

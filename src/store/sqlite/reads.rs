@@ -48,11 +48,10 @@ impl SqliteStore {
         // No fold runs while the rows and the pending entries are read, so
         // none is in neither.
         let (rows, pending) = self.writes.quiet(|| {
-            let rows = self.read(|c| super::entries::load(c, run));
+            let rows = self.read(|c| super::entries::by_position(c, run));
             (rows, self.writes.log.pending_of(run))
         });
-        let mut by_pos: std::collections::HashMap<String, JournalEntry> =
-            rows?.into_iter().map(|e| (e.pos.clone(), e)).collect();
+        let mut by_pos = rows?;
         for e in live {
             by_pos.entry(e.pos.clone()).or_insert(e);
         }
