@@ -130,7 +130,7 @@ fn scratch(name: &str, body: &str) -> PathBuf {
 /// events, as a long-used project's has: written through the store, with
 /// the runs' writes sharing commits.
 fn seed_history(db: &Path, n: usize) {
-    use crate::store::{EventRow, JournalEntry, Owner, RunRecord, RunStatus, SqliteStore, Store};
+    use crate::store::{EventRow, Journal, Owner, RunRecord, RunStatus, SqliteStore, Store};
     use futures_util::future::join_all;
     use serde_json::json;
     let store = SqliteStore::open(db).expect("journal");
@@ -158,17 +158,16 @@ fn seed_history(db: &Path, n: usize) {
             helpers: Default::default(),
         })
         .collect();
-    let entry = |run: &str| JournalEntry {
-        run: run.into(),
-        pos: "1".into(),
-        kind: "step".into(),
-        key: "echo".into(),
-        input_hash: "h".into(),
-        ok: true,
-        value: json!(7),
-        attempts: 1,
-        at_ms: 1,
-        tokens: 0,
+    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(store);
+    let entry = |run: &str| {
+        Journal::new(store.clone(), run, Vec::new()).entry(
+            "1",
+            "step",
+            "echo",
+            "h".into(),
+            true,
+            json!(7),
+        )
     };
     let events = |run: &str| {
         let run: std::sync::Arc<str> = run.into();
