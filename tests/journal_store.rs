@@ -163,6 +163,7 @@ fn events_written_in_chunks_read_back_in_order() {
                 "attempt_completed"
             },
             payload: Arc::from(format!("{{\"n\":{i}}}")),
+            epoch: 0,
         })
         .collect();
     wait(store.append_events(rows)).unwrap();
@@ -210,6 +211,7 @@ fn sequential_chains_share_commits() {
                     run: run.clone(),
                     kind: "task_created",
                     payload: Arc::from(format!("{{\"n\":{s}}}")),
+                    epoch: 0,
                 };
                 store.append_events(vec![row]).await.unwrap();
             }
@@ -252,6 +254,7 @@ fn events_are_stored_by_the_page_and_read_one_by_one() {
         run: run.clone(),
         kind,
         payload: Arc::from(format!("{{\"i\":{i}}}")),
+        epoch: 0,
     };
     let first: Vec<EventRow> = (0..700)
         .map(|i| match i % 7 {
@@ -327,6 +330,7 @@ fn events_are_stored_by_the_page_and_read_one_by_one() {
         run: Arc::from("big"),
         kind: "partial",
         payload: Arc::from(format!("\"{}\"", "x".repeat(kib * 1024))),
+        epoch: 0,
     };
     wait(store.append_events([100, 100, 100, 300, 100].map(big).to_vec())).unwrap();
     let sizes: Vec<i64> = Connection::open(&db)
@@ -355,6 +359,7 @@ fn an_event_page_that_does_not_match_its_ids_is_corruption() {
             run: Arc::from("r"),
             kind: "task_created",
             payload: Arc::from(format!("{{\"i\":{i}}}")),
+            epoch: 0,
         })
         .collect();
     wait(store.append_events(rows)).unwrap();
@@ -379,7 +384,8 @@ fn a_row_per_event_journal_keeps_its_event_ids() {
     let old = Connection::open(&db).unwrap();
     old.execute_batch(JOURNAL_V4).unwrap();
     old.execute_batch(
-        "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, run TEXT NOT NULL,
+        "CREATE TABLE runs (id TEXT PRIMARY KEY);
+         CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, run TEXT NOT NULL,
                               kind TEXT NOT NULL, payload TEXT NOT NULL);
          CREATE INDEX events_run ON events(run, id);
          INSERT INTO events VALUES (5, 'a', 'task_created', '{\"n\":1}');
@@ -403,6 +409,7 @@ fn a_row_per_event_journal_keeps_its_event_ids() {
         run: Arc::from("a"),
         kind: "attempt_started",
         payload: Arc::from("{}"),
+        epoch: 0,
     };
     wait(store.append_events(vec![row])).unwrap();
     assert_eq!(event_ids(&store, "a", 0, 100), [5, 9, 10]);
@@ -428,6 +435,9 @@ fn a_row_per_entry_journal_becomes_pages_and_keeps_every_entry() {
     let old = Connection::open(&db).unwrap();
     old.execute_batch(&format!(
         "DROP TABLE journal_pages;
+         ALTER TABLE runs DROP COLUMN epoch;
+         ALTER TABLE runs DROP COLUMN lease_boot;
+         ALTER TABLE runs DROP COLUMN lease_until_boot;
          {JOURNAL_V4}
          INSERT INTO runs (id, blueprint, path, hash, input, status, created_ms, updated_ms)
              VALUES ('r', 'b', 'b.lua', 'h', 'null', 'pass', 1, 1);
@@ -457,6 +467,7 @@ fn a_row_per_entry_journal_becomes_pages_and_keeps_every_entry() {
             attempts,
             at_ms,
             tokens,
+            epoch: 0,
         };
     assert_eq!(
         wait(store.journal("r")).unwrap(),

@@ -247,9 +247,9 @@ impl Stop {
     }
 }
 
-/// Exit status of a run that stopped to wait for an answer, or was
-/// interrupted: it is not finished and can be resumed (0 pass, 1 failed or
-/// cancelled, 2 usage or blueprint error).
+/// Exit status of a run that stopped to wait for an answer, was
+/// interrupted, or was lost to another owner: it is not finished here (0
+/// pass, 1 failed or cancelled, 2 usage or blueprint error).
 const EXIT_WAITING: u8 = 3;
 
 fn print_report(report: &run::RunReport, json: bool) -> ExitCode {
@@ -275,6 +275,13 @@ fn print_report(report: &run::RunReport, json: bool) -> ExitCode {
         }
         (_, Some("interrupted"), Some(_)) => {
             eprintln!("run {}", message.unwrap_or("interrupted"));
+            ExitCode::from(EXIT_WAITING)
+        }
+        (_, Some("run_lost"), Some(_)) => {
+            eprintln!(
+                "error: {}",
+                message.unwrap_or("lost the run to another owner")
+            );
             ExitCode::from(EXIT_WAITING)
         }
         (_, Some(code @ ("journal_fault" | "diverged")), Some(id)) => {

@@ -192,7 +192,7 @@ impl Ctx {
             question: question.clone(),
             answer: None,
         };
-        if store.ask(record).await.is_ok() {
+        if j.ask(record).await.is_ok() {
             j.asked(key, &pos);
         }
         false

@@ -4,7 +4,7 @@
 use super::{Prepared, RunError};
 use crate::auth::Role;
 use crate::engine::{AttachOptions, Caller, Engine, now_ms};
-use crate::store::{EventRow, Journal, RunRecord, Store};
+use crate::store::{EventRow, Fence, Journal, Lease, RenewError, RunRecord, Store, clock};
 use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -62,11 +62,12 @@ impl Prepared {
             owner_host: None,
             owned_since_ms: None,
             lease_until_ms: None,
+            epoch: 0,
             helpers: self.helper_hashes(),
         };
-        store.create_run(&record, &self.owner).await?;
-        self.attach_journal(Journal::new(store.clone(), &id, Vec::new()));
-        self.keep_lease(store, id);
+        let taken_at = clock::boot_ms();
+        let fence = store.create_run(&record, &self.owner).await?;
+        self.own(store, &id, fence, taken_at, Vec::new());
         Ok(())
     }
 
@@ -77,37 +78,61 @@ impl Prepared {
         };
         // Take the run first: a second resumer is refused here, before it
         // has replayed or run anything.
-        let (claim_store, id, owner) = (store.clone(), record.id.clone(), self.owner.clone());
-        tokio::task::spawn_blocking(move || crate::store::wait(claim_store.claim(&id, &owner)))
-            .await
-            .map_err(|e| RunError::Refused(e.to_string()))??;
+        let taken_at = clock::boot_ms();
+        let fence = store.claim(&record.id, &self.owner).await?;
         let entries = store.journal(&record.id).await?;
-        self.attach_journal(Journal::new(store.clone(), &record.id, entries));
-        self.keep_lease(store, record.id.clone());
+        self.own(store, &record.id, fence, taken_at, entries);
         Ok(())
     }
 
+    /// Attaches the journal of run `id`, owned under `fence`, and keeps
+    /// its lease.
+    fn own(
+        &self,
+        store: Arc<dyn Store>,
+        id: &str,
+        fence: Fence,
+        taken_at: u64,
+        entries: Vec<crate::store::JournalEntry>,
+    ) {
+        let lease = Arc::new(Lease::new(store.clone(), id, fence, taken_at));
+        self.attach_journal(Journal::new(store, id, entries).owned(lease.clone()));
+        self.keep_lease(lease);
+    }
+
     /// Renews the run's lease every third of its length while it executes.
-    /// An owner that finds it has lost the run stops renewing; its final
-    /// status write is fenced and changes nothing.
-    fn keep_lease(&self, store: Arc<dyn Store>, run: String) {
-        let owner = self.owner.id.clone();
-        let every = crate::store::lease() / 3;
+    /// An owner that learns it lost the run (a refused renewal, or one it
+    /// could not make before its lease ran out) stops the run at once:
+    /// every step under it is cancelled and nothing more is recorded.
+    fn keep_lease(&self, lease: Arc<Lease>) {
+        let every = lease.length() / 3;
+        let stop = self.stop.clone();
+        let journal = self.journal();
         let task = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let (s, r, o) = (store.clone(), run.clone(), owner.clone());
-                match tokio::task::spawn_blocking(move || crate::store::wait(s.renew(&r, &o))).await
-                {
-                    Ok(Ok(true)) => {}
-                    Ok(Ok(false)) => {
-                        tracing::warn!(run, "lost the run's lease to another owner");
-                        return;
-                    }
-                    Ok(Err(e)) => tracing::warn!(run, "renewing the lease failed: {e}"),
-                    Err(_) => return,
+            let lost = loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = lease.lost_signal.notified() => {}
                 }
+                match lease.renew(true).await {
+                    Ok(()) => {}
+                    Err(RenewError::Lost(lost)) => break lost,
+                    Err(RenewError::Store(e)) if lease.lapsed_here() => {
+                        break lease.lose(format!(
+                            "could not renew the lease on run {} ({e}) before it ran out; stopped",
+                            lease.run()
+                        ));
+                    }
+                    Err(RenewError::Store(e)) => {
+                        tracing::warn!(run = lease.run(), "renewing the lease failed: {e}")
+                    }
+                }
+            };
+            tracing::error!(run = lease.run(), "{}", lost.message);
+            if let Some(j) = &journal {
+                j.halt(crate::store::Halt::Lost, lost.message);
             }
+            stop.fire();
         });
         if let Some(old) = self
             .lease_task
@@ -231,6 +256,7 @@ impl EventSink {
         engine: &Engine,
         store: Arc<dyn Store>,
         run: &str,
+        epoch: u64,
         root: crate::engine::TaskId,
     ) -> Option<EventSink> {
         let mut attach = AttachOptions::new("journal", Role::Observer);
@@ -274,6 +300,7 @@ impl EventSink {
                         payload: serde_json::to_string(&ev)
                             .unwrap_or_else(|_| "null".into())
                             .into(),
+                        epoch,
                     }
                 }));
                 if !unwritten.is_empty() {

@@ -320,7 +320,8 @@ impl Prepared {
         let journal = self.journal();
         let sink = match (&journal, &self.opts.store) {
             (Some(j), Some(store)) => {
-                durable::EventSink::start(&self.engine, store.clone(), j.run(), root)
+                let epoch = j.fence().map_or(0, |f| f.epoch);
+                durable::EventSink::start(&self.engine, store.clone(), j.run(), epoch, root)
             }
             _ => None,
         };
@@ -344,26 +345,20 @@ impl Prepared {
         }
         let view = view?;
         let (status, mut result) = self.ending(&view, unanswered, overran, journal.as_deref());
-        let mut unrecorded = false;
-        if let (Some(j), Some(store)) = (&journal, &self.opts.store) {
-            self.drop_lease();
+        let lost = journal
+            .as_ref()
+            .and_then(|j| j.halted())
+            .is_some_and(|(why, _)| why == crate::store::Halt::Lost);
+        // A lost run reports no result as its own: another owner has it.
+        let mut unrecorded = lost;
+        self.drop_lease();
+        if let (Some(j), Some(store), false) = (&journal, &self.opts.store, lost) {
             let written = store
-                .set_status(j.run(), status, Some(result.clone()), Some(&self.owner.id))
+                .set_status(j.run(), status, Some(result.clone()), j.fence())
                 .await;
             if let Err(e) = written {
-                // The end could not be recorded: the run stays `running`
-                // until its lease lapses (or, on this machine, at once once
-                // we exit), then it is interrupted and resumable. Not a
-                // pass, whatever the flow returned: nothing says so on disk.
                 unrecorded = true;
-                result = serde_json::json!({
-                    "error": format!(
-                        "{e}; the run could not be recorded as {status}: `swarm resume {}` \
-                         continues it once the journal is writable",
-                        j.run()
-                    ),
-                    "code": "journal_fault",
-                });
+                result = unrecorded_end(j, &e, status);
             }
         }
         // The budget stopped the run by cancelling it: it failed, it was
@@ -523,6 +518,34 @@ impl Prepared {
         }
         self.cancel(root)
     }
+}
+
+/// The result of a run whose end could not be recorded. Refused by the
+/// fence: another owner took the run, which is now that owner's. Any
+/// other failure: the run stays `running` until its lease lapses (or, on
+/// this machine, at once once we exit), then it is interrupted and
+/// resumable. Never a pass, whatever the flow returned: nothing says so
+/// on disk.
+fn unrecorded_end(
+    j: &Journal,
+    e: &StoreError,
+    status: crate::store::RunStatus,
+) -> serde_json::Value {
+    if let StoreError::Fenced { .. } = e {
+        let why = j
+            .lease()
+            .and_then(|l| l.lost().map(|l| l.message.clone()))
+            .unwrap_or_else(|| format!("lost run {}: {e}; stopped", j.run()));
+        return serde_json::json!({ "error": why, "code": "run_lost" });
+    }
+    serde_json::json!({
+        "error": format!(
+            "{e}; the run could not be recorded as {status}: `swarm resume {}` \
+             continues it once the journal is writable",
+            j.run()
+        ),
+        "code": "journal_fault",
+    })
 }
 
 /// `1h`, `90s`, `250ms`.

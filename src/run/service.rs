@@ -259,7 +259,9 @@ pub fn cancel(
             "run `{}` already finished ({st})",
             record.id
         ))),
-        RunStatus::Running => {
+        // Nobody executes it (its owner died, or stalled past its
+        // lease): cancelled at once, fencing that owner out.
+        RunStatus::Running if !crate::store::wait(store.lapsed(&record.id))? => {
             crate::store::wait(store.request_cancel(&record.id))?;
             Ok(Cancelled::Requested)
         }

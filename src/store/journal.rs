@@ -5,7 +5,7 @@
 //! to positions lets the senior desk match answers given with
 //! `swarm answer` from another process.
 
-use super::{JournalEntry, Store, StoreError};
+use super::{Fence, JournalEntry, Lease, Lost, QuestionRecord, Store, StoreError};
 use crate::engine::now_ms;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -18,6 +18,9 @@ pub struct Journal {
     id: u64,
     store: Arc<dyn Store>,
     run: String,
+    /// The owner's lease: every write is fenced by it and waits for it
+    /// to hold. `None` only for tools and benches that own no run.
+    lease: Option<Arc<Lease>>,
     recorded: Mutex<HashMap<String, JournalEntry>>,
     asks: Mutex<HashMap<String, String>>,
     halted: Mutex<Option<(Halt, String)>>,
@@ -56,13 +59,16 @@ pub enum Halt {
     /// The flow asked for something other than its journal recorded:
     /// resumable once the code is fixed or reverted.
     Diverged,
+    /// Another owner took the run (or it was ended from outside): this
+    /// execution stops and writes nothing more.
+    Lost,
 }
 
 impl Halt {
     /// The run's status after it stopped this way.
     pub fn status(self) -> super::RunStatus {
         match self {
-            Halt::Fault => super::RunStatus::Interrupted,
+            Halt::Fault | Halt::Lost => super::RunStatus::Interrupted,
             Halt::Diverged => super::RunStatus::Diverged,
         }
     }
@@ -71,6 +77,7 @@ impl Halt {
         match self {
             Halt::Fault => "journal_fault",
             Halt::Diverged => "diverged",
+            Halt::Lost => "run_lost",
         }
     }
 }
@@ -98,14 +105,42 @@ impl Journal {
             id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             store,
             run: run.to_string(),
+            lease: None,
             recorded: Mutex::new(entries.into_iter().map(|e| (e.pos.clone(), e)).collect()),
             asks: Mutex::new(HashMap::new()),
             halted: Mutex::new(None),
         }
     }
 
+    /// The journal of an owned run: writes are fenced by `lease`.
+    pub fn owned(mut self, lease: Arc<Lease>) -> Journal {
+        self.lease = Some(lease);
+        self
+    }
+
     pub fn run(&self) -> &str {
         &self.run
+    }
+
+    pub fn lease(&self) -> Option<&Arc<Lease>> {
+        self.lease.as_ref()
+    }
+
+    /// The fence this execution's writes carry.
+    pub fn fence(&self) -> Option<&Fence> {
+        self.lease.as_ref().map(|l| l.fence())
+    }
+
+    /// Ok while this execution still owns the run: asked before every
+    /// step is dispatched and every entry recorded. Once it is not, the
+    /// run is halted as lost.
+    pub async fn hold(&self) -> Result<(), Lost> {
+        let Some(lease) = &self.lease else {
+            return Ok(());
+        };
+        lease.hold().await.inspect_err(|lost| {
+            self.halt(Halt::Lost, lost.message.clone());
+        })
     }
 
     /// This journal's number, unique in the process (no two executions of
@@ -165,12 +200,44 @@ impl Journal {
             attempts: 1,
             at_ms: now_ms(),
             tokens: 0,
+            epoch: self.fence().map_or(0, |f| f.epoch),
         }
     }
 
     /// Writes `entry` durably: the step log holds it when this returns.
+    /// Refused, and the run halted as lost, once this execution no longer
+    /// owns the run.
     pub async fn write(&self, entry: JournalEntry) -> Result<(), StoreError> {
-        self.store.append(entry).await
+        let fenced = |_| StoreError::Fenced {
+            run: self.run.clone(),
+            epoch: entry.epoch,
+        };
+        self.hold().await.map_err(fenced)?;
+        self.store
+            .append(entry)
+            .await
+            .inspect_err(|e| self.lost_if_fenced(e))
+    }
+
+    /// Records a question the run asks, fenced like every owner write.
+    pub async fn ask(&self, q: QuestionRecord) -> Result<(), StoreError> {
+        let epoch = self.fence().map_or(0, |f| f.epoch);
+        self.hold().await.map_err(|_| StoreError::Fenced {
+            run: self.run.clone(),
+            epoch,
+        })?;
+        self.store
+            .ask(q, self.fence())
+            .await
+            .inspect_err(|e| self.lost_if_fenced(e))
+    }
+
+    /// A refused write means another ownership holds the run.
+    fn lost_if_fenced(&self, e: &StoreError) {
+        if let (StoreError::Fenced { .. }, Some(lease)) = (e, &self.lease) {
+            let lost = lease.lose(format!("{e}; stopped"));
+            self.halt(Halt::Lost, lost.message);
+        }
     }
 
     /// Remembers that engine resume key `key` is the question at `pos`.

@@ -12,11 +12,14 @@
 //! `swarm` process; after a power cut the last few may be lost, never
 //! half-read.
 
+pub mod clock;
 mod journal;
+mod lease;
 mod schema;
 mod sqlite;
 
 pub use journal::{Halt, Journal, input_hash};
+pub use lease::{Lease, Lost, RenewError, clock_text};
 pub use sqlite::{SqliteStore, block_on as wait, damage_marker, damaged_logs};
 
 use serde_json::Value;
@@ -47,6 +50,10 @@ pub enum StoreError {
     /// Another owner holds the run's lease.
     #[error("{0}")]
     Owned(String),
+    /// A write by an owner that no longer holds the run (another took it
+    /// over, or it was cancelled or interrupted meanwhile): refused whole.
+    #[error("run {run} is no longer held by this owner (epoch {epoch}); the write was refused")]
+    Fenced { run: String, epoch: u64 },
 }
 
 impl StoreError {
@@ -61,6 +68,7 @@ impl StoreError {
             StoreError::Read { .. } => "store_read",
             StoreError::Closed => "store_closed",
             StoreError::Owned(_) => "run_owned",
+            StoreError::Fenced { .. } => "run_fenced",
         }
     }
 }
@@ -107,6 +115,17 @@ impl Default for Owner {
     fn default() -> Self {
         Owner::new()
     }
+}
+
+/// What an owner's writes carry: who it is and which ownership of the run
+/// it holds. `epoch` grows by one on every takeover (and on every status
+/// write made from outside, such as a cancel), and the store refuses a
+/// write whose epoch is not the run's current one: a stale owner's
+/// writes never land, whatever its clock says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub owner: String,
+    pub epoch: u64,
 }
 
 /// How long a run's lease lasts without renewal (`SWARM_LEASE_MS`, default
@@ -228,6 +247,9 @@ pub struct RunRecord {
     pub owner_host: Option<String>,
     pub owned_since_ms: Option<u64>,
     pub lease_until_ms: Option<u64>,
+    /// The run's ownership epoch (see [`Fence`]): 1 once created, one
+    /// more at every takeover.
+    pub epoch: u64,
     /// SHA-256 of each helper file the blueprint `require`d, by path: a
     /// changed helper is refused on resume like a changed blueprint.
     pub helpers: std::collections::BTreeMap<String, String>,
@@ -248,6 +270,10 @@ pub struct JournalEntry {
     pub at_ms: u64,
     /// Model tokens this call spent (LLM turns); added to the run's total.
     pub tokens: u64,
+    /// The ownership epoch it was recorded under: where two executions
+    /// recorded one position, the later ownership's entry is the one kept.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// A persisted engine event.
@@ -267,6 +293,9 @@ pub struct EventRow {
     pub run: std::sync::Arc<str>,
     pub kind: &'static str,
     pub payload: std::sync::Arc<str>,
+    /// The writing owner's epoch; rows of a stale one are not stored.
+    /// 0: not written by an owner (tools, imports).
+    pub epoch: u64,
 }
 
 /// A senior question asked by a run.
@@ -318,33 +347,46 @@ pub type Commit = StoreFut<'static, ()>;
 
 /// What the host needs from a journal. Uniformly async; errors are
 /// [`StoreError`]s, whose codes do not depend on the backend.
+///
+/// Ownership: a run has one owner at a time, holding a lease. Whether a
+/// lease has lapsed is decided by the store on one clock (see
+/// `store/clock.rs` for SQLite), never by comparing two processes' wall
+/// clocks. Every owner write carries its [`Fence`]; a stale one is refused.
 pub trait Store: Send + Sync {
     fn path(&self) -> PathBuf;
-    /// Records a new run, owned by `owner` with a fresh lease.
-    fn create_run(&self, run: &RunRecord, owner: &Owner) -> Commit;
+    /// Records a new run, owned by `owner` with a fresh lease, at epoch 1.
+    fn create_run(&self, run: &RunRecord, owner: &Owner) -> StoreFut<'static, Fence>;
     /// Takes a recorded, unfinished run for `owner`: atomically, and only
-    /// when no other owner holds an unexpired lease on it. Refused with
+    /// when no other owner holds an unexpired lease on it (or its owner is
+    /// provably dead). The epoch grows by one. Refused with
     /// [`StoreError::Owned`] naming the holder otherwise.
-    fn claim(&self, run: &str, owner: &Owner) -> StoreFut<'static, ()>;
-    /// Extends `owner`'s lease; false when it no longer owns the run.
-    fn renew(&self, run: &str, owner: &str) -> StoreFut<'static, bool>;
-    /// Sets status (and result, when settled) of a run. With `owner`, the
-    /// write is fenced: it applies only while that owner holds the run, so
-    /// a stale owner never overwrites a newer state; ending the run
-    /// releases it.
+    fn claim(&self, run: &str, owner: &Owner) -> StoreFut<'static, Fence>;
+    /// Extends the lease of the owner holding `fence`; false when it no
+    /// longer holds the run.
+    fn renew(&self, run: &str, fence: &Fence) -> StoreFut<'static, bool>;
+    /// Sets status (and result, when settled) of a run. With a fence, the
+    /// write applies only while that ownership holds the run (else
+    /// [`StoreError::Fenced`]) and, unless the status is `running`,
+    /// releases it. Without one (a cancel, an operator's repair), the epoch
+    /// grows: whoever executed the run can write nothing more to it.
     fn set_status(
         &self,
         run: &str,
         status: RunStatus,
         result: Option<Value>,
-        owner: Option<&str>,
+        fence: Option<&Fence>,
     ) -> Commit;
     fn run(&self, id: &str) -> StoreFut<'static, Option<RunRecord>>;
     fn runs(&self, status: Option<RunStatus>) -> StoreFut<'static, Vec<RunRecord>>;
+    /// A run's journal, a position once: where two ownerships recorded the
+    /// same position, the later epoch's entry.
     fn journal(&self, run: &str) -> StoreFut<'static, Vec<JournalEntry>>;
-    /// Appends one journal entry; resolves once it is on disk.
+    /// Appends one journal entry, recorded under `entry.epoch`; resolves
+    /// once it is on disk. Refused ([`StoreError::Fenced`]) when the store
+    /// knows a later ownership of the run.
     fn append(&self, entry: JournalEntry) -> Commit;
     /// Appends events, in order (no acknowledgement needed by callers).
+    /// Rows whose epoch is stale are not stored.
     fn append_events(&self, events: Vec<EventRow>) -> Commit;
     fn events(&self, run: &str, after: i64, limit: usize) -> StoreFut<'static, Vec<EventRecord>>;
     /// Up to `limit` events of `run` of one kind, oldest first.
@@ -360,16 +402,23 @@ pub trait Store: Send + Sync {
     /// Deletes finished runs matching `filter` with their journal, events
     /// and questions, then reclaims the space; returns the deleted ids.
     fn prune(&self, filter: &Prune) -> StoreFut<'static, Vec<String>>;
-    fn ask(&self, q: QuestionRecord) -> Commit;
+    /// Records a question a run asks; with a fence, only while that
+    /// ownership holds the run (else [`StoreError::Fenced`]).
+    fn ask(&self, q: QuestionRecord, fence: Option<&Fence>) -> Commit;
     /// Answers the first open question of `run` named `name` (or at `name`
     /// as a position). False when there is none.
     fn answer(&self, run: &str, name: &str, answer: Value) -> StoreFut<'static, bool>;
     fn questions(&self, run: &str) -> StoreFut<'static, Vec<QuestionRecord>>;
     fn request_cancel(&self, run: &str) -> Commit;
     fn cancel_requested(&self, run: &str) -> StoreFut<'static, bool>;
-    /// Marks runs left `running` whose owner's lease has expired as
-    /// `interrupted` (never a finished run); returns their ids.
+    /// Marks runs left `running` whose owner's lease has lapsed (or whose
+    /// owner is provably dead) as `interrupted`, fencing that owner out
+    /// (never a finished run); returns their ids.
     fn mark_interrupted(&self) -> StoreFut<'static, Vec<String>>;
+    /// Whether the lease on `run` has lapsed by the store's clock (or its
+    /// owner is provably dead): a run `running` with such a lease has no
+    /// one executing it.
+    fn lapsed(&self, run: &str) -> StoreFut<'static, bool>;
 }
 
 /// The journal's default location: `$SWARM_DB`, or `.swarm/swarm.db`.

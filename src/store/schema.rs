@@ -109,6 +109,14 @@ const MIGRATIONS: &[&str] = &[
         FROM journal GROUP BY run;
     DROP TABLE journal;
     "#,
+    // 6: fenced ownership on one clock. `epoch` grows at every takeover;
+    // a lease ends at `lease_until_boot` on the boot clock of boot
+    // `lease_boot` (`store/clock.rs`); `lease_until_ms` stays, for people.
+    r#"
+    ALTER TABLE runs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN lease_boot TEXT;
+    ALTER TABLE runs ADD COLUMN lease_until_boot INTEGER;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -14,7 +14,7 @@
 //! handler (`sqlite/commit.rs`). Reads use a second connection.
 
 use super::{
-    Commit, EventRecord, EventRow, JournalEntry, Owner, Prune, QuestionRecord, RunRecord,
+    Commit, EventRecord, EventRow, Fence, JournalEntry, Owner, Prune, QuestionRecord, RunRecord,
     RunStatus, Store, StoreError, StoreFut, schema,
 };
 use crate::engine::now_ms;
@@ -51,6 +51,9 @@ pub struct SqliteStore {
     // log's directory already; the reader's would sync it once more.
     reader: Mutex<Connection>,
     writes: Arc<Writes>,
+    /// The latest epoch of each run this process created or claimed: an
+    /// append under an older one is refused without asking the database.
+    epochs: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 fn classify(path: &Path, e: &rusqlite::Error, write: bool) -> StoreError {
@@ -175,7 +178,52 @@ impl SqliteStore {
             path: path.to_path_buf(),
             writes: Arc::new(Writes::new(path, writer)),
             reader: Mutex::new(reader),
+            epochs: Mutex::default(),
         }
+    }
+
+    /// Remembers that `run` is at `epoch` or later.
+    fn known_epoch(&self, run: &str, epoch: u64) {
+        let mut known = self.epochs.lock().unwrap_or_else(|e| e.into_inner());
+        let e = known.entry(run.to_string()).or_default();
+        *e = (*e).max(epoch);
+    }
+
+    /// The refusal of a write under `epoch` when a later ownership of
+    /// `run` is known here (0: an unfenced write).
+    fn stale(&self, run: &str, epoch: u64) -> Option<StoreError> {
+        let known = self.epochs.lock().unwrap_or_else(|e| e.into_inner());
+        (epoch > 0 && known.get(run).is_some_and(|k| *k > epoch)).then(|| StoreError::Fenced {
+            run: run.to_string(),
+            epoch,
+        })
+    }
+
+    /// A write that counts rows: with a fence, none written means the
+    /// fence no longer holds ([`StoreError::Fenced`]).
+    fn fenced_write(
+        &self,
+        run: &str,
+        fence: Option<&Fence>,
+        write: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<usize> + Send + 'static,
+    ) -> Commit {
+        let rows = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = rows.clone();
+        let commit = self.submit(Box::new(move |tx| {
+            counted.store(write(tx)?, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        }));
+        let refused = fence.map(|f| StoreError::Fenced {
+            run: run.to_string(),
+            epoch: f.epoch,
+        });
+        Box::pin(async move {
+            commit.await?;
+            match refused {
+                Some(e) if rows.load(std::sync::atomic::Ordering::Relaxed) == 0 => Err(e),
+                _ => Ok(()),
+            }
+        })
     }
 
     fn submit(&self, job: Job) -> Commit {
@@ -275,16 +323,18 @@ fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRecord> {
             None => Default::default(),
         },
         tokens: r.get::<_, i64>(16)? as u64,
+        epoch: r.get::<_, i64>(17)? as u64,
     })
 }
 
 const RUN_COLUMNS: &str = "id, blueprint, path, hash, input, status, result, pid, created_ms, updated_ms, \
      (SELECT coalesce(sum(j.steps), 0) FROM journal_pages j WHERE j.run = runs.id), owner, owner_host, owned_since_ms, \
-     lease_until_ms, helpers, tokens";
+     lease_until_ms, helpers, tokens, epoch";
 
 const INSERT_RUN: &str = "INSERT INTO runs (id, blueprint, path, hash, input, status, result, pid,
-       created_ms, updated_ms, owner, owner_host, owned_since_ms, lease_until_ms, owner_machine, helpers)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7, ?8, ?8, ?9, ?10, ?8, ?11, ?12, ?13)";
+       created_ms, updated_ms, owner, owner_host, owned_since_ms, lease_until_ms, owner_machine, helpers,
+       epoch, lease_boot, lease_until_boot)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7, ?8, ?8, ?9, ?10, ?8, ?11, ?12, ?13, 1, ?14, ?15)";
 
 /// Every write's statement is a cached one: parsing an `UPDATE runs`
 /// anew cost more than running it.
@@ -293,9 +343,15 @@ impl Store for SqliteStore {
         self.path.clone()
     }
 
-    fn create_run(&self, run: &RunRecord, owner: &Owner) -> Commit {
+    fn create_run(&self, run: &RunRecord, owner: &Owner) -> StoreFut<'static, Fence> {
         let (r, o) = (run.clone(), owner.clone());
-        self.submit(Box::new(move |tx| {
+        let fence = Fence {
+            owner: owner.id.clone(),
+            epoch: 1,
+        };
+        self.known_epoch(&run.id, 1);
+        let (boot, until) = ownership::boot_lease();
+        let commit = self.submit(Box::new(move |tx| {
             tx.prepare_cached(INSERT_RUN)?.execute(params![
                 r.id,
                 r.blueprint,
@@ -309,18 +365,28 @@ impl Store for SqliteStore {
                 o.host,
                 lease_end(),
                 o.machine,
-                serde_json::to_string(&r.helpers).unwrap_or_default()
+                serde_json::to_string(&r.helpers).unwrap_or_default(),
+                boot,
+                until
             ])?;
             Ok(())
-        }))
+        }));
+        Box::pin(async move {
+            commit.await?;
+            Ok(fence)
+        })
     }
 
-    fn claim(&self, run: &str, owner: &Owner) -> StoreFut<'static, ()> {
+    fn claim(&self, run: &str, owner: &Owner) -> StoreFut<'static, Fence> {
         done(self.claim_run(run, owner))
     }
 
-    fn renew(&self, run: &str, owner: &str) -> StoreFut<'static, bool> {
-        done(self.renew_lease(run, owner))
+    fn renew(&self, run: &str, fence: &Fence) -> StoreFut<'static, bool> {
+        self.renew_lease(run, fence)
+    }
+
+    fn lapsed(&self, run: &str) -> StoreFut<'static, bool> {
+        done(self.lease_lapsed(run))
     }
 
     fn set_status(
@@ -328,27 +394,30 @@ impl Store for SqliteStore {
         run: &str,
         status: RunStatus,
         result: Option<Value>,
-        owner: Option<&str>,
+        fence: Option<&Fence>,
     ) -> Commit {
-        let (run, status) = (run.to_string(), status.as_str());
-        let owner = owner.map(str::to_string);
-        self.submit(Box::new(move |tx| {
+        let (id, status) = (run.to_string(), status.as_str());
+        let owner = fence.map(|f| (f.owner.clone(), f.epoch as i64));
+        let (o, e) = owner.clone().unzip();
+        self.fenced_write(run, fence, move |tx| {
             tx.prepare_cached(
                 "UPDATE runs SET status = ?2, result = coalesce(?3, result), updated_ms = ?4,
                    cancel_requested = CASE WHEN ?2 = 'running' THEN cancel_requested ELSE 0 END,
                    owner = CASE WHEN ?2 = 'running' THEN owner ELSE NULL END,
-                   lease_until_ms = CASE WHEN ?2 = 'running' THEN lease_until_ms ELSE NULL END
-                 WHERE id = ?1 AND (?5 IS NULL OR owner = ?5)",
+                   lease_until_ms = CASE WHEN ?2 = 'running' THEN lease_until_ms ELSE NULL END,
+                   lease_until_boot = CASE WHEN ?2 = 'running' THEN lease_until_boot ELSE NULL END,
+                   epoch = CASE WHEN ?5 IS NULL THEN epoch + 1 ELSE epoch END
+                 WHERE id = ?1 AND (?5 IS NULL OR (owner = ?5 AND epoch = ?6))",
             )?
             .execute(params![
-                run,
+                id,
                 status,
                 result.map(|v| v.to_string()),
                 now_ms() as i64,
-                owner
-            ])?;
-            Ok(())
-        }))
+                o,
+                e
+            ])
+        })
     }
 
     fn run(&self, id: &str) -> StoreFut<'static, Option<RunRecord>> {
@@ -400,6 +469,9 @@ impl Store for SqliteStore {
         if let Some(e) = self.writes.corrupt.get() {
             return done(Err(e.clone()));
         }
+        if let Some(refused) = self.stale(&e.run, e.epoch) {
+            return done(Err(refused));
+        }
         let r = self.writes.log.append(e).map(|due| {
             if due {
                 self.writes.lead();
@@ -412,21 +484,33 @@ impl Store for SqliteStore {
         self.submit(Box::new(move |tx| pages::insert_events(tx, &events)))
     }
 
-    fn ask(&self, q: QuestionRecord) -> Commit {
-        self.submit(Box::new(move |tx| {
+    fn ask(&self, q: QuestionRecord, fence: Option<&Fence>) -> Commit {
+        let run = q.run.clone();
+        let epoch = fence.map(|f| f.epoch as i64);
+        // An open question asked again is not a second question: the row
+        // counts as written when it is there and the fence holds.
+        self.fenced_write(&run, fence, move |tx| {
             tx.prepare_cached(
                 "INSERT OR IGNORE INTO questions (run, pos, name, question, answer, asked_ms)
-                 VALUES (?1, ?2, ?3, ?4, NULL, ?5)",
+                 SELECT ?1, ?2, ?3, ?4, NULL, ?5
+                 WHERE ?6 IS NULL OR EXISTS (SELECT 1 FROM runs WHERE id = ?1 AND epoch = ?6)",
             )?
             .execute(params![
                 q.run,
                 q.pos,
                 q.name,
                 q.question.to_string(),
-                now_ms() as i64
+                now_ms() as i64,
+                epoch
             ])?;
-            Ok(())
-        }))
+            tx.prepare_cached(
+                "SELECT count(*) FROM questions WHERE run = ?1 AND pos = ?2
+                   AND (?3 IS NULL OR EXISTS (SELECT 1 FROM runs WHERE id = ?1 AND epoch = ?3))",
+            )?
+            .query_row(params![q.run, q.pos, epoch], |r| {
+                r.get::<_, i64>(0).map(|n| n as usize)
+            })
+        })
     }
 
     fn answer(&self, run: &str, name: &str, answer: Value) -> StoreFut<'static, bool> {

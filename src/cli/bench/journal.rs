@@ -35,7 +35,7 @@ async fn step_rust(journal: bool, steps: u64) -> f64 {
         .start_task(&op, TaskSpec::new("bench-root", json!(null)))
         .expect("root");
     let sink = journal
-        .then(|| crate::run::EventSink::start(&engine, store.clone(), "bench", root))
+        .then(|| crate::run::EventSink::start(&engine, store.clone(), "bench", 0, root))
         .flatten();
     let start = Instant::now();
     for i in 0..steps {

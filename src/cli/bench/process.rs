@@ -3,9 +3,11 @@
 //! start-up floor (a 1-step blueprint) and a 1,000-step fan-out, with the
 //! journal on (the default) and off, and the start-up again with a journal
 //! that already holds 20,000 finished runs (a run's cost must not grow with
-//! the history kept). Every run's exit status and printed result are
-//! checked. Wall times come from runs nobody watches; the peak
-//! RSS from separate runs watched by a sampler.
+//! the history kept); then a 10,000-step fan-out whose on and off runs
+//! alternate, so a noisy spell on a 2-core machine lands on both sides of
+//! their ratio. Every run's exit status and printed result are checked.
+//! Wall times come from runs nobody watches; the peak RSS from separate
+//! runs watched by a sampler.
 
 use super::line;
 use std::path::{Path, PathBuf};
@@ -118,6 +120,33 @@ fn sample_peak_rss(pid: u32) -> i64 {
     }
 }
 
+/// The 10,000-step fan-out, journal on and `--no-journal`: median wall
+/// times of `runs` alternated pairs, their ratio, and each side's peak RSS.
+/// The journal is its own, so the other figures' journal stays small.
+fn fanout10k(fan: &Path, db: &Path, runs: usize) {
+    const ARGS: [&str; 2] = ["--input", "10000"];
+    const SUM: &str = "50005000";
+    let off: Vec<&str> = ARGS.into_iter().chain(["--no-journal"]).collect();
+    let (mut on_ms, mut off_ms) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        on_ms.push(run_once(fan, db, &ARGS, SUM, false).0);
+        off_ms.push(run_once(fan, db, &off, SUM, false).0);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (on, off_median) = (median(on_ms), median(off_ms));
+    line("swarm-run", "fanout10k_ms_journal", on, "ms");
+    line("swarm-run", "fanout10k_ms_no_journal", off_median, "ms");
+    line("swarm-run", "fanout10k_journal_ratio", on / off_median, "x");
+    for (journal, args) in [("journal", &ARGS[..]), ("no_journal", &off[..])] {
+        let kb = run_once(fan, db, args, SUM, true).1;
+        let figure = format!("fanout10k_peak_rss_{journal}");
+        line("swarm-run", &figure, kb as f64 / 1024.0, "MB");
+    }
+}
+
 fn scratch(name: &str, body: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("swarm-bench-run-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("scratch dir");
@@ -155,6 +184,7 @@ fn seed_history(db: &Path, n: usize) {
             owner_host: None,
             owned_since_ms: None,
             lease_until_ms: None,
+            epoch: 0,
             helpers: Default::default(),
         })
         .collect();
@@ -176,6 +206,7 @@ fn seed_history(db: &Path, n: usize) {
                 run: run.clone(),
                 kind,
                 payload: "{}".into(),
+                epoch: 0,
             })
             .to_vec()
     };
@@ -184,6 +215,7 @@ fn seed_history(db: &Path, n: usize) {
         let entries = join_all(ids.iter().map(|id| store.append(entry(id)))).await;
         let events = join_all(ids.iter().map(|id| store.append_events(events(id)))).await;
         runs.into_iter()
+            .map(|r| r.map(drop))
             .chain(entries)
             .chain(events)
             .collect::<Result<(), _>>()
@@ -221,5 +253,6 @@ pub fn swarm_run() {
     seed_history(&old, 20_000);
     let (ms, _) = measure(&one, &old, &["--input", "7"], "7", 21);
     line("swarm-run", "start_1step_ms_journal_20k_runs", ms, "ms");
+    fanout10k(&fan, &one.with_file_name("fanout10k.db"), 7);
     let _ = std::fs::remove_dir_all(one.parent().expect("scratch dir"));
 }

@@ -159,6 +159,7 @@ async fn dispatch(lua: &Lua, id: TaskId) -> Result<TaskView, HostError> {
     let spawner = agents
         .get(&agent)
         .ok_or_else(|| HostError::new("unknown_agent", format!("no agent named `{agent}`")))?;
+    super::journal::hold_run(lua).await?;
     engine
         .dispatch_attempt(&tok, id, spawner.as_ref())
         .await

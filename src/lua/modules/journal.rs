@@ -110,6 +110,28 @@ pub(super) async fn record(
         .map_err(|e| fault(lua, j, e))
 }
 
+/// Waits until this execution provably still owns its run (at once, but
+/// for a renewal after a pause): asked before every step is dispatched. A
+/// lost run stops here, before the step starts: nothing runs in an owner
+/// that was fenced out.
+pub(super) async fn hold(lua: &Lua, j: &Journal) -> Result<(), HostError> {
+    match j.hold().await {
+        Ok(()) => Ok(()),
+        Err(lost) => {
+            let _ = halt(lua, j, Halt::Lost, lost.message.clone());
+            Err(HostError::new("run_lost", lost.message))
+        }
+    }
+}
+
+/// [`hold`] for the journal of this VM's run, if it has one.
+pub(super) async fn hold_run(lua: &Lua) -> Result<(), HostError> {
+    match journal(lua) {
+        Some(j) => hold(lua, &j).await,
+        None => Ok(()),
+    }
+}
+
 fn store_err(e: crate::store::StoreError) -> HostError {
     HostError::new("journal", e.to_string())
 }
@@ -179,15 +201,14 @@ pub async fn question(lua: &Lua, pos: Value, question: Value) -> Result<Value, H
             .to_value_with(&a, super::ser_opts())
             .map_err(HostError::from);
     }
-    store
-        .ask(QuestionRecord {
-            run,
-            pos,
-            name,
-            question,
-            answer: None,
-        })
-        .await
-        .map_err(|e| fault(lua, &j, e))?;
+    j.ask(QuestionRecord {
+        run,
+        pos,
+        name,
+        question,
+        answer: None,
+    })
+    .await
+    .map_err(|e| fault(lua, &j, e))?;
     Ok(Value::Nil)
 }

@@ -5,7 +5,7 @@
 //! the result is converted to Lua once. The flow library keeps only what
 //! must be Lua: the per-coroutine journal position it passes in.
 
-use super::journal::{record, replay};
+use super::journal::{hold, record, replay};
 use super::{no_token, to_json, to_lua};
 use crate::engine::{TaskId, TaskSpec, TaskStatus, TaskView};
 use crate::lua::ctx::VmCtx;
@@ -42,6 +42,9 @@ pub async fn step(
         Ok(call) => call,
         Err(replayed) => return Ok(replayed),
     };
+    if let Some((j, ..)) = &call.journal {
+        hold(lua, j).await?;
+    }
     let view = call
         .engine
         .dispatch_attempt(&call.tok, call.id, call.spawner.as_ref())

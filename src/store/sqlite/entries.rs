@@ -74,14 +74,27 @@ pub(super) fn by_position(
             if e.run != run {
                 return Err(not_ours(r, 0, format!("an entry of run {:?}", e.run)));
             }
-            by_pos.insert(e.pos.clone(), e);
+            keep(&mut by_pos, e);
         }
     }
     Ok(by_pos)
 }
 
-/// `entries` less those whose position the database holds already: a log
-/// adopted from a process that died after folding it, before deleting it.
+/// Puts `e` in `by_pos` unless an entry of a later ownership holds its
+/// position: of one epoch, the later wins; across epochs, the later
+/// epoch (a stale owner's record never replaces its successor's).
+pub(super) fn keep(by_pos: &mut HashMap<String, JournalEntry>, e: JournalEntry) {
+    match by_pos.get(&e.pos) {
+        Some(had) if had.epoch > e.epoch => {}
+        _ => {
+            by_pos.insert(e.pos.clone(), e);
+        }
+    }
+}
+
+/// `entries` less those whose position the database holds already (at the
+/// same or a later epoch): a log adopted from a process that died after
+/// folding it, before deleting it.
 pub(super) fn unrecorded<'a>(
     tx: &Transaction,
     entries: &'a [Logged],
@@ -94,6 +107,10 @@ pub(super) fn unrecorded<'a>(
     }
     Ok(entries
         .iter()
-        .filter(|e| !known[e.run.as_str()].contains_key(&e.pos))
+        .filter(|e| {
+            known[e.run.as_str()]
+                .get(&e.pos)
+                .is_none_or(|had| had.epoch < e.epoch())
+        })
         .collect())
 }

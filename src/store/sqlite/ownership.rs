@@ -4,8 +4,10 @@
 
 use super::{SqliteStore, block_on};
 use crate::engine::now_ms;
-use crate::store::{Owner, Prune, RunRecord, RunStatus, StoreError};
-use rusqlite::{Connection, params};
+use crate::store::{Fence, Owner, Prune, RunRecord, RunStatus, StoreError, clock, clock_text};
+use rusqlite::{Connection, OptionalExtension, named_params, params};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The owner of `r` when it provably is gone: it ran on this machine (same
 /// host, same pid namespace) and its process no longer exists.
@@ -26,61 +28,85 @@ fn dead_owner(c: &Connection, r: &RunRecord, me: &str) -> Option<String> {
         .flatten()
 }
 
-/// The lease's end, in epoch ms, for a lease taken now.
+/// The lease's end, in epoch ms, for a lease taken now: for people only
+/// (`swarm show`); expiry is decided on the boot clock ([`boot_lease`]).
 pub(super) fn lease_end() -> i64 {
     (now_ms() + crate::store::lease().as_millis() as u64) as i64
 }
 
+/// This boot, and the end on its boot clock of a lease taken now.
+pub(super) fn boot_lease() -> (&'static str, i64) {
+    let until = clock::boot_ms() + crate::store::lease().as_millis() as u64;
+    (clock::boot_id(), until as i64)
+}
+
+/// The one rule for a lapsed lease, on the machine's boot clock: no owner,
+/// a lease from another boot, or one whose end has passed. (Leases written
+/// before the boot clock was recorded fall back to their wall-clock end.)
+/// Binds `:boot` (this boot's id), `:boot_now` and `:wall_now`.
+const LAPSED: &str = "(owner IS NULL
+    OR (lease_boot IS NULL AND (lease_until_ms IS NULL OR lease_until_ms < :wall_now))
+    OR (lease_boot IS NOT NULL AND (lease_boot != :boot OR lease_until_boot IS NULL
+                                    OR lease_until_boot < :boot_now)))";
+
 /// "run r7 is being run by host-a (pid 4121) since 12:03:10; its lease
 /// expires in 20 s".
-fn owned_message(r: &RunRecord) -> String {
-    let now = now_ms();
-    let since = r.owned_since_ms.map_or("?".to_string(), clock);
-    let left = r
-        .lease_until_ms
-        .unwrap_or(0)
-        .saturating_sub(now)
-        .div_ceil(1000);
+fn owned_message(r: &RunRecord, left_ms: u64) -> String {
+    let since = r.owned_since_ms.map_or("?".to_string(), clock_text);
     format!(
-        "run {} is being run by {} (pid {}) since {since}; its lease expires in {left} s \
+        "run {} is being run by {} (pid {}) since {since}; its lease expires in {} s \
          (a run has one owner at a time: wait for it, or `swarm cancel {}`)",
         r.id,
         r.owner_host.as_deref().unwrap_or("?"),
         r.pid.unwrap_or(0),
+        left_ms.div_ceil(1000),
         r.id,
     )
 }
 
-/// `HH:MM:SS` (UTC) of an epoch-ms time.
-fn clock(ms: u64) -> String {
-    let s = ms / 1000 % 86_400;
-    format!("{:02}:{:02}:{:02} UTC", s / 3600, s / 60 % 60, s % 60)
-}
-
 impl SqliteStore {
-    pub(super) fn claim_run(&self, run: &str, owner: &Owner) -> Result<(), StoreError> {
+    pub(super) fn claim_run(&self, run: &str, owner: &Owner) -> Result<Fence, StoreError> {
         let dead = match self.load_run(run)? {
             Some(r) => self.read(|c| Ok(dead_owner(c, &r, &owner.machine)))?,
             None => None,
         };
         let (id, o) = (run.to_string(), owner.clone());
         // One statement decides: unfinished, and unowned, or its lease
-        // expired, or its owner was seen dead (compare-and-swap on it).
+        // lapsed, or its owner was seen dead (compare-and-swap on it). The
+        // epoch grows: the previous owner's writes are refused from now on.
         block_on(self.submit(Box::new(move |tx| {
+            let (boot, until) = boot_lease();
             let now = now_ms() as i64;
             tx.execute(
-                "UPDATE runs SET status = 'running', owner = ?2, owner_host = ?3, pid = ?4,
-                   owned_since_ms = ?5, lease_until_ms = ?6, updated_ms = ?5, owner_machine = ?7
-                 WHERE id = ?1 AND status NOT IN ('pass', 'blocked', 'cancelled')
-                   AND (owner IS NULL OR lease_until_ms IS NULL OR lease_until_ms < ?5
-                        OR owner = ?2 OR owner = ?8)",
-                params![id, o.id, o.host, o.pid, now, lease_end(), o.machine, dead],
+                &format!(
+                    "UPDATE runs SET status = 'running', owner = :owner, owner_host = :host,
+                       pid = :pid, owned_since_ms = :wall_now, lease_until_ms = :until_ms,
+                       updated_ms = :wall_now, owner_machine = :machine, epoch = epoch + 1,
+                       lease_boot = :boot, lease_until_boot = :until
+                     WHERE id = :id AND status NOT IN ('pass', 'blocked', 'cancelled')
+                       AND ({LAPSED} OR owner = :owner OR owner = :dead)"
+                ),
+                named_params! {
+                    ":id": id, ":owner": o.id, ":host": o.host, ":pid": o.pid,
+                    ":wall_now": now, ":until_ms": lease_end(), ":machine": o.machine,
+                    ":boot": boot, ":until": until, ":boot_now": clock::boot_ms() as i64,
+                    ":dead": dead,
+                },
             )?;
             Ok(())
         })))?;
         match self.load_run(run)? {
-            Some(r) if r.owner.as_deref() == Some(owner.id.as_str()) => Ok(()),
-            Some(r) if r.status == RunStatus::Running => Err(StoreError::Owned(owned_message(&r))),
+            Some(r) if r.owner.as_deref() == Some(owner.id.as_str()) => {
+                self.known_epoch(run, r.epoch);
+                Ok(Fence {
+                    owner: owner.id.clone(),
+                    epoch: r.epoch,
+                })
+            }
+            Some(r) if r.status == RunStatus::Running => {
+                let left = self.read(|c| lease_left(c, run))?;
+                Err(StoreError::Owned(owned_message(&r, left)))
+            }
             Some(r) => Err(StoreError::Owned(format!(
                 "run {} already finished ({})",
                 r.id, r.status
@@ -89,18 +115,42 @@ impl SqliteStore {
         }
     }
 
-    pub(super) fn renew_lease(&self, run: &str, owner: &str) -> Result<bool, StoreError> {
-        let (id, o) = (run.to_string(), owner.to_string());
-        block_on(self.submit(Box::new(move |tx| {
-            tx.execute(
-                "UPDATE runs SET lease_until_ms = ?3 WHERE id = ?1 AND owner = ?2 AND status = 'running'",
-                params![id, o, lease_end()],
-            )?;
-            Ok(())
-        })))?;
-        Ok(self
-            .load_run(run)?
-            .is_some_and(|r| r.owner.as_deref() == Some(owner) && r.status == RunStatus::Running))
+    /// Extends the lease while `fence` holds the run: one fenced update,
+    /// whose row count is the answer.
+    pub(super) fn renew_lease(
+        &self,
+        run: &str,
+        fence: &Fence,
+    ) -> crate::store::StoreFut<'static, bool> {
+        let (id, f) = (run.to_string(), fence.clone());
+        let renewed = Arc::new(AtomicBool::new(false));
+        let flag = renewed.clone();
+        let commit =
+            self.submit(Box::new(move |tx| {
+                let (boot, until) = boot_lease();
+                let n = tx
+                .prepare_cached(
+                    "UPDATE runs SET lease_until_ms = ?4, lease_boot = ?5, lease_until_boot = ?6
+                     WHERE id = ?1 AND owner = ?2 AND epoch = ?3 AND status = 'running'",
+                )?
+                .execute(params![id, f.owner, f.epoch as i64, lease_end(), boot, until])?;
+                flag.store(n == 1, Ordering::Relaxed);
+                Ok(())
+            }));
+        Box::pin(async move {
+            commit.await?;
+            Ok(renewed.load(Ordering::Relaxed))
+        })
+    }
+
+    /// Whether `run`'s lease has lapsed on the boot clock, or its owner is
+    /// provably dead.
+    pub(super) fn lease_lapsed(&self, run: &str) -> Result<bool, StoreError> {
+        let me = Owner::new().machine;
+        let Some(r) = self.load_run(run)? else {
+            return Ok(false);
+        };
+        self.read(|c| Ok(dead_owner(c, &r, &me).is_some() || lease_left(c, run)? == 0))
     }
 
     pub(super) fn prune_runs(&self, filter: &Prune) -> Result<Vec<String>, StoreError> {
@@ -147,31 +197,38 @@ impl SqliteStore {
     }
 
     pub(super) fn sweep_expired(&self) -> Result<Vec<String>, StoreError> {
-        let now = now_ms() as i64;
         let me = Owner::new().machine;
         let running = self.load_runs(Some(RunStatus::Running))?;
         let stale: Vec<(String, Option<String>)> = self.read(|c| {
-            Ok(running
-                .iter()
-                .filter_map(|r| {
-                    let dead = dead_owner(c, r, &me);
-                    let expired = r.lease_until_ms.is_none_or(|t| (t as i64) < now);
-                    (expired || dead.is_some()).then(|| (r.id.clone(), dead))
-                })
-                .collect())
+            let mut stale = Vec::new();
+            for r in &running {
+                let dead = dead_owner(c, r, &me);
+                if dead.is_some() || lease_left(c, &r.id)? == 0 {
+                    stale.push((r.id.clone(), dead));
+                }
+            }
+            Ok(stale)
         })?;
         let mut marked = Vec::new();
         for (id, dead) in stale {
             // The same condition again, in the write: a run that finished,
             // renewed its lease or changed hands meanwhile is left alone.
+            // The epoch grows, fencing out an owner that was only paused.
             let run = id.clone();
             block_on(self.submit(Box::new(move |tx| {
                 tx.execute(
-                    "UPDATE runs SET status = 'interrupted', owner = NULL, lease_until_ms = NULL,
-                       updated_ms = ?2
-                     WHERE id = ?1 AND status = 'running'
-                       AND (lease_until_ms IS NULL OR lease_until_ms < ?2 OR owner = ?3)",
-                    params![run, now, dead],
+                    &format!(
+                        "UPDATE runs SET status = 'interrupted', owner = NULL, lease_until_ms = NULL,
+                           lease_until_boot = NULL, updated_ms = :wall_now, epoch = epoch + 1,
+                           result = json_object('code', 'owner_lost', 'error',
+                             'its owner stopped renewing its lease (it died, or was paused or cut off); '
+                             || '`swarm resume ' || id || '` continues it')
+                         WHERE id = :id AND status = 'running' AND ({LAPSED} OR owner = :dead)"
+                    ),
+                    named_params! {
+                        ":id": run, ":wall_now": now_ms() as i64, ":boot": clock::boot_id(),
+                        ":boot_now": clock::boot_ms() as i64, ":dead": dead,
+                    },
                 )?;
                 Ok(())
             })))?;
@@ -184,4 +241,24 @@ impl SqliteStore {
         }
         Ok(marked)
     }
+}
+
+/// Milliseconds left on `run`'s lease by the boot clock (0: lapsed).
+fn lease_left(c: &Connection, run: &str) -> rusqlite::Result<u64> {
+    let row: Option<(bool, Option<i64>)> = c
+        .query_row(
+            &format!("SELECT {LAPSED}, lease_until_boot FROM runs WHERE id = :id"),
+            named_params! {
+                ":id": run, ":boot": clock::boot_id(), ":boot_now": clock::boot_ms() as i64,
+                ":wall_now": now_ms() as i64,
+            },
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(match row {
+        None | Some((true, _)) => 0,
+        Some((false, until)) => {
+            until.map_or(1, |u| (u as u64).saturating_sub(clock::boot_ms()).max(1))
+        }
+    })
 }

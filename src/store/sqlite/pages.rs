@@ -59,7 +59,18 @@ pub(super) fn insert_events(tx: &Transaction, events: &[EventRow]) -> rusqlite::
     let mut insert = tx.prepare_cached(
         "INSERT INTO event_pages (run, first, last, kinds, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
+    let mut epoch = tx.prepare_cached("SELECT epoch FROM runs WHERE id = ?1")?;
     for (run, of_run) in runs {
+        // A stale owner's events are not stored (their run has moved on).
+        let fence = of_run[0].epoch;
+        if fence > 0
+            && epoch
+                .query_row([&**run], |r| r.get::<_, i64>(0))
+                .optional()?
+                .is_some_and(|e| e as u64 != fence)
+        {
+            continue;
+        }
         let mut next: i64 = last
             .query_row([&**run], |r| r.get::<_, i64>(0))
             .optional()?

@@ -53,10 +53,12 @@ impl SqliteStore {
         });
         let mut by_pos = rows?;
         for e in live {
-            by_pos.entry(e.pos.clone()).or_insert(e);
+            if by_pos.get(&e.pos).is_none_or(|had| had.epoch < e.epoch) {
+                by_pos.insert(e.pos.clone(), e);
+            }
         }
         for e in pending {
-            by_pos.insert(e.pos.clone(), e);
+            super::entries::keep(&mut by_pos, e);
         }
         let mut entries: Vec<JournalEntry> = by_pos.into_values().collect();
         entries.sort_by(|a, b| (a.at_ms, &a.pos).cmp(&(b.at_ms, &b.pos)));

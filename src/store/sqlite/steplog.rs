@@ -82,6 +82,7 @@ pub(super) struct Logged {
     pub pos: String,
     pub kind: String,
     pub tokens: u64,
+    epoch: u64,
     record: String,
 }
 
@@ -93,8 +94,14 @@ impl Logged {
             pos: e.pos,
             kind: e.kind,
             tokens: e.tokens,
+            epoch: e.epoch,
             record,
         }
+    }
+
+    /// The ownership epoch it was recorded under.
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// The entry's JSON text, as the log holds it.
@@ -406,6 +413,7 @@ mod tests {
             attempts: 1,
             at_ms: 7,
             tokens: 0,
+            epoch: 1,
         }
     }
 
