@@ -11,7 +11,7 @@
 //! did not answer) it renews first, fenced by epoch, and a refusal means
 //! the run is lost: nothing more is dispatched or recorded.
 
-use super::{Fence, Store, StoreError, clock};
+use super::{Fence, RunStatus, Store, StoreError, clock};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -138,18 +138,23 @@ impl Lease {
     async fn describe_loss(&self) -> String {
         let id = &self.run;
         match self.store.run(id).await {
-            Ok(Some(r)) if r.status == super::RunStatus::Running && r.epoch > self.fence.epoch => {
+            // Ended or interrupted from outside (a cancel, the sweep of a
+            // lapsed lease) rather than taken by another owner.
+            Ok(Some(r))
+                if r.owner.is_none() && !r.status.is_finished()
+                    || r.status == RunStatus::Cancelled =>
+            {
                 format!(
-                    "lost run {id} to {} (pid {}) at {}; stopped",
-                    r.owner_host.as_deref().unwrap_or("?"),
-                    r.pid.unwrap_or(0),
-                    r.owned_since_ms.map_or("?".into(), clock_text),
+                    "lost run {id}: it was set {} from outside at {}; stopped",
+                    r.status,
+                    clock_text(r.updated_ms)
                 )
             }
             Ok(Some(r)) => format!(
-                "lost run {id}: it was set {} from outside at {}; stopped",
-                r.status,
-                clock_text(r.updated_ms)
+                "lost run {id} to {} (pid {}) at {}; stopped",
+                r.owner_host.as_deref().unwrap_or("?"),
+                r.pid.unwrap_or(0),
+                r.owned_since_ms.map_or("?".into(), clock_text),
             ),
             Ok(None) => format!("lost run {id}: it no longer exists; stopped"),
             Err(e) => format!("lost run {id} to another owner ({e}); stopped"),
