@@ -156,25 +156,41 @@ impl Prepared {
         }
     }
 
-    /// SHA-256 of each helper file the blueprint `require`d, by path.
+    /// SHA-256 of each helper file the blueprint `require`d, by its path
+    /// relative to the blueprint's directory: the same helper has the same
+    /// key however the blueprint was named (`bp/x.lua`, `./x.lua`, an
+    /// absolute path) and from whichever directory it is resumed.
     pub fn helper_hashes(&self) -> std::collections::BTreeMap<String, String> {
+        let root = self.helper_root();
         self.required_files()
             .into_iter()
             .map(|p| {
                 let hash = std::fs::read_to_string(&p)
                     .map(|s| super::blueprint::hash(&s))
                     .unwrap_or_else(|_| "missing".into());
-                (p.display().to_string(), hash)
+                (helper_key(&root, &p), hash)
             })
             .collect()
     }
 
+    /// The blueprint's directory, resolved.
+    fn helper_root(&self) -> std::path::PathBuf {
+        let dir = super::blueprint::dir_of(&self.blueprint.path);
+        std::fs::canonicalize(&dir).unwrap_or(dir)
+    }
+
     /// The helper files whose content differs from `recorded`, as
-    /// `path (was H1, now H2)`.
+    /// `path (was H1, now H2)`. Keys recorded as absolute paths (by older
+    /// versions) are compared relative to the blueprint's directory too.
     pub fn changed_helpers(
         &self,
         recorded: &std::collections::BTreeMap<String, String>,
     ) -> Vec<String> {
+        let root = self.helper_root();
+        let recorded: std::collections::BTreeMap<String, String> = recorded
+            .iter()
+            .map(|(k, v)| (helper_key(&root, std::path::Path::new(k)), v.clone()))
+            .collect();
         let now = self.helper_hashes();
         let short =
             |h: Option<&String>| h.map_or("none".to_string(), |h| h.chars().take(12).collect());
@@ -205,6 +221,19 @@ impl Prepared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+}
+
+/// A helper's key: its path relative to `root` (the blueprint's resolved
+/// directory) when it lies inside it, else its resolved path. A relative
+/// `path` that does not exist from here is taken as relative to `root`.
+fn helper_key(root: &std::path::Path, path: &std::path::Path) -> String {
+    let resolved = std::fs::canonicalize(path)
+        .or_else(|_| std::fs::canonicalize(root.join(path)))
+        .unwrap_or_else(|_| path.to_path_buf());
+    match resolved.strip_prefix(root) {
+        Ok(rel) => rel.display().to_string(),
+        Err(_) => resolved.display().to_string(),
     }
 }
 

@@ -147,7 +147,7 @@ impl SqliteStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
                 path: path.display().to_string(),
-                message: e.to_string(),
+                message: dir_error(dir, &e),
             })?;
         }
         let mut conn = connect(path)?;
@@ -259,6 +259,23 @@ impl Drop for SqliteStore {
         // Pending step-log entries go into the database; if they cannot,
         // the log file stays for the next process to fold in.
         self.writes.flush();
+    }
+}
+
+/// Why the journal's directory `dir` could not be made, in words: an
+/// ancestor that is a file is named as such (the OS says only "File
+/// exists").
+fn dir_error(dir: &Path, e: &std::io::Error) -> String {
+    let file = dir
+        .ancestors()
+        .find(|a| std::fs::metadata(a).is_ok_and(|m| !m.is_dir()));
+    match file {
+        Some(f) => format!(
+            "cannot create the directory {}: {} is a file, not a directory",
+            dir.display(),
+            f.display()
+        ),
+        None => format!("cannot create the directory {}: {e}", dir.display()),
     }
 }
 

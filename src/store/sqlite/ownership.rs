@@ -191,8 +191,11 @@ impl SqliteStore {
             }
             Ok(())
         })))?;
-        // Give the space back to the file system.
-        self.read(|c| c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM;"))?;
+        // Give the space back to the file system: VACUUM rewrites the
+        // database through the write-ahead log, so the checkpoint comes
+        // after it (the other way round left the whole database in the
+        // log, and the file no smaller).
+        self.read(|c| c.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);"))?;
         Ok(doomed)
     }
 
