@@ -8,7 +8,8 @@
 use crate::auth::Signer;
 use crate::engine::{Engine, EngineConfig};
 use crate::reload::{LiveBlueprints, Reload, Watch};
-use crate::run::RunOptions;
+use crate::run::service::Authority;
+use crate::run::{RunOptions, Runs};
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -71,8 +72,9 @@ pub fn run(args: DevArgs) -> ExitCode {
             print: Some(Arc::new(|line: &str| eprintln!("{line}"))),
             ..RunOptions::default()
         };
+        let runs = Runs::new(engine.clone(), None);
         let dev = Arc::new(LiveBlueprints::new(engine, opts));
-        let mut rerun: Option<tokio::task::JoinHandle<()>> = None;
+        let mut rerun: Option<Rerun> = None;
         let initial = dev.scan(&args.target);
         initial.iter().for_each(say);
         let mut watch = match Watch::start(
@@ -95,7 +97,7 @@ pub fn run(args: DevArgs) -> ExitCode {
         };
         eprintln!("watching {} (Ctrl-C to stop)", args.target.display());
         if let Some(name) = &wanted {
-            rerun = Some(spawn_run(dev.clone(), name.clone(), input.clone()));
+            rerun = Some(spawn_run(&runs, dev.clone(), name.clone(), input.clone()));
         }
         // One listener for the whole session: a Ctrl-C between two reloads
         // is not missed.
@@ -110,9 +112,9 @@ pub fn run(args: DevArgs) -> ExitCode {
                         && name == want
                     {
                         if let Some(old) = rerun.take() {
-                            old.abort();
+                            old.stop(&runs);
                         }
-                        rerun = Some(spawn_run(dev.clone(), name.clone(), input.clone()));
+                        rerun = Some(spawn_run(&runs, dev.clone(), name.clone(), input.clone()));
                     }
                 }
                 Some(()) = async { sigint.as_mut()?.recv().await } => break,
@@ -148,30 +150,50 @@ fn resolve(dev: &LiveBlueprints, want: &str) -> Result<String, String> {
     ))
 }
 
-/// Runs the live version of `name` and prints its result. Aborting the task
-/// drops the run, which cancels its steps.
+/// The run of the live version, while a newer version may replace it.
+struct Rerun {
+    key: Arc<std::sync::Mutex<Option<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Rerun {
+    /// Stops the run (its steps are cancelled) and forgets its result.
+    fn stop(self, runs: &Runs) {
+        self.task.abort();
+        if let Some(key) = self.key.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = runs.interrupt(&Authority::local(), &key);
+        }
+    }
+}
+
+/// Runs the live version of `name` and prints its result.
 fn spawn_run(
+    runs: &Arc<Runs>,
     dev: Arc<LiveBlueprints>,
     name: String,
     input: serde_json::Value,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+) -> Rerun {
+    let key = Arc::new(std::sync::Mutex::new(None));
+    let (runs, slot) = (runs.clone(), key.clone());
+    let task = tokio::spawn(async move {
         let version = dev.live(&name).map_or(0, |v| v.version);
-        let who = crate::run::service::Authority::local();
+        let who = Authority::local();
         let started = match dev.prepare(&name) {
-            Ok(run) => crate::run::service::start_prepared(&who, run, input).await,
+            Ok(run) => runs.start_prepared(&who, run, input).await,
             Err(e) => Err(e),
         };
-        let started = match started {
-            Ok(s) => s,
+        let run = match started {
+            Ok(h) => h,
             Err(e) => return eprintln!("✗ {e}"),
         };
-        match started.run.finish(started.root).await {
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(run.key.clone());
+        match run.finished().await {
             Ok(report) => {
                 let text = serde_json::to_string(&report.result).unwrap_or_default();
                 outln!("{name} v{version} → {} {text}", report.status);
             }
             Err(e) => eprintln!("✗ {name} v{version}: {e}"),
         }
-    })
+    });
+    Rerun { key, task }
 }

@@ -10,9 +10,9 @@
 
 use super::{Journaling, open_store};
 use crate::auth::Signer;
-use crate::engine::{Engine, EngineConfig, EventKind, TaskId, TaskStatus};
+use crate::engine::{Engine, EngineConfig, EventKind, TaskStatus};
 use crate::run::service::Authority;
-use crate::run::{self, Prepared, RunOptions};
+use crate::run::{self, Handle, RunOptions, Runs};
 use crate::store::Store;
 use clap::Args;
 use std::io::{IsTerminal, Write};
@@ -136,10 +136,15 @@ pub fn run(args: RunArgs) -> ExitCode {
         Err(e) => return fail(2, e),
     };
     opts.run_id = args.run_id.clone();
+    let journal = opts.store.take();
     super::runtime().block_on(async move {
         let engine = Engine::new(EngineConfig::default(), Signer::from_env());
-        match run::service::start(&Authority::local(), &engine, &args.file, input, opts).await {
-            Ok(s) => execute(&engine, &s.run, s.root, &args.out).await,
+        let runs = Runs::new(engine, journal);
+        match runs
+            .start(&Authority::local(), &args.file, input, opts)
+            .await
+        {
+            Ok(h) => execute(&runs, h, &args.out).await,
             Err(e) => {
                 super::report_error(&e);
                 ExitCode::from(2)
@@ -153,37 +158,43 @@ pub fn resume(args: ResumeArgs) -> ExitCode {
         Ok(x) => x,
         Err(code) => return code,
     };
-    let opts = match options(&args.out, Some(store)) {
+    let opts = match options(&args.out, None) {
         Ok(o) => o,
         Err(e) => return fail(2, e),
     };
     super::runtime().block_on(async move {
         let engine = Engine::new(EngineConfig::default(), Signer::from_env());
-        match run::service::resume(&Authority::local(), &engine, &record, args.force, opts).await {
-            Ok(r) => execute(&engine, &r.run, r.root, &args.out).await,
+        let runs = Runs::new(engine, Some(store));
+        match runs
+            .resume(&Authority::local(), &record.id, args.force, opts)
+            .await
+        {
+            Ok(h) => execute(&runs, h, &args.out).await,
             Err(e) => fail(2, e),
         }
     })
 }
 
-/// Runs a started root task to the end with progress, events and Ctrl-C.
-async fn execute(engine: &Engine, prepared: &Prepared, root: TaskId, out: &Output) -> ExitCode {
+/// Waits for a run to end with progress, events and Ctrl-C.
+async fn execute(runs: &Arc<Runs>, run: Handle, out: &Output) -> ExitCode {
     // Registered before anything runs, so a signal that comes as soon as
     // the first agent starts is ours, not the default (killing us).
     let mut stop = Stop::register();
-    if let Some(id) = prepared.run_id() {
+    if let Some(id) = &run.id {
         eprintln!("run {id}");
     }
+    let engine = runs.engine();
     let events = spawn_event_writer(engine, out);
     let progress = std::io::stderr().is_terminal() && !out.events;
     let progress = progress.then(|| spawn_progress(engine));
-    let finish = prepared.finish(root);
+    let key = run.key.clone();
+    let finish = run.finished();
     tokio::pin!(finish);
     let report = tokio::select! {
         r = &mut finish => r,
         sig = stop.next() => {
             eprintln!("\n{sig}: stopping the run (again to force)");
-            let _ = run::service::interrupt(&Authority::local(), prepared, root);
+            let _ = runs.interrupt(&Authority::local(), &key);
             tokio::select! {
                 r = &mut finish => r,
                 sig = stop.next() => {

@@ -5,8 +5,8 @@
 use crate::auth::{CapToken, Role};
 use crate::engine::{Engine, EventKind, TaskStatus};
 use crate::lua::{HostError, to_json, to_lua};
-use crate::run::RunOptions;
-use crate::run::service::{self, Authority};
+use crate::run::service::Authority;
+use crate::run::{RunOptions, Runs};
 use mlua::{Lua, Table, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,6 +20,8 @@ pub type Printer = Box<dyn FnMut(String) + Send>;
 
 pub struct Shared {
     pub engine: Engine,
+    /// Where the REPL's runs execute.
+    pub exec: Arc<Runs>,
     pub role: Role,
     /// The REPL's session; replaced when the REPL re-attaches.
     token: Mutex<CapToken>,
@@ -29,16 +31,18 @@ pub struct Shared {
     printer: Mutex<Option<Printer>>,
 }
 
-/// A background run.
+/// A background run this REPL started: its key in [`Runs`], and its
+/// outcome once it has one.
 pub struct Bg {
     pub blueprint: String,
     pub done: watch::Receiver<Option<(TaskStatus, serde_json::Value)>>,
-    pub handle: tokio::task::JoinHandle<()>,
+    key: Arc<Mutex<Option<String>>>,
 }
 
 impl Shared {
     pub fn new(engine: Engine, role: Role, token: CapToken) -> Shared {
         Shared {
+            exec: Runs::new(engine.clone(), None),
             engine,
             role,
             token: Mutex::new(token),
@@ -114,14 +118,21 @@ impl Shared {
         let path = self.path_of(name)?;
         let id = format!("r{}", self.next.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = watch::channel(None);
-        let (me, run_id, bp) = (self.clone(), id.clone(), name.to_string());
-        let handle = tokio::spawn(async move {
+        let key = Arc::new(Mutex::new(None));
+        let (me, run_id, bp, slot) = (self.clone(), id.clone(), name.to_string(), key.clone());
+        tokio::spawn(async move {
             let who = Authority::local();
-            let out =
-                match service::start(&who, &me.engine, &path, input, RunOptions::default()).await {
-                    Ok(s) => s.run.finish(s.root).await.map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
+            let out = match me
+                .exec
+                .start(&who, &path, input, RunOptions::default())
+                .await
+            {
+                Ok(h) => {
+                    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(h.key.clone());
+                    h.finished().await.map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            };
             let (status, result) = match out {
                 Ok(r) => (r.status, r.result),
                 Err(e) => (TaskStatus::Blocked, serde_json::json!({ "error": e })),
@@ -134,7 +145,7 @@ impl Shared {
             Bg {
                 blueprint: name.to_string(),
                 done: rx,
-                handle,
+                key,
             },
         );
         Ok(id)
@@ -157,8 +168,11 @@ impl Shared {
 
     /// Cancels every background run (on exit).
     pub fn cancel_all(&self) {
+        let who = Authority::local();
         for b in self.runs.lock().unwrap_or_else(|e| e.into_inner()).values() {
-            b.handle.abort();
+            if let Some(key) = b.key.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
+                let _ = self.exec.interrupt(&who, key);
+            }
         }
     }
 
@@ -212,12 +226,13 @@ pub fn register(lua: &Lua, shared: Arc<Shared>) -> mlua::Result<Table> {
                 let input = to_json(&lua, input, "repl.run input").map_err(|e| raise(&lua, e))?;
                 let path = s.path_of(&name).map_err(|e| raise(&lua, e))?;
                 let who = Authority::local();
-                let started = service::start(&who, &s.engine, &path, input, RunOptions::default())
+                let started = s
+                    .exec
+                    .start(&who, &path, input, RunOptions::default())
                     .await
                     .map_err(|e| raise(&lua, HostError::new(e.code(), e.to_string())))?;
                 let report = started
-                    .run
-                    .finish(started.root)
+                    .finished()
                     .await
                     .map_err(|e| raise(&lua, HostError::new("run", e.to_string())))?;
                 if report.status != TaskStatus::Pass {

@@ -14,6 +14,7 @@ mod durable;
 pub mod kinds;
 mod llm;
 mod render;
+mod runs;
 pub mod service;
 
 pub use agents::{Build, RustAgents};
@@ -23,6 +24,7 @@ pub use durable::{EventSink, valid_run_id};
 pub use kinds::AgentKinds;
 pub use llm::{JournalUsage, StepUsage, journal_usage};
 pub use render::error_chain;
+pub use runs::{Handle, Runs};
 
 use crate::auth::{CapToken, Role};
 use crate::engine::{AttachOptions, Caller, Engine, EngineError, TaskId, TaskSpec, TaskStatus};
@@ -123,6 +125,9 @@ pub enum RunError {
         name: String,
         open: String,
     },
+    /// The host is shutting down: it starts and resumes no runs.
+    #[error("this host is draining (shutting down): it starts and resumes no runs")]
+    Draining,
     /// The caller's role may not do this to a run.
     #[error("role `{role}` may not {action} runs")]
     Forbidden {
@@ -144,6 +149,7 @@ impl RunError {
             RunError::BadRunId(_) => "bad_run_id",
             RunError::UnknownBlueprint(_) => "unknown_blueprint",
             RunError::UnknownQuestion { .. } => "unknown_question",
+            RunError::Draining => "draining",
             RunError::Forbidden { .. } | RunError::Bound(_) => "forbidden",
         }
     }

@@ -247,8 +247,22 @@ pub async fn resume(
 }
 
 /// Cancels run `record`: at once when nothing executes it, else by asking
-/// its owner. A finished run is refused.
+/// its owner. A finished run is refused. (Synchronous, for faces not yet
+/// on [`super::Runs`].)
 pub fn cancel(
+    who: &Authority,
+    store: &Arc<dyn Store>,
+    record: &RunRecord,
+) -> Result<Cancelled, RunError> {
+    crate::store::wait(Box::pin(async {
+        Ok(cancel_record(who, store, record).await)
+    }))?
+}
+
+/// Cancels run `record`: at once when nothing executes it (not running,
+/// or its owner's lease lapsed: that owner is fenced out), else by asking
+/// its owner. A finished run is refused.
+pub async fn cancel_record(
     who: &Authority,
     store: &Arc<dyn Store>,
     record: &RunRecord,
@@ -259,21 +273,22 @@ pub fn cancel(
             "run `{}` already finished ({st})",
             record.id
         ))),
-        // Nobody executes it (its owner died, or stalled past its
-        // lease): cancelled at once, fencing that owner out.
-        RunStatus::Running if !crate::store::wait(store.lapsed(&record.id))? => {
-            crate::store::wait(store.request_cancel(&record.id))?;
+        RunStatus::Running if !store.lapsed(&record.id).await? => {
+            store.request_cancel(&record.id).await?;
             Ok(Cancelled::Requested)
         }
         _ => {
-            crate::store::wait(store.set_status(&record.id, RunStatus::Cancelled, None, None))?;
+            store
+                .set_status(&record.id, RunStatus::Cancelled, None, None)
+                .await?;
             Ok(Cancelled::Now)
         }
     }
 }
 
 /// Answers run `record`'s open question `name` (its key or text). Refused,
-/// naming the open ones, when there is no such question.
+/// naming the open ones, when there is no such question. (Synchronous,
+/// for faces not yet on [`super::Runs`].)
 pub fn answer(
     who: &Authority,
     store: &Arc<dyn Store>,
@@ -281,14 +296,30 @@ pub fn answer(
     name: &str,
     value: Value,
 ) -> Result<Answered, RunError> {
+    crate::store::wait(Box::pin(async {
+        Ok(answer_record(who, store, record, name, value).await)
+    }))?
+}
+
+/// Answers run `record`'s open question `name` (its key or text). Refused,
+/// naming the open ones, when there is no such question.
+pub async fn answer_record(
+    who: &Authority,
+    store: &Arc<dyn Store>,
+    record: &RunRecord,
+    name: &str,
+    value: Value,
+) -> Result<Answered, RunError> {
     who.check(Action::Answer, Some(&record.id))?;
-    if crate::store::wait(store.answer(&record.id, name, value))? {
+    if store.answer(&record.id, name, value).await? {
         return Ok(match record.status {
             RunStatus::Running => Answered::Continues,
             _ => Answered::NeedsResume,
         });
     }
-    let open: Vec<String> = crate::store::wait(store.questions(&record.id))?
+    let open: Vec<String> = store
+        .questions(&record.id)
+        .await?
         .into_iter()
         .filter(|q| q.answer.is_none())
         .map(|q| q.name)

@@ -51,11 +51,12 @@ impl From<RunError> for ApiError {
             RunError::BadRunId(_) => StatusCode::BAD_REQUEST,
             RunError::Blueprint(_) => StatusCode::UNPROCESSABLE_ENTITY,
             RunError::Store(s) => match s.code() {
-                "run_owned" | "store_exists" => StatusCode::CONFLICT,
+                "run_owned" | "run_fenced" | "store_exists" => StatusCode::CONFLICT,
                 "store_locked" | "store_write" => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
             RunError::Engine(_) | RunError::Spawn(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            RunError::Draining => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError::new(status, e.code(), e.to_string())
     }
