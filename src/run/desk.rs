@@ -8,7 +8,7 @@
 use super::{RunError, RunOptions};
 use crate::auth::{CapToken, Role};
 use crate::engine::{AttachOptions, Caller, Engine, TaskId};
-use crate::store::{Journal, QuestionRecord, wait};
+use crate::store::{Journal, QuestionRecord};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, Write};
@@ -120,7 +120,7 @@ impl Ctx {
                 }
                 let name = QuestionRecord::name_of(&q.question);
                 if let Some(a) = self.answers.get(&name) {
-                    self.answer(&q.key, &name, a.clone());
+                    self.answer(&q.key, &name, a.clone()).await;
                     continue;
                 }
                 // A layer's question (asked on a step, not the flow's root):
@@ -145,23 +145,27 @@ impl Ctx {
                 }
             }
             if let Some(j) = &self.journal {
-                if wait(j.store().cancel_requested(j.run())).unwrap_or(false) {
+                if j.store()
+                    .cancel_requested(j.run())
+                    .await
+                    .unwrap_or(false)
+                {
                     *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(Stop::Cancelled);
                     let _ = self.engine.cancel_task(&self.operator, self.root);
                     return;
                 }
-                self.poll_answers(j, &mut open);
+                self.poll_answers(j, &mut open).await;
             }
         }
     }
 
     /// Resumes the question behind `key` with `a` and records the answer
     /// in the journal, so `swarm show` lists it answered.
-    fn answer(&self, key: &str, name: &str, a: Value) {
+    async fn answer(&self, key: &str, name: &str, a: Value) {
         if self.engine.resume(&self.senior, key, a.clone()).is_ok()
             && let Some(j) = &self.journal
         {
-            let _ = wait(j.store().answer(j.run(), name, a));
+            let _ = j.store().answer(j.run(), name, a).await;
         }
     }
 
@@ -199,11 +203,11 @@ impl Ctx {
     }
 
     /// Answers open questions that were answered in the journal.
-    fn poll_answers(&self, j: &Journal, open: &mut Vec<String>) {
+    async fn poll_answers(&self, j: &Journal, open: &mut Vec<String>) {
         if open.is_empty() {
             return;
         }
-        let Ok(questions) = wait(j.store().questions(j.run())) else {
+        let Ok(questions) = j.store().questions(j.run()).await else {
             return;
         };
         // The flow registers a question's position just after asking it,

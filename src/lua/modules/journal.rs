@@ -191,7 +191,9 @@ pub async fn question(lua: &Lua, pos: Value, question: Value) -> Result<Value, H
     let name = QuestionRecord::name_of(&question);
     let store = j.store().clone();
     let run = j.run().to_string();
-    let answered = crate::store::wait(store.questions(&run))
+    let answered = store
+        .questions(&run)
+        .await
         .map_err(store_err)?
         .into_iter()
         .find(|q| q.pos == pos)
