@@ -2,9 +2,10 @@
 //! questions, in one embedded SQLite database.
 //!
 //! [`Store`] is the small surface the rest of the host uses, so a server
-//! database could stand behind it later; [`SqliteStore`] is the one
-//! implementation. A journal entry is durable once appended to the step
-//! log (`sqlite/steplog.rs`): one `write`, folded into SQLite by the next
+//! database could stand behind it later; [`SqliteStore`] is the durable
+//! implementation and [`MemoryStore`] the in-process one. In SQLite, a
+//! journal entry is durable once appended to the step log
+//! (`sqlite/steplog.rs`): one `write`, folded into SQLite by the next
 //! transaction, so **a step result the flow has seen is on disk**. Other
 //! writes are grouped: concurrent ones share one transaction (group
 //! commit), and each resolves once its transaction is committed. WAL mode
@@ -15,11 +16,13 @@
 pub mod clock;
 mod journal;
 mod lease;
+mod memory;
 mod schema;
 mod sqlite;
 
 pub use journal::{Halt, Journal, input_hash};
 pub use lease::{Lease, Lost, RenewError, clock_text};
+pub use memory::MemoryStore;
 pub use sqlite::{SqliteStore, block_on as wait, damage_marker, damaged_logs};
 
 use serde_json::Value;
