@@ -1,4 +1,4 @@
-//! `swarm doctor`: is the journal healthy, and what to do if not.
+//! `swarm doctor`: is the SQLite journal healthy, and what to do if not.
 //!
 //! Checks SQLite's integrity verdict, the damage marker, runs left running
 //! by an owner whose lease has lapsed, step logs kept aside as damaged,
@@ -9,7 +9,7 @@
 
 use super::Db;
 use crate::engine::now_ms;
-use crate::store::{RunStatus, SqliteStore, Store, StoreError, damage_marker, damaged_logs};
+use crate::store::{Checkup, RunStatus, Store, StoreError, checkup, damage_marker, damaged_logs};
 use clap::Args;
 use std::process::ExitCode;
 
@@ -20,12 +20,17 @@ pub struct DoctorArgs {
 }
 
 pub fn run(args: DoctorArgs) -> ExitCode {
-    let path = match args.journal.locate(false) {
-        Ok(p) => p,
+    let at = match args.journal.resolve(false) {
+        Ok(at) => at,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
+    };
+    // What the doctor examines is SQLite's file and what lies beside it.
+    let Some(path) = at.sqlite_path().map(|p| p.to_path_buf()) else {
+        eprintln!("error: `swarm doctor` checks a SQLite journal file; the store {at} has none");
+        return ExitCode::from(2);
     };
     let size = |suffix: &str| {
         let mut p = path.clone().into_os_string();
@@ -44,8 +49,8 @@ pub fn run(args: DoctorArgs) -> ExitCode {
         problems += 1;
         outln!("damaged    {} (marker {})", why.trim(), marker.display());
     }
-    let store = match SqliteStore::open(&path) {
-        Ok(s) => s,
+    let Checkup { store, integrity } = match checkup(&path) {
+        Ok(c) => c,
         Err(e @ StoreError::Corrupt { .. }) => {
             if problems == 0 {
                 outln!("damaged    {e}");
@@ -58,7 +63,7 @@ pub fn run(args: DoctorArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match store.integrity() {
+    match integrity {
         Ok(v) if v == ["ok"] => outln!("integrity  ok"),
         Ok(v) => {
             problems += 1;
@@ -74,7 +79,7 @@ pub fn run(args: DoctorArgs) -> ExitCode {
         advise_damaged(&path);
         return ExitCode::from(1);
     }
-    problems += runs_report(&store);
+    problems += runs_report(&*store);
     problems += damaged_step_logs(&path);
     if bytes > 256 << 20 {
         outln!(
@@ -91,7 +96,7 @@ pub fn run(args: DoctorArgs) -> ExitCode {
 
 /// Counts runs by status and names the ones whose owner is gone; returns
 /// how many need attention.
-fn runs_report(store: &SqliteStore) -> usize {
+fn runs_report(store: &dyn Store) -> usize {
     let runs = match crate::store::wait(store.runs(None)) {
         Ok(r) => r,
         Err(e) => {

@@ -20,14 +20,19 @@ mod serve;
 mod show;
 mod worker;
 
-use crate::store::{SqliteStore, Store, default_path};
+use crate::store::{Location, Store, StoreError};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "swarm", version, about = "Host agent swarms scripted in Lua")]
+#[command(
+    name = "swarm",
+    version,
+    about = "Host agent swarms scripted in Lua",
+    after_help = STORES
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -36,6 +41,17 @@ struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     log_file: Option<PathBuf>,
 }
+
+/// How every command that opens a journal finds it (`swarm --help`).
+const STORES: &str = "\
+Stores: every command that reads or writes runs opens one store, named by
+  --store URL      sqlite:PATH (a bare path is one too), or memory: (this
+                   process only: nothing survives it, nothing to resume)
+  --db PATH        shorthand for --store sqlite:PATH
+  $SWARM_STORE     a URL, used when neither flag is given
+  $SWARM_DB        a path, used when none of the above is
+and otherwise the nearest .swarm/swarm.db from the current directory
+upward (`swarm run` creates ./.swarm/swarm.db when there is none).";
 
 #[derive(Subcommand)]
 enum Command {
@@ -75,11 +91,17 @@ enum Command {
     Stubs(init::StubsArgs),
 }
 
-/// Which journal to read (`--db`, else `$SWARM_DB`, else the nearest
-/// `.swarm/swarm.db` from the current directory upward, as git finds `.git`).
+/// Which store to open: the one place that answers which flag or
+/// variable wins (`--store`, `--db`, `$SWARM_STORE`, `$SWARM_DB`, then
+/// the nearest `.swarm/swarm.db` upward). See [`Db::resolve`].
 #[derive(Args, Clone)]
 pub struct Db {
-    /// The journal database.
+    /// The store: `sqlite:PATH` (a bare path is one too) or `memory:`.
+    /// Without it: --db, else $SWARM_STORE, else $SWARM_DB, else the
+    /// nearest .swarm/swarm.db from here upward.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+    /// The journal database file (shorthand for --store sqlite:PATH).
     #[arg(long, value_name = "PATH")]
     db: Option<PathBuf>,
 }
@@ -94,17 +116,36 @@ pub struct Journaling {
     no_journal: bool,
 }
 
+/// A variable's value, unset when empty (`SWARM_STORE= swarm runs`).
+fn env_var(name: &str) -> Option<std::ffi::OsString> {
+    std::env::var_os(name).filter(|v| !v.is_empty())
+}
+
 impl Db {
-    /// The journal's path. With `create`, a missing journal is made in
-    /// `./.swarm/` (only `swarm run` creates one); without, no journal found
-    /// is an error that says where it looked.
-    pub(crate) fn locate(&self, create: bool) -> Result<PathBuf, crate::store::StoreError> {
-        if let Some(p) = self
-            .db
-            .clone()
-            .or_else(|| std::env::var_os("SWARM_DB").map(PathBuf::from))
-        {
-            return Ok(p);
+    /// Where the store is: `--store`, else `--db`, else `$SWARM_STORE`,
+    /// else `$SWARM_DB`, else the nearest `.swarm/swarm.db` from the
+    /// current directory upward (as git finds `.git`). With `create`, a
+    /// missing journal is to be made in `./.swarm/` (only `swarm run`
+    /// creates one); without, none found is an error saying where it
+    /// looked.
+    pub(crate) fn resolve(&self, create: bool) -> Result<Location, StoreError> {
+        if let Some(url) = &self.store {
+            return Location::parse(url);
+        }
+        if let Some(p) = &self.db {
+            return Ok(Location::Sqlite(p.clone()));
+        }
+        if let Some(url) = env_var("SWARM_STORE") {
+            return Location::parse(&url.to_string_lossy()).map_err(|e| match e {
+                StoreError::Unsupported { url, message } => StoreError::Unsupported {
+                    url,
+                    message: format!("{message} (from $SWARM_STORE)"),
+                },
+                e => e,
+            });
+        }
+        if let Some(p) = env_var("SWARM_DB") {
+            return Ok(Location::Sqlite(PathBuf::from(p)));
         }
         let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
         let found = here
@@ -112,27 +153,41 @@ impl Db {
             .map(|d| d.join(".swarm").join("swarm.db"))
             .find(|p| p.is_file());
         match found {
-            Some(p) => Ok(p),
-            None if create => Ok(default_path()),
-            None => Err(crate::store::StoreError::Open {
+            Some(p) => Ok(Location::Sqlite(p)),
+            None if create => Ok(Location::Sqlite(PathBuf::from(".swarm/swarm.db"))),
+            None => Err(StoreError::Open {
                 path: here.join(".swarm").display().to_string(),
                 message: "no journal here or in any parent directory (`swarm run` creates \
-                          one in ./.swarm/; --db or $SWARM_DB name another)"
+                          one in ./.swarm/; --store, --db, $SWARM_STORE or $SWARM_DB name another)"
                     .into(),
             }),
         }
     }
 
-    /// Opens the journal of runs that exist: read-write, or read-only
-    /// where it cannot be written (then `runs` and `show` still work).
-    pub(crate) fn open(&self) -> Result<Arc<dyn Store>, crate::store::StoreError> {
-        let path = self.locate(false)?;
-        let store = SqliteStore::open_for_reading(&path)?;
-        if store.read_only() {
-            return Ok(Arc::new(store));
+    /// The SQLite journal's file, for what needs one (the server's
+    /// signing key lives beside it): a store that is not SQLite is an
+    /// error saying so.
+    pub(crate) fn locate(&self, create: bool) -> Result<PathBuf, StoreError> {
+        let at = self.resolve(create)?;
+        match at.sqlite_path() {
+            Some(p) => Ok(p.to_path_buf()),
+            None => Err(StoreError::Unsupported {
+                url: at.to_string(),
+                message: "this command needs a SQLite journal file".into(),
+            }),
         }
-        sweep(&store)?;
-        Ok(Arc::new(store))
+    }
+
+    /// Opens the store of runs that exist: read-write, or read-only
+    /// where a SQLite file cannot be written (then `runs` and `show`
+    /// still work). Runs whose owner is gone are marked interrupted.
+    pub(crate) fn open(&self) -> Result<(Arc<dyn Store>, Location), StoreError> {
+        let at = self.resolve(false)?;
+        let (store, read_only) = at.open_for_reading()?;
+        if !read_only {
+            sweep(&*store)?;
+        }
+        Ok((store, at))
     }
 }
 
@@ -141,11 +196,11 @@ impl Db {
 pub(crate) fn open_store(
     j: &Journaling,
     create: bool,
-) -> Result<Option<Arc<dyn Store>>, crate::store::StoreError> {
+) -> Result<Option<Arc<dyn Store>>, StoreError> {
     if j.no_journal {
         return Ok(None);
     }
-    Ok(Some(open_at(&j.db.locate(create)?)?))
+    Ok(Some(opened(j.db.resolve(create)?.open()?)?))
 }
 
 /// A duration flag: `250ms`, `90s`, `10m`, `1h`, `30d`. A unit is required
@@ -158,15 +213,19 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs_f64(ms / 1000.0))
 }
 
-/// Opens the journal at `path` and marks runs whose owner is gone as
-/// interrupted.
-fn open_at(path: &std::path::Path) -> Result<Arc<dyn Store>, crate::store::StoreError> {
-    let store = SqliteStore::open(path)?;
-    sweep(&store)?;
-    Ok(Arc::new(store))
+/// Opens the SQLite journal at `path` and marks runs whose owner is gone
+/// as interrupted.
+fn open_at(path: &std::path::Path) -> Result<Arc<dyn Store>, StoreError> {
+    opened(Location::Sqlite(path.to_path_buf()).open()?)
 }
 
-fn sweep(store: &SqliteStore) -> Result<(), crate::store::StoreError> {
+/// `store`, once runs whose owner is gone are marked interrupted.
+fn opened(store: Arc<dyn Store>) -> Result<Arc<dyn Store>, StoreError> {
+    sweep(&*store)?;
+    Ok(store)
+}
+
+fn sweep(store: &dyn Store) -> Result<(), StoreError> {
     for id in crate::store::wait(store.mark_interrupted())? {
         eprintln!(
             "note: run {id} was interrupted (its owner is gone); `swarm resume {id}` continues it"

@@ -4,7 +4,7 @@ use super::Db;
 use crate::engine::now_ms;
 use crate::run;
 use crate::run::service::Authority;
-use crate::store::{RunRecord, RunStatus, Store, wait};
+use crate::store::{Location, RunRecord, RunStatus, Store, wait};
 use clap::Args;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -59,19 +59,17 @@ pub struct CancelArgs {
     journal: Db,
 }
 
-/// The journal, or an exit code after saying why not.
-pub(super) fn store(j: &Db) -> Result<Arc<dyn Store>, ExitCode> {
+/// The journal and where it is, or an exit code after saying why not.
+pub(super) fn store(j: &Db) -> Result<(Arc<dyn Store>, Location), ExitCode> {
     j.open().map_err(fail)
 }
 
 /// The journal and run `id` in it, or an exit code after saying why not.
 pub(super) fn journaled_run(j: &Db, id: &str) -> Result<(Arc<dyn Store>, RunRecord), ExitCode> {
-    let s = store(j)?;
+    let (s, at) = store(j)?;
     match run::service::record(&Authority::local(), &s, id) {
         Ok(r) => Ok((s, r)),
-        Err(run::RunError::UnknownRun(_)) => {
-            Err(fail(format!("no run `{id}` in {}", s.path().display())))
-        }
+        Err(run::RunError::UnknownRun(_)) => Err(fail(format!("no run `{id}` in {at}"))),
         Err(e) => Err(fail(e)),
     }
 }
@@ -93,7 +91,7 @@ fn ago(ms: u64) -> String {
 
 pub fn list(args: RunsArgs) -> ExitCode {
     let s = match store(&args.journal) {
-        Ok(s) => s,
+        Ok((s, _)) => s,
         Err(c) => return c,
     };
     let runs = match run::service::list(&Authority::local(), &s, args.status) {
@@ -198,12 +196,16 @@ fn finished_status(s: &str) -> Result<RunStatus, String> {
 /// the space back. Running, waiting, interrupted and diverged runs are
 /// never touched.
 pub fn prune(args: PruneArgs) -> ExitCode {
-    let s = match store(&args.journal) {
-        Ok(s) => s,
+    let (s, at) = match store(&args.journal) {
+        Ok(x) => x,
         Err(c) => return c,
     };
-    let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
-    let before = size(&s.path());
+    // Only a SQLite journal has a file whose size means something.
+    let size = || {
+        at.sqlite_path()
+            .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+    };
+    let before = size();
     let filter = crate::store::Prune {
         before_ms: now_ms().saturating_sub(args.older_than.as_millis() as u64),
         statuses: args.status.clone(),
@@ -211,19 +213,18 @@ pub fn prune(args: PruneArgs) -> ExitCode {
     };
     match wait(s.prune(&filter)) {
         Ok(ids) => {
-            let after = size(&s.path());
+            let statuses: Vec<&str> = args.status.iter().map(|s| s.as_str()).collect();
+            let space = match (before, size()) {
+                (Some(before), Some(after)) => {
+                    format!("; {at} is {} KiB (was {} KiB)", after / 1024, before / 1024)
+                }
+                _ => String::new(),
+            };
             outln!(
-                "pruned {} run{} ({}); {} is {} KiB (was {} KiB)",
+                "pruned {} run{} ({}){space}",
                 ids.len(),
                 if ids.len() == 1 { "" } else { "s" },
-                args.status
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                s.path().display(),
-                after / 1024,
-                before / 1024
+                statuses.join(", "),
             );
             ExitCode::SUCCESS
         }

@@ -1,17 +1,17 @@
 //! The durable journal: runs, their step results, events and senior
-//! questions, in one embedded SQLite database.
+//! questions, behind one contract.
 //!
 //! [`Store`] is the small surface the rest of the host uses, so a server
 //! database could stand behind it later; [`SqliteStore`] is the durable
-//! implementation and [`MemoryStore`] the in-process one. In SQLite, a
-//! journal entry is durable once appended to the step log
-//! (`sqlite/steplog.rs`): one `write`, folded into SQLite by the next
-//! transaction, so **a step result the flow has seen is on disk**. Other
-//! writes are grouped: concurrent ones share one transaction (group
-//! commit), and each resolves once its transaction is committed. WAL mode
-//! with `synchronous = NORMAL`: a recorded step survives the death of the
-//! `swarm` process; after a power cut the last few may be lost, never
-//! half-read.
+//! implementation and [`MemoryStore`] the in-process one; [`open`] picks
+//! one by URL (`url.rs`). In SQLite, a journal entry is durable
+//! once appended to the step log (`sqlite/steplog.rs`): one `write`,
+//! folded into SQLite by the next transaction, so **a step result the
+//! flow has seen is on disk**. Other writes are grouped: concurrent ones
+//! share one transaction (group commit), and each resolves once its
+//! transaction is committed. WAL mode with `synchronous = NORMAL`: a
+//! recorded step survives the death of the `swarm` process; after a
+//! power cut the last few may be lost, never half-read.
 
 pub mod clock;
 mod journal;
@@ -19,11 +19,13 @@ mod lease;
 mod memory;
 mod schema;
 mod sqlite;
+mod url;
 
 pub use journal::{Halt, Journal, input_hash};
 pub use lease::{Lease, Lost, RenewError, clock_text};
 pub use memory::MemoryStore;
 pub use sqlite::{SqliteStore, block_on as wait, damage_marker, damaged_logs};
+pub use url::{Checkup, Location, SCHEMES, checkup, open, sqlite_path_of};
 
 use serde_json::Value;
 use std::future::Future;
@@ -57,6 +59,9 @@ pub enum StoreError {
     /// over, or it was cancelled or interrupted meanwhile): refused whole.
     #[error("run {run} is no longer held by this owner (epoch {epoch}); the write was refused")]
     Fenced { run: String, epoch: u64 },
+    /// A store URL that names no store this build has.
+    #[error("cannot open the store `{url}`: {message}; swarm opens {}", SCHEMES)]
+    Unsupported { url: String, message: String },
 }
 
 impl StoreError {
@@ -72,6 +77,7 @@ impl StoreError {
             StoreError::Closed => "store_closed",
             StoreError::Owned(_) => "run_owned",
             StoreError::Fenced { .. } => "run_fenced",
+            StoreError::Unsupported { .. } => "store_unsupported",
         }
     }
 }
