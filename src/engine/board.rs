@@ -1,62 +1,79 @@
-//! The board: steps of remote agents waiting for a worker, and the claims
-//! workers hold on them.
+//! The board: the remote-step work queue kept in memory, and what this
+//! process knows of the remote steps it executes.
 //!
 //! A remote step is *offered* on a named queue; a worker *claims* it and
-//! gets a claim id, which is the only handle it has on that one task. A
-//! claim is a lease: the worker renews it by heartbeat, and one not renewed
-//! in time *expires* — the step goes back on its queue for another worker,
-//! and anything later sent on the old claim is refused (fenced). Cancelling
-//! the step ends its claim, which a worker learns on its next heartbeat.
+//! gets a claim id, its only handle on that one task. A claim is a lease:
+//! the worker renews it by heartbeat, and one not renewed in time
+//! *lapses* — the step goes back on its queue for another worker, and
+//! anything later sent on the old claim is refused (fenced). Withdrawing
+//! the step (it was cancelled, or settled) ends its claim, which a worker
+//! learns on its next heartbeat.
 //!
-//! The board holds no timers: the step's own future (the `remote` backend)
-//! sleeps until the claim's deadline and asks the board to expire it then;
-//! a heartbeat that came first has moved the deadline, so nothing expires.
-//! The board has its own small lock, never held across an await.
+//! The contract is the store's (`store::work::WorkQueue`): a journal's
+//! queue is shared by every server on it; this one serves runs journaled
+//! in memory. The board holds no timers: the step's own future reads its
+//! state and lapses an overdue claim. Its lock is never held across an
+//! await. It also keeps the server's settings (open to workers, the lease
+//! length) and the attempt token of each remote step executing here, so a
+//! worker's events reach the engine as that task's.
 
 use crate::auth::CapToken;
 use crate::engine::TaskId;
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 /// Claims that ended, remembered so a late worker learns why (bounded).
 const ENDED_KEPT: usize = 4096;
 
-/// A step offered to workers: what they are told, and the attempt's token
-/// (the board uses it to emit the worker's events as that task).
-#[derive(Clone)]
-pub struct Offer {
-    pub queue: Arc<str>,
+/// A step offered to workers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkItem {
+    pub queue: String,
+    /// The journal id of the step's run, when it has one (a worker bound
+    /// to a run claims only its steps).
+    pub run: Option<String>,
     pub task: TaskId,
     pub attempt: u32,
-    pub agent: Arc<str>,
-    pub input: Arc<Value>,
+    pub agent: String,
+    pub input: Value,
     pub profile: Value,
-    /// The journal id of the step's run, when it has one.
-    pub run: Option<String>,
-    pub token: CapToken,
 }
 
 /// What a worker gets when it claims a step.
-#[derive(Clone)]
-pub struct Claimed {
+#[derive(Debug, Clone)]
+pub struct WorkClaim {
     pub claim: String,
-    pub offer: Offer,
+    /// The offer's id.
+    pub id: u64,
+    pub item: WorkItem,
     pub lease: Duration,
 }
 
+/// Where an offered step stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkState {
+    /// Waiting for a worker.
+    Queued,
+    /// A worker holds it; `lapsed` once its lease ran out unrenewed.
+    Claimed { lapsed: bool },
+    /// Its worker posted this result.
+    Done(Posted),
+    /// Withdrawn, or never offered.
+    Gone,
+}
+
 /// How a claimed step ended, as its worker posted it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Posted {
     pub value: Value,
     pub ok: bool,
 }
 
-/// Why the board refused a worker's call.
+/// Why a worker's call on a claim was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClaimError {
     #[error("no claim `{0}`")]
@@ -89,28 +106,12 @@ impl ClaimError {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Ended {
-    Expired,
-    Cancelled,
-    Done,
-}
-
-/// A worker's live claim on a step.
-struct Claim {
-    id: String,
-    deadline: Instant,
-    /// Fired when the claim ends, so a waiting heartbeat returns at once.
-    ended: CancellationToken,
-}
-
 /// One offered step.
 struct Job {
-    offer: Offer,
-    claim: Option<Claim>,
-    settle: Option<oneshot::Sender<Posted>>,
-    /// Woken when the job is claimed (its deadline now matters).
-    claimed: Arc<Notify>,
+    item: WorkItem,
+    /// The live claim and when its lease lapses.
+    claim: Option<(String, Instant)>,
+    posted: Option<Posted>,
     expiries: u32,
 }
 
@@ -118,64 +119,36 @@ struct Job {
 struct State {
     next: u64,
     jobs: HashMap<u64, Job>,
-    queues: HashMap<Arc<str>, VecDeque<u64>>,
+    queues: HashMap<String, VecDeque<u64>>,
     claims: HashMap<String, u64>,
-    ended: HashMap<String, Ended>,
+    ended: HashMap<String, ClaimError>,
     ended_order: VecDeque<String>,
+    /// Attempt tokens of the remote steps executing here, by offer id.
+    tokens: HashMap<u64, CapToken>,
 }
 
-/// The engine's board of remote steps (see the module doc).
+/// The engine's board (see the module doc).
 pub struct Board {
     state: Mutex<State>,
-    /// Woken when a step is offered (claimers of any queue look again).
-    offered: Notify,
+    /// Woken whenever the queue changes in this process.
+    pub changed: Notify,
     lease_ms: AtomicU64,
     open: AtomicBool,
 }
 
-/// A step on the board, held by the future waiting for it; dropping it
-/// takes the step off the board (ending any claim as cancelled).
-pub struct Ticket {
-    board: Arc<Board>,
-    key: u64,
-    pub posted: oneshot::Receiver<Posted>,
-    pub claimed: Arc<Notify>,
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        self.board.withdraw(self.key);
-    }
-}
-
-impl Ticket {
-    /// When the live claim lapses, or `None` while the step is unclaimed.
-    pub fn deadline(&self) -> Option<Instant> {
-        let s = self.board.lock();
-        s.jobs.get(&self.key)?.claim.as_ref().map(|c| c.deadline)
-    }
-
-    /// Expires the claim if its deadline has passed: the step goes back on
-    /// its queue. Returns how many claims on it have expired so far, when
-    /// this one did.
-    pub fn expire_if_due(&self) -> Option<u32> {
-        let mut s = self.board.lock();
-        let job = s.jobs.get_mut(&self.key)?;
-        let Claim { id, ended, .. } = job.claim.take_if(|c| c.deadline <= Instant::now())?;
-        ended.cancel();
-        job.expiries += 1;
-        let (n, queue) = (job.expiries, job.offer.queue.clone());
-        s.claims.remove(&id);
-        s.remember(id, Ended::Expired);
-        s.queues.entry(queue).or_default().push_back(self.key);
-        drop(s);
-        self.board.offered.notify_waiters();
-        Some(n)
+impl Default for Board {
+    fn default() -> Self {
+        Board {
+            state: Mutex::default(),
+            changed: Notify::new(),
+            lease_ms: AtomicU64::new(30_000),
+            open: AtomicBool::new(false),
+        }
     }
 }
 
 impl State {
-    fn remember(&mut self, claim: String, why: Ended) {
+    fn remember(&mut self, claim: String, why: ClaimError) {
         if self.ended_order.len() >= ENDED_KEPT
             && let Some(old) = self.ended_order.pop_front()
         {
@@ -185,29 +158,27 @@ impl State {
         self.ended.insert(claim, why);
     }
 
-    /// The job behind a live claim, or why there is none.
-    fn live(&mut self, claim: &str) -> Result<&mut Job, ClaimError> {
-        let ended = |why: Option<&Ended>| match why {
-            Some(Ended::Expired) => ClaimError::Expired(claim.to_string()),
-            Some(Ended::Cancelled) => ClaimError::Cancelled(claim.to_string()),
-            Some(Ended::Done) => ClaimError::Done(claim.to_string()),
-            None => ClaimError::Unknown(claim.to_string()),
+    /// The job behind live claim `claim` on `task`, or why there is none.
+    fn live(&mut self, claim: &str, task: TaskId) -> Result<(u64, &mut Job), ClaimError> {
+        let Some(key) = self.claims.get(claim).copied() else {
+            return Err(self
+                .ended
+                .get(claim)
+                .cloned()
+                .unwrap_or_else(|| ClaimError::Unknown(claim.to_string())));
         };
-        match self.claims.get(claim) {
-            Some(key) => self.jobs.get_mut(key).ok_or_else(|| ended(None)),
-            None => Err(ended(self.ended.get(claim))),
+        let job = self
+            .jobs
+            .get_mut(&key)
+            .ok_or_else(|| ClaimError::Unknown(claim.to_string()))?;
+        if job.item.task != task {
+            return Err(ClaimError::OtherTask {
+                claim: claim.to_string(),
+                bound: job.item.task,
+                asked: task,
+            });
         }
-    }
-}
-
-impl Default for Board {
-    fn default() -> Self {
-        Board {
-            state: Mutex::default(),
-            offered: Notify::new(),
-            lease_ms: AtomicU64::new(30_000),
-            open: AtomicBool::new(false),
-        }
+        Ok((key, job))
     }
 }
 
@@ -223,147 +194,165 @@ impl Board {
         self.open.store(true, Ordering::SeqCst);
     }
 
-    /// Whether a worker can reach this board (only through a server).
+    /// Whether a worker can reach this host (only through a server).
     pub fn is_open(&self) -> bool {
         self.open.load(Ordering::SeqCst)
     }
 
+    /// The lease a claim gets.
     pub fn lease(&self) -> Duration {
         Duration::from_millis(self.lease_ms.load(Ordering::SeqCst))
     }
 
-    /// Puts a step on its queue.
-    pub fn offer(self: &Arc<Self>, offer: Offer) -> Ticket {
-        let (tx, rx) = oneshot::channel();
-        let claimed = Arc::new(Notify::new());
+    /// Remembers the attempt token of a remote step executing here (by
+    /// its offer's id), until [`Board::forget_token`].
+    pub fn keep_token(&self, id: u64, token: CapToken) {
+        self.lock().tokens.insert(id, token);
+    }
+
+    pub fn forget_token(&self, id: u64) {
+        self.lock().tokens.remove(&id);
+    }
+
+    /// The attempt token of the remote step offered as `id`, when it
+    /// executes in this process.
+    pub fn token(&self, id: u64) -> Option<CapToken> {
+        self.lock().tokens.get(&id).cloned()
+    }
+
+    fn touched(&self) {
+        self.changed.notify_waiters();
+    }
+
+    pub fn offer(&self, item: WorkItem) -> u64 {
         let mut s = self.lock();
         s.next += 1;
         let key = s.next;
         s.queues
-            .entry(offer.queue.clone())
+            .entry(item.queue.clone())
             .or_default()
             .push_back(key);
-        s.jobs.insert(
-            key,
-            Job {
-                offer,
-                claim: None,
-                settle: Some(tx),
-                claimed: claimed.clone(),
-                expiries: 0,
-            },
-        );
+        let job = Job {
+            item,
+            claim: None,
+            posted: None,
+            expiries: 0,
+        };
+        s.jobs.insert(key, job);
         drop(s);
-        self.offered.notify_waiters();
-        Ticket {
-            board: self.clone(),
-            key,
-            posted: rx,
-            claimed,
-        }
+        self.touched();
+        key
     }
 
-    /// Takes the oldest step of `queue` (of run `run` only, when given).
-    pub fn claim(&self, queue: &str, run: Option<&str>) -> Option<Claimed> {
-        let lease = self.lease();
+    pub fn claim(&self, queue: &str, run: Option<&str>, lease: Duration) -> Option<WorkClaim> {
         let mut s = self.lock();
         let s = &mut *s;
         let waiting = s.queues.get_mut(queue)?;
         let at = waiting.iter().position(|key| {
             s.jobs
                 .get(key)
-                .is_some_and(|j| run.is_none() || j.offer.run.as_deref() == run)
+                .is_some_and(|j| run.is_none() || j.item.run.as_deref() == run)
         })?;
         let key = waiting.remove(at)?;
         let job = s.jobs.get_mut(&key)?;
         let id = format!("c{:032x}", crate::auth::nonce());
-        job.claim = Some(Claim {
-            id: id.clone(),
-            deadline: Instant::now() + lease,
-            ended: CancellationToken::new(),
-        });
-        job.claimed.notify_one();
+        job.claim = Some((id.clone(), Instant::now() + lease));
         s.claims.insert(id.clone(), key);
-        Some(Claimed {
+        let claimed = WorkClaim {
             claim: id,
-            offer: job.offer.clone(),
+            id: key,
+            item: job.item.clone(),
             lease,
-        })
+        };
+        self.touched();
+        Some(claimed)
     }
 
-    /// Waits up to `wait` for a step of `queue` to claim.
-    pub async fn claim_wait(
-        &self,
-        queue: &str,
-        run: Option<&str>,
-        wait: Duration,
-    ) -> Option<Claimed> {
-        let until = tokio::time::Instant::now() + wait;
-        loop {
-            let offered = self.offered.notified();
-            if let Some(c) = self.claim(queue, run) {
-                return Some(c);
-            }
-            if tokio::time::timeout_at(until, offered).await.is_err() {
-                return None;
-            }
+    /// The task live claim `claim` is on, or why it is not live.
+    fn task_of(&self, s: &mut State, claim: &str) -> Result<TaskId, ClaimError> {
+        match s.claims.get(claim).and_then(|k| s.jobs.get(k)) {
+            Some(j) => Ok(j.item.task),
+            None => s.live(claim, TaskId(0)).map(|_| TaskId(0)),
         }
     }
 
-    /// Renews a live claim's lease; returns the token fired when the claim
-    /// ends, so a heartbeat can wait on it.
-    pub fn renew(&self, claim: &str) -> Result<CancellationToken, ClaimError> {
-        let lease = self.lease();
-        let mut s = self.lock();
-        let job = s.live(claim)?;
-        let c = job
-            .claim
-            .as_mut()
-            .ok_or(ClaimError::Unknown(claim.into()))?;
-        c.deadline = Instant::now() + lease;
-        Ok(c.ended.clone())
+    pub fn check(&self, claim: &str) -> Result<(), ClaimError> {
+        self.task_of(&mut self.lock(), claim).map(drop)
     }
 
-    /// The attempt token behind a live claim on `task`.
-    pub fn token(&self, claim: &str, task: TaskId) -> Result<CapToken, ClaimError> {
+    pub fn renew(&self, claim: &str, lease: Duration) -> Result<(), ClaimError> {
         let mut s = self.lock();
-        let job = s.live(claim)?;
-        bound(claim, job, task)?;
-        Ok(job.offer.token.clone())
-    }
-
-    /// Hands the worker's result to the waiting step; the claim ends.
-    pub fn post(&self, claim: &str, task: TaskId, posted: Posted) -> Result<(), ClaimError> {
-        let mut s = self.lock();
-        let job = s.live(claim)?;
-        bound(claim, job, task)?;
-        if let Some(c) = job.claim.take() {
-            c.ended.cancel();
-        }
-        let settle = job.settle.take();
-        s.claims.remove(claim);
-        s.remember(claim.to_string(), Ended::Done);
-        drop(s);
-        if let Some(tx) = settle {
-            let _ = tx.send(posted);
+        let task = self.task_of(&mut s, claim)?;
+        let (_, job) = s.live(claim, task)?;
+        if let Some((_, until)) = job.claim.as_mut() {
+            *until = Instant::now() + lease;
         }
         Ok(())
     }
 
-    /// Takes a step off the board (its future ended or was dropped).
-    fn withdraw(&self, key: u64) {
+    pub fn claimed(&self, claim: &str, task: TaskId) -> Result<(u64, WorkItem), ClaimError> {
+        let mut s = self.lock();
+        let (key, job) = s.live(claim, task)?;
+        Ok((key, job.item.clone()))
+    }
+
+    pub fn post(&self, claim: &str, task: TaskId, posted: Posted) -> Result<(), ClaimError> {
+        let mut s = self.lock();
+        let (_, job) = s.live(claim, task)?;
+        job.claim = None;
+        job.posted = Some(posted);
+        s.claims.remove(claim);
+        s.remember(claim.to_string(), ClaimError::Done(claim.to_string()));
+        drop(s);
+        self.touched();
+        Ok(())
+    }
+
+    pub fn state(&self, key: u64) -> WorkState {
+        let s = self.lock();
+        match s.jobs.get(&key) {
+            None => WorkState::Gone,
+            Some(Job {
+                posted: Some(p), ..
+            }) => WorkState::Done(p.clone()),
+            Some(Job {
+                claim: Some((_, until)),
+                ..
+            }) => WorkState::Claimed {
+                lapsed: *until <= Instant::now(),
+            },
+            Some(_) => WorkState::Queued,
+        }
+    }
+
+    pub fn lapse(&self, key: u64) -> Option<u32> {
+        let mut s = self.lock();
+        let job = s.jobs.get_mut(&key)?;
+        let (claim, _) = job.claim.take_if(|(_, until)| *until <= Instant::now())?;
+        job.expiries += 1;
+        let (n, queue) = (job.expiries, job.item.queue.clone());
+        s.claims.remove(&claim);
+        s.remember(claim.clone(), ClaimError::Expired(claim));
+        s.queues.entry(queue).or_default().push_back(key);
+        drop(s);
+        self.touched();
+        Some(n)
+    }
+
+    pub fn withdraw(&self, key: u64) {
         let mut s = self.lock();
         let Some(job) = s.jobs.remove(&key) else {
             return;
         };
-        if let Some(q) = s.queues.get_mut(&job.offer.queue) {
+        if let Some(q) = s.queues.get_mut(&job.item.queue) {
             q.retain(|k| *k != key);
         }
-        if let Some(c) = job.claim {
-            c.ended.cancel();
-            s.claims.remove(&c.id);
-            s.remember(c.id, Ended::Cancelled);
+        if let Some((claim, _)) = job.claim {
+            s.claims.remove(&claim);
+            s.remember(claim.clone(), ClaimError::Cancelled(claim));
         }
+        drop(s);
+        self.touched();
     }
 
     /// Steps waiting on each queue (unclaimed).
@@ -377,17 +366,5 @@ impl Board {
             .collect();
         v.sort();
         v
-    }
-}
-
-fn bound(claim: &str, job: &Job, task: TaskId) -> Result<(), ClaimError> {
-    if job.offer.task == task {
-        Ok(())
-    } else {
-        Err(ClaimError::OtherTask {
-            claim: claim.to_string(),
-            bound: job.offer.task,
-            asked: task,
-        })
     }
 }

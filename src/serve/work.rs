@@ -3,11 +3,13 @@
 //! worker when to stop), send the command's events, post its result. Each
 //! call after the claim names the claim and the task it is for; the board
 //! refuses a claim used for another task (403) and a claim that has ended
-//! (409: expired, cancelled, already done) — see `engine::board`.
+//! (409: expired, cancelled, already done) — see `store::work`. The queue
+//! is the journal's, shared by every server on it.
 
 use super::Server;
 use super::error::{ApiError, Body};
-use crate::engine::board::{ClaimError, Posted};
+use crate::spawn::queue_of;
+use crate::store::work::{ClaimError, POLL, Posted, WorkClaim, WorkQueue};
 use crate::engine::{OutputKind, TaskId};
 use crate::run::service::Action;
 use axum::extract::{Path, State};
@@ -57,6 +59,45 @@ struct ClaimReq {
     wait_ms: Option<u64>,
 }
 
+/// The queue this server's journal shares with every server on it.
+fn queue(s: &Server) -> &dyn WorkQueue {
+    queue_of(Some(&s.store), s.engine.board())
+}
+
+fn store_err(e: crate::store::StoreError) -> ApiError {
+    crate::run::RunError::Store(e).into()
+}
+
+/// Waits up to `wait` for a step of `queue` to claim: woken by offers in
+/// this process, looking again every [`POLL`] for other servers' offers.
+async fn claim_wait(
+    s: &Server,
+    queue_name: &str,
+    run: Option<&str>,
+    wait: Duration,
+) -> Result<Option<WorkClaim>, ApiError> {
+    let until = tokio::time::Instant::now() + wait;
+    let lease = s.engine.board().lease();
+    loop {
+        let changed = queue(s).changed().notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if let Some(c) = queue(s)
+            .claim(queue_name, run, lease)
+            .await
+            .map_err(store_err)?
+        {
+            return Ok(Some(c));
+        }
+        let poll = tokio::time::sleep(POLL);
+        tokio::select! {
+            _ = &mut changed => {}
+            _ = poll => {}
+            _ = tokio::time::sleep_until(until) => return Ok(None),
+        }
+    }
+}
+
 /// 200 with the step (claim id, task, attempt, agent, input, profile,
 /// lease), or 204 when none came within the wait.
 async fn claim(
@@ -74,20 +115,18 @@ async fn claim(
             "the server is shutting down",
         ));
     }
-    let board = s.engine.board();
-    let Some(c) = board
-        .claim_wait(&queue, who.run.as_deref(), wait(req.wait_ms))
-        .await
-    else {
+    let Some(c) = claim_wait(&s, &queue, who.run.as_deref(), wait(req.wait_ms)).await? else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
     let worker = req.worker.unwrap_or_default();
-    let note = json!({ "remote": "claimed", "queue": queue, "worker": worker });
-    let _ = s.engine.emit(&c.offer.token, OutputKind::Progress, note);
-    let o = &c.offer;
+    if let Some(token) = s.engine.board().token(c.id) {
+        let note = json!({ "remote": "claimed", "queue": queue, "worker": worker });
+        let _ = s.engine.emit(&token, OutputKind::Progress, note);
+    }
+    let o = &c.item;
     let body = json!({
-        "claim": c.claim, "task": o.task.0, "attempt": o.attempt, "agent": &*o.agent,
-        "input": &*o.input, "profile": o.profile, "run": o.run,
+        "claim": c.claim, "task": o.task.0, "attempt": o.attempt, "agent": o.agent,
+        "input": o.input, "profile": o.profile, "run": o.run,
         "lease_ms": c.lease.as_millis() as u64,
     });
     Ok((StatusCode::OK, Json(body)).into_response())
@@ -110,15 +149,22 @@ async fn heartbeat(
     Body(beat): Body<Beat>,
 ) -> Result<Json<Value>, ApiError> {
     s.who(&headers)?.check(Action::Work, None)?;
-    let board = s.engine.board();
-    let ended = board.renew(&claim)?;
-    let hold = wait(beat.wait_ms).min(board.lease() / 2);
-    if tokio::time::timeout(hold, ended.cancelled()).await.is_ok() {
-        board.renew(&claim)?;
+    let lease = s.engine.board().lease();
+    queue(&s).renew(&claim, lease).await.map_err(store_err)??;
+    let until = tokio::time::Instant::now() + wait(beat.wait_ms).min(lease / 2);
+    loop {
+        let changed = queue(&s).changed().notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        queue(&s).check(&claim).await.map_err(store_err)??;
+        tokio::select! {
+            _ = &mut changed => {}
+            _ = tokio::time::sleep(POLL) => {}
+            _ = tokio::time::sleep_until(until) => break,
+        }
     }
-    Ok(Json(
-        json!({ "lease_ms": board.lease().as_millis() as u64 }),
-    ))
+    queue(&s).renew(&claim, lease).await.map_err(store_err)??;
+    Ok(Json(json!({ "lease_ms": lease.as_millis() as u64 })))
 }
 
 #[derive(Deserialize)]
@@ -136,7 +182,9 @@ struct EventIn {
     data: Value,
 }
 
-/// The command's events (progress, partial, artifact, stderr), in order.
+/// The command's events (progress, partial, artifact, stderr), in order:
+/// emitted as the step's own when its run executes in this server, else
+/// journaled as the run's events for the server that executes it.
 async fn events(
     State(s): S,
     headers: HeaderMap,
@@ -144,16 +192,32 @@ async fn events(
     Body(req): Body<EventsReq>,
 ) -> Result<Json<Value>, ApiError> {
     s.who(&headers)?.check(Action::Work, None)?;
-    let token = s.engine.board().token(&claim, TaskId(req.task))?;
+    let task = TaskId(req.task);
+    let (id, item) = queue(&s).claimed(&claim, task).await.map_err(store_err)??;
+    let mut rows = Vec::new();
     for e in req.events {
         let kind: OutputKind = e.event.parse().map_err(ApiError::bad_request)?;
-        s.engine.emit(&token, kind, e.data).map_err(|e| {
-            let status = match e {
-                crate::engine::EngineError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                _ => StatusCode::CONFLICT,
-            };
-            ApiError::new(status, e.code(), e.to_string())
-        })?;
+        match s.engine.board().token(id) {
+            Some(token) => s.engine.emit(&token, kind, e.data).map_err(|e| {
+                let status = match e {
+                    crate::engine::EngineError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                    _ => StatusCode::CONFLICT,
+                };
+                ApiError::new(status, e.code(), e.to_string())
+            })?,
+            None => rows.extend(item.run.as_deref().map(|run| crate::store::EventRow {
+                run: run.into(),
+                kind: "remote_output",
+                payload: json!({ "task": task.0, "attempt": item.attempt, "event": e.event,
+                                 "data": e.data })
+                .to_string()
+                .into(),
+                epoch: 0,
+            })),
+        }
+    }
+    if !rows.is_empty() {
+        s.store.append_events(rows).await.map_err(store_err)?;
     }
     Ok(Json(json!({})))
 }
@@ -179,6 +243,9 @@ async fn result(
         value: req.value,
         ok: req.ok,
     };
-    s.engine.board().post(&claim, TaskId(req.task), posted)?;
+    queue(&s)
+        .post(&claim, TaskId(req.task), posted)
+        .await
+        .map_err(store_err)??;
     Ok(Json(json!({})))
 }

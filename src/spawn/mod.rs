@@ -13,7 +13,7 @@ mod rust;
 
 pub use layers::{LayerEnv, LayerRegistry, layer_fn};
 pub use process::{ProcessAgent, ProcessSpec};
-pub use remote::{RemoteAgent, RemoteSpec};
+pub use remote::{RemoteAgent, RemoteSpec, queue_of};
 pub use rust::RustAgent;
 
 use crate::engine::Spawner;

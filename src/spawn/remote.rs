@@ -8,9 +8,11 @@
 //! (a `retry` layer may try it again). Cancelling the step ends its claim,
 //! and the worker kills its command on its next heartbeat.
 
-use crate::engine::OutputKind;
-use crate::engine::board::{Offer, Posted};
-use crate::engine::{Outcome, SpawnCtx, SpawnError, Spawner, Worker};
+use crate::engine::board::Board;
+use crate::engine::{OutputKind, SpawnCtx, SpawnError, Spawner, Worker};
+use crate::engine::Outcome;
+use crate::store::Store;
+use crate::store::work::{POLL, Posted, WorkItem, WorkQueue, WorkState};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,9 +30,10 @@ pub struct RemoteSpec {
     pub profile: Value,
 }
 
-/// The journal id of the run a step belongs to, when it has one (workers
-/// bound to a run claim only its steps).
-pub type RunOf = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+/// The journal id and store of the run a step belongs to, when it has one:
+/// its steps go on that store's queue (shared by every server on it), and
+/// workers bound to the run claim only its steps.
+pub type RunOf = Arc<dyn Fn() -> Option<(String, Arc<dyn Store>)> + Send + Sync>;
 
 #[derive(Clone)]
 pub struct RemoteAgent {
@@ -57,9 +60,36 @@ fn blocked(code: &str, error: String) -> Outcome {
     Outcome::Blocked(json!({ "code": code, "error": error }))
 }
 
+/// The queue of a run journaled in `store`, else the engine's board.
+pub fn queue_of<'a>(store: Option<&'a Arc<dyn Store>>, board: &'a Board) -> &'a dyn WorkQueue {
+    store.and_then(|s| s.work()).unwrap_or(board)
+}
+
+/// Takes the step off its queue however its future ends (settled,
+/// cancelled, dropped), and forgets its attempt token.
+struct Offered {
+    id: u64,
+    store: Option<Arc<dyn Store>>,
+    board: Arc<Board>,
+}
+
+impl Drop for Offered {
+    fn drop(&mut self) {
+        self.board.forget_token(self.id);
+        let gone = queue_of(self.store.as_ref(), &self.board).withdraw(self.id);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = gone.await {
+                    tracing::warn!("taking a remote step off its queue failed: {e}");
+                }
+            });
+        }
+    }
+}
+
 async fn wait(
     spec: Arc<RemoteSpec>,
-    run: Option<String>,
+    run: Option<(String, Arc<dyn Store>)>,
     ctx: SpawnCtx,
 ) -> Result<Outcome, SpawnError> {
     let board = ctx.engine.board().clone();
@@ -73,16 +103,25 @@ async fn wait(
             ),
         ));
     }
-    let mut ticket = board.offer(Offer {
-        queue: spec.queue.clone(),
+    let (run, store) = run.unzip();
+    let item = WorkItem {
+        queue: spec.queue.to_string(),
+        run,
         task: ctx.task,
         attempt: ctx.attempt,
-        agent: ctx.agent.clone(),
-        input: ctx.input.clone(),
+        agent: ctx.agent.to_string(),
+        input: (*ctx.input).clone(),
         profile: spec.profile.clone(),
-        run,
-        token: ctx.token.clone(),
-    });
+    };
+    let queue = || queue_of(store.as_ref(), &board);
+    let failed = |e: crate::store::StoreError| SpawnError::Input(format!("the work queue: {e}"));
+    let id = queue().offer(item).await.map_err(failed)?;
+    board.keep_token(id, ctx.token.clone());
+    let _offered = Offered {
+        id,
+        store: store.clone(),
+        board: board.clone(),
+    };
     let note = |data: Value| {
         let _ = ctx.engine.emit(&ctx.token, OutputKind::Progress, data);
     };
@@ -90,33 +129,34 @@ async fn wait(
     let limit = tokio::time::sleep(spec.timeout.unwrap_or(Duration::MAX));
     tokio::pin!(limit);
     loop {
-        let (claimed, deadline) = (ticket.claimed.clone(), ticket.deadline());
-        let lapse = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => claimed.notified().await,
+        let changed = queue().changed().notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        match queue().state(id).await.map_err(failed)? {
+            WorkState::Done(Posted { value, ok: true }) => return Ok(Outcome::Pass(value)),
+            WorkState::Done(Posted { value, ok: false }) => return Ok(Outcome::Blocked(value)),
+            WorkState::Gone => return Ok(Outcome::Cancelled),
+            WorkState::Claimed { lapsed: true } => {
+                if let Some(n) = queue().lapse(id).await.map_err(failed)? {
+                    if n >= MAX_EXPIRIES {
+                        return Ok(blocked(
+                            "lease_expired",
+                            format!(
+                                "{n} workers claimed this step and stopped renewing their lease"
+                            ),
+                        ));
+                    }
+                    note(json!({ "remote": "lease_expired", "queue": &*spec.queue, "expiries": n }));
+                }
+                continue;
             }
-        };
+            WorkState::Queued | WorkState::Claimed { lapsed: false } => {}
+        }
         tokio::select! {
-            posted = &mut ticket.posted => {
-                return Ok(match posted {
-                    Ok(Posted { value, ok: true }) => Outcome::Pass(value),
-                    Ok(Posted { value, ok: false }) => Outcome::Blocked(value),
-                    Err(_) => Outcome::Cancelled,
-                });
-            }
+            _ = &mut changed => {}
             _ = ctx.cancel.cancelled() => return Ok(Outcome::Cancelled),
             _ = &mut limit => return Ok(Outcome::Timeout),
-            _ = lapse => {}
-        }
-        if let Some(n) = ticket.expire_if_due() {
-            if n >= MAX_EXPIRIES {
-                return Ok(blocked(
-                    "lease_expired",
-                    format!("{n} workers claimed this step and stopped renewing their lease"),
-                ));
-            }
-            note(json!({ "remote": "lease_expired", "queue": &*spec.queue, "expiries": n }));
+            _ = tokio::time::sleep(POLL) => {}
         }
     }
 }

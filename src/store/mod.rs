@@ -19,6 +19,7 @@ mod lease;
 mod memory;
 mod schema;
 mod sqlite;
+pub mod work;
 mod url;
 
 pub use journal::{Halt, Journal, input_hash};
@@ -428,6 +429,12 @@ pub trait Store: Send + Sync {
     /// owner is provably dead): a run `running` with such a lease has no
     /// one executing it.
     fn lapsed(&self, run: &str) -> StoreFut<'static, bool>;
+    /// The remote-step work queue every server on this journal shares
+    /// (`store/work.rs`); `None` for a journal without one, whose runs use
+    /// the engine's in-memory board.
+    fn work(&self) -> Option<&dyn work::WorkQueue> {
+        None
+    }
 }
 
 /// The journal's default location: `$SWARM_DB`, or `.swarm/swarm.db`.

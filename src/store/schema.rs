@@ -117,6 +117,34 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE runs ADD COLUMN lease_boot TEXT;
     ALTER TABLE runs ADD COLUMN lease_until_boot INTEGER;
     "#,
+    // 7: the remote-step work queue (`sqlite/work.rs`), shared by every
+    // server on this journal, and the claims that ended (for an hour).
+    r#"
+    CREATE TABLE work (
+        id          INTEGER PRIMARY KEY,
+        queue       TEXT NOT NULL,
+        run         TEXT,
+        task        INTEGER NOT NULL,
+        attempt     INTEGER NOT NULL,
+        agent       TEXT NOT NULL,
+        input       TEXT NOT NULL,
+        profile     TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        claim       TEXT UNIQUE,
+        lease_boot  TEXT,
+        claim_until_boot INTEGER,
+        expiries    INTEGER NOT NULL,
+        ok          INTEGER,
+        value       TEXT,
+        created_ms  INTEGER NOT NULL
+    );
+    CREATE INDEX work_queued ON work(queue, state, id);
+    CREATE TABLE work_ended (
+        claim       TEXT PRIMARY KEY,
+        why         TEXT NOT NULL,
+        ended_ms    INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -31,6 +31,7 @@ mod ownership;
 mod pages;
 mod reads;
 mod steplog;
+mod work;
 use commit::{Job, Writes};
 pub use health::damage_marker;
 use ownership::lease_end;
@@ -54,6 +55,8 @@ pub struct SqliteStore {
     /// The latest epoch of each run this process created or claimed: an
     /// append under an older one is refused without asking the database.
     epochs: Mutex<std::collections::HashMap<String, u64>>,
+    /// Wakes this process's waiters on the work queue (`sqlite/work.rs`).
+    changed: Arc<tokio::sync::Notify>,
 }
 
 fn classify(path: &Path, e: &rusqlite::Error, write: bool) -> StoreError {
@@ -179,6 +182,7 @@ impl SqliteStore {
             writes: Arc::new(Writes::new(path, writer)),
             reader: Mutex::new(reader),
             epochs: Mutex::default(),
+            changed: Arc::default(),
         }
     }
 
@@ -404,6 +408,10 @@ impl Store for SqliteStore {
 
     fn lapsed(&self, run: &str) -> StoreFut<'static, bool> {
         done(self.lease_lapsed(run))
+    }
+
+    fn work(&self) -> Option<&dyn super::work::WorkQueue> {
+        Some(self)
     }
 
     fn set_status(

@@ -329,9 +329,10 @@ async fn worker_overhead(b: &Bench) {
     let steps = 200;
     let local = per_step_us(b, "local", steps).await;
     let remote = per_step_us(b, "remote", steps).await;
+    let queue = crate::spawn::queue_of(Some(&b.store), b.engine.board());
     assert!(
-        b.engine.board().waiting().is_empty(),
-        "bench serve: steps left on the board"
+        wait(queue.waiting()).expect("the work queue").is_empty(),
+        "bench serve: steps left on the queue"
     );
     stop.cancel();
     let _ = worker.await;

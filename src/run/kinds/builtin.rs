@@ -262,11 +262,12 @@ struct Remote(RemoteSpec);
 
 impl Backend for Remote {
     fn build(&self, b: &Build<'_>, _: &str) -> Result<Arc<dyn Spawner>, SpawnError> {
-        // Workers bound to a run claim only its steps: the run's journal id.
+        // The run's journal: its store's queue, shared by every server on
+        // it; workers bound to a run claim only its steps.
         let journal = b.journal.clone();
         let run = Arc::new(move || {
             let j = journal.lock().unwrap_or_else(|e| e.into_inner());
-            j.as_ref().map(|j| j.run().to_string())
+            j.as_ref().map(|j| (j.run().to_string(), j.store().clone()))
         });
         Ok(Arc::new(RemoteAgent::new(self.0.clone(), run)))
     }
