@@ -38,6 +38,8 @@ pub struct MemoryStore {
     lease: Option<Duration>,
     /// Host and pid namespace of this process (see [`Owner::machine`]).
     machine: String,
+    /// The remote-step work queue: the engine's in-memory board.
+    work: crate::engine::board::Board,
 }
 
 #[derive(Default)]
@@ -74,6 +76,7 @@ impl MemoryStore {
             state: Mutex::default(),
             lease: None,
             machine: Owner::new().machine,
+            work: Default::default(),
         }
     }
 
@@ -531,5 +534,9 @@ impl Store for MemoryStore {
     fn lapsed(&self, run: &str) -> StoreFut<'static, bool> {
         let st = self.lock();
         done(Ok(st.runs.get(run).is_some_and(|r| self.lapsed_now(r))))
+    }
+
+    fn work(&self) -> Option<&dyn super::work::WorkQueue> {
+        Some(&self.work)
     }
 }
