@@ -83,7 +83,10 @@ async fn a_step_offered_by_one_server_is_claimed_and_settled_through_another() {
     assert_eq!(seen["status"], "pass");
     // The worker's events, sent through B, are in the run's journal.
     let events = op_b.events(&id, None).await;
-    let remote: Vec<_> = events.iter().filter(|(e, _)| e == "remote_output").collect();
+    let remote: Vec<_> = events
+        .iter()
+        .filter(|(e, _)| e == "remote_output")
+        .collect();
     assert_eq!(remote.len(), 2, "{events:?}");
     assert!(remote[0].1.contains("\"via\":\"b\""), "{remote:?}");
 }

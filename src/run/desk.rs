@@ -145,11 +145,7 @@ impl Ctx {
                 }
             }
             if let Some(j) = &self.journal {
-                if j.store()
-                    .cancel_requested(j.run())
-                    .await
-                    .unwrap_or(false)
-                {
+                if j.store().cancel_requested(j.run()).await.unwrap_or(false) {
                     *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(Stop::Cancelled);
                     let _ = self.engine.cancel_task(&self.operator, self.root);
                     return;

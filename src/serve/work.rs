@@ -8,10 +8,10 @@
 
 use super::Server;
 use super::error::{ApiError, Body};
-use crate::spawn::queue_of;
-use crate::store::work::{ClaimError, POLL, Posted, WorkClaim, WorkQueue};
 use crate::engine::{OutputKind, TaskId};
 use crate::run::service::Action;
+use crate::spawn::queue_of;
+use crate::store::work::{ClaimError, POLL, Posted, WorkClaim, WorkQueue};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -205,14 +205,16 @@ async fn events(
                 };
                 ApiError::new(status, e.code(), e.to_string())
             })?,
-            None => rows.extend(item.run.as_deref().map(|run| crate::store::EventRow {
-                run: run.into(),
-                kind: "remote_output",
-                payload: json!({ "task": task.0, "attempt": item.attempt, "event": e.event,
+            None => rows.extend(item.run.as_deref().map(|run| {
+                crate::store::EventRow {
+                    run: run.into(),
+                    kind: "remote_output",
+                    payload: json!({ "task": task.0, "attempt": item.attempt, "event": e.event,
                                  "data": e.data })
-                .to_string()
-                .into(),
-                epoch: 0,
+                    .to_string()
+                    .into(),
+                    epoch: 0,
+                }
             })),
         }
     }

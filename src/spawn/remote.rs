@@ -1,16 +1,19 @@
 //! The `remote` backend: a step done by a `swarm worker` elsewhere.
 //!
-//! The attempt is offered on the engine's board (see `engine::board`) under
-//! its queue and parks until a worker claims it and posts a result. While
-//! it waits, this future is the claim's clock: it sleeps until the lease's
-//! deadline and expires the claim then, unless a heartbeat moved it. A
-//! step whose claims expired [`MAX_EXPIRIES`] times blocks `lease_expired`
-//! (a `retry` layer may try it again). Cancelling the step ends its claim,
-//! and the worker kills its command on its next heartbeat.
+//! The attempt is offered on its run's work queue (the journal's, shared
+//! by every server on it: see `store::work`; the engine's board for a run
+//! without one) and waits until a worker, through any of those servers,
+//! claims it and posts a result. While it waits it reads the step's state
+//! (woken by changes in this process, else every `POLL`) and lapses a
+//! claim whose lease the store judges run out: the step goes back on its
+//! queue. A step whose claims lapsed [`MAX_EXPIRIES`] times blocks
+//! `lease_expired` (a `retry` layer may try it again). Cancelling the step
+//! withdraws it, ending its claim, and the worker kills its command on its
+//! next heartbeat.
 
+use crate::engine::Outcome;
 use crate::engine::board::Board;
 use crate::engine::{OutputKind, SpawnCtx, SpawnError, Spawner, Worker};
-use crate::engine::Outcome;
 use crate::store::Store;
 use crate::store::work::{POLL, Posted, WorkItem, WorkQueue, WorkState};
 use serde_json::{Value, json};
@@ -146,7 +149,9 @@ async fn wait(
                             ),
                         ));
                     }
-                    note(json!({ "remote": "lease_expired", "queue": &*spec.queue, "expiries": n }));
+                    note(
+                        json!({ "remote": "lease_expired", "queue": &*spec.queue, "expiries": n }),
+                    );
                 }
                 continue;
             }

@@ -42,8 +42,11 @@ pub trait WorkQueue: Send + Sync {
     /// Ok while `claim` is live (a heartbeat holds until it is not).
     fn check(&self, claim: &str) -> StoreFut<'static, Result<(), ClaimError>>;
     /// The step behind a live claim on `task`, with its id.
-    fn claimed(&self, claim: &str, task: TaskId)
-    -> StoreFut<'static, Result<(u64, WorkItem), ClaimError>>;
+    fn claimed(
+        &self,
+        claim: &str,
+        task: TaskId,
+    ) -> StoreFut<'static, Result<(u64, WorkItem), ClaimError>>;
     /// Settles the step with its worker's result; the claim ends.
     fn post(
         &self,

@@ -21,8 +21,7 @@ const ENDED_KEPT_MS: i64 = 3_600_000;
 
 /// A lapsed claim, on the boot clock: from another boot, or past its end.
 /// Binds `:boot` and `:boot_now`.
-const LAPSED: &str =
-    "(lease_boot IS NULL OR lease_boot != :boot OR claim_until_boot < :boot_now)";
+const LAPSED: &str = "(lease_boot IS NULL OR lease_boot != :boot OR claim_until_boot < :boot_now)";
 
 const ITEM: &str = "id, queue, run, task, attempt, agent, input, profile";
 
@@ -72,7 +71,11 @@ fn remember(tx: &Transaction, claim: &str, why: &str) -> rusqlite::Result<()> {
 }
 
 /// The live claim `claim` on `task`, or why it is not.
-fn live(tx: &rusqlite::Connection, claim: &str, task: TaskId) -> rusqlite::Result<Result<(u64, WorkItem), ClaimError>> {
+fn live(
+    tx: &rusqlite::Connection,
+    claim: &str,
+    task: TaskId,
+) -> rusqlite::Result<Result<(u64, WorkItem), ClaimError>> {
     let found = tx
         .query_row(
             &format!("SELECT {ITEM} FROM work WHERE claim = ?1 AND state = 'claimed'"),
@@ -196,7 +199,11 @@ impl WorkQueue for SqliteStore {
                      WHERE claim = ?1 AND state = 'claimed'",
                 )?
                 .execute(params![claim, until as i64, clock::boot_id()])?;
-            Ok(if n == 1 { Ok(()) } else { Err(ended(tx, &claim)?) })
+            Ok(if n == 1 {
+                Ok(())
+            } else {
+                Err(ended(tx, &claim)?)
+            })
         })
     }
 
@@ -249,9 +256,7 @@ impl WorkQueue for SqliteStore {
         done(self.read(|c| {
             let row = c
                 .query_row(
-                    &format!(
-                        "SELECT state, {LAPSED}, ok, value FROM work WHERE id = :id"
-                    ),
+                    &format!("SELECT state, {LAPSED}, ok, value FROM work WHERE id = :id"),
                     named_params! {
                         ":id": id as i64, ":boot": clock::boot_id(),
                         ":boot_now": clock::boot_ms() as i64,
