@@ -3,8 +3,9 @@
 //!
 //! [`Store`] is the small surface the rest of the host uses, so a server
 //! database could stand behind it later; [`SqliteStore`] is the durable
-//! implementation and [`MemoryStore`] the in-process one; [`open`] picks
-//! one by URL (`url.rs`). In SQLite, a journal entry is durable
+//! implementation and [`MemoryStore`] the in-process one, both held to
+//! one conformance suite (`conformance.rs`, feature `testing`); [`open`]
+//! picks one by URL (`url.rs`). In SQLite, a journal entry is durable
 //! once appended to the step log (`sqlite/steplog.rs`): one `write`,
 //! folded into SQLite by the next transaction, so **a step result the
 //! flow has seen is on disk**. Other writes are grouped: concurrent ones
@@ -14,13 +15,15 @@
 //! power cut the last few may be lost, never half-read.
 
 pub mod clock;
+#[cfg(feature = "testing")]
+pub mod conformance;
 mod journal;
 mod lease;
 mod memory;
 mod schema;
 mod sqlite;
-pub mod work;
 mod url;
+pub mod work;
 
 pub use journal::{Halt, Journal, input_hash};
 pub use lease::{Lease, Lost, RenewError, clock_text};
