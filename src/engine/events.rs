@@ -197,6 +197,20 @@ impl Ledger {
         self.appended = true;
     }
 
+    /// Events held.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Drops the events up to and including `cursor`, oldest first.
+    pub fn forget_through(&mut self, cursor: u64) {
+        while self.events.front().is_some_and(|(e, _)| e.cursor <= cursor) {
+            if let Some((_, w)) = self.events.pop_front() {
+                self.bytes -= w;
+            }
+        }
+    }
+
     /// The cursor of the newest event (0 when none yet).
     pub fn last_cursor(&self) -> u64 {
         self.next_cursor - 1

@@ -11,6 +11,7 @@
 pub mod board;
 mod error;
 mod events;
+mod memory;
 pub mod size;
 mod spawner;
 mod state;
@@ -18,6 +19,7 @@ mod verbs;
 
 pub use error::EngineError;
 pub use events::{Event, EventKind, OutputKind};
+pub use memory::Held;
 pub use spawner::{Outcome, SpawnCtx, SpawnError, Spawner, Worker};
 pub use state::{TaskStatus, TaskView};
 pub use verbs::observe::Subscription;
