@@ -37,6 +37,11 @@ pub struct ServeArgs {
     /// heartbeat before the step is offered again.
     #[arg(long, default_value = "30s", value_parser = super::parse_duration)]
     lease: Duration,
+    /// On SIGTERM or SIGINT, how long to wait for the running runs to
+    /// stop (interrupted, resumable) before exiting anyway; every request
+    /// meanwhile is answered `503 draining`.
+    #[arg(long, default_value = "30s", value_parser = super::parse_duration)]
+    drain: Duration,
     #[command(flatten)]
     journal: Db,
 }
@@ -131,18 +136,46 @@ pub fn serve(args: ServeArgs) -> ExitCode {
             Err(e) => return fail(format!("cannot listen on {}: {e}", args.listen)),
         };
         let addr = listener.local_addr().map_or(args.listen, |a| a);
-        eprintln!("swarm serve: listening on http://{addr} (journal {})", db.display());
-        let app = server.router();
-        let http = axum::serve(listener, app);
+        eprintln!(
+            "swarm serve: listening on http://{addr} (journal {})",
+            db.display()
+        );
+        serve_until_drained(&server, listener, watch, args.drain).await
+    })
+}
+
+/// Serves until SIGTERM or SIGINT, then drains: the listener stays open,
+/// answering every request `503 draining`, until the runs have stopped
+/// (at most `limit`; a second signal stops waiting).
+async fn serve_until_drained(
+    server: &Arc<Server>,
+    listener: tokio::net::TcpListener,
+    watch: Option<Watch>,
+    limit: Duration,
+) -> ExitCode {
+    let http = axum::serve(listener, server.router());
+    let drained = async {
+        let sig = stop_signal(watch).await;
+        eprintln!("swarm serve: {sig}: draining (running runs stop interrupted, resumable)");
         tokio::select! {
-            r = http => if let Err(e) = r { return fail(e) },
-            sig = stop_signal(watch) => {
-                eprintln!("swarm serve: {sig}: draining (running runs stop interrupted, resumable)");
-                server.drain(Duration::from_secs(30)).await;
+            left = server.drain(limit) => left,
+            again = stop_signal(None) => {
+                eprintln!("swarm serve: {again} again: exiting now");
+                Vec::new()
             }
         }
-        ExitCode::SUCCESS
-    })
+    };
+    tokio::select! {
+        r = http => if let Err(e) = r { return fail(e) },
+        left = drained => for id in left {
+            eprintln!(
+                "swarm serve: run {id} had not stopped after --drain {limit:?}; it is \
+                 resumable once its lease lapses"
+            );
+        },
+    }
+    eprintln!("swarm serve: exiting");
+    ExitCode::SUCCESS
 }
 
 /// Waits for SIGTERM or SIGINT, printing reloads meanwhile.

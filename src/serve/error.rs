@@ -31,6 +31,16 @@ impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
+
+    /// The server is shutting down: every request gets this until it exits.
+    pub fn draining() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "the server is shutting down: its running runs are stopping (interrupted, \
+             resumable) and it takes no requests",
+        )
+    }
 }
 
 impl IntoResponse for ApiError {

@@ -5,9 +5,9 @@
 //! slow client never holds up a run.
 //!
 //! Runs started here execute in this process until they end. On SIGTERM
-//! the server drains: no new runs, running ones stop `interrupted`
-//! (resumable); on start it resumes the interrupted runs of the
-//! blueprints it serves.
+//! the server drains: every request is answered `503 draining` while the
+//! running runs stop `interrupted` (resumable), then it exits. On start it
+//! resumes the interrupted runs of the blueprints it serves.
 
 mod api;
 pub mod auth;
@@ -25,7 +25,10 @@ use crate::run::service::{self, Authority};
 use crate::run::{Prepared, RunOptions};
 use crate::store::{RunStatus, Store};
 use axum::Router;
+use axum::extract::{Request, State};
 use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -80,13 +83,18 @@ impl Server {
         })
     }
 
-    /// The routes, with the body limit and a tracing span per request. No
-    /// request timeout: event streams, claims and heartbeats are long
-    /// polls by design, and every other handler answers from memory or the
-    /// journal.
+    /// The routes and their layers, outer to inner: a tracing span per
+    /// request; `503 draining` for every request once the server drains;
+    /// the body limit. No request timeout: event streams, claims and
+    /// heartbeats are long polls by design, and every other handler
+    /// answers from memory or the journal.
     pub fn router(self: &Arc<Self>) -> Router {
         api::routes()
             .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                refuse_draining,
+            ))
             .layer(tower_http::trace::TraceLayer::new_for_http())
             .with_state(self.clone())
     }
@@ -116,6 +124,10 @@ impl Server {
                     root,
                 },
             );
+        }
+        // Launched as the drain began: it stops with the others.
+        if self.draining() {
+            let _ = service::interrupt(&Authority::local(), &run, root);
         }
         let server = self.clone();
         let key = id.clone();
@@ -163,9 +175,10 @@ impl Server {
         resumed
     }
 
-    /// Stops taking runs and interrupts the running ones (resumable), then
-    /// waits until they have stopped (at most `limit`).
-    pub async fn drain(&self, limit: Duration) {
+    /// Stops taking requests (each is answered `503 draining`) and
+    /// interrupts the running runs (resumable), then waits until they have
+    /// stopped, at most `limit`. Returns the ids of runs still executing.
+    pub async fn drain(&self, limit: Duration) -> Vec<String> {
         self.draining.store(true, Ordering::SeqCst);
         let who = Authority::local();
         for a in self.active().values() {
@@ -181,9 +194,20 @@ impl Server {
             }
         })
         .await;
+        self.active().keys().cloned().collect()
     }
 
     fn draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
+}
+
+/// The middleware that answers every request `503 draining` once the
+/// server shuts down, until it exits: a client (or a load balancer) sees
+/// why, instead of a refused connection.
+async fn refuse_draining(State(s): State<Arc<Server>>, req: Request, next: Next) -> Response {
+    if s.draining() {
+        return ApiError::draining().into_response();
+    }
+    next.run(req).await
 }

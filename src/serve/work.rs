@@ -108,13 +108,6 @@ async fn claim(
 ) -> Result<Response, ApiError> {
     let who = s.who(&headers)?;
     who.check(Action::Work, None)?;
-    if s.draining() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "draining",
-            "the server is shutting down",
-        ));
-    }
     let Some(c) = claim_wait(&s, &queue, who.run.as_deref(), wait(req.wait_ms)).await? else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
