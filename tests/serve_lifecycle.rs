@@ -1,7 +1,7 @@
 //! `swarm serve` over the life of a server, as real processes on loopback:
 //! a drain that keeps answering `503 draining` until its runs have
-//! stopped. Each wait polls with a generous hang guard; none relies on a
-//! timer.
+//! stopped, and a server that keeps nothing of a finished run in memory.
+//! Each wait polls with a generous hang guard; none relies on a timer.
 
 mod common;
 
@@ -16,6 +16,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const HANG_GUARD: Duration = Duration::from_secs(90);
+
+const QUICK: &str = r#"local swarm = require "swarm"
+return swarm.blueprint "quick" {
+  agents = { echo = swarm.agent.rust { name = "echo" } },
+  flow = function(input) return swarm.step("echo", input) end,
+}
+"#;
 
 /// A step that writes its pid to `FILE.pids` and waits for `GATE` (both in
 /// the blueprint's directory, where process agents run).
@@ -240,4 +247,71 @@ async fn sigterm_answers_503_draining_until_the_runs_have_stopped() {
             (!alive(&pid)).then_some(())
         });
     }
+}
+
+/// The server's `GET /v1/stats`.
+async fn stats(c: &Client) -> Value {
+    let (code, body) = c.get("/v1/stats").await;
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Starts runs `from..to` of `quick`, eight at a time, and waits for each
+/// to pass.
+async fn quick_runs(c: &Client, from: usize, to: usize) {
+    let ids: Vec<String> = (from..to).map(|i| format!("m{i}")).collect();
+    for chunk in ids.chunks(8) {
+        let starts = chunk.iter().map(|id| {
+            c.post(
+                "/v1/runs",
+                json!({ "blueprint": "quick", "id": id, "input": { "n": id } }),
+            )
+        });
+        for (code, body) in futures_util::future::join_all(starts).await {
+            assert_eq!(code, 201, "{body}");
+        }
+    }
+    for id in &ids {
+        let run = c.until(id, |r| r["status"] != "running").await;
+        assert_eq!(run["status"], "pass", "{run}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_run_leaves_nothing_in_memory() {
+    let dir = fresh("serve-memory", &[("quick.lua", QUICK)]);
+    let s = serve(&dir, &dir, &[], &[]);
+    let op = s.client();
+    let before = stats(&op).await;
+    quick_runs(&op, 0, 100).await;
+    // What the runs held goes once each has ended (its end is written
+    // first, so this polls): no run tracked, no task, session or event.
+    let idle = json!({ "tasks": 0, "sessions": before["engine"]["sessions"], "events": 0 });
+    let start = Instant::now();
+    let after = loop {
+        let now = stats(&op).await;
+        if now["executing"] == 0 && now["following"] == 0 && now["engine"] == idle {
+            break now;
+        }
+        assert!(
+            start.elapsed() < HANG_GUARD,
+            "hang guard: still held: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(after["draining"], false, "{after}");
+
+    // And the process does not grow with its history: 800 more runs,
+    // a very generous bound (a leak of the old size, ~130 KiB a run,
+    // would be ~100 MiB).
+    let rss = rss_kib(s.child.id());
+    quick_runs(&op, 100, 900).await;
+    let grown = rss_kib(s.child.id()).saturating_sub(rss);
+    assert!(grown < 20 * 1024, "800 runs grew RSS by {grown} KiB");
 }

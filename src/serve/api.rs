@@ -20,6 +20,7 @@ pub fn routes() -> Router<Arc<Server>> {
     Router::new()
         .route("/", get(page))
         .route("/v1/health", get(health))
+        .route("/v1/stats", get(stats))
         .route("/v1/blueprints", get(blueprints))
         .route("/v1/runs", post(start).get(list))
         .route("/v1/runs/{id}", get(show))
@@ -57,6 +58,25 @@ async fn page() -> axum::response::Html<&'static str> {
 
 async fn health() -> Json<Value> {
     Json(json!({ "ok": true, "version": env!("CARGO_PKG_VERSION") }))
+}
+
+/// What the server holds in memory: the runs executing here, the runs
+/// followed over SSE, and the engine's tasks, sessions and events. A
+/// finished run leaves nothing behind, so these go back down when runs end.
+async fn stats(State(s): S, headers: HeaderMap) -> Reply {
+    let who = s.who(&headers)?;
+    who.check(Action::Read, None)?;
+    if let Some(run) = &who.run {
+        let message = format!("a caller bound to run `{run}` sees that run, not the server");
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", message));
+    }
+    let following = s.tails.lock().unwrap_or_else(|e| e.into_inner()).len();
+    ok(json!({
+        "draining": s.draining(),
+        "executing": s.active().len(),
+        "following": following,
+        "engine": s.engine.held(),
+    }))
 }
 
 async fn blueprints(State(s): S, headers: HeaderMap) -> Reply {

@@ -4,10 +4,12 @@
 //! CLI's rules. Live events are read back from the journal (SSE), so a
 //! slow client never holds up a run.
 //!
-//! Runs started here execute in this process until they end. On SIGTERM
-//! the server drains: every request is answered `503 draining` while the
-//! running runs stop `interrupted` (resumable), then it exits. On start it
-//! resumes the interrupted runs of the blueprints it serves.
+//! Runs started here execute in this process until they end; then the
+//! engine lets go of them (the journal keeps everything), so a server's
+//! memory does not grow with its history. On SIGTERM the server drains:
+//! every request is answered `503 draining` while the running runs stop
+//! `interrupted` (resumable), then it exits. On start it resumes the
+//! interrupted runs of the blueprints it serves.
 
 mod api;
 pub mod auth;
@@ -58,6 +60,9 @@ pub struct Server {
 struct Active {
     run: Arc<Prepared>,
     root: TaskId,
+    /// The engine's newest event when it was launched: its event sink
+    /// reads only what comes after, so older events may be let go.
+    since: u64,
 }
 
 impl Server {
@@ -112,18 +117,16 @@ impl Server {
         self.active().contains_key(id)
     }
 
-    /// Executes a started run to its end in the background.
+    /// Executes a started run to its end in the background; once it has
+    /// ended, nothing of it stays in memory.
     fn launch(self: &Arc<Self>, run: Prepared, root: TaskId) -> Option<String> {
         let id = run.run_id();
         let run = Arc::new(run);
         if let Some(id) = &id {
-            self.active().insert(
-                id.clone(),
-                Active {
-                    run: run.clone(),
-                    root,
-                },
-            );
+            let mut active = self.active();
+            let since = self.engine.last_cursor();
+            let (run, root) = (run.clone(), root);
+            active.insert(id.clone(), Active { run, root, since });
         }
         // Launched as the drain began: it stops with the others.
         if self.draining() {
@@ -135,12 +138,28 @@ impl Server {
             if let Err(e) = run.finish(root).await {
                 tracing::warn!("run {key:?} ended with an error: {e}");
             }
-            if let Some(key) = key {
-                server.active().remove(&key);
-            }
-            server.idle.notify_waiters();
+            drop(run);
+            server.ended(key.as_deref(), root);
         });
         id
+    }
+
+    /// Lets go of a run that has ended: its place among the active runs,
+    /// its tasks, sessions and events in the engine (its journal has them)
+    /// and the engine events no run executing here still needs.
+    fn ended(&self, id: Option<&str>, root: TaskId) {
+        let gone = id.and_then(|id| self.active().remove(id));
+        // The run's own session ends with it (its VM too): not under a lock.
+        drop(gone);
+        self.engine.forget_run(root);
+        {
+            // Under the lock a launch takes to note where its events start.
+            let active = self.active();
+            let needed = active.values().map(|a| a.since).min();
+            let upto = needed.unwrap_or_else(|| self.engine.last_cursor());
+            self.engine.forget_events(upto);
+        }
+        self.idle.notify_waiters();
     }
 
     /// Cancels a run executing here at once (its record says so already).
