@@ -1,7 +1,9 @@
 //! `swarm serve` over the life of a server, as real processes on loopback:
 //! a drain that keeps answering `503 draining` until its runs have
-//! stopped, and a server that keeps nothing of a finished run in memory.
-//! Each wait polls with a generous hang guard; none relies on a timer.
+//! stopped, a server that keeps nothing of a finished run in memory, and
+//! the background sweep that interrupts a run whose owner was killed (with
+//! its cause) and resumes it when the server serves its blueprint. Each
+//! wait polls with a generous hang guard; none relies on a timer.
 
 mod common;
 
@@ -314,4 +316,78 @@ async fn a_finished_run_leaves_nothing_in_memory() {
     quick_runs(&op, 100, 900).await;
     let grown = rss_kib(s.child.id()).saturating_sub(rss);
     assert!(grown < 20 * 1024, "800 runs grew RSS by {grown} KiB");
+}
+
+/// `swarm run FILE` as the owner of run `id`, on the server's journal.
+fn owner(cwd: &Path, db: &Path, file: &Path, id: &str, lease: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_swarm"))
+        .arg("run")
+        .arg(file)
+        .args(["--run-id", id, "--db"])
+        .arg(db)
+        .current_dir(cwd)
+        .env("SWARM_LEASE_MS", lease)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_owners_run_is_interrupted_with_its_cause_and_resumed_here() {
+    let dir = fresh("serve-orphans", &[]);
+    let (served, elsewhere) = (dir.join("served"), dir.join("elsewhere"));
+    std::fs::create_dir_all(&served).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let adopted_bp = served.join("adopted.lua");
+    let lost_bp = elsewhere.join("lost.lua");
+    std::fs::write(&adopted_bp, gated("adopted", "adopted", "open")).unwrap();
+    std::fs::write(&lost_bp, gated("lost", "lost", "never")).unwrap();
+    let lease = "1500";
+    let s = serve(&dir, &served, &[("SWARM_LEASE_MS", lease)], &[]);
+    let op = s.client();
+
+    // Two runs on the server's journal, each owned by its own process.
+    let mut owners = vec![
+        owner(&dir, &s.db, &lost_bp, "lost", lease),
+        owner(&dir, &s.db, &adopted_bp, "adopted", lease),
+    ];
+    let (lost_pids, adopted_pids) = (elsewhere.join("lost.pids"), served.join("adopted.pids"));
+    for file in [&lost_pids, &adopted_pids] {
+        poll("the owner's step started", || pids(file).pop());
+    }
+    let owner_pids: Vec<u32> = owners.iter().map(Child::id).collect();
+    for o in &mut owners {
+        o.kill().unwrap();
+        o.wait().unwrap();
+    }
+    for pid in pids(&lost_pids).iter().chain(&pids(&adopted_pids)) {
+        let _ = Command::new("kill").args(["-9", pid]).status();
+    }
+
+    // A blueprint not served here: interrupted, with its cause, and left.
+    let lost = op
+        .until("lost", |r| {
+            r["status"] == "interrupted" && r["cause"].is_object()
+        })
+        .await;
+    assert_eq!(lost["cause"]["code"], "owner_lost", "{lost}");
+    let message = lost["cause"]["message"].as_str().unwrap();
+    assert!(message.contains("lease"), "{lost}");
+    assert_eq!(lost["pid"], owner_pids[0], "the owner it lost: {lost}");
+    assert_eq!(lost["executing_here"], false);
+
+    // A blueprint served here: resumed by the server, without a restart.
+    s.wait_log("resumed run adopted");
+    std::fs::write(served.join("open"), "").unwrap();
+    let adopted = op.until("adopted", |r| r["status"] != "running").await;
+    assert_eq!(adopted["status"], "pass", "{adopted}");
+    assert_eq!(adopted["result"], json!(["first", 2]));
+    let (_, journal) = op.get("/v1/runs/adopted/journal").await;
+    assert_eq!(journal["entries"].as_array().unwrap().len(), 2, "{journal}");
+    // The first step ran once, in the killed owner: replayed, not re-run.
+    assert_eq!(pids(&adopted_pids).len(), 2);
+    let (_, lost) = op.get("/v1/runs/lost").await;
+    assert_eq!(lost["status"], "interrupted", "{lost}");
 }

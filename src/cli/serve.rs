@@ -140,6 +140,7 @@ pub fn serve(args: ServeArgs) -> ExitCode {
             "swarm serve: listening on http://{addr} (journal {})",
             db.display()
         );
+        server.start_sweep();
         serve_until_drained(&server, listener, watch, args.drain).await
     })
 }

@@ -178,7 +178,19 @@ async fn show(State(s): S, headers: HeaderMap, Path(id): Path<String>) -> Reply 
     body["open_questions"] = json!(open);
     body["questions"] = json!(shown.questions);
     body["executing_here"] = json!(s.is_active(&id));
+    body["cause"] = cause(&shown.run);
     ok(body)
+}
+
+/// Why an unfinished run last stopped, as `{code, message}`: an owner
+/// lost, a journal fault, a signal, a question left unanswered. Null for
+/// a finished run (its result says how it ended) and one never stopped.
+fn cause(run: &crate::store::RunRecord) -> Value {
+    let result = run.result.as_ref().filter(|_| !run.status.is_finished());
+    match result.and_then(|r| Some((r.get("code")?.as_str()?, r))) {
+        Some((code, r)) => json!({ "code": code, "message": r.get("error") }),
+        None => Value::Null,
+    }
 }
 
 async fn journal(State(s): S, headers: HeaderMap, Path(id): Path<String>) -> Reply {

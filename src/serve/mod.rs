@@ -9,12 +9,14 @@
 //! memory does not grow with its history. On SIGTERM the server drains:
 //! every request is answered `503 draining` while the running runs stop
 //! `interrupted` (resumable), then it exits. On start it resumes the
-//! interrupted runs of the blueprints it serves.
+//! interrupted runs of the blueprints it serves, and meanwhile it sweeps
+//! the journal for runs whose owner is gone (see [`sweep`]).
 
 mod api;
 pub mod auth;
 mod error;
 mod events;
+mod sweep;
 mod work;
 
 pub use auth::Access;
@@ -24,8 +26,8 @@ use crate::auth::Signer;
 use crate::engine::{Engine, TaskId};
 use crate::reload::LiveBlueprints;
 use crate::run::service::{self, Authority};
-use crate::run::{Prepared, RunOptions};
-use crate::store::{RunStatus, Store};
+use crate::run::{Prepared, RunOptions, RunReport};
+use crate::store::{RunRecord, RunStatus, Store};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
@@ -54,6 +56,8 @@ pub struct Server {
     idle: tokio::sync::Notify,
     /// The journal poller of each run being followed over SSE.
     tails: Mutex<HashMap<String, tokio::sync::watch::Sender<(i64, bool)>>>,
+    /// What the orphan sweep remembers between passes.
+    sweep: sweep::Memory,
 }
 
 /// A run executing in this server.
@@ -85,6 +89,7 @@ impl Server {
             draining: AtomicBool::new(false),
             idle: tokio::sync::Notify::new(),
             tails: Mutex::new(HashMap::new()),
+            sweep: sweep::Memory::default(),
         })
     }
 
@@ -135,19 +140,21 @@ impl Server {
         let server = self.clone();
         let key = id.clone();
         tokio::spawn(async move {
-            if let Err(e) = run.finish(root).await {
+            let report = run.finish(root).await;
+            if let Err(e) = &report {
                 tracing::warn!("run {key:?} ended with an error: {e}");
             }
             drop(run);
-            server.ended(key.as_deref(), root);
+            server.ended(key.as_deref(), root, report.ok());
         });
         id
     }
 
     /// Lets go of a run that has ended: its place among the active runs,
     /// its tasks, sessions and events in the engine (its journal has them)
-    /// and the engine events no run executing here still needs.
-    fn ended(&self, id: Option<&str>, root: TaskId) {
+    /// and the engine events no run executing here still needs. A journal
+    /// fault is remembered for the sweep, which records it as the cause.
+    fn ended(&self, id: Option<&str>, root: TaskId, report: Option<RunReport>) {
         let gone = id.and_then(|id| self.active().remove(id));
         // The run's own session ends with it (its VM too): not under a lock.
         drop(gone);
@@ -159,6 +166,9 @@ impl Server {
             let upto = needed.unwrap_or_else(|| self.engine.last_cursor());
             self.engine.forget_events(upto);
         }
+        if let (Some(id), Some(report)) = (id, report) {
+            self.sweep.ended(id, &report.result);
+        }
         self.idle.notify_waiters();
     }
 
@@ -169,29 +179,46 @@ impl Server {
         }
     }
 
-    /// Resumes the interrupted runs of the blueprints served here (those
-    /// whose owner died were marked interrupted when the journal opened).
-    /// Returns the ids resumed; a run another owner holds is left alone.
-    pub async fn resume_interrupted(self: &Arc<Self>) -> Vec<String> {
-        let who = Authority::local();
-        let served: Vec<String> = self
-            .dev
+    /// The canonical paths of the blueprints served here.
+    fn served(&self) -> Vec<String> {
+        self.dev
             .versions()
             .iter()
             .filter_map(|v| std::fs::canonicalize(&v.path).ok())
             .map(|p| p.display().to_string())
-            .collect();
-        let Ok(runs) = service::list(&who, &self.store, Some(RunStatus::Interrupted)) else {
+            .collect()
+    }
+
+    /// Resumes the interrupted runs of the blueprints served here (those
+    /// whose owner died were marked interrupted when the journal opened).
+    /// Returns the ids resumed; a run another owner holds is left alone.
+    pub async fn resume_interrupted(self: &Arc<Self>) -> Vec<String> {
+        let served = self.served();
+        let Ok(runs) = service::list(
+            &Authority::local(),
+            &self.store,
+            Some(RunStatus::Interrupted),
+        ) else {
             return Vec::new();
         };
         let mut resumed = Vec::new();
         for r in runs.into_iter().filter(|r| served.contains(&r.path)) {
-            match service::resume(&who, &self.engine, &r, false, self.opts.clone()).await {
-                Ok(s) => resumed.extend(self.launch(s.run, s.root)),
+            match self.resume(&r).await {
+                Ok(id) => resumed.extend(id),
                 Err(e) => tracing::warn!("run {} not resumed: {e}", r.id),
             }
         }
         resumed
+    }
+
+    /// Takes run `r` and executes it here; its id once launched.
+    async fn resume(
+        self: &Arc<Self>,
+        r: &RunRecord,
+    ) -> Result<Option<String>, crate::run::RunError> {
+        let who = Authority::local();
+        let s = service::resume(&who, &self.engine, r, false, self.opts.clone()).await?;
+        Ok(self.launch(s.run, s.root))
     }
 
     /// Stops taking requests (each is answered `503 draining`) and
