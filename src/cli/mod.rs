@@ -171,9 +171,11 @@ impl Db {
         let at = self.resolve(create)?;
         match at.sqlite_path() {
             Some(p) => Ok(p.to_path_buf()),
-            None => Err(StoreError::Unsupported {
-                url: at.to_string(),
-                message: "this command needs a SQLite journal file".into(),
+            None => Err(StoreError::Open {
+                path: format!("`{at}`"),
+                message: "this command needs a SQLite journal file \
+                          (--store sqlite:PATH or --db PATH)"
+                    .into(),
             }),
         }
     }
@@ -189,6 +191,17 @@ impl Db {
         }
         Ok((store, at))
     }
+
+    /// Opens the store to execute runs in (`run`, `serve`): read-write,
+    /// made when `create` and none is found; runs whose owner is gone
+    /// are marked interrupted.
+    pub(crate) fn open_to_write(
+        &self,
+        create: bool,
+    ) -> Result<(Arc<dyn Store>, Location), StoreError> {
+        let at = self.resolve(create)?;
+        Ok((opened(at.open()?)?, at))
+    }
 }
 
 /// Opens the journal for `run`/`resume` (unless `--no-journal`); `create`
@@ -200,7 +213,7 @@ pub(crate) fn open_store(
     if j.no_journal {
         return Ok(None);
     }
-    Ok(Some(opened(j.db.resolve(create)?.open()?)?))
+    Ok(Some(j.db.open_to_write(create)?.0))
 }
 
 /// A duration flag: `250ms`, `90s`, `10m`, `1h`, `30d`. A unit is required
