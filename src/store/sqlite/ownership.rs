@@ -21,8 +21,12 @@ fn dead_owner(c: &Connection, r: &RunRecord, me: &str) -> Option<String> {
         .ok()
         .flatten();
     let pid = r.pid?;
-    // SAFETY: signal 0 only checks whether the process exists.
-    let alive = pid == std::process::id() || unsafe { libc::kill(pid as libc::pid_t, 0) == 0 };
+    // SAFETY: signal 0 only checks whether the process exists. One we may
+    // not signal (EPERM) exists all the same: only "no such process" is
+    // a dead owner.
+    let alive = pid == std::process::id()
+        || unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+        || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
     (machine.as_deref() == Some(me) && !alive)
         .then(|| r.owner.clone())
         .flatten()
