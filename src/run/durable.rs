@@ -65,7 +65,7 @@ impl Prepared {
             epoch: 0,
             helpers: self.helper_hashes(),
         };
-        let taken_at = clock::boot_ms();
+        let taken_at = clock::local_ms();
         let fence = store.create_run(&record, &self.owner).await?;
         self.own(store, &id, fence, taken_at, Vec::new());
         Ok(())
@@ -78,7 +78,7 @@ impl Prepared {
         };
         // Take the run first: a second resumer is refused here, before it
         // has replayed or run anything.
-        let taken_at = clock::boot_ms();
+        let taken_at = clock::local_ms();
         let fence = store.claim(&record.id, &self.owner).await?;
         let entries = store.journal(&record.id).await?;
         self.own(store, &record.id, fence, taken_at, entries);

@@ -40,6 +40,23 @@ pub fn boot_ms() -> u64 {
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
+/// The boot clock as this process's C library reads it (through the
+/// vDSO: tens of nanoseconds, no system call). Only for comparing this
+/// process's own readings (an owner's window since its last renewal),
+/// where a preloaded library's constant shift cancels out; never for a
+/// lease another process judges ([`boot_ms`] is for that).
+pub fn local_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `ts`.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
+        return boot_ms();
+    }
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
 /// This boot of this machine: a lease taken in another boot has lapsed.
 pub fn boot_id() -> &'static str {
     static ID: OnceLock<String> = OnceLock::new();

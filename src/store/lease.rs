@@ -4,9 +4,10 @@
 //!
 //! The store decides on its clock when a lease has lapsed; an owner must
 //! never act after that point. It keeps the time of the start of its last
-//! successful renewal on the machine's boot clock (`clock.rs`): the store
-//! stamped that renewal no earlier, so the lease provably runs at least
-//! until that start plus its length. Inside that window [`Lease::hold`] is
+//! successful renewal on the machine's boot clock (`clock.rs`, read through
+//! the vDSO: only its own readings are compared): the store stamped that
+//! renewal no earlier, so the lease provably runs at least until that
+//! start plus its length. Inside that window [`Lease::hold`] is
 //! one atomic load; past it (the process was paused, starved, or the store
 //! did not answer) it renews first, fenced by epoch, and a refusal means
 //! the run is lost: nothing more is dispatched or recorded.
@@ -79,7 +80,7 @@ impl Lease {
         if let Some(l) = self.lost.get() {
             return Err(l.clone());
         }
-        if clock::boot_ms() < self.valid_until.load(Ordering::Acquire) {
+        if clock::local_ms() < self.valid_until.load(Ordering::Acquire) {
             return Ok(());
         }
         match self.renew(false).await {
@@ -102,7 +103,7 @@ impl Lease {
         if let Some(l) = self.lost.get() {
             return Err(RenewError::Lost(l.clone()));
         }
-        let start = clock::boot_ms();
+        let start = clock::local_ms();
         if !always && start < self.valid_until.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -122,7 +123,7 @@ impl Lease {
 
     /// Whether the window of the last renewal has passed.
     pub fn lapsed_here(&self) -> bool {
-        clock::boot_ms() >= self.valid_until.load(Ordering::Acquire)
+        clock::local_ms() >= self.valid_until.load(Ordering::Acquire)
     }
 
     /// Records the loss (the first reason wins) and wakes whoever waits.
