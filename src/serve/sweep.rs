@@ -115,7 +115,7 @@ impl Server {
                     let why = e.to_string();
                     let mut refused = lock(&self.sweep.refused);
                     if refused.get(&r.id) != Some(&why) {
-                        tracing::warn!("run {} not resumed (the sweep tries again): {why}", r.id);
+                        eprintln!("run {} not resumed (the sweep tries again): {why}", r.id);
                         refused.insert(r.id.clone(), why);
                     }
                 }
