@@ -144,6 +144,39 @@ fn pids(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// What a test starts outside the server (owner processes, and the steps'
+/// shell loops named in pid files), killed when the test ends, passed or
+/// failed, so a failure leaves no process behind.
+struct Reaper {
+    children: Vec<Child>,
+    pid_files: Vec<PathBuf>,
+}
+
+impl Reaper {
+    fn kill_all(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for file in &self.pid_files {
+            let name = file.file_name().unwrap().to_string_lossy().into_owned();
+            for pid in pids(file) {
+                // Only the loop that wrote it: never a pid reused since.
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                if String::from_utf8_lossy(&cmd).contains(&name) {
+                    let _ = Command::new("kill").args(["-9", &pid]).status();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
 fn alive(pid: &str) -> bool {
     Command::new("kill")
         .args(["-0", pid])
@@ -181,6 +214,10 @@ async fn sigterm_answers_503_draining_until_the_runs_have_stopped() {
         .post("/v1/runs", json!({ "blueprint": "slow", "id": "d" }))
         .await;
     assert_eq!(code, 201, "{body}");
+    let _reaper = Reaper {
+        children: Vec::new(),
+        pid_files: vec![dir.join("slow.pids")],
+    };
     poll("the step started", || pids(&dir.join("slow.pids")).pop());
 
     // Stopping takes as long as the journal is locked: the run's end is
@@ -349,22 +386,20 @@ async fn a_killed_owners_run_is_interrupted_with_its_cause_and_resumed_here() {
     let op = s.client();
 
     // Two runs on the server's journal, each owned by its own process.
-    let mut owners = vec![
-        owner(&dir, &s.db, &lost_bp, "lost", lease),
-        owner(&dir, &s.db, &adopted_bp, "adopted", lease),
-    ];
     let (lost_pids, adopted_pids) = (elsewhere.join("lost.pids"), served.join("adopted.pids"));
+    let mut owners = Reaper {
+        children: vec![
+            owner(&dir, &s.db, &lost_bp, "lost", lease),
+            owner(&dir, &s.db, &adopted_bp, "adopted", lease),
+        ],
+        pid_files: vec![lost_pids.clone(), adopted_pids.clone()],
+    };
     for file in [&lost_pids, &adopted_pids] {
         poll("the owner's step started", || pids(file).pop());
     }
-    let owner_pids: Vec<u32> = owners.iter().map(Child::id).collect();
-    for o in &mut owners {
-        o.kill().unwrap();
-        o.wait().unwrap();
-    }
-    for pid in pids(&lost_pids).iter().chain(&pids(&adopted_pids)) {
-        let _ = Command::new("kill").args(["-9", pid]).status();
-    }
+    let owner_pids: Vec<u32> = owners.children.iter().map(Child::id).collect();
+    // SIGKILL: the owners and their steps die without a word.
+    owners.kill_all();
 
     // A blueprint not served here: interrupted, with its cause, and left.
     let lost = op
