@@ -45,7 +45,7 @@ async fn racing_claimers_never_get_one_step_twice() {
     for (name, store) in stores("race") {
         let mut ids = HashSet::new();
         for t in 0..200 {
-            ids.insert(q(&store).offer(item("gpu", None, t)).await.unwrap());
+            ids.insert(q(&store).offer(item("gpu", None, t), None).await.unwrap());
         }
         let claimers: Vec<_> = (0..8)
             .map(|_| {
@@ -79,7 +79,7 @@ async fn racing_claimers_never_get_one_step_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lapsed_claim_is_requeued_and_fenced() {
     for (name, store) in stores("lapse") {
-        let id = q(&store).offer(item("gpu", None, 7)).await.unwrap();
+        let id = q(&store).offer(item("gpu", None, 7), None).await.unwrap();
         let short = Duration::from_millis(50);
         let first = q(&store).claim("gpu", None, short).await.unwrap().unwrap();
         assert_eq!(first.id, id);
@@ -143,11 +143,11 @@ async fn a_lapsed_claim_is_requeued_and_fenced() {
 async fn withdrawn_steps_end_their_claims_and_bound_workers_see_their_run_only() {
     for (name, store) in stores("withdraw") {
         let a = q(&store)
-            .offer(item("gpu", Some("run-a"), 1))
+            .offer(item("gpu", Some("run-a"), 1), None)
             .await
             .unwrap();
         let b = q(&store)
-            .offer(item("gpu", Some("run-b"), 2))
+            .offer(item("gpu", Some("run-b"), 2), None)
             .await
             .unwrap();
         let lease = Duration::from_secs(60);

@@ -204,16 +204,6 @@ impl Board {
         Duration::from_millis(self.lease_ms.load(Ordering::SeqCst))
     }
 
-    /// Remembers the attempt token of a remote step executing here (by
-    /// its offer's id), until [`Board::forget_token`].
-    pub fn keep_token(&self, id: u64, token: CapToken) {
-        self.lock().tokens.insert(id, token);
-    }
-
-    pub fn forget_token(&self, id: u64) {
-        self.lock().tokens.remove(&id);
-    }
-
     /// The attempt token of the remote step offered as `id`, when it
     /// executes in this process.
     pub fn token(&self, id: u64) -> Option<CapToken> {
@@ -224,10 +214,13 @@ impl Board {
         self.changed.notify_waiters();
     }
 
-    pub fn offer(&self, item: WorkItem) -> u64 {
+    pub fn offer(&self, item: WorkItem, token: Option<CapToken>) -> u64 {
         let mut s = self.lock();
         s.next += 1;
         let key = s.next;
+        if let Some(token) = token {
+            s.tokens.insert(key, token);
+        }
         s.queues
             .entry(item.queue.clone())
             .or_default()
@@ -341,6 +334,7 @@ impl Board {
 
     pub fn withdraw(&self, key: u64) {
         let mut s = self.lock();
+        s.tokens.remove(&key);
         let Some(job) = s.jobs.remove(&key) else {
             return;
         };

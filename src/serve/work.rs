@@ -112,7 +112,7 @@ async fn claim(
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
     let worker = req.worker.unwrap_or_default();
-    if let Some(token) = s.engine.board().token(c.id) {
+    if let Some(token) = self::queue(&s).token(c.id) {
         let note = json!({ "remote": "claimed", "queue": queue, "worker": worker });
         let _ = s.engine.emit(&token, OutputKind::Progress, note);
     }
@@ -190,7 +190,7 @@ async fn events(
     let mut rows = Vec::new();
     for e in req.events {
         let kind: OutputKind = e.event.parse().map_err(ApiError::bad_request)?;
-        match s.engine.board().token(id) {
+        match queue(&s).token(id) {
             Some(token) => s.engine.emit(&token, kind, e.data).map_err(|e| {
                 let status = match e {
                     crate::engine::EngineError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

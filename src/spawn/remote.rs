@@ -69,7 +69,7 @@ pub fn queue_of<'a>(store: Option<&'a Arc<dyn Store>>, board: &'a Board) -> &'a 
 }
 
 /// Takes the step off its queue however its future ends (settled,
-/// cancelled, dropped), and forgets its attempt token.
+/// cancelled, dropped); its attempt token goes with it.
 struct Offered {
     id: u64,
     store: Option<Arc<dyn Store>>,
@@ -78,7 +78,6 @@ struct Offered {
 
 impl Drop for Offered {
     fn drop(&mut self) {
-        self.board.forget_token(self.id);
         let gone = queue_of(self.store.as_ref(), &self.board).withdraw(self.id);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
@@ -118,8 +117,10 @@ async fn wait(
     };
     let queue = || queue_of(store.as_ref(), &board);
     let failed = |e: crate::store::StoreError| SpawnError::Input(format!("the work queue: {e}"));
-    let id = queue().offer(item).await.map_err(failed)?;
-    board.keep_token(id, ctx.token.clone());
+    let id = queue()
+        .offer(item, Some(ctx.token.clone()))
+        .await
+        .map_err(failed)?;
     let _offered = Offered {
         id,
         store: store.clone(),

@@ -57,6 +57,8 @@ pub struct SqliteStore {
     epochs: Mutex<std::collections::HashMap<String, u64>>,
     /// Wakes this process's waiters on the work queue (`sqlite/work.rs`).
     changed: Arc<tokio::sync::Notify>,
+    /// Attempt tokens of the remote steps this process offered, by id.
+    tokens: Arc<Mutex<std::collections::HashMap<u64, crate::auth::CapToken>>>,
 }
 
 fn classify(path: &Path, e: &rusqlite::Error, write: bool) -> StoreError {
@@ -183,6 +185,7 @@ impl SqliteStore {
             reader: Mutex::new(reader),
             epochs: Mutex::default(),
             changed: Arc::default(),
+            tokens: Arc::default(),
         }
     }
 

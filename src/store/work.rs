@@ -13,6 +13,7 @@
 //! journal kept in memory.
 
 use super::{Commit, StoreFut};
+use crate::auth::CapToken;
 use crate::engine::TaskId;
 use crate::engine::board::Board;
 pub use crate::engine::board::{ClaimError, Posted, WorkClaim, WorkItem, WorkState};
@@ -26,8 +27,13 @@ pub const POLL: Duration = Duration::from_millis(250);
 /// answers a [`ClaimError`] for a claim that is not live: unknown,
 /// expired, cancelled, done, or used for another task.
 pub trait WorkQueue: Send + Sync {
-    /// Puts a step on its queue; returns its id.
-    fn offer(&self, item: WorkItem) -> StoreFut<'static, u64>;
+    /// Puts a step on its queue; returns its id. `token` is the attempt's
+    /// token when the step executes in this process: kept here (never
+    /// stored), and known before any claimer can see the step, so a
+    /// worker's events reach the engine as the step's own.
+    fn offer(&self, item: WorkItem, token: Option<CapToken>) -> StoreFut<'static, u64>;
+    /// The attempt token of step `id`, when it executes in this process.
+    fn token(&self, id: u64) -> Option<CapToken>;
     /// Takes the oldest queued step of `queue` (of run `run` only, when
     /// given) under a lease of `lease`. Never hands one step to two
     /// claimers.
@@ -75,8 +81,11 @@ fn now<T: Send + 'static>(v: T) -> StoreFut<'static, T> {
 
 /// The board is the queue of runs journaled in memory.
 impl WorkQueue for Board {
-    fn offer(&self, item: WorkItem) -> StoreFut<'static, u64> {
-        now(Board::offer(self, item))
+    fn offer(&self, item: WorkItem, token: Option<CapToken>) -> StoreFut<'static, u64> {
+        now(Board::offer(self, item, token))
+    }
+    fn token(&self, id: u64) -> Option<CapToken> {
+        Board::token(self, id)
     }
     fn claim(
         &self,

@@ -52,7 +52,7 @@ pub(super) async fn work_claims_are_never_handed_to_two_workers(db: Db) -> Outco
     let q = |i: usize| handles[i % handles.len()].work().expect("checked");
     let mut offered = HashMap::new();
     for t in 0..STEPS {
-        let id = q(0).offer(item(t)).await.ctx("offer")?;
+        let id = q(0).offer(item(t), None).await.ctx("offer")?;
         ensure!(
             offered.insert(id, t).is_none(),
             "two offers were given id {id}"

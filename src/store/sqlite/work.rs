@@ -7,6 +7,7 @@
 //! "unknown".
 
 use super::{SqliteStore, done};
+use crate::auth::CapToken;
 use crate::engine::TaskId;
 use crate::engine::now_ms;
 use crate::store::work::{ClaimError, Posted, WorkClaim, WorkItem, WorkQueue, WorkState};
@@ -15,6 +16,10 @@ use rusqlite::{OptionalExtension, Transaction, named_params, params};
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// How long an ended claim is remembered.
 const ENDED_KEPT_MS: i64 = 3_600_000;
@@ -130,7 +135,8 @@ impl SqliteStore {
 }
 
 impl WorkQueue for SqliteStore {
-    fn offer(&self, item: WorkItem) -> StoreFut<'static, u64> {
+    fn offer(&self, item: WorkItem, token: Option<CapToken>) -> StoreFut<'static, u64> {
+        let tokens = self.tokens.clone();
         self.queue_write(move |tx| {
             tx.prepare_cached(
                 "INSERT INTO work (queue, run, task, attempt, agent, input, profile, state,
@@ -147,8 +153,18 @@ impl WorkQueue for SqliteStore {
                 item.profile.to_string(),
                 now_ms() as i64
             ])?;
-            Ok(tx.last_insert_rowid() as u64)
+            let id = tx.last_insert_rowid() as u64;
+            // Known before the commit lets a claimer see the step. (A
+            // rolled-back offer leaves an entry no step will ever read.)
+            if let Some(token) = token {
+                lock(&tokens).insert(id, token);
+            }
+            Ok(id)
         })
+    }
+
+    fn token(&self, id: u64) -> Option<CapToken> {
+        lock(&self.tokens).get(&id).cloned()
     }
 
     fn claim(
@@ -315,6 +331,7 @@ impl WorkQueue for SqliteStore {
     }
 
     fn withdraw(&self, id: u64) -> Commit {
+        lock(&self.tokens).remove(&id);
         let write = self.queue_write(move |tx| {
             let claim: Option<Option<String>> = tx
                 .query_row("SELECT claim FROM work WHERE id = ?1", [id as i64], |r| {
