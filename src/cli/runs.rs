@@ -1,9 +1,10 @@
 //! `swarm runs`, `show`, `answer`, `cancel`: the journal from the outside.
 
 use super::Db;
-use crate::engine::now_ms;
-use crate::run;
+use crate::auth::Signer;
+use crate::engine::{Engine, EngineConfig, now_ms};
 use crate::run::service::Authority;
+use crate::run::{self, Runs};
 use crate::store::{Location, RunRecord, RunStatus, Store, wait};
 use clap::Args;
 use std::process::ExitCode;
@@ -64,10 +65,20 @@ pub(super) fn store(j: &Db) -> Result<(Arc<dyn Store>, Location), ExitCode> {
     j.open().map_err(fail)
 }
 
+/// Calls the run service on journal `s` from a synchronous command, as
+/// the user at this terminal.
+pub(super) fn on_runs<T>(s: &Arc<dyn Store>, call: impl AsyncFnOnce(&Runs, &Authority) -> T) -> T {
+    super::runtime().block_on(async {
+        let engine = Engine::new(EngineConfig::default(), Signer::random());
+        let runs = Runs::new(engine, Some(s.clone()));
+        call(&runs, &Authority::local()).await
+    })
+}
+
 /// The journal and run `id` in it, or an exit code after saying why not.
 pub(super) fn journaled_run(j: &Db, id: &str) -> Result<(Arc<dyn Store>, RunRecord), ExitCode> {
     let (s, at) = store(j)?;
-    match run::service::record(&Authority::local(), &s, id) {
+    match on_runs(&s, async |runs, who| runs.record(who, id).await) {
         Ok(r) => Ok((s, r)),
         Err(run::RunError::UnknownRun(_)) => Err(fail(format!("no run `{id}` in {at}"))),
         Err(e) => Err(fail(e)),
@@ -94,7 +105,7 @@ pub fn list(args: RunsArgs) -> ExitCode {
         Ok((s, _)) => s,
         Err(c) => return c,
     };
-    let runs = match run::service::list(&Authority::local(), &s, args.status) {
+    let runs = match on_runs(&s, async |runs, who| runs.list(who, args.status).await) {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
@@ -139,18 +150,15 @@ pub fn list(args: RunsArgs) -> ExitCode {
 }
 
 pub fn answer(args: AnswerArgs) -> ExitCode {
-    use crate::run::service::{self, Answered};
+    use crate::run::service::Answered;
     let (s, r) = match journaled_run(&args.journal, &args.run) {
         Ok(x) => x,
         Err(c) => return c,
     };
-    match service::answer(
-        &Authority::local(),
-        &s,
-        &r,
-        &args.key,
-        run::parse_answer(&args.value),
-    ) {
+    let value = run::parse_answer(&args.value);
+    match on_runs(&s, async |runs, who| {
+        runs.answer(who, &r.id, &args.key, value).await
+    }) {
         Ok(Answered::Continues) => outln!("answered; run {} continues", r.id),
         Ok(Answered::NeedsResume) => {
             outln!("answered; continue it with `swarm resume {}`", r.id)
@@ -161,12 +169,12 @@ pub fn answer(args: AnswerArgs) -> ExitCode {
 }
 
 pub fn cancel(args: CancelArgs) -> ExitCode {
-    use crate::run::service::{self, Cancelled};
+    use crate::run::service::Cancelled;
     let (s, r) = match journaled_run(&args.journal, &args.run) {
         Ok(x) => x,
         Err(c) => return c,
     };
-    match service::cancel(&Authority::local(), &s, &r) {
+    match on_runs(&s, async |runs, who| runs.cancel(who, &r.id).await) {
         Ok(Cancelled::Now) => outln!("cancelled"),
         Ok(Cancelled::Requested) => outln!("cancel requested; the run's owner stops it"),
         Err(e) => return fail(e),

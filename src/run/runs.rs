@@ -29,12 +29,23 @@ pub struct Runs {
     draining: AtomicBool,
     /// Woken whenever an active run ends.
     idle: Notify,
+    /// Whether the engine lets go of a run once it ends (a server: the
+    /// journal keeps everything, and memory must not grow with history).
+    release: bool,
+    /// Told of every run that ends, with its report.
+    on_end: std::sync::OnceLock<EndHook>,
 }
+
+/// What [`Runs::on_end`] calls: the run's id and how it ended.
+pub type EndHook = Box<dyn Fn(&str, &RunReport) + Send + Sync>;
 
 /// A run executing here.
 struct Active {
     run: Arc<Prepared>,
     root: TaskId,
+    /// The engine's newest event when it was launched: its event sink
+    /// reads only what comes after, so older events may be let go.
+    since: u64,
 }
 
 /// A run this face started or resumed: its key, and its report once it
@@ -61,13 +72,33 @@ impl Handle {
 impl Runs {
     /// Runs on `engine`, journaled in `store` (`None`: in memory only).
     pub fn new(engine: Engine, store: Option<Arc<dyn Store>>) -> Arc<Runs> {
+        Self::build(engine, store, false)
+    }
+
+    /// Runs for a long-lived host (a server): once a run ends, the engine
+    /// lets go of its tasks, sessions and the events no run executing here
+    /// still needs; the journal keeps them. (Not for a host that follows
+    /// the whole ledger itself, like `swarm run --events`.)
+    pub fn releasing(engine: Engine, store: Option<Arc<dyn Store>>) -> Arc<Runs> {
+        Self::build(engine, store, true)
+    }
+
+    fn build(engine: Engine, store: Option<Arc<dyn Store>>, release: bool) -> Arc<Runs> {
         Arc::new(Runs {
             engine,
             store,
             active: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             idle: Notify::new(),
+            release,
+            on_end: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Calls `hook` with each run that ends here (once; later calls are
+    /// ignored).
+    pub fn on_end(&self, hook: EndHook) {
+        let _ = self.on_end.set(hook);
     }
 
     pub fn engine(&self) -> &Engine {
@@ -166,27 +197,30 @@ impl Runs {
         Ok(self.launch(resumed.run, resumed.root))
     }
 
-    /// Executes a started run to its end on a task of its own.
+    /// Executes a started run to its end on a task of its own. One started
+    /// as the drain began stops with the others.
     fn launch(self: &Arc<Self>, run: Prepared, root: TaskId) -> Handle {
         let id = run.run_id();
         let key = id.clone().unwrap_or_else(|| format!("task:{root}"));
         let run = Arc::new(run);
-        self.active().insert(
-            key.clone(),
-            Active {
-                run: run.clone(),
-                root,
-            },
-        );
+        {
+            let mut active = self.active();
+            let since = self.engine.last_cursor();
+            let (run, root) = (run.clone(), root);
+            active.insert(key.clone(), Active { run, root, since });
+        }
+        if self.draining() {
+            let _ = run.interrupt(root);
+        }
         let (tx, rx) = oneshot::channel();
         let (runs, ended) = (self.clone(), key.clone());
         tokio::spawn(async move {
             let report = run.finish(root).await;
-            // Released before the report is handed over: a face that
-            // waits for it finds the run no longer active.
-            runs.active().remove(&ended);
+            if let Err(e) = &report {
+                tracing::warn!("run {ended} ended with an error: {e}");
+            }
             drop(run);
-            runs.idle.notify_waiters();
+            runs.ended(&ended, root, report.as_ref().ok());
             let _ = tx.send(report);
         });
         Handle {
@@ -195,6 +229,27 @@ impl Runs {
             root,
             report: rx,
         }
+    }
+
+    /// Lets go of a run that has ended (before its report is handed over:
+    /// a face that waits for it finds the run no longer active): its place
+    /// among the active runs and, when releasing, its tasks, sessions and
+    /// the engine events no run executing here still needs.
+    fn ended(&self, key: &str, root: TaskId, report: Option<&RunReport>) {
+        // The run's own session ends with it (its VM too): not under a lock.
+        drop(self.active().remove(key));
+        if self.release {
+            self.engine.forget_run(root);
+            // Under the lock a launch takes to note where its events start.
+            let active = self.active();
+            let needed = active.values().map(|a| a.since).min();
+            self.engine
+                .forget_events(needed.unwrap_or_else(|| self.engine.last_cursor()));
+        }
+        if let (Some(hook), Some(report)) = (self.on_end.get(), report) {
+            hook(key, report);
+        }
+        self.idle.notify_waiters();
     }
 
     /// Stops a run executing here so it can be resumed (a signal, a
@@ -292,9 +347,9 @@ impl Runs {
     }
 
     /// Stops taking runs and interrupts the executing ones (resumable),
-    /// then waits until they have stopped (at most `limit`). Returns how
-    /// many were still executing when it gave up.
-    pub async fn drain(&self, limit: Duration) -> usize {
+    /// then waits until they have stopped (at most `limit`). Returns the
+    /// keys of those still executing when it gave up.
+    pub async fn drain(&self, limit: Duration) -> Vec<String> {
         self.draining.store(true, Ordering::SeqCst);
         for a in self.active().values() {
             let _ = a.run.interrupt(a.root);
@@ -309,6 +364,6 @@ impl Runs {
             }
         })
         .await;
-        self.active_count()
+        self.active().keys().cloned().collect()
     }
 }

@@ -1,16 +1,16 @@
 //! The rules of a run's lifecycle, in one place: who may do what to which
-//! run, when a run may be resumed (and against which code), how it is
-//! started, listed, shown, cancelled, interrupted and answered. Callers (the
-//! CLI, the REPL, `swarm dev`, the HTTP server later) pass the caller's
-//! [`Authority`] and turn the typed outcomes into words; none of them
-//! decides these rules.
+//! run (the one `Action` × `Role` table), when a run may be resumed (and
+//! against which code), how a recorded run is cancelled and answered.
+//! [`super::Runs`] applies them for every face (the CLI, the REPL, `swarm
+//! dev`, the HTTP server), which pass the caller's [`Authority`] and turn
+//! the typed outcomes into words; none of them decides these rules.
 
 use super::{Prepared, RunError, RunOptions, prepare_source};
 use crate::auth::Role;
 use crate::engine::{Engine, TaskId};
 use crate::store::{JournalEntry, QuestionRecord, RunRecord, RunStatus, Store};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// What a caller asks the run service to do.
@@ -102,76 +102,6 @@ pub struct Shown {
     pub usage: super::JournalUsage,
 }
 
-/// A new run, started: its root task runs the flow.
-pub struct Started {
-    pub run: Prepared,
-    pub root: TaskId,
-}
-
-/// Starts a new run of the blueprint at `path` (journaled when `opts`
-/// carry a store).
-pub async fn start(
-    who: &Authority,
-    engine: &Engine,
-    path: &Path,
-    input: Value,
-    opts: RunOptions,
-) -> Result<Started, RunError> {
-    who.check(Action::Start, None)?;
-    start_prepared(who, super::prepare(engine, path, opts)?, input).await
-}
-
-/// Starts a run already prepared (e.g. from the live version of a
-/// hot-reloaded blueprint).
-pub async fn start_prepared(
-    who: &Authority,
-    run: Prepared,
-    input: Value,
-) -> Result<Started, RunError> {
-    who.check(Action::Start, None)?;
-    let root = run.start(input).await?;
-    Ok(Started { run, root })
-}
-
-/// Stops a run executing here: its steps are cancelled and it ends
-/// `interrupted`, resumable.
-pub fn interrupt(who: &Authority, run: &Prepared, root: TaskId) -> Result<(), RunError> {
-    who.check(Action::Interrupt, run.run_id().as_deref())?;
-    run.interrupt(root)
-}
-
-/// The record of run `id`, when `who` may see it.
-pub fn record(who: &Authority, store: &Arc<dyn Store>, id: &str) -> Result<RunRecord, RunError> {
-    who.check(Action::Read, Some(id))?;
-    crate::store::wait(store.run(id))?.ok_or_else(|| RunError::UnknownRun(id.to_string()))
-}
-
-/// The runs `who` may see, oldest first, optionally of one status.
-pub fn list(
-    who: &Authority,
-    store: &Arc<dyn Store>,
-    status: Option<RunStatus>,
-) -> Result<Vec<RunRecord>, RunError> {
-    who.check(Action::Read, None)?;
-    let mut runs = crate::store::wait(store.runs(status))?;
-    if let Some(mine) = &who.run {
-        runs.retain(|r| &r.id == mine);
-    }
-    Ok(runs)
-}
-
-/// Prepared `id` with its journal and questions.
-pub fn show(who: &Authority, store: &Arc<dyn Store>, id: &str) -> Result<Shown, RunError> {
-    let run = record(who, store, id)?;
-    let journal = crate::store::wait(store.journal(id))?;
-    Ok(Shown {
-        usage: super::journal_usage(&journal),
-        journal,
-        questions: crate::store::wait(store.questions(id))?,
-        run,
-    })
-}
-
 /// A recorded run, taken and started again: its journal replays.
 pub struct Resumed {
     pub run: Prepared,
@@ -204,7 +134,7 @@ fn refused(message: String) -> RunError {
 /// Resumes run `record` of `store`: refused when it has finished, when its
 /// blueprint or any helper it `require`d changed (unless `force`), or when
 /// another owner holds it; otherwise claimed, prepared and started.
-pub async fn resume(
+pub(super) async fn resume(
     who: &Authority,
     engine: &Engine,
     record: &RunRecord,
@@ -246,23 +176,10 @@ pub async fn resume(
     Ok(Resumed { run, root })
 }
 
-/// Cancels run `record`: at once when nothing executes it, else by asking
-/// its owner. A finished run is refused. (Synchronous, for faces not yet
-/// on [`super::Runs`].)
-pub fn cancel(
-    who: &Authority,
-    store: &Arc<dyn Store>,
-    record: &RunRecord,
-) -> Result<Cancelled, RunError> {
-    crate::store::wait(Box::pin(async {
-        Ok(cancel_record(who, store, record).await)
-    }))?
-}
-
 /// Cancels run `record`: at once when nothing executes it (not running,
 /// or its owner's lease lapsed: that owner is fenced out), else by asking
 /// its owner. A finished run is refused.
-pub async fn cancel_record(
+pub(super) async fn cancel_record(
     who: &Authority,
     store: &Arc<dyn Store>,
     record: &RunRecord,
@@ -287,23 +204,8 @@ pub async fn cancel_record(
 }
 
 /// Answers run `record`'s open question `name` (its key or text). Refused,
-/// naming the open ones, when there is no such question. (Synchronous,
-/// for faces not yet on [`super::Runs`].)
-pub fn answer(
-    who: &Authority,
-    store: &Arc<dyn Store>,
-    record: &RunRecord,
-    name: &str,
-    value: Value,
-) -> Result<Answered, RunError> {
-    crate::store::wait(Box::pin(async {
-        Ok(answer_record(who, store, record, name, value).await)
-    }))?
-}
-
-/// Answers run `record`'s open question `name` (its key or text). Refused,
 /// naming the open ones, when there is no such question.
-pub async fn answer_record(
+pub(super) async fn answer_record(
     who: &Authority,
     store: &Arc<dyn Store>,
     record: &RunRecord,

@@ -3,7 +3,7 @@
 
 use super::error::{ApiError, Body, Params};
 use super::{Server, events};
-use crate::run::service::{self, Action, Answered, Cancelled};
+use crate::run::service::{Action, Answered, Cancelled};
 use crate::store::RunStatus;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -73,7 +73,7 @@ async fn stats(State(s): S, headers: HeaderMap) -> Reply {
     let following = s.tails.lock().unwrap_or_else(|e| e.into_inner()).len();
     ok(json!({
         "draining": s.draining(),
-        "executing": s.active().len(),
+        "executing": s.runs.active_count(),
         "following": following,
         "engine": s.engine.held(),
     }))
@@ -118,7 +118,7 @@ async fn start(State(s): S, headers: HeaderMap, Body(req): Body<NewRun>) -> Repl
     who.check(Action::Start, None)?;
     if let Some(id) = &req.id {
         check_id(id)?;
-        if crate::store::wait(s.store.run(id))?.is_some() {
+        if s.store.run(id).await?.is_some() {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "run_exists",
@@ -127,8 +127,7 @@ async fn start(State(s): S, headers: HeaderMap, Body(req): Body<NewRun>) -> Repl
         }
     }
     let run = s.dev.prepare_as(&req.blueprint, req.id)?;
-    let started = service::start_prepared(&who, run, req.input).await?;
-    let id = s.launch(started.run, started.root);
+    let id = s.runs.start_prepared(&who, run, req.input).await?.id;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "id": id, "status": "running" })),
@@ -149,7 +148,7 @@ async fn list(State(s): S, headers: HeaderMap, Params(q): Params<ListQuery>) -> 
         Some(st) => Some(st.parse::<RunStatus>().map_err(ApiError::bad_request)?),
         None => None,
     };
-    let mut runs = service::list(&who, &s.store, status)?;
+    let mut runs = s.runs.list(&who, status).await?;
     if let Some(b) = &q.blueprint {
         runs.retain(|r| &r.blueprint == b);
     }
@@ -167,7 +166,7 @@ async fn list(State(s): S, headers: HeaderMap, Params(q): Params<ListQuery>) -> 
 }
 
 async fn show(State(s): S, headers: HeaderMap, Path(id): Path<String>) -> Reply {
-    let shown = service::show(&s.who(&headers)?, &s.store, &id)?;
+    let shown = s.runs.show(&s.who(&headers)?, &id).await?;
     let mut body = serde_json::to_value(&shown.run).unwrap_or_default();
     let open: Vec<&crate::store::QuestionRecord> = shown
         .questions
@@ -194,7 +193,7 @@ fn cause(run: &crate::store::RunRecord) -> Value {
 }
 
 async fn journal(State(s): S, headers: HeaderMap, Path(id): Path<String>) -> Reply {
-    let shown = service::show(&s.who(&headers)?, &s.store, &id)?;
+    let shown = s.runs.show(&s.who(&headers)?, &id).await?;
     ok(json!({ "run": id, "entries": shown.journal }))
 }
 
@@ -212,20 +211,15 @@ async fn answer(
     Body(req): Body<AnswerReq>,
 ) -> Reply {
     let who = s.who(&headers)?;
-    let record = service::record(&who, &s.store, &id)?;
-    let answered = service::answer(&who, &s.store, &record, &req.question, req.value)?;
+    let answered = s.runs.answer(&who, &id, &req.question, req.value).await?;
     ok(json!({ "answered": true, "resume_needed": answered == Answered::NeedsResume }))
 }
 
 async fn cancel(State(s): S, headers: HeaderMap, Path(id): Path<String>) -> Reply {
     let who = s.who(&headers)?;
-    let record = service::record(&who, &s.store, &id)?;
-    let status = match service::cancel(&who, &s.store, &record)? {
+    let status = match s.runs.cancel(&who, &id).await? {
         Cancelled::Now => "cancelled",
-        Cancelled::Requested => {
-            s.cancel_here(&id);
-            "cancelling"
-        }
+        Cancelled::Requested => "cancelling",
     };
     ok(json!({ "id": id, "status": status }))
 }
@@ -244,7 +238,7 @@ async fn resume(
     Body(req): Body<ResumeReq>,
 ) -> Reply {
     let who = s.who(&headers)?;
-    let record = service::record(&who, &s.store, &id)?;
+    s.runs.record(&who, &id).await?;
     if s.is_active(&id) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -252,7 +246,6 @@ async fn resume(
             format!("run `{id}` is running on this server"),
         ));
     }
-    let resumed = service::resume(&who, &s.engine, &record, req.force, s.opts.clone()).await?;
-    s.launch(resumed.run, resumed.root);
+    s.runs.resume(&who, &id, req.force, s.opts.clone()).await?;
     ok(json!({ "id": id, "status": "running" }))
 }

@@ -13,7 +13,6 @@
 
 use super::Server;
 use super::error::{ApiError, Params};
-use crate::run::service;
 use crate::store::{EventRecord, RunStatus};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -42,7 +41,7 @@ pub async fn stream(
     Params(q): Params<After>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     // Authority and existence first: a refused caller gets a JSON error.
-    service::record(&s.who(&headers)?, &s.store, &id)?;
+    s.runs.record(&s.who(&headers)?, &id).await?;
     // A resuming client's `Last-Event-ID` is an id this server sent; any
     // other value is refused, not read as "from the start".
     let resume_from = match headers.get("last-event-id") {

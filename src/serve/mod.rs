@@ -23,50 +23,40 @@ pub use auth::Access;
 pub use error::ApiError;
 
 use crate::auth::Signer;
-use crate::engine::{Engine, TaskId};
+use crate::engine::Engine;
 use crate::reload::LiveBlueprints;
-use crate::run::service::{self, Authority};
-use crate::run::{Prepared, RunOptions, RunReport};
-use crate::store::{RunRecord, RunStatus, Store};
+use crate::run::service::Authority;
+use crate::run::{RunOptions, Runs};
+use crate::store::{RunRecord, Store};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Largest request body accepted (a run's input, an answer).
 pub const BODY_LIMIT: usize = 4 << 20;
 
-/// What the server holds.
+/// What the server holds. Its runs execute in [`Runs`]; the server keeps
+/// none of its own.
 pub struct Server {
     pub engine: Engine,
     pub store: Arc<dyn Store>,
     /// The live blueprints of the served directory.
     pub dev: Arc<LiveBlueprints>,
+    /// The runs executing here.
+    pub runs: Arc<Runs>,
     signer: Signer,
     access: Access,
     /// How resumed runs run (the same options as `dev`'s).
     opts: RunOptions,
-    active: Mutex<HashMap<String, Active>>,
-    draining: AtomicBool,
-    idle: tokio::sync::Notify,
     /// The journal poller of each run being followed over SSE.
     tails: Mutex<HashMap<String, tokio::sync::watch::Sender<(i64, bool)>>>,
     /// What the orphan sweep remembers between passes.
-    sweep: sweep::Memory,
-}
-
-/// A run executing in this server.
-struct Active {
-    run: Arc<Prepared>,
-    root: TaskId,
-    /// The engine's newest event when it was launched: its event sink
-    /// reads only what comes after, so older events may be let go.
-    since: u64,
+    sweep: Arc<sweep::Memory>,
 }
 
 impl Server {
@@ -78,18 +68,22 @@ impl Server {
         access: Access,
         opts: RunOptions,
     ) -> Arc<Server> {
+        let runs = Runs::releasing(engine.clone(), Some(store.clone()));
+        let sweep = Arc::new(sweep::Memory::default());
+        let remember = sweep.clone();
+        runs.on_end(Box::new(move |id, report| {
+            remember.ended(id, &report.result)
+        }));
         Arc::new(Server {
             engine,
             store,
             dev,
+            runs,
             signer,
             access,
             opts,
-            active: Mutex::new(HashMap::new()),
-            draining: AtomicBool::new(false),
-            idle: tokio::sync::Notify::new(),
             tails: Mutex::new(HashMap::new()),
-            sweep: sweep::Memory::default(),
+            sweep,
         })
     }
 
@@ -114,69 +108,8 @@ impl Server {
         auth::authority(&self.signer, self.access, headers)
     }
 
-    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, Active>> {
-        self.active.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn is_active(&self, id: &str) -> bool {
-        self.active().contains_key(id)
-    }
-
-    /// Executes a started run to its end in the background; once it has
-    /// ended, nothing of it stays in memory.
-    fn launch(self: &Arc<Self>, run: Prepared, root: TaskId) -> Option<String> {
-        let id = run.run_id();
-        let run = Arc::new(run);
-        if let Some(id) = &id {
-            let mut active = self.active();
-            let since = self.engine.last_cursor();
-            let (run, root) = (run.clone(), root);
-            active.insert(id.clone(), Active { run, root, since });
-        }
-        // Launched as the drain began: it stops with the others.
-        if self.draining() {
-            let _ = service::interrupt(&Authority::local(), &run, root);
-        }
-        let server = self.clone();
-        let key = id.clone();
-        tokio::spawn(async move {
-            let report = run.finish(root).await;
-            if let Err(e) = &report {
-                tracing::warn!("run {key:?} ended with an error: {e}");
-            }
-            drop(run);
-            server.ended(key.as_deref(), root, report.ok());
-        });
-        id
-    }
-
-    /// Lets go of a run that has ended: its place among the active runs,
-    /// its tasks, sessions and events in the engine (its journal has them)
-    /// and the engine events no run executing here still needs. A journal
-    /// fault is remembered for the sweep, which records it as the cause.
-    fn ended(&self, id: Option<&str>, root: TaskId, report: Option<RunReport>) {
-        let gone = id.and_then(|id| self.active().remove(id));
-        // The run's own session ends with it (its VM too): not under a lock.
-        drop(gone);
-        self.engine.forget_run(root);
-        {
-            // Under the lock a launch takes to note where its events start.
-            let active = self.active();
-            let needed = active.values().map(|a| a.since).min();
-            let upto = needed.unwrap_or_else(|| self.engine.last_cursor());
-            self.engine.forget_events(upto);
-        }
-        if let (Some(id), Some(report)) = (id, report) {
-            self.sweep.ended(id, &report.result);
-        }
-        self.idle.notify_waiters();
-    }
-
-    /// Cancels a run executing here at once (its record says so already).
-    fn cancel_here(&self, id: &str) {
-        if let Some(a) = self.active().get(id) {
-            let _ = a.run.cancel(a.root);
-        }
+        self.runs.is_active(id)
     }
 
     /// The canonical paths of the blueprints served here.
@@ -194,57 +127,30 @@ impl Server {
     /// Returns the ids resumed; a run another owner holds is left alone.
     pub async fn resume_interrupted(self: &Arc<Self>) -> Vec<String> {
         let served = self.served();
-        let Ok(runs) = service::list(
-            &Authority::local(),
-            &self.store,
-            Some(RunStatus::Interrupted),
-        ) else {
-            return Vec::new();
-        };
-        let mut resumed = Vec::new();
-        for r in runs.into_iter().filter(|r| served.contains(&r.path)) {
-            match self.resume(&r).await {
-                Ok(id) => resumed.extend(id),
-                Err(e) => tracing::warn!("run {} not resumed: {e}", r.id),
-            }
-        }
-        resumed
+        self.runs
+            .resume_interrupted(|r| served.contains(&r.path), self.opts.clone())
+            .await
     }
 
     /// Takes run `r` and executes it here; its id once launched.
-    async fn resume(
-        self: &Arc<Self>,
-        r: &RunRecord,
-    ) -> Result<Option<String>, crate::run::RunError> {
+    async fn resume(&self, r: &RunRecord) -> Result<Option<String>, crate::run::RunError> {
         let who = Authority::local();
-        let s = service::resume(&who, &self.engine, r, false, self.opts.clone()).await?;
-        Ok(self.launch(s.run, s.root))
+        let h = self
+            .runs
+            .resume(&who, &r.id, false, self.opts.clone())
+            .await?;
+        Ok(h.id)
     }
 
     /// Stops taking requests (each is answered `503 draining`) and
     /// interrupts the running runs (resumable), then waits until they have
     /// stopped, at most `limit`. Returns the ids of runs still executing.
     pub async fn drain(&self, limit: Duration) -> Vec<String> {
-        self.draining.store(true, Ordering::SeqCst);
-        let who = Authority::local();
-        for a in self.active().values() {
-            let _ = service::interrupt(&who, &a.run, a.root);
-        }
-        let _ = tokio::time::timeout(limit, async {
-            loop {
-                let idle = self.idle.notified();
-                if self.active().is_empty() {
-                    return;
-                }
-                idle.await;
-            }
-        })
-        .await;
-        self.active().keys().cloned().collect()
+        self.runs.drain(limit).await
     }
 
     fn draining(&self) -> bool {
-        self.draining.load(Ordering::SeqCst)
+        self.runs.draining()
     }
 }
 
