@@ -267,6 +267,7 @@ pub fn prepare_source(
 
 impl Drop for Prepared {
     fn drop(&mut self) {
+        self.drop_lease();
         self.engine.release(&self.token);
     }
 }
@@ -331,7 +332,11 @@ impl Prepared {
             }
             _ => None,
         };
-        let desk = desk::Desk::open(&self.engine, &self.token, root, &self.opts, journal.clone())?;
+        let desk =
+            match desk::Desk::open(&self.engine, &self.token, root, &self.opts, journal.clone()) {
+                Ok(desk) => desk,
+                Err(e) => return Err(self.stopped_by(journal.as_deref(), e.into()).await),
+            };
         let flow = FlowSpawner {
             vm: self.vm.clone(),
             flow: self.flow.clone(),
@@ -349,7 +354,10 @@ impl Prepared {
         {
             print(&lost);
         }
-        let view = view?;
+        let view = match view {
+            Ok(view) => view,
+            Err(e) => return Err(self.stopped_by(journal.as_deref(), e.into()).await),
+        };
         let (status, mut result) = self.ending(&view, unanswered, overran, journal.as_deref());
         let lost = journal
             .as_ref()
@@ -381,6 +389,25 @@ impl Prepared {
             result,
             usage: self.meter.tally(),
         })
+    }
+
+    /// The run could not be executed at all (`e`): it stops holding its
+    /// lease and, when journaled, is recorded `interrupted` with `e` as its
+    /// cause (resumable), never left `running` with a lease renewed for
+    /// nobody.
+    async fn stopped_by(&self, journal: Option<&Journal>, e: RunError) -> RunError {
+        self.drop_lease();
+        if let (Some(j), Some(store)) = (journal, &self.opts.store) {
+            let cause = serde_json::json!({ "code": e.code(), "error": e.to_string() });
+            let status = crate::store::RunStatus::Interrupted;
+            if let Err(w) = store
+                .set_status(j.run(), status, Some(cause), j.fence())
+                .await
+            {
+                tracing::warn!(run = j.run(), "recording why the run stopped failed: {w}");
+            }
+        }
+        e
     }
 
     /// How the run ended, decided in one place: the status to record and
