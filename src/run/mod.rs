@@ -336,7 +336,7 @@ impl Prepared {
         let desk =
             match desk::Desk::open(&self.engine, &self.token, root, &self.opts, journal.clone()) {
                 Ok(desk) => desk,
-                Err(e) => return Err(self.stopped_by(journal.as_deref(), e.into()).await),
+                Err(e) => return Err(self.stopped_by(journal.as_deref(), e).await),
             };
         let flow = FlowSpawner {
             vm: self.vm.clone(),
