@@ -479,3 +479,39 @@ fn the_secret_file_is_private_and_tokens_come_from_the_cli() {
     assert_eq!(who.role, Role::Senior);
     assert_eq!(who.run.as_deref(), Some("x"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_in_memory_is_served_without_tokens_and_keeps_nothing_on_disk() {
+    let dir = fresh_here("memory");
+    // Tokens need a secret another process can read: refused, saying so.
+    let out = Command::new(env!("CARGO_BIN_EXE_swarm"))
+        .arg("serve")
+        .arg(&dir)
+        .args(["--listen", "127.0.0.1:0", "--store", "memory:"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("memory:") && err.contains("--no-auth"),
+        "{err}"
+    );
+    let s = serve(&dir, &["--store", "memory:", "--no-auth"]);
+    assert!(s.wait_log("listening on").contains("(journal memory:)"));
+    let c = Client::new(&s, None);
+    let (code, body) = c
+        .post("/v1/runs", json!({ "blueprint": "quick", "input": 7 }))
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let run = c.until(&id, |r| r["status"] != "running").await;
+    assert_eq!(
+        (&run["status"], &run["result"]),
+        (&json!("pass"), &json!(7))
+    );
+    assert!(
+        !s.db.exists(),
+        "a journal in memory wrote {}",
+        s.db.display()
+    );
+}

@@ -226,12 +226,6 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs_f64(ms / 1000.0))
 }
 
-/// Opens the SQLite journal at `path` and marks runs whose owner is gone
-/// as interrupted.
-fn open_at(path: &std::path::Path) -> Result<Arc<dyn Store>, StoreError> {
-    opened(Location::Sqlite(path.to_path_buf()).open()?)
-}
-
 /// `store`, once runs whose owner is gone are marked interrupted.
 fn opened(store: Arc<dyn Store>) -> Result<Arc<dyn Store>, StoreError> {
     sweep(&*store)?;

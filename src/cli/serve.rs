@@ -96,13 +96,25 @@ pub fn serve(args: ServeArgs) -> ExitCode {
     if !args.dir.is_dir() {
         return fail(format!("{} is not a directory", args.dir.display()));
     }
-    let (db, signer) = match signer(&args.journal) {
+    let (store, at) = match args.journal.open_to_write(true) {
         Ok(x) => x,
         Err(e) => return fail(e),
     };
-    let store = match super::open_at(&db) {
-        Ok(s) => s,
-        Err(e) => return fail(e),
+    // Tokens are signed with the secret kept beside a SQLite journal, so
+    // `swarm token` in another process mints ones this server accepts. A
+    // journal in memory has no such place: it is served without tokens.
+    let signer = match (at.sqlite_path(), args.no_auth) {
+        (Some(path), _) => match auth::signer(path) {
+            Ok(s) => s,
+            Err(e) => return fail(e),
+        },
+        (None, true) => Signer::random(),
+        (None, false) => {
+            return fail(format!(
+                "a journal in `{at}` keeps no secret for `swarm token` to sign with: \
+                 serve it with --no-auth (loopback only), or use a sqlite: journal"
+            ));
+        }
     };
     super::runtime().block_on(async move {
         let engine = Engine::new(EngineConfig::default(), Signer::random());
@@ -136,10 +148,7 @@ pub fn serve(args: ServeArgs) -> ExitCode {
             Err(e) => return fail(format!("cannot listen on {}: {e}", args.listen)),
         };
         let addr = listener.local_addr().map_or(args.listen, |a| a);
-        eprintln!(
-            "swarm serve: listening on http://{addr} (journal {})",
-            db.display()
-        );
+        eprintln!("swarm serve: listening on http://{addr} (journal {at})");
         server.start_sweep();
         serve_until_drained(&server, listener, watch, args.drain).await
     })
