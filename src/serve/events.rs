@@ -90,11 +90,11 @@ fn tail(server: &Arc<Server>, id: &str) -> Tail {
         loop {
             // The status first: a run seen stopped has written all of its
             // events, so the id read after it is its last.
-            let stopped = match crate::store::wait(server.store.run(&id)) {
+            let stopped = match server.store.run(&id).await {
                 Ok(Some(r)) => r.status != RunStatus::Running || server.draining(),
                 _ => true,
             };
-            if let Ok(page) = crate::store::wait(server.store.events(&id, last, PAGE)) {
+            if let Ok(page) = server.store.events(&id, last, PAGE).await {
                 last = page.last().map_or(last, |e| e.id);
                 if page.len() == PAGE {
                     let _ = tx.send((last, false));
@@ -142,9 +142,8 @@ impl Follow {
             }
             let (newest, stopped) = *self.tail.borrow_and_update();
             if newest > self.cursor {
-                let page =
-                    crate::store::wait(self.server.store.events(&self.run, self.cursor, PAGE));
-                let page = page.ok()?;
+                let page = self.server.store.events(&self.run, self.cursor, PAGE);
+                let page = page.await.ok()?;
                 if !page.is_empty() {
                     self.queue.extend(page);
                     continue;
@@ -152,7 +151,7 @@ impl Follow {
             }
             if stopped {
                 self.ended = true;
-                let record = crate::store::wait(self.server.store.run(&self.run)).ok()??;
+                let record = self.server.store.run(&self.run).await.ok()??;
                 let end = serde_json::json!({ "status": record.status, "result": record.result });
                 return Some(Event::default().event("end").data(end.to_string()));
             }

@@ -11,7 +11,7 @@
 //! code `interrupted`) are left for `swarm resume` or the next start.
 
 use super::Server;
-use crate::store::{Owner, RunRecord, RunStatus, StoreError, wait};
+use crate::store::{Owner, RunRecord, RunStatus, StoreError};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -89,13 +89,10 @@ impl Server {
         tokio::spawn(sweep(Arc::downgrade(self), every));
     }
 
-    /// One pass: marks and records orphans (in a blocking thread: the
-    /// store's calls block), then resumes what it may here.
+    /// One pass: marks and records orphans, then resumes what it may
+    /// here.
     async fn sweep_once(self: &Arc<Self>) {
-        let me = self.clone();
-        let Ok(resumable) = tokio::task::spawn_blocking(move || me.orphans()).await else {
-            return;
-        };
+        let resumable = self.orphans().await;
         for r in resumable {
             if self.draining() {
                 return;
@@ -126,14 +123,14 @@ impl Server {
     /// Marks runs whose owner is gone (the store records that cause),
     /// records the cause of every interrupted run that lacks one, and
     /// returns the interrupted runs this server may resume now.
-    fn orphans(&self) -> Vec<RunRecord> {
-        match wait(self.store.mark_interrupted()) {
+    async fn orphans(&self) -> Vec<RunRecord> {
+        match self.store.mark_interrupted().await {
             Ok(ids) => ids
                 .iter()
                 .for_each(|id| eprintln!("run {id}: its owner is gone; marked interrupted")),
             Err(e) => tracing::warn!("the sweep could not mark orphaned runs: {e}"),
         }
-        let runs = match wait(self.store.runs(Some(RunStatus::Interrupted))) {
+        let runs = match self.store.runs(Some(RunStatus::Interrupted)).await {
             Ok(runs) => runs,
             Err(e) => {
                 tracing::warn!("the sweep could not list interrupted runs: {e}");
@@ -144,7 +141,7 @@ impl Server {
         let mut resumable = Vec::new();
         for mut r in runs.into_iter().filter(|r| !self.is_active(&r.id)) {
             if self.sweep.needs_cause(&r) {
-                match self.record_cause(&r) {
+                match self.record_cause(&r).await {
                     Ok(cause) => r.result = Some(cause),
                     Err(e) => {
                         tracing::debug!("run {}: cause not recorded yet: {e}", r.id);
@@ -156,33 +153,35 @@ impl Server {
                 resumable.push(r);
             }
         }
-        self.forget_settled(&resumable);
+        self.forget_settled(&resumable).await;
         resumable
     }
 
     /// Records why `r` was interrupted: taken first, so a resumer that
     /// took it meanwhile is never overwritten, then released with the
     /// cause by a write fenced on that ownership.
-    fn record_cause(&self, r: &RunRecord) -> Result<Value, StoreError> {
+    async fn record_cause(&self, r: &RunRecord) -> Result<Value, StoreError> {
         let fault = lock(&self.sweep.faults).get(&r.id).cloned();
         let cause = fault.unwrap_or_else(|| owner_lost(r));
-        let fence = wait(self.store.claim(&r.id, &self.sweep.owner))?;
+        let fence = self.store.claim(&r.id, &self.sweep.owner).await?;
         let status = RunStatus::Interrupted;
-        wait(
-            self.store
-                .set_status(&r.id, status, Some(cause.clone()), Some(&fence)),
-        )?;
+        self.store
+            .set_status(&r.id, status, Some(cause.clone()), Some(&fence))
+            .await?;
         lock(&self.sweep.faults).remove(&r.id);
         Ok(cause)
     }
 
     /// Keeps the sweep's memory to runs it may still act on: faults of
     /// runs still running, refusals of runs still waiting to be resumed.
-    fn forget_settled(&self, resumable: &[RunRecord]) {
+    async fn forget_settled(&self, resumable: &[RunRecord]) {
         lock(&self.sweep.refused).retain(|id, _| resumable.iter().any(|r| &r.id == id));
         let faults: Vec<String> = lock(&self.sweep.faults).keys().cloned().collect();
         for id in faults {
-            let running = wait(self.store.run(&id))
+            let running = self
+                .store
+                .run(&id)
+                .await
                 .map(|r| r.is_some_and(|r| r.status == RunStatus::Running))
                 .unwrap_or(true);
             if !running {

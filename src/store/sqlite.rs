@@ -54,7 +54,7 @@ pub struct SqliteStore {
     writes: Arc<Writes>,
     /// The latest epoch of each run this process created or claimed: an
     /// append under an older one is refused without asking the database.
-    epochs: Mutex<std::collections::HashMap<String, u64>>,
+    epochs: Arc<Mutex<std::collections::HashMap<String, u64>>>,
     /// Wakes this process's waiters on the work queue (`sqlite/work.rs`).
     changed: Arc<tokio::sync::Notify>,
     /// Attempt tokens of the remote steps this process offered, by id.
@@ -183,7 +183,7 @@ impl SqliteStore {
             path: path.to_path_buf(),
             writes: Arc::new(Writes::new(path, writer)),
             reader: Mutex::new(reader),
-            epochs: Mutex::default(),
+            epochs: Arc::default(),
             changed: Arc::default(),
             tokens: Arc::default(),
         }
@@ -235,6 +235,24 @@ impl SqliteStore {
 
     fn submit(&self, job: Job) -> Commit {
         self.writes.submit(job)
+    }
+
+    /// A write whose transaction also computes a value for the caller.
+    pub(super) fn write_with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T> + Send + 'static,
+    ) -> StoreFut<'static, T> {
+        let out: Arc<Mutex<Option<T>>> = Arc::default();
+        let slot = out.clone();
+        let commit = self.submit(Box::new(move |tx| {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(f(tx)?);
+            Ok(())
+        }));
+        Box::pin(async move {
+            commit.await?;
+            let v = out.lock().unwrap_or_else(|e| e.into_inner()).take();
+            v.ok_or(StoreError::Closed)
+        })
     }
 
     /// How many write transactions this store has begun: with the rows
@@ -402,7 +420,7 @@ impl Store for SqliteStore {
     }
 
     fn claim(&self, run: &str, owner: &Owner) -> StoreFut<'static, Fence> {
-        done(self.claim_run(run, owner))
+        self.claim_run(run, owner)
     }
 
     fn renew(&self, run: &str, fence: &Fence) -> StoreFut<'static, bool> {
@@ -490,7 +508,7 @@ impl Store for SqliteStore {
     }
 
     fn mark_interrupted(&self) -> StoreFut<'static, Vec<String>> {
-        done(self.sweep_expired())
+        self.sweep_expired()
     }
 
     fn append(&self, e: JournalEntry) -> Commit {

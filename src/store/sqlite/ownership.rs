@@ -2,9 +2,11 @@
 //! of expired owners), and pruning finished runs. Split from `sqlite.rs`,
 //! whose `Store` impl calls these.
 
-use super::{SqliteStore, block_on};
+use super::{RUN_COLUMNS, SqliteStore, block_on, run_row};
 use crate::engine::now_ms;
-use crate::store::{Fence, Owner, Prune, RunRecord, RunStatus, StoreError, clock, clock_text};
+use crate::store::{
+    Fence, Owner, Prune, RunRecord, RunStatus, StoreError, StoreFut, clock, clock_text,
+};
 use rusqlite::{Connection, OptionalExtension, named_params, params};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,16 +71,18 @@ fn owned_message(r: &RunRecord, left_ms: u64) -> String {
 }
 
 impl SqliteStore {
-    pub(super) fn claim_run(&self, run: &str, owner: &Owner) -> Result<Fence, StoreError> {
-        let dead = match self.load_run(run)? {
-            Some(r) => self.read(|c| Ok(dead_owner(c, &r, &owner.machine)))?,
-            None => None,
-        };
+    /// Takes `run` for `owner` in one write: the compare-and-set, then the
+    /// row as it now stands, read in the same transaction.
+    pub(super) fn claim_run(&self, run: &str, owner: &Owner) -> StoreFut<'static, Fence> {
         let (id, o) = (run.to_string(), owner.clone());
-        // One statement decides: unfinished, and unowned, or its lease
-        // lapsed, or its owner was seen dead (compare-and-swap on it). The
-        // epoch grows: the previous owner's writes are refused from now on.
-        block_on(self.submit(Box::new(move |tx| {
+        let decided = self.write_with(move |tx| {
+            let dead = match load(tx, &id)? {
+                Some(r) => dead_owner(tx, &r, &o.machine),
+                None => None,
+            };
+            // One statement decides: unfinished, and unowned, or its
+            // lease lapsed, or its owner was seen dead. The epoch grows:
+            // the previous owner's writes are refused from now on.
             let (boot, until) = boot_lease();
             let now = now_ms() as i64;
             tx.execute(
@@ -97,26 +101,30 @@ impl SqliteStore {
                     ":dead": dead,
                 },
             )?;
-            Ok(())
-        })))?;
-        match self.load_run(run)? {
-            Some(r) if r.owner.as_deref() == Some(owner.id.as_str()) => {
-                self.known_epoch(run, r.epoch);
-                Ok(Fence {
-                    owner: owner.id.clone(),
-                    epoch: r.epoch,
-                })
+            Ok((load(tx, &id)?, lease_left(tx, &id)?))
+        });
+        let (run, owner, epochs) = (run.to_string(), owner.id.clone(), self.epochs.clone());
+        Box::pin(async move {
+            match decided.await? {
+                (Some(r), _) if r.owner.as_deref() == Some(owner.as_str()) => {
+                    let mut known = epochs.lock().unwrap_or_else(|e| e.into_inner());
+                    let e = known.entry(run).or_default();
+                    *e = (*e).max(r.epoch);
+                    Ok(Fence {
+                        owner,
+                        epoch: r.epoch,
+                    })
+                }
+                (Some(r), left) if r.status == RunStatus::Running => {
+                    Err(StoreError::Owned(owned_message(&r, left)))
+                }
+                (Some(r), _) => Err(StoreError::Owned(format!(
+                    "run {} already finished ({})",
+                    r.id, r.status
+                ))),
+                (None, _) => Err(StoreError::Owned(format!("no run `{run}`"))),
             }
-            Some(r) if r.status == RunStatus::Running => {
-                let left = self.read(|c| lease_left(c, run))?;
-                Err(StoreError::Owned(owned_message(&r, left)))
-            }
-            Some(r) => Err(StoreError::Owned(format!(
-                "run {} already finished ({})",
-                r.id, r.status
-            ))),
-            None => Err(StoreError::Owned(format!("no run `{run}`"))),
-        }
+        })
     }
 
     /// Extends the lease while `fence` holds the run: one fenced update,
@@ -203,27 +211,22 @@ impl SqliteStore {
         Ok(doomed)
     }
 
-    pub(super) fn sweep_expired(&self) -> Result<Vec<String>, StoreError> {
+    /// Marks the runs whose owner's lease lapsed (or whose owner is seen
+    /// dead) `interrupted`, in one write; the epoch grows, fencing out an
+    /// owner that was only paused.
+    pub(super) fn sweep_expired(&self) -> StoreFut<'static, Vec<String>> {
         let me = Owner::new().machine;
-        let running = self.load_runs(Some(RunStatus::Running))?;
-        let stale: Vec<(String, Option<String>)> = self.read(|c| {
-            let mut stale = Vec::new();
-            for r in &running {
-                let dead = dead_owner(c, r, &me);
-                if dead.is_some() || lease_left(c, &r.id)? == 0 {
-                    stale.push((r.id.clone(), dead));
-                }
-            }
-            Ok(stale)
-        })?;
-        let mut marked = Vec::new();
-        for (id, dead) in stale {
-            // The same condition again, in the write: a run that finished,
-            // renewed its lease or changed hands meanwhile is left alone.
-            // The epoch grows, fencing out an owner that was only paused.
-            let run = id.clone();
-            block_on(self.submit(Box::new(move |tx| {
-                tx.execute(
+        self.write_with(move |tx| {
+            let running: Vec<RunRecord> = tx
+                .prepare_cached(&format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' ORDER BY created_ms, id"
+                ))?
+                .query_map([], run_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut marked = Vec::new();
+            for r in running {
+                let dead = dead_owner(tx, &r, &me);
+                let n = tx.execute(
                     &format!(
                         "UPDATE runs SET status = 'interrupted', owner = NULL, lease_until_ms = NULL,
                            lease_until_boot = NULL, updated_ms = :wall_now, epoch = epoch + 1,
@@ -233,21 +236,27 @@ impl SqliteStore {
                          WHERE id = :id AND status = 'running' AND ({LAPSED} OR owner = :dead)"
                     ),
                     named_params! {
-                        ":id": run, ":wall_now": now_ms() as i64, ":boot": clock::boot_id(),
+                        ":id": r.id, ":wall_now": now_ms() as i64, ":boot": clock::boot_id(),
                         ":boot_now": clock::boot_ms() as i64, ":dead": dead,
                     },
                 )?;
-                Ok(())
-            })))?;
-            if self
-                .load_run(&id)?
-                .is_some_and(|r| r.status == RunStatus::Interrupted)
-            {
-                marked.push(id);
+                if n == 1 {
+                    marked.push(r.id);
+                }
             }
-        }
-        Ok(marked)
+            Ok(marked)
+        })
     }
+}
+
+/// Run `id` as the connection sees it now.
+fn load(c: &Connection, id: &str) -> rusqlite::Result<Option<RunRecord>> {
+    c.query_row(
+        &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+        [id],
+        run_row,
+    )
+    .optional()
 }
 
 /// Milliseconds left on `run`'s lease by the boot clock (0: lapsed).

@@ -11,10 +11,10 @@ use crate::auth::CapToken;
 use crate::engine::TaskId;
 use crate::engine::now_ms;
 use crate::store::work::{ClaimError, Posted, WorkClaim, WorkItem, WorkQueue, WorkState};
-use crate::store::{Commit, StoreError, StoreFut, clock};
+use crate::store::{Commit, StoreFut, clock};
 use rusqlite::{OptionalExtension, Transaction, named_params, params};
 use serde_json::Value;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -100,24 +100,6 @@ fn live(
 }
 
 impl SqliteStore {
-    /// A write whose transaction also computes a value for the caller.
-    fn write_with<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Transaction) -> rusqlite::Result<T> + Send + 'static,
-    ) -> StoreFut<'static, T> {
-        let out: Arc<Mutex<Option<T>>> = Arc::default();
-        let slot = out.clone();
-        let commit = self.submit(Box::new(move |tx| {
-            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(f(tx)?);
-            Ok(())
-        }));
-        Box::pin(async move {
-            commit.await?;
-            let v = out.lock().unwrap_or_else(|e| e.into_inner()).take();
-            v.ok_or(StoreError::Closed)
-        })
-    }
-
     /// [`write_with`](Self::write_with), waking this process's waiters once
     /// it is committed.
     fn queue_write<T: Send + 'static>(
