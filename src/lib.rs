@@ -4,11 +4,11 @@
 //! - `duration` — the one parser of `250ms`/`90s`/`10m` text (a leaf).
 //! - `auth`   — roles, verbs, the role × verb gate, HMAC-signed capability tokens.
 //! - `engine` — tasks, attempts, the event ledger, the board, the spawner seam; one state, one lock.
-//! - `store`  — the durable journal (SQLite): runs, steps, events, questions.
+//! - `store`  — the store contract (runs, journal, events, questions, fenced ownership, work queue); SQLite and memory.
 //! - `spawn`  — agent backends (Rust, process, remote) and the layers that wrap them.
 //! - `llm`    — the OpenAI-compatible LLM agent backend (turns, tools, usage).
 //! - `lua`    — sandboxed VMs, the `swarm.*` modules, the `lua` agent backend.
-//! - `run`    — blueprints: load, validate, build agent stacks, run a flow; the run service.
+//! - `run`    — blueprints: load, validate, build agent stacks, run a flow; `Runs`, the one owner of executing runs.
 //! - `reload` — hot reload: live blueprint versions kept current by a file watcher.
 //! - `repl`   — `swarm repl`: a Lua session on a live engine.
 //! - `serve`  — `swarm serve`: runs over HTTP, bearer tokens, SSE events, the workers' routes.
