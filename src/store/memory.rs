@@ -21,7 +21,6 @@ use super::{
 use crate::engine::now_ms;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -225,10 +224,6 @@ impl State {
 }
 
 impl Store for MemoryStore {
-    fn path(&self) -> PathBuf {
-        PathBuf::from(PLACE)
-    }
-
     fn create_run(&self, run: &RunRecord, owner: &Owner) -> StoreFut<'static, Fence> {
         let mut st = self.lock();
         if st.runs.contains_key(&run.id) {

@@ -20,7 +20,6 @@ pub mod conformance;
 mod journal;
 mod lease;
 mod memory;
-mod schema;
 mod sqlite;
 mod url;
 pub mod work;
@@ -366,7 +365,6 @@ pub type Commit = StoreFut<'static, ()>;
 /// `store/clock.rs` for SQLite), never by comparing two processes' wall
 /// clocks. Every owner write carries its [`Fence`]; a stale one is refused.
 pub trait Store: Send + Sync {
-    fn path(&self) -> PathBuf;
     /// Records a new run, owned by `owner` with a fresh lease, at epoch 1.
     fn create_run(&self, run: &RunRecord, owner: &Owner) -> StoreFut<'static, Fence>;
     /// Takes a recorded, unfinished run for `owner`: atomically, and only

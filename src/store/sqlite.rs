@@ -15,7 +15,7 @@
 
 use super::{
     Commit, EventRecord, EventRow, Fence, JournalEntry, Owner, Prune, QuestionRecord, RunRecord,
-    RunStatus, Store, StoreError, StoreFut, schema,
+    RunStatus, Store, StoreError, StoreFut,
 };
 use crate::engine::now_ms;
 use rusqlite::{Connection, ErrorCode, params};
@@ -30,6 +30,7 @@ mod health;
 mod ownership;
 mod pages;
 mod reads;
+mod schema;
 mod steplog;
 mod work;
 use commit::{Job, Writes};
@@ -381,10 +382,6 @@ const INSERT_RUN: &str = "INSERT INTO runs (id, blueprint, path, hash, input, st
 /// Every write's statement is a cached one: parsing an `UPDATE runs`
 /// anew cost more than running it.
 impl Store for SqliteStore {
-    fn path(&self) -> PathBuf {
-        self.path.clone()
-    }
-
     fn create_run(&self, run: &RunRecord, owner: &Owner) -> StoreFut<'static, Fence> {
         let (r, o) = (run.clone(), owner.clone());
         let fence = Fence {

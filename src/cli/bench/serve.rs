@@ -65,6 +65,8 @@ const CAT_AGENTS: &[(&str, &str)] = &[
 struct Bench {
     url: String,
     token: String,
+    /// The server's token signer (the secret beside its journal).
+    signer: Signer,
     store: Arc<dyn Store>,
     http: reqwest::Client,
     engine: Engine,
@@ -98,7 +100,7 @@ async fn start_server() -> (Bench, std::path::PathBuf) {
         engine.clone(),
         store.clone(),
         dev,
-        signer,
+        signer.clone(),
         Access::Tokens,
         opts,
     );
@@ -115,6 +117,7 @@ async fn start_server() -> (Bench, std::path::PathBuf) {
         Bench {
             url,
             token,
+            signer,
             store,
             http,
             engine,
@@ -265,8 +268,7 @@ async fn per_step_us(b: &Bench, blueprint: &str, steps: u32) -> f64 {
 }
 
 fn worker_token(b: &Bench) -> String {
-    let signer = auth::signer(&b.store.path()).expect("secret");
-    auth::mint(&signer, Role::Worker, Duration::from_secs(3600), None)
+    auth::mint(&b.signer, Role::Worker, Duration::from_secs(3600), None)
 }
 
 /// A worker's side of the protocol without a command: claim, post the
