@@ -6,6 +6,7 @@
 mod common;
 
 use common::dir::{Dir, text};
+use lua_swarm::store::prelude::*;
 use rusqlite::Connection;
 use serde_json::json;
 
@@ -14,7 +15,7 @@ use serde_json::json;
 /// before any commit, and closing the store folds it into the database.
 #[test]
 fn a_journal_write_is_durable_when_append_returns() {
-    use lua_swarm::store::{Journal, SqliteStore, Store, wait};
+    use lua_swarm::store::{Journal, SqliteStore, wait};
     use std::sync::Arc;
     let dir = Dir::new("dropped-commit").0;
     let db = dir.join("swarm.db");
@@ -61,7 +62,7 @@ fn a_journal_write_is_durable_when_append_returns() {
 /// is kept aside as `.damaged`, never deleted.
 #[test]
 fn an_orphaned_step_log_is_folded_in_and_a_damaged_one_kept_aside() {
-    use lua_swarm::store::{SqliteStore, Store, wait};
+    use lua_swarm::store::{SqliteStore, wait};
     let d = Dir::new("orphan-log");
     let dir = d.0.clone();
     let db = dir.join("swarm.db");
@@ -120,7 +121,7 @@ fn an_orphaned_step_log_is_folded_in_and_a_damaged_one_kept_aside() {
 /// log start over while the writer keeps writing, not only when it pauses.
 #[test]
 fn sequential_commits_keep_the_write_ahead_log_bounded() {
-    use lua_swarm::store::{Journal, SqliteStore, Store, wait};
+    use lua_swarm::store::{Journal, SqliteStore, wait};
     use std::sync::Arc;
     let dir = Dir::new("wal-bounded").0;
     let db = dir.join("swarm.db");
@@ -149,7 +150,7 @@ fn sequential_commits_keep_the_write_ahead_log_bounded() {
 /// events stay out.
 #[test]
 fn events_written_in_chunks_read_back_in_order() {
-    use lua_swarm::store::{EventRow, SqliteStore, Store, wait};
+    use lua_swarm::store::{EventRow, SqliteStore, wait};
     use std::sync::Arc;
     let dir = Dir::new("event-chunks").0;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("swarm.db")).unwrap());
@@ -195,7 +196,7 @@ fn events_written_in_chunks_read_back_in_order() {
 /// the machine's speed.
 #[test]
 fn sequential_chains_share_commits() {
-    use lua_swarm::store::{EventRow, SqliteStore, Store, wait};
+    use lua_swarm::store::{EventRow, SqliteStore, wait};
     use std::sync::Arc;
     let dir = Dir::new("shared-commits").0;
     let sqlite = Arc::new(SqliteStore::open(&dir.join("swarm.db")).unwrap());
@@ -244,7 +245,7 @@ fn event_ids(store: &dyn lua_swarm::store::Store, run: &str, after: i64, n: usiz
 /// the tail is counted across pages.
 #[test]
 fn events_are_stored_by_the_page_and_read_one_by_one() {
-    use lua_swarm::store::{EventRow, SqliteStore, Store, wait};
+    use lua_swarm::store::{EventRow, SqliteStore, wait};
     use std::sync::Arc;
     let dir = Dir::new("event-pages").0;
     let db = dir.join("swarm.db");
@@ -349,7 +350,7 @@ fn events_are_stored_by_the_page_and_read_one_by_one() {
 /// swarm: reading it is a corruption error, never a short answer.
 #[test]
 fn an_event_page_that_does_not_match_its_ids_is_corruption() {
-    use lua_swarm::store::{EventRow, SqliteStore, Store, StoreError, wait};
+    use lua_swarm::store::{EventRow, SqliteStore, StoreError, wait};
     use std::sync::Arc;
     let dir = Dir::new("event-page-damaged").0;
     let db = dir.join("swarm.db");
@@ -377,7 +378,7 @@ fn an_event_page_that_does_not_match_its_ids_is_corruption() {
 /// and new events continue after the run's last id.
 #[test]
 fn a_row_per_event_journal_keeps_its_event_ids() {
-    use lua_swarm::store::{EventRow, SqliteStore, Store, wait};
+    use lua_swarm::store::{EventRow, SqliteStore, wait};
     use std::sync::Arc;
     let dir = Dir::new("event-migration").0;
     let db = dir.join("swarm.db");
@@ -428,7 +429,7 @@ const JOURNAL_V4: &str = "CREATE TABLE journal (
 /// count as steps, and a resumed run replays from it as before.
 #[test]
 fn a_row_per_entry_journal_becomes_pages_and_keeps_every_entry() {
-    use lua_swarm::store::{JournalEntry, SqliteStore, Store, wait};
+    use lua_swarm::store::{JournalEntry, SqliteStore, wait};
     let dir = Dir::new("entry-migration").0;
     let db = dir.join("swarm.db");
     drop(SqliteStore::open(&db).unwrap());
@@ -492,7 +493,7 @@ fn a_row_per_entry_journal_becomes_pages_and_keeps_every_entry() {
 /// lacks: no entry is kept twice and the run's step count stays exact.
 #[test]
 fn a_step_log_folded_twice_adds_each_entry_once() {
-    use lua_swarm::store::{Journal, SqliteStore, Store, wait};
+    use lua_swarm::store::{Journal, SqliteStore, wait};
     use std::sync::Arc;
     let dir = Dir::new("fold-twice").0;
     let db = dir.join("swarm.db");
@@ -537,7 +538,7 @@ fn a_step_log_folded_twice_adds_each_entry_once() {
 /// column when the journal is read, never a short or foreign journal.
 #[test]
 fn a_damaged_journal_page_is_corruption() {
-    use lua_swarm::store::{Journal, SqliteStore, Store, StoreError, wait};
+    use lua_swarm::store::{Journal, SqliteStore, StoreError, wait};
     use std::sync::Arc;
     let cut = |page: &str| page[..page.len() / 2].to_string();
     let foreign = |page: &str| page.replace("\"r\"", "\"q\"");

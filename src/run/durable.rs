@@ -4,7 +4,9 @@
 use super::{Prepared, RunError};
 use crate::auth::Role;
 use crate::engine::{AttachOptions, Caller, Engine, now_ms};
-use crate::store::{EventRow, Fence, Journal, Lease, RenewError, RunRecord, Store, clock};
+use crate::store::{
+    EventRow, EventStore, Fence, Journal, Lease, RenewError, RunRecord, Store, clock,
+};
 use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -259,7 +261,7 @@ pub struct EventSink {
 /// The run has ended: a few more tries for events still unwritten (a
 /// lock may be released, space freed), then a warning naming how many
 /// were lost and why.
-async fn last_tries(store: &dyn Store, run: &str, unwritten: Vec<EventRow>) -> Option<String> {
+async fn last_tries(store: &dyn EventStore, run: &str, unwritten: Vec<EventRow>) -> Option<String> {
     if unwritten.is_empty() {
         return None;
     }
@@ -283,7 +285,7 @@ async fn last_tries(store: &dyn Store, run: &str, unwritten: Vec<EventRow>) -> O
 impl EventSink {
     pub fn start(
         engine: &Engine,
-        store: Arc<dyn Store>,
+        store: Arc<dyn EventStore>,
         run: &str,
         epoch: u64,
         root: crate::engine::TaskId,

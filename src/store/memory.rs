@@ -15,8 +15,9 @@
 //! placeholder `memory:`.
 
 use super::{
-    Commit, EventRecord, EventRow, Fence, JournalEntry, Owner, Prune, QuestionRecord, RunRecord,
-    RunStatus, Store, StoreError, StoreFut, clock, clock_text,
+    Commit, EventRecord, EventRow, EventStore, Fence, JournalEntry, JournalStore, Owner, Ownership,
+    Prune, QuestionRecord, QuestionStore, RunRecord, RunStatus, RunStore, Store, StoreError,
+    StoreFut, clock, clock_text,
 };
 use crate::engine::now_ms;
 use serde_json::Value;
@@ -223,7 +224,7 @@ impl State {
     }
 }
 
-impl Store for MemoryStore {
+impl RunStore for MemoryStore {
     fn create_run(&self, run: &RunRecord, owner: &Owner) -> StoreFut<'static, Fence> {
         let mut st = self.lock();
         if st.runs.contains_key(&run.id) {
@@ -253,50 +254,6 @@ impl Store for MemoryStore {
             epoch: 1,
         }))
     }
-
-    fn claim(&self, run: &str, owner: &Owner) -> StoreFut<'static, Fence> {
-        let mut st = self.lock();
-        let Some(row) = st.runs.get_mut(run) else {
-            return done(Err(StoreError::Owned(format!("no run `{run}`"))));
-        };
-        let status = row.record.status;
-        if status.is_finished() {
-            return done(Err(StoreError::Owned(format!(
-                "run {run} already finished ({status})"
-            ))));
-        }
-        let mine = row.record.owner.as_deref() == Some(owner.id.as_str());
-        if !(mine || self.lapsed_now(row)) {
-            return done(Err(StoreError::Owned(owned_message(row))));
-        }
-        self.take(row, owner);
-        let r = &mut row.record;
-        r.status = RunStatus::Running;
-        r.updated_ms = now_ms();
-        r.epoch += 1;
-        done(Ok(Fence {
-            owner: owner.id.clone(),
-            epoch: r.epoch,
-        }))
-    }
-
-    fn renew(&self, run: &str, fence: &Fence) -> StoreFut<'static, bool> {
-        let mut st = self.lock();
-        let Some(row) = st.runs.get_mut(run) else {
-            return done(Ok(false));
-        };
-        let r = &row.record;
-        let holds = r.owner.as_deref() == Some(fence.owner.as_str())
-            && r.epoch == fence.epoch
-            && r.status == RunStatus::Running;
-        if holds {
-            let length = self.lease_length().as_millis() as u64;
-            row.record.lease_until_ms = Some(now_ms() + length);
-            row.lease_until_boot = Some(clock::boot_ms() + length);
-        }
-        done(Ok(holds))
-    }
-
     fn set_status(
         &self,
         run: &str,
@@ -334,11 +291,9 @@ impl Store for MemoryStore {
         }
         done(Ok(()))
     }
-
     fn run(&self, id: &str) -> StoreFut<'static, Option<RunRecord>> {
         done(Ok(self.lock().record(id)))
     }
-
     fn runs(&self, status: Option<RunStatus>) -> StoreFut<'static, Vec<RunRecord>> {
         let st = self.lock();
         let mut runs: Vec<RunRecord> = st
@@ -350,73 +305,6 @@ impl Store for MemoryStore {
         runs.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
         done(Ok(runs))
     }
-
-    fn journal(&self, run: &str) -> StoreFut<'static, Vec<JournalEntry>> {
-        let st = self.lock();
-        let mut entries: Vec<JournalEntry> = st
-            .journals
-            .get(run)
-            .map(|j| j.values().cloned().collect())
-            .unwrap_or_default();
-        entries.sort_by(|a, b| (a.at_ms, &a.pos).cmp(&(b.at_ms, &b.pos)));
-        done(Ok(entries))
-    }
-
-    fn append(&self, entry: JournalEntry) -> Commit {
-        let mut st = self.lock();
-        let current = st.runs.get(&entry.run).map(|r| r.record.epoch);
-        // 0: not an owner's write (tools, imports).
-        if entry.epoch > 0 && current.is_some_and(|c| c > entry.epoch) {
-            return done(Err(fenced(&entry.run, entry.epoch)));
-        }
-        if let Some(row) = st.runs.get_mut(&entry.run) {
-            row.record.tokens += entry.tokens;
-        }
-        let journal = st.journals.entry(entry.run.clone()).or_default();
-        // A position once: an entry of a later ownership is never replaced.
-        if journal
-            .get(&entry.pos)
-            .is_none_or(|had| had.epoch <= entry.epoch)
-        {
-            journal.insert(entry.pos.clone(), entry);
-        }
-        done(Ok(()))
-    }
-
-    fn append_events(&self, events: Vec<EventRow>) -> Commit {
-        let mut st = self.lock();
-        for e in events {
-            let current = st.runs.get(&*e.run).map(|r| r.record.epoch);
-            // A stale owner's events are not stored (their run moved on).
-            if e.epoch > 0 && current.is_some_and(|c| c != e.epoch) {
-                continue;
-            }
-            st.events.entry(e.run.to_string()).or_default().push(Event {
-                kind: e.kind,
-                payload: e.payload,
-            });
-        }
-        done(Ok(()))
-    }
-
-    fn events(&self, run: &str, after: i64, limit: usize) -> StoreFut<'static, Vec<EventRecord>> {
-        done(self.lock().events(run, after, limit, |_| true))
-    }
-
-    fn events_of_kind(
-        &self,
-        run: &str,
-        kind: &str,
-        limit: usize,
-    ) -> StoreFut<'static, Vec<EventRecord>> {
-        done(self.lock().events(run, 0, limit, |e| e.kind == kind))
-    }
-
-    fn event_tail(&self, run: &str, n: usize) -> StoreFut<'static, (u64, i64)> {
-        let count = self.lock().events.get(run).map_or(0, Vec::len);
-        done(Ok((count as u64, count.saturating_sub(n) as i64)))
-    }
-
     fn prune(&self, filter: &Prune) -> StoreFut<'static, Vec<String>> {
         let mut st = self.lock();
         let mut doomed: Vec<(u64, String)> = st
@@ -442,54 +330,12 @@ impl Store for MemoryStore {
         }
         done(Ok(ids))
     }
-
-    fn ask(&self, q: QuestionRecord, fence: Option<&Fence>) -> Commit {
-        let mut st = self.lock();
-        if let Some(f) = fence
-            && st
-                .runs
-                .get(&q.run)
-                .is_none_or(|r| r.record.epoch != f.epoch)
-        {
-            return done(Err(fenced(&q.run, f.epoch)));
-        }
-        let asked = st.questions.entry(q.run.clone()).or_default();
-        // An open question asked again is not a second question.
-        if !asked.iter().any(|had| had.pos == q.pos) {
-            asked.push(QuestionRecord { answer: None, ..q });
-        }
-        done(Ok(()))
-    }
-
-    fn answer(&self, run: &str, name: &str, answer: Value) -> StoreFut<'static, bool> {
-        let mut st = self.lock();
-        let open = st.questions.get_mut(run).and_then(|qs| {
-            qs.iter_mut()
-                .find(|q| q.answer.is_none() && (q.name == name || q.pos == name))
-        });
-        let found = open.is_some();
-        if let Some(q) = open {
-            q.answer = Some(answer);
-        }
-        done(Ok(found))
-    }
-
-    fn questions(&self, run: &str) -> StoreFut<'static, Vec<QuestionRecord>> {
-        done(Ok(self
-            .lock()
-            .questions
-            .get(run)
-            .cloned()
-            .unwrap_or_default()))
-    }
-
     fn request_cancel(&self, run: &str) -> Commit {
         if let Some(r) = self.lock().runs.get_mut(run) {
             r.cancel_requested = true;
         }
         done(Ok(()))
     }
-
     fn cancel_requested(&self, run: &str) -> StoreFut<'static, bool> {
         done(Ok(self
             .lock()
@@ -497,7 +343,50 @@ impl Store for MemoryStore {
             .get(run)
             .is_some_and(|r| r.cancel_requested)))
     }
+}
 
+impl Ownership for MemoryStore {
+    fn claim(&self, run: &str, owner: &Owner) -> StoreFut<'static, Fence> {
+        let mut st = self.lock();
+        let Some(row) = st.runs.get_mut(run) else {
+            return done(Err(StoreError::Owned(format!("no run `{run}`"))));
+        };
+        let status = row.record.status;
+        if status.is_finished() {
+            return done(Err(StoreError::Owned(format!(
+                "run {run} already finished ({status})"
+            ))));
+        }
+        let mine = row.record.owner.as_deref() == Some(owner.id.as_str());
+        if !(mine || self.lapsed_now(row)) {
+            return done(Err(StoreError::Owned(owned_message(row))));
+        }
+        self.take(row, owner);
+        let r = &mut row.record;
+        r.status = RunStatus::Running;
+        r.updated_ms = now_ms();
+        r.epoch += 1;
+        done(Ok(Fence {
+            owner: owner.id.clone(),
+            epoch: r.epoch,
+        }))
+    }
+    fn renew(&self, run: &str, fence: &Fence) -> StoreFut<'static, bool> {
+        let mut st = self.lock();
+        let Some(row) = st.runs.get_mut(run) else {
+            return done(Ok(false));
+        };
+        let r = &row.record;
+        let holds = r.owner.as_deref() == Some(fence.owner.as_str())
+            && r.epoch == fence.epoch
+            && r.status == RunStatus::Running;
+        if holds {
+            let length = self.lease_length().as_millis() as u64;
+            row.record.lease_until_ms = Some(now_ms() + length);
+            row.lease_until_boot = Some(clock::boot_ms() + length);
+        }
+        done(Ok(holds))
+    }
     fn mark_interrupted(&self) -> StoreFut<'static, Vec<String>> {
         let mut st = self.lock();
         let mut marked = Vec::new();
@@ -525,12 +414,119 @@ impl Store for MemoryStore {
         marked.sort();
         done(Ok(marked))
     }
-
     fn lapsed(&self, run: &str) -> StoreFut<'static, bool> {
         let st = self.lock();
         done(Ok(st.runs.get(run).is_some_and(|r| self.lapsed_now(r))))
     }
+}
 
+impl JournalStore for MemoryStore {
+    fn journal(&self, run: &str) -> StoreFut<'static, Vec<JournalEntry>> {
+        let st = self.lock();
+        let mut entries: Vec<JournalEntry> = st
+            .journals
+            .get(run)
+            .map(|j| j.values().cloned().collect())
+            .unwrap_or_default();
+        entries.sort_by(|a, b| (a.at_ms, &a.pos).cmp(&(b.at_ms, &b.pos)));
+        done(Ok(entries))
+    }
+    fn append(&self, entry: JournalEntry) -> Commit {
+        let mut st = self.lock();
+        let current = st.runs.get(&entry.run).map(|r| r.record.epoch);
+        // 0: not an owner's write (tools, imports).
+        if entry.epoch > 0 && current.is_some_and(|c| c > entry.epoch) {
+            return done(Err(fenced(&entry.run, entry.epoch)));
+        }
+        if let Some(row) = st.runs.get_mut(&entry.run) {
+            row.record.tokens += entry.tokens;
+        }
+        let journal = st.journals.entry(entry.run.clone()).or_default();
+        // A position once: an entry of a later ownership is never replaced.
+        if journal
+            .get(&entry.pos)
+            .is_none_or(|had| had.epoch <= entry.epoch)
+        {
+            journal.insert(entry.pos.clone(), entry);
+        }
+        done(Ok(()))
+    }
+}
+
+impl EventStore for MemoryStore {
+    fn append_events(&self, events: Vec<EventRow>) -> Commit {
+        let mut st = self.lock();
+        for e in events {
+            let current = st.runs.get(&*e.run).map(|r| r.record.epoch);
+            // A stale owner's events are not stored (their run moved on).
+            if e.epoch > 0 && current.is_some_and(|c| c != e.epoch) {
+                continue;
+            }
+            st.events.entry(e.run.to_string()).or_default().push(Event {
+                kind: e.kind,
+                payload: e.payload,
+            });
+        }
+        done(Ok(()))
+    }
+    fn events(&self, run: &str, after: i64, limit: usize) -> StoreFut<'static, Vec<EventRecord>> {
+        done(self.lock().events(run, after, limit, |_| true))
+    }
+    fn events_of_kind(
+        &self,
+        run: &str,
+        kind: &str,
+        limit: usize,
+    ) -> StoreFut<'static, Vec<EventRecord>> {
+        done(self.lock().events(run, 0, limit, |e| e.kind == kind))
+    }
+    fn event_tail(&self, run: &str, n: usize) -> StoreFut<'static, (u64, i64)> {
+        let count = self.lock().events.get(run).map_or(0, Vec::len);
+        done(Ok((count as u64, count.saturating_sub(n) as i64)))
+    }
+}
+
+impl QuestionStore for MemoryStore {
+    fn ask(&self, q: QuestionRecord, fence: Option<&Fence>) -> Commit {
+        let mut st = self.lock();
+        if let Some(f) = fence
+            && st
+                .runs
+                .get(&q.run)
+                .is_none_or(|r| r.record.epoch != f.epoch)
+        {
+            return done(Err(fenced(&q.run, f.epoch)));
+        }
+        let asked = st.questions.entry(q.run.clone()).or_default();
+        // An open question asked again is not a second question.
+        if !asked.iter().any(|had| had.pos == q.pos) {
+            asked.push(QuestionRecord { answer: None, ..q });
+        }
+        done(Ok(()))
+    }
+    fn answer(&self, run: &str, name: &str, answer: Value) -> StoreFut<'static, bool> {
+        let mut st = self.lock();
+        let open = st.questions.get_mut(run).and_then(|qs| {
+            qs.iter_mut()
+                .find(|q| q.answer.is_none() && (q.name == name || q.pos == name))
+        });
+        let found = open.is_some();
+        if let Some(q) = open {
+            q.answer = Some(answer);
+        }
+        done(Ok(found))
+    }
+    fn questions(&self, run: &str) -> StoreFut<'static, Vec<QuestionRecord>> {
+        done(Ok(self
+            .lock()
+            .questions
+            .get(run)
+            .cloned()
+            .unwrap_or_default()))
+    }
+}
+
+impl Store for MemoryStore {
     fn work(&self) -> Option<&dyn super::work::WorkQueue> {
         Some(&self.work)
     }

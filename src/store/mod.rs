@@ -25,6 +25,13 @@ mod url;
 pub mod work;
 
 pub use journal::{Halt, Journal, input_hash};
+
+/// The store contract's traits, for code that calls a store's methods on
+/// a concrete type (`use lua_swarm::store::prelude::*`).
+pub mod prelude {
+    pub use super::work::WorkQueue;
+    pub use super::{EventStore, JournalStore, Ownership, QuestionStore, RunStore, Store};
+}
 pub use lease::{Lease, Lost, RenewError, clock_text};
 pub use memory::MemoryStore;
 pub use sqlite::{SqliteStore, block_on as wait, damage_marker, damaged_logs};
@@ -357,24 +364,21 @@ pub type StoreFut<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + 
 /// Resolves when a write is committed.
 pub type Commit = StoreFut<'static, ()>;
 
-/// What the host needs from a journal. Uniformly async; errors are
-/// [`StoreError`]s, whose codes do not depend on the backend.
-///
-/// Ownership: a run has one owner at a time, holding a lease. Whether a
-/// lease has lapsed is decided by the store on one clock (see
-/// `store/clock.rs` for SQLite), never by comparing two processes' wall
-/// clocks. Every owner write carries its [`Fence`]; a stale one is refused.
-pub trait Store: Send + Sync {
+// The contract, split by what callers need: each consumer can take only
+// the part it reads (`Arc<dyn EventStore>` from an `Arc<dyn Store>` by
+// upcasting). Uniformly async; errors are [`StoreError`]s, whose codes do
+// not depend on the backend. `conformance/` is its definition: every store
+// passes it.
+//
+// Ownership: a run has one owner at a time, holding a lease. Whether a
+// lease has lapsed is decided by the store on one clock (see
+// `store/clock.rs` for SQLite), never by comparing two processes' wall
+// clocks. Every owner write carries its [`Fence`]; a stale one is refused.
+
+/// The runs themselves: recorded, read, listed, settled, cancelled, pruned.
+pub trait RunStore: Send + Sync {
     /// Records a new run, owned by `owner` with a fresh lease, at epoch 1.
     fn create_run(&self, run: &RunRecord, owner: &Owner) -> StoreFut<'static, Fence>;
-    /// Takes a recorded, unfinished run for `owner`: atomically, and only
-    /// when no other owner holds an unexpired lease on it (or its owner is
-    /// provably dead). The epoch grows by one. Refused with
-    /// [`StoreError::Owned`] naming the holder otherwise.
-    fn claim(&self, run: &str, owner: &Owner) -> StoreFut<'static, Fence>;
-    /// Extends the lease of the owner holding `fence`; false when it no
-    /// longer holds the run.
-    fn renew(&self, run: &str, fence: &Fence) -> StoreFut<'static, bool>;
     /// Sets status (and result, when settled) of a run. With a fence, the
     /// write applies only while that ownership holds the run (else
     /// [`StoreError::Fenced`]) and, unless the status is `running`,
@@ -389,6 +393,35 @@ pub trait Store: Send + Sync {
     ) -> Commit;
     fn run(&self, id: &str) -> StoreFut<'static, Option<RunRecord>>;
     fn runs(&self, status: Option<RunStatus>) -> StoreFut<'static, Vec<RunRecord>>;
+    /// Deletes finished runs matching `filter` with their journal, events
+    /// and questions, then reclaims the space; returns the deleted ids.
+    fn prune(&self, filter: &Prune) -> StoreFut<'static, Vec<String>>;
+    fn request_cancel(&self, run: &str) -> Commit;
+    fn cancel_requested(&self, run: &str) -> StoreFut<'static, bool>;
+}
+
+/// Who executes a run: claims, renewals and lapses, decided on the store's one clock.
+pub trait Ownership: Send + Sync {
+    /// Takes a recorded, unfinished run for `owner`: atomically, and only
+    /// when no other owner holds an unexpired lease on it (or its owner is
+    /// provably dead). The epoch grows by one. Refused with
+    /// [`StoreError::Owned`] naming the holder otherwise.
+    fn claim(&self, run: &str, owner: &Owner) -> StoreFut<'static, Fence>;
+    /// Extends the lease of the owner holding `fence`; false when it no
+    /// longer holds the run.
+    fn renew(&self, run: &str, fence: &Fence) -> StoreFut<'static, bool>;
+    /// Marks runs left `running` whose owner's lease has lapsed (or whose
+    /// owner is provably dead) as `interrupted`, fencing that owner out
+    /// (never a finished run); returns their ids.
+    fn mark_interrupted(&self) -> StoreFut<'static, Vec<String>>;
+    /// Whether the lease on `run` has lapsed by the store's clock (or its
+    /// owner is provably dead): a run `running` with such a lease has no
+    /// one executing it.
+    fn lapsed(&self, run: &str) -> StoreFut<'static, bool>;
+}
+
+/// A run's journal: its recorded calls, by position.
+pub trait JournalStore: Send + Sync {
     /// A run's journal, a position once: where two ownerships recorded the
     /// same position, the later epoch's entry.
     fn journal(&self, run: &str) -> StoreFut<'static, Vec<JournalEntry>>;
@@ -396,6 +429,10 @@ pub trait Store: Send + Sync {
     /// once it is on disk. Refused ([`StoreError::Fenced`]) when the store
     /// knows a later ownership of the run.
     fn append(&self, entry: JournalEntry) -> Commit;
+}
+
+/// A run's events, gapless per run, paged by cursor.
+pub trait EventStore: Send + Sync {
     /// Appends events, in order (no acknowledgement needed by callers).
     /// Rows whose epoch is stale are not stored.
     fn append_events(&self, events: Vec<EventRow>) -> Commit;
@@ -410,9 +447,10 @@ pub trait Store: Send + Sync {
     /// How many events `run` has, and the id just before its last `n`
     /// (so `events(run, that, n)` pages the tail).
     fn event_tail(&self, run: &str, n: usize) -> StoreFut<'static, (u64, i64)>;
-    /// Deletes finished runs matching `filter` with their journal, events
-    /// and questions, then reclaims the space; returns the deleted ids.
-    fn prune(&self, filter: &Prune) -> StoreFut<'static, Vec<String>>;
+}
+
+/// Senior questions a run asks, answered once.
+pub trait QuestionStore: Send + Sync {
     /// Records a question a run asks; with a fence, only while that
     /// ownership holds the run (else [`StoreError::Fenced`]).
     fn ask(&self, q: QuestionRecord, fence: Option<&Fence>) -> Commit;
@@ -420,16 +458,11 @@ pub trait Store: Send + Sync {
     /// as a position). False when there is none.
     fn answer(&self, run: &str, name: &str, answer: Value) -> StoreFut<'static, bool>;
     fn questions(&self, run: &str) -> StoreFut<'static, Vec<QuestionRecord>>;
-    fn request_cancel(&self, run: &str) -> Commit;
-    fn cancel_requested(&self, run: &str) -> StoreFut<'static, bool>;
-    /// Marks runs left `running` whose owner's lease has lapsed (or whose
-    /// owner is provably dead) as `interrupted`, fencing that owner out
-    /// (never a finished run); returns their ids.
-    fn mark_interrupted(&self) -> StoreFut<'static, Vec<String>>;
-    /// Whether the lease on `run` has lapsed by the store's clock (or its
-    /// owner is provably dead): a run `running` with such a lease has no
-    /// one executing it.
-    fn lapsed(&self, run: &str) -> StoreFut<'static, bool>;
+}
+
+/// The whole contract, as the host holds a store: every part above,
+/// and the work queue.
+pub trait Store: RunStore + Ownership + JournalStore + EventStore + QuestionStore {
     /// The remote-step work queue every server on this journal shares
     /// (`store/work.rs`); `None` for a journal without one, whose runs use
     /// the engine's in-memory board.

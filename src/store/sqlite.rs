@@ -14,8 +14,9 @@
 //! handler (`sqlite/commit.rs`). Reads use a second connection.
 
 use super::{
-    Commit, EventRecord, EventRow, Fence, JournalEntry, Owner, Prune, QuestionRecord, RunRecord,
-    RunStatus, Store, StoreError, StoreFut,
+    Commit, EventRecord, EventRow, EventStore, Fence, JournalEntry, JournalStore, Owner, Ownership,
+    Prune, QuestionRecord, QuestionStore, RunRecord, RunStatus, RunStore, Store, StoreError,
+    StoreFut,
 };
 use crate::engine::now_ms;
 use rusqlite::{Connection, ErrorCode, params};
@@ -381,7 +382,7 @@ const INSERT_RUN: &str = "INSERT INTO runs (id, blueprint, path, hash, input, st
 
 /// Every write's statement is a cached one: parsing an `UPDATE runs`
 /// anew cost more than running it.
-impl Store for SqliteStore {
+impl RunStore for SqliteStore {
     fn create_run(&self, run: &RunRecord, owner: &Owner) -> StoreFut<'static, Fence> {
         let (r, o) = (run.clone(), owner.clone());
         let fence = Fence {
@@ -415,23 +416,6 @@ impl Store for SqliteStore {
             Ok(fence)
         })
     }
-
-    fn claim(&self, run: &str, owner: &Owner) -> StoreFut<'static, Fence> {
-        self.claim_run(run, owner)
-    }
-
-    fn renew(&self, run: &str, fence: &Fence) -> StoreFut<'static, bool> {
-        self.renew_lease(run, fence)
-    }
-
-    fn lapsed(&self, run: &str) -> StoreFut<'static, bool> {
-        done(self.lease_lapsed(run))
-    }
-
-    fn work(&self) -> Option<&dyn super::work::WorkQueue> {
-        Some(self)
-    }
-
     fn set_status(
         &self,
         run: &str,
@@ -462,52 +446,47 @@ impl Store for SqliteStore {
             ])
         })
     }
-
     fn run(&self, id: &str) -> StoreFut<'static, Option<RunRecord>> {
         done(self.load_run(id))
     }
-
     fn runs(&self, status: Option<RunStatus>) -> StoreFut<'static, Vec<RunRecord>> {
         done(self.load_runs(status))
     }
-
-    fn journal(&self, run: &str) -> StoreFut<'static, Vec<JournalEntry>> {
-        done(self.load_journal(run))
-    }
-
-    fn events(&self, run: &str, after: i64, limit: usize) -> StoreFut<'static, Vec<EventRecord>> {
-        done(self.load_events(run, after, limit))
-    }
-
-    fn questions(&self, run: &str) -> StoreFut<'static, Vec<QuestionRecord>> {
-        done(self.load_questions(run))
-    }
-
-    fn events_of_kind(
-        &self,
-        run: &str,
-        kind: &str,
-        limit: usize,
-    ) -> StoreFut<'static, Vec<EventRecord>> {
-        done(self.load_events_of_kind(run, kind, limit))
-    }
-
-    fn event_tail(&self, run: &str, n: usize) -> StoreFut<'static, (u64, i64)> {
-        done(self.load_event_tail(run, n))
-    }
-
     fn prune(&self, filter: &Prune) -> StoreFut<'static, Vec<String>> {
         done(self.prune_runs(filter))
     }
-
+    fn request_cancel(&self, run: &str) -> Commit {
+        let run = run.to_string();
+        self.submit(Box::new(move |tx| {
+            tx.prepare_cached("UPDATE runs SET cancel_requested = 1 WHERE id = ?1")?
+                .execute([run])?;
+            Ok(())
+        }))
+    }
     fn cancel_requested(&self, run: &str) -> StoreFut<'static, bool> {
         done(self.load_cancel_requested(run))
     }
+}
 
+impl Ownership for SqliteStore {
+    fn claim(&self, run: &str, owner: &Owner) -> StoreFut<'static, Fence> {
+        self.claim_run(run, owner)
+    }
+    fn renew(&self, run: &str, fence: &Fence) -> StoreFut<'static, bool> {
+        self.renew_lease(run, fence)
+    }
     fn mark_interrupted(&self) -> StoreFut<'static, Vec<String>> {
         self.sweep_expired()
     }
+    fn lapsed(&self, run: &str) -> StoreFut<'static, bool> {
+        done(self.lease_lapsed(run))
+    }
+}
 
+impl JournalStore for SqliteStore {
+    fn journal(&self, run: &str) -> StoreFut<'static, Vec<JournalEntry>> {
+        done(self.load_journal(run))
+    }
     fn append(&self, e: JournalEntry) -> Commit {
         if let Some(e) = self.writes.corrupt.get() {
             return done(Err(e.clone()));
@@ -522,11 +501,29 @@ impl Store for SqliteStore {
         });
         done(r)
     }
+}
 
+impl EventStore for SqliteStore {
     fn append_events(&self, events: Vec<EventRow>) -> Commit {
         self.submit(Box::new(move |tx| pages::insert_events(tx, &events)))
     }
+    fn events(&self, run: &str, after: i64, limit: usize) -> StoreFut<'static, Vec<EventRecord>> {
+        done(self.load_events(run, after, limit))
+    }
+    fn events_of_kind(
+        &self,
+        run: &str,
+        kind: &str,
+        limit: usize,
+    ) -> StoreFut<'static, Vec<EventRecord>> {
+        done(self.load_events_of_kind(run, kind, limit))
+    }
+    fn event_tail(&self, run: &str, n: usize) -> StoreFut<'static, (u64, i64)> {
+        done(self.load_event_tail(run, n))
+    }
+}
 
+impl QuestionStore for SqliteStore {
     fn ask(&self, q: QuestionRecord, fence: Option<&Fence>) -> Commit {
         let run = q.run.clone();
         let epoch = fence.map(|f| f.epoch as i64);
@@ -555,7 +552,6 @@ impl Store for SqliteStore {
             })
         })
     }
-
     fn answer(&self, run: &str, name: &str, answer: Value) -> StoreFut<'static, bool> {
         let (run, name) = (run.to_string(), name.to_string());
         let changed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -574,14 +570,14 @@ impl Store for SqliteStore {
             Ok(changed.load(std::sync::atomic::Ordering::Relaxed))
         })
     }
+    fn questions(&self, run: &str) -> StoreFut<'static, Vec<QuestionRecord>> {
+        done(self.load_questions(run))
+    }
+}
 
-    fn request_cancel(&self, run: &str) -> Commit {
-        let run = run.to_string();
-        self.submit(Box::new(move |tx| {
-            tx.prepare_cached("UPDATE runs SET cancel_requested = 1 WHERE id = ?1")?
-                .execute([run])?;
-            Ok(())
-        }))
+impl Store for SqliteStore {
+    fn work(&self) -> Option<&dyn super::work::WorkQueue> {
+        Some(self)
     }
 }
 
