@@ -89,19 +89,34 @@ pub(super) fn insert_events(tx: &Transaction, events: &[EventRow]) -> rusqlite::
 /// kinds are names swarm gives, quoted as JSON all the same.
 fn encode(page: &[&EventRow]) -> (String, String) {
     let size = page.iter().map(|e| e.payload.len() + 1).sum::<usize>() + 2;
-    let (mut kinds, mut payload) = (String::from("["), String::with_capacity(size));
+    let names = page.iter().map(|e| e.kind.len() + 3).sum::<usize>() + 2;
+    let (mut kinds, mut payload) = (String::with_capacity(names), String::with_capacity(size));
+    kinds.push('[');
     payload.push('[');
     for (i, e) in page.iter().enumerate() {
         if i > 0 {
             kinds.push(',');
             payload.push(',');
         }
-        kinds.push_str(&Value::from(e.kind).to_string());
+        push_quoted(&mut kinds, e.kind);
         payload.push_str(&e.payload);
     }
     kinds.push(']');
     payload.push(']');
     (kinds, payload)
+}
+
+/// Appends `name` as a JSON string. Kinds are plain names, quoted as they
+/// are; one that needs escaping goes through serde_json (building a
+/// `Value` per event cost more than the page's SQLite insert).
+fn push_quoted(out: &mut String, name: &str) {
+    if name.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(name);
+        out.push('"');
+    } else {
+        out.push_str(&Value::from(name).to_string());
+    }
 }
 
 /// The events of one stored page that `keep` (given an id and a kind)

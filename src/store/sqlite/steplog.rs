@@ -365,9 +365,20 @@ fn read_other(path: PathBuf, with_held: bool) -> Option<Found> {
 }
 
 /// One record: the CRC-32 of the JSON, in hex, a space, the JSON, a newline.
+/// Built in one buffer: the JSON is written after room for the checksum,
+/// which is filled in last (formatting the record anew cost a third of
+/// encoding the entry).
 fn encode(e: &JournalEntry) -> String {
-    let json = serde_json::to_string(e).expect("a journal entry serialises");
-    format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes()))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut record = Vec::with_capacity(256);
+    record.extend_from_slice(b"00000000 ");
+    serde_json::to_writer(&mut record, e).expect("a journal entry serialises");
+    let crc = crc32fast::hash(&record[9..]);
+    for (i, b) in record[..8].iter_mut().enumerate() {
+        *b = HEX[(crc >> (28 - 4 * i) & 15) as usize];
+    }
+    record.push(b'\n');
+    String::from_utf8(record).expect("serde_json writes UTF-8")
 }
 
 /// The whole records of a file, and whether one before the end was bad.
