@@ -238,3 +238,54 @@ fn a_resumer_whose_clock_runs_behind_still_takes_a_dead_owners_run() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "465");
 }
+
+#[test]
+fn cancelling_a_frozen_owners_run_fences_it_out_and_it_starts_nothing_on_waking() {
+    let d = Dir::new("fence-cancel");
+    let bp = stepped(&d);
+    let mut owner = d.cmd(&["run", &bp, "--run-id", "halt"]);
+    owner.env("SWARM_LEASE_MS", "1000");
+    let owner = owner.spawn().unwrap();
+    let old = owner.id();
+    wait_for("the fourth step to start", || starts(&d).len() >= 4);
+    signal(&owner, libc::SIGSTOP);
+    // Once its lease lapsed nobody executes the run: the cancel is final
+    // at once (before, it is a request the owner would act on).
+    let t0 = Instant::now();
+    loop {
+        let out = d.swarm(&["cancel", "halt"]);
+        assert!(out.status.success(), "{}", text(&out));
+        if String::from_utf8_lossy(&out.stdout).trim() == "cancelled" {
+            break;
+        }
+        assert!(t0.elapsed() < HANG_GUARD, "never cancelled: {}", text(&out));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::fs::write(d.0.join("gate"), "").unwrap();
+    signal(&owner, libc::SIGCONT);
+    let out = wait_exit(owner, HANG_GUARD.as_secs());
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).contains("set cancelled from outside"),
+        "{}",
+        text(&out)
+    );
+    let by_old = starts(&d).iter().filter(|(_, p)| *p == old).count();
+    assert_eq!(
+        by_old,
+        4,
+        "the fenced owner started steps: {:?}",
+        starts(&d)
+    );
+    let shown = d.swarm(&["show", "halt", "--json"]);
+    let head: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&shown.stdout)
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(head["run"]["status"], "cancelled", "{}", text(&shown));
+    let again = d.swarm(&["resume", "halt"]);
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+}
