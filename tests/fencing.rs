@@ -82,17 +82,31 @@ fn resume_until_taken(d: &Dir, run: &str, env: &[(&str, &str)]) -> Output {
     }
 }
 
+/// Starts run `id` of the stepped flow with a 1 s lease, and freezes its
+/// owner (SIGSTOP) once steps 1-3 are done and step 4 waits at the gate.
+/// Returns the owner and its pid.
+fn frozen_at_step_four(d: &Dir, id: &str) -> (Child, u32) {
+    let bp = stepped(d);
+    let mut owner = d.cmd(&["run", &bp, "--run-id", id]);
+    owner.env("SWARM_LEASE_MS", "1000");
+    let owner = owner.spawn().unwrap();
+    let pid = owner.id();
+    wait_for("the fourth step to start", || starts(d).len() >= 4);
+    signal(&owner, libc::SIGSTOP);
+    (owner, pid)
+}
+
+/// The run as `swarm show --json` reports it.
+fn shown(d: &Dir, id: &str) -> serde_json::Value {
+    let out = d.swarm(&["show", id, "--json"]);
+    let head = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(head.lines().next().unwrap_or("null")).unwrap()
+}
+
 #[test]
 fn a_frozen_owner_woken_after_a_takeover_runs_no_further_step_and_says_it_lost_the_run() {
     let d = Dir::new("fence-frozen");
-    let bp = stepped(&d);
-    let mut owner = d.cmd(&["run", &bp, "--run-id", "frozen"]);
-    owner.env("SWARM_LEASE_MS", "1000");
-    let owner = owner.spawn().unwrap();
-    let old = owner.id();
-    // Steps 1-3 done, step 4 waiting at the gate: freeze the owner there.
-    wait_for("the fourth step to start", || starts(&d).len() >= 4);
-    signal(&owner, libc::SIGSTOP);
+    let (owner, old) = frozen_at_step_four(&d, "frozen");
     // The lease lapses while it is frozen; a resumer takes the run over
     // and, once the gate opens, runs it to the end.
     std::fs::write(d.0.join("gate"), "").unwrap();
@@ -125,15 +139,8 @@ fn a_frozen_owner_woken_after_a_takeover_runs_no_further_step_and_says_it_lost_t
         let n = starts(&d).iter().filter(|(s, _)| *s == i).count();
         assert!(n == 1 || (i == 4 && n == 2), "step {i} ran {n} times");
     }
-    let shown = d.swarm(&["show", "frozen", "--json"]);
-    let head: serde_json::Value = serde_json::from_str(
-        String::from_utf8_lossy(&shown.stdout)
-            .lines()
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(head["run"]["status"], "pass", "{}", text(&shown));
+    let head = shown(&d, "frozen");
+    assert_eq!(head["run"]["status"], "pass", "{head}");
     assert_eq!(head["run"]["result"], 465);
 }
 
@@ -242,13 +249,7 @@ fn a_resumer_whose_clock_runs_behind_still_takes_a_dead_owners_run() {
 #[test]
 fn cancelling_a_frozen_owners_run_fences_it_out_and_it_starts_nothing_on_waking() {
     let d = Dir::new("fence-cancel");
-    let bp = stepped(&d);
-    let mut owner = d.cmd(&["run", &bp, "--run-id", "halt"]);
-    owner.env("SWARM_LEASE_MS", "1000");
-    let owner = owner.spawn().unwrap();
-    let old = owner.id();
-    wait_for("the fourth step to start", || starts(&d).len() >= 4);
-    signal(&owner, libc::SIGSTOP);
+    let (owner, old) = frozen_at_step_four(&d, "halt");
     // Once its lease lapsed nobody executes the run: the cancel is final
     // at once (before, it is a request the owner would act on).
     let t0 = Instant::now();
@@ -277,15 +278,8 @@ fn cancelling_a_frozen_owners_run_fences_it_out_and_it_starts_nothing_on_waking(
         "the fenced owner started steps: {:?}",
         starts(&d)
     );
-    let shown = d.swarm(&["show", "halt", "--json"]);
-    let head: serde_json::Value = serde_json::from_str(
-        String::from_utf8_lossy(&shown.stdout)
-            .lines()
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(head["run"]["status"], "cancelled", "{}", text(&shown));
+    let head = shown(&d, "halt");
+    assert_eq!(head["run"]["status"], "cancelled", "{head}");
     let again = d.swarm(&["resume", "halt"]);
     assert_eq!(again.status.code(), Some(2), "{}", text(&again));
 }
