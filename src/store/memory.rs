@@ -254,6 +254,7 @@ impl RunStore for MemoryStore {
             epoch: 1,
         }))
     }
+
     fn set_status(
         &self,
         run: &str,
@@ -291,9 +292,11 @@ impl RunStore for MemoryStore {
         }
         done(Ok(()))
     }
+
     fn run(&self, id: &str) -> StoreFut<'static, Option<RunRecord>> {
         done(Ok(self.lock().record(id)))
     }
+
     fn runs(&self, status: Option<RunStatus>) -> StoreFut<'static, Vec<RunRecord>> {
         let st = self.lock();
         let mut runs: Vec<RunRecord> = st
@@ -305,6 +308,7 @@ impl RunStore for MemoryStore {
         runs.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
         done(Ok(runs))
     }
+
     fn prune(&self, filter: &Prune) -> StoreFut<'static, Vec<String>> {
         let mut st = self.lock();
         let mut doomed: Vec<(u64, String)> = st
@@ -330,12 +334,14 @@ impl RunStore for MemoryStore {
         }
         done(Ok(ids))
     }
+
     fn request_cancel(&self, run: &str) -> Commit {
         if let Some(r) = self.lock().runs.get_mut(run) {
             r.cancel_requested = true;
         }
         done(Ok(()))
     }
+
     fn cancel_requested(&self, run: &str) -> StoreFut<'static, bool> {
         done(Ok(self
             .lock()
@@ -371,6 +377,7 @@ impl Ownership for MemoryStore {
             epoch: r.epoch,
         }))
     }
+
     fn renew(&self, run: &str, fence: &Fence) -> StoreFut<'static, bool> {
         let mut st = self.lock();
         let Some(row) = st.runs.get_mut(run) else {
@@ -387,6 +394,7 @@ impl Ownership for MemoryStore {
         }
         done(Ok(holds))
     }
+
     fn mark_interrupted(&self) -> StoreFut<'static, Vec<String>> {
         let mut st = self.lock();
         let mut marked = Vec::new();
@@ -414,6 +422,7 @@ impl Ownership for MemoryStore {
         marked.sort();
         done(Ok(marked))
     }
+
     fn lapsed(&self, run: &str) -> StoreFut<'static, bool> {
         let st = self.lock();
         done(Ok(st.runs.get(run).is_some_and(|r| self.lapsed_now(r))))
@@ -431,6 +440,7 @@ impl JournalStore for MemoryStore {
         entries.sort_by(|a, b| (a.at_ms, &a.pos).cmp(&(b.at_ms, &b.pos)));
         done(Ok(entries))
     }
+
     fn append(&self, entry: JournalEntry) -> Commit {
         let mut st = self.lock();
         let current = st.runs.get(&entry.run).map(|r| r.record.epoch);
@@ -469,9 +479,11 @@ impl EventStore for MemoryStore {
         }
         done(Ok(()))
     }
+
     fn events(&self, run: &str, after: i64, limit: usize) -> StoreFut<'static, Vec<EventRecord>> {
         done(self.lock().events(run, after, limit, |_| true))
     }
+
     fn events_of_kind(
         &self,
         run: &str,
@@ -480,6 +492,7 @@ impl EventStore for MemoryStore {
     ) -> StoreFut<'static, Vec<EventRecord>> {
         done(self.lock().events(run, 0, limit, |e| e.kind == kind))
     }
+
     fn event_tail(&self, run: &str, n: usize) -> StoreFut<'static, (u64, i64)> {
         let count = self.lock().events.get(run).map_or(0, Vec::len);
         done(Ok((count as u64, count.saturating_sub(n) as i64)))
@@ -504,6 +517,7 @@ impl QuestionStore for MemoryStore {
         }
         done(Ok(()))
     }
+
     fn answer(&self, run: &str, name: &str, answer: Value) -> StoreFut<'static, bool> {
         let mut st = self.lock();
         let open = st.questions.get_mut(run).and_then(|qs| {
@@ -516,6 +530,7 @@ impl QuestionStore for MemoryStore {
         }
         done(Ok(found))
     }
+
     fn questions(&self, run: &str) -> StoreFut<'static, Vec<QuestionRecord>> {
         done(Ok(self
             .lock()

@@ -358,6 +358,7 @@ impl RunStore for SqliteStore {
             Ok(fence)
         })
     }
+
     fn set_status(
         &self,
         run: &str,
@@ -388,15 +389,19 @@ impl RunStore for SqliteStore {
             ])
         })
     }
+
     fn run(&self, id: &str) -> StoreFut<'static, Option<RunRecord>> {
         done(self.load_run(id))
     }
+
     fn runs(&self, status: Option<RunStatus>) -> StoreFut<'static, Vec<RunRecord>> {
         done(self.load_runs(status))
     }
+
     fn prune(&self, filter: &Prune) -> StoreFut<'static, Vec<String>> {
         done(self.prune_runs(filter))
     }
+
     fn request_cancel(&self, run: &str) -> Commit {
         let run = run.to_string();
         self.submit(Box::new(move |tx| {
@@ -405,6 +410,7 @@ impl RunStore for SqliteStore {
             Ok(())
         }))
     }
+
     fn cancel_requested(&self, run: &str) -> StoreFut<'static, bool> {
         done(self.load_cancel_requested(run))
     }
@@ -414,12 +420,15 @@ impl Ownership for SqliteStore {
     fn claim(&self, run: &str, owner: &Owner) -> StoreFut<'static, Fence> {
         self.claim_run(run, owner)
     }
+
     fn renew(&self, run: &str, fence: &Fence) -> StoreFut<'static, bool> {
         self.renew_lease(run, fence)
     }
+
     fn mark_interrupted(&self) -> StoreFut<'static, Vec<String>> {
         self.sweep_expired()
     }
+
     fn lapsed(&self, run: &str) -> StoreFut<'static, bool> {
         done(self.lease_lapsed(run))
     }
@@ -429,6 +438,7 @@ impl JournalStore for SqliteStore {
     fn journal(&self, run: &str) -> StoreFut<'static, Vec<JournalEntry>> {
         done(self.load_journal(run))
     }
+
     fn append(&self, e: JournalEntry) -> Commit {
         if let Some(e) = self.writes.corrupt.get() {
             return done(Err(e.clone()));
@@ -449,9 +459,11 @@ impl EventStore for SqliteStore {
     fn append_events(&self, events: Vec<EventRow>) -> Commit {
         self.submit(Box::new(move |tx| pages::insert_events(tx, &events)))
     }
+
     fn events(&self, run: &str, after: i64, limit: usize) -> StoreFut<'static, Vec<EventRecord>> {
         done(self.load_events(run, after, limit))
     }
+
     fn events_of_kind(
         &self,
         run: &str,
@@ -460,6 +472,7 @@ impl EventStore for SqliteStore {
     ) -> StoreFut<'static, Vec<EventRecord>> {
         done(self.load_events_of_kind(run, kind, limit))
     }
+
     fn event_tail(&self, run: &str, n: usize) -> StoreFut<'static, (u64, i64)> {
         done(self.load_event_tail(run, n))
     }
@@ -494,6 +507,7 @@ impl QuestionStore for SqliteStore {
             })
         })
     }
+
     fn answer(&self, run: &str, name: &str, answer: Value) -> StoreFut<'static, bool> {
         let (run, name) = (run.to_string(), name.to_string());
         let changed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -512,6 +526,7 @@ impl QuestionStore for SqliteStore {
             Ok(changed.load(std::sync::atomic::Ordering::Relaxed))
         })
     }
+
     fn questions(&self, run: &str) -> StoreFut<'static, Vec<QuestionRecord>> {
         done(self.load_questions(run))
     }
