@@ -238,6 +238,26 @@ async fn claims_are_bound_to_their_task_and_refused_to_other_roles() {
         .post("/v1/queues/hand/claim", json!({ "wait_ms": 0 }))
         .await;
     assert_eq!(code, 204, "a worker bound to another run sees no steps");
+    // Nor may it touch this run's claims: heartbeat, events and result on
+    // a claim it did not get are refused, and the claim stands.
+    let (code, body) = elsewhere
+        .post(&format!("/v1/claims/{ca}/heartbeat"), json!({}))
+        .await;
+    assert_eq!(
+        (code, &body["code"]),
+        (404, &json!("unknown_run")),
+        "{body}"
+    );
+    let events = json!({ "task": ta, "events": [{ "event": "progress", "data": 1 }] });
+    let (code, _) = elsewhere
+        .post(&format!("/v1/claims/{ca}/events"), events)
+        .await;
+    assert_eq!(code, 404);
+    let stolen = json!({ "task": ta, "ok": true, "value": "stolen" });
+    let (code, _) = elsewhere
+        .post(&format!("/v1/claims/{ca}/result"), stolen)
+        .await;
+    assert_eq!(code, 404);
     // Each claim posts its own result; the second post of one is refused.
     for (claim, task, n) in [(ca, ta, 10), (b["claim"].as_str().unwrap(), tb, 20)] {
         let body = json!({ "task": task, "ok": true, "value": n });

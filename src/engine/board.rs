@@ -269,8 +269,12 @@ impl Board {
         }
     }
 
-    pub fn check(&self, claim: &str) -> Result<(), ClaimError> {
-        self.task_of(&mut self.lock(), claim).map(drop)
+    /// The run of live claim `claim`, or why it is not live.
+    pub fn check(&self, claim: &str) -> Result<Option<String>, ClaimError> {
+        let mut s = self.lock();
+        let task = self.task_of(&mut s, claim)?;
+        let (_, job) = s.live(claim, task)?;
+        Ok(job.item.run.clone())
     }
 
     pub fn renew(&self, claim: &str, lease: Duration) -> Result<(), ClaimError> {

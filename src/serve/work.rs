@@ -141,7 +141,11 @@ async fn heartbeat(
     Path(claim): Path<String>,
     Body(beat): Body<Beat>,
 ) -> Result<Json<Value>, ApiError> {
-    s.who(&headers)?.check(Action::Work, None)?;
+    let who = s.who(&headers)?;
+    who.check(Action::Work, None)?;
+    // A worker bound to a run touches that run's claims only.
+    let run = queue(&s).check(&claim).await.map_err(store_err)??;
+    who.check(Action::Work, run.as_deref())?;
     let lease = s.engine.board().lease();
     queue(&s).renew(&claim, lease).await.map_err(store_err)??;
     let until = tokio::time::Instant::now() + wait(beat.wait_ms).min(lease / 2);
@@ -184,9 +188,11 @@ async fn events(
     Path(claim): Path<String>,
     Body(req): Body<EventsReq>,
 ) -> Result<Json<Value>, ApiError> {
-    s.who(&headers)?.check(Action::Work, None)?;
+    let who = s.who(&headers)?;
+    who.check(Action::Work, None)?;
     let task = TaskId(req.task);
     let (id, item) = queue(&s).claimed(&claim, task).await.map_err(store_err)??;
+    who.check(Action::Work, item.run.as_deref())?;
     let mut rows = Vec::new();
     for e in req.events {
         let kind: OutputKind = e.event.parse().map_err(ApiError::bad_request)?;
@@ -233,13 +239,17 @@ async fn result(
     Path(claim): Path<String>,
     Body(req): Body<ResultReq>,
 ) -> Result<Json<Value>, ApiError> {
-    s.who(&headers)?.check(Action::Work, None)?;
+    let who = s.who(&headers)?;
+    who.check(Action::Work, None)?;
+    let task = TaskId(req.task);
+    let (_, item) = queue(&s).claimed(&claim, task).await.map_err(store_err)??;
+    who.check(Action::Work, item.run.as_deref())?;
     let posted = Posted {
         value: req.value,
         ok: req.ok,
     };
     queue(&s)
-        .post(&claim, TaskId(req.task), posted)
+        .post(&claim, task, posted)
         .await
         .map_err(store_err)??;
     Ok(Json(json!({})))

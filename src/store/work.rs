@@ -45,8 +45,10 @@ pub trait WorkQueue: Send + Sync {
     ) -> StoreFut<'static, Option<WorkClaim>>;
     /// Renews a live claim for another `lease`.
     fn renew(&self, claim: &str, lease: Duration) -> StoreFut<'static, Result<(), ClaimError>>;
-    /// Ok while `claim` is live (a heartbeat holds until it is not).
-    fn check(&self, claim: &str) -> StoreFut<'static, Result<(), ClaimError>>;
+    /// The run of live claim `claim` (a worker bound to a run may touch
+    /// only its claims), or why it is not live (a heartbeat holds until
+    /// it is not).
+    fn check(&self, claim: &str) -> StoreFut<'static, Result<Option<String>, ClaimError>>;
     /// The step behind a live claim on `task`, with its id.
     fn claimed(
         &self,
@@ -98,7 +100,7 @@ impl WorkQueue for Board {
     fn renew(&self, claim: &str, lease: Duration) -> StoreFut<'static, Result<(), ClaimError>> {
         now(Board::renew(self, claim, lease))
     }
-    fn check(&self, claim: &str) -> StoreFut<'static, Result<(), ClaimError>> {
+    fn check(&self, claim: &str) -> StoreFut<'static, Result<Option<String>, ClaimError>> {
         now(Board::check(self, claim))
     }
     fn claimed(

@@ -205,17 +205,17 @@ impl WorkQueue for SqliteStore {
         })
     }
 
-    fn check(&self, claim: &str) -> StoreFut<'static, Result<(), ClaimError>> {
+    fn check(&self, claim: &str) -> StoreFut<'static, Result<Option<String>, ClaimError>> {
         done(self.read(|c| {
-            let live = c
+            let live: Option<Option<String>> = c
                 .query_row(
-                    "SELECT 1 FROM work WHERE claim = ?1 AND state = 'claimed'",
+                    "SELECT run FROM work WHERE claim = ?1 AND state = 'claimed'",
                     [claim],
-                    |_| Ok(()),
+                    |r| r.get(0),
                 )
                 .optional()?;
             Ok(match live {
-                Some(()) => Ok(()),
+                Some(run) => Ok(run),
                 None => Err(ended(c, claim)?),
             })
         }))
