@@ -177,6 +177,14 @@ async fn every_bad_token_and_bad_request_gets_its_status_and_code() {
         "forbidden",
     );
     assert_eq!(observer.get("/v1/runs/a").await.0, 200);
+    // The role is checked before the run's state: a senior may not resume
+    // (403), whatever state the run is in (not 409).
+    let senior = as_token(&s.token(Role::Senior, None));
+    expect(
+        senior.post("/v1/runs/a/resume", json!({})).await,
+        403,
+        "forbidden",
+    );
     // Bound to another run: this one does not exist for it.
     let bound = as_token(&s.token(Role::Operator, Some("elsewhere")));
     expect(bound.get("/v1/runs/a").await, 404, "unknown_run");
@@ -237,12 +245,14 @@ async fn every_bad_token_and_bad_request_gets_its_status_and_code() {
         400,
         "bad_request",
     );
-    expect(
-        op.post("/v1/runs", json!({ "blueprint": "quick", "id": "../x" }))
-            .await,
-        400,
-        "bad_request",
-    );
+    for bad in ["../x", "..", ".", ".swarm"] {
+        expect(
+            op.post("/v1/runs", json!({ "blueprint": "quick", "id": bad }))
+                .await,
+            400,
+            "bad_request",
+        );
+    }
     expect(op.get("/v1/runs?status=sideways").await, 400, "bad_request");
     // A query string or an event cursor that does not parse is JSON too.
     expect(op.get("/v1/runs?limit=-1").await, 400, "bad_request");

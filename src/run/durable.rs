@@ -19,15 +19,25 @@ pub fn new_run_id(blueprint: &str) -> String {
     let name: String = blueprint
         .chars()
         .take(100)
-        .map(|c| if id_char(c) { c } else { '_' })
+        .enumerate()
+        .map(|(i, c)| {
+            if id_char(c) && !(i == 0 && c == '.') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("{name}-{n:08x}")
 }
 
 /// A run id a caller may choose: short, and safe in a URL, a file name
-/// and a shell command (ids are printed in `swarm resume ID` hints).
+/// and a shell command (ids are printed in `swarm resume ID` hints); not
+/// led by a `.`.
 pub fn valid_run_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 128 && id.chars().all(id_char)
+    // Not `.`-led: `.`, `..` and hidden names (`.swarm`) mean something
+    // else as a path segment.
+    !id.is_empty() && id.len() <= 128 && !id.starts_with('.') && id.chars().all(id_char)
 }
 
 fn id_char(c: char) -> bool {
@@ -368,12 +378,29 @@ mod tests {
 
     #[test]
     fn new_ids_are_valid_whatever_the_blueprint_is_called() {
-        for name in ["hello", "a b/c;rm", "ünï", "", &"x".repeat(300)] {
+        for name in [
+            "hello",
+            "a b/c;rm",
+            "ünï",
+            "",
+            ".hidden",
+            "..",
+            &"x".repeat(300),
+        ] {
             let id = new_run_id(name);
             assert!(valid_run_id(&id), "{name:?} gave {id:?}");
         }
         assert!(new_run_id("a b/c;rm").starts_with("a_b_c_rm-"));
-        for bad in ["", "../x", "a/b", "a b", &"x".repeat(129)] {
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            "a b",
+            "..",
+            ".",
+            ".swarm",
+            &"x".repeat(129),
+        ] {
             assert!(!valid_run_id(bad), "{bad:?}");
         }
     }

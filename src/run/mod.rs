@@ -112,7 +112,9 @@ pub enum RunError {
     #[error("no run `{0}`")]
     UnknownRun(String),
     /// A run id a caller chose that is not [`valid_run_id`].
-    #[error("run id `{0}` must be 1-128 characters of A-Z, a-z, 0-9, '-', '_' or '.'")]
+    #[error(
+        "run id `{0}` must be 1-128 characters of A-Z, a-z, 0-9, '-', '_' or '.', not starting with '.'"
+    )]
     BadRunId(String),
     /// A caller bound to one run asked to start another.
     #[error("this caller is bound to run `{0}` and may not start runs")]

@@ -238,6 +238,9 @@ async fn resume(
     Body(req): Body<ResumeReq>,
 ) -> Reply {
     let who = s.who(&headers)?;
+    // Who may first, then what the run's state allows: a caller that may
+    // not resume learns nothing about the run.
+    who.check(Action::Resume, Some(&id))?;
     s.runs.record(&who, &id).await?;
     if s.is_active(&id) {
         return Err(ApiError::new(
