@@ -525,3 +525,70 @@ async fn a_journal_in_memory_is_served_without_tokens_and_keeps_nothing_on_disk(
         s.db.display()
     );
 }
+
+/// A raw request to `s`, as a web page or a rebinding attacker would send
+/// it: (status, code).
+async fn raw(s: &common::server::Serve, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
+    let mut req = reqwest::Client::new().post(format!("{}/v1/runs", s.url));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.body(body.to_string()).send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_tokens_serves_no_other_origin_and_no_foreign_host() {
+    let s = serve(&fresh_here("origin"), &["--no-auth"]);
+    let start = r#"{"blueprint":"quick","input":1}"#;
+    let json = ("content-type", "application/json");
+    // What any page the operator visits can send: a text/plain POST.
+    let (code, body) = raw(
+        &s,
+        &[
+            ("content-type", "text/plain"),
+            ("origin", "http://evil.example"),
+        ],
+        start,
+    )
+    .await;
+    assert_eq!(
+        (code, &body["code"]),
+        (415, &json!("bad_content_type")),
+        "{body}"
+    );
+    let (code, body) = raw(&s, &[("content-type", "text/plain")], start).await;
+    assert_eq!(code, 415, "{body}");
+    // JSON from another origin (it would need a preflight, but refuse it
+    // here all the same), and a rebound host name.
+    let (code, body) = raw(&s, &[json, ("origin", "http://evil.example")], start).await;
+    assert_eq!(
+        (code, &body["code"]),
+        (403, &json!("cross_origin")),
+        "{body}"
+    );
+    let (code, body) = raw(&s, &[json, ("host", "evil.example:7777")], start).await;
+    assert_eq!(
+        (code, &body["code"]),
+        (403, &json!("cross_origin")),
+        "{body}"
+    );
+    // Nothing was started by any of them.
+    let c = Client::new(&s, None);
+    assert_eq!(c.get("/v1/runs").await.1["runs"], json!([]));
+    // The page's own requests, and plain clients, go through.
+    let port = s.url.rsplit(':').next().unwrap().to_string();
+    let own = format!("http://127.0.0.1:{port}");
+    let (code, body) = raw(&s, &[json, ("origin", &own)], start).await;
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = raw(&s, &[json, ("host", &format!("localhost:{port}"))], start).await;
+    assert_eq!(code, 201, "{body}");
+    // The page says what a browser may do with it.
+    let page = reqwest::get(format!("{}/", s.url)).await.unwrap();
+    let h = page.headers();
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["x-frame-options"], "DENY");
+}

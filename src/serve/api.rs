@@ -50,10 +50,25 @@ fn ok(body: Value) -> Reply {
     Ok((StatusCode::OK, Json(body)))
 }
 
+/// What the page may do, said to the browser: its own inline script and
+/// style, requests to this server only, never inside another site's frame
+/// (its answer form must not be clickjacked), no guessing of types.
+const PAGE_POLICY: [(axum::http::HeaderName, &str); 4] = [
+    (
+        axum::http::header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+         connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
+         frame-ancestors 'none'",
+    ),
+    (axum::http::header::X_FRAME_OPTIONS, "DENY"),
+    (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (axum::http::header::REFERRER_POLICY, "no-referrer"),
+];
+
 /// The web page (`page.html`, embedded): it holds no data, so it needs no
 /// token; everything it shows comes through the API with the user's token.
-async fn page() -> axum::response::Html<&'static str> {
-    axum::response::Html(include_str!("page.html"))
+async fn page() -> impl axum::response::IntoResponse {
+    (PAGE_POLICY, axum::response::Html(include_str!("page.html")))
 }
 
 async fn health() -> Json<Value> {

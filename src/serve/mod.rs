@@ -16,6 +16,7 @@ mod api;
 pub mod auth;
 mod error;
 mod events;
+mod origin;
 mod sweep;
 mod work;
 
@@ -89,12 +90,16 @@ impl Server {
 
     /// The routes and their layers, outer to inner: a tracing span per
     /// request; `503 draining` for every request once the server drains;
-    /// the body limit. No request timeout: event streams, claims and
+    /// where a request comes from (`origin.rs`); the body limit. No request timeout: event streams, claims and
     /// heartbeats are long polls by design, and every other handler
     /// answers from memory or the journal.
     pub fn router(self: &Arc<Self>) -> Router {
         api::routes()
             .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                origin::guard,
+            ))
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
                 refuse_draining,
