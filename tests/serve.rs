@@ -592,3 +592,46 @@ async fn a_server_without_tokens_serves_no_other_origin_and_no_foreign_host() {
     assert_eq!(h["x-content-type-options"], "nosniff");
     assert_eq!(h["x-frame-options"], "DENY");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_requests_cannot_take_the_server_off_the_air() {
+    use std::io::{Read, Write};
+    let s = serve(
+        &fresh_here("flood"),
+        &[
+            "--no-auth",
+            "--max-connections",
+            "20",
+            "--header-timeout",
+            "1s",
+        ],
+    );
+    let addr = s.url.trim_start_matches("http://").to_string();
+    // Twice the cap of connections that start a request and never finish
+    // its headers.
+    let mut flood: Vec<std::net::TcpStream> = (0..40)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(&addr).unwrap();
+            let _ = c.write_all(b"GET /v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+            c
+        })
+        .collect();
+    // Each is closed by the server: past the cap at once, the others when
+    // their header time runs out (the read returns end of file).
+    for c in &mut flood {
+        c.set_read_timeout(Some(common::HANG_GUARD)).unwrap();
+        let mut buf = [0u8; 512];
+        // A reset is a close too; a read that times out is a connection
+        // the server kept holding.
+        let n = match c.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+            Err(e) => panic!("a half-open connection was held open: {e}"),
+        };
+        let reply = String::from_utf8_lossy(&buf[..n]);
+        assert!(n == 0 || reply.starts_with("HTTP/1.1 408"), "{reply}");
+    }
+    // And the server answers again.
+    let (code, _) = Client::new(&s, None).get("/v1/runs").await;
+    assert_eq!(code, 200);
+}

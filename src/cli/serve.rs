@@ -42,6 +42,12 @@ pub struct ServeArgs {
     /// meanwhile is answered `503 draining`.
     #[arg(long, default_value = "30s", value_parser = super::parse_duration)]
     drain: Duration,
+    /// Connections open at once; one past it is closed on accept.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    max_connections: usize,
+    /// How long a client may take to send a request's headers.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = super::parse_duration)]
+    header_timeout: Duration,
     #[command(flatten)]
     journal: Db,
 }
@@ -150,7 +156,11 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         let addr = listener.local_addr().map_or(args.listen, |a| a);
         eprintln!("swarm serve: listening on http://{addr} (journal {at})");
         server.start_sweep();
-        serve_until_drained(&server, listener, watch, args.drain).await
+        let bounds = crate::serve::listen::Bounds {
+            connections: args.max_connections,
+            header_timeout: args.header_timeout,
+        };
+        serve_until_drained(&server, listener, bounds, watch, args.drain).await
     })
 }
 
@@ -160,10 +170,11 @@ pub fn serve(args: ServeArgs) -> ExitCode {
 async fn serve_until_drained(
     server: &Arc<Server>,
     listener: tokio::net::TcpListener,
+    bounds: crate::serve::listen::Bounds,
     watch: Option<Watch>,
     limit: Duration,
 ) -> ExitCode {
-    let http = axum::serve(listener, server.router());
+    let http = crate::serve::listen::serve(listener, server.router(), bounds);
     let drained = async {
         let sig = stop_signal(watch).await;
         eprintln!("swarm serve: {sig}: draining (running runs stop interrupted, resumable)");
@@ -176,7 +187,7 @@ async fn serve_until_drained(
         }
     };
     tokio::select! {
-        r = http => if let Err(e) = r { return fail(e) },
+        () = http => {}
         left = drained => for id in left {
             eprintln!(
                 "swarm serve: run {id} had not stopped after --drain {limit:?}; it is \

@@ -16,6 +16,7 @@ mod api;
 pub mod auth;
 mod error;
 mod events;
+pub mod listen;
 mod origin;
 mod sweep;
 mod work;
