@@ -37,17 +37,30 @@ pub fn secret_file(db: &Path) -> PathBuf {
         .join("swarm.secret")
 }
 
-/// The server's signer: `$SWARM_SECRET`, else the secret file (made on
-/// first use, readable by its owner only).
+/// The shortest secret accepted, in bytes.
+const SECRET_MIN: usize = 32;
+
+/// The server's signer: `$SWARM_SECRET` (at least 32 bytes), else the
+/// secret file (made on first use, readable by its owner only). A secret
+/// file that is a symbolic link, is not owned by this user, or can be
+/// read by others is refused: whoever planted or can read it could mint
+/// tokens.
 pub fn signer(db: &Path) -> Result<Signer, String> {
-    if std::env::var("SWARM_SECRET").is_ok_and(|s| !s.is_empty()) {
+    if let Ok(secret) = std::env::var("SWARM_SECRET")
+        && !secret.is_empty()
+    {
+        if secret.len() < SECRET_MIN {
+            return Err(format!(
+                "$SWARM_SECRET is {} bytes; a secret must be at least {SECRET_MIN}",
+                secret.len()
+            ));
+        }
         return Ok(Signer::from_env());
     }
     let path = secret_file(db);
     let say = |e: std::io::Error| format!("secret file {}: {e}", path.display());
-    match std::fs::read(&path) {
-        Ok(secret) if secret.len() >= 32 => return Ok(Signer::new(&secret)),
-        Ok(_) => return Err(say(std::io::Error::other("shorter than 32 bytes"))),
+    match read_private(&path) {
+        Ok(secret) => return Ok(Signer::new(&secret)),
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(say(e)),
         Err(_) => {}
     }
@@ -55,16 +68,17 @@ pub fn signer(db: &Path) -> Result<Signer, String> {
         std::fs::create_dir_all(dir).map_err(say)?;
     }
     let secret: String = (0..4).map(|_| format!("{:032x}", nonce())).collect();
-    // Written whole under a temporary name, then linked into place: a
-    // reader never sees half a secret, and of two processes racing, the
-    // first link wins and both use it.
-    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    // Written whole under a fresh temporary name (created, never opened if
+    // it exists, never through a link), then linked into place: a reader
+    // never sees half a secret, and of two processes racing, the first
+    // link wins and both use it.
+    let tmp = path.with_extension(format!("{:016x}.tmp", nonce() as u64));
     {
         use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .mode(0o600)
             .open(&tmp)
             .map_err(say)?;
@@ -78,7 +92,47 @@ pub fn signer(db: &Path) -> Result<Signer, String> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(say(e)),
     }
-    std::fs::read(&path).map(|s| Signer::new(&s)).map_err(say)
+    read_private(&path).map(|s| Signer::new(&s)).map_err(say)
+}
+
+/// The secret in the file at `path`, when it is safe to use: a regular
+/// file (not followed through a link), this user's, unreadable by
+/// others, and long enough.
+fn read_private(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => std::io::Error::other(
+                "it is a symbolic link; a secret file must be a plain file (remove the link)",
+            ),
+            _ => e,
+        })?;
+    let meta = f.metadata()?;
+    // SAFETY: geteuid has no failure mode.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_file() || meta.uid() != me {
+        return Err(std::io::Error::other(format!(
+            "it is not a plain file owned by this user (uid {me}); remove it and a new one is made"
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(std::io::Error::other(format!(
+            "others may read it (mode {:o}); `chmod 600` it, or remove it and a new one is made",
+            meta.mode() & 0o777
+        )));
+    }
+    let mut secret = Vec::new();
+    f.read_to_end(&mut secret)?;
+    if secret.len() < SECRET_MIN {
+        return Err(std::io::Error::other(format!(
+            "shorter than {SECRET_MIN} bytes"
+        )));
+    }
+    Ok(secret)
 }
 
 /// A wire token for `role`, valid for `ttl`, reaching only `run` if given.
