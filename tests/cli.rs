@@ -428,6 +428,7 @@ return swarm.blueprint "env" {
     let out = swarm()
         .args(["run", &bp, "--json", "--no-journal"])
         .env("SWARM_SECRET", "hunter2")
+        .env("SWARM_ALLOW_ENV", "PASSED_KEY")
         .env("PASSED_KEY", "given")
         .env("STRAY_VAR", "leaked")
         .output()
@@ -538,4 +539,57 @@ fn retries_leave_a_trace_with_their_cause() {
         text.contains("try 1 blocked → retried") && text.contains("writer warm"),
         "{text}"
     );
+}
+
+#[test]
+fn a_blueprint_reaches_no_host_variable_the_operator_did_not_allow() {
+    let agent = |field: &str| {
+        format!(
+            "local swarm = require \"swarm\"\nreturn swarm.blueprint \"b\" {{\n  agents = {{ a = {field} }},\n  flow = function() return swarm.step(\"a\", 1) end,\n}}\n"
+        )
+    };
+    let cases = [
+        (
+            "inherit",
+            r#"swarm.agent.process { cmd = { "true" }, inherit = { "AWS_SECRET_ACCESS_KEY" } }"#,
+            "",
+            "$AWS_SECRET_ACCESS_KEY is not one the operator allows",
+        ),
+        (
+            "key",
+            r#"swarm.agent.llm { model = "m", base_url = "http://127.0.0.1:9/v1", api_key_env = "AWS_SECRET_ACCESS_KEY" }"#,
+            "",
+            "$AWS_SECRET_ACCESS_KEY is not one the operator allows",
+        ),
+        (
+            "secret",
+            r#"swarm.agent.process { cmd = { "true" }, inherit = { "SWARM_SECRET" } }"#,
+            "SWARM_SECRET,SWARM_*",
+            "$SWARM_SECRET is the host's own secret",
+        ),
+        (
+            "secret-key",
+            r#"swarm.agent.llm { model = "m", base_url = "http://127.0.0.1:9/v1", api_key_env = "SWARM_SECRET" }"#,
+            "*",
+            "$SWARM_SECRET is the host's own secret",
+        ),
+    ];
+    for (name, field, allow, needle) in cases {
+        let bp = scratch(&format!("allow-{name}"), "b.lua", &agent(field));
+        let out = swarm()
+            .args(["run", &bp, "--json", "--no-journal"])
+            .env("SWARM_SECRET", "hunter2-hunter2-hunter2-hunter2-hunter2")
+            .env("AWS_SECRET_ACCESS_KEY", "aws-secret")
+            .env("SWARM_ALLOW_ENV", allow)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).to_string()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "{name}: {text}");
+        assert!(text.contains(needle), "{name}: {text}");
+        assert!(
+            !text.contains("aws-secret") && !text.contains("hunter2"),
+            "{text}"
+        );
+    }
 }

@@ -67,6 +67,7 @@ fn check_catches_what_it_can_without_running() {
     .unwrap();
     let out = swarm()
         .args(["check", dir.to_str().unwrap()])
+        .env("SWARM_ALLOW_ENV", "SWARM_TEST_*")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -304,7 +304,12 @@ async fn a_slow_model_meets_the_timeout_layer_and_the_key_never_leaks() {
     .await
     .unwrap();
     let d = dir("slow");
-    unsafe { std::env::set_var("SWARM_TEST_LLM_KEY", "sk-very-secret-value") };
+    // SAFETY: set before this test's runs read them; no other test of this
+    // binary reads these names.
+    unsafe {
+        std::env::set_var("SWARM_TEST_LLM_KEY", "sk-very-secret-value");
+        std::env::set_var("SWARM_ALLOW_ENV", "SWARM_TEST_*");
+    }
     let bp = blueprint(
         &d,
         &server.url,

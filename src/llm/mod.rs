@@ -235,18 +235,15 @@ impl Step {
             ));
         };
         let key = match &self.spec.api_key_env {
-            Some(var) => match std::env::var(var) {
-                Ok(k) => Some(k),
-                Err(_) => {
-                    return Err(fail(
-                        "llm_config",
-                        format!(
-                            "agent `{}`: the API key variable ${var} is not set",
-                            self.name
-                        ),
-                    ));
-                }
-            },
+            // Checked when the agent was built; again here, where the key
+            // is read, so no other path reaches a variable not allowed.
+            Some(var) => {
+                let refused =
+                    |why: String| fail("llm_config", format!("agent `{}`: {why}", self.name));
+                crate::spawn::secrets::may_name(var).map_err(refused)?;
+                let unset = || refused(format!("the API key variable ${var} is not set"));
+                Some(std::env::var(var).map_err(|_| unset())?)
+            }
             // No variable named: $SWARM_LLM_API_KEY when set (local
             // servers need none).
             None => std::env::var("SWARM_LLM_API_KEY").ok(),

@@ -10,6 +10,7 @@ mod layers;
 pub mod process;
 mod remote;
 mod rust;
+pub mod secrets;
 
 pub use layers::{LayerEnv, LayerRegistry, layer_fn};
 pub use process::{ProcessAgent, ProcessSpec};

@@ -44,6 +44,8 @@ fn environment(spec: &ProcessSpec) -> BTreeMap<String, String> {
         .iter()
         .copied()
         .chain(spec.inherit.iter().map(String::as_str))
+        // The host's own secrets never pass, whoever asked for them.
+        .filter(|k| !super::secrets::NEVER.contains(k))
         .filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?)))
         .collect();
     env.extend(spec.env.clone());

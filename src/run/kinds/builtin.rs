@@ -104,7 +104,9 @@ fn read_process(d: &Decl<'_>) -> Result<Arc<dyn Backend>, BlueprintError> {
 struct Process(ProcessSpec);
 
 impl Backend for Process {
-    fn build(&self, _: &Build<'_>, _: &str) -> Result<Arc<dyn Spawner>, SpawnError> {
+    fn build(&self, _: &Build<'_>, agent: &str) -> Result<Arc<dyn Spawner>, SpawnError> {
+        let inherit = self.0.inherit.iter().map(String::as_str);
+        crate::spawn::secrets::check_all(agent, "inherit", inherit)?;
         Ok(Arc::new(ProcessAgent::new(self.0.clone())))
     }
 
@@ -202,6 +204,8 @@ struct Llm(crate::llm::LlmSpec);
 
 impl Backend for Llm {
     fn build(&self, b: &Build<'_>, agent: &str) -> Result<Arc<dyn Spawner>, SpawnError> {
+        let named = self.0.api_key_env.as_deref();
+        crate::spawn::secrets::check_all(agent, "api_key_env", named)?;
         let side = crate::llm::RunSide {
             tools: Arc::new(crate::run::llm::RunTools::new(
                 b.host.agents.clone(),
@@ -223,12 +227,14 @@ impl Backend for Llm {
     /// The API key's variable is not set here, or no model is named.
     fn preflight(&self, agent: &str, _: &Path) -> Vec<String> {
         let mut out = Vec::new();
-        if let Some(var) = &self.0.api_key_env
-            && std::env::var_os(var).is_none()
-        {
-            out.push(format!(
-                "agent `{agent}`: api_key_env names ${var}, which is not set"
-            ));
+        if let Some(var) = &self.0.api_key_env {
+            if let Err(why) = crate::spawn::secrets::may_name(var) {
+                out.push(format!("agent `{agent}`: api_key_env names ${var}: {why}"));
+            } else if std::env::var_os(var).is_none() {
+                out.push(format!(
+                    "agent `{agent}`: api_key_env names ${var}, which is not set"
+                ));
+            }
         }
         if self.0.model.is_none() && std::env::var_os("SWARM_LLM_MODEL").is_none() {
             out.push(format!(
