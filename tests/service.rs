@@ -40,6 +40,7 @@ fn who(role: Role, run: Option<&str>) -> Authority {
     Authority {
         role,
         run: run.map(str::to_string),
+        incarnation: None,
     }
 }
 

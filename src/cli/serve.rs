@@ -82,11 +82,32 @@ fn signer(db: &Db) -> Result<(PathBuf, Signer), String> {
 
 pub fn token(args: TokenArgs) -> ExitCode {
     let role: Role = args.role.parse().expect("clap checked the role");
-    match signer(&args.journal) {
-        Ok((_, s)) => {
-            outln!("{}", auth::mint(&s, role, args.ttl, args.run.as_deref()));
+    let s = match signer(&args.journal) {
+        Ok((_, s)) => s,
+        Err(e) => return fail(e),
+    };
+    let Some(id) = args.run.as_deref() else {
+        outln!("{}", auth::mint(&s, role, args.ttl, None));
+        return ExitCode::SUCCESS;
+    };
+    // Bound to the run as it is now: once it is pruned and its id taken
+    // again, the token reaches nothing.
+    let record = args
+        .journal
+        .open()
+        .map_err(|e| e.to_string())
+        .and_then(|(store, _)| crate::store::wait(store.run(id)).map_err(|e| e.to_string()));
+    match record {
+        Ok(Some(r)) => {
+            outln!(
+                "{}",
+                auth::mint_for_run(&s, role, args.ttl, id, r.created_ms)
+            );
             ExitCode::SUCCESS
         }
+        Ok(None) => fail(format!(
+            "no run `{id}`: a token is bound to a run that exists (start it first)"
+        )),
         Err(e) => fail(e),
     }
 }

@@ -266,10 +266,13 @@ impl Runs {
     /// The record of run `id`, when `who` may see it.
     pub async fn record(&self, who: &Authority, id: &str) -> Result<RunRecord, RunError> {
         who.check(Action::Read, Some(id))?;
-        self.journal()?
+        let record = self
+            .journal()?
             .run(id)
             .await?
-            .ok_or_else(|| RunError::UnknownRun(id.to_string()))
+            .ok_or_else(|| RunError::UnknownRun(id.to_string()))?;
+        who.reaches(&record)?;
+        Ok(record)
     }
 
     /// The runs `who` may see, oldest first, optionally of one status.
@@ -281,7 +284,7 @@ impl Runs {
         who.check(Action::Read, None)?;
         let mut runs = self.journal()?.runs(status).await?;
         if let Some(mine) = &who.run {
-            runs.retain(|r| &r.id == mine);
+            runs.retain(|r| &r.id == mine && who.reaches(r).is_ok());
         }
         Ok(runs)
     }

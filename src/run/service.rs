@@ -58,6 +58,10 @@ pub struct Authority {
     pub role: Role,
     /// When set, every other run is as if it did not exist.
     pub run: Option<String>,
+    /// When set, the incarnation of `run` (its `created_ms`) the caller
+    /// was given: a later run that reuses the id (after a prune) is as if
+    /// it did not exist either.
+    pub incarnation: Option<u64>,
 }
 
 impl Authority {
@@ -66,6 +70,7 @@ impl Authority {
         Authority {
             role: Role::Operator,
             run: None,
+            incarnation: None,
         }
     }
 
@@ -73,6 +78,15 @@ impl Authority {
     /// a role that may not do it is `forbidden`; a run outside a bound
     /// caller's is `unknown_run`, revealing nothing about it; a bound
     /// caller starts no runs.
+    /// Refuses `record` when the caller is bound to another incarnation of
+    /// its id (the run was pruned and the id taken again): `unknown_run`.
+    pub fn reaches(&self, record: &crate::store::RunRecord) -> Result<(), RunError> {
+        match self.incarnation {
+            Some(c) if c != record.created_ms => Err(RunError::UnknownRun(record.id.clone())),
+            _ => Ok(()),
+        }
+    }
+
     pub fn check(&self, action: Action, run: Option<&str>) -> Result<(), RunError> {
         if let (Some(mine), Some(asked)) = (&self.run, run)
             && mine != asked

@@ -137,8 +137,30 @@ fn read_private(path: &Path) -> std::io::Result<Vec<u8>> {
 
 /// A wire token for `role`, valid for `ttl`, reaching only `run` if given.
 pub fn mint(signer: &Signer, role: Role, ttl: Duration, run: Option<&str>) -> String {
+    mint_scoped(signer, role, ttl, run.map(|r| format!("{RUN_SCOPE}{r}")))
+}
+
+/// A wire token reaching only the incarnation of run `run` created at
+/// `created_ms`: once that run is pruned and its id taken again, the
+/// token reaches nothing.
+pub fn mint_for_run(
+    signer: &Signer,
+    role: Role,
+    ttl: Duration,
+    run: &str,
+    created_ms: u64,
+) -> String {
+    mint_scoped(
+        signer,
+        role,
+        ttl,
+        Some(format!("{RUN_SCOPE}{run}@{created_ms}")),
+    )
+}
+
+fn mint_scoped(signer: &Signer, role: Role, ttl: Duration, scope: Option<String>) -> String {
     let now = now_ms();
-    let scopes: Vec<String> = run.map(|r| format!("{RUN_SCOPE}{r}")).into_iter().collect();
+    let scopes: Vec<String> = scope.into_iter().collect();
     signer
         .sign(TokenClaims {
             subject: Arc::from("swarm-token"),
@@ -201,14 +223,29 @@ pub fn verify(signer: &Signer, text: &str) -> Result<Authority, ApiError> {
         }
         .into());
     }
-    let run = token
+    let scope = token
         .claims
         .scopes
         .iter()
-        .find_map(|s| s.strip_prefix(RUN_SCOPE))
-        .map(str::to_string);
+        .find_map(|s| s.strip_prefix(RUN_SCOPE));
+    // `run:ID`, or `run:ID@CREATED_MS`: bound to that incarnation of ID.
+    let (run, incarnation) = match scope.map(|s| s.rsplit_once('@')) {
+        Some(Some((id, created))) => (
+            Some(id.to_string()),
+            Some(created.parse().map_err(|_| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "bad_token",
+                    "the token's run scope is malformed",
+                )
+            })?),
+        ),
+        Some(None) => (scope.map(str::to_string), None),
+        None => (None, None),
+    };
     Ok(Authority {
         role: token.claims.role,
         run,
+        incarnation,
     })
 }
