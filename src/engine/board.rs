@@ -106,6 +106,12 @@ impl ClaimError {
     }
 }
 
+/// A fresh claim id: 128 random bits, unguessable (the id is the
+/// worker's only handle on its step). Every queue makes its ids here.
+pub fn new_claim_id() -> String {
+    format!("c{:032x}", crate::auth::nonce())
+}
+
 /// One offered step.
 struct Job {
     item: WorkItem,
@@ -248,7 +254,7 @@ impl Board {
         })?;
         let key = waiting.remove(at)?;
         let job = s.jobs.get_mut(&key)?;
-        let id = format!("c{:032x}", crate::auth::nonce());
+        let id = new_claim_id();
         job.claim = Some((id.clone(), Instant::now() + lease));
         s.claims.insert(id.clone(), key);
         let claimed = WorkClaim {

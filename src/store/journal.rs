@@ -208,11 +208,7 @@ impl Journal {
     /// Refused, and the run halted as lost, once this execution no longer
     /// owns the run.
     pub async fn write(&self, entry: JournalEntry) -> Result<(), StoreError> {
-        let fenced = |_| StoreError::Fenced {
-            run: self.run.clone(),
-            epoch: entry.epoch,
-        };
-        self.hold().await.map_err(fenced)?;
+        self.held().await?;
         self.store
             .append(entry)
             .await
@@ -221,15 +217,20 @@ impl Journal {
 
     /// Records a question the run asks, fenced like every owner write.
     pub async fn ask(&self, q: QuestionRecord) -> Result<(), StoreError> {
-        let epoch = self.fence().map_or(0, |f| f.epoch);
-        self.hold().await.map_err(|_| StoreError::Fenced {
-            run: self.run.clone(),
-            epoch,
-        })?;
+        self.held().await?;
         self.store
             .ask(q, self.fence())
             .await
             .inspect_err(|e| self.lost_if_fenced(e))
+    }
+
+    /// [`Journal::hold`] before an owner write: a lost run's write is
+    /// refused as fenced, never attempted.
+    async fn held(&self) -> Result<(), StoreError> {
+        self.hold().await.map_err(|_| StoreError::Fenced {
+            run: self.run.clone(),
+            epoch: self.fence().map_or(0, |f| f.epoch),
+        })
     }
 
     /// A refused write means another ownership holds the run.

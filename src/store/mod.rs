@@ -39,7 +39,6 @@ pub use url::{Checkup, Location, SCHEMES, checkup, open, sqlite_path_of};
 
 use serde_json::Value;
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 
 /// Why the store could not do something. Each names the database file.
@@ -469,11 +468,4 @@ pub trait Store: RunStore + Ownership + JournalStore + EventStore + QuestionStor
     fn work(&self) -> Option<&dyn work::WorkQueue> {
         None
     }
-}
-
-/// The journal's default location: `$SWARM_DB`, or `.swarm/swarm.db`.
-pub fn default_path() -> PathBuf {
-    std::env::var_os("SWARM_DB")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(".swarm/swarm.db"))
 }

@@ -156,7 +156,7 @@ impl WorkQueue for SqliteStore {
         lease: Duration,
     ) -> StoreFut<'static, Option<WorkClaim>> {
         let (queue, run) = (queue.to_string(), run.map(str::to_string));
-        let claim = format!("c{:032x}", crate::auth::nonce());
+        let claim = crate::engine::board::new_claim_id();
         self.queue_write(move |tx| {
             let until = clock::boot_ms() + lease.as_millis() as u64;
             let n = tx
