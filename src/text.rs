@@ -6,6 +6,9 @@
 //! clipboard (OSC 52). Every such text passes through [`for_terminal`]
 //! before it is printed; `swarm`'s own colours are added around it, never
 //! taken from it.
+//!
+//! It also holds the one "did you mean" rule, for every unknown name a user
+//! can type (agents, layers, options, fields, blueprints).
 
 use std::borrow::Cow;
 use std::fmt::Write;
@@ -33,13 +36,40 @@ pub fn for_terminal(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// ` (did you mean `x`?)` when one of `known` is a likely misspelling of
+/// `name` (edit distance at most 2, or a third of its length); else "".
+pub fn did_you_mean<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> String {
+    known
+        .into_iter()
+        .filter(|k| *k != name)
+        .map(|k| (strsim::levenshtein(k, name), k))
+        .filter(|(d, _)| *d <= 2.max(name.chars().count() / 3))
+        .min()
+        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
+        .unwrap_or_default()
+}
+
 fn needs_escape(c: char) -> bool {
     c.is_control() && c != '\n' && c != '\t'
 }
 
 #[cfg(test)]
 mod tests {
-    use super::for_terminal;
+    use super::{did_you_mean, for_terminal};
+
+    #[test]
+    fn suggestions_for_near_misses_only() {
+        assert_eq!(
+            did_you_mean("maxx", ["max", "on"]),
+            " (did you mean `max`?)"
+        );
+        assert_eq!(
+            did_you_mean("retyr", ["retry", "timeout"]),
+            " (did you mean `retry`?)"
+        );
+        assert_eq!(did_you_mean("zzz", ["retry", "timeout"]), "");
+        assert_eq!(did_you_mean("helo", ["hello"]), " (did you mean `hello`?)");
+    }
 
     #[test]
     fn controls_are_shown_not_obeyed() {

@@ -125,13 +125,7 @@ fn unknown_steps(bp: &Blueprint) -> Vec<String> {
                 if names.contains(&name) {
                     continue;
                 }
-                let hint = names
-                    .iter()
-                    .map(|n| (strsim::levenshtein(n, name), n))
-                    .filter(|(d, _)| *d <= 2.max(name.len() / 3))
-                    .min()
-                    .map(|(_, n)| format!(" (did you mean `{n}`?)"))
-                    .unwrap_or_default();
+                let hint = crate::text::did_you_mean(name, names.iter().copied());
                 out.push(format!(
                     "{}:{}: swarm.step: no agent named `{name}`{hint}; agents: {}",
                     bp.chunk,

@@ -54,7 +54,7 @@ impl From<RunError> for ApiError {
     fn from(e: RunError) -> ApiError {
         let status = match &e {
             RunError::UnknownRun(_)
-            | RunError::UnknownBlueprint(_)
+            | RunError::UnknownBlueprint { .. }
             | RunError::UnknownQuestion { .. } => StatusCode::NOT_FOUND,
             RunError::Forbidden { .. } | RunError::Bound(_) => StatusCode::FORBIDDEN,
             RunError::Refused(_) => StatusCode::CONFLICT,
