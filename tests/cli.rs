@@ -305,7 +305,7 @@ fn sigint_cancels_the_run_and_kills_process_agents() {
         "sigint",
         "slow.lua",
         &format!(
-            "local swarm = require 'swarm'\nreturn swarm.blueprint 's' {{\n  agents = {{ p = swarm.agent.process {{ shell = 'echo $$ > {}; echo started >&2; exec sleep 600' }} }},\n  flow = function() return swarm.step('p', 1) end,\n}}\n",
+            "local swarm = require 'swarm'\nreturn swarm.blueprint 's' {{\n  agents = {{ p = swarm.agent.process {{ shell = 'echo $$ > \"{}\"; echo started >&2; exec sleep 600' }} }},\n  flow = function() return swarm.step('p', 1) end,\n}}\n",
             pidfile.display()
         ),
     );
