@@ -203,7 +203,6 @@ async fn tool_calls_run_as_child_steps_and_errors_go_back_to_the_model() {
 async fn structured_output_is_validated_and_reprompted() {
     let schema = r#"schema = { type = "object", properties = { summary = { type = "string" } }, required = { "summary" } }"#;
     let server = Scripted::start(vec![
-        Reply::Text("not json".into()),
         Reply::Text(r#"{"summary": 3}"#.into()),
         Reply::Text(r#"{"summary": "ok"}"#.into()),
     ])
@@ -214,22 +213,24 @@ async fn structured_output_is_validated_and_reprompted() {
     let (report, _) = run_it(&bp, json!(null)).await;
     assert_eq!(report.result, json!({"summary": "ok"}));
     let reqs = server.requests();
-    assert_eq!(reqs.len(), 3);
+    assert_eq!(reqs.len(), 2);
     assert_eq!(reqs[0]["response_format"]["type"], "json_schema");
-    let last = last_message(&reqs[2]);
+    let last = last_message(&reqs[1]);
     assert!(
         last["content"].as_str().unwrap().contains("does not match"),
         "{last}"
     );
 
-    // Never valid: a typed error carrying the last output.
-    server.push((0..3).map(|i| Reply::Text(format!("nope {i}"))));
+    // Never valid: one more try, then a typed error carrying the last
+    // output and what was wrong with it.
+    server.push((0..2).map(|i| Reply::Text(format!("nope {i}"))));
     let (report, _) = run_it(&bp, json!(null)).await;
     let text = report.result.to_string();
     assert!(
-        text.contains("llm_schema") && text.contains("nope 2"),
+        text.contains("llm_schema") && text.contains("nope 1") && text.contains("not JSON"),
         "{text}"
     );
+    assert_eq!(server.count(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

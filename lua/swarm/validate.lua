@@ -13,7 +13,8 @@ local function kinds()
 end
 
 local BLUEPRINT_FIELDS = { description = "string", agents = "table", hints = "table",
-                           layers = "table", gate = "table", limits = "table", flow = "function" }
+                           layers = "table", gate = "table", limits = "table", flow = "function",
+                           input = "table" }
 
 local function check_type(v, want)
   if want == "duration" then return duration(v) ~= nil end

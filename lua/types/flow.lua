@@ -101,10 +101,11 @@ function swarm.duration(v) end
 ---@field schema table?        JSON Schema: the answer is decoded and validated
 ---@field max_turns number?    default 8
 ---@field temperature number?
----@field max_tokens number?
+---@field max_tokens number? per turn (default 2048; 0 sends none); a turn cut there fails with `max_tokens`
+---@field turn_timeout (number|string)?  the most one turn may take, retries included (default "5m")
 ---@field headers table<string, string>?
 ---@field extra table?         merged into every request body
----@field timeout (number|string)?  per request (default 10 minutes)
+---@field timeout (number|string)?  per request (default turn_timeout)
 ---@field stream boolean?      default true
 ---@field retries number?      on 429, 5xx, connection errors, broken streams (default 4)
 
@@ -135,6 +136,7 @@ function swarm.layer(spec) end
 ---@field layers table<string, table>?
 ---@field gate table<string, string[]>?
 ---@field limits { deadline: string|number?, tokens: integer? }? wall-clock deadline ("1h"); model tokens the run may spend
+---@field input table? JSON Schema the run's input must match (checked before the run starts)
 ---@field flow fun(input: any): any
 
 ---`swarm.blueprint "name" { ... }`

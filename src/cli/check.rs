@@ -102,8 +102,42 @@ fn check_one(engine: &Engine, file: &Path) -> bool {
             bp.name,
             if n == 1 { "" } else { "s" }
         );
+        if let Some(schema) = bp.input_schema() {
+            outln!("  input: {}", input_summary(schema));
+        }
     }
     unknown.is_empty()
+}
+
+/// A declared input in one line: an object's fields with their types
+/// (`*` marks the required ones), else the schema's type, else the JSON.
+fn input_summary(schema: &serde_json::Value) -> String {
+    let kind = |s: &serde_json::Value| match &s["type"] {
+        serde_json::Value::String(t) => t.clone(),
+        serde_json::Value::Null => "any".to_string(),
+        other => other.to_string(),
+    };
+    let Some(props) = schema["properties"].as_object() else {
+        return match schema.get("type") {
+            Some(_) => kind(schema),
+            None => schema.to_string(),
+        };
+    };
+    let required: Vec<&str> = (schema["required"].as_array().into_iter().flatten())
+        .filter_map(serde_json::Value::as_str)
+        .collect();
+    let fields: Vec<String> = props
+        .iter()
+        .map(|(name, s)| {
+            let star = if required.contains(&name.as_str()) {
+                "*"
+            } else {
+                ""
+            };
+            format!("{name}{star}: {}", kind(s))
+        })
+        .collect();
+    format!("object {{ {} }} (* required)", fields.join(", "))
 }
 
 /// `swarm.step("name", …)` / `swarm.pstep("name", …)` with a literal name

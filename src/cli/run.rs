@@ -410,6 +410,8 @@ struct Screen {
     done: u64,
     failed: u64,
     tokens: u64,
+    /// Some turn's tokens were counted here, not reported by the server.
+    estimated: bool,
     /// The streaming text's last line, and whether it changed.
     partial: String,
     dirty: bool,
@@ -450,6 +452,7 @@ impl Screen {
                 let llm = &data["llm"];
                 let n = |k: &str| llm[k].as_u64().unwrap_or(0);
                 self.tokens += n("prompt_tokens") + n("completion_tokens");
+                self.estimated |= llm["estimated"] == true;
                 // A turn ended: its text is no longer "in flight".
                 self.partial.clear();
             }
@@ -469,7 +472,9 @@ impl Screen {
             self.failed
         );
         if self.tokens > 0 {
-            line.push_str(&format!(" · {} tokens", crate::llm::thousands(self.tokens)));
+            let mark = if self.estimated { " (estimated)" } else { "" };
+            let n = crate::llm::thousands(self.tokens);
+            line.push_str(&format!(" · {n} tokens{mark}"));
         }
         let width = terminal_width();
         let tail = last_chars(&self.partial, width.saturating_sub(6));

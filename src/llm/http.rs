@@ -1,7 +1,10 @@
 //! One model turn over HTTP: the pooled client, the request, streaming or
 //! not, and retries. 429, 5xx, connection errors and broken streams are
 //! retried with exponential backoff that honours `Retry-After`; any other
-//! 4xx ends the turn with the provider's own message.
+//! 4xx, and a 500 that is the server refusing the request itself (a
+//! request validation error, as llama-cpp-python sends), ends the turn
+//! with the provider's own message: the same request would be refused
+//! again.
 
 use super::wire::{Accumulator, SseDecoder, Turn};
 use futures_util::StreamExt;
@@ -53,6 +56,9 @@ pub struct Failure {
     pub code: &'static str,
     pub message: String,
     pub status: Option<u16>,
+    /// The error answer's body (its start), for callers that look for
+    /// what was refused (`response_format`).
+    pub body: String,
 }
 
 enum Try {
@@ -67,6 +73,31 @@ fn failure(code: &'static str, message: String, status: Option<u16>) -> Failure 
         code,
         message,
         status,
+        body: String::new(),
+    }
+}
+
+/// A 500 whose body says the request itself was refused (a schema or
+/// validation error of the request), not that the server failed.
+fn refused_as_500(body: &str) -> bool {
+    const SIGNS: [&str; 6] = [
+        "validation error",
+        "validation_error",
+        "Input should be",
+        "literal_error",
+        "invalid_request_error",
+        "response_format",
+    ];
+    SIGNS.iter().any(|s| body.contains(s))
+}
+
+/// Why a 404 may be the base URL's fault: most servers answer under `/v1`.
+fn hint_404(url: &str) -> &'static str {
+    if url.contains("/v1/") {
+        ""
+    } else {
+        " (the base URL has no `/v1`: OpenAI-compatible servers answer at \
+         BASE/v1/chat/completions, so set base_url or $SWARM_LLM_BASE_URL to end in /v1)"
     }
 }
 
@@ -139,12 +170,25 @@ async fn once(req: &Request<'_>, delta: &(dyn Fn(&str) + Sync)) -> Try {
                     .map(str::to_string)
             })
             .unwrap_or_else(|| body.chars().take(300).collect());
-        let msg = format!("{} answered {status}: {said}", req.url);
         let code = status.as_u16();
-        return if code == 429 || status.is_server_error() {
-            Try::Again(failure("llm_unavailable", msg, Some(code)), after)
+        let retry = code == 429 || (status.is_server_error() && !refused_as_500(&body));
+        let mut f = if retry {
+            let msg = format!("{} answered {status}: {said}", req.url);
+            failure("llm_unavailable", msg, Some(code))
         } else {
-            Try::Fatal(failure("llm_http", msg, Some(code)))
+            let hint = if code == 404 { hint_404(&req.url) } else { "" };
+            let msg = format!(
+                "{} refused the request with {status} (not retried: the same request \
+                 would be refused again): {said}{hint}",
+                req.url
+            );
+            failure("llm_http", msg, Some(code))
+        };
+        f.body = body;
+        return if retry {
+            Try::Again(f, after)
+        } else {
+            Try::Fatal(f)
         };
     }
     if !req.stream {

@@ -8,9 +8,12 @@
 //! The run supplies the two things this layer cannot see: its [`Tools`]
 //! and its [`TurnLog`] (the journal).
 
+mod estimate;
 mod http;
 mod schema;
 pub mod scripted;
+mod structured;
+mod tools;
 mod usage;
 mod wire;
 
@@ -25,6 +28,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use structured::Mode;
 
 /// An LLM agent as the blueprint declares it (`swarm.agent.llm { ... }`).
 #[derive(Debug, Clone, Deserialize)]
@@ -42,14 +46,19 @@ pub struct LlmSpec {
     #[serde(default = "max_turns")]
     pub max_turns: u32,
     pub temperature: Option<f64>,
-    pub max_tokens: Option<u64>,
+    /// Sent with every turn; 0 sends none (the server's own limit).
+    #[serde(default = "max_tokens")]
+    pub max_tokens: u64,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// Extra fields merged into every request body.
     #[serde(default)]
     pub extra: serde_json::Map<String, Value>,
-    /// Per-request limit in ms (a number, or a string like "90s").
+    /// Per-request limit in ms (a number, or a string like "90s");
+    /// default `turn_timeout`.
     pub timeout: Option<Value>,
+    /// The most one turn may take, retries included (ms or "5m").
+    pub turn_timeout: Option<Value>,
     #[serde(default = "yes")]
     pub stream: bool,
     /// Retries of a turn on 429, 5xx, connection errors and broken streams.
@@ -60,6 +69,31 @@ pub struct LlmSpec {
 fn max_turns() -> u32 {
     8
 }
+/// Enough for any answer a step should give in one turn; a small local
+/// model that rambles stops within a minute or two instead of never.
+pub const DEFAULT_MAX_TOKENS: u64 = 2048;
+fn max_tokens() -> u64 {
+    DEFAULT_MAX_TOKENS
+}
+/// The default `turn_timeout`: a 2,048-token answer at a laptop's pace.
+pub const DEFAULT_TURN_TIMEOUT_MS: u64 = 300_000;
+
+impl LlmSpec {
+    /// The per-turn limit, in ms.
+    fn turn_timeout_ms(&self) -> u64 {
+        let set = |v: &Option<Value>| v.as_ref().and_then(millis);
+        set(&self.turn_timeout).unwrap_or(DEFAULT_TURN_TIMEOUT_MS)
+    }
+}
+
+/// `300s`, `1.5s`, `250ms`: a limit as messages show it.
+fn seconds(d: Duration) -> String {
+    match d.as_millis() {
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms if ms >= 1000 => format!("{:.1}s", ms as f64 / 1000.0),
+        ms => format!("{ms}ms"),
+    }
+}
 fn yes() -> bool {
     true
 }
@@ -68,7 +102,7 @@ fn retries() -> u32 {
 }
 
 /// How many times an answer that fails `schema` is sent back for another.
-const SCHEMA_RETRIES: u32 = 2;
+const SCHEMA_RETRIES: u32 = 1;
 
 /// A tool the model may call: another agent of the blueprint.
 #[derive(Debug, Clone)]
@@ -211,73 +245,43 @@ struct Step {
     side: RunSide,
 }
 
+/// Where a step's turns go, resolved once per step.
+struct Endpoint {
+    base: String,
+    model: String,
+    key: Option<String>,
+    headers: Vec<(String, String)>,
+}
+
 impl Step {
     async fn run(&self, ctx: &SpawnCtx) -> Result<Value, Value> {
         let mut messages = opening(self.spec.system.as_deref(), &ctx.input)?;
-        let base = self
-            .spec
-            .base_url
-            .clone()
-            .or_else(|| std::env::var("SWARM_LLM_BASE_URL").ok());
-        let base = base.unwrap_or_else(|| "https://api.openai.com/v1".into());
-        let model = self
-            .spec
-            .model
-            .clone()
-            .or_else(|| std::env::var("SWARM_LLM_MODEL").ok());
-        let Some(model) = model else {
-            return Err(fail(
-                "llm_config",
-                format!(
-                    "agent `{}`: no model (set `model` or $SWARM_LLM_MODEL)",
-                    self.name
-                ),
-            ));
-        };
-        let key = match &self.spec.api_key_env {
-            // Checked when the agent was built; again here, where the key
-            // is read, so no other path reaches a variable not allowed.
-            Some(var) => {
-                let refused =
-                    |why: String| fail("llm_config", format!("agent `{}`: {why}", self.name));
-                crate::spawn::secrets::may_name(var).map_err(refused)?;
-                let unset = || refused(format!("the API key variable ${var} is not set"));
-                Some(std::env::var(var).map_err(|_| unset())?)
-            }
-            // No variable named: $SWARM_LLM_API_KEY when set (local
-            // servers need none).
-            None => std::env::var("SWARM_LLM_API_KEY").ok(),
-        };
-        let headers: Vec<(String, String)> = self.spec.headers.clone().into_iter().collect();
+        let ep = self.endpoint()?;
         let tools = self.tool_list()?;
         let mut schema_left = SCHEMA_RETRIES;
+        let mut used_tools = false;
         for turn_no in 1..=self.spec.max_turns {
-            let body = self.body(&model, &messages, &tools);
-            let req = http::Request {
-                url: format!("{}/chat/completions", base.trim_end_matches('/')),
-                key: key.clone(),
-                headers: &headers,
-                body,
-                stream: self.spec.stream,
-                timeout: Duration::from_millis(
-                    self.spec
-                        .timeout
-                        .as_ref()
-                        .and_then(millis)
-                        .unwrap_or(600_000),
-                ),
-                retries: self.spec.retries,
-            };
+            let body = self.body(&ep.model, &messages, &tools);
             let pos = ctx.journal_pos.as_ref().map(|p| format!("{p}~t{turn_no}"));
-            let turn = self
-                .turn(ctx, &req, &model, turn_no, pos.as_deref())
-                .await?;
+            let turn = self.turn(ctx, &ep, body, turn_no, pos.as_deref()).await?;
             messages.push(turn.message.clone());
             let calls = turn.tool_calls();
             if !calls.is_empty() {
+                used_tools = true;
                 let results = self.call_tools(ctx, &calls, pos.as_deref()).await?;
                 messages.extend(results);
                 continue;
+            }
+            if !used_tools && !tools.is_empty() {
+                self.note(
+                    ctx,
+                    "tools_unused",
+                    format!(
+                        "agent `{}` was offered tools ({}) and answered without calling any",
+                        self.name,
+                        self.spec.tools.join(", ")
+                    ),
+                );
             }
             let content = turn.content();
             let Some(schema) = &self.spec.schema else {
@@ -293,8 +297,8 @@ impl Step {
                 }
                 Err(why) => {
                     return Err(json!({ "code": "llm_schema", "error": format!(
-                        "the model's answer does not match the schema after {} tries: {why}",
-                        SCHEMA_RETRIES + 1), "output": content }));
+                        "agent `{}`: the model's answer does not match the schema after {} \
+                         tries: {why}", self.name, SCHEMA_RETRIES + 1), "output": content }));
                 }
             }
         }
@@ -305,6 +309,51 @@ impl Step {
                 self.name, self.spec.max_turns
             ),
         ))
+    }
+
+    /// An event (a progress output `{ llm_note: { code, message } }`) and
+    /// a warning in the log: something a user should see about a step
+    /// that did not fail.
+    fn note(&self, ctx: &SpawnCtx, code: &str, message: String) {
+        tracing::warn!(code, "{message}");
+        let note = json!({ "llm_note": { "code": code, "agent": self.name, "message": message } });
+        let _ = ctx.engine.emit(&ctx.token, OutputKind::Progress, note);
+    }
+
+    fn endpoint(&self) -> Result<Endpoint, Value> {
+        let base = self
+            .spec
+            .base_url
+            .clone()
+            .or_else(|| std::env::var("SWARM_LLM_BASE_URL").ok());
+        let base = base.unwrap_or_else(|| "https://api.openai.com/v1".into());
+        let model = self
+            .spec
+            .model
+            .clone()
+            .or_else(|| std::env::var("SWARM_LLM_MODEL").ok());
+        let refused = |why: String| fail("llm_config", format!("agent `{}`: {why}", self.name));
+        let Some(model) = model else {
+            return Err(refused("no model (set `model` or $SWARM_LLM_MODEL)".into()));
+        };
+        let key = match &self.spec.api_key_env {
+            // Checked when the agent was built; again here, where the key
+            // is read, so no other path reaches a variable not allowed.
+            Some(var) => {
+                crate::spawn::secrets::may_name(var).map_err(refused)?;
+                let unset = || refused(format!("the API key variable ${var} is not set"));
+                Some(std::env::var(var).map_err(|_| unset())?)
+            }
+            // No variable named: $SWARM_LLM_API_KEY when set (local
+            // servers need none).
+            None => std::env::var("SWARM_LLM_API_KEY").ok(),
+        };
+        Ok(Endpoint {
+            base: base.trim_end_matches('/').to_string(),
+            model,
+            key,
+            headers: self.spec.headers.clone().into_iter().collect(),
+        })
     }
 
     fn tool_list(&self) -> Result<Vec<Value>, Value> {
@@ -327,6 +376,9 @@ impl Step {
             .collect()
     }
 
+    /// The turn's request as the journal knows it: structured output asked
+    /// as `json_schema` whatever mode is sent (see `structured`), so a run
+    /// resumed in a process that has not learnt the mode yet replays.
     fn body(&self, model: &str, messages: &[Value], tools: &[Value]) -> Value {
         let mut body = json!({ "model": model, "messages": messages, "stream": self.spec.stream });
         let b = body.as_object_mut().expect("object");
@@ -339,8 +391,8 @@ impl Step {
         if let Some(t) = self.spec.temperature {
             b.insert("temperature".into(), json!(t));
         }
-        if let Some(m) = self.spec.max_tokens {
-            b.insert("max_tokens".into(), json!(m));
+        if self.spec.max_tokens > 0 {
+            b.insert("max_tokens".into(), json!(self.spec.max_tokens));
         }
         if let Some(s) = &self.spec.schema {
             b.insert(
@@ -357,20 +409,22 @@ impl Step {
 
     /// One turn: replayed from the journal when an earlier execution
     /// finished it, else sent, reported and recorded. Either way it is
-    /// charged to the run's token meter.
+    /// charged to the run's token meter, and a turn the model cut at
+    /// `max_tokens` ends the step.
     async fn turn(
         &self,
         ctx: &SpawnCtx,
-        req: &http::Request<'_>,
-        model: &str,
+        ep: &Endpoint,
+        body: Value,
         turn_no: u32,
         pos: Option<&str>,
     ) -> Result<Turn, Value> {
+        let model = ep.model.as_str();
         let replayed = match pos {
             Some(p) => self
                 .side
                 .log
-                .replay(p, &req.body)
+                .replay(p, &body)
                 .map_err(|e| fail("diverged", e))?,
             None => None,
         };
@@ -378,39 +432,37 @@ impl Step {
             let turn = Turn {
                 message: rec["message"].clone(),
                 usage: rec.get("usage").cloned(),
-                finish_reason: None,
+                finish_reason: rec["finish_reason"].as_str().map(str::to_string),
             };
             let spent = Usage::of_turn(turn.usage.as_ref());
             self.side
                 .meter
                 .charge(model, spent)
                 .map_err(|e| fail("token_budget", e))?;
-            return Ok(turn);
+            return self.cut_short(turn);
         }
         self.side
             .meter
             .check()
             .map_err(|e| fail("token_budget", e))?;
         let started = Instant::now();
-        let partial = |text: &str| {
-            let _ = ctx
-                .engine
-                .emit(&ctx.token, OutputKind::Partial, json!({ "delta": text }));
-        };
-        let turn = http::chat(req, &partial)
-            .await
-            .map_err(|f| json!({ "code": f.code, "error": f.message, "status": f.status }))?;
+        let (mut turn, mode, sent) = self.send(ctx, ep, &body).await?;
+        if estimate::missing(turn.usage.as_ref()) {
+            turn.usage = Some(estimate::usage(&sent, &turn.message));
+        }
         let spent = Usage::of_turn(turn.usage.as_ref());
         let report = json!({
             "llm": { "model": model, "turn": turn_no, "ms": started.elapsed().as_millis() as u64,
-                     "prompt_tokens": spent.prompt_tokens, "completion_tokens": spent.completion_tokens }
+                     "prompt_tokens": spent.prompt_tokens, "completion_tokens": spent.completion_tokens,
+                     "estimated": spent.estimated, "structured": mode.map(Mode::name) }
         });
         let _ = ctx.engine.emit(&ctx.token, OutputKind::Progress, report);
         if let Some(p) = pos {
-            let rec = json!({ "message": turn.message, "usage": turn.usage, "model": model });
+            let rec = json!({ "message": turn.message, "usage": turn.usage, "model": model,
+                              "finish_reason": turn.finish_reason });
             self.side
                 .log
-                .record(p, "llm_turn", &req.body, rec, spent.total_tokens)
+                .record(p, "llm_turn", &body, rec, spent.total_tokens)
                 .await
                 .map_err(|e| fail("journal_fault", e))?;
         }
@@ -418,91 +470,91 @@ impl Step {
             .meter
             .charge(model, spent)
             .map_err(|e| fail("token_budget", e))?;
-        Ok(turn)
+        self.cut_short(turn)
     }
 
-    /// Runs the turn's tool calls in parallel; each becomes a `tool`
-    /// message. An unknown tool or arguments that fail its `params` go
-    /// back to the model as the tool's error.
-    async fn call_tools(
+    /// A turn the model ended at `max_tokens` is an unfinished answer.
+    fn cut_short(&self, turn: Turn) -> Result<Turn, Value> {
+        if turn.finish_reason.as_deref() != Some("length") {
+            return Ok(turn);
+        }
+        let limit = match self.spec.max_tokens {
+            0 => "the server's token limit".to_string(),
+            n => format!("max_tokens ({n})"),
+        };
+        Err(
+            json!({ "code": "max_tokens", "output": turn.content(), "error": format!(
+            "agent `{}`: the model's answer was cut off at {limit}; raise `max_tokens` for \
+             this agent, or ask for a shorter answer", self.name) }),
+        )
+    }
+
+    /// Sends a turn within `turn_timeout`, stepping down the structured
+    /// output modes while the server refuses them (see `structured`).
+    /// Returns the turn, the mode that worked and the body as sent.
+    async fn send(
         &self,
         ctx: &SpawnCtx,
-        calls: &[Value],
-        turn_pos: Option<&str>,
-    ) -> Result<Vec<Value>, Value> {
-        let runs = calls.iter().map(|call| async move {
-            let id = call["id"].as_str().unwrap_or_default().to_string();
-            let pos = turn_pos.map(|p| format!("{p}~{id}"));
-            if let Some(p) = pos.as_deref()
-                && let Some(rec) = self
-                    .side
-                    .log
-                    .replay(p, call)
-                    .map_err(|e| fail("diverged", e))?
-            {
-                return Ok(tool_message(&id, &rec));
-            }
-            let out = self.tool(ctx, call).await;
-            let rec = match out {
-                Ok(v) => json!({ "ok": true, "value": v }),
-                Err(e) => json!({ "ok": false, "error": e }),
-            };
-            if let Some(p) = &pos {
-                self.side
-                    .log
-                    .record(p, "llm_tool", call, rec.clone(), 0)
-                    .await
-                    .map_err(|e| fail("journal_fault", e))?;
-            }
-            Ok(tool_message(&id, &rec))
+        ep: &Endpoint,
+        body: &Value,
+    ) -> Result<(Turn, Option<Mode>, Value), Value> {
+        let schema = (self.spec.schema.as_ref()).filter(|_| {
+            // A response_format the blueprint sets itself is sent as is.
+            !self.spec.extra.contains_key("response_format")
         });
-        futures_util::future::try_join_all(runs).await
-    }
-
-    async fn tool(&self, ctx: &SpawnCtx, call: &Value) -> Result<Value, Value> {
-        let name = call
-            .pointer("/function/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if !self.spec.tools.iter().any(|t| t == name) {
-            return Err(json!(format!(
-                "unknown tool `{name}` (tools: {})",
-                self.spec.tools.join(", ")
-            )));
-        }
-        let raw = call
-            .pointer("/function/arguments")
-            .and_then(Value::as_str)
-            .unwrap_or("{}");
-        let raw = if raw.trim().is_empty() { "{}" } else { raw };
-        let args: Value = serde_json::from_str(raw)
-            .map_err(|e| json!(format!("the arguments are not JSON ({e}): {raw}")))?;
-        if let Some(info) = self.side.tools.describe(name)
-            && let Err(why) = schema::validate(&info.params, &args)
-        {
-            return Err(json!(format!(
-                "the arguments do not match the parameters of `{name}`: {why}"
-            )));
-        }
-        self.side.tools.call(ctx, name, args).await
-    }
-}
-
-/// A tool's outcome as the model reads it.
-fn tool_message(id: &str, rec: &Value) -> Value {
-    let content = if rec["ok"] == json!(true) {
-        match &rec["value"] {
-            Value::String(s) => s.clone(),
-            v => v.to_string(),
-        }
-    } else {
-        format!(
-            "error: {}",
-            match &rec["error"] {
-                Value::String(s) => s.clone(),
-                v => v.to_string(),
+        let mut mode = schema.map(|_| structured::remembered(&ep.base, &ep.model));
+        let limit = Duration::from_millis(self.spec.turn_timeout_ms());
+        let partial = |text: &str| {
+            let _ = ctx
+                .engine
+                .emit(&ctx.token, OutputKind::Partial, json!({ "delta": text }));
+        };
+        loop {
+            let mut sent = body.clone();
+            if let (Some(s), Some(m)) = (schema, mode) {
+                structured::apply(&mut sent, s, m);
             }
-        )
-    };
-    json!({ "role": "tool", "tool_call_id": id, "content": content })
+            let req = http::Request {
+                url: format!("{}/chat/completions", ep.base),
+                key: ep.key.clone(),
+                headers: &ep.headers,
+                body: sent,
+                stream: self.spec.stream,
+                timeout: (self.spec.timeout.as_ref().and_then(millis))
+                    .map_or(limit, Duration::from_millis),
+                retries: self.spec.retries,
+            };
+            let Ok(out) = tokio::time::timeout(limit, http::chat(&req, &partial)).await else {
+                return Err(fail(
+                    "turn_timeout",
+                    format!(
+                        "agent `{}`: the model did not finish its turn within {}; raise \
+                         `turn_timeout` for this agent, or lower `max_tokens`",
+                        self.name,
+                        seconds(limit)
+                    ),
+                ));
+            };
+            match out {
+                Ok(turn) => {
+                    if let Some(m) = mode {
+                        structured::remember(&ep.base, &ep.model, m);
+                    }
+                    return Ok((turn, mode, req.body));
+                }
+                Err(f) if structured::refused(&f) && mode.and_then(Mode::next).is_some() => {
+                    let (from, to) = (mode.unwrap_or(Mode::Text), mode.and_then(Mode::next));
+                    let to = to.unwrap_or(Mode::Text);
+                    self.note(ctx, "structured_fallback", format!(
+                        "agent `{}`: {} refused structured output as `{}`, trying `{}` with the \
+                         schema in the prompt ({})", self.name, ep.base, from.name(), to.name(),
+                        f.message));
+                    mode = Some(to);
+                }
+                Err(f) => {
+                    return Err(json!({ "code": f.code, "error": f.message, "status": f.status }));
+                }
+            }
+        }
+    }
 }

@@ -34,6 +34,15 @@ pub enum Reply {
     /// Content without end, as a runaway server sends it: deltas when
     /// streamed, one JSON string that never closes otherwise.
     Endless,
+    /// An HTTP error whose `error.message` is this text (a server refusing
+    /// a field, as llama-cpp-python does with a 500).
+    Refuse(u16, String),
+    /// A final answer with no `usage` at all, as servers that ignore
+    /// `stream_options.include_usage` send it.
+    Bare(String),
+    /// An answer the model stopped at its token limit (`finish_reason:
+    /// "length"`).
+    Cut(String),
 }
 
 #[derive(Default)]
@@ -173,6 +182,11 @@ async fn respond(mut reply: Reply, stream: bool) -> Response {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         reply = *inner;
     }
+    if let Reply::Refuse(code, message) = &reply {
+        let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = json!({ "error": { "message": message, "type": "scripted" } });
+        return (status, axum::Json(body)).into_response();
+    }
     if let Reply::Status(code, after) = &reply {
         let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body =
@@ -214,16 +228,22 @@ fn whole(reply: &Reply) -> Value {
         Reply::Tools(calls) => json!({ "role": "assistant", "content": null, "tool_calls":
             calls.iter().map(|(id, name, args)| json!({ "id": id, "type": "function",
                 "function": { "name": name, "arguments": args } })).collect::<Vec<_>>() }),
-        Reply::Text(t) | Reply::Drop(t) => json!({ "role": "assistant", "content": t }),
+        Reply::Text(t) | Reply::Drop(t) | Reply::Bare(t) | Reply::Cut(t) => {
+            json!({ "role": "assistant", "content": t })
+        }
         _ => json!({ "role": "assistant", "content": "" }),
     };
-    let finish = if matches!(reply, Reply::Tools(_)) {
-        "tool_calls"
-    } else {
-        "stop"
+    let finish = match reply {
+        Reply::Tools(_) => "tool_calls",
+        Reply::Cut(_) => "length",
+        _ => "stop",
+    };
+    let usage = match reply {
+        Reply::Bare(_) => Value::Null,
+        _ => usage(),
     };
     json!({ "object": "chat.completion", "choices": [{ "index": 0, "message": message,
-            "finish_reason": finish }], "usage": usage() })
+            "finish_reason": finish }], "usage": usage })
 }
 
 /// The reply as `chat.completion.chunk` payloads; true when the stream
@@ -237,7 +257,7 @@ fn chunks(reply: &Reply) -> (Vec<String>, bool) {
     let tail =
         json!({ "object": "chat.completion.chunk", "choices": [], "usage": usage() }).to_string();
     match reply {
-        Reply::Text(t) => {
+        Reply::Text(t) | Reply::Bare(t) | Reply::Cut(t) => {
             let mid = t
                 .char_indices()
                 .nth(t.chars().count() / 2)
@@ -246,9 +266,19 @@ fn chunks(reply: &Reply) -> (Vec<String>, bool) {
             let out = vec![
                 chunk(json!({ "role": "assistant", "content": a }), Value::Null),
                 chunk(json!({ "content": b }), Value::Null),
-                chunk(json!({}), json!("stop")),
-                tail,
+                chunk(
+                    json!({}),
+                    json!(if matches!(reply, Reply::Cut(_)) {
+                        "length"
+                    } else {
+                        "stop"
+                    }),
+                ),
             ];
+            let out = match reply {
+                Reply::Bare(_) => out,
+                _ => [out, vec![tail]].concat(),
+            };
             (out, false)
         }
         Reply::Tools(calls) => {
@@ -280,8 +310,10 @@ fn chunks(reply: &Reply) -> (Vec<String>, bool) {
         }
         Reply::Drop(t) => (vec![chunk(json!({ "content": t }), Value::Null)], true),
         Reply::Malformed => (vec!["{\"choices\": [".to_string()], false),
-        Reply::Status(..) | Reply::Slow(..) | Reply::Held(..) | Reply::Endless => {
-            (Vec::new(), false)
-        }
+        Reply::Status(..)
+        | Reply::Refuse(..)
+        | Reply::Slow(..)
+        | Reply::Held(..)
+        | Reply::Endless => (Vec::new(), false),
     }
 }

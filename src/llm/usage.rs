@@ -6,6 +6,10 @@
 //! resumed run spent those tokens too), so the budget holds across resumes.
 //! The first charge past the budget trips it: the step fails with
 //! `token_budget` and the run's stop hook ends the whole run.
+//!
+//! A turn the server reported no usage for is counted by the tokenizer
+//! (`estimate`) and marked: a sum that includes such a turn is
+//! `estimated`, and says so wherever it is shown.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -20,6 +24,9 @@ pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    /// Some of it was counted here, not reported by the server.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub estimated: bool,
 }
 
 impl Usage {
@@ -36,6 +43,7 @@ impl Usage {
             prompt_tokens: p,
             completion_tokens: c,
             total_tokens: field("total_tokens").unwrap_or(p + c),
+            estimated: usage.and_then(|u| u.get("estimated")) == Some(&Value::Bool(true)),
         }
     }
 
@@ -44,6 +52,7 @@ impl Usage {
         self.prompt_tokens += other.prompt_tokens;
         self.completion_tokens += other.completion_tokens;
         self.total_tokens += other.total_tokens;
+        self.estimated |= other.estimated;
     }
 }
 
@@ -68,8 +77,9 @@ impl Tally {
     pub fn line(&self) -> String {
         let t = &self.total;
         let mut line = format!(
-            "{} tokens (prompt {} · completion {}) in {} turn{}",
+            "{} tokens ({}prompt {} · completion {}) in {} turn{}",
             thousands(t.total_tokens),
+            if t.estimated { "estimated: " } else { "" },
             thousands(t.prompt_tokens),
             thousands(t.completion_tokens),
             t.turns,
@@ -79,7 +89,10 @@ impl Tally {
             let parts: Vec<String> = self
                 .by_model
                 .iter()
-                .map(|(m, u)| format!("{m} {}", thousands(u.total_tokens)))
+                .map(|(m, u)| {
+                    let mark = if u.estimated { " (estimated)" } else { "" };
+                    format!("{m} {}{mark}", thousands(u.total_tokens))
+                })
                 .collect();
             line.push_str(&format!("; {}", parts.join(", ")));
         }
@@ -227,6 +240,17 @@ mod tests {
             "{}",
             t.line()
         );
+        t.add(
+            "b",
+            Usage::of_turn(Some(&json!({ "prompt_tokens": 6, "estimated": true }))),
+        );
+        assert!(
+            t.line()
+                .starts_with("1,240 tokens (estimated: prompt 1,006 · completion 234)"),
+            "{}",
+            t.line()
+        );
+        assert!(t.line().ends_with("b 6 (estimated)"), "{}", t.line());
         assert_eq!(thousands(1_234_567), "1,234,567");
     }
 }

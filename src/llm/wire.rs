@@ -41,6 +41,11 @@ impl Turn {
         let mut message = choice.get("message").cloned().unwrap_or(json!({}));
         if let Some(m) = message.as_object_mut() {
             m.entry("role").or_insert(json!("assistant"));
+            // Sent back as history: servers refuse `content: null` beside
+            // tool calls (llama-cpp-python answers 500), all accept "".
+            if m.get("content").is_none_or(Value::is_null) {
+                m.insert("content".into(), json!(""));
+            }
             if m.get("tool_calls")
                 .is_some_and(|t| t.as_array().is_none_or(Vec::is_empty))
             {
@@ -128,7 +133,14 @@ impl Accumulator {
         }
         let f = call.get("function");
         if let Some(name) = f.and_then(|f| f.get("name")).and_then(Value::as_str) {
-            slot.1.push_str(name);
+            // The format sends the name once, in the call's first delta;
+            // some servers (llama-cpp-python) repeat the whole name in every
+            // delta. A repeat (the name so far, or more of it) replaces.
+            if name.starts_with(slot.1.as_str()) {
+                slot.1 = name.to_string();
+            } else {
+                slot.1.push_str(name);
+            }
         }
         if let Some(args) = f.and_then(|f| f.get("arguments")).and_then(Value::as_str) {
             slot.2.push_str(args);
@@ -241,6 +253,22 @@ mod tests {
         assert_eq!(calls[1]["id"], "b");
         assert_eq!(calls[1]["function"]["arguments"], "{\"x\":2}");
         assert_eq!(turn.usage.unwrap()["completion_tokens"], 7);
+    }
+
+    #[test]
+    fn a_name_repeated_in_every_delta_is_not_appended() {
+        let mut acc = Accumulator::default();
+        for args in ["{\"term\":", "\"lua\"}"] {
+            let chunk = json!({ "choices": [{ "delta": { "tool_calls": [{ "index": 0,
+                "id": "c", "function": { "name": "lookup", "arguments": args } }] } }] });
+            acc.push(&chunk.to_string()).unwrap();
+        }
+        acc.push("[DONE]").unwrap();
+        let call = &acc.finish().unwrap().tool_calls()[0];
+        assert_eq!(call["function"]["name"], "lookup");
+        assert_eq!(call["function"]["arguments"], "{\"term\":\"lua\"}");
+        let body = json!({ "choices": [{ "message": { "content": null, "tool_calls": [call] } }] });
+        assert_eq!(Turn::from_response(&body).unwrap().message["content"], "");
     }
 
     #[test]

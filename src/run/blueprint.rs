@@ -88,6 +88,8 @@ pub struct Blueprint {
     pub deadline: Option<Duration>,
     /// `limits.tokens`: model tokens a run may spend (default none).
     pub tokens: Option<u64>,
+    /// `input`: the JSON Schema a run's input must match (`run::input`).
+    pub input: Option<serde_json::Value>,
 }
 
 /// The directory of a blueprint file: where its process agents run and its
@@ -217,9 +219,17 @@ impl Reader<'_> {
             None => None,
         };
         let (deadline, tokens) = self.limits(&spec, &at)?;
+        let input = match spec.get::<Value>("input").map_err(|e| self.lua_err(e))? {
+            Value::Nil => None,
+            v => {
+                let json = self.vm.lua().from_value(v).map_err(|e| self.lua_err(e))?;
+                Some(super::input::declared(json).map_err(|m| err(&at, "input", m))?)
+            }
+        };
         Ok(Blueprint {
             deadline,
             tokens,
+            input,
             name: bp.get("name").map_err(|e| self.lua_err(e))?,
             path: path.to_path_buf(),
             chunk: chunk.to_string(),

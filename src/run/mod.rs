@@ -12,6 +12,7 @@ pub mod blueprint;
 mod desk;
 mod durable;
 mod ending;
+mod input;
 pub mod kinds;
 mod llm;
 mod render;
@@ -122,6 +123,9 @@ pub enum RunError {
     /// `hint`: a suggestion among the live names, or "".
     #[error("no live blueprint named `{name}`{hint}")]
     UnknownBlueprint { name: String, hint: String },
+    /// An input that does not match the blueprint's declared `input`.
+    #[error("{0}")]
+    Input(String),
     /// Answering a question the run does not have open.
     #[error("run `{run}` has no open question `{name}` (open: {open})")]
     UnknownQuestion {
@@ -152,6 +156,7 @@ impl RunError {
             RunError::UnknownRun(_) => "unknown_run",
             RunError::BadRunId(_) => "bad_run_id",
             RunError::UnknownBlueprint { .. } => "unknown_blueprint",
+            RunError::Input(_) => "input_invalid",
             RunError::UnknownQuestion { .. } => "unknown_question",
             RunError::Draining => "draining",
             RunError::Forbidden { .. } | RunError::Bound(_) => "forbidden",
@@ -280,7 +285,10 @@ impl Prepared {
     /// Starts the run's root task and returns its id (so a caller can
     /// cancel it), then [`Prepared::finish`] runs it.
     /// With a store, the run is recorded in the journal first.
+    /// An input that does not match the blueprint's declared `input` is
+    /// refused first (`input_invalid`): nothing runs, nothing is recorded.
     pub async fn start(&self, input: serde_json::Value) -> Result<TaskId, RunError> {
+        self.blueprint.check_input(&input)?;
         self.begin_durable(&input).await?;
         self.root(input)
     }

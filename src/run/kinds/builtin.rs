@@ -177,6 +177,7 @@ const LLM: Kind = Kind {
             ("headers", "table"),
             ("extra", "table"),
             ("timeout", "duration"),
+            ("turn_timeout", "duration"),
             ("stream", "boolean"),
             ("retries", "number"),
         ],
