@@ -16,7 +16,7 @@ const REVIEW: &str = r#"local swarm = require "swarm"
 return swarm.blueprint "review" {
   agents = {
     writer = swarm.agent.llm { base_url = "URL", model = "smollm2", system = "You write short release notes." },
-    lint = swarm.agent.lua { run = function(task) return { words = 42 } end },
+    lint = swarm.agent.lua { run = function(task) swarm.time.sleep(300); return { words = 42 } end },
     judge = swarm.agent.lua {
       layers = { "senior_escalation" },
       run = function(task) return nil, "the notes do not say what changed for users" end,
@@ -48,7 +48,10 @@ async fn readme_screenshots() {
     let text = "Version 1.2 lets a run's page show where the time went: a timeline of every step, \
                 nested under its parent, with parallel branches side by side. Questions now say \
                 why they were asked and what an answer should look like.";
-    let replies = (0..8).map(|_| Reply::Text(text.into())).collect();
+    // Slow enough that the timeline has something to show.
+    let replies = (0..8)
+        .map(|_| Reply::Slow(400, Box::new(Reply::Text(text.into()))))
+        .collect();
     let scripted = Scripted::start(replies).await.unwrap();
     let blueprints = [
         ("review.lua", REVIEW.replace("URL", &scripted.url)),

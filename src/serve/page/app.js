@@ -76,5 +76,6 @@ setInterval(() => {
   list.reload();
   if (view && !view.ended) { view.refresh(); view.draw(); }
 }, 2000);
+setInterval(() => { if (view) view.tick(); }, 250);
 // Ready: the forms above now act through the page (tests wait for this).
 document.body.dataset.ready = "1";

@@ -150,6 +150,13 @@ export class RunView {
     });
   }
 
+  /** Between events: the running bars grow with the server's clock. */
+  tick() {
+    if (this.ended || !this.box || this.drawing) return;
+    this.steps.renderFlow(this.box("flow-line"));
+    drawTimeline(this.box("timeline"), this.steps);
+  }
+
   head() {
     const r = this.run;
     if (!r) return;

@@ -166,14 +166,19 @@ export class Steps {
     return el("td", { class: "out", "data-streamed": t.streamed }, ...kids);
   }
 
-  /** The flow's line and the table of steps. */
-  render(flowBox, table) {
+  /** The flow's own line: its status and how long it has taken. */
+  renderFlow(flowBox) {
     const root = this.tasks.get(this.root);
     if (root) {
       flowBox.replaceChildren(el("b", {}, "flow"), ` (task ${root.id}) `, el("span", { class: root.status, id: "flow-status" }, root.status),
         el("span", { class: "dim" }, " · " + this.elapsed(root)),
         root.waits.some((w) => w.end === null) ? el("span", { class: "suspended" }, " · waiting for an answer") : "");
     }
+  }
+
+  /** The flow's line and the table of steps. */
+  render(flowBox, table) {
+    this.renderFlow(flowBox);
     const head = el("tr", {}, el("th", { class: "n" }, "task"), el("th", { class: "agent" }, "agent"),
       el("th", { class: "st" }, "status"), el("th", { class: "time" }, "time"), el("th", { class: "use" }, "usage"), el("th", {}, "output"));
     const rows = this.steps().map(({ t, depth }) => el("tr", { "data-task": t.id, "data-agent": t.agent },
