@@ -2,6 +2,7 @@
 //!
 //! Layers, bottom-up: each imports only layers listed above it.
 //! - `duration` — the one parser of `250ms`/`90s`/`10m` text (a leaf).
+//! - `text`   — the one escaper of untrusted text bound for a terminal (a leaf).
 //! - `auth`   — roles, verbs, the role × verb gate, HMAC-signed capability tokens.
 //! - `engine` — tasks, attempts, the event ledger, the board, the spawner seam; one state, one lock.
 //! - `store`  — the store contract (runs, journal, events, questions, fenced ownership, work queue); SQLite and memory.
@@ -32,4 +33,5 @@ pub mod run;
 pub mod serve;
 pub mod spawn;
 pub mod store;
+pub mod text;
 pub mod worker;

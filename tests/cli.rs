@@ -138,8 +138,11 @@ return swarm.blueprint 'chain' {
             && lines[1].ends_with("[lua_error]"),
         "{err}"
     );
+    // The checkout's own path may hold anything (`lua-swarm/`, spaces):
+    // only what the host adds to it counts as noise.
+    let ours = err.replace(env!("CARGO_MANIFEST_DIR"), "<checkout>");
     for noise in ["\\n", "swarm/", "__mlua_async_poll", "{\""] {
-        assert!(!err.contains(noise), "`{noise}` in:\n{err}");
+        assert!(!ours.contains(noise), "`{noise}` in:\n{err}");
     }
 
     let out = swarm()
@@ -302,7 +305,7 @@ fn sigint_cancels_the_run_and_kills_process_agents() {
         "sigint",
         "slow.lua",
         &format!(
-            "local swarm = require 'swarm'\nreturn swarm.blueprint 's' {{\n  agents = {{ p = swarm.agent.process {{ shell = 'echo $$ > {}; echo started >&2; exec sleep 600' }} }},\n  flow = function() return swarm.step('p', 1) end,\n}}\n",
+            "local swarm = require 'swarm'\nreturn swarm.blueprint 's' {{\n  agents = {{ p = swarm.agent.process {{ shell = 'echo $$ > \"{}\"; echo started >&2; exec sleep 600' }} }},\n  flow = function() return swarm.step('p', 1) end,\n}}\n",
             pidfile.display()
         ),
     );
@@ -548,48 +551,88 @@ fn a_blueprint_reaches_no_host_variable_the_operator_did_not_allow() {
             "local swarm = require \"swarm\"\nreturn swarm.blueprint \"b\" {{\n  agents = {{ a = {field} }},\n  flow = function() return swarm.step(\"a\", 1) end,\n}}\n"
         )
     };
-    let cases = [
+    let llm = |key: &str, url: &str| {
+        format!(r#"swarm.agent.llm {{ model = "m", base_url = "{url}", api_key_env = "{key}" }}"#)
+    };
+    let local = "http://127.0.0.1:9/v1";
+    // (name, agent, environment, what the refusal says)
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "inherit",
-            r#"swarm.agent.process { cmd = { "true" }, inherit = { "AWS_SECRET_ACCESS_KEY" } }"#,
-            "",
+            r#"swarm.agent.process { cmd = { "true" }, inherit = { "AWS_SECRET_ACCESS_KEY" } }"#
+                .into(),
+            vec![],
             "$AWS_SECRET_ACCESS_KEY is not one the operator allows",
+        ),
+        (
+            "inherit-api-key",
+            r#"swarm.agent.process { cmd = { "true" }, inherit = { "OPENAI_API_KEY" } }"#.into(),
+            vec![],
+            "$OPENAI_API_KEY is not one the operator allows",
         ),
         (
             "key",
-            r#"swarm.agent.llm { model = "m", base_url = "http://127.0.0.1:9/v1", api_key_env = "AWS_SECRET_ACCESS_KEY" }"#,
-            "",
-            "$AWS_SECRET_ACCESS_KEY is not one the operator allows",
+            llm("AWS_SECRET_ACCESS_KEY", local),
+            vec![],
+            "$AWS_SECRET_ACCESS_KEY is not a variable the operator allows as an API key",
+        ),
+        (
+            "key-list-replaced",
+            llm("OPENAI_API_KEY", local),
+            vec![("SWARM_LLM_KEYS", "ANTHROPIC_API_KEY")],
+            "$OPENAI_API_KEY is not a variable the operator allows as an API key",
         ),
         (
             "secret",
-            r#"swarm.agent.process { cmd = { "true" }, inherit = { "SWARM_SECRET" } }"#,
-            "SWARM_SECRET,SWARM_*",
+            r#"swarm.agent.process { cmd = { "true" }, inherit = { "SWARM_SECRET" } }"#.into(),
+            vec![("SWARM_ALLOW_ENV", "SWARM_SECRET,SWARM_*")],
             "$SWARM_SECRET is the host's own secret",
         ),
         (
+            "worker-token",
+            r#"swarm.agent.process { cmd = { "true" }, inherit = { "SWARM_TOKEN" } }"#.into(),
+            vec![("SWARM_ALLOW_ENV", "*")],
+            "$SWARM_TOKEN is the host's own secret",
+        ),
+        (
             "secret-key",
-            r#"swarm.agent.llm { model = "m", base_url = "http://127.0.0.1:9/v1", api_key_env = "SWARM_SECRET" }"#,
-            "*",
+            llm("SWARM_SECRET", local),
+            vec![("SWARM_ALLOW_ENV", "*"), ("SWARM_LLM_KEYS", "*")],
             "$SWARM_SECRET is the host's own secret",
         ),
+        (
+            "foreign-endpoint",
+            llm("OPENAI_API_KEY", "http://127.0.0.1:9.evil.example/v1"),
+            vec![("SWARM_LLM_ALLOW", "http://127.0.0.1:9")],
+            "is not one the operator allows: $SWARM_LLM_ALLOW",
+        ),
     ];
-    for (name, field, allow, needle) in cases {
-        let bp = scratch(&format!("allow-{name}"), "b.lua", &agent(field));
+    for (name, field, envs, needle) in cases {
+        let bp = scratch(&format!("allow-{name}"), "b.lua", &agent(&field));
         let out = swarm()
             .args(["run", &bp, "--json", "--no-journal"])
             .env("SWARM_SECRET", "hunter2-hunter2-hunter2-hunter2-hunter2")
+            .env("SWARM_TOKEN", "worker-token-value")
             .env("AWS_SECRET_ACCESS_KEY", "aws-secret")
-            .env("SWARM_ALLOW_ENV", allow)
+            .env("OPENAI_API_KEY", "openai-secret")
+            .env_remove("SWARM_ALLOW_ENV")
+            .env_remove("SWARM_LLM_KEYS")
+            .env_remove("SWARM_LLM_ALLOW")
+            .envs(envs)
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stderr).to_string()
             + &String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(2), "{name}: {text}");
         assert!(text.contains(needle), "{name}: {text}");
-        assert!(
-            !text.contains("aws-secret") && !text.contains("hunter2"),
-            "{text}"
-        );
+        for secret in [
+            "aws-secret",
+            "hunter2",
+            "worker-token-value",
+            "openai-secret",
+        ] {
+            assert!(!text.contains(secret), "{name}: {text}");
+        }
     }
 }

@@ -37,7 +37,10 @@ fn check_reports_every_error_of_every_file() {
     assert!(
         stdout.contains("ok blueprints/hello.lua") && stdout.contains("ok blueprints/review.lua")
     );
-    assert!(stderr.contains("a.lua:2: `flw` unknown field"), "{stderr}");
+    assert!(
+        stderr.contains("a.lua:3: `flw` unknown field (did you mean `flow`?)"),
+        "{stderr}"
+    );
     assert!(stderr.contains("a.lua:2: `flow` is required"), "{stderr}");
     // A Lua layer written inline says where it belongs.
     assert!(

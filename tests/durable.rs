@@ -294,7 +294,7 @@ fn a_killed_run_is_marked_interrupted_and_resumable() {
     let bp = d.file(
         "k.lua",
         &format!(
-            "local swarm = require 'swarm'\nreturn swarm.blueprint 'k' {{\n  agents = {{ wait = swarm.agent.process {{ shell = 'while [ ! -e {} ]; do sleep 0.05; done; echo 1' }} }},\n  flow = function() swarm.step('wait', 1); return 'done' end,\n}}\n",
+            "local swarm = require 'swarm'\nreturn swarm.blueprint 'k' {{\n  agents = {{ wait = swarm.agent.process {{ shell = 'while [ ! -e \"{}\" ]; do sleep 0.05; done; echo 1' }} }},\n  flow = function() swarm.step('wait', 1); return 'done' end,\n}}\n",
             gate.display()
         ),
     );

@@ -373,8 +373,8 @@ async fn a_run_killed_mid_tool_loop_resumes_without_resending_a_finished_turn() 
 return swarm.blueprint "k" {{
   agents = {{
     model = swarm.agent.llm {{ base_url = "{url}", model = "m", tools = {{ "mark", "gate" }} }},
-    mark = swarm.agent.process {{ shell = 'echo ran >> {fx}; echo 1' }},
-    gate = swarm.agent.process {{ shell = 'echo $$ >> {pids}; while [ ! -e {gate} ]; do sleep 0.05; done; echo 2' }},
+    mark = swarm.agent.process {{ shell = 'echo ran >> "{fx}"; echo 1' }},
+    gate = swarm.agent.process {{ shell = 'echo $$ >> "{pids}"; while [ ! -e "{gate}" ]; do sleep 0.05; done; echo 2' }},
   }},
   flow = function() return swarm.step("model", "go") end,
 }}

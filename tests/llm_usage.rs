@@ -226,7 +226,7 @@ async fn a_resumed_llm_step_that_asks_something_else_diverges() {
 return swarm.blueprint "dv" {{
   agents = {{
     model = swarm.agent.llm {{ base_url = "{url}", model = "m", system = "{system}", tools = {{ "gate" }} }},
-    gate = swarm.agent.process {{ shell = 'echo $$ >> {pids}; while [ ! -e {gate} ]; do sleep 0.05; done; echo 2' }},
+    gate = swarm.agent.process {{ shell = 'echo $$ >> "{pids}"; while [ ! -e "{gate}" ]; do sleep 0.05; done; echo 2' }},
   }},
   flow = function() return swarm.step("model", "go") end,
 }}

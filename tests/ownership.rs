@@ -36,7 +36,7 @@ impl Dir {
     /// test), then appends a line to `effects`: each execution is visible.
     fn gated(&self) -> String {
         let body = format!(
-            "local swarm = require 'swarm'\nreturn swarm.blueprint 'g' {{\n  agents = {{ work = swarm.agent.process {{ shell = 'echo $$ >> {pids}; while [ ! -e {gate} ]; do sleep 0.05; done; echo ran >> {fx}; echo 1' }} }},\n  flow = function() swarm.step('work', 1); return 'done' end,\n}}\n",
+            "local swarm = require 'swarm'\nreturn swarm.blueprint 'g' {{\n  agents = {{ work = swarm.agent.process {{ shell = 'echo $$ >> \"{pids}\"; while [ ! -e \"{gate}\" ]; do sleep 0.05; done; echo ran >> \"{fx}\"; echo 1' }} }},\n  flow = function() swarm.step('work', 1); return 'done' end,\n}}\n",
             gate = self.0.join("gate").display(),
             fx = self.0.join("effects").display(),
             pids = self.0.join("pids").display(),
@@ -570,8 +570,8 @@ fn a_read_only_journal_still_lists_and_shows_runs() {
     let dir = d.0.display().to_string();
     let swarm = env!("CARGO_BIN_EXE_swarm");
     let script = format!(
-        "mount --bind {dir} {dir} && mount -o remount,ro,bind {dir} && \
-         {swarm} runs && {swarm} show ro1 && {swarm} prune --older-than 0s; echo prune-exit=$?"
+        "mount --bind '{dir}' '{dir}' && mount -o remount,ro,bind '{dir}' && \
+         '{swarm}' runs && '{swarm}' show ro1 && '{swarm}' prune --older-than 0s; echo prune-exit=$?"
     );
     let out = Command::new("unshare")
         .args(["--mount", "sh", "-c", &script])
@@ -605,9 +605,9 @@ fn a_full_disk_interrupts_the_run_and_resume_continues_once_space_is_freed() {
     // A 12 MiB disk mostly taken by a filler file, in a private mount
     // namespace; freed after the first attempt.
     let script = format!(
-        "mount -t tmpfs -o size=12m tmpfs {j} && head -c 11600000 /dev/zero > {j}/filler && \
-         SWARM_DB={j}/swarm.db {swarm} run {bp} --run-id full; echo run-exit=$?; \
-         rm {j}/filler; SWARM_DB={j}/swarm.db {swarm} resume full --json; echo resume-exit=$?"
+        "mount -t tmpfs -o size=12m tmpfs '{j}' && head -c 11600000 /dev/zero > '{j}/filler' && \
+         SWARM_DB='{j}/swarm.db' '{swarm}' run '{bp}' --run-id full; echo run-exit=$?; \
+         rm '{j}/filler'; SWARM_DB='{j}/swarm.db' '{swarm}' resume full --json; echo resume-exit=$?"
     );
     let out = Command::new("unshare")
         .args(["--mount", "sh", "-c", &script])

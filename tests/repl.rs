@@ -196,3 +196,15 @@ fn a_failed_run_reads_as_a_chain_of_causes() {
         "{err}"
     );
 }
+
+/// Text a script controls reaches the terminal with its control bytes
+/// shown, not obeyed: `print`, a returned string's raw form, an error.
+#[test]
+fn control_bytes_from_the_session_are_escaped() {
+    let (out, err) = repl(&[], "print('a\\27[2Jb')\nerror('\\27]52;c;SElKQUNL\\7')\n");
+    for text in [&out, &err] {
+        assert!(!text.contains('\x1b'), "{text:?}");
+    }
+    assert!(out.contains("a\\x1b[2Jb"), "{out:?}");
+    assert!(err.contains("\\x1b]52;c;SElKQUNL\\x07"), "{err:?}");
+}

@@ -65,7 +65,7 @@ fn cancelling_a_run_whose_owner_is_gone_ends_it_at_once_and_resume_runs_nothing(
     let bp = d.file(
         "c.lua",
         &format!(
-            "local swarm = require 'swarm'\nreturn swarm.blueprint 'c' {{\n  agents = {{ w = swarm.agent.process {{ shell = 'echo ran >> {fx}; while [ ! -e {gate} ]; do sleep 0.02; done; echo 1' }} }},\n  flow = function() swarm.step('w', 1); swarm.step('w', 2); return 'done' end,\n}}\n",
+            "local swarm = require 'swarm'\nreturn swarm.blueprint 'c' {{\n  agents = {{ w = swarm.agent.process {{ shell = 'echo ran >> \"{fx}\"; while [ ! -e \"{gate}\" ]; do sleep 0.02; done; echo 1' }} }},\n  flow = function() swarm.step('w', 1); swarm.step('w', 2); return 'done' end,\n}}\n",
             fx = effects.display(),
             gate = gate.display(),
         ),

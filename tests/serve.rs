@@ -592,6 +592,77 @@ async fn a_server_without_tokens_serves_no_other_origin_and_no_foreign_host() {
     assert_eq!(h["x-frame-options"], "DENY");
 }
 
+/// With tokens the same rules hold, and the operator can name the hosts a
+/// server answers to: a rebound name and another page's origin are refused
+/// even with a valid token; an IP address, loopback names and
+/// `--allow-host` names are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_tokens_answers_only_to_its_own_host_names() {
+    let s = serve(&fresh_here("hosts"), &["--allow-host", "swarm.lan"]);
+    let bearer = format!("Bearer {}", s.token(Role::Operator, None));
+    let auth = ("authorization", bearer.as_str());
+    let json = ("content-type", "application/json");
+    let start = r#"{"blueprint":"quick","input":1}"#;
+    let port = s.url.rsplit(':').next().unwrap().to_string();
+    for host in ["rebound.evil.example", "swarm.lan.evil.example"] {
+        let h = format!("{host}:{port}");
+        let (code, body) = raw(&s, &[json, auth, ("host", &h)], start).await;
+        assert_eq!(
+            (code, &body["code"]),
+            (403, &json!("cross_origin")),
+            "{host}: {body}"
+        );
+    }
+    let (code, body) = raw(&s, &[json, auth, ("origin", "https://evil.example")], start).await;
+    assert_eq!(
+        (code, &body["code"]),
+        (403, &json!("cross_origin")),
+        "{body}"
+    );
+    let c = Client::new(&s, Some(s.token(Role::Operator, None)));
+    assert_eq!(c.get("/v1/runs").await.1["runs"], json!([]));
+    for host in [
+        "swarm.lan",
+        "SWARM.LAN",
+        "localhost",
+        "127.0.0.1",
+        "10.1.2.3",
+    ] {
+        let h = format!("{host}:{port}");
+        let (code, body) = raw(&s, &[json, auth, ("host", &h)], start).await;
+        assert_eq!(code, 201, "{host}: {body}");
+    }
+}
+
+/// A keep-alive connection that has had its answer and then sends nothing
+/// is closed after the header timeout too (an idle timeout): idle
+/// connections cannot pile up to the cap either.
+#[test]
+fn an_idle_keep_alive_connection_is_closed() {
+    use std::io::{Read, Write};
+    let s = serve(
+        &fresh_here("idle"),
+        &["--no-auth", "--header-timeout", "1s"],
+    );
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    c.write_all(b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    c.set_read_timeout(Some(common::HANG_GUARD)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("an idle connection was held open: {e}"),
+        }
+    }
+    let reply = String::from_utf8_lossy(&got);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_open_requests_cannot_take_the_server_off_the_air() {
     use std::io::{Read, Write};

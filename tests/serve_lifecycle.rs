@@ -34,7 +34,7 @@ fn gated(name: &str, file: &str, gate: &str) -> String {
 return swarm.blueprint "{name}" {{
   agents = {{
     echo = swarm.agent.rust {{ name = "echo" }},
-    wait = swarm.agent.process {{ shell = 'echo $$ >> {file}.pids; while [ ! -e {gate} ]; do sleep 0.05; done; echo 2' }},
+    wait = swarm.agent.process {{ shell = 'echo $$ >> "{file}".pids; while [ ! -e "{gate}" ]; do sleep 0.05; done; echo 2' }},
   }},
   flow = function()
     local a = swarm.step("echo", "first")

@@ -20,7 +20,7 @@ local function check_type(v, want)
   return type(v) == want
 end
 
-local function layer_list(list, at, field, bp, errors)
+local function layer_list(list, at, field, bp, errors, lead)
   if type(list) ~= "table" then
     errors[#errors + 1] = { where = at, field = field, message = "must be a list of layer names" }
     return
@@ -34,8 +34,22 @@ local function layer_list(list, at, field, bp, errors)
     elseif type(key) ~= "string" then
       errors[#errors + 1] = { where = at, field = f, message = "must be a layer name or { name, options... }" }
     elseif not host.is_layer(key) and not (type(bp.spec.layers) == "table" and bp.spec.layers[key]) then
-      errors[#errors + 1] = { where = at, field = f,
-        message = "unknown layer `" .. key .. "` (built-in: " .. host.layer_keys() .. ")" }
+      local known = {}
+      for k in host.layer_keys():gmatch("[^, ]+") do known[#known + 1] = k end
+      if type(bp.spec.layers) == "table" then
+        for k in pairs(bp.spec.layers) do known[#known + 1] = tostring(k) end
+      end
+      errors[#errors + 1] = { where = at, field = f, needle = { lead[1], lead[2], key },
+        message = "unknown layer `" .. key .. "` (built-in: " .. host.layer_keys() .. ")"
+          .. host.did_you_mean(key, known) }
+    elseif host.is_layer(key) and not (type(bp.spec.layers) == "table" and bp.spec.layers[key]) then
+      local problem = host.layer_problem(type(entry) == "table" and entry or { entry })
+      if problem then
+        local needle = { lead[1], lead[2], key }
+        if problem.needle ~= key then needle[4] = problem.needle end
+        errors[#errors + 1] = { where = at, field = f .. " (" .. key .. ")", needle = needle,
+          message = problem.message }
+      end
     end
   end
 end
@@ -55,7 +69,11 @@ local function check_agent(name, a, bp, errors)
   for k, v in pairs(a.spec) do
     local want = kind.fields[k] or kinds().profile[k]
     if not want then
-      errors[#errors + 1] = { where = a.where, field = field .. "." .. tostring(k), message = "unknown field" }
+      local known = {}
+      for f in pairs(kind.fields) do known[#known + 1] = f end
+      for f in pairs(kinds().profile) do known[#known + 1] = f end
+      errors[#errors + 1] = { where = a.where, field = field .. "." .. tostring(k), needle = tostring(k),
+        message = "unknown field" .. host.did_you_mean(tostring(k), known) }
     elseif not check_type(v, want) then
       errors[#errors + 1] = { where = a.where, field = field .. "." .. k,
         message = "must be a " .. want .. ", got " .. type(v) }
@@ -80,7 +98,7 @@ local function check_agent(name, a, bp, errors)
       end
     end
   end
-  if a.spec.layers then layer_list(a.spec.layers, a.where, field .. ".layers", bp, errors) end
+  if a.spec.layers then layer_list(a.spec.layers, a.where, field .. ".layers", bp, errors, { "layers", "" }) end
 end
 
 --- Every problem with `bp`, as `{ where, field, message }` entries.
@@ -95,7 +113,10 @@ local function validate(bp)
   for k, v in pairs(spec) do
     local want = BLUEPRINT_FIELDS[k]
     if not want then
-      errors[#errors + 1] = { where = bp.where, field = tostring(k), message = "unknown field" }
+      local known = {}
+      for f in pairs(BLUEPRINT_FIELDS) do known[#known + 1] = f end
+      errors[#errors + 1] = { where = bp.where, field = tostring(k), needle = tostring(k),
+        message = "unknown field" .. host.did_you_mean(tostring(k), known) }
     elseif type(v) ~= want then
       errors[#errors + 1] = { where = bp.where, field = k, message = "must be a " .. want .. ", got " .. type(v) }
     end
@@ -109,9 +130,10 @@ local function validate(bp)
   if type(spec.hints) == "table" then
     for k, v in pairs(spec.hints) do
       if k == "layers" then
-        layer_list(v, bp.where, "hints.layers", bp, errors)
+        layer_list(v, bp.where, "hints.layers", bp, errors, { "hints", "layers" })
       else
-        errors[#errors + 1] = { where = bp.where, field = "hints." .. tostring(k), message = "unknown hint" }
+        errors[#errors + 1] = { where = bp.where, field = "hints." .. tostring(k), needle = { "hints", tostring(k) },
+          message = "unknown hint (hints: layers)" .. host.did_you_mean(tostring(k), { "layers" }) }
       end
     end
   end

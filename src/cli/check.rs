@@ -29,7 +29,7 @@ pub fn run(args: CheckArgs) -> ExitCode {
     let files = match targets(&args.paths) {
         Ok(f) => f,
         Err(msg) => {
-            eprintln!("error: {msg}");
+            errln!("error: {msg}");
             return ExitCode::from(2);
         }
     };
@@ -40,7 +40,7 @@ pub fn run(args: CheckArgs) -> ExitCode {
         }
     }
     if failed > 0 {
-        eprintln!("error: {failed} of {} blueprints have errors", files.len());
+        errln!("error: {failed} of {} blueprints have errors", files.len());
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
@@ -61,7 +61,7 @@ fn targets(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
             continue;
         }
         match std::fs::read_to_string(p) {
-            Ok(src) if !is_blueprint(&src) => eprintln!(
+            Ok(src) if !is_blueprint(&src) => errln!(
                 "note: skipping {} (it does not call swarm.blueprint: a helper)",
                 p.display()
             ),
@@ -80,18 +80,18 @@ fn check_one(engine: &Engine, file: &Path) -> bool {
             return false;
         }
         Err(e) => {
-            eprintln!("error: {}: {e}", file.display());
+            errln!("error: {}: {e}", file.display());
             return false;
         }
     };
     let unknown = unknown_steps(&bp);
     for e in &unknown {
-        eprintln!("error: {e}");
+        errln!("error: {e}");
     }
     let dir = run::blueprint::dir_of(&bp.path);
     for a in &bp.agents {
         for w in a.backend.preflight(&a.name, &dir) {
-            eprintln!("warning: {}: {w}", bp.chunk);
+            errln!("warning: {}: {w}", bp.chunk);
         }
     }
     if unknown.is_empty() {
@@ -125,13 +125,7 @@ fn unknown_steps(bp: &Blueprint) -> Vec<String> {
                 if names.contains(&name) {
                     continue;
                 }
-                let hint = names
-                    .iter()
-                    .map(|n| (strsim::levenshtein(n, name), n))
-                    .filter(|(d, _)| *d <= 2.max(name.len() / 3))
-                    .min()
-                    .map(|(_, n)| format!(" (did you mean `{n}`?)"))
-                    .unwrap_or_default();
+                let hint = crate::text::did_you_mean(name, names.iter().copied());
                 out.push(format!(
                     "{}:{}: swarm.step: no agent named `{name}`{hint}; agents: {}",
                     bp.chunk,

@@ -39,17 +39,17 @@ pub(super) fn say(r: &Reload) {
             version,
             ms,
         } => {
-            eprintln!(
+            errln!(
                 "✓ {name} v{version} ({}) live in {ms:.1} ms",
                 path.display()
             )
         }
         Reload::Failed { error, kept, .. } => {
             let kept = kept.map_or("nothing live".to_string(), |v| format!("keeping v{v}"));
-            eprintln!("✗ {error} ({kept})");
+            errln!("✗ {error} ({kept})");
         }
         Reload::Unloaded { name, path } => {
-            eprintln!("– {name} unloaded ({} was deleted)", path.display())
+            errln!("– {name} unloaded ({} was deleted)", path.display())
         }
     }
 }
@@ -58,18 +58,18 @@ pub fn run(args: DevArgs) -> ExitCode {
     let input = match super::run::parse_input(args.input.as_deref()) {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("swarm dev: {e}");
+            errln!("swarm dev: {e}");
             return ExitCode::from(2);
         }
     };
     if !args.target.exists() {
-        eprintln!("swarm dev: {} does not exist", args.target.display());
+        errln!("swarm dev: {} does not exist", args.target.display());
         return ExitCode::from(2);
     }
     super::runtime().block_on(async move {
         let engine = Engine::new(EngineConfig::default(), Signer::from_env());
         let opts = RunOptions {
-            print: Some(Arc::new(|line: &str| eprintln!("{line}"))),
+            print: Some(Arc::new(|line: &str| errln!("{line}"))),
             ..RunOptions::default()
         };
         let runs = Runs::new(engine.clone(), None);
@@ -84,18 +84,18 @@ pub fn run(args: DevArgs) -> ExitCode {
         ) {
             Ok(w) => w,
             Err(e) => {
-                eprintln!("swarm dev: {e}");
+                errln!("swarm dev: {e}");
                 return ExitCode::from(2);
             }
         };
         let wanted = match args.run.as_deref().map(|w| resolve(&dev, w)).transpose() {
             Ok(w) => w,
             Err(msg) => {
-                eprintln!("swarm dev: {msg}");
+                errln!("swarm dev: {msg}");
                 return ExitCode::from(2);
             }
         };
-        eprintln!("watching {} (Ctrl-C to stop)", args.target.display());
+        errln!("watching {} (Ctrl-C to stop)", args.target.display());
         if let Some(name) = &wanted {
             rerun = Some(spawn_run(&runs, dev.clone(), name.clone(), input.clone()));
         }
@@ -184,7 +184,7 @@ fn spawn_run(
         };
         let run = match started {
             Ok(h) => h,
-            Err(e) => return eprintln!("✗ {e}"),
+            Err(e) => return errln!("✗ {e}"),
         };
         *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(run.key.clone());
         match run.finished().await {
@@ -192,7 +192,7 @@ fn spawn_run(
                 let text = serde_json::to_string(&report.result).unwrap_or_default();
                 outln!("{name} v{version} → {} {text}", report.status);
             }
-            Err(e) => eprintln!("✗ {name} v{version}: {e}"),
+            Err(e) => errln!("✗ {name} v{version}: {e}"),
         }
     });
     Rerun { key, task }

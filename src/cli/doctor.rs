@@ -23,13 +23,13 @@ pub fn run(args: DoctorArgs) -> ExitCode {
     let at = match args.journal.resolve(false) {
         Ok(at) => at,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(2);
         }
     };
     // What the doctor examines is SQLite's file and what lies beside it.
     let Some(path) = at.sqlite_path().map(|p| p.to_path_buf()) else {
-        eprintln!("error: `swarm doctor` checks a SQLite journal file; the store {at} has none");
+        errln!("error: `swarm doctor` checks a SQLite journal file; the store {at} has none");
         return ExitCode::from(2);
     };
     let size = |suffix: &str| {
@@ -59,7 +59,7 @@ pub fn run(args: DoctorArgs) -> ExitCode {
             return ExitCode::from(1);
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(2);
         }
     };

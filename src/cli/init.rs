@@ -75,14 +75,14 @@ pub struct StubsArgs {
 /// Writes `body` to `path` unless it exists; says which.
 fn write_new(path: &Path, body: &str) -> std::io::Result<()> {
     if path.exists() {
-        eprintln!("  kept     {} (exists)", path.display());
+        errln!("  kept     {} (exists)", path.display());
         return Ok(());
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(path, body)?;
-    eprintln!("  created  {}", path.display());
+    errln!("  created  {}", path.display());
     Ok(())
 }
 
@@ -102,7 +102,7 @@ pub fn init(args: InitArgs) -> ExitCode {
         write_new(&d.join("agents/echo.sh"), AGENT)?;
         write_new(&d.join(".luarc.json"), LUARC)?;
         write_stubs(&d.join(".swarm/types"))?;
-        eprintln!(
+        errln!(
             "  wrote    {} (LuaLS stubs)",
             d.join(".swarm/types").display()
         );
@@ -117,7 +117,7 @@ pub fn init(args: InitArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: swarm init {}: {e}", d.display());
+            errln!("error: swarm init {}: {e}", d.display());
             ExitCode::from(2)
         }
     }
@@ -130,7 +130,7 @@ pub fn stubs(args: StubsArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: swarm stubs {}: {e}", args.dir.display());
+            errln!("error: swarm stubs {}: {e}", args.dir.display());
             ExitCode::from(2)
         }
     }

@@ -3,9 +3,18 @@
 
 /// `println!` for command output: when the reader has gone (`swarm runs |
 /// head`), the command ends quietly, as other command-line tools do.
+/// Every line passes through `text::for_terminal`: agents, models and flows
+/// control much of what is printed, and none of it may move the cursor.
 macro_rules! outln {
     () => { $crate::cli::write_out(format_args!("")) };
     ($($arg:tt)*) => { $crate::cli::write_out(format_args!($($arg)*)) };
+}
+
+/// `eprintln!` with the line escaped for the terminal (see `outln!`).
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        eprintln!("{}", $crate::text::for_terminal(&format!($($arg)*)))
+    };
 }
 
 mod bench;
@@ -234,7 +243,7 @@ fn opened(store: Arc<dyn Store>) -> Result<Arc<dyn Store>, StoreError> {
 
 fn sweep(store: &dyn Store) -> Result<(), StoreError> {
     for id in crate::store::wait(store.mark_interrupted())? {
-        eprintln!(
+        errln!(
             "note: run {id} was interrupted (its owner is gone); `swarm resume {id}` continues it"
         );
     }
@@ -244,7 +253,7 @@ fn sweep(store: &dyn Store) -> Result<(), StoreError> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(e) = init_tracing(cli.log_file.as_deref()) {
-        eprintln!("error: --log-file: {e}");
+        errln!("error: --log-file: {e}");
         return ExitCode::from(2);
     }
     match cli.command {
@@ -308,23 +317,27 @@ pub(crate) fn report_error(e: &crate::run::RunError) {
     match e {
         RunError::Blueprint(BlueprintError::Invalid(problems)) => {
             for p in problems {
-                eprintln!("error: {p}");
+                errln!("error: {p}");
             }
         }
-        other => eprintln!("error: {other}"),
+        other => errln!("error: {other}"),
     }
 }
 
 /// Writes one line of command output (see `outln!`).
 pub(crate) fn write_out(args: std::fmt::Arguments<'_>) {
     use std::io::Write;
+    let line = args.to_string();
+    let line = crate::text::for_terminal(&line);
     let mut out = std::io::stdout().lock();
-    let written = out.write_fmt(args).and_then(|()| out.write_all(b"\n"));
+    let written = out
+        .write_all(line.as_bytes())
+        .and_then(|()| out.write_all(b"\n"));
     match written {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
         Err(e) => {
-            eprintln!("error: writing output: {e}");
+            errln!("error: writing output: {e}");
             std::process::exit(1);
         }
     }

@@ -33,7 +33,7 @@ pub fn run(args: ReplArgs) -> ExitCode {
     match repl::main(opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("swarm repl: {e}");
+            errln!("swarm repl: {e}");
             ExitCode::from(2)
         }
     }

@@ -113,12 +113,12 @@ fn options(out: &Output, store: Option<Arc<dyn Store>>) -> Result<RunOptions, St
         opts.answers
             .insert(name.to_string(), run::parse_answer(value));
     }
-    opts.print = Some(Arc::new(|line: &str| eprintln!("{line}")));
+    opts.print = Some(Arc::new(|line: &str| errln!("{line}")));
     Ok(opts)
 }
 
 fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {message}");
+    errln!("error: {message}");
     ExitCode::from(code)
 }
 
@@ -181,7 +181,7 @@ async fn execute(runs: &Arc<Runs>, run: Handle, out: &Output) -> ExitCode {
     // the first agent starts is ours, not the default (killing us).
     let mut stop = Stop::register();
     if let Some(id) = &run.id {
-        eprintln!("run {id}");
+        errln!("run {id}");
     }
     let engine = runs.engine();
     let events = spawn_event_writer(engine, out);
@@ -193,12 +193,12 @@ async fn execute(runs: &Arc<Runs>, run: Handle, out: &Output) -> ExitCode {
     let report = tokio::select! {
         r = &mut finish => r,
         sig = stop.next() => {
-            eprintln!("\n{sig}: stopping the run (again to force)");
+            errln!("\n{sig}: stopping the run (again to force)");
             let _ = runs.interrupt(&Authority::local(), &key);
             tokio::select! {
                 r = &mut finish => r,
                 sig = stop.next() => {
-                    eprintln!("{sig} again: exiting now");
+                    errln!("{sig} again: exiting now");
                     std::process::exit(130);
                 }
             }
@@ -214,7 +214,7 @@ async fn execute(runs: &Arc<Runs>, run: Handle, out: &Output) -> ExitCode {
     match report {
         Ok(report) => {
             if report.usage.total.turns > 0 && std::io::stderr().is_terminal() {
-                eprintln!("tokens: {}", report.usage.line());
+                errln!("tokens: {}", report.usage.line());
             }
             print_report(&report, out.json)
         }
@@ -278,18 +278,18 @@ fn print_report(report: &run::RunReport, json: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         (_, Some("senior_unanswered"), Some(id)) => {
-            eprintln!(
+            errln!(
                 "run {id} is waiting for an answer: {}",
                 message.unwrap_or("a senior question is open")
             );
             ExitCode::from(EXIT_WAITING)
         }
         (_, Some("interrupted"), Some(_)) => {
-            eprintln!("run {}", message.unwrap_or("interrupted"));
+            errln!("run {}", message.unwrap_or("interrupted"));
             ExitCode::from(EXIT_WAITING)
         }
         (_, Some("run_lost"), Some(_)) => {
-            eprintln!(
+            errln!(
                 "error: {}",
                 message.unwrap_or("lost the run to another owner")
             );
@@ -301,19 +301,19 @@ fn print_report(report: &run::RunReport, json: bool) -> ExitCode {
             } else {
                 "interrupted"
             };
-            eprintln!("error: run {id} {state}: {}", message.unwrap_or(code));
+            errln!("error: run {id} {state}: {}", message.unwrap_or(code));
             ExitCode::from(EXIT_WAITING)
         }
         (TaskStatus::Cancelled, ..) if report.result.is_null() => {
-            eprintln!("run cancelled");
+            errln!("run cancelled");
             ExitCode::from(1)
         }
         (status, ..) if json => {
-            eprintln!("error: flow {status}: {text}");
+            errln!("error: flow {status}: {text}");
             ExitCode::from(1)
         }
         _ => {
-            eprintln!("{}", run::error_chain(&report.result));
+            errln!("{}", run::error_chain(&report.result));
             ExitCode::from(1)
         }
     }
@@ -330,7 +330,7 @@ fn spawn_event_writer(engine: &Engine, out: &Output) -> Option<EventWriter> {
         (Some(path), _) => match std::fs::File::create(path) {
             Ok(f) => Box::new(std::io::BufWriter::new(f)),
             Err(e) => {
-                eprintln!("swarm: --events-file {}: {e}", path.display());
+                errln!("swarm: --events-file {}: {e}", path.display());
                 return None;
             }
         },

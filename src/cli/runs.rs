@@ -86,7 +86,7 @@ pub(super) fn journaled_run(j: &Db, id: &str) -> Result<(Arc<dyn Store>, RunReco
 }
 
 pub(super) fn fail(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {message}");
+    errln!("error: {message}");
     ExitCode::from(2)
 }
 

@@ -48,6 +48,12 @@ pub struct ServeArgs {
     /// How long a client may take to send a request's headers.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = super::parse_duration)]
     header_timeout: Duration,
+    /// A host name this server answers to beyond loopback names (and, with
+    /// tokens, IP addresses and this machine's name); repeatable; `*` for
+    /// any. Requests naming another `Host`, or from another page's
+    /// `Origin`, are refused 403 (DNS rebinding, cross-site requests).
+    #[arg(long, value_name = "NAME")]
+    allow_host: Vec<String>,
     #[command(flatten)]
     journal: Db,
 }
@@ -69,7 +75,7 @@ pub struct TokenArgs {
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("swarm serve: {message}");
+    errln!("swarm serve: {message}");
     ExitCode::from(2)
 }
 
@@ -148,7 +154,7 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         let opts = RunOptions {
             store: Some(store.clone()),
             wait_for_answers: true,
-            print: Some(Arc::new(|line: &str| eprintln!("{line}"))),
+            print: Some(Arc::new(|line: &str| errln!("{line}"))),
             ..RunOptions::default()
         };
         let dev = Arc::new(LiveBlueprints::new(engine.clone(), opts.clone()));
@@ -167,15 +173,16 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         };
         engine.board().open(args.lease);
         let server = Server::new(engine, store, dev, signer, access, opts);
+        server.allow_hosts(&args.allow_host);
         for id in server.resume_interrupted().await {
-            eprintln!("resumed run {id}");
+            errln!("resumed run {id}");
         }
         let listener = match tokio::net::TcpListener::bind(args.listen).await {
             Ok(l) => l,
             Err(e) => return fail(format!("cannot listen on {}: {e}", args.listen)),
         };
         let addr = listener.local_addr().map_or(args.listen, |a| a);
-        eprintln!("swarm serve: listening on http://{addr} (journal {at})");
+        errln!("swarm serve: listening on http://{addr} (journal {at})");
         server.start_sweep();
         let bounds = crate::serve::listen::Bounds {
             connections: args.max_connections,
@@ -198,11 +205,11 @@ async fn serve_until_drained(
     let http = crate::serve::listen::serve(listener, server.router(), bounds);
     let drained = async {
         let sig = stop_signal(watch).await;
-        eprintln!("swarm serve: {sig}: draining (running runs stop interrupted, resumable)");
+        errln!("swarm serve: {sig}: draining (running runs stop interrupted, resumable)");
         tokio::select! {
             left = server.drain(limit) => left,
             again = stop_signal(None) => {
-                eprintln!("swarm serve: {again} again: exiting now");
+                errln!("swarm serve: {again} again: exiting now");
                 Vec::new()
             }
         }
@@ -210,13 +217,13 @@ async fn serve_until_drained(
     tokio::select! {
         () = http => {}
         left = drained => for id in left {
-            eprintln!(
+            errln!(
                 "swarm serve: run {id} had not stopped after --drain {limit:?}; it is \
                  resumable once its lease lapses"
             );
         },
     }
-    eprintln!("swarm serve: exiting");
+    errln!("swarm serve: exiting");
     ExitCode::SUCCESS
 }
 

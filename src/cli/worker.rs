@@ -63,14 +63,16 @@ pub fn run(args: WorkerArgs) -> ExitCode {
                 on_signal.cancel();
             }
         });
-        eprintln!(
+        errln!(
             "swarm worker: claiming from queue `{}` at {} ({} at a time)",
-            opts.queue, opts.server, opts.concurrency
+            opts.queue,
+            opts.server,
+            opts.concurrency
         );
         match worker::run(opts, stop).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("swarm worker: {e}");
+                errln!("swarm worker: {e}");
                 ExitCode::from(2)
             }
         }

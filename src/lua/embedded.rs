@@ -154,8 +154,15 @@ fn require_local(lua: &Lua, name: &str) -> mlua::Result<Option<Value>> {
         return Ok(None);
     }
     let path = dir.join(format!("{}.lua", name.replace('.', "/")));
-    let Ok(source) = std::fs::read_to_string(&path) else {
-        return Ok(None);
+    let source = match read_helper(&dir, &path) {
+        Ok(Some(source)) => source,
+        Ok(None) => return Ok(None),
+        Err(why) => {
+            return Err(mlua::Error::RuntimeError(format!(
+                "{}: module '{name}': {why}",
+                caller_location(lua, 0)
+            )));
+        }
     };
     if let Some(ctx) = lua.app_data_ref::<super::ctx::VmCtx>() {
         ctx.required
@@ -173,6 +180,71 @@ fn require_local(lua: &Lua, name: &str) -> mlua::Result<Option<Value>> {
         .set_environment(env)
         .call(())?;
     Ok(Some(if v.is_nil() { Value::Boolean(true) } else { v }))
+}
+
+/// The largest helper file `require` reads.
+pub const MAX_HELPER: u64 = 4 << 20;
+
+/// The text of helper `path`, read only when, with every link resolved, it
+/// is a regular file inside blueprint root `dir` of at most
+/// [`MAX_HELPER`] bytes; `None` when there is no such file. It is opened
+/// without blocking (a FIFO cannot hold the run) and read through the open
+/// handle it was checked on, so a swap after the check changes nothing.
+fn read_helper(dir: &std::path::Path, path: &std::path::Path) -> Result<Option<String>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(real) = std::fs::canonicalize(path) else {
+        return Ok(None);
+    };
+    let root = std::fs::canonicalize(dir).map_err(|e| format!("blueprint directory: {e}"))?;
+    if !real.starts_with(&root) {
+        return Err(format!(
+            "{} leads outside the blueprint directory (to {}): helpers must live inside it",
+            path.display(),
+            real.display()
+        ));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&real)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    // A directory on the way swapped for a link after the check above
+    // shows here, in what the open handle really is.
+    use std::os::fd::AsRawFd;
+    let opened = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    if opened.is_ok_and(|o| !o.starts_with(&root)) {
+        return Err(format!(
+            "{} moved outside the blueprint directory",
+            path.display()
+        ));
+    }
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    if meta.len() > MAX_HELPER {
+        return Err(format!(
+            "{} is {} bytes; a helper may be at most {MAX_HELPER}",
+            path.display(),
+            meta.len()
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_HELPER + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if bytes.len() as u64 > MAX_HELPER {
+        return Err(format!(
+            "{} grew past {MAX_HELPER} bytes while read",
+            path.display()
+        ));
+    }
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| format!("{} is not UTF-8 text", path.display()))
 }
 
 #[cfg(test)]

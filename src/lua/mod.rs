@@ -162,7 +162,9 @@ impl Host {
         Host {
             engine,
             agents: agents.downgrade(),
-            print: Arc::new(|line| tracing::info!(target: "lua", "{line}")),
+            print: Arc::new(
+                |line| tracing::info!(target: "lua", "{}", crate::text::for_terminal(line)),
+            ),
             dir: None,
             vm_slots: VmSlots::shared(),
             layers: crate::spawn::LayerRegistry::shared_builtin(),

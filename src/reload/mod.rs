@@ -292,9 +292,13 @@ impl LiveBlueprints {
     /// A new run of the live version of `name`, journaled as `run_id`
     /// when given.
     pub fn prepare_as(&self, name: &str, run_id: Option<String>) -> Result<Prepared, RunError> {
-        let v = self
-            .live(name)
-            .ok_or_else(|| RunError::UnknownBlueprint(name.to_string()))?;
+        let v = self.live(name).ok_or_else(|| {
+            let live = self.versions();
+            RunError::UnknownBlueprint {
+                name: name.to_string(),
+                hint: crate::text::did_you_mean(name, live.iter().map(|v| v.name.as_str())),
+            }
+        })?;
         let mut opts = self.opts.clone();
         opts.run_id = run_id;
         run::prepare_source(&self.engine, &v.path, &v.source, opts)

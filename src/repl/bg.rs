@@ -74,8 +74,8 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .as_mut()
         {
-            Some(p) => p(line),
-            None => println!("{line}"),
+            Some(p) => p(crate::text::for_terminal(&line).into_owned()),
+            None => say!("{line}"),
         }
     }
 

@@ -9,6 +9,15 @@
 //! clears the line, so it never kills background runs. Ctrl-D or `:quit`
 //! leave (asking first when background runs are going).
 
+/// `println!`/`eprintln!` with the line escaped for the terminal: values,
+/// errors and `print` output come from Lua the user (or a model) wrote.
+macro_rules! say {
+    ($($arg:tt)*) => { println!("{}", $crate::text::for_terminal(&format!($($arg)*))) };
+}
+macro_rules! warn {
+    ($($arg:tt)*) => { eprintln!("{}", $crate::text::for_terminal(&format!($($arg)*))) };
+}
+
 mod bg;
 mod complete;
 
@@ -101,7 +110,7 @@ impl Session {
             .map_err(|e| e.to_string())?;
         let agents = Agents::default();
         let mut host = Host::new(engine.clone(), &agents);
-        host.print = Arc::new(|line: &str| println!("{line}"));
+        host.print = Arc::new(|line: &str| say!("{line}"));
         host.kinds = crate::run::AgentKinds::shared_builtin().infos();
         let vm = Vm::new(host, VmOptions::default()).map_err(|e| e.to_string())?;
         // All of `swarm` now, so tab completion lists it whole.
@@ -143,7 +152,7 @@ impl Session {
             reattached: Default::default(),
         };
         for bp in &opts.blueprints {
-            println!("{}", session.load(bp)?);
+            say!("{}", session.load(bp)?);
         }
         Ok(session)
     }
@@ -186,12 +195,12 @@ impl Session {
                 self.shared.set_token(token);
                 self.reattached
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                eprintln!(
+                warn!(
                     "(the REPL's engine session was detached: {why}; re-attached as a new session)"
                 );
             }
             Err(e) => {
-                eprintln!("(the REPL's engine session was detached and re-attaching failed: {e})")
+                warn!("(the REPL's engine session was detached and re-attaching failed: {e})")
             }
         }
     }
@@ -273,14 +282,14 @@ impl Session {
         let cmd = words.next().unwrap_or("");
         let arg = words.next();
         match cmd {
-            "help" | "h" => println!("{HELP}"),
+            "help" | "h" => say!("{HELP}"),
             "quit" | "q" => return false,
             "load" => match arg {
                 Some(f) => match self.load(std::path::Path::new(f)) {
-                    Ok(m) => println!("{m}"),
-                    Err(e) => eprintln!("{e}"),
+                    Ok(m) => say!("{m}"),
+                    Err(e) => warn!("{e}"),
                 },
-                None => eprintln!(":load needs a file"),
+                None => warn!(":load needs a file"),
             },
             "reload" => {
                 let files: Vec<PathBuf> = self
@@ -293,15 +302,15 @@ impl Session {
                     .collect();
                 for f in files {
                     match self.load(&f) {
-                        Ok(m) => println!("re{m}"),
-                        Err(e) => eprintln!("{e}"),
+                        Ok(m) => say!("re{m}"),
+                        Err(e) => warn!("{e}"),
                     }
                 }
             }
             "runs" => {
                 let runs = self.shared.runs.lock().unwrap_or_else(|e| e.into_inner());
                 if runs.is_empty() {
-                    println!("no background runs (start one with repl.spawn(name, input))");
+                    say!("no background runs (start one with repl.spawn(name, input))");
                 }
                 for (id, b) in runs.iter() {
                     let status = b
@@ -309,18 +318,18 @@ impl Session {
                         .borrow()
                         .as_ref()
                         .map_or("running".to_string(), |(s, _)| s.to_string());
-                    println!("{id:<5} {:<16} {status}", b.blueprint);
+                    say!("{id:<5} {:<16} {status}", b.blueprint);
                 }
             }
             "events" => self.events(arg.and_then(|n| n.parse().ok()).unwrap_or(20)),
             "wait" => match arg {
                 Some(id) => match self.rt.block_on(self.shared.wait(id)) {
-                    Ok((status, result)) => println!("{id} {status} {result}"),
-                    Err(e) => eprintln!("{}", e.message),
+                    Ok((status, result)) => say!("{id} {status} {result}"),
+                    Err(e) => warn!("{}", e.message),
                 },
-                None => eprintln!(":wait needs a run id (see :runs)"),
+                None => warn!(":wait needs a run id (see :runs)"),
             },
-            other => eprintln!("unknown command :{other} (try :help)"),
+            other => warn!("unknown command :{other} (try :help)"),
         }
         true
     }
@@ -333,10 +342,10 @@ impl Session {
             Ok(mut sub) => {
                 while let Ok(Some(ev)) = sub.try_next() {
                     let task = ev.task.map_or(String::new(), |t| t.to_string());
-                    println!("#{:<6} {:<20} {task}", ev.cursor, ev.kind.name());
+                    say!("#{:<6} {:<20} {task}", ev.cursor, ev.kind.name());
                 }
             }
-            Err(e) => eprintln!("{e}"),
+            Err(e) => warn!("{e}"),
         }
     }
 
@@ -359,10 +368,10 @@ fn feed(s: &Session, buffer: &mut Vec<String>, line: &str, mut on_chunk: impl Fn
         Eval::Incomplete => return true,
         Eval::Values(v) => {
             if !v.is_empty() {
-                println!("{}", v.join("\t"));
+                say!("{}", v.join("\t"));
             }
         }
-        Eval::Error(e) => eprintln!("{}", crate::lua::error::user_frames(&e)),
+        Eval::Error(e) => warn!("{}", crate::lua::error::user_frames(&e)),
     }
     on_chunk(&chunk);
     buffer.clear();
@@ -383,7 +392,7 @@ pub fn main(opts: Options) -> Result<(), String> {
             }
         }
         if !buffer.is_empty() {
-            eprintln!("stdin: incomplete chunk at end of input");
+            warn!("stdin: incomplete chunk at end of input");
         }
         // Let background runs finish when input ends.
         while session.shared.running() > 0 {
@@ -413,7 +422,7 @@ fn interactive(session: &Session, opts: &Options) -> Result<(), String> {
             let _ = p.print(format!("{line}\n"));
         }));
     }
-    println!(
+    say!(
         "swarm repl — Lua 5.4 on a live engine as {}. :help for help.",
         session.shared.role
     );
@@ -446,7 +455,7 @@ fn interactive(session: &Session, opts: &Options) -> Result<(), String> {
             Err(ReadlineError::Eof) => {
                 let n = session.shared.running();
                 if n > 0 && !warned {
-                    println!(
+                    say!(
                         "{n} background run(s) still going; Ctrl-D again (or :quit) cancels them and leaves"
                     );
                     warned = true;

@@ -131,9 +131,18 @@ pub fn load(
                 .map(|p| {
                     let p = p?;
                     let at: String = p.get("where")?;
+                    let path: Vec<String> = match p.get::<Value>("needle")? {
+                        Value::Table(t) => t.sequence_values().collect::<mlua::Result<_>>()?,
+                        Value::String(w) => vec![w.to_str()?.to_string()],
+                        _ => Vec::new(),
+                    };
                     Ok(Problem {
                         // A problem with the file as a whole has no line.
-                        location: if at == "?" { chunk.clone() } else { at },
+                        location: if at == "?" {
+                            chunk.clone()
+                        } else {
+                            own_line(&at, source, &path)
+                        },
                         field: p.get("field")?,
                         message: p.get("message")?,
                     })
@@ -355,6 +364,55 @@ impl Reader<'_> {
         }
         Ok(gate)
     }
+}
+
+/// `location` (`chunk:line`, the line of the declaration a problem is
+/// in) moved to the line of the problem's own entry: from that line on,
+/// each of `path` (the names leading to it, e.g. `hints`, `layers`,
+/// `retry`, `maxx`) is found as a whole word after the one before, outside
+/// comments; the last one's line is the entry's. Unchanged when a name is
+/// not found.
+fn own_line(location: &str, source: &str, path: &[String]) -> String {
+    let Some((chunk, line)) = location.rsplit_once(':') else {
+        return location.to_string();
+    };
+    let Ok(from) = line.parse::<usize>() else {
+        return location.to_string();
+    };
+    let mut at = source
+        .split_inclusive('\n')
+        .take(from.saturating_sub(1))
+        .map(str::len)
+        .sum::<usize>();
+    for word in path.iter().filter(|w| !w.is_empty()) {
+        match find_word(source, at, word) {
+            Some(i) => at = i,
+            None => return location.to_string(),
+        }
+    }
+    if path.is_empty() {
+        return location.to_string();
+    }
+    let line = source[..at].matches('\n').count() + 1;
+    format!("{chunk}:{line}")
+}
+
+/// The offset of the first whole-word `word` at or after `from`, not in a
+/// `--` comment.
+fn find_word(source: &str, from: usize, word: &str) -> Option<usize> {
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    source[from..]
+        .match_indices(word)
+        .map(|(i, _)| from + i)
+        .find(|&i| {
+            let line_start = source[..i].rfind('\n').map_or(0, |n| n + 1);
+            let before = source[..i].chars().next_back().is_none_or(|c| !ident(c));
+            let after = source[i + word.len()..]
+                .chars()
+                .next()
+                .is_none_or(|c| !ident(c));
+            before && after && !source[line_start..i].contains("--")
+        })
 }
 
 /// Milliseconds from a `duration` value: a number of ms, or text like

@@ -119,8 +119,9 @@ pub enum RunError {
     /// A caller bound to one run asked to start another.
     #[error("this caller is bound to run `{0}` and may not start runs")]
     Bound(String),
-    #[error("no live blueprint named `{0}`")]
-    UnknownBlueprint(String),
+    /// `hint`: a suggestion among the live names, or "".
+    #[error("no live blueprint named `{name}`{hint}")]
+    UnknownBlueprint { name: String, hint: String },
     /// Answering a question the run does not have open.
     #[error("run `{run}` has no open question `{name}` (open: {open})")]
     UnknownQuestion {
@@ -150,7 +151,7 @@ impl RunError {
             RunError::Refused(_) => "refused",
             RunError::UnknownRun(_) => "unknown_run",
             RunError::BadRunId(_) => "bad_run_id",
-            RunError::UnknownBlueprint(_) => "unknown_blueprint",
+            RunError::UnknownBlueprint { .. } => "unknown_blueprint",
             RunError::UnknownQuestion { .. } => "unknown_question",
             RunError::Draining => "draining",
             RunError::Forbidden { .. } | RunError::Bound(_) => "forbidden",

@@ -307,6 +307,9 @@ impl Runs {
     /// its owner's lease lapsed) is cancelled at once, fencing its owner
     /// out. A finished run is refused.
     pub async fn cancel(&self, who: &Authority, id: &str) -> Result<Cancelled, RunError> {
+        // Who may first: a caller that may not cancel learns nothing of
+        // the run, not even whether it exists.
+        who.check(Action::Cancel, Some(id))?;
         let record = self.record(who, id).await?;
         let done = service::cancel_record(who, self.journal()?, &record).await?;
         if let Some(a) = self.active().get(id) {
@@ -323,6 +326,7 @@ impl Runs {
         name: &str,
         value: Value,
     ) -> Result<Answered, RunError> {
+        who.check(Action::Answer, Some(id))?;
         let record = self.record(who, id).await?;
         service::answer_record(who, self.journal()?, &record, name, value).await
     }

@@ -115,9 +115,10 @@ fn check_id(id: &str) -> Result<(), ApiError> {
     }
 }
 
-async fn start(State(s): S, headers: HeaderMap, Body(req): Body<NewRun>) -> Reply {
+async fn start(State(s): S, headers: HeaderMap, body: Body<NewRun>) -> Reply {
     let who = s.who(&headers)?;
     who.check(Action::Start, None)?;
+    let req = body.parse()?;
     if let Some(id) = &req.id {
         check_id(id)?;
         if s.store.run(id).await?.is_some() {
@@ -220,9 +221,11 @@ async fn answer(
     State(s): S,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Body(req): Body<AnswerReq>,
+    body: Body<AnswerReq>,
 ) -> Reply {
     let who = s.who(&headers)?;
+    who.check(Action::Answer, Some(&id))?;
+    let req = body.parse()?;
     let answered = s.runs.answer(&who, &id, &req.question, req.value).await?;
     ok(json!({ "answered": true, "resume_needed": answered == Answered::NeedsResume }))
 }
@@ -247,12 +250,13 @@ async fn resume(
     State(s): S,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Body(req): Body<ResumeReq>,
+    body: Body<ResumeReq>,
 ) -> Reply {
     let who = s.who(&headers)?;
     // Who may first, then what the run's state allows: a caller that may
     // not resume learns nothing about the run.
     who.check(Action::Resume, Some(&id))?;
+    let req = body.parse()?;
     s.runs.record(&who, &id).await?;
     if s.is_active(&id) {
         return Err(ApiError::new(

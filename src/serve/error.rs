@@ -54,7 +54,7 @@ impl From<RunError> for ApiError {
     fn from(e: RunError) -> ApiError {
         let status = match &e {
             RunError::UnknownRun(_)
-            | RunError::UnknownBlueprint(_)
+            | RunError::UnknownBlueprint { .. }
             | RunError::UnknownQuestion { .. } => StatusCode::NOT_FOUND,
             RunError::Forbidden { .. } | RunError::Bound(_) => StatusCode::FORBIDDEN,
             RunError::Refused(_) => StatusCode::CONFLICT,
@@ -84,11 +84,27 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
-/// A JSON request body whose every rejection is an [`ApiError`]: 413 past
-/// the body limit, 400 when it is not the JSON the route takes.
-pub struct Body<T>(pub T);
+/// A JSON request body, read now and parsed when the handler asks
+/// ([`Body::parse`]): after it has checked who may call it, so a caller
+/// whose role may not use a route learns nothing from the body's errors
+/// (403 comes before 400). Unreadable or oversized bodies are 400 / 413
+/// `body_too_large`; an empty body reads as `{}`.
+pub struct Body<T>(axum::body::Bytes, std::marker::PhantomData<fn() -> T>);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+impl<T: DeserializeOwned> Body<T> {
+    /// The body as a `T`, or 400 `bad_request` saying what is wrong.
+    pub fn parse(&self) -> Result<T, ApiError> {
+        let bytes = if self.0.is_empty() {
+            &b"{}"[..]
+        } else {
+            &self.0[..]
+        };
+        serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::bad_request(format!("the body is not the JSON expected: {e}")))
+    }
+}
+
+impl<S: Send + Sync, T> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
@@ -102,14 +118,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
                 };
                 ApiError::new(r.status(), code, r.body_text())
             })?;
-        let bytes = if bytes.is_empty() {
-            &b"{}"[..]
-        } else {
-            &bytes[..]
-        };
-        serde_json::from_slice(bytes)
-            .map(Body)
-            .map_err(|e| ApiError::bad_request(format!("the body is not the JSON expected: {e}")))
+        Ok(Body(bytes, std::marker::PhantomData))
     }
 }
 

@@ -60,6 +60,8 @@ pub struct Server {
     tails: Mutex<HashMap<String, tokio::sync::watch::Sender<(i64, bool)>>>,
     /// What the orphan sweep remembers between passes.
     sweep: Arc<sweep::Memory>,
+    /// Host names answered beyond loopback (`--allow-host`).
+    hosts: std::sync::OnceLock<origin::Hosts>,
 }
 
 impl Server {
@@ -87,7 +89,18 @@ impl Server {
             opts,
             tails: Mutex::new(HashMap::new()),
             sweep,
+            hosts: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The host names this server answers to beyond loopback (see
+    /// `origin.rs`); set once, before serving.
+    pub fn allow_hosts(&self, names: &[String]) {
+        let _ = self.hosts.set(origin::Hosts::new(names));
+    }
+
+    fn hosts(&self) -> &origin::Hosts {
+        self.hosts.get_or_init(origin::Hosts::default)
     }
 
     /// The routes and their layers, outer to inner: a tracing span per

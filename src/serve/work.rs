@@ -104,10 +104,11 @@ async fn claim(
     State(s): S,
     headers: HeaderMap,
     Path(queue): Path<String>,
-    Body(req): Body<ClaimReq>,
+    body: Body<ClaimReq>,
 ) -> Result<Response, ApiError> {
     let who = s.who(&headers)?;
     who.check(Action::Work, None)?;
+    let req = body.parse()?;
     let Some(c) = claim_wait(&s, &queue, who.run.as_deref(), wait(req.wait_ms)).await? else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
@@ -139,10 +140,11 @@ async fn heartbeat(
     State(s): S,
     headers: HeaderMap,
     Path(claim): Path<String>,
-    Body(beat): Body<Beat>,
+    body: Body<Beat>,
 ) -> Result<Json<Value>, ApiError> {
     let who = s.who(&headers)?;
     who.check(Action::Work, None)?;
+    let beat = body.parse()?;
     // A worker bound to a run touches that run's claims only.
     let run = queue(&s).check(&claim).await.map_err(store_err)??;
     who.check(Action::Work, run.as_deref())?;
@@ -186,10 +188,11 @@ async fn events(
     State(s): S,
     headers: HeaderMap,
     Path(claim): Path<String>,
-    Body(req): Body<EventsReq>,
+    body: Body<EventsReq>,
 ) -> Result<Json<Value>, ApiError> {
     let who = s.who(&headers)?;
     who.check(Action::Work, None)?;
+    let req = body.parse()?;
     let task = TaskId(req.task);
     let (id, item) = queue(&s).claimed(&claim, task).await.map_err(store_err)??;
     who.check(Action::Work, item.run.as_deref())?;
@@ -237,10 +240,11 @@ async fn result(
     State(s): S,
     headers: HeaderMap,
     Path(claim): Path<String>,
-    Body(req): Body<ResultReq>,
+    body: Body<ResultReq>,
 ) -> Result<Json<Value>, ApiError> {
     let who = s.who(&headers)?;
     who.check(Action::Work, None)?;
+    let req = body.parse()?;
     let task = TaskId(req.task);
     let (_, item) = queue(&s).claimed(&claim, task).await.map_err(store_err)??;
     who.check(Action::Work, item.run.as_deref())?;

@@ -51,14 +51,14 @@ pub fn run(args: BenchArgs) -> ExitCode {
         args.workloads
     };
     if let Some(bad) = chosen.iter().find(|w| !WORKLOADS.contains(&w.as_str())) {
-        eprintln!(
+        errln!(
             "swarm bench: unknown workload `{bad}` (known: {})",
             WORKLOADS.join(", ")
         );
         return ExitCode::from(2);
     }
     if cfg!(debug_assertions) {
-        eprintln!("swarm bench: this is a debug build; figures mean little (use --release)");
+        errln!("swarm bench: this is a debug build; figures mean little (use --release)");
     }
     let rt = super::runtime();
     for w in &chosen {

@@ -47,6 +47,44 @@ pub fn register(lua: &Lua, t: &Table) -> mlua::Result<()> {
             Ok(ctx.host.layers.contains(&key))
         })?,
     )?;
+    // What is wrong with a `{ "key", opt = … }` layer entry by its
+    // layer's declared options: `{ needle, message }`, or nil.
+    t.raw_set(
+        "layer_problem",
+        lua.create_function(|lua, entry: Table| {
+            let key: String = entry.raw_get(1)?;
+            let mut opts = serde_json::Map::new();
+            for pair in entry.pairs::<Value, Value>() {
+                let (k, v) = pair?;
+                if let Value::String(k) = k {
+                    let v: serde_json::Value =
+                        mlua::LuaSerdeExt::from_value(lua, v).unwrap_or(serde_json::Value::Null);
+                    opts.insert(k.to_str()?.to_string(), v);
+                }
+            }
+            let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
+            let Some((needle, message)) = ctx
+                .host
+                .layers
+                .option_problem(&key, &serde_json::Value::Object(opts))
+            else {
+                return Ok(Value::Nil);
+            };
+            let out = lua.create_table()?;
+            out.raw_set("needle", needle)?;
+            out.raw_set("message", message)?;
+            Ok(Value::Table(out))
+        })?,
+    )?;
+    t.raw_set(
+        "did_you_mean",
+        lua.create_function(|_, (name, known): (String, Vec<String>)| {
+            Ok(crate::text::did_you_mean(
+                &name,
+                known.iter().map(String::as_str),
+            ))
+        })?,
+    )?;
     t.raw_set(
         "layer_keys",
         lua.create_function(|lua, ()| {

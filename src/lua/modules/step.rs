@@ -166,9 +166,10 @@ fn unknown_agent(lua: &Lua, agent: &str) -> HostError {
     } else {
         names.join(", ")
     };
+    let hint = crate::text::did_you_mean(agent, names.iter().map(String::as_str));
     HostError::new(
         "unknown_agent",
-        format!("unknown agent `{agent}` (known: {known})"),
+        format!("unknown agent `{agent}`{hint} (known: {known})"),
     )
 }
 

@@ -206,6 +206,10 @@ impl Backend for Llm {
     fn build(&self, b: &Build<'_>, agent: &str) -> Result<Arc<dyn Spawner>, SpawnError> {
         let named = self.0.api_key_env.as_deref();
         crate::spawn::secrets::check_all(agent, "api_key_env", named)?;
+        if let Some(url) = &self.0.base_url {
+            crate::spawn::secrets::may_reach(url)
+                .map_err(|why| SpawnError::BadSpec(format!("agent `{agent}`: {why}")))?;
+        }
         let side = crate::llm::RunSide {
             tools: Arc::new(crate::run::llm::RunTools::new(
                 b.host.agents.clone(),
@@ -235,6 +239,14 @@ impl Backend for Llm {
                     "agent `{agent}`: api_key_env names ${var}, which is not set"
                 ));
             }
+        }
+        if let Some(Err(why)) = self
+            .0
+            .base_url
+            .as_deref()
+            .map(crate::spawn::secrets::may_reach)
+        {
+            out.push(format!("agent `{agent}`: {why}"));
         }
         if self.0.model.is_none() && std::env::var_os("SWARM_LLM_MODEL").is_none() {
             out.push(format!(

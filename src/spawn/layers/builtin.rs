@@ -26,25 +26,46 @@ fn bad(layer: &str, message: impl Into<String>) -> SpawnError {
     }
 }
 
+/// Option `key`: a non-negative number; for a `…ms` option also a
+/// duration such as `"1s"`.
 fn num(opts: &Value, layer: &str, key: &str, default: Option<f64>) -> Result<f64, SpawnError> {
+    let is_ms = key == "ms" || key.ends_with("_ms");
     match opts.get(key) {
-        Some(v) => v
-            .as_f64()
-            .filter(|n| *n >= 0.0)
-            .ok_or_else(|| bad(layer, format!("`{key}` must be a non-negative number"))),
-        None => default.ok_or_else(|| bad(layer, format!("needs `{key}`"))),
+        Some(Value::String(s)) if is_ms => {
+            crate::duration::parse_ms(s).map_err(|e| bad(layer, format!("`{key}`: {e}")))
+        }
+        Some(v) => v.as_f64().filter(|n| *n >= 0.0).ok_or_else(|| {
+            let what = if is_ms {
+                "a duration (milliseconds, or text such as \"500ms\" or \"2s\")"
+            } else {
+                "a non-negative number"
+            };
+            bad(layer, format!("`{key}` must be {what}"))
+        }),
+        None => default.ok_or_else(|| {
+            let example = if is_ms { " = \"2s\"" } else { " = 1" };
+            bad(
+                layer,
+                format!("needs `{key}`, e.g. {{ \"{layer}\", {key}{example} }}"),
+            )
+        }),
     }
 }
 
 /// Registers every built-in layer; each is one function below.
 pub fn register_all(reg: &mut LayerRegistry) {
-    reg.register("audit", audit);
-    reg.register("timeout", timeout);
-    reg.register("retry", retry);
-    reg.register("long_hold", long_hold);
-    reg.register("senior_escalation", senior_escalation);
-    reg.register("rate_limit", rate_limit);
-    reg.register("concurrency", concurrency);
+    reg.register_with("audit", &[], &[], audit);
+    reg.register_with("timeout", &["ms"], &["ms"], timeout);
+    reg.register_with("retry", &["max", "backoff_ms", "on"], &[], retry);
+    reg.register_with("long_hold", &["warn_ms"], &["warn_ms"], long_hold);
+    reg.register_with("senior_escalation", &["timeout_ms"], &[], senior_escalation);
+    reg.register_with(
+        "rate_limit",
+        &["per_sec", "burst"],
+        &["per_sec"],
+        rate_limit,
+    );
+    reg.register_with("concurrency", &["max"], &["max"], concurrency);
 }
 
 /// Notes attempt start and end (outcome, µs) in the ledger.

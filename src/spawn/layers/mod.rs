@@ -25,9 +25,23 @@ pub struct LayerEnv {
 
 type Factory = Box<dyn Fn(&Value, &LayerEnv) -> Result<Arc<dyn Layer>, SpawnError> + Send + Sync>;
 
+/// A registered layer: its factory and, when declared, the options it
+/// takes (any other is an error naming them).
+struct Entry {
+    factory: Factory,
+    options: Option<Options>,
+}
+
+/// The options a layer takes, and which of them it needs.
+#[derive(Clone, Copy)]
+struct Options {
+    all: &'static [&'static str],
+    required: &'static [&'static str],
+}
+
 #[derive(Default)]
 pub struct LayerRegistry {
-    factories: BTreeMap<String, Factory>,
+    factories: BTreeMap<String, Entry>,
 }
 
 impl LayerRegistry {
@@ -55,11 +69,63 @@ impl LayerRegistry {
         self.factories.contains_key(key)
     }
 
+    /// Registers a layer whose options are not checked by name.
     pub fn register<F>(&mut self, key: &str, factory: F)
     where
         F: Fn(&Value, &LayerEnv) -> Result<Arc<dyn Layer>, SpawnError> + Send + Sync + 'static,
     {
-        self.factories.insert(key.to_string(), Box::new(factory));
+        let entry = Entry {
+            factory: Box::new(factory),
+            options: None,
+        };
+        self.factories.insert(key.to_string(), entry);
+    }
+
+    /// Registers a layer taking exactly `options`, of which it needs
+    /// `required`: a blueprint naming any other, or leaving a needed one
+    /// out, is refused when it loads, with the valid ones and a suggestion.
+    pub fn register_with<F>(
+        &mut self,
+        key: &str,
+        options: &'static [&'static str],
+        required: &'static [&'static str],
+        factory: F,
+    ) where
+        F: Fn(&Value, &LayerEnv) -> Result<Arc<dyn Layer>, SpawnError> + Send + Sync + 'static,
+    {
+        let entry = Entry {
+            factory: Box::new(factory),
+            options: Some(Options {
+                all: options,
+                required,
+            }),
+        };
+        self.factories.insert(key.to_string(), entry);
+    }
+
+    /// What is wrong with `opts` for layer `key` by its declared options:
+    /// an unknown one (with the valid ones and a suggestion), or a needed
+    /// one left out. `None` when they suit, or `key` declared none.
+    pub fn option_problem(&self, key: &str, opts: &Value) -> Option<(String, String)> {
+        let known = self.factories.get(key)?.options?;
+        let given = opts.as_object()?;
+        let list = if known.all.is_empty() {
+            "it takes none".to_string()
+        } else {
+            format!("options: {}", known.all.join(", "))
+        };
+        if let Some(bad) = given.keys().find(|k| !known.all.contains(&k.as_str())) {
+            let hint = crate::text::did_you_mean(bad, known.all.iter().copied());
+            return Some((
+                bad.clone(),
+                format!("unknown option `{bad}` ({list}){hint}"),
+            ));
+        }
+        let missing = known.required.iter().find(|k| !given.contains_key(**k))?;
+        Some((
+            key.to_string(),
+            format!("needs option `{missing}` ({list})"),
+        ))
     }
 
     /// Builds the layer registered under `key` with `opts`.
@@ -70,7 +136,13 @@ impl LayerRegistry {
         env: &LayerEnv,
     ) -> Result<Arc<dyn Layer>, SpawnError> {
         match self.factories.get(key) {
-            Some(f) => f(opts, env),
+            Some(_) if let Some((_, message)) = self.option_problem(key, opts) => {
+                Err(SpawnError::LayerOptions {
+                    layer: key.to_string(),
+                    message,
+                })
+            }
+            Some(e) => (e.factory)(opts, env),
             None => Err(SpawnError::UnknownLayer {
                 key: key.to_string(),
                 known: self.keys().join(", "),
