@@ -1,17 +1,17 @@
 """Drives headless Chromium through the DevTools protocol over a pipe
 (--remote-debugging-pipe: NUL-separated JSON on fds 3 and 4), standard
-library only. Used by tests/browser.rs:
+library only. Used by tests/browser.rs and tests/browser_runs.rs, one
+scenario per call:
 
-    browser.py URL TOKEN RUN QUESTION ANSWER
+    browser.py SCENARIO URL TOKEN [ARGS...]
 
-Loads the page, enters the token in its form, opens RUN from the runs
-list, waits for the question's answer form, answers through it, and waits
-until the page shows the run `pass`. Exit 0 on success; otherwise prints
-what it was waiting for and the page's text."""
+Each scenario loads the page, acts through it as a user would, and waits
+for what the page must show. Exit 0 on success; otherwise prints what it
+was waiting for and the page's text. A scenario with findings for the
+Rust side to check prints them as one line `RESULT <json>`."""
 
-import json, os, shutil, subprocess, sys, time
+import json, os, shutil, subprocess, sys, time, urllib.request
 
-URL, TOKEN, RUN, QUESTION, ANSWER = sys.argv[1:6]
 GUARD = 60  # seconds per wait: a hang guard, not a timer
 
 
@@ -23,7 +23,7 @@ def chromium():
 
 
 class Browser:
-    def __init__(self):
+    def __init__(self, width=1280, height=900):
         to_chrome_r, self.to_chrome = os.pipe()
         self.from_chrome, from_chrome_w = os.pipe()
 
@@ -37,12 +37,13 @@ class Browser:
         self.proc = subprocess.Popen(
             [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
              "--disable-dev-shm-usage", "--remote-debugging-pipe", f"--user-data-dir={os.environ['PROFILE']}",
-             "about:blank"],
+             f"--window-size={width},{height}", "about:blank"],
             preexec_fn=fds, pass_fds=(3, 4),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(to_chrome_r)
         os.close(from_chrome_w)
         self.next, self.buf, self.session = 0, b"", None
+        self.errors = []
 
     def call(self, method, params=None, session=True):
         self.next += 1
@@ -59,17 +60,34 @@ class Browser:
                     if "error" in reply:
                         raise RuntimeError(f"{method}: {reply['error']}")
                     return reply["result"]
+                self.note(reply)
             chunk = os.read(self.from_chrome, 1 << 16)
             if not chunk:
                 raise RuntimeError("chromium closed the pipe")
             self.buf += chunk
         raise RuntimeError(f"no reply to {method}")
 
+    def note(self, event):
+        """Keeps the page's script errors and policy violations to report."""
+        method, params = event.get("method"), event.get("params", {})
+        if method == "Runtime.exceptionThrown":
+            self.errors.append(params["exceptionDetails"].get("exception", {}).get("description")
+                               or params["exceptionDetails"].get("text"))
+        elif (method == "Log.entryAdded" and params["entry"].get("level") == "error"
+              and params["entry"].get("source") != "network"):  # refusals the page shows
+            self.errors.append(params["entry"].get("text"))
+
     def attach(self):
         targets = self.call("Target.getTargets", session=False)["targetInfos"]
         page = next(t for t in targets if t["type"] == "page")
         self.session = self.call("Target.attachToTarget", {"targetId": page["targetId"], "flatten": True},
                                  session=False)["sessionId"]
+        self.call("Page.enable")
+        self.call("Runtime.enable")
+        self.call("Log.enable")
+
+    def go(self, url):
+        self.call("Page.navigate", {"url": url})
 
     def js(self, expr):
         r = self.call("Runtime.evaluate", {"expression": expr, "returnByValue": True, "awaitPromise": True})
@@ -80,36 +98,105 @@ class Browser:
     def until(self, what, expr):
         deadline = time.monotonic() + GUARD
         while time.monotonic() < deadline:
-            if self.js(expr):
+            # An element is not a value over the protocol: read it as true.
+            value = self.js(f"(() => {{ const v = ({expr}); return v instanceof Node ? true : v; }})()")
+            if value:
                 print(f"browser: {what}", flush=True)
-                return
+                return value
             time.sleep(0.05)
+        self.fail(f"waited in vain for {what}")
+
+    def fail(self, why):
         text = self.js("document.body.innerText")
-        sys.exit(f"browser: waited in vain for {what}; the page says:\n{text}")
+        errors = "\n".join(str(e) for e in self.errors)
+        sys.exit(f"browser: {why}; the page says:\n{text}\nscript errors:\n{errors}")
+
+    def check(self, what, ok):
+        if not ok:
+            self.fail(what)
+        print(f"browser: {what}", flush=True)
+
+    def click(self, sel):
+        self.js(f"document.querySelector({json.dumps(sel)}).click(); true")
+
+    def set_value(self, sel, value):
+        """Types `value` into a field and tells the page, as typing does."""
+        self.js(f"(() => {{ const e = document.querySelector({json.dumps(sel)}); e.value = {json.dumps(value)};"
+                "e.dispatchEvent(new Event('input', { bubbles: true })); e.dispatchEvent(new Event('change', { bubbles: true })); return true; })()")
+
+    def use_token(self, token):
+        self.until("the page", "document.body?.dataset.ready === '1'")
+        self.js(f"document.querySelector('#token').value = {json.dumps(token)}; true")
+        self.click("#token-save")
+
+    def screenshot(self, path):
+        import base64
+        data = self.call("Page.captureScreenshot", {"format": "png"})["data"]
+        with open(path, "wb") as f:
+            f.write(base64.b64decode(data))
+        print(f"browser: wrote {path}", flush=True)
+
+
+def post(url, body, token=None):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
+    with urllib.request.urlopen(req, timeout=GUARD) as resp:
+        raw = resp.read()
+        return json.loads(raw) if raw else None
+
+
+def row(agent):
+    return f"document.querySelector('#steps tr[data-agent={json.dumps(agent)}]')"
+
+
+def status_is(status):
+    return f"document.querySelector('#run-status')?.textContent === {json.dumps(status)}"
+
+
+SCENARIOS = {}
+
+
+def scenario(fn):
+    SCENARIOS[fn.__name__] = fn
+    return fn
+
+
+@scenario
+def answer(b, url, token, run, question, value):
+    """Opens RUN from the runs list, answers QUESTION with VALUE through its
+    form, and waits until the page shows the run `pass`."""
+    b.go(url)
+    b.use_token(token)
+    sel = json.dumps(f'#runs a[data-run="{run}"]')
+    b.until("the run in the list", f"!!document.querySelector({sel})")
+    b.js(f"document.querySelector({sel}).click(); true")
+    form = f'form.answer[data-question="{question}"]'
+    b.until("the waiting question", f"!!document.querySelector({json.dumps(form)})")
+    b.set_value(form + " textarea", value)
+    b.click(form + " button")
+    b.until("the run passing", status_is("pass"))
+    b.until("its step in the table", "document.querySelectorAll('#steps tr[data-task]').length > 0")
+
+
+import browser_runs  # noqa: E402  (the runs-list, stream and form scenarios)
+
+SCENARIOS.update(browser_runs.scenarios(sys.modules[__name__]))
 
 
 def main():
+    name, args = sys.argv[1], sys.argv[2:]
     b = Browser()
     try:
         b.attach()
-        b.call("Page.enable")
-        b.call("Page.navigate", {"url": URL})
-        b.until("the page", "!!document.querySelector('#token-form')")
-        b.js(f"document.querySelector('#token').value = {json.dumps(TOKEN)};"
-             "document.querySelector('#token-save').click(); true")
-        sel = json.dumps(f'#runs a[data-run="{RUN}"]')
-        b.until("the run in the list", f"!!document.querySelector({sel})")
-        b.js(f"document.querySelector({sel}).click(); true")
-        form = json.dumps(f'form.answer[data-question="{QUESTION}"]')
-        b.until("the waiting question", f"!!document.querySelector({form})")
-        b.js(f"const f = document.querySelector({form});"
-             f"f.querySelector('input').value = {json.dumps(ANSWER)};"
-             "f.querySelector('button').click(); true")
-        b.until("the run passing", "document.querySelector('#run-status')?.textContent === 'pass'")
-        b.until("its step in the timeline", "document.querySelectorAll('#timeline tr[data-task]').length > 0")
+        SCENARIOS[name](b, *args)
+        if b.errors:
+            sys.exit("browser: the page's script failed:\n" + "\n".join(map(str, b.errors)))
     finally:
         b.proc.kill()
         b.proc.wait()
 
 
-main()
+if __name__ == "__main__":
+    main()

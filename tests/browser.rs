@@ -1,14 +1,16 @@
 //! The web page in a real browser: headless Chromium (driven over the
 //! DevTools pipe by `tests/browser.py`) loads `GET /` from a real `swarm
 //! serve`, takes a token in its form, opens a run waiting on a question,
-//! answers it through the page's form, and sees the run pass.
+//! answers it through the page's form, and sees the run pass. The runs
+//! list, streams, steps, questions, timeline and new-run form have their
+//! own scenarios in `tests/browser_runs.rs`.
 
 mod common;
 
+use common::browser::drive_async;
 use common::server::{Client, fresh, serve};
 use lua_swarm::auth::Role;
 use serde_json::json;
-use std::process::Command;
 
 const BLUEPRINTS: &[(&str, &str)] = &[(
     "ask.lua",
@@ -45,26 +47,11 @@ async fn the_page_answers_a_waiting_question_and_shows_the_run_pass() {
     );
 
     let senior = s.token(Role::Senior, None);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser.py");
-    let (url, dir) = (format!("{}/", s.url), s.dir.clone());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args([script, &url, &senior, &id, "go", "yes"])
-            .env("PROFILE", dir.join("chromium-profile"))
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let said = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    assert!(
-        out.status.success(),
-        "browser driver failed\nstdout:\n{}\nstderr:\n{}",
-        said(&out.stdout),
-        said(&out.stderr)
-    );
-    let id = started["id"].as_str().unwrap();
-    let run = c.until(id, |r| r["status"] != "running").await;
+    let args = [senior.as_str(), id.as_str(), "go", "yes"];
+    if drive_async(&s.url, &s.dir, "answer", &args).await.is_none() {
+        return;
+    }
+    let run = c.until(&id, |r| r["status"] != "running").await;
     assert_eq!(run["status"], "pass", "{run}");
     assert_eq!(run["result"], json!({ "said": "yes" }));
 }

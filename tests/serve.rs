@@ -705,3 +705,34 @@ async fn half_open_requests_cannot_take_the_server_off_the_air() {
     let (code, _) = Client::new(&s, None).get("/v1/runs").await;
     assert_eq!(code, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runs_list_pages_newest_first_and_a_caller_learns_its_role() {
+    let s = serve(&fresh_here("newest"), &[]);
+    let c = Client::new(&s, Some(s.token(Role::Operator, None)));
+    for i in 1..=3 {
+        let body = json!({ "blueprint": "quick", "id": format!("n{i}") });
+        assert_eq!(c.post("/v1/runs", body).await.0, 201);
+    }
+    let ids = |page: &Value| -> Vec<String> {
+        let runs = page["runs"].as_array().unwrap();
+        runs.iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (_, page) = c.get("/v1/runs?order=newest&limit=2").await;
+    assert_eq!(ids(&page), ["n3", "n2"], "{page}");
+    assert_eq!(page["next"], "n2");
+    let (_, rest) = c.get("/v1/runs?order=newest&after=n2").await;
+    assert_eq!(ids(&rest), ["n1"], "{rest}");
+    assert_eq!(rest["next"], Value::Null);
+    let (code, bad) = c.get("/v1/runs?order=sideways").await;
+    assert_eq!((code, &bad["code"]), (400, &json!("bad_request")), "{bad}");
+
+    let observer = Client::new(&s, Some(s.token(Role::Observer, Some("n1"))));
+    let (code, me) = observer.get("/v1/whoami").await;
+    assert_eq!(code, 200, "{me}");
+    assert_eq!(me, json!({ "role": "observer", "run": "n1" }));
+    let (code, me) = Client::new(&s, None).get("/v1/whoami").await;
+    assert_eq!((code, &me["code"]), (401, &json!("no_token")), "{me}");
+}

@@ -54,6 +54,10 @@ pub enum EventKind {
     TaskCreated {
         agent: Arc<str>,
         parent: Option<TaskId>,
+        /// The step's journal position, when journaled: where a reader
+        /// (the web page) finds the step's recorded result.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pos: Option<Arc<str>>,
     },
     AttemptStarted {
         attempt: u32,

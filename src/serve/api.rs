@@ -18,8 +18,8 @@ type Reply = Result<(StatusCode, Json<Value>), ApiError>;
 
 pub fn routes() -> Router<Arc<Server>> {
     Router::new()
-        .route("/", get(page))
         .route("/v1/health", get(health))
+        .route("/v1/whoami", get(whoami))
         .route("/v1/stats", get(stats))
         .route("/v1/blueprints", get(blueprints))
         .route("/v1/runs", post(start).get(list))
@@ -30,6 +30,7 @@ pub fn routes() -> Router<Arc<Server>> {
         .route("/v1/runs/{id}/cancel", post(cancel))
         .route("/v1/runs/{id}/resume", post(resume))
         .merge(super::work::routes())
+        .merge(super::page::routes())
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -50,29 +51,15 @@ fn ok(body: Value) -> Reply {
     Ok((StatusCode::OK, Json(body)))
 }
 
-/// What the page may do, said to the browser: its own inline script and
-/// style, requests to this server only, never inside another site's frame
-/// (its answer form must not be clickjacked), no guessing of types.
-const PAGE_POLICY: [(axum::http::HeaderName, &str); 4] = [
-    (
-        axum::http::header::CONTENT_SECURITY_POLICY,
-        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
-         connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
-         frame-ancestors 'none'",
-    ),
-    (axum::http::header::X_FRAME_OPTIONS, "DENY"),
-    (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-    (axum::http::header::REFERRER_POLICY, "no-referrer"),
-];
-
-/// The web page (`page.html`, embedded): it holds no data, so it needs no
-/// token; everything it shows comes through the API with the user's token.
-async fn page() -> impl axum::response::IntoResponse {
-    (PAGE_POLICY, axum::response::Html(include_str!("page.html")))
-}
-
 async fn health() -> Json<Value> {
     Json(json!({ "ok": true, "version": env!("CARGO_PKG_VERSION") }))
+}
+
+/// The caller's own authority: its role and the one run it is bound to
+/// (the page says what a token may do before it tries).
+async fn whoami(State(s): S, headers: HeaderMap) -> Reply {
+    let who = s.who(&headers)?;
+    ok(json!({ "role": who.role.as_str(), "run": who.run }))
 }
 
 /// What the server holds in memory: the runs executing here, the runs
@@ -156,6 +143,8 @@ struct ListQuery {
     blueprint: Option<String>,
     limit: Option<usize>,
     after: Option<String>,
+    /// `oldest` (the default) or `newest` first.
+    order: Option<String>,
 }
 
 async fn list(State(s): S, headers: HeaderMap, Params(q): Params<ListQuery>) -> Reply {
@@ -165,6 +154,14 @@ async fn list(State(s): S, headers: HeaderMap, Params(q): Params<ListQuery>) -> 
         None => None,
     };
     let mut runs = s.runs.list(&who, status).await?;
+    match q.order.as_deref() {
+        None | Some("oldest") => {}
+        Some("newest") => runs.reverse(),
+        Some(other) => {
+            let message = format!("`order` is `oldest` or `newest`, not `{other}`");
+            return Err(ApiError::bad_request(message));
+        }
+    }
     if let Some(b) = &q.blueprint {
         runs.retain(|r| &r.blueprint == b);
     }

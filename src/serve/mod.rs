@@ -18,6 +18,7 @@ mod error;
 mod events;
 pub mod listen;
 mod origin;
+mod page;
 mod sweep;
 mod work;
 

@@ -1,10 +1,12 @@
 //! Shared test fixtures. Here, the sandbox tests': an engine with an
 //! operator token, Lua agents registered by name, and a healthy agent that
-//! must pass beside every attack. In submodules: the CLI (`cli`), a scratch
+//! must pass beside every attack. In submodules: the CLI (`cli`), headless
+//! Chromium on the web page (`browser`), a scratch
 //! journal directory (`dir`), library-API runs (`flow`), `swarm serve`
 //! (`server`).
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod cli;
 pub mod dir;
 pub mod flow;

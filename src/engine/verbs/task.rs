@@ -71,7 +71,7 @@ impl Engine {
                     input: spec.input,
                     parent,
                     root,
-                    journal_pos: spec.journal_pos,
+                    journal_pos: spec.journal_pos.clone(),
                     depth,
                     status: TaskStatus::Pending,
                     attempt: 0,
@@ -98,6 +98,7 @@ impl Engine {
                 EventKind::TaskCreated {
                     agent: spec.agent,
                     parent,
+                    pos: spec.journal_pos,
                 },
             );
             Ok(id)
