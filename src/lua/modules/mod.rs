@@ -197,17 +197,26 @@ pub(crate) fn returned_by(
             .and_then(crate::lua::location::defined_at)
             .unwrap_or_else(|| "?".into());
         HostError::new(
-            "bad_value",
+            conversion_code(lua),
             format!("{at}: {what} is not JSON-shaped ({e}); the function defined here returned it"),
         )
     })
+}
+
+/// Why a value did not convert: it would not fit in the VM's memory
+/// (`memory_limit`, the walk tripped the VM), or it is not JSON-shaped.
+fn conversion_code(lua: &Lua) -> &'static str {
+    let memory = lua
+        .app_data_ref::<VmCtx>()
+        .is_some_and(|ctx| ctx.limits.tripped() == Some(crate::lua::Tripped::Memory));
+    if memory { "memory_limit" } else { "bad_value" }
 }
 
 /// A Lua value as JSON, or a usage error naming what could not convert.
 pub fn to_json(lua: &Lua, v: Value, what: &str) -> Result<serde_json::Value, HostError> {
     crate::lua::json::lua_to_json(lua, v).map_err(|e| {
         HostError::new(
-            "bad_value",
+            conversion_code(lua),
             format!(
                 "{what} is not JSON-shaped ({e}) at {}",
                 caller_location(lua, 0)
