@@ -13,6 +13,23 @@ pub const RUN_INSTRUCTIONS: u64 = 10_000_000_000;
 /// Bytes all of a run's Lua VMs may hold at once (default).
 pub const RUN_MEMORY: usize = 1 << 30;
 
+/// Entries one execution of a run may journal (default).
+pub const JOURNAL_ENTRIES: u64 = 100_000;
+/// Bytes (values as JSON, plus each entry's names) one execution may
+/// journal (default).
+pub const JOURNAL_BYTES: u64 = 256 << 20;
+
+/// A blueprint's run-wide budgets (`limits = { instructions = ..,
+/// memory = .., journal_entries = .., journal_bytes = .. }`); unset ones
+/// keep their defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RunLimits {
+    pub instructions: Option<u64>,
+    pub memory: Option<usize>,
+    pub journal_entries: Option<u64>,
+    pub journal_bytes: Option<u64>,
+}
+
 /// A run's budgets and what its VMs have used of them.
 pub struct RunMeter {
     used: AtomicU64,

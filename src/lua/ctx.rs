@@ -55,6 +55,9 @@ pub(crate) struct VmCtx {
     /// Entries and bytes this execution of the run has journaled (see
     /// `modules/journal.rs`), reset when a journal is attached.
     pub journal_used: Mutex<(u64, u64)>,
+    /// The blueprint's run-wide budgets (see `budget.rs`), for the run
+    /// meter this VM makes as a flow VM and its journal.
+    pub run_limits: Mutex<super::budget::RunLimits>,
     pub limits: Arc<Limits>,
     pub memory_limit: usize,
     /// The VM's (frozen) `swarm` table, once built: what `require "swarm"`

@@ -25,7 +25,9 @@ pub use error::HostError;
 pub use location::caller_location;
 
 pub use agent::LuaAgent;
-pub use budget::{RUN_INSTRUCTIONS, RUN_MEMORY, RunMeter, RunMeters};
+pub use budget::{
+    JOURNAL_BYTES, JOURNAL_ENTRIES, RUN_INSTRUCTIONS, RUN_MEMORY, RunLimits, RunMeter, RunMeters,
+};
 pub use layer::lua_layer;
 pub use limits::{LimitError, Tripped};
 pub use modules::{input_to_lua, returned_to_json, to_json, to_lua};

@@ -113,16 +113,24 @@ impl Vm {
             .map_err(|e| self.classify(e))
     }
 
+    /// The blueprint's run-wide budgets, for the runs this (flow) VM
+    /// starts from now on.
+    pub fn set_run_limits(&self, limits: super::RunLimits) {
+        let ctx = self.lua.app_data_ref::<VmCtx>().expect("VmCtx installed");
+        *ctx.run_limits.lock().unwrap_or_else(|e| e.into_inner()) = limits;
+    }
+
     /// Sets the default parent of tasks this VM starts: for a flow VM, the
     /// root of its run, which makes the VM the holder of the run's meter
     /// (the run-wide budgets its agents' VMs charge too).
     pub fn set_parent(&self, task: Option<crate::engine::TaskId>) {
         let ctx = self.lua.app_data_ref::<VmCtx>().expect("VmCtx installed");
         *ctx.parent.lock().unwrap_or_else(|e| e.into_inner()) = task;
+        let limits = *ctx.run_limits.lock().unwrap_or_else(|e| e.into_inner());
         let meter = task.map(|root| {
             let meter = Arc::new(super::RunMeter::new(
-                self.opts.run_instructions,
-                self.opts.run_memory,
+                limits.instructions.unwrap_or(self.opts.run_instructions),
+                limits.memory.unwrap_or(self.opts.run_memory),
             ));
             ctx.host.runs.insert(root.0, &meter);
             meter
@@ -376,6 +384,7 @@ fn build(host: Host, opts: VmOptions) -> mlua::Result<Vm> {
         entry: Mutex::new(None),
         journal: Mutex::new(None),
         journal_used: Mutex::new((0, 0)),
+        run_limits: Mutex::new(Default::default()),
         required: Mutex::new(Vec::new()),
         limits: limits.clone(),
         memory_limit: opts.memory_limit,

@@ -11,11 +11,6 @@ use crate::store::{Halt, Journal, JournalEntry, QuestionRecord, input_hash};
 use mlua::{Lua, LuaSerdeExt, Table, Value};
 use std::sync::Arc;
 
-/// Entries one execution of a run may journal (steps, questions, clock
-/// and random reads).
-pub const JOURNAL_MAX_ENTRIES: u64 = 100_000;
-/// Bytes (as JSON, plus the entry's names) one execution may journal.
-pub const JOURNAL_MAX_BYTES: u64 = 256 << 20;
 /// What an entry costs beyond its value: position, kind, key, hash, row.
 const ENTRY_OVERHEAD: u64 = 128;
 
@@ -26,17 +21,23 @@ pub(super) fn within_budget(lua: &Lua, what: &str, bytes: usize) -> Result<(), H
         return Ok(());
     };
     let (entries, used) = *ctx.journal_used.lock().unwrap_or_else(|e| e.into_inner());
+    let limits = *ctx.run_limits.lock().unwrap_or_else(|e| e.into_inner());
+    let max_entries = limits
+        .journal_entries
+        .unwrap_or(crate::lua::JOURNAL_ENTRIES);
+    let max_bytes = limits.journal_bytes.unwrap_or(crate::lua::JOURNAL_BYTES);
     let bytes = used + bytes as u64 + ENTRY_OVERHEAD;
-    if entries < JOURNAL_MAX_ENTRIES && bytes <= JOURNAL_MAX_BYTES {
+    if entries < max_entries && bytes <= max_bytes {
         return Ok(());
     }
     Err(HostError::new(
         "journal_budget",
         format!(
-            "{}: {what} would take the run's journal past its budget of {JOURNAL_MAX_ENTRIES} \
-             entries or {} ({entries} entries and {} journaled so far)",
+            "{}: {what} would take the run's journal past its budget of {max_entries} \
+             entries or {} ({entries} entries and {} journaled so far; `limits.journal_entries`, \
+             `limits.journal_bytes` raise it)",
             caller_location(lua, 0),
-            crate::engine::size::human(JOURNAL_MAX_BYTES as usize),
+            crate::engine::size::human(max_bytes as usize),
             crate::engine::size::human(used as usize),
         ),
     ))
