@@ -219,3 +219,10 @@ return swarm.blueprint "big" {
         "refused questions were stored: {bytes} bytes"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_reaches_a_script_waiting_on_the_host() {
+    // No Lua runs while it waits, so the hook cannot see the deadline.
+    let r = common::blocked("swarm.time.sleep(86400000)").await;
+    common::assert_err(&r, "deadline", "bomb.lua:2");
+}

@@ -133,6 +133,15 @@ impl Limits {
         armed.run = run;
     }
 
+    /// What a host call that waits must also wait for: this run's
+    /// deadline and cancellation (the hook cannot see them while no Lua
+    /// runs).
+    pub fn watch(&self) -> (Option<Instant>, Option<CancellationToken>) {
+        let d = self.deadline_ns.load(Ordering::Relaxed);
+        let deadline = (d != 0).then(|| self.epoch + Duration::from_nanos(d));
+        (deadline, self.armed().cancel.clone())
+    }
+
     /// The run this VM charges, if any.
     pub fn run(&self) -> Option<Arc<RunMeter>> {
         self.armed().run.clone()
