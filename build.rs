@@ -16,6 +16,7 @@ const CHUNKS: &[&str] = &[
     "flow",
     "blueprint",
     "validate",
+    "tablelib",
 ];
 
 fn main() {

@@ -135,7 +135,7 @@ function swarm.layer(spec) end
 ---@field hints { layers: (string|table)[]? }?
 ---@field layers table<string, table>?
 ---@field gate table<string, string[]>?
----@field limits { deadline: string|number?, tokens: integer? }? wall-clock deadline ("1h"); model tokens the run may spend
+---@field limits { deadline: string|number?, tokens: integer?, instructions: integer?, memory: integer?, journal_entries: integer?, journal_bytes: integer? }? wall-clock deadline ("1h"); model tokens the run may spend; the run-wide budgets of its Lua VMs (instructions, bytes) and journal (entries, bytes)
 ---@field input table? JSON Schema the run's input must match (checked before the run starts)
 ---@field flow fun(input: any): any
 

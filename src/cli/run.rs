@@ -38,10 +38,11 @@ pub struct Output {
     /// Without a terminal, wait for `swarm answer` instead of stopping.
     #[arg(long)]
     wait_answers: bool,
-    /// Stop the run after this long (e.g. 90s, 10m, 1h); the blueprint's
-    /// `limits.deadline` applies too, and the shorter one wins.
-    #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
-    deadline: Option<std::time::Duration>,
+    /// Stop the run after this long (e.g. 90s, 10m, 1h; default 1h, `none`
+    /// for no limit); the blueprint's `limits.deadline` applies too, and
+    /// the shorter one wins.
+    #[arg(long, value_name = "DURATION", value_parser = parse_deadline)]
+    deadline: Option<Deadline>,
     /// Lua-agent VMs that may run tasks at once, per spawn depth
     /// (default 256, or $SWARM_MAX_LUA_VMS).
     #[arg(long, value_name = "N")]
@@ -89,6 +90,22 @@ pub(crate) fn parse_input(input: Option<&str>) -> Result<serde_json::Value, Stri
     serde_json::from_str(&body).map_err(|e| format!("--input is not valid JSON: {e}"))
 }
 
+/// A run's wall-clock deadline when `--deadline` is not given: a script
+/// that never ends (`while true do swarm.sleep(1) end`) must not hold the
+/// process forever. `--deadline none` lifts it.
+const DEFAULT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// `--deadline`: a duration, or `none`.
+#[derive(Clone, Copy)]
+struct Deadline(Option<std::time::Duration>);
+
+fn parse_deadline(s: &str) -> Result<Deadline, String> {
+    match s.trim() {
+        "none" => Ok(Deadline(None)),
+        d => super::parse_duration(d).map(|d| Deadline(Some(d))),
+    }
+}
+
 fn options(out: &Output, store: Option<Arc<dyn Store>>) -> Result<RunOptions, String> {
     if out.events && out.events_file.is_some() {
         return Err("--events and --events-file: choose one (both write the same NDJSON)".into());
@@ -97,7 +114,7 @@ fn options(out: &Output, store: Option<Arc<dyn Store>>) -> Result<RunOptions, St
         interactive: std::io::stdin().is_terminal(),
         wait_for_answers: out.wait_answers,
         store,
-        deadline: out.deadline,
+        deadline: out.deadline.map_or(Some(DEFAULT_DEADLINE), |d| d.0),
         ..RunOptions::default()
     };
     if let Some(n) = out.max_vms {

@@ -220,6 +220,12 @@ impl Ledger {
         self.next_cursor - 1
     }
 
+    /// The cursor of the newest of the last `scan` events that `sees`.
+    pub fn newest(&self, scan: usize, sees: impl Fn(&Event) -> bool) -> Option<u64> {
+        let newest = self.events.iter().rev().take(scan);
+        newest.map(|(e, _)| e).find(|e| sees(e)).map(|e| e.cursor)
+    }
+
     /// Up to `max` events with cursor > `after`.
     pub fn after(&self, after: u64, max: usize) -> Result<Vec<Event>, EngineError> {
         let oldest = self.events.front().map_or(self.next_cursor, |e| e.0.cursor);

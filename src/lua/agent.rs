@@ -155,6 +155,14 @@ impl Inner {
         let vm = &pooled.vm;
         vm.set_token(Some(ctx.token.clone()));
         vm.arm(Some(ctx.cancel.clone()));
+        vm.reseed()
+            .map_err(|e| SpawnError::VmSetup(e.to_string()))?;
+        // The task's run's meter: this VM charges the run-wide budgets too.
+        let root = ctx
+            .engine
+            .with_state("run_of", |s| s.tasks.get(&ctx.task).map(|t| t.root.0));
+        vm.limits()
+            .join_run(root.and_then(|root| self.host.runs.get(root)));
         let result = async {
             // One call: fresh environment, the chunk's top level (it only
             // defines, so it runs synchronously), the body, the task table.
@@ -196,6 +204,7 @@ impl Inner {
             }
             Err(e) => Outcome::Blocked(e.to_result()),
         };
+        vm.limits().join_run(None);
         if vm.limits().tripped().is_none() {
             self.checkin(pooled);
         }

@@ -16,6 +16,12 @@ pub(crate) const ERROR_MT: &str = "swarm.error_mt";
 pub(crate) const RAISED_MT: &str = "swarm.raised_mt";
 /// Registry slot of `freeze(name, t, nested)` (`lua/swarm/frozen.lua`).
 pub(crate) const FREEZE: &str = "swarm.freeze";
+/// Registry slot of the sentinel that marks the host's read-only tables:
+/// the value of their metatable's `__frozen` field. A table no script can
+/// reach (those metatables are locked), so a script that sets `__frozen`
+/// on its own metatable makes nothing read-only in the host's eyes
+/// (`frozen.rs`, `reuse.rs`). The C side names it as a literal.
+pub(crate) const FROZEN_SENTINEL: &str = "swarm.frozen";
 /// Registry slot of the stock `setmetatable`, for host chunks that set
 /// metatables they built themselves (no `__gc`), on the hot path.
 pub(crate) const RAW_SETMETATABLE: &str = "swarm.raw_setmetatable";
@@ -46,6 +52,12 @@ pub(crate) struct VmCtx {
     pub required: Mutex<Vec<std::path::PathBuf>>,
     /// The run's journal, for flow VMs of durable runs.
     pub journal: Mutex<Option<Arc<crate::store::Journal>>>,
+    /// Entries and bytes this execution of the run has journaled (see
+    /// `modules/journal.rs`), reset when a journal is attached.
+    pub journal_used: Mutex<(u64, u64)>,
+    /// The blueprint's run-wide budgets (see `budget.rs`), for the run
+    /// meter this VM makes as a flow VM and its journal.
+    pub run_limits: Mutex<super::budget::RunLimits>,
     pub limits: Arc<Limits>,
     pub memory_limit: usize,
     /// The VM's (frozen) `swarm` table, once built: what `require "swarm"`
@@ -56,6 +68,10 @@ pub(crate) struct VmCtx {
     /// not under a registry name: finding a named slot makes a Lua string,
     /// a thousand instructions on every call into Lua.
     pub protect: std::sync::OnceLock<Function>,
+    /// The stock `math.randomseed`: each run and each task starts from a
+    /// fresh seed of the host's CSPRNG, so no task can set up or predict
+    /// the next one's random numbers.
+    pub randomseed: std::sync::OnceLock<Function>,
 }
 
 impl VmCtx {
@@ -81,6 +97,14 @@ impl VmCtx {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .map(|j| j.id())
+    }
+
+    /// Reseeds the VM's PRNG from the host's CSPRNG.
+    pub fn reseed(&self) -> mlua::Result<()> {
+        match self.randomseed.get() {
+            Some(f) => f.call((rand::random::<i64>(), rand::random::<i64>())),
+            None => Ok(()),
+        }
     }
 
     /// The running entry function (flow, agent body), if any.

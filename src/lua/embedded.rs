@@ -33,14 +33,19 @@ pub const BLUEPRINT: (&str, &str) = (
     include_str!("../../lua/swarm/blueprint.lua"),
 );
 
+pub const TABLELIB: (&str, &str) = (
+    "swarm/tablelib.lua",
+    include_str!("../../lua/swarm/tablelib.lua"),
+);
+
 pub const VALIDATE: (&str, &str) = (
     "swarm/validate.lua",
     include_str!("../../lua/swarm/validate.lua"),
 );
 
 /// The chunks every VM may load as bytecode.
-const CHUNKS: [(&str, &str); 8] = [
-    INIT, GUARDS, ERROR_MT, FROZEN, ENTRY, FLOW, BLUEPRINT, VALIDATE,
+const CHUNKS: [(&str, &str); 9] = [
+    INIT, GUARDS, ERROR_MT, FROZEN, ENTRY, FLOW, BLUEPRINT, VALIDATE, TABLELIB,
 ];
 
 /// Bytecode of the embedded chunk `name`: all of [`CHUNKS`] are compiled

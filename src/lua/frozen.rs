@@ -1,7 +1,7 @@
 //! Read-only tables: the frozen views of the library tables and of the
 //! metatables the host shares between objects. A leaf of the Lua layer.
 
-use super::ctx::FREEZE;
+use super::ctx::{FREEZE, FROZEN_SENTINEL};
 use super::location::caller_location;
 use mlua::{Function, Lua, Table, Value};
 
@@ -34,9 +34,9 @@ pub(crate) fn install_frozen_metamethods(lua: &Lua) -> mlua::Result<()> {
     // takes the proxy, never the backing table: Lua code only ever holds
     // the proxy, so it cannot write to what the proxy protects.
     let next: Function = lua.globals().raw_get("next")?;
-    let frozen_next = lua.create_function(move |_, (proxy, key): (Table, Value)| {
+    let frozen_next = lua.create_function(move |lua, (proxy, key): (Table, Value)| {
         let backing: Table = match proxy.metatable() {
-            Some(mt) if is_frozen(&proxy) => mt.raw_get("__index")?,
+            Some(mt) if is_frozen(lua, &proxy) => mt.raw_get("__index")?,
             _ => return Err(mlua::Error::RuntimeError("not a read-only table".into())),
         };
         next.call::<mlua::MultiValue>((backing, key))
@@ -57,7 +57,9 @@ pub(crate) fn install_frozen_metamethods(lua: &Lua) -> mlua::Result<()> {
         })?,
     )?;
     shared.raw_set("__metatable", "locked")?;
-    shared.raw_set("__frozen", true)?;
+    let sentinel = lua.create_table()?;
+    lua.set_named_registry_value(FROZEN_SENTINEL, &sentinel)?;
+    shared.raw_set("__frozen", sentinel)?;
     // The stock functions, taken before the sandbox replaces any.
     let g = lua.globals();
     let freeze: Function = super::embedded::chunk(lua, super::embedded::FROZEN)?.call((
@@ -73,9 +75,17 @@ pub(crate) fn install_frozen_metamethods(lua: &Lua) -> mlua::Result<()> {
     lua.set_named_registry_value(FREEZE, freeze)
 }
 
-pub(crate) fn is_frozen(t: &Table) -> bool {
-    t.metatable()
-        .is_some_and(|mt| mt.raw_get::<bool>("__frozen").unwrap_or(false))
+/// Whether `t` is one of the host's read-only tables: its metatable's
+/// `__frozen` is the registry-held sentinel, which no script can reach.
+pub(crate) fn is_frozen(lua: &Lua, t: &Table) -> bool {
+    let Some(mt) = t.metatable() else {
+        return false;
+    };
+    let Ok(Value::Table(mark)) = mt.raw_get::<Value>("__frozen") else {
+        return false;
+    };
+    lua.named_registry_value::<Table>(FROZEN_SENTINEL)
+        .is_ok_and(|sentinel| sentinel == mark)
 }
 
 /// Makes a metatable the host shares between objects (error tables, JSON

@@ -7,16 +7,28 @@
 //! fails again at every check and `pcall`/`coroutine.resume` re-raise, so a
 //! script cannot catch its way past a limit. A pooled agent VM that tripped
 //! is never reused; `arm` starts a new run untripped.
+//!
+//! A VM working for a run also charges the run's meter (`budget.rs`), and
+//! the hook hands the thread back to the async runtime after each time
+//! slice, so a spinning script cannot starve the host's control path
+//! (signals, deadlines, the HTTP face): see [`SLICE`].
 
+use super::budget::RunMeter;
 use mlua::{Lua, ffi};
 use std::ffi::{c_char, c_int, c_void};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// Instructions between two hook calls.
 pub const HOOK_EVERY: u32 = 1000;
+
+/// How long Lua runs on an async thread before the hook yields it back to
+/// the runtime (which polls it again at once, after its other work: timers,
+/// signals, sockets). Short enough that even a runtime whose every worker
+/// runs spinning scripts serves its control path within tens of ms.
+pub const SLICE: Duration = Duration::from_micros(500);
 
 /// Which limit stopped a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +37,10 @@ pub enum Tripped {
     Deadline = 2,
     Cancelled = 3,
     Memory = 4,
+    /// The run's instruction budget, shared by all its VMs.
+    RunBudget = 5,
+    /// The run's memory budget, shared by all its VMs.
+    RunMemory = 6,
 }
 
 impl Tripped {
@@ -34,6 +50,8 @@ impl Tripped {
             Tripped::Deadline => "deadline",
             Tripped::Cancelled => "cancelled",
             Tripped::Memory => "memory_limit",
+            Tripped::RunBudget => "instruction_budget",
+            Tripped::RunMemory => "memory_limit",
         }
     }
 
@@ -43,6 +61,8 @@ impl Tripped {
             2 => Some(Tripped::Deadline),
             3 => Some(Tripped::Cancelled),
             4 => Some(Tripped::Memory),
+            5 => Some(Tripped::RunBudget),
+            6 => Some(Tripped::RunMemory),
             _ => None,
         }
     }
@@ -68,7 +88,18 @@ pub struct Limits {
     /// Where the hook stopped the VM, for the typed error.
     tripped_at: Mutex<Option<String>>,
     memory_soft: AtomicU64,
-    cancel: Mutex<Option<CancellationToken>>,
+    armed: Mutex<Armed>,
+    /// Bytes this VM last reported to its run's meter.
+    reported: AtomicU64,
+    /// When the current time slice began (ns after `epoch`).
+    slice_at: AtomicU64,
+}
+
+/// What a run arms a VM with besides numbers.
+#[derive(Default)]
+struct Armed {
+    cancel: Option<CancellationToken>,
+    run: Option<Arc<RunMeter>>,
 }
 
 impl Limits {
@@ -81,8 +112,39 @@ impl Limits {
             tripped: AtomicU8::new(0),
             tripped_at: Mutex::new(None),
             memory_soft: AtomicU64::new(u64::MAX),
-            cancel: Mutex::new(None),
+            armed: Mutex::new(Armed::default()),
+            reported: AtomicU64::new(0),
+            slice_at: AtomicU64::new(0),
         }
+    }
+
+    fn armed(&self) -> std::sync::MutexGuard<'_, Armed> {
+        self.armed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes this VM charge `run`'s meter (or none), handing the memory it
+    /// reported to the previous run back.
+    pub fn join_run(&self, run: Option<Arc<RunMeter>>) {
+        let mut armed = self.armed();
+        let reported = self.reported.swap(0, Ordering::Relaxed);
+        if let Some(old) = &armed.run {
+            old.resize(reported, 0);
+        }
+        armed.run = run;
+    }
+
+    /// What a host call that waits must also wait for: this run's
+    /// deadline and cancellation (the hook cannot see them while no Lua
+    /// runs).
+    pub fn watch(&self) -> (Option<Instant>, Option<CancellationToken>) {
+        let d = self.deadline_ns.load(Ordering::Relaxed);
+        let deadline = (d != 0).then(|| self.epoch + Duration::from_nanos(d));
+        (deadline, self.armed().cancel.clone())
+    }
+
+    /// The run this VM charges, if any.
+    pub fn run(&self) -> Option<Arc<RunMeter>> {
+        self.armed().run.clone()
     }
 
     /// Starts a new run: fresh budget, deadline and cancellation.
@@ -96,7 +158,7 @@ impl Limits {
         // A new run starts untripped (the REPL reuses its VM after Ctrl-C).
         self.tripped.store(0, Ordering::Relaxed);
         *self.tripped_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        *self.cancel.lock().unwrap_or_else(|e| e.into_inner()) = cancel;
+        self.armed().cancel = cancel;
     }
 
     fn note_location(&self, at: String) {
@@ -138,10 +200,15 @@ impl Limits {
             Some(Tripped::Budget)
         } else if self.past_deadline() {
             Some(Tripped::Deadline)
-        } else if self.is_cancelled() {
-            Some(Tripped::Cancelled)
         } else {
-            None
+            let armed = self.armed();
+            if armed.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+                Some(Tripped::Cancelled)
+            } else if armed.run.as_ref().is_some_and(|r| !r.charge(n)) {
+                Some(Tripped::RunBudget)
+            } else {
+                None
+            }
         };
         match why {
             Some(t) => {
@@ -157,12 +224,25 @@ impl Limits {
         d != 0 && self.epoch.elapsed().as_nanos() as u64 >= d
     }
 
-    fn is_cancelled(&self) -> bool {
-        self.cancel
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .is_some_and(CancellationToken::is_cancelled)
+    /// Reports this VM's memory, `bytes`, to its run's meter; false once
+    /// the run's VMs together hold more than its memory budget.
+    fn report_memory(&self, bytes: u64) -> bool {
+        let armed = self.armed();
+        let Some(run) = &armed.run else { return true };
+        let before = self.reported.swap(bytes, Ordering::Relaxed);
+        run.resize(before, bytes)
+    }
+
+    /// Whether this VM's time slice is over.
+    fn slice_due(&self) -> bool {
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        now.saturating_sub(self.slice_at.load(Ordering::Relaxed)) >= SLICE.as_nanos() as u64
+    }
+
+    /// Begins a new time slice.
+    fn slice_restart(&self) {
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        self.slice_at.store(now, Ordering::Relaxed);
     }
 
     /// Human text for a tripped limit.
@@ -175,6 +255,14 @@ impl Limits {
             Tripped::Deadline => "deadline exceeded".to_string(),
             Tripped::Cancelled => "run cancelled".to_string(),
             Tripped::Memory => "memory limit exceeded".to_string(),
+            Tripped::RunBudget => format!(
+                "the run's instruction budget of {} (all its Lua VMs together) exhausted",
+                self.run().map_or(0, |r| r.budget())
+            ),
+            Tripped::RunMemory => format!(
+                "the run's memory budget of {} bytes (all its Lua VMs together) exceeded",
+                self.run().map_or(0, |r| r.memory_limit())
+            ),
         }
     }
 
@@ -239,6 +327,9 @@ unsafe extern "C-unwind" fn limit_hook(state: *mut ffi::lua_State, _ar: *mut ffi
         if used > limits.memory_soft.load(Ordering::Relaxed) {
             limits.trip(Tripped::Memory);
         }
+        if !limits.report_memory(used) {
+            limits.trip(Tripped::RunMemory);
+        }
         if let Err(t) = limits.charge(HOOK_EVERY as u64) {
             let location = raw_location(state);
             let message = format!("{location}: {}", limits.describe(t));
@@ -247,6 +338,37 @@ unsafe extern "C-unwind" fn limit_hook(state: *mut ffi::lua_State, _ar: *mut ffi
             drop(message);
             ffi::lua_error(state);
         }
+        // The slice is over: hand the thread back to whoever resumed it
+        // (the runtime's poller, or a guarded `coroutine.resume`, which
+        // passes the pause on up; see `lua/swarm/guards.lua`), marked so
+        // the resumer can tell it from the script's own yield.
+        if ffi::lua_isyieldable(state) != 0 && limits.slice_due() && !in_host_code(state) {
+            limits.slice_restart();
+            ffi::lua_pushthread(state);
+            ffi::lua_setfield(state, ffi::LUA_REGISTRYINDEX, c"swarm.sliced".as_ptr());
+            ffi::lua_yield(state, 0);
+        }
+    }
+}
+
+/// Whether the running function is the host's (the embedded library, or
+/// mlua's wrapper of async host calls) rather than the script's. Only the
+/// script's code is paused at the end of a slice: a thread paused between
+/// polling a host call's future and yielding for it (inside the wrapper,
+/// or the guards passing a wait up) would lose the call's wake-up, since
+/// the poll that resumes it after the pause does not poll the future.
+unsafe fn in_host_code(state: *mut ffi::lua_State) -> bool {
+    unsafe {
+        let mut ar: ffi::lua_Debug = std::mem::zeroed();
+        if ffi::lua_getstack(state, 0, &mut ar) == 0 {
+            return true;
+        }
+        ffi::lua_getinfo(state, c"S".as_ptr(), &mut ar);
+        if ar.source.is_null() {
+            return true;
+        }
+        let source = std::ffi::CStr::from_ptr(ar.source).to_bytes();
+        source.starts_with(b"@swarm/") || source == b"=__mlua_async_poll"
     }
 }
 

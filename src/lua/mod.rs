@@ -5,6 +5,7 @@
 
 // Bottom-up: leaves first; each file imports only files listed above it.
 mod agent;
+mod budget;
 mod ctx;
 mod embedded;
 pub mod error;
@@ -13,6 +14,7 @@ mod json;
 mod layer;
 mod limits;
 mod location;
+mod meter;
 mod modules;
 pub mod pattern;
 mod reuse;
@@ -23,6 +25,9 @@ pub use error::HostError;
 pub use location::caller_location;
 
 pub use agent::LuaAgent;
+pub use budget::{
+    JOURNAL_BYTES, JOURNAL_ENTRIES, RUN_INSTRUCTIONS, RUN_MEMORY, RunLimits, RunMeter, RunMeters,
+};
 pub use layer::lua_layer;
 pub use limits::{LimitError, Tripped};
 pub use modules::{input_to_lua, returned_to_json, to_json, to_lua};
@@ -154,6 +159,8 @@ pub struct Host {
     /// constructors and validation come from it. A run sets it from its
     /// kind registry (`run::AgentKinds`); a bare host has none.
     pub kinds: Arc<[crate::spawn::kinds::AgentKind]>,
+    /// The run-wide budgets of the runs this host serves (`budget.rs`).
+    pub runs: RunMeters,
 }
 
 impl Host {
@@ -169,6 +176,7 @@ impl Host {
             vm_slots: VmSlots::shared(),
             layers: crate::spawn::LayerRegistry::shared_builtin(),
             kinds: Arc::from([]),
+            runs: RunMeters::default(),
         }
     }
 }

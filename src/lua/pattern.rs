@@ -391,8 +391,9 @@ pub fn find(
         let hit = if pat.is_empty() {
             Some(0)
         } else {
-            (charge)(src.len() as u64 / 8)?;
-            src[init..].windows(pat.len()).position(|w| w == &pat[..])
+            // Linear in the subject (two-way search), charged up front.
+            (charge)((src.len() - init) as u64 / 16 + 1)?;
+            memchr::memmem::find(&src[init..], &pat)
         };
         return Ok(match hit {
             Some(i) => MultiValue::from_iter([
@@ -486,7 +487,8 @@ pub fn gsub(
     let pstart = anchor as usize;
     let max_n = max_n.unwrap_or(i64::MAX);
     let mut m = Matcher::new(&src, &pat, charge);
-    let mut out: Vec<u8> = Vec::with_capacity(src.len());
+    // The output grows only within what is left of the VM's memory.
+    let mut out = super::meter::Buffer::new(lua, "string.gsub's result", None);
     let (mut at, mut n, mut last) = (0usize, 0i64, None);
     while n < max_n {
         m.reset();
@@ -509,9 +511,10 @@ pub fn gsub(
                 };
                 match value {
                     None => {}
-                    Some(Value::Nil) | Some(Value::Boolean(false)) => out.extend_from_slice(whole),
-                    Some(v @ (Value::String(_) | Value::Integer(_) | Value::Number(_))) => {
-                        out.extend_from_slice(v.to_string()?.as_bytes())
+                    Some(Value::Nil) | Some(Value::Boolean(false)) => out.extend(whole)?,
+                    Some(Value::String(s)) => out.extend(&s.as_bytes())?,
+                    Some(v @ (Value::Integer(_) | Value::Number(_))) => {
+                        out.extend(v.to_string()?.as_bytes())?
                     }
                     Some(v) => {
                         return Err(perr(format!(
@@ -524,7 +527,7 @@ pub fn gsub(
                 last = Some(e);
             }
             _ if at < src.len() => {
-                out.push(src[at]);
+                out.push(src[at])?;
                 at += 1;
             }
             _ => break,
@@ -533,29 +536,36 @@ pub fn gsub(
             break;
         }
     }
-    out.extend_from_slice(&src[at.min(src.len())..]);
-    Ok((lua.create_string(&out)?, n))
+    out.extend(&src[at.min(src.len())..])?;
+    Ok((lua.create_string(&out.bytes)?, n))
 }
 
 /// Expands `%0`–`%9` and `%%` in a gsub replacement string.
-fn expand(lua: &Lua, m: &Matcher, r: &[u8], s: usize, e: usize, out: &mut Vec<u8>) -> Result<()> {
+fn expand(
+    lua: &Lua,
+    m: &Matcher,
+    r: &[u8],
+    s: usize,
+    e: usize,
+    out: &mut super::meter::Buffer,
+) -> Result<()> {
     let mut i = 0;
     while i < r.len() {
         let c = r[i];
         i += 1;
         if c != ESC {
-            out.push(c);
+            out.push(c)?;
             continue;
         }
         let d = r.get(i).copied().unwrap_or(0);
         i += 1;
         match d {
-            ESC => out.push(ESC),
-            b'0' => out.extend_from_slice(&m.src[s..e]),
-            b'1'..=b'9' => {
-                let v = m.one_capture(lua, (d - b'1') as usize, s, e)?;
-                out.extend_from_slice(v.to_string()?.as_bytes());
-            }
+            ESC => out.push(ESC)?,
+            b'0' => out.extend(&m.src[s..e])?,
+            b'1'..=b'9' => match m.one_capture(lua, (d - b'1') as usize, s, e)? {
+                Value::String(v) => out.extend(&v.as_bytes())?,
+                v => out.extend(v.to_string()?.as_bytes())?,
+            },
             _ => return Err(perr("invalid use of '%' in replacement string")),
         }
     }

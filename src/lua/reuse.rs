@@ -57,12 +57,16 @@ unsafe fn unchanging(state: *mut ffi::lua_State, idx: c_int) -> bool {
             | ffi::LUA_TNUMBER
             | ffi::LUA_TSTRING
             | ffi::LUA_TLIGHTUSERDATA => true,
-            // A read-only view the host made (see `frozen.rs`).
+            // A read-only view the host made (see `frozen.rs`): its
+            // metatable's `__frozen` is the registry-held sentinel, never
+            // a value a script could have set.
             ffi::LUA_TTABLE if ffi::lua_getmetatable(state, idx) != 0 => {
                 ffi::lua_pushstring(state, c"__frozen".as_ptr());
                 ffi::lua_rawget(state, -2);
-                let frozen = ffi::lua_toboolean(state, -1) != 0;
-                ffi::lua_pop(state, 2);
+                ffi::lua_getfield(state, ffi::LUA_REGISTRYINDEX, c"swarm.frozen".as_ptr());
+                let frozen = ffi::lua_type(state, -1) == ffi::LUA_TTABLE
+                    && ffi::lua_rawequal(state, -1, -2) != 0;
+                ffi::lua_pop(state, 3);
                 frozen
             }
             _ => false,

@@ -14,7 +14,7 @@ use super::ctx::{CURRENT, ERROR_MT, VmCtx};
 use super::error::{find_raised, from_error_value, root_message};
 use super::frozen::{freeze, install_frozen_metamethods, lock_metatable};
 use super::limits::{self, LimitError, Limits, Tripped};
-use super::stdlib::{install_guards, reduced_os, replace_base, replace_string};
+use super::stdlib::{install_guards, reduced_os, replace_base, replace_string, replace_table};
 use super::{Host, LuaError, embedded, modules};
 use crate::auth::CapToken;
 use mlua::chunk::ChunkMode;
@@ -31,6 +31,11 @@ pub struct VmOptions {
     pub instruction_budget: u64,
     /// Wall-clock limit of one run (default none).
     pub timeout: Option<Duration>,
+    /// For a flow VM: the budgets of its whole run, every Lua VM working
+    /// for it together (default [`super::RUN_INSTRUCTIONS`] instructions,
+    /// [`super::RUN_MEMORY`] bytes).
+    pub run_instructions: u64,
+    pub run_memory: usize,
 }
 
 impl Default for VmOptions {
@@ -39,6 +44,8 @@ impl Default for VmOptions {
             memory_limit: 64 << 20,
             instruction_budget: 1_000_000_000,
             timeout: None,
+            run_instructions: super::RUN_INSTRUCTIONS,
+            run_memory: super::RUN_MEMORY,
         }
     }
 }
@@ -75,6 +82,7 @@ impl Vm {
     pub fn set_journal(&self, journal: Option<Arc<crate::store::Journal>>) {
         let ctx = self.lua.app_data_ref::<VmCtx>().expect("VmCtx installed");
         *ctx.journal.lock().unwrap_or_else(|e| e.into_inner()) = journal;
+        *ctx.journal_used.lock().unwrap_or_else(|e| e.into_inner()) = (0, 0);
     }
 
     /// Files this VM has `require`d from the blueprint's directory.
@@ -105,10 +113,37 @@ impl Vm {
             .map_err(|e| self.classify(e))
     }
 
-    /// Sets the default parent of tasks this VM starts.
+    /// The blueprint's run-wide budgets, for the runs this (flow) VM
+    /// starts from now on.
+    pub fn set_run_limits(&self, limits: super::RunLimits) {
+        let ctx = self.lua.app_data_ref::<VmCtx>().expect("VmCtx installed");
+        *ctx.run_limits.lock().unwrap_or_else(|e| e.into_inner()) = limits;
+    }
+
+    /// Sets the default parent of tasks this VM starts: for a flow VM, the
+    /// root of its run, which makes the VM the holder of the run's meter
+    /// (the run-wide budgets its agents' VMs charge too).
     pub fn set_parent(&self, task: Option<crate::engine::TaskId>) {
         let ctx = self.lua.app_data_ref::<VmCtx>().expect("VmCtx installed");
         *ctx.parent.lock().unwrap_or_else(|e| e.into_inner()) = task;
+        let limits = *ctx.run_limits.lock().unwrap_or_else(|e| e.into_inner());
+        let meter = task.map(|root| {
+            let meter = Arc::new(super::RunMeter::new(
+                limits.instructions.unwrap_or(self.opts.run_instructions),
+                limits.memory.unwrap_or(self.opts.run_memory),
+            ));
+            ctx.host.runs.insert(root.0, &meter);
+            meter
+        });
+        self.limits.join_run(meter);
+    }
+
+    /// Reseeds the PRNG from the host's CSPRNG (each task of a pooled VM).
+    pub fn reseed(&self) -> mlua::Result<()> {
+        match self.lua.app_data_ref::<VmCtx>() {
+            Some(ctx) => ctx.reseed(),
+            None => Ok(()),
+        }
     }
 
     /// A fresh global environment for one run.
@@ -308,6 +343,9 @@ impl<F> Drop for TripOnDrop<F> {
 /// Makes `env` the current run's environment: the default of `load` and
 /// the owner of a fresh `require` cache.
 fn begin_run(lua: &Lua, env: &Table) -> mlua::Result<()> {
+    if let Some(ctx) = lua.app_data_ref::<VmCtx>() {
+        ctx.reseed()?;
+    }
     let current: Table = lua.named_registry_value(CURRENT)?;
     current.raw_set("env", env)?;
     current.raw_set("loaded", lua.create_table()?)
@@ -345,11 +383,14 @@ fn build(host: Host, opts: VmOptions) -> mlua::Result<Vm> {
         parent: Mutex::new(None),
         entry: Mutex::new(None),
         journal: Mutex::new(None),
+        journal_used: Mutex::new((0, 0)),
+        run_limits: Mutex::new(Default::default()),
         required: Mutex::new(Vec::new()),
         limits: limits.clone(),
         memory_limit: opts.memory_limit,
         swarm: std::sync::OnceLock::new(),
         protect: std::sync::OnceLock::new(),
+        randomseed: std::sync::OnceLock::new(),
     });
     install_error_metatable(&lua)?;
     install_frozen_metamethods(&lua)?;
@@ -359,9 +400,16 @@ fn build(host: Host, opts: VmOptions) -> mlua::Result<Vm> {
     }
     replace_base(&lua, &g)?;
     replace_string(&lua, &g)?;
+    if let Some(ctx) = lua.app_data_ref::<VmCtx>() {
+        let math: Table = g.raw_get("math")?;
+        let _ = ctx.randomseed.set(math.raw_get("randomseed")?);
+    }
     g.raw_set("os", reduced_os(&lua)?)?;
     g.raw_set("swarm", modules::compose(&lua)?)?;
     install_guards(&lua, &g)?;
+    // After the guards, which keep the stock `table.pack`/`unpack` for
+    // their own bookkeeping (no charge, no user frame to blame).
+    replace_table(&lua, &g)?;
     // The base library's `_G` points at the raw globals; each run's
     // environment sets its own `_G`, so the raw one must not be reachable.
     g.raw_set("_G", Value::Nil)?;

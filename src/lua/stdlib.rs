@@ -12,8 +12,9 @@ use super::ctx::{CURRENT, ERROR_MT, RAISED_MT, RAW_SETMETATABLE};
 use super::embedded;
 use super::error::root_message;
 use super::frozen::is_frozen;
-use super::limits::{LimitError, Limits, Tripped};
+use super::limits::{Limits, Tripped};
 use super::location::caller_location;
+use super::meter;
 use super::pattern;
 use mlua::chunk::ChunkMode;
 use mlua::{Function, Lua, Table, Value, Variadic};
@@ -28,11 +29,7 @@ pub(crate) fn replace_base(lua: &Lua, g: &Table) -> mlua::Result<()> {
     g.raw_set(
         "print",
         lua.create_function(|lua, args: Variadic<Value>| {
-            let parts: Vec<String> = args
-                .iter()
-                .map(|v| v.to_string().unwrap_or_else(|_| "?".into()))
-                .collect();
-            let line = parts.join("\t");
+            let line = meter::line(lua, &args, "\t")?;
             let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
             (ctx.host.print)(&line);
             Ok(())
@@ -51,7 +48,7 @@ pub(crate) fn replace_base(lua: &Lua, g: &Table) -> mlua::Result<()> {
     g.raw_set(
         "rawset",
         lua.create_function(|lua, (t, k, v): (Table, Value, Value)| {
-            if is_frozen(&t) {
+            if is_frozen(lua, &t) {
                 return Err(mlua::Error::RuntimeError(format!(
                     "{}: attempt to modify a read-only table with rawset",
                     caller_location(lua, 0)
@@ -126,6 +123,8 @@ fn sandboxed_load(lua: &Lua) -> mlua::Result<Function> {
                 )));
             };
             let bytes = src.as_bytes();
+            // Compiling is host work in proportion to the source.
+            meter::charge(lua, bytes.len() as u64 / 8)?;
             if mode.as_deref().is_some_and(|m| !m.contains('t')) || bytes.first() == Some(&0x1b) {
                 return Ok((Value::Nil, Value::String(lua.create_string(
                     "attempt to load a binary chunk (binary chunks are not allowed in the sandbox)",
@@ -204,39 +203,54 @@ pub(crate) fn replace_string(lua: &Lua, g: &Table) -> mlua::Result<()> {
     )?;
     s.raw_set(
         "rep",
-        lua.create_function(|lua, (s, n, sep): (mlua::LuaString, i64, Option<mlua::LuaString>)| {
-            if n <= 0 {
-                return lua.create_string("");
-            }
-            let (s, sep) = (s.as_bytes(), sep.as_ref().map(|x| x.as_bytes()));
-            let sep_len = sep.as_ref().map_or(0, |x| x.len());
-            let total = (s.len() as u128 + sep_len as u128) * n as u128;
-            let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
-            if total > ctx.memory_limit as u128 {
-                ctx.limits.trip(Tripped::Memory);
-                return Err(mlua::Error::external(LimitError {
-                    kind: Tripped::Memory,
-                    what: format!(
-                        "string.rep would build {total} bytes, over the VM memory limit of {} bytes",
-                        ctx.memory_limit
-                    ),
-                    location: caller_location(lua, 0),
-                }));
-            }
-            ctx.limits
-                .charge(total as u64 / 64)
-                .map_err(|t| ctx.limits.error(t, caller_location(lua, 0)))?;
-            let mut out = Vec::with_capacity(total as usize);
-            for i in 0..n {
-                if i > 0
-                    && let Some(sep) = &sep {
+        lua.create_function(
+            |lua, (s, n, sep): (mlua::LuaString, i64, Option<mlua::LuaString>)| {
+                let (s, sep) = (s.as_bytes(), sep.as_ref().map(|x| x.as_bytes()));
+                let sep_len = sep.as_ref().map_or(0, |x| x.len());
+                // Nothing to repeat is nothing to do, however large `n` is.
+                if n <= 0 || s.len() + sep_len == 0 {
+                    return lua.create_string("");
+                }
+                let total = (s.len() as u128 + sep_len as u128) * n as u128;
+                meter::reserve(
+                    lua,
+                    "string.rep's result",
+                    total.min(usize::MAX as u128) as usize,
+                )?;
+                let mut out = Vec::with_capacity(total as usize);
+                for i in 0..n {
+                    if i > 0
+                        && let Some(sep) = &sep
+                    {
                         out.extend_from_slice(sep);
                     }
-                out.extend_from_slice(&s);
-            }
-            lua.create_string(&out)
-        })?,
+                    out.extend_from_slice(&s);
+                }
+                lua.create_string(&out)
+            },
+        )?,
     )?;
+    Ok(())
+}
+
+/// `table.insert`, `remove`, `move`, `concat`, `unpack` and `sort` whose
+/// loops the limits reach (see `lua/swarm/tablelib.lua`).
+pub(crate) fn replace_table(lua: &Lua, g: &Table) -> mlua::Result<()> {
+    let t: Table = g.raw_get("table")?;
+    let math: Table = g.raw_get("math")?;
+    let charge = lua.create_function(|lua, n: i64| meter::charge(lua, n.max(0) as u64))?;
+    let lib: Table = embedded::chunk(lua, embedded::TABLELIB)?.call((
+        t.raw_get::<Function>("concat")?,
+        t.raw_get::<Function>("unpack")?,
+        t.raw_get::<Function>("sort")?,
+        charge,
+        math.raw_get::<Function>("tointeger")?,
+        math.raw_get::<Function>("ult")?,
+        g.raw_get::<Function>("getmetatable")?,
+    ))?;
+    for name in ["insert", "remove", "move", "concat", "unpack", "sort"] {
+        t.raw_set(name, lib.raw_get::<Function>(name)?)?;
+    }
     Ok(())
 }
 
@@ -317,6 +331,10 @@ unsafe extern "C-unwind" fn host_traceback(state: *mut mlua::ffi::lua_State) -> 
 /// costs about as much host CPU as this many plain instructions.
 const RESUME_COST: u64 = 200;
 
+/// Registry slot of the thread the limit hook last paused at the end of
+/// its time slice (`limits.rs` names it as a literal).
+const SLICED: &str = "swarm.sliced";
+
 /// `pcall`, `xpcall`, `coroutine.resume` and `coroutine.wrap` that respect
 /// the limits (see `lua/swarm/guards.lua`).
 pub(crate) fn install_guards(lua: &Lua, g: &Table) -> mlua::Result<()> {
@@ -350,6 +368,16 @@ pub(crate) fn install_guards(lua: &Lua, g: &Table) -> mlua::Result<()> {
         charge,
         unsafe { lua.create_c_function(traceback)? },
         unsafe { lua.create_c_function(host_traceback)? },
+        lua.create_function(|lua, co: Value| {
+            let marked: Value = lua.named_registry_value(SLICED)?;
+            let ours = matches!((&marked, &co), (Value::Thread(a), Value::Thread(b)) if a == b);
+            if ours {
+                lua.set_named_registry_value(SLICED, Value::Nil)?;
+            }
+            Ok(ours)
+        })?,
+        lua.create_function(|lua, ()| lua.set_named_registry_value(SLICED, lua.current_thread()))?,
+        co.raw_get::<Function>("isyieldable")?,
     ))?;
     // The C handler names these slots as literals.
     debug_assert_eq!((ERROR_MT, RAISED_MT), ("swarm.error_mt", "swarm.raised_mt"));
@@ -362,5 +390,7 @@ pub(crate) fn install_guards(lua: &Lua, g: &Table) -> mlua::Result<()> {
         let _ = ctx.protect.set(guards.raw_get::<Function>("protect")?);
     }
     co.raw_set("resume", guards.raw_get::<Function>("resume")?)?;
+    co.raw_set("close", guards.raw_get::<Function>("close")?)?;
+    co.raw_set("yield", guards.raw_get::<Function>("yield")?)?;
     Ok(())
 }

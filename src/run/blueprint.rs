@@ -90,6 +90,9 @@ pub struct Blueprint {
     pub tokens: Option<u64>,
     /// `input`: the JSON Schema a run's input must match (`run::input`).
     pub input: Option<serde_json::Value>,
+    /// `limits.instructions`, `memory`, `journal_entries`, `journal_bytes`:
+    /// the run-wide budgets of its Lua VMs and journal.
+    pub budgets: crate::lua::RunLimits,
 }
 
 /// The directory of a blueprint file: where its process agents run and its
@@ -218,7 +221,8 @@ impl Reader<'_> {
             Some(g) => Some(self.gate(&g, &at)?),
             None => None,
         };
-        let (deadline, tokens) = self.limits(&spec, &at)?;
+        let mut budgets = crate::lua::RunLimits::default();
+        let (deadline, tokens) = self.limits(&spec, &at, &mut budgets)?;
         let input = match spec.get::<Value>("input").map_err(|e| self.lua_err(e))? {
             Value::Nil => None,
             v => {
@@ -230,6 +234,7 @@ impl Reader<'_> {
             deadline,
             tokens,
             input,
+            budgets,
             name: bp.get("name").map_err(|e| self.lua_err(e))?,
             path: path.to_path_buf(),
             chunk: chunk.to_string(),
@@ -247,6 +252,7 @@ impl Reader<'_> {
         &self,
         spec: &Table,
         at: &str,
+        budgets: &mut crate::lua::RunLimits,
     ) -> Result<(Option<Duration>, Option<u64>), BlueprintError> {
         let Some(limits) = spec
             .get::<Option<Table>>("limits")
@@ -278,11 +284,27 @@ impl Reader<'_> {
                         ));
                     }
                 },
+                Some(name @ ("instructions" | "memory" | "journal_entries" | "journal_bytes")) => {
+                    let Value::Integer(n @ 1..) = v else {
+                        return Err(err(
+                            at,
+                            &format!("limits.{name}"),
+                            "must be a positive whole number",
+                        ));
+                    };
+                    match name {
+                        "instructions" => budgets.instructions = Some(n as u64),
+                        "memory" => budgets.memory = Some(n as usize),
+                        "journal_entries" => budgets.journal_entries = Some(n as u64),
+                        _ => budgets.journal_bytes = Some(n as u64),
+                    }
+                }
                 other => {
                     return Err(err(
                         at,
                         &format!("limits.{}", other.unwrap_or("?")),
-                        "unknown limit (known: deadline, tokens)",
+                        "unknown limit (known: deadline, tokens, instructions, memory, \
+                         journal_entries, journal_bytes)",
                     ));
                 }
             }

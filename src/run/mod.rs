@@ -224,6 +224,7 @@ pub fn prepare_source(
     host.kinds = opts.kinds.infos();
     let vm = Vm::new(host.clone(), opts.flow_vm.clone()).map_err(BlueprintError::Lua)?;
     let (bp, table) = blueprint::load(&vm, &opts.kinds, path, source)?;
+    vm.set_run_limits(bp.budgets);
     // The blueprint's own session: it lasts as long as the `Prepared`
     // (an embedder may run it again hours later), which releases it.
     let mut attach = AttachOptions::new(format!("run:{}", bp.name), Role::Operator);

@@ -65,6 +65,10 @@ impl Subscription {
     }
 }
 
+/// Events a run-bound [`Engine::last_cursor_for`] looks back through
+/// (bounded: it runs under the engine lock).
+const NEWEST_SCAN: usize = 10_000;
+
 impl Engine {
     /// Subscribes to events with cursor > `after` (0 for everything kept).
     pub fn subscribe(&self, tok: &CapToken, after: u64) -> Result<Subscription, EngineError> {
@@ -99,8 +103,34 @@ impl Engine {
         self.with_state("announce", |s| s.emit(None, kind));
     }
 
-    /// The newest cursor in the ledger.
+    /// The newest cursor in the ledger. Host code only: it reflects every
+    /// run's activity; Lua reaches [`Engine::last_cursor_for`].
     pub fn last_cursor(&self) -> u64 {
         self.with_state("last_cursor", |s| s.ledger.last_cursor())
+    }
+
+    /// The largest step input, result, question or answer the engine takes
+    /// (as JSON): what a journaled payload is measured against before it
+    /// is stored.
+    pub fn payload_limit(&self) -> usize {
+        self.with_state("payload_limit", |s| s.config.max_payload_bytes)
+    }
+
+    /// The newest cursor `tok` may know of. Needs the observer right
+    /// (`subscribe`). A token that sees every run gets the ledger's newest;
+    /// a token bound to a run gets its run's newest event among the last
+    /// [`NEWEST_SCAN`] held (else 0, from which a subscription sees all it
+    /// may): the engine-wide counter moves with other runs' work, a side
+    /// channel a run must not read.
+    pub fn last_cursor_for(&self, tok: &CapToken) -> Result<u64, EngineError> {
+        self.with_state("last_cursor", |s| {
+            s.check(tok, Verb::Subscribe, None)?;
+            if tok.claims.task.is_none() {
+                return Ok(s.ledger.last_cursor());
+            }
+            Ok(s.ledger
+                .newest(NEWEST_SCAN, |e| s.sees_event(tok, e))
+                .unwrap_or(0))
+        })
     }
 }

@@ -91,8 +91,9 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
         Ok(Value::Boolean(true))
     })?;
     verb(lua, &t, "last_cursor", |lua, ()| {
-        let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
-        Ok(Value::Integer(ctx.host.engine.last_cursor() as i64))
+        let (engine, tok) = caller(lua)?;
+        let cursor = engine.last_cursor_for(&tok).map_err(HostError::from)?;
+        Ok(Value::Integer(cursor as i64))
     })?;
     Ok(t)
 }

@@ -11,6 +11,61 @@ use crate::store::{Halt, Journal, JournalEntry, QuestionRecord, input_hash};
 use mlua::{Lua, LuaSerdeExt, Table, Value};
 use std::sync::Arc;
 
+/// What an entry costs beyond its value: position, kind, key, hash, row.
+const ENTRY_OVERHEAD: u64 = 128;
+
+/// Refuses, before anything is stored, an entry of `bytes` that would take
+/// the run's journal past its budget (`journal_budget`).
+pub(super) fn within_budget(lua: &Lua, what: &str, bytes: usize) -> Result<(), HostError> {
+    let Some(ctx) = lua.app_data_ref::<VmCtx>() else {
+        return Ok(());
+    };
+    let (entries, used) = *ctx.journal_used.lock().unwrap_or_else(|e| e.into_inner());
+    let limits = *ctx.run_limits.lock().unwrap_or_else(|e| e.into_inner());
+    let max_entries = limits
+        .journal_entries
+        .unwrap_or(crate::lua::JOURNAL_ENTRIES);
+    let max_bytes = limits.journal_bytes.unwrap_or(crate::lua::JOURNAL_BYTES);
+    let bytes = used + bytes as u64 + ENTRY_OVERHEAD;
+    if entries < max_entries && bytes <= max_bytes {
+        return Ok(());
+    }
+    Err(HostError::new(
+        "journal_budget",
+        format!(
+            "{}: {what} would take the run's journal past its budget of {max_entries} \
+             entries or {} ({entries} entries and {} journaled so far; `limits.journal_entries`, \
+             `limits.journal_bytes` raise it)",
+            caller_location(lua, 0),
+            crate::engine::size::human(max_bytes as usize),
+            crate::engine::size::human(used as usize),
+        ),
+    ))
+}
+
+/// Counts an entry of `bytes` that was stored.
+fn spent(lua: &Lua, bytes: usize) {
+    if let Some(ctx) = lua.app_data_ref::<VmCtx>() {
+        let mut used = ctx.journal_used.lock().unwrap_or_else(|e| e.into_inner());
+        used.0 += 1;
+        used.1 += bytes as u64 + ENTRY_OVERHEAD;
+    }
+}
+
+/// The JSON size of `v`, refused past the engine's payload limit (the
+/// one every step input, result and question meets) before it is stored.
+fn admit(lua: &Lua, what: &'static str, v: &serde_json::Value) -> Result<usize, HostError> {
+    let limit = lua
+        .app_data_ref::<VmCtx>()
+        .map_or(usize::MAX, |ctx| ctx.host.engine.payload_limit());
+    let bytes = crate::engine::size::measure(v, limit).json;
+    if bytes > limit {
+        return Err(crate::engine::EngineError::TooLarge { what, bytes, limit }.into());
+    }
+    within_budget(lua, what, bytes)?;
+    Ok(bytes)
+}
+
 pub(super) fn journal(lua: &Lua) -> Option<Arc<Journal>> {
     lua.app_data_ref::<VmCtx>().and_then(|ctx| ctx.journal())
 }
@@ -105,9 +160,12 @@ pub(super) async fn record(
     value: serde_json::Value,
 ) -> Result<(), HostError> {
     let (pos, kind, key) = at;
+    let bytes = crate::engine::size::measure(&value, usize::MAX).json;
     j.record(pos, kind, key, hash, ok, value)
         .await
-        .map_err(|e| fault(lua, j, e))
+        .map_err(|e| fault(lua, j, e))?;
+    spent(lua, bytes);
+    Ok(())
 }
 
 /// Waits until this execution provably still owns its run (at once, but
@@ -174,6 +232,7 @@ pub async fn put(lua: &Lua, pos: Value, spec: Value) -> Result<Value, HostError>
     let hash = get("hash").to_string().map_err(|_| bad("hash"))?;
     let ok = get("ok").as_boolean().unwrap_or(false);
     let value = to_json(lua, get("value"), "journaled value")?;
+    admit(lua, "a journaled value", &value)?;
     record(lua, &j, (&pos, &kind, &key), hash, ok, value).await?;
     Ok(Value::Boolean(true))
 }
@@ -188,6 +247,8 @@ pub async fn question(lua: &Lua, pos: Value, question: Value) -> Result<Value, H
         .to_string()
         .map_err(|_| HostError::new("bad_argument", "journal_question: position"))?;
     let question = to_json(lua, question, "question")?;
+    // Every size check before anything is stored.
+    let bytes = admit(lua, "the question", &question)?;
     let name = QuestionRecord::name_of(&question);
     let store = j.store().clone();
     let run = j.run().to_string();
@@ -212,5 +273,6 @@ pub async fn question(lua: &Lua, pos: Value, question: Value) -> Result<Value, H
     })
     .await
     .map_err(|e| fault(lua, &j, e))?;
+    spent(lua, bytes);
     Ok(Value::Nil)
 }

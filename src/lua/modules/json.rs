@@ -5,7 +5,6 @@
 //! encodes back as `[]`. `decode` of bad text is an expected failure and
 //! returns `nil, err`; `encode` of a function or userdata raises.
 
-use super::ser_opts;
 use crate::lua::ctx::VmCtx;
 use crate::lua::limits::{LimitError, Tripped};
 use crate::lua::location::caller_location;
@@ -56,8 +55,8 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
     t.raw_set(
         "decode",
         lua.create_function(|lua, s: mlua::LuaString| {
-            match serde_json::from_slice::<serde_json::Value>(&s.as_bytes()) {
-                Ok(v) => Ok((lua.to_value_with(&v, ser_opts())?, Value::Nil)),
+            match crate::lua::json::json_to_lua(lua, &s.as_bytes())? {
+                Ok(v) => Ok((v, Value::Nil)),
                 Err(e) => Ok((
                     Value::Nil,
                     Value::String(lua.create_string(format!("swarm.json.decode: {e}"))?),

@@ -10,11 +10,7 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
         t.raw_set(
             level,
             lua.create_function(move |lua, args: Variadic<Value>| {
-                let msg: Vec<String> = args
-                    .iter()
-                    .map(|v| v.to_string().unwrap_or_else(|_| "?".into()))
-                    .collect();
-                let msg = msg.join(" ");
+                let msg = crate::lua::meter::line(lua, &args, " ")?;
                 let at = caller_location(lua, 0);
                 match level {
                     "trace" => tracing::trace!(target: "lua", %at, "{msg}"),

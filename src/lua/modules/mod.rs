@@ -85,7 +85,7 @@ fn waiting(lua: &Lua) -> mlua::Result<mlua::Function> {
             type Waiting<'a> = Pin<Box<dyn Future<Output = Result<Value, HostError>> + Send + 'a>>;
             let r: Waiting<'_> = match op.as_str() {
                 "step" => {
-                    return match Box::pin(step::step(&lua, a, b, c)).await {
+                    return match within_limits(&lua, Box::pin(step::step(&lua, a, b, c))).await? {
                         Ok((true, v)) => Ok((Value::Boolean(true), v)),
                         Ok((false, v)) => Ok((Value::String(lua.create_string("failed")?), v)),
                         Err(e) => reply(&lua, Err(e)).map(|(ok, v)| (Value::Boolean(ok), v)),
@@ -102,10 +102,44 @@ fn waiting(lua: &Lua) -> mlua::Result<mlua::Function> {
                 "journal_question" => Box::pin(journal::question(&lua, a, b)),
                 _ => Box::pin(engine::wait(&lua, &op, a, b)),
             };
-            let r = r.await;
+            let r = within_limits(&lua, r).await?;
             reply(&lua, r).map(|(ok, v)| (Value::Boolean(ok), v))
         },
     )
+}
+
+/// Waits for `fut` within the VM's deadline and cancellation: while a
+/// host call waits no Lua runs, so the hook cannot see either; past one,
+/// the call is dropped (cancelling what it started) and the limit raised.
+async fn within_limits<T>(lua: &Lua, fut: impl Future<Output = T>) -> mlua::Result<T> {
+    let limits = lua.app_data_ref::<VmCtx>().map(|ctx| ctx.limits.clone());
+    let Some(limits) = limits else {
+        return Ok(fut.await);
+    };
+    let (deadline, cancel) = limits.watch();
+    if deadline.is_none() && cancel.is_none() {
+        return Ok(fut.await);
+    }
+    let expired = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d.into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    let cancelled = async {
+        match &cancel {
+            Some(c) => c.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    let why = tokio::select! {
+        biased;
+        out = fut => return Ok(out),
+        () = expired => crate::lua::Tripped::Deadline,
+        () = cancelled => crate::lua::Tripped::Cancelled,
+    };
+    limits.trip(why);
+    Err(limits.error(why, caller_location(lua, 0)))
 }
 
 /// Registers host function `name`, whose body returns
@@ -197,17 +231,26 @@ pub(crate) fn returned_by(
             .and_then(crate::lua::location::defined_at)
             .unwrap_or_else(|| "?".into());
         HostError::new(
-            "bad_value",
+            conversion_code(lua),
             format!("{at}: {what} is not JSON-shaped ({e}); the function defined here returned it"),
         )
     })
+}
+
+/// Why a value did not convert: it would not fit in the VM's memory
+/// (`memory_limit`, the walk tripped the VM), or it is not JSON-shaped.
+fn conversion_code(lua: &Lua) -> &'static str {
+    let memory = lua
+        .app_data_ref::<VmCtx>()
+        .is_some_and(|ctx| ctx.limits.tripped() == Some(crate::lua::Tripped::Memory));
+    if memory { "memory_limit" } else { "bad_value" }
 }
 
 /// A Lua value as JSON, or a usage error naming what could not convert.
 pub fn to_json(lua: &Lua, v: Value, what: &str) -> Result<serde_json::Value, HostError> {
     crate::lua::json::lua_to_json(lua, v).map_err(|e| {
         HostError::new(
-            "bad_value",
+            conversion_code(lua),
             format!(
                 "{what} is not JSON-shaped ({e}) at {}",
                 caller_location(lua, 0)

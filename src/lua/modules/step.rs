@@ -43,6 +43,9 @@ pub async fn step(
         Err(replayed) => return Ok(replayed),
     };
     if let Some((j, ..)) = &call.journal {
+        // A step is refused before it starts once the run's journal is
+        // spent: its result, once it ran, is always recorded.
+        super::journal::within_budget(lua, "a step", 0)?;
         hold(lua, j).await?;
     }
     let view = call
