@@ -2,12 +2,13 @@
 //! operator token, Lua agents registered by name, and a healthy agent that
 //! must pass beside every attack. In submodules: the CLI (`cli`), a scratch
 //! journal directory (`dir`), library-API runs (`flow`), `swarm serve`
-//! (`server`).
+//! (`server`), a throwaway Postgres server (`postgres`).
 #![allow(dead_code)]
 
 pub mod cli;
 pub mod dir;
 pub mod flow;
+pub mod postgres;
 pub mod server;
 
 use lua_swarm::auth::{CapToken, Role, Signer};
