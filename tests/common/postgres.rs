@@ -188,6 +188,26 @@ impl Postgres {
         self.url(db)
     }
 
+    /// Runs SQL `statement` in database `db` with psql.
+    pub fn sql(&self, db: &str, statement: &str) {
+        let port = self.port.to_string();
+        let args = [
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "swarm",
+            "-d",
+            db,
+            "-v",
+            "ON_ERROR_STOP=1",
+        ];
+        let mut all = args.to_vec();
+        all.extend(["-c", statement]);
+        self.run("psql", &all);
+    }
+
     pub fn url(&self, db: &str) -> String {
         format!("postgres://swarm@127.0.0.1:{}/{db}", self.port)
     }
