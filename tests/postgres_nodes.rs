@@ -5,7 +5,8 @@
 //! is killed with SIGKILL mid-way, and every run still ends `pass`, each
 //! completed step's side effect happening once (only a step in flight at
 //! the kill may run again); a run of the killed node followed over SSE
-//! through another node reads gapless across the takeover.
+//! through another node reads gapless across the takeover. SIGTERM on a
+//! node drains it, and another node takes its runs over.
 
 mod common;
 
@@ -234,7 +235,7 @@ fn three_nodes_share_runs_and_survive_a_kill() {
     let dir = scratch();
     let fx = dir.join("effects");
     blueprints(&dir, &fx);
-    let (mut a, b, c) = (node(&dir, &store), node(&dir, &store), node(&dir, &store));
+    let (mut a, mut b, c) = (node(&dir, &store), node(&dir, &store), node(&dir, &store));
     let out = swarm(&store)
         .args(["token", "--role", "operator"])
         .output()
@@ -248,7 +249,10 @@ fn three_nodes_share_runs_and_survive_a_kill() {
         http: reqwest::Client::new(),
         token: String::from_utf8(out.stdout).unwrap().trim().to_string(),
     };
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         // An answer at node C continues the run waiting on node A.
         let new = json!({ "blueprint": "asks", "id": "ask" });
@@ -350,6 +354,35 @@ fn three_nodes_share_runs_and_survive_a_kill() {
         let ids: Vec<i64> = seen.iter().map(|(id, _)| *id).collect();
         let want: Vec<i64> = (1..=ids.len() as i64).collect();
         assert_eq!(ids, want, "r00's events through B: {seen:?}");
+
+        // SIGTERM drains node B: its runs stop `drained` and node C takes
+        // them over without waiting for a lease.
+        for n in 0..6 {
+            let id = format!("d{n}");
+            let new = json!({ "blueprint": "side", "id": id, "input": { "tag": id } });
+            let got = api
+                .call("POST", format!("{}/v1/runs", b.url), Some(new))
+                .await;
+            assert_eq!(got.0, 201, "{}", got.1);
+        }
+        let start = Instant::now();
+        while (0..6).any(|n| !effects(&fx).contains_key(&(format!("d{n}"), 1))) {
+            assert!(start.elapsed() < HANG, "hang guard");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // SAFETY: signals a child this test started and has not reaped.
+        unsafe { libc::kill(b.child.id() as libc::pid_t, libc::SIGTERM) };
+        let exit = tokio::task::block_in_place(|| b.child.wait()).unwrap();
+        assert!(exit.success(), "node B's drain: {exit}");
+        for n in 0..6 {
+            let r = api
+                .until(&c, &format!("d{n}"), |r| r["status"] == "pass")
+                .await;
+            assert_eq!(r["result"], json!((1..=STEPS).sum::<u64>()), "{r}");
+        }
+        let resumed = c.lines.lock().unwrap().join("\n");
+        assert!(resumed.contains("resumed run d0"), "{resumed}");
+        assert!(resumed.contains("drained"), "{resumed}");
     });
     let lines = |n: &Node| n.lines.lock().unwrap().join("\n");
     eprintln!("node B said:\n{}\nnode C said:\n{}", lines(&b), lines(&c));
