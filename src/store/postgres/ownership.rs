@@ -186,9 +186,6 @@ impl Inner {
             .map_err(|e| self.write_error(e))?;
         let mut marked: Vec<(i64, String)> = rows.iter().map(|r| (r.get(1), r.get(0))).collect();
         marked.sort();
-        for (_, id) in &marked {
-            self.notify(id).await;
-        }
         Ok(marked.into_iter().map(|(_, id)| id).collect())
     }
 }

@@ -126,10 +126,7 @@ impl Inner {
                 run,
                 epoch: f.epoch,
             }),
-            _ => {
-                self.notify(&run).await;
-                Ok(())
-            }
+            _ => Ok(()),
         }
     }
 
@@ -213,7 +210,6 @@ impl Inner {
         )
         .await
         .map_err(|e| self.write_error(e))?;
-        self.notify(&run).await;
         Ok(())
     }
 
@@ -285,9 +281,6 @@ impl Inner {
             .execute(&sql, &[&run, &name, &answer.to_string()])
             .await
             .map_err(|e| self.write_error(e))?;
-        if n > 0 {
-            self.notify(&run).await;
-        }
         Ok(n > 0)
     }
 
@@ -315,16 +308,5 @@ impl Inner {
                 })
             })
             .collect()
-    }
-
-    /// Tells every node listening that `run` changed (an answer, a
-    /// cancel, a status), so a node executing it looks at once. Best
-    /// effort: a node that misses it looks at its next poll.
-    pub(super) async fn notify(&self, run: &str) {
-        if let Ok(c) = self.client().await {
-            let _ = c
-                .execute("SELECT pg_notify('swarm_runs', $1)", &[&run])
-                .await;
-        }
     }
 }
