@@ -280,7 +280,7 @@ async fn sigterm_answers_503_draining_until_the_runs_have_stopped() {
         .unwrap();
     let runs: Value = serde_json::from_slice(&runs.stdout).unwrap();
     assert_eq!(runs[0]["status"], "interrupted", "{runs}");
-    assert_eq!(runs[0]["result"]["code"], "interrupted", "{runs}");
+    assert_eq!(runs[0]["result"]["code"], "drained", "{runs}");
     for pid in pids(&dir.join("slow.pids")) {
         poll("the step's process was killed", || {
             (!alive(&pid)).then_some(())

@@ -1,4 +1,5 @@
-//! `swarm doctor`: is the SQLite journal healthy, and what to do if not.
+//! `swarm doctor`: is the SQLite journal (or the Postgres database)
+//! healthy, and what to do if not.
 //!
 //! Checks SQLite's integrity verdict, the damage marker, runs left running
 //! by an owner whose lease has lapsed, step logs kept aside as damaged,
@@ -27,6 +28,11 @@ pub fn run(args: DoctorArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A shared database: reachable, migrated, and its runs.
+    #[cfg(feature = "postgres")]
+    if let crate::store::Location::Postgres(_) = at {
+        return shared(&at);
+    }
     // What the doctor examines is SQLite's file and what lies beside it.
     let Some(path) = at.sqlite_path().map(|p| p.to_path_buf()) else {
         errln!("error: `swarm doctor` checks a SQLite journal file; the store {at} has none");
@@ -87,6 +93,26 @@ pub fn run(args: DoctorArgs) -> ExitCode {
         );
     }
     if problems == 0 {
+        outln!("all well");
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// The checkup of a Postgres database: it opens (connects, and its
+/// schema is one this swarm knows, migrated if older), and its runs.
+#[cfg(feature = "postgres")]
+fn shared(at: &crate::store::Location) -> ExitCode {
+    let store = match at.open() {
+        Ok(s) => s,
+        Err(e) => {
+            outln!("database   {at}: {e} ({})", e.code());
+            return ExitCode::from(1);
+        }
+    };
+    outln!("database   {at}: reachable, schema current");
+    if runs_report(&*store) == 0 {
         outln!("all well");
         ExitCode::SUCCESS
     } else {

@@ -56,6 +56,7 @@ const STORES: &str = "\
 Stores: every command that reads or writes runs opens one store, named by
   --store URL      sqlite:PATH (a bare path is one too), or memory: (this
                    process only: nothing survives it, nothing to resume)
+                   or postgres://user@host:port/db (many hosts, one database)
   --db PATH        shorthand for --store sqlite:PATH
   $SWARM_STORE     a URL, used when neither flag is given
   $SWARM_DB        a path, used when none of the above is
@@ -105,7 +106,8 @@ enum Command {
 /// the nearest `.swarm/swarm.db` upward). See [`Db::resolve`].
 #[derive(Args, Clone)]
 pub struct Db {
-    /// The store: `sqlite:PATH` (a bare path is one too) or `memory:`.
+    /// The store: `sqlite:PATH` (a bare path is one too), `memory:` or
+    /// `postgres://user@host:port/db`.
     /// Without it: --db, else $SWARM_STORE, else $SWARM_DB, else the
     /// nearest .swarm/swarm.db from here upward.
     #[arg(long, value_name = "URL")]

@@ -79,17 +79,26 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// The signer of the journal `db` names (created when missing).
-fn signer(db: &Db) -> Result<(PathBuf, Signer), String> {
-    let path = db.locate(true).map_err(|e| e.to_string())?;
-    let signer = auth::signer(&path)?;
-    Ok((path, signer))
+/// The signer of the journal `db` names: the secret file beside a
+/// SQLite journal (created when missing), `$SWARM_SECRET` for a shared
+/// database.
+fn signer(db: &Db) -> Result<Signer, String> {
+    let at = db.resolve(true).map_err(|e| e.to_string())?;
+    match at.sqlite_path() {
+        Some(path) => auth::signer(path),
+        None if at == crate::store::Location::Memory => Err(db
+            .locate(true)
+            .map_err(|e| e.to_string())
+            .err()
+            .unwrap_or_default()),
+        None => auth::shared_signer(&at),
+    }
 }
 
 pub fn token(args: TokenArgs) -> ExitCode {
     let role: Role = args.role.parse().expect("clap checked the role");
     let s = match signer(&args.journal) {
-        Ok((_, s)) => s,
+        Ok(s) => s,
         Err(e) => return fail(e),
     };
     let Some(id) = args.run.as_deref() else {
@@ -142,6 +151,10 @@ pub fn serve(args: ServeArgs) -> ExitCode {
             Err(e) => return fail(e),
         },
         (None, true) => Signer::random(),
+        (None, false) if at != crate::store::Location::Memory => match auth::shared_signer(&at) {
+            Ok(s) => s,
+            Err(e) => return fail(e),
+        },
         (None, false) => {
             return fail(format!(
                 "a journal in `{at}` keeps no secret for `swarm token` to sign with: \

@@ -29,6 +29,16 @@ impl Prepared {
         }
         if self.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
             let run = journal.map_or("", |j| j.run());
+            if self.drained.load(std::sync::atomic::Ordering::Relaxed) {
+                let error = format!(
+                    "its server was shut down; another server of its blueprint takes it \
+                     over, or `swarm resume {run}` continues it"
+                );
+                return (
+                    RunStatus::Interrupted,
+                    json!({ "error": error, "code": "drained" }),
+                );
+            }
             let error = format!("interrupted; `swarm resume {run}` continues it");
             return (
                 RunStatus::Interrupted,

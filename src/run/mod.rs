@@ -196,6 +196,8 @@ pub struct Prepared {
     lease_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Set by [`Prepared::interrupt`]: the run ends resumable.
     interrupted: std::sync::atomic::AtomicBool,
+    /// Set by [`Prepared::drain`]: its server shuts down.
+    drained: std::sync::atomic::AtomicBool,
 }
 
 /// Loads and validates the blueprint at `path` and builds its agents.
@@ -272,6 +274,7 @@ pub fn prepare_source(
         owner: crate::store::Owner::new(),
         lease_task: Default::default(),
         interrupted: Default::default(),
+        drained: Default::default(),
     })
 }
 
@@ -498,6 +501,15 @@ impl Prepared {
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         self.cancel(root)
+    }
+
+    /// [`Prepared::interrupt`], because its server drains: the run ends
+    /// `interrupted` with the code `drained`, and another server serving
+    /// its blueprint on the same store takes it over at its next sweep.
+    pub fn drain(&self, root: TaskId) -> Result<(), RunError> {
+        self.drained
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.interrupt(root)
     }
 }
 

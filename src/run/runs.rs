@@ -359,7 +359,7 @@ impl Runs {
     pub async fn drain(&self, limit: Duration) -> Vec<String> {
         self.draining.store(true, Ordering::SeqCst);
         for a in self.active().values() {
-            let _ = a.run.interrupt(a.root);
+            let _ = a.run.drain(a.root);
         }
         let _ = tokio::time::timeout(limit, async {
             loop {

@@ -37,6 +37,30 @@ pub fn secret_file(db: &Path) -> PathBuf {
         .join("swarm.secret")
 }
 
+/// `$SWARM_SECRET`'s signer, when it is set (at least 32 bytes).
+fn env_signer() -> Result<Option<Signer>, String> {
+    match std::env::var("SWARM_SECRET") {
+        Ok(secret) if secret.len() >= SECRET_MIN => Ok(Some(Signer::from_env())),
+        Ok(secret) if !secret.is_empty() => Err(format!(
+            "$SWARM_SECRET is {} bytes; a secret must be at least {SECRET_MIN}",
+            secret.len()
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// The signer of a store that has no file beside it to keep a secret in
+/// (a database many nodes share): `$SWARM_SECRET`, set to the same value
+/// on every node and for `swarm token`.
+pub fn shared_signer(store: &dyn std::fmt::Display) -> Result<Signer, String> {
+    env_signer()?.ok_or_else(|| {
+        format!(
+            "the store {store} keeps no secret file: set $SWARM_SECRET (at least \
+             {SECRET_MIN} bytes) to one value on every node and for `swarm token`"
+        )
+    })
+}
+
 /// The shortest secret accepted, in bytes.
 const SECRET_MIN: usize = 32;
 
@@ -46,16 +70,8 @@ const SECRET_MIN: usize = 32;
 /// read by others is refused: whoever planted or can read it could mint
 /// tokens.
 pub fn signer(db: &Path) -> Result<Signer, String> {
-    if let Ok(secret) = std::env::var("SWARM_SECRET")
-        && !secret.is_empty()
-    {
-        if secret.len() < SECRET_MIN {
-            return Err(format!(
-                "$SWARM_SECRET is {} bytes; a secret must be at least {SECRET_MIN}",
-                secret.len()
-            ));
-        }
-        return Ok(Signer::from_env());
+    if let Some(s) = env_signer()? {
+        return Ok(s);
     }
     let path = secret_file(db);
     let say = |e: std::io::Error| format!("secret file {}: {e}", path.display());

@@ -7,8 +7,10 @@
 //! run marked without a cause gets one), and the runs of the blueprints
 //! served here are resumed as soon as their cause is gone, without
 //! waiting for a restart: at once for a lost owner, once the journal takes
-//! writes again for a fault. Runs stopped on purpose (a signal, a drain:
-//! code `interrupted`) are left for `swarm resume` or the next start.
+//! writes again for a fault, and at once for a run whose server drained
+//! (code `drained`: another server on the same store takes it over).
+//! Runs stopped on purpose (a signal: code `interrupted`) are left for
+//! `swarm resume` or the next start.
 
 use super::Server;
 use crate::store::{Owner, RunRecord, RunStatus, StoreError};
@@ -19,7 +21,7 @@ use std::time::Duration;
 
 /// Causes an interrupted run's result records; any other result on an
 /// interrupted run means it was marked by a store that records no cause.
-const RECORDED: [&str; 3] = ["interrupted", "journal_fault", OWNER_LOST];
+const RECORDED: [&str; 4] = ["interrupted", "drained", "journal_fault", OWNER_LOST];
 
 /// The cause recorded for a run whose owner is gone (the store's sweep
 /// records it as it marks the run).

@@ -20,6 +20,8 @@ pub mod conformance;
 mod journal;
 mod lease;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod sqlite;
 mod url;
 pub mod work;
@@ -34,6 +36,8 @@ pub mod prelude {
 }
 pub use lease::{Lease, Lost, RenewError, clock_text};
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
 pub use sqlite::{SqliteStore, block_on as wait, damage_marker, damaged_logs};
 pub use url::{Checkup, Location, SCHEMES, checkup, open, sqlite_path_of};
 

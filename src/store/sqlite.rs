@@ -38,7 +38,9 @@ mod work;
 use commit::{Job, Writes};
 use errors::{classify, dir_error};
 pub use health::damage_marker;
+// Events by the page, as the Postgres store writes them too.
 use ownership::lease_end;
+pub(super) use pages::{encode as encode_event_page, paged as event_pages};
 pub use steplog::damaged_logs;
 
 /// How long to wait for another process's lock: `SWARM_DB_BUSY_MS`, else 5 s.

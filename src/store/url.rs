@@ -1,5 +1,5 @@
 //! Which store a URL names, and opening it: `sqlite:PATH` (a bare path
-//! is one too) or `memory:`. Parsed once into a [`Location`]; every
+//! is one too), `memory:`, or `postgres://…` (`postgresql://…`). Parsed once into a [`Location`]; every
 //! face opens its store through it, so none constructs a backend itself.
 //!
 //! What only SQLite has (a file to measure, `swarm doctor`'s integrity
@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The schemes [`open`] knows, as its errors list them.
+#[cfg(feature = "postgres")]
+pub const SCHEMES: &str =
+    "`sqlite:PATH` (or a bare path), `memory:` and `postgres://user@host:port/db`";
+#[cfg(not(feature = "postgres"))]
 pub const SCHEMES: &str = "`sqlite:PATH` (or a bare path) and `memory:`";
 
 /// Where a store lives.
@@ -21,6 +25,10 @@ pub enum Location {
     Sqlite(PathBuf),
     /// This process's memory: gone when it exits.
     Memory,
+    /// A Postgres database many nodes share: the URL as given (it may
+    /// hold a password: shown only through `Display`, which drops it).
+    #[cfg(feature = "postgres")]
+    Postgres(String),
 }
 
 impl Location {
@@ -43,6 +51,8 @@ impl Location {
             "sqlite" => Ok(Location::Sqlite(PathBuf::from(rest))),
             "memory" if rest.is_empty() => Ok(Location::Memory),
             "memory" => Err(unsupported("`memory:` takes nothing after it")),
+            #[cfg(feature = "postgres")]
+            "postgres" | "postgresql" => Ok(Location::Postgres(url.to_string())),
             other => Err(unsupported(&format!("no `{other}` store is built in"))),
         }
     }
@@ -52,6 +62,8 @@ impl Location {
         Ok(match self {
             Location::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
             Location::Memory => Arc::new(MemoryStore::new()),
+            #[cfg(feature = "postgres")]
+            Location::Postgres(url) => Arc::new(super::PostgresStore::open(url)?),
         })
     }
 
@@ -67,6 +79,8 @@ impl Location {
                 Ok((Arc::new(store), read_only))
             }
             Location::Memory => Ok((self.open()?, false)),
+            #[cfg(feature = "postgres")]
+            Location::Postgres(_) => Ok((self.open()?, false)),
         }
     }
 
@@ -74,7 +88,7 @@ impl Location {
     pub fn sqlite_path(&self) -> Option<&Path> {
         match self {
             Location::Sqlite(path) => Some(path),
-            Location::Memory => None,
+            _ => None,
         }
     }
 }
@@ -86,6 +100,11 @@ impl std::fmt::Display for Location {
         match self {
             Location::Sqlite(path) => write!(f, "{}", path.display()),
             Location::Memory => f.write_str("memory:"),
+            #[cfg(feature = "postgres")]
+            Location::Postgres(url) => match super::postgres::config::parse(url) {
+                Ok(c) => f.write_str(&super::postgres::redacted(&c)),
+                Err(_) => f.write_str("postgres://…"),
+            },
         }
     }
 }
@@ -146,7 +165,7 @@ mod tests {
         assert_eq!(parse("./a:b.db"), sqlite("./a:b.db"));
         assert_eq!(parse("data/a:b.db"), sqlite("data/a:b.db"));
         assert_eq!(parse("memory:"), Some(Location::Memory));
-        for bad in ["postgres://h/db", "foo:", "memory:x", "sqlite:", ""] {
+        for bad in ["foo:", "memory:x", "sqlite:", ""] {
             let e = Location::parse(bad).unwrap_err();
             assert_eq!(e.code(), "store_unsupported", "{bad}");
             let text = e.to_string();
@@ -155,10 +174,13 @@ mod tests {
                 "{text}"
             );
         }
-        let e = Location::parse("postgres://h/db").unwrap_err().to_string();
-        assert!(
-            e.contains("postgres://h/db") && e.contains("`postgres`"),
-            "{e}"
-        );
+        let e = Location::parse("mysql://h/db").unwrap_err().to_string();
+        assert!(e.contains("mysql://h/db") && e.contains("`mysql`"), "{e}");
+        #[cfg(feature = "postgres")]
+        for url in ["postgres://h/db", "postgresql://u:pw@h:5433/db"] {
+            assert_eq!(parse(url), Some(Location::Postgres(url.into())));
+            let shown = Location::Postgres(url.into()).to_string();
+            assert!(!shown.contains("pw"), "{shown}");
+        }
     }
 }

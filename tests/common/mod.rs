@@ -3,13 +3,14 @@
 //! must pass beside every attack. In submodules: the CLI (`cli`), headless
 //! Chromium on the web page (`browser`), a scratch
 //! journal directory (`dir`), library-API runs (`flow`), `swarm serve`
-//! (`server`).
+//! (`server`), a throwaway Postgres server (`postgres`).
 #![allow(dead_code)]
 
 pub mod browser;
 pub mod cli;
 pub mod dir;
 pub mod flow;
+pub mod postgres;
 pub mod server;
 
 use lua_swarm::auth::{CapToken, Role, Signer};

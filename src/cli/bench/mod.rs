@@ -6,6 +6,8 @@ mod flow;
 mod journal;
 mod llm;
 mod lua;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod process;
 mod reload;
 mod serve;
@@ -42,6 +44,8 @@ const WORKLOADS: &[&str] = &[
     "llm",
     "serve",
     "swarm-run",
+    #[cfg(feature = "postgres")]
+    "postgres",
 ];
 
 pub fn run(args: BenchArgs) -> ExitCode {
@@ -77,6 +81,8 @@ pub fn run(args: BenchArgs) -> ExitCode {
             "llm" => rt.block_on(llm::llm()),
             "serve" => rt.block_on(serve::serve()),
             "swarm-run" => process::swarm_run(),
+            #[cfg(feature = "postgres")]
+            "postgres" => rt.block_on(postgres::postgres()),
             _ => unreachable!("checked above"),
         }
     }

@@ -73,6 +73,11 @@ struct Bench {
 }
 
 async fn start_server() -> (Bench, std::path::PathBuf) {
+    start_server_on(None).await
+}
+
+/// The server on `store` (a new SQLite journal when `None`).
+async fn start_server_on(store: Option<Arc<dyn Store>>) -> (Bench, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("swarm-bench-serve-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("bench dir");
@@ -84,7 +89,10 @@ async fn start_server() -> (Bench, std::path::PathBuf) {
         std::fs::write(dir.join(format!("{name}.lua")), body).expect("bench blueprint");
     }
     let db = dir.join("swarm.db");
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).expect("journal"));
+    let store: Arc<dyn Store> = match store {
+        Some(s) => s,
+        None => Arc::new(SqliteStore::open(&db).expect("journal")),
+    };
     let engine = Engine::new(EngineConfig::default(), Signer::random());
     let opts = RunOptions {
         store: Some(store.clone()),
@@ -238,6 +246,38 @@ pub async fn serve() {
     line("serve", "sse_events_per_subscriber", total as f64, "events");
     line("serve", "sse_lost_events", lost as f64, "events");
     line("serve", "peak_rss", peak_rss_mb(), "MB");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Runs started per second through the server on `store` (as `serve`'s
+/// own figure: a one-step blueprint, 64 requests in flight), each
+/// checked to pass; run ids fresh, so a shared database may be reused.
+pub(super) async fn runs_started(workload: &str, figure: &str, store: Arc<dyn Store>) {
+    let (b, dir) = start_server_on(Some(store)).await;
+    let (n, tag) = (1000, format!("b{:08x}-", rand::random::<u32>()));
+    let start = Instant::now();
+    let starts = (0..n).map(|i| b.start("one", json!(i), format!("{tag}{i}")));
+    futures_util::stream::iter(starts)
+        .buffer_unordered(64)
+        .collect::<Vec<()>>()
+        .await;
+    let started = start.elapsed();
+    let guard = Instant::now();
+    loop {
+        let runs = wait(b.store.runs(None)).expect("runs");
+        let mine: Vec<_> = runs.iter().filter(|r| r.id.starts_with(&tag)).collect();
+        if mine.len() == n && mine.iter().all(|r| r.status.is_finished()) {
+            let bad = mine.iter().find(|r| r.status != RunStatus::Pass);
+            assert!(bad.is_none(), "bench {workload}: a run failed: {bad:?}");
+            break;
+        }
+        assert!(
+            guard.elapsed() < Duration::from_secs(300),
+            "bench {workload}: hang"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    line(workload, figure, n as f64 / started.as_secs_f64(), "runs/s");
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -24,7 +24,9 @@ const PAGE_EVENTS: usize = 256;
 const PAGE_BYTES: usize = 256 * 1024;
 
 /// `events` cut into pages, in order.
-fn paged<'a>(events: &'a [&'a EventRow]) -> impl Iterator<Item = &'a [&'a EventRow]> {
+pub(in crate::store) fn paged<'a>(
+    events: &'a [&'a EventRow],
+) -> impl Iterator<Item = &'a [&'a EventRow]> {
     let mut rest = events;
     std::iter::from_fn(move || {
         let mut bytes = 0;
@@ -87,7 +89,7 @@ pub(super) fn insert_events(tx: &Transaction, events: &[EventRow]) -> rusqlite::
 
 /// A page's `kinds` and `payload` texts. Payloads are already JSON text;
 /// kinds are names swarm gives, quoted as JSON all the same.
-fn encode(page: &[&EventRow]) -> (String, String) {
+pub(in crate::store) fn encode(page: &[&EventRow]) -> (String, String) {
     let size = page.iter().map(|e| e.payload.len() + 1).sum::<usize>() + 2;
     let names = page.iter().map(|e| e.kind.len() + 3).sum::<usize>() + 2;
     let (mut kinds, mut payload) = (String::with_capacity(names), String::with_capacity(size));
