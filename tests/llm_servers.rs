@@ -328,3 +328,61 @@ async fn tool_history_is_sent_with_empty_content_and_unused_tools_are_noted() {
     assert_eq!(notes[0]["code"], "tools_unused");
     assert!(notes[0]["message"].as_str().unwrap().contains("(lookup)"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_cannot_stream_tool_turns_gets_them_unstreamed() {
+    let server = Scripted::start(vec![
+        Reply::Empty,
+        Reply::Tools(vec![("c1".into(), "lookup".into(), "{}".into())]),
+        Reply::Text("found".into()),
+        // The next step starts unstreamed: the server's way was learnt.
+        Reply::Text("second".into()),
+    ])
+    .await
+    .unwrap();
+    let d = dir("stream-tools");
+    let flow = "return { swarm.step('model', 'a'), swarm.step('model', 'b') }";
+    let bp = blueprint(&d, &server.url, r#"tools = { "lookup" }"#, "", flow);
+    let (report, events) = run_it(&bp).await;
+    assert_eq!(
+        report.result,
+        json!(["found", "second"]),
+        "{}",
+        report.result
+    );
+    let reqs = server.requests();
+    let streamed: Vec<Value> = reqs.iter().map(|r| r["stream"].clone()).collect();
+    assert_eq!(
+        streamed,
+        vec![json!(true), json!(false), json!(false), json!(false)]
+    );
+    assert!(reqs[1].get("stream_options").is_none());
+    assert!(reqs.iter().all(|r| r["tool_choice"] == "auto"), "{reqs:?}");
+    let notes = progress(&events, "llm_note");
+    assert_eq!(notes[0]["code"], "stream_fallback", "{notes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_turn_offers_no_tools_so_a_looping_model_answers() {
+    let call = || Reply::Tools(vec![("c".into(), "lookup".into(), "{}".into())]);
+    let server = Scripted::start(vec![call(), call(), Reply::Text("at last".into())])
+        .await
+        .unwrap();
+    let d = dir("last-turn");
+    let fields = r#"tools = { "lookup" }, max_turns = 3"#;
+    let bp = blueprint(
+        &d,
+        &server.url,
+        fields,
+        "",
+        "return swarm.step('model', 'a')",
+    );
+    let (report, _) = run_it(&bp).await;
+    assert_eq!(report.result, json!("at last"));
+    let choices: Vec<Value> = server
+        .requests()
+        .iter()
+        .map(|r| r["tool_choice"].clone())
+        .collect();
+    assert_eq!(choices, vec![json!("auto"), json!("auto"), json!("none")]);
+}

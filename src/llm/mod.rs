@@ -261,7 +261,8 @@ impl Step {
         let mut schema_left = SCHEMA_RETRIES;
         let mut used_tools = false;
         for turn_no in 1..=self.spec.max_turns {
-            let body = self.body(&ep.model, &messages, &tools);
+            let last = turn_no == self.spec.max_turns;
+            let body = self.body(&ep.model, &messages, &tools, last);
             let pos = ctx.journal_pos.as_ref().map(|p| format!("{p}~t{turn_no}"));
             let turn = self.turn(ctx, &ep, body, turn_no, pos.as_deref()).await?;
             messages.push(turn.message.clone());
@@ -379,7 +380,10 @@ impl Step {
     /// The turn's request as the journal knows it: structured output asked
     /// as `json_schema` whatever mode is sent (see `structured`), so a run
     /// resumed in a process that has not learnt the mode yet replays.
-    fn body(&self, model: &str, messages: &[Value], tools: &[Value]) -> Value {
+    /// Tools go with `tool_choice = "auto"` (OpenAI's default, which
+    /// llama-cpp-python needs said), except on the `last` turn: `"none"`,
+    /// so a model that keeps calling tools must answer.
+    fn body(&self, model: &str, messages: &[Value], tools: &[Value], last: bool) -> Value {
         let mut body = json!({ "model": model, "messages": messages, "stream": self.spec.stream });
         let b = body.as_object_mut().expect("object");
         if self.spec.stream {
@@ -387,6 +391,8 @@ impl Step {
         }
         if !tools.is_empty() {
             b.insert("tools".into(), json!(tools));
+            let choice = if last { "none" } else { "auto" };
+            b.insert("tool_choice".into(), json!(choice));
         }
         if let Some(t) = self.spec.temperature {
             b.insert("temperature".into(), json!(t));
@@ -503,6 +509,10 @@ impl Step {
             !self.spec.extra.contains_key("response_format")
         });
         let mut mode = schema.map(|_| structured::remembered(&ep.base, &ep.model));
+        // A turn that may call tools, where streaming it was found to fail.
+        let tools = body["tool_choice"] == "auto";
+        let learnt = || structured::streams_tools(&ep.base, &ep.model);
+        let mut stream = self.spec.stream && (!tools || learnt());
         let limit = Duration::from_millis(self.spec.turn_timeout_ms());
         let partial = |text: &str| {
             let _ = ctx
@@ -514,12 +524,16 @@ impl Step {
             if let (Some(s), Some(m)) = (schema, mode) {
                 structured::apply(&mut sent, s, m);
             }
+            if !stream && let Some(b) = sent.as_object_mut() {
+                b.insert("stream".into(), json!(false));
+                b.remove("stream_options");
+            }
             let req = http::Request {
                 url: format!("{}/chat/completions", ep.base),
                 key: ep.key.clone(),
                 headers: &ep.headers,
                 body: sent,
-                stream: self.spec.stream,
+                stream,
                 timeout: (self.spec.timeout.as_ref().and_then(millis))
                     .map_or(limit, Duration::from_millis),
                 retries: self.spec.retries,
@@ -550,6 +564,16 @@ impl Step {
                          schema in the prompt ({})", self.name, ep.base, from.name(), to.name(),
                         f.message));
                     mode = Some(to);
+                }
+                Err(f) if f.code == http::EMPTY_STREAM && stream && tools => {
+                    structured::no_streamed_tools(&ep.base, &ep.model);
+                    let msg = format!(
+                        "agent `{}`: {} cannot stream a turn that offers tools; sending such \
+                         turns without streaming",
+                        self.name, ep.base
+                    );
+                    self.note(ctx, "stream_fallback", msg);
+                    stream = false;
                 }
                 Err(f) => {
                     return Err(json!({ "code": f.code, "error": f.message, "status": f.status }));
