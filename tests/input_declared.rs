@@ -145,3 +145,31 @@ async fn post_v1_runs_answers_400_naming_the_field() {
     let run: Value = c.until(&id, |r| r["status"] == "pass").await;
     assert_eq!(run["result"], json!("hello web"));
 }
+
+#[test]
+fn the_repl_refuses_an_input_that_does_not_match_and_keeps_serving() {
+    use std::io::Write;
+    let d = Dir::new("input-repl");
+    let bp = d.file("greet.lua", GREET);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_swarm"))
+        .args(["repl", &bp, "--no-history"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let script = "repl.run('greet', { name = 7 })\nrepl.run('greet', { name = 'repl' })\n";
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(script.as_bytes()).unwrap();
+    drop(stdin);
+    let out = common::dir::wait_exit(child, 60);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        stderr.contains("at /name: 7 is not of type \"string\""),
+        "{stderr}"
+    );
+    assert!(stdout.contains("\"hello repl\""), "{stdout}");
+}
