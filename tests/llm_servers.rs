@@ -4,7 +4,9 @@
 //! server refuses not retried, usage estimated when none is reported (and
 //! tripping `limits.tokens`), the `max_tokens` and `turn_timeout` limits,
 //! tool-call history sent with `content: ""`, tools offered but unused,
-//! and the hint for a base URL without `/v1`.
+//! tool turns a server cannot stream, the last turn without tools,
+//! `max_completion_tokens` for models that refuse `max_tokens`, and the
+//! hint for a base URL without `/v1`.
 
 use lua_swarm::auth::{Role, Signer};
 use lua_swarm::engine::{
@@ -385,4 +387,34 @@ async fn the_last_turn_offers_no_tools_so_a_looping_model_answers() {
         .map(|r| r["tool_choice"].clone())
         .collect();
     assert_eq!(choices, vec![json!("auto"), json!("auto"), json!("none")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_refuses_max_tokens_gets_max_completion_tokens() {
+    let said = "Unsupported parameter: 'max_tokens' is not supported with this model. \
+                Use 'max_completion_tokens' instead.";
+    let server = Scripted::start(vec![
+        Reply::Refuse(400, said.into()),
+        Reply::Text("{\"ok\": true}".into()),
+    ])
+    .await
+    .unwrap();
+    let d = dir("completion");
+    // With a schema too: the 400 is about max_tokens, not the format.
+    let bp = blueprint(
+        &d,
+        &server.url,
+        SCHEMA,
+        "",
+        "return swarm.step('model', 'a')",
+    );
+    let (report, events) = run_it(&bp).await;
+    assert_eq!(report.result, json!({ "ok": true }));
+    let reqs = server.requests();
+    assert_eq!(reqs[0]["max_tokens"], 2048);
+    assert!(reqs[1].get("max_tokens").is_none());
+    assert_eq!(reqs[1]["max_completion_tokens"], 2048);
+    assert_eq!(reqs[1]["response_format"]["type"], "json_schema");
+    let notes = progress(&events, "llm_note");
+    assert_eq!(notes[0]["code"], "max_tokens_renamed", "{notes:?}");
 }

@@ -8,9 +8,10 @@
 //! remembered for the life of the process, so only the first turn pays
 //! for the refusals.
 //!
-//! The same memory holds the other thing servers differ on: whether a
+//! The same memory holds the other things servers differ on: whether a
 //! turn that offers tools can be streamed (llama-cpp-python closes such a
-//! stream empty; the turn is sent again without streaming).
+//! stream empty; the turn is sent again without streaming), and whether
+//! the model takes `max_tokens` or wants `max_completion_tokens`.
 
 use super::http::Failure;
 use serde_json::{Value, json};
@@ -51,6 +52,8 @@ struct Learnt {
     mode: Option<Mode>,
     /// Turns offering tools must not be streamed.
     no_streamed_tools: bool,
+    /// The turn's limit goes as `max_completion_tokens`.
+    max_completion: bool,
 }
 
 type Memory = Mutex<HashMap<(String, String), Learnt>>;
@@ -84,6 +87,16 @@ pub fn remember(base: &str, model: &str, mode: Mode) {
 /// Whether turns offering tools may be streamed at `base` for `model`.
 pub fn streams_tools(base: &str, model: &str) -> bool {
     !learnt(base, model).no_streamed_tools
+}
+
+/// Whether `model` at `base` wants `max_completion_tokens`.
+pub fn says_max_completion(base: &str, model: &str) -> bool {
+    learnt(base, model).max_completion
+}
+
+/// Records that `model` at `base` refuses `max_tokens`.
+pub fn max_completion(base: &str, model: &str) {
+    learn(base, model, |l| l.max_completion = true);
 }
 
 /// Records that `base` cannot stream turns offering tools for `model`.
