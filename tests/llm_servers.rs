@@ -418,3 +418,35 @@ async fn a_model_that_refuses_max_tokens_gets_max_completion_tokens() {
     let notes = progress(&events, "llm_note");
     assert_eq!(notes[0]["code"], "max_tokens_renamed", "{notes:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swarm_show_marks_estimated_usage_in_words_and_json() {
+    let server = Scripted::start(vec![Reply::Bare("an answer".into())])
+        .await
+        .unwrap();
+    let d = dir("show-estimated");
+    let bp = blueprint(&d, &server.url, "", "", "return swarm.step('model', 'a')");
+    let db = d.join("swarm.db");
+    let swarm = |args: Vec<String>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_swarm"));
+        c.args(args).arg("--db").arg(&db);
+        tokio::task::spawn_blocking(move || c.output().unwrap())
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let path = bp.to_str().unwrap();
+    let out = swarm(s(&["run", path, "--run-id", "e1"])).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = swarm(s(&["show", "e1"])).await.unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("tokens (estimated: prompt"), "{table}");
+    assert!(table.contains("1 turns  estimated"), "{table}");
+    let out = swarm(s(&["show", "e1", "--json"])).await.unwrap();
+    let head = String::from_utf8_lossy(&out.stdout);
+    let head: Value = serde_json::from_str(head.lines().next().unwrap()).unwrap();
+    assert_eq!(head["usage"]["total"]["estimated"], true, "{head}");
+    assert_eq!(head["usage"]["by_step"]["1"]["estimated"], true, "{head}");
+}
