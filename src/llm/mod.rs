@@ -260,7 +260,8 @@ impl Step {
         let ep = self.endpoint()?;
         let tools = self.tool_list()?;
         let mut schema_left = SCHEMA_RETRIES;
-        let mut used_tools = false;
+        // Whether a final answer without a tool call is still worth a note.
+        let mut note_unused = !tools.is_empty();
         for turn_no in 1..=self.spec.max_turns {
             let last = turn_no == self.spec.max_turns;
             let body = self.body(&ep.model, &messages, &tools, last);
@@ -269,12 +270,14 @@ impl Step {
             messages.push(turn.message.clone());
             let calls = turn.tool_calls();
             if !calls.is_empty() {
-                used_tools = true;
+                note_unused = false;
                 let results = self.call_tools(ctx, &calls, pos.as_deref()).await?;
                 messages.extend(results);
                 continue;
             }
-            if !used_tools && !tools.is_empty() {
+            if note_unused {
+                // Once per step, even when a schema retry answers again.
+                note_unused = false;
                 self.note(
                     ctx,
                     "tools_unused",
