@@ -13,6 +13,7 @@ local NOTES = {
 
 return swarm.blueprint "research" {
   description = "Research a topic, write it up, revise until the critic approves.",
+  input = { type = "string", description = "the topic to research", minLength = 1 },
 
   agents = {
     lookup = swarm.agent.lua {
@@ -40,7 +41,9 @@ return swarm.blueprint "research" {
       system = "You review a paragraph. Approve it only if it is accurate and clear.",
       schema = {
         type = "object",
-        properties = { approved = { type = "boolean" }, notes = { type = "string" } },
+        -- maxLength keeps a small local model from writing notes without end
+        -- (llama-cpp-python turns the schema into a grammar).
+        properties = { approved = { type = "boolean" }, notes = { type = "string", maxLength = 300 } },
         required = { "approved", "notes" },
       },
       temperature = 0,

@@ -1,8 +1,9 @@
 //! Declared inputs: a blueprint's `input = { …JSON Schema… }` is checked
 //! before anything runs, by every face — `swarm run` (exit 2, the field
-//! named, nothing journaled), `POST /v1/runs` (400 `input_invalid`), and
-//! the library's `Prepared::start` that the REPL and MCP use — and shown
-//! by `swarm check`. A schema that is not one is a blueprint error at
+//! named, nothing journaled), `POST /v1/runs` (400 `input_invalid`; `GET
+//! /v1/blueprints` lists each schema as `input`), the REPL, and the
+//! library's `Prepared::start` that they and MCP use — and shown by
+//! `swarm check`. A schema that is not one is a blueprint error at
 //! its line; without a declaration any input is taken.
 
 mod common;
@@ -120,6 +121,13 @@ async fn the_library_checks_before_starting_and_exposes_the_schema() {
 async fn post_v1_runs_answers_400_naming_the_field() {
     let s = serve(&fresh("input-serve", &[("greet.lua", GREET)]), &[]);
     let c = Client::new(&s, Some(s.token(Role::Operator, None)));
+    // The list of blueprints carries the schema (the page's start form).
+    let (_, list) = c.get("/v1/blueprints").await;
+    assert_eq!(
+        list["blueprints"][0]["input"]["required"],
+        json!(["name"]),
+        "{list}"
+    );
     let (code, body) = c
         .post(
             "/v1/runs",
@@ -144,4 +152,32 @@ async fn post_v1_runs_answers_400_naming_the_field() {
     let id = body["id"].as_str().unwrap().to_string();
     let run: Value = c.until(&id, |r| r["status"] == "pass").await;
     assert_eq!(run["result"], json!("hello web"));
+}
+
+#[test]
+fn the_repl_refuses_an_input_that_does_not_match_and_keeps_serving() {
+    use std::io::Write;
+    let d = Dir::new("input-repl");
+    let bp = d.file("greet.lua", GREET);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_swarm"))
+        .args(["repl", &bp, "--no-history"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let script = "repl.run('greet', { name = 7 })\nrepl.run('greet', { name = 'repl' })\n";
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(script.as_bytes()).unwrap();
+    drop(stdin);
+    let out = common::dir::wait_exit(child, 60);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        stderr.contains("at /name: 7 is not of type \"string\""),
+        "{stderr}"
+    );
+    assert!(stdout.contains("\"hello repl\""), "{stdout}");
 }

@@ -4,7 +4,9 @@
 //! server refuses not retried, usage estimated when none is reported (and
 //! tripping `limits.tokens`), the `max_tokens` and `turn_timeout` limits,
 //! tool-call history sent with `content: ""`, tools offered but unused,
-//! and the hint for a base URL without `/v1`.
+//! tool turns a server cannot stream, the last turn without tools,
+//! `max_completion_tokens` for models that refuse `max_tokens`, and the
+//! hint for a base URL without `/v1`.
 
 use lua_swarm::auth::{Role, Signer};
 use lua_swarm::engine::{
@@ -327,4 +329,124 @@ async fn tool_history_is_sent_with_empty_content_and_unused_tools_are_noted() {
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert_eq!(notes[0]["code"], "tools_unused");
     assert!(notes[0]["message"].as_str().unwrap().contains("(lookup)"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_cannot_stream_tool_turns_gets_them_unstreamed() {
+    let server = Scripted::start(vec![
+        Reply::Empty,
+        Reply::Tools(vec![("c1".into(), "lookup".into(), "{}".into())]),
+        Reply::Text("found".into()),
+        // The next step starts unstreamed: the server's way was learnt.
+        Reply::Text("second".into()),
+    ])
+    .await
+    .unwrap();
+    let d = dir("stream-tools");
+    let flow = "return { swarm.step('model', 'a'), swarm.step('model', 'b') }";
+    let bp = blueprint(&d, &server.url, r#"tools = { "lookup" }"#, "", flow);
+    let (report, events) = run_it(&bp).await;
+    assert_eq!(
+        report.result,
+        json!(["found", "second"]),
+        "{}",
+        report.result
+    );
+    let reqs = server.requests();
+    let streamed: Vec<Value> = reqs.iter().map(|r| r["stream"].clone()).collect();
+    assert_eq!(
+        streamed,
+        vec![json!(true), json!(false), json!(false), json!(false)]
+    );
+    assert!(reqs[1].get("stream_options").is_none());
+    assert!(reqs.iter().all(|r| r["tool_choice"] == "auto"), "{reqs:?}");
+    let notes = progress(&events, "llm_note");
+    assert_eq!(notes[0]["code"], "stream_fallback", "{notes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_turn_offers_no_tools_so_a_looping_model_answers() {
+    let call = || Reply::Tools(vec![("c".into(), "lookup".into(), "{}".into())]);
+    let server = Scripted::start(vec![call(), call(), Reply::Text("at last".into())])
+        .await
+        .unwrap();
+    let d = dir("last-turn");
+    let fields = r#"tools = { "lookup" }, max_turns = 3"#;
+    let bp = blueprint(
+        &d,
+        &server.url,
+        fields,
+        "",
+        "return swarm.step('model', 'a')",
+    );
+    let (report, _) = run_it(&bp).await;
+    assert_eq!(report.result, json!("at last"));
+    let choices: Vec<Value> = server
+        .requests()
+        .iter()
+        .map(|r| r["tool_choice"].clone())
+        .collect();
+    assert_eq!(choices, vec![json!("auto"), json!("auto"), json!("none")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_refuses_max_tokens_gets_max_completion_tokens() {
+    let said = "Unsupported parameter: 'max_tokens' is not supported with this model. \
+                Use 'max_completion_tokens' instead.";
+    let server = Scripted::start(vec![
+        Reply::Refuse(400, said.into()),
+        Reply::Text("{\"ok\": true}".into()),
+    ])
+    .await
+    .unwrap();
+    let d = dir("completion");
+    // With a schema too: the 400 is about max_tokens, not the format.
+    let bp = blueprint(
+        &d,
+        &server.url,
+        SCHEMA,
+        "",
+        "return swarm.step('model', 'a')",
+    );
+    let (report, events) = run_it(&bp).await;
+    assert_eq!(report.result, json!({ "ok": true }));
+    let reqs = server.requests();
+    assert_eq!(reqs[0]["max_tokens"], 2048);
+    assert!(reqs[1].get("max_tokens").is_none());
+    assert_eq!(reqs[1]["max_completion_tokens"], 2048);
+    assert_eq!(reqs[1]["response_format"]["type"], "json_schema");
+    let notes = progress(&events, "llm_note");
+    assert_eq!(notes[0]["code"], "max_tokens_renamed", "{notes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swarm_show_marks_estimated_usage_in_words_and_json() {
+    let server = Scripted::start(vec![Reply::Bare("an answer".into())])
+        .await
+        .unwrap();
+    let d = dir("show-estimated");
+    let bp = blueprint(&d, &server.url, "", "", "return swarm.step('model', 'a')");
+    let db = d.join("swarm.db");
+    let swarm = |args: Vec<String>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_swarm"));
+        c.args(args).arg("--db").arg(&db);
+        tokio::task::spawn_blocking(move || c.output().unwrap())
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let path = bp.to_str().unwrap();
+    let out = swarm(s(&["run", path, "--run-id", "e1"])).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = swarm(s(&["show", "e1"])).await.unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("tokens (estimated: prompt"), "{table}");
+    assert!(table.contains("1 turns  estimated"), "{table}");
+    let out = swarm(s(&["show", "e1", "--json"])).await.unwrap();
+    let head = String::from_utf8_lossy(&out.stdout);
+    let head: Value = serde_json::from_str(head.lines().next().unwrap()).unwrap();
+    assert_eq!(head["usage"]["total"]["estimated"], true, "{head}");
+    assert_eq!(head["usage"]["by_step"]["1"]["estimated"], true, "{head}");
 }

@@ -466,6 +466,13 @@ impl Screen {
                 output: OutputKind::Progress,
                 data,
             } => {
+                // A note on an LLM step (tools offered but unused, a
+                // fallback taken) goes above the progress line, once.
+                if let Some(note) = data["llm_note"]["message"].as_str() {
+                    eprintln!("\r\x1b[2Knote: {note}");
+                    self.dirty = true;
+                    return;
+                }
                 let llm = &data["llm"];
                 let n = |k: &str| llm[k].as_u64().unwrap_or(0);
                 self.tokens += n("prompt_tokens") + n("completion_tokens");

@@ -163,19 +163,23 @@ fn print_usage(u: &crate::run::JournalUsage) {
         return;
     }
     outln!("\nusage      {}", u.tally.line());
+    // Counted here, not reported by the server (see `llm::estimate`).
+    let mark = |u: &crate::llm::Usage| if u.estimated { "  estimated" } else { "" };
     for (model, m) in &u.tally.by_model {
         outln!(
-            "  model {model:<24} {:>10} tokens  {:>4} turns",
+            "  model {model:<24} {:>10} tokens  {:>4} turns{}",
             thousands(m.total_tokens),
-            m.turns
+            m.turns,
+            mark(m)
         );
     }
     for (pos, st) in &u.by_step {
         outln!(
-            "  step  {:<24} {:>10} tokens  {:>4} turns",
+            "  step  {:<24} {:>10} tokens  {:>4} turns{}",
             format!("{pos} {}", st.agent),
             thousands(st.usage.total_tokens),
-            st.usage.turns
+            st.usage.turns,
+            mark(&st.usage)
         );
     }
 }

@@ -17,6 +17,9 @@ use std::time::Duration;
 /// filling the host's memory while the timeout runs.
 pub const MAX_ANSWER: usize = 16 << 20;
 
+/// The code of a stream that closed without a single event.
+pub const EMPTY_STREAM: &str = "llm_empty_stream";
+
 /// The most of an error answer kept (only its start is shown).
 const MAX_ERROR_BODY: usize = 64 << 10;
 
@@ -52,7 +55,7 @@ pub struct Request<'a> {
 pub struct Failure {
     /// `llm_http` (a 4xx the provider refused), `llm_unavailable` (retries
     /// spent on 429/5xx/connections), `llm_stream` (a broken or malformed
-    /// stream, retries spent), `llm_timeout`.
+    /// stream, retries spent), [`EMPTY_STREAM`], `llm_timeout`.
     pub code: &'static str,
     pub message: String,
     pub status: Option<u16>,
@@ -213,7 +216,7 @@ async fn once(req: &Request<'_>, delta: &(dyn Fn(&str) + Sync)) -> Try {
     }
     let (mut sse, mut acc) = (SseDecoder::default(), Accumulator::default());
     let mut body = resp.bytes_stream();
-    let mut received = 0;
+    let (mut received, mut events) = (0, 0);
     while let Some(piece) = body.next().await {
         let piece = match piece {
             Ok(p) => p,
@@ -227,6 +230,7 @@ async fn once(req: &Request<'_>, delta: &(dyn Fn(&str) + Sync)) -> Try {
             return too_long();
         }
         for data in sse.feed(&piece) {
+            events += 1;
             match acc.push(&data) {
                 Ok(Some(text)) => delta(&text),
                 Ok(None) => {}
@@ -234,10 +238,22 @@ async fn once(req: &Request<'_>, delta: &(dyn Fn(&str) + Sync)) -> Try {
             }
         }
     }
-    if let Some(data) = sse.end()
-        && let Err(m) = acc.push(&data)
-    {
-        return Try::Again(failure("llm_stream", m, None), None);
+    if let Some(data) = sse.end() {
+        events += 1;
+        if let Err(m) = acc.push(&data) {
+            return Try::Again(failure("llm_stream", m, None), None);
+        }
+    }
+    if events == 0 {
+        // A 200 that closes without a single event is the server failing
+        // to stream this request at all (llama-cpp-python cannot stream a
+        // turn with tool_choice "auto"): the same request would fail again.
+        let msg = format!(
+            "{} answered 200 and closed the stream without sending anything (a server \
+             that cannot stream this request; `stream = false` avoids it)",
+            req.url
+        );
+        return Try::Fatal(failure(EMPTY_STREAM, msg, None));
     }
     match acc.finish() {
         Ok(t) => Try::Done(t),

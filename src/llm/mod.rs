@@ -12,6 +12,7 @@ mod estimate;
 mod http;
 mod schema;
 pub mod scripted;
+mod send;
 mod structured;
 mod tools;
 mod usage;
@@ -259,20 +260,24 @@ impl Step {
         let ep = self.endpoint()?;
         let tools = self.tool_list()?;
         let mut schema_left = SCHEMA_RETRIES;
-        let mut used_tools = false;
+        // Whether a final answer without a tool call is still worth a note.
+        let mut note_unused = !tools.is_empty();
         for turn_no in 1..=self.spec.max_turns {
-            let body = self.body(&ep.model, &messages, &tools);
+            let last = turn_no == self.spec.max_turns;
+            let body = self.body(&ep.model, &messages, &tools, last);
             let pos = ctx.journal_pos.as_ref().map(|p| format!("{p}~t{turn_no}"));
             let turn = self.turn(ctx, &ep, body, turn_no, pos.as_deref()).await?;
             messages.push(turn.message.clone());
             let calls = turn.tool_calls();
             if !calls.is_empty() {
-                used_tools = true;
+                note_unused = false;
                 let results = self.call_tools(ctx, &calls, pos.as_deref()).await?;
                 messages.extend(results);
                 continue;
             }
-            if !used_tools && !tools.is_empty() {
+            if note_unused {
+                // Once per step, even when a schema retry answers again.
+                note_unused = false;
                 self.note(
                     ctx,
                     "tools_unused",
@@ -379,7 +384,10 @@ impl Step {
     /// The turn's request as the journal knows it: structured output asked
     /// as `json_schema` whatever mode is sent (see `structured`), so a run
     /// resumed in a process that has not learnt the mode yet replays.
-    fn body(&self, model: &str, messages: &[Value], tools: &[Value]) -> Value {
+    /// Tools go with `tool_choice = "auto"` (OpenAI's default, which
+    /// llama-cpp-python needs said), except on the `last` turn: `"none"`,
+    /// so a model that keeps calling tools must answer.
+    fn body(&self, model: &str, messages: &[Value], tools: &[Value], last: bool) -> Value {
         let mut body = json!({ "model": model, "messages": messages, "stream": self.spec.stream });
         let b = body.as_object_mut().expect("object");
         if self.spec.stream {
@@ -387,6 +395,8 @@ impl Step {
         }
         if !tools.is_empty() {
             b.insert("tools".into(), json!(tools));
+            let choice = if last { "none" } else { "auto" };
+            b.insert("tool_choice".into(), json!(choice));
         }
         if let Some(t) = self.spec.temperature {
             b.insert("temperature".into(), json!(t));
@@ -487,74 +497,5 @@ impl Step {
             "agent `{}`: the model's answer was cut off at {limit}; raise `max_tokens` for \
              this agent, or ask for a shorter answer", self.name) }),
         )
-    }
-
-    /// Sends a turn within `turn_timeout`, stepping down the structured
-    /// output modes while the server refuses them (see `structured`).
-    /// Returns the turn, the mode that worked and the body as sent.
-    async fn send(
-        &self,
-        ctx: &SpawnCtx,
-        ep: &Endpoint,
-        body: &Value,
-    ) -> Result<(Turn, Option<Mode>, Value), Value> {
-        let schema = (self.spec.schema.as_ref()).filter(|_| {
-            // A response_format the blueprint sets itself is sent as is.
-            !self.spec.extra.contains_key("response_format")
-        });
-        let mut mode = schema.map(|_| structured::remembered(&ep.base, &ep.model));
-        let limit = Duration::from_millis(self.spec.turn_timeout_ms());
-        let partial = |text: &str| {
-            let _ = ctx
-                .engine
-                .emit(&ctx.token, OutputKind::Partial, json!({ "delta": text }));
-        };
-        loop {
-            let mut sent = body.clone();
-            if let (Some(s), Some(m)) = (schema, mode) {
-                structured::apply(&mut sent, s, m);
-            }
-            let req = http::Request {
-                url: format!("{}/chat/completions", ep.base),
-                key: ep.key.clone(),
-                headers: &ep.headers,
-                body: sent,
-                stream: self.spec.stream,
-                timeout: (self.spec.timeout.as_ref().and_then(millis))
-                    .map_or(limit, Duration::from_millis),
-                retries: self.spec.retries,
-            };
-            let Ok(out) = tokio::time::timeout(limit, http::chat(&req, &partial)).await else {
-                return Err(fail(
-                    "turn_timeout",
-                    format!(
-                        "agent `{}`: the model did not finish its turn within {}; raise \
-                         `turn_timeout` for this agent, or lower `max_tokens`",
-                        self.name,
-                        seconds(limit)
-                    ),
-                ));
-            };
-            match out {
-                Ok(turn) => {
-                    if let Some(m) = mode {
-                        structured::remember(&ep.base, &ep.model, m);
-                    }
-                    return Ok((turn, mode, req.body));
-                }
-                Err(f) if structured::refused(&f) && mode.and_then(Mode::next).is_some() => {
-                    let (from, to) = (mode.unwrap_or(Mode::Text), mode.and_then(Mode::next));
-                    let to = to.unwrap_or(Mode::Text);
-                    self.note(ctx, "structured_fallback", format!(
-                        "agent `{}`: {} refused structured output as `{}`, trying `{}` with the \
-                         schema in the prompt ({})", self.name, ep.base, from.name(), to.name(),
-                        f.message));
-                    mode = Some(to);
-                }
-                Err(f) => {
-                    return Err(json!({ "code": f.code, "error": f.message, "status": f.status }));
-                }
-            }
-        }
     }
 }

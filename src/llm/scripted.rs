@@ -40,6 +40,9 @@ pub enum Reply {
     /// A final answer with no `usage` at all, as servers that ignore
     /// `stream_options.include_usage` send it.
     Bare(String),
+    /// A 200 whose stream closes without a single event (llama-cpp-python
+    /// asked to stream a turn with `tool_choice = "auto"`).
+    Empty,
     /// An answer the model stopped at its token limit (`finish_reason:
     /// "length"`).
     Cut(String),
@@ -182,6 +185,9 @@ async fn respond(mut reply: Reply, stream: bool) -> Response {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         reply = *inner;
     }
+    if let Reply::Empty = reply {
+        return ([(header::CONTENT_TYPE, "text/event-stream")], Body::empty()).into_response();
+    }
     if let Reply::Refuse(code, message) = &reply {
         let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = json!({ "error": { "message": message, "type": "scripted" } });
@@ -312,6 +318,7 @@ fn chunks(reply: &Reply) -> (Vec<String>, bool) {
         Reply::Malformed => (vec!["{\"choices\": [".to_string()], false),
         Reply::Status(..)
         | Reply::Refuse(..)
+        | Reply::Empty
         | Reply::Slow(..)
         | Reply::Held(..)
         | Reply::Endless => (Vec::new(), false),

@@ -7,6 +7,11 @@
 //! mode (the caller does that). What an endpoint + model accepted is
 //! remembered for the life of the process, so only the first turn pays
 //! for the refusals.
+//!
+//! The same memory holds the other things servers differ on: whether a
+//! turn that offers tools can be streamed (llama-cpp-python closes such a
+//! stream empty; the turn is sent again without streaming), and whether
+//! the model takes `max_tokens` or wants `max_completion_tokens`.
 
 use super::http::Failure;
 use serde_json::{Value, json};
@@ -41,7 +46,28 @@ impl Mode {
     }
 }
 
-type Memory = Mutex<HashMap<(String, String), Mode>>;
+/// What an endpoint + model was found to accept.
+#[derive(Debug, Clone, Copy, Default)]
+struct Learnt {
+    mode: Option<Mode>,
+    /// Turns offering tools must not be streamed.
+    no_streamed_tools: bool,
+    /// The turn's limit goes as `max_completion_tokens`.
+    max_completion: bool,
+}
+
+type Memory = Mutex<HashMap<(String, String), Learnt>>;
+
+fn learnt(base: &str, model: &str) -> Learnt {
+    let m = memory().lock().unwrap_or_else(|e| e.into_inner());
+    let key = (base.to_string(), model.to_string());
+    m.get(&key).copied().unwrap_or_default()
+}
+
+fn learn(base: &str, model: &str, f: impl FnOnce(&mut Learnt)) {
+    let mut m = memory().lock().unwrap_or_else(|e| e.into_inner());
+    f(m.entry((base.to_string(), model.to_string())).or_default());
+}
 
 fn memory() -> &'static Memory {
     static MEMORY: OnceLock<Memory> = OnceLock::new();
@@ -50,15 +76,32 @@ fn memory() -> &'static Memory {
 
 /// The mode to start with at `base` for `model`: what worked last time.
 pub fn remembered(base: &str, model: &str) -> Mode {
-    let m = memory().lock().unwrap_or_else(|e| e.into_inner());
-    let key = (base.to_string(), model.to_string());
-    m.get(&key).copied().unwrap_or(Mode::JsonSchema)
+    learnt(base, model).mode.unwrap_or(Mode::JsonSchema)
 }
 
 /// Records that `mode` worked at `base` for `model`.
 pub fn remember(base: &str, model: &str, mode: Mode) {
-    let mut m = memory().lock().unwrap_or_else(|e| e.into_inner());
-    m.insert((base.to_string(), model.to_string()), mode);
+    learn(base, model, |l| l.mode = Some(mode));
+}
+
+/// Whether turns offering tools may be streamed at `base` for `model`.
+pub fn streams_tools(base: &str, model: &str) -> bool {
+    !learnt(base, model).no_streamed_tools
+}
+
+/// Whether `model` at `base` wants `max_completion_tokens`.
+pub fn says_max_completion(base: &str, model: &str) -> bool {
+    learnt(base, model).max_completion
+}
+
+/// Records that `model` at `base` refuses `max_tokens`.
+pub fn max_completion(base: &str, model: &str) {
+    learn(base, model, |l| l.max_completion = true);
+}
+
+/// Records that `base` cannot stream turns offering tools for `model`.
+pub fn no_streamed_tools(base: &str, model: &str) {
+    learn(base, model, |l| l.no_streamed_tools = true);
 }
 
 /// Whether a failed turn is the server refusing the response format: a

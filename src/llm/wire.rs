@@ -51,6 +51,11 @@ impl Turn {
             {
                 m.remove("tool_calls");
             }
+            // The legacy twin of `tool_calls` (llama-cpp-python sends both,
+            // naming the function `lookup:`): the history carries one.
+            if m.contains_key("tool_calls") {
+                m.remove("function_call");
+            }
         }
         Ok(Turn {
             message,
@@ -267,8 +272,11 @@ mod tests {
         let call = &acc.finish().unwrap().tool_calls()[0];
         assert_eq!(call["function"]["name"], "lookup");
         assert_eq!(call["function"]["arguments"], "{\"term\":\"lua\"}");
-        let body = json!({ "choices": [{ "message": { "content": null, "tool_calls": [call] } }] });
-        assert_eq!(Turn::from_response(&body).unwrap().message["content"], "");
+        let body = json!({ "choices": [{ "message": { "content": null, "tool_calls": [call],
+            "function_call": { "name": "lookup:", "arguments": "{}" } } }] });
+        let message = Turn::from_response(&body).unwrap().message;
+        assert_eq!(message["content"], "");
+        assert!(message.get("function_call").is_none());
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct Version {
     pub hash: String,
     pub source: Arc<str>,
     pub deps: Vec<PathBuf>,
+    /// The JSON Schema its `input` declares, if any (`run::input`).
+    pub input: Option<serde_json::Value>,
 }
 
 /// What a (re)load did.
@@ -258,6 +260,7 @@ impl LiveBlueprints {
                 hash: hash.clone(),
                 source: Arc::from(source),
                 deps,
+                input: run.blueprint.input_schema().cloned(),
             },
         );
         drop(live);

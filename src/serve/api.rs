@@ -89,7 +89,7 @@ async fn blueprints(State(s): S, headers: HeaderMap) -> Reply {
         .into_iter()
         .map(|v| {
             json!({ "name": v.name, "version": v.version, "hash": v.hash,
-                         "path": v.path.display().to_string() })
+                         "path": v.path.display().to_string(), "input": v.input })
         })
         .collect();
     ok(json!({ "blueprints": list }))
