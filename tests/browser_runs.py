@@ -119,7 +119,8 @@ def scenarios(m):
 
     def timeline(b, url, token, run):
         """A parallel run's two branches are bars that overlap in time, both
-        nested under the flow's bar."""
+        nested under the flow's bar; a step the retry layer ran twice shows
+        its wait between the tries."""
         b.go(url + "#" + run)
         b.use_token(token)
         b.until("the run passing", m.status_is("pass"))
@@ -137,6 +138,10 @@ def scenarios(m):
         b.check("overlapping in time", l["start"] < r["end"] and r["start"] < l["end"])
         b.check("overlapping on screen", l["left"] < r["right"] and r["left"] < l["right"])
         b.check("inside the flow's bar", all(flow["left"] <= x["left"] + 0.5 and x["right"] <= flow["right"] + 0.5 for x in branches))
+        flaky = "document.querySelector('#timeline .tl-row:last-child')"
+        b.check("the retried step last", b.js(f"{flaky}.querySelector('.tl-label').textContent").endswith("flaky"))
+        b.check("its wait between tries marked", b.js(f"{flaky}.querySelectorAll('.tl-retry').length") == 1)
+        b.check("its tries counted", "(2 tries)" in b.js(m.row("flaky") + ".textContent"))
 
     def start(b, url, token, observer):
         """An observer is told an operator token is needed; an operator

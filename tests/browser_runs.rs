@@ -173,12 +173,19 @@ async fn the_timeline_of_a_parallel_run_shows_its_branches_overlapping() {
     let bp = format!(
         r#"local swarm = require "swarm"
 return swarm.blueprint "fan" {{
-  agents = {{ left = {}, right = {} }},
+  agents = {{
+    left = {}, right = {},
+    flaky = swarm.agent.lua {{
+      layers = {{ {{ "retry", max = 2, backoff_ms = 50 }} }},
+      run = function(task) if task.retry == 0 then return nil, "flaky" end return "steady" end,
+    }},
+  }},
   flow = function()
-    return swarm.parallel {{
+    local both = swarm.parallel {{
       function() return swarm.step("left", {{}}) end,
       function() return swarm.step("right", {{}}) end,
     }}
+    return {{ both = both, then_ = swarm.step("flaky", {{}}) }}
   end,
 }}
 "#,

@@ -38,7 +38,7 @@ export class Steps {
     if (!t) {
       t = { id, parent: null, agent: id === this.root ? "flow" : "?", pos: null, created: null, end: null, status: "pending", us: null,
             attempts: [], waits: [], streamed: "", turn: "", text: "", usage: null, progress: null,
-            stderr: [], artifacts: [], result: undefined };
+            stderr: [], artifacts: [], retries: [], result: undefined };
       this.tasks.set(id, t);
     }
     return t;
@@ -75,6 +75,10 @@ export class Steps {
         for (const a of t.attempts) if (a.end === null) { a.end = at; a.status = "cancelled"; }
         break;
       case "worker_output": this.output(t, ev.output, ev.data); break;
+      case "layer_note":
+        // A retry layer's try failed: it waits `backoff_ms`, then tries again.
+        if (ev.layer === "retry" && ev.note) t.retries.push({ at, ...ev.note });
+        break;
       default: break;
     }
     return t;
@@ -184,7 +188,9 @@ export class Steps {
     const rows = this.steps().map(({ t, depth }) => el("tr", { "data-task": t.id, "data-agent": t.agent },
       el("td", {}, "t" + t.id),
       el("td", { class: "agent" }, "\u2003".repeat(Math.max(0, depth - 1)), depth > 1 ? "↳ " : "", t.agent,
-        t.attempts.length > 1 ? el("span", { class: "dim" }, ` ×${t.attempts.length}`) : ""),
+        t.attempts.length > 1 ? el("span", { class: "dim" }, ` ×${t.attempts.length}`) : "",
+        t.retries.length ? el("span", { class: "dim", title: t.retries.map((r) => `try ${r.try}: ${r.outcome} ${JSON.stringify(r.cause)}`).join("\n") },
+          ` (${t.retries.length + 1} tries)`) : ""),
       el("td", { class: t.status }, t.status),
       el("td", {}, this.elapsed(t)),
       el("td", {}, usageCell(t.usage)),

@@ -1,7 +1,7 @@
 // The run's timeline: one bar per task from its creation to its end (the
 // flow on top, each step nested under its parent), its attempts drawn
-// inside it (a retry is a second segment) and its waits for an answer
-// hatched. Parallel branches are rows whose bars overlap in time. Live:
+// inside it, a retry layer's waits between tries marked, and its waits
+// for an answer hatched. Parallel branches are rows whose bars overlap in time. Live:
 // a running task's bar grows with the server's clock.
 
 import { el, fmtMs } from "./dom.js";
@@ -35,6 +35,12 @@ export function drawTimeline(box, steps) {
     for (const at of t.attempts) {
       const [left, w] = inner(at.start, at.end ?? b);
       const seg = el("div", { class: "tl-att", title: `attempt ${at.n}: ${at.status}` });
+      seg.style.left = left; seg.style.width = w;
+      bar.append(seg);
+    }
+    for (const r of t.retries) {
+      const [left, w] = inner(r.at, Math.min(b, r.at + (r.backoff_ms || 0)));
+      const seg = el("div", { class: "tl-retry", title: `try ${r.try} ${r.outcome}; waited ${fmtMs(r.backoff_ms || 0)} to try again` });
       seg.style.left = left; seg.style.width = w;
       bar.append(seg);
     }
