@@ -145,7 +145,10 @@ def scenarios(m):
 
     def start(b, url, token, observer):
         """An observer is told an operator token is needed; an operator
-        starts a run from the form and lands on it."""
+        starts a run from the form (raw JSON) and lands on it; a blueprint
+        that declares its input gets a form of its fields, checked before
+        sending (the blueprint list's `input` is supplied by the driver,
+        as the API will list it)."""
         b.go(url)
         b.use_token(observer)
         b.until("the observer's role", "document.querySelector('#whoami').textContent.startsWith('observer')")
@@ -166,6 +169,23 @@ def scenarios(m):
         b.until("the run passing", m.status_is("pass"))
         b.until("its result", "document.querySelector('#result').textContent.includes('Ada')")
         b.until("listed", "!!document.querySelector('#runs a[data-run=\"from-form\"]')")
+        # A blueprint that declares its input gets a form of its fields.
+        schema = {"type": "object", "required": ["name"], "properties": {
+            "name": {"type": "string", "description": "who to greet"},
+            "times": {"type": "integer", "minimum": 1, "default": 1},
+            "loud": {"type": "boolean"}}}
+        b.serve("*/v1/blueprints", {"blueprints": [{"name": "greet", "version": 1, "input": schema}]})
+        b.click("#new-run")
+        b.until("a field per property", "!!document.querySelector('#start-form input[name=name]') && !!document.querySelector('#start-form input[name=times][type=number]') && !!document.querySelector('#start-form input[name=loud][type=checkbox]')")
+        b.check("the field's description", "who to greet" in b.js("document.querySelector('#start-form').innerText"))
+        b.click("#start-run")
+        b.until("a missing field refused", "document.querySelector('#start-form .check').textContent.includes('needs `name`')")
+        b.set_value("#start-form input[name=name]", "Grace")
+        b.set_value("#start-form input[name=times]", "2")
+        b.set_value("#start-form input[name=id]", "from-schema")
+        b.click("#start-run")
+        b.until("the second run open", "document.querySelector('#run-id')?.textContent === 'from-schema'")
+        b.until("its result", "document.querySelector('#result').textContent.includes('Grace')")
 
     def screens(b, url, token, out, asking, story):
         """The README's screenshots: the runs list, a run waiting on a

@@ -212,4 +212,9 @@ async fn a_run_starts_from_the_form_with_an_operator_token_only() {
     let r = c.until("from-form", |r| r["status"] != "running").await;
     assert_eq!(r["status"], "pass", "{r}");
     assert_eq!(r["result"], json!({ "name": "Ada" }));
+    let r = c.until("from-schema", |r| r["status"] != "running").await;
+    assert_eq!(
+        r["result"],
+        json!({ "name": "Grace", "times": 2, "loud": false })
+    );
 }
