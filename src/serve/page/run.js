@@ -11,6 +11,9 @@ import { Steps, usageCell } from "./steps.js";
 import { drawTimeline } from "./timeline.js";
 import { questionCard } from "./forms.js";
 
+/** How often a running run's journal is read for finished steps' results. */
+const JOURNAL_EVERY = 500;
+
 export class RunView {
   constructor(id, { onProblem, onEnd }) {
     this.id = id;
@@ -123,7 +126,7 @@ export class RunView {
   /** Reads the recorded results soon (one read for a burst of steps). */
   journalSoon() {
     if (this.journalDue) return;
-    this.journalDue = setTimeout(() => { this.journalDue = null; this.fetchJournal(); }, 250);
+    this.journalDue = setTimeout(() => { this.journalDue = null; this.fetchJournal(); }, JOURNAL_EVERY);
   }
 
   async fetchJournal() {

@@ -5,11 +5,13 @@
 // a running task's bar grows with the server's clock.
 
 import { el, fmtMs } from "./dom.js";
+import { ROWS } from "./steps.js";
 
 /** Draws `steps` (a Steps) into `box`. Positions are set through the
  *  style object (allowed by the page's policy; style attributes are not). */
 export function drawTimeline(box, steps) {
-  const rows = steps.ordered();
+  const all = steps.ordered();
+  const rows = all.slice(0, ROWS + 1);
   if (!rows.length) { box.replaceChildren(); return; }
   const now = steps.now();
   const span = (t) => [t.created, t.end ?? now];
@@ -54,5 +56,6 @@ export function drawTimeline(box, steps) {
       t.id === steps.root ? "flow" : "\u2003".repeat(Math.max(0, depth - 1)) + (depth ? "↳ " : "") + t.agent);
     return el("div", { class: "tl-row", "data-task": t.id }, label, el("div", { class: "tl-track" }, bar));
   });
-  box.replaceChildren(el("div", { class: "tl-axis" }, el("span", {}, "0"), el("span", {}, fmtMs(total))), ...out);
+  const more = all.length > rows.length ? el("div", { class: "dim" }, `and ${all.length - rows.length} more`) : null;
+  box.replaceChildren(el("div", { class: "tl-axis" }, el("span", {}, "0"), el("span", {}, fmtMs(total))), ...out, ...(more ? [more] : []));
 }
