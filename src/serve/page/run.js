@@ -24,6 +24,7 @@ export class RunView {
     this.gen = 0;
     this.ctl = null;
     this.ended = false;
+    this.closed = false;
     this.status = null;
     this.asked = "";
     this.drawing = false;
@@ -45,6 +46,12 @@ export class RunView {
     const gen = ++this.gen;
     this.follow(gen, 0);
     this.refresh();
+  }
+
+  /** Leaves the run for good: nothing of this view draws any more. */
+  close() {
+    this.closed = true;
+    this.stop();
   }
 
   stop() {
@@ -135,9 +142,10 @@ export class RunView {
         api("GET", `/v1/runs/${encodeURIComponent(this.id)}/journal`),
         api("GET", `/v1/runs/${encodeURIComponent(this.id)}`),
       ]);
+      if (this.closed) return;
       this.steps.record(entries, run.usage);
       this.draw();
-    } catch (e) { this.onProblem(e); }
+    } catch (e) { if (!this.closed) this.onProblem(e); }
   }
 
   /** Redraws on the next frame (a burst of events draws once). */
@@ -146,7 +154,7 @@ export class RunView {
     this.drawing = true;
     requestAnimationFrame(() => {
       this.drawing = false;
-      if (!this.box) return;
+      if (this.closed || !this.box) return;
       this.steps.render(this.box("flow-line"), this.box("steps"));
       drawTimeline(this.box("timeline"), this.steps);
       this.head();
@@ -155,14 +163,14 @@ export class RunView {
 
   /** Between events: the running bars grow with the server's clock. */
   tick() {
-    if (this.ended || !this.box || this.drawing) return;
+    if (this.closed || this.ended || !this.box || this.drawing) return;
     this.steps.renderFlow(this.box("flow-line"));
     drawTimeline(this.box("timeline"), this.steps);
   }
 
   head() {
     const r = this.run;
-    if (!r) return;
+    if (!r || this.closed) return;
     const steps = this.steps.steps();
     const done = steps.filter(({ t }) => t.end !== null).length;
     const usage = r.usage && r.usage.total && r.usage.total.turns ? r.usage.total : null;
@@ -176,6 +184,7 @@ export class RunView {
   async refresh() {
     try {
       const r = await api("GET", `/v1/runs/${encodeURIComponent(this.id)}`);
+      if (this.closed) return;
       this.run = r;
       this.head();
       this.box("run-advice").replaceChildren();
@@ -190,6 +199,7 @@ export class RunView {
       }
       if (r.status !== "running" && this.steps.missing().length) this.fetchJournal();
     } catch (e) {
+      if (this.closed) return;
       const advice = authAdvice(e, "read");
       if (advice) this.box("run-advice").replaceChildren(el("p", { class: "advice" }, advice));
       else if (e.status === 404) this.box("run-advice").replaceChildren(el("p", { class: "advice" }, `No run \`${this.id}\` here (${e.detail}).`));
