@@ -87,10 +87,11 @@ def scenarios(m):
         b.check("no escaped line breaks", "\\n" not in text and "\\t" not in text)
         b.check("the traceback shown", "traceback" in text)
 
-    def question(b, url, token, run):
+    def question(b, url, token, run, other):
         """An escalated step's question says why (the agent's verdict) and
         what to answer, and its editor refuses bad JSON and a wrong shape
-        before sending; an ask's question shows its text, data and schema."""
+        before sending; an ask's question shows its text, data and schema.
+        Then OTHER, waiting too, is cancelled with the page's button."""
         b.go(url + "#" + run)
         b.use_token(token)
         card = ".question[data-question='escalate:judge']"
@@ -116,6 +117,10 @@ def scenarios(m):
         b.until("accepted", f"!document.querySelector({json.dumps(ask + ' button')}).disabled")
         b.click(ask + " button")
         b.until("the run passing", m.status_is("pass"))
+        b.js(f"location.hash = {json.dumps('#' + other)}; true")
+        b.until("another run, waiting", f"document.querySelector('#run-id')?.textContent === {json.dumps(other)} && !!document.querySelector('#run-cancel')")
+        b.click("#run-cancel")
+        b.until("it cancelled from the page", m.status_is("cancelled"))
 
     def timeline(b, url, token, run):
         """A parallel run's two branches are bars that overlap in time, both

@@ -127,7 +127,7 @@ return swarm.blueprint "crash" {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_question_says_why_it_was_asked_and_checks_the_answer() {
+async fn a_question_says_why_it_was_asked_and_checks_the_answer_and_a_run_cancels() {
     let bp = r#"local swarm = require "swarm"
 return swarm.blueprint "review" {
   agents = {
@@ -146,7 +146,8 @@ return swarm.blueprint "review" {
 "#;
     let (s, c, op) = start(&[("review.lua".to_string(), bp.to_string())], "question");
     let id = run(&c, json!({ "blueprint": "review", "id": "q" })).await;
-    if drive_async(&s.url, &s.dir, "question", &[&op, &id])
+    let other = run(&c, json!({ "blueprint": "review", "id": "q2" })).await;
+    if drive_async(&s.url, &s.dir, "question", &[&op, &id, &other])
         .await
         .is_none()
     {
@@ -159,6 +160,8 @@ return swarm.blueprint "review" {
         r["result"]["verdict"]["override"],
         json!({ "ok": true, "why": "fine" })
     );
+    let r = c.until(&other, |r| r["status"] != "running").await;
+    assert_eq!(r["status"], "cancelled", "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

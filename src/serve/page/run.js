@@ -177,7 +177,23 @@ export class RunView {
     this.box("run-head").replaceChildren(el("p", {}, "status ", el("b", { id: "run-status", class: r.status }, r.status),
       el("span", { class: "dim", id: "run-counts" }, ` · ${r.blueprint} · ${plural(steps.length, "step")} (${done} done)`),
       usage ? el("span", { class: "dim" }, " · ") : "", usage ? usageCell(usage) : "",
-      r.cause ? el("span", { class: "bad" }, ` · ${r.cause.code}`) : ""));
+      r.cause ? el("span", { class: "bad" }, ` · ${r.cause.code}`) : "",
+      r.status === "running" ? this.action("cancel", "cancel") : "",
+      ["interrupted", "diverged"].includes(r.status) ? this.action("resume", "resume", { force: r.status === "diverged" }) : ""));
+  }
+
+  /** A button that asks the server to `verb` the run (cancel, resume). */
+  action(verb, label, body = {}) {
+    return el("button", { type: "button", id: `run-${verb}`, class: "act", onclick: async (ev) => {
+      ev.target.disabled = true;
+      try {
+        await api("POST", `/v1/runs/${encodeURIComponent(this.id)}/${verb}`, body);
+        if (verb === "resume") { this.ended = false; this.start(); } else this.refresh();
+      } catch (e) {
+        this.box("run-advice").replaceChildren(el("p", { class: "advice" }, authAdvice(e, verb) || e.message));
+        ev.target.disabled = false;
+      }
+    } }, label);
   }
 
   /** The run's record: head, result, open questions. */
