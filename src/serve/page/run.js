@@ -179,7 +179,9 @@ export class RunView {
       usage ? el("span", { class: "dim" }, " · ") : "", usage ? usageCell(usage) : "",
       r.cause ? el("span", { class: "bad" }, ` · ${r.cause.code}`) : "",
       r.status === "running" ? this.action("cancel", "cancel") : "",
-      ["interrupted", "diverged"].includes(r.status) ? this.action("resume", "resume", { force: r.status === "diverged" }) : ""));
+      // A diverged run is not offered: forcing it past its journal is a
+      // decision for `swarm resume --force`, not a button.
+      r.status === "interrupted" ? this.action("resume", "resume") : ""));
   }
 
   /** A button that asks the server to `verb` the run (cancel, resume). */
