@@ -44,6 +44,8 @@ class Browser:
         os.close(from_chrome_w)
         self.next, self.buf, self.session = 0, b"", None
         self.errors = []
+        # Requests held by `serve` (Fetch.requestPaused), answered between calls.
+        self.paused, self.served, self.answering = [], {}, False
 
     def call(self, method, params=None, session=True):
         self.next += 1
@@ -59,6 +61,7 @@ class Browser:
                 if reply.get("id") == self.next:
                     if "error" in reply:
                         raise RuntimeError(f"{method}: {reply['error']}")
+                    self.answer_paused()
                     return reply["result"]
                 self.note(reply)
             chunk = os.read(self.from_chrome, 1 << 16)
@@ -70,12 +73,36 @@ class Browser:
     def note(self, event):
         """Keeps the page's script errors and policy violations to report."""
         method, params = event.get("method"), event.get("params", {})
-        if method == "Runtime.exceptionThrown":
+        if method == "Fetch.requestPaused":
+            self.paused.append(params)
+        elif method == "Runtime.exceptionThrown":
             self.errors.append(params["exceptionDetails"].get("exception", {}).get("description")
                                or params["exceptionDetails"].get("text"))
         elif (method == "Log.entryAdded" and params["entry"].get("level") == "error"
               and params["entry"].get("source") != "network"):  # refusals the page shows
             self.errors.append(params["entry"].get("text"))
+
+    def serve(self, pattern, body):
+        """Answers the page's requests to URLs matching `pattern` with the
+        JSON `body`: what a server would say that this one cannot yet."""
+        self.served[pattern] = body
+        self.call("Fetch.enable", {"patterns": [{"urlPattern": p} for p in self.served]})
+
+    def answer_paused(self):
+        if self.answering:
+            return
+        self.answering = True
+        try:
+            while self.paused:
+                params = self.paused.pop(0)
+                import base64, fnmatch
+                body = next(b for p, b in self.served.items() if fnmatch.fnmatch(params["request"]["url"], p))
+                self.call("Fetch.fulfillRequest", {
+                    "requestId": params["requestId"], "responseCode": 200,
+                    "responseHeaders": [{"name": "Content-Type", "value": "application/json"}],
+                    "body": base64.b64encode(json.dumps(body).encode()).decode()})
+        finally:
+            self.answering = False
 
     def attach(self):
         targets = self.call("Target.getTargets", session=False)["targetInfos"]

@@ -87,10 +87,11 @@ def scenarios(m):
         b.check("no escaped line breaks", "\\n" not in text and "\\t" not in text)
         b.check("the traceback shown", "traceback" in text)
 
-    def question(b, url, token, run):
+    def question(b, url, token, run, other):
         """An escalated step's question says why (the agent's verdict) and
         what to answer, and its editor refuses bad JSON and a wrong shape
-        before sending; an ask's question shows its text, data and schema."""
+        before sending; an ask's question shows its text, data and schema.
+        Then OTHER, waiting too, is cancelled with the page's button."""
         b.go(url + "#" + run)
         b.use_token(token)
         card = ".question[data-question='escalate:judge']"
@@ -116,10 +117,15 @@ def scenarios(m):
         b.until("accepted", f"!document.querySelector({json.dumps(ask + ' button')}).disabled")
         b.click(ask + " button")
         b.until("the run passing", m.status_is("pass"))
+        b.js(f"location.hash = {json.dumps('#' + other)}; true")
+        b.until("another run, waiting", f"document.querySelector('#run-id')?.textContent === {json.dumps(other)} && !!document.querySelector('#run-cancel')")
+        b.click("#run-cancel")
+        b.until("it cancelled from the page", m.status_is("cancelled"))
 
     def timeline(b, url, token, run):
         """A parallel run's two branches are bars that overlap in time, both
-        nested under the flow's bar."""
+        nested under the flow's bar; a step the retry layer ran twice shows
+        its wait between the tries."""
         b.go(url + "#" + run)
         b.use_token(token)
         b.until("the run passing", m.status_is("pass"))
@@ -137,10 +143,17 @@ def scenarios(m):
         b.check("overlapping in time", l["start"] < r["end"] and r["start"] < l["end"])
         b.check("overlapping on screen", l["left"] < r["right"] and r["left"] < l["right"])
         b.check("inside the flow's bar", all(flow["left"] <= x["left"] + 0.5 and x["right"] <= flow["right"] + 0.5 for x in branches))
+        flaky = "document.querySelector('#timeline .tl-row:last-child')"
+        b.check("the retried step last", b.js(f"{flaky}.querySelector('.tl-label').textContent").endswith("flaky"))
+        b.check("its wait between tries marked", b.js(f"{flaky}.querySelectorAll('.tl-retry').length") == 1)
+        b.check("its tries counted", "(2 tries)" in b.js(m.row("flaky") + ".textContent"))
 
     def start(b, url, token, observer):
         """An observer is told an operator token is needed; an operator
-        starts a run from the form and lands on it."""
+        starts a run from the form (raw JSON) and lands on it; a blueprint
+        that declares its input gets a form of its fields, checked before
+        sending (the blueprint list's `input` is supplied by the driver,
+        as the API will list it)."""
         b.go(url)
         b.use_token(observer)
         b.until("the observer's role", "document.querySelector('#whoami').textContent.startsWith('observer')")
@@ -161,6 +174,23 @@ def scenarios(m):
         b.until("the run passing", m.status_is("pass"))
         b.until("its result", "document.querySelector('#result').textContent.includes('Ada')")
         b.until("listed", "!!document.querySelector('#runs a[data-run=\"from-form\"]')")
+        # A blueprint that declares its input gets a form of its fields.
+        schema = {"type": "object", "required": ["name"], "properties": {
+            "name": {"type": "string", "description": "who to greet"},
+            "times": {"type": "integer", "minimum": 1, "default": 1},
+            "loud": {"type": "boolean"}}}
+        b.serve("*/v1/blueprints", {"blueprints": [{"name": "greet", "version": 1, "input": schema}]})
+        b.click("#new-run")
+        b.until("a field per property", "!!document.querySelector('#start-form input[name=name]') && !!document.querySelector('#start-form input[name=times][type=number]') && !!document.querySelector('#start-form input[name=loud][type=checkbox]')")
+        b.check("the field's description", "who to greet" in b.js("document.querySelector('#start-form').innerText"))
+        b.click("#start-run")
+        b.until("a missing field refused", "document.querySelector('#start-form .check').textContent.includes('needs `name`')")
+        b.set_value("#start-form input[name=name]", "Grace")
+        b.set_value("#start-form input[name=times]", "2")
+        b.set_value("#start-form input[name=id]", "from-schema")
+        b.click("#start-run")
+        b.until("the second run open", "document.querySelector('#run-id')?.textContent === 'from-schema'")
+        b.until("its result", "document.querySelector('#result').textContent.includes('Grace')")
 
     def screens(b, url, token, out, asking, story):
         """The README's screenshots: the runs list, a run waiting on a

@@ -127,7 +127,7 @@ return swarm.blueprint "crash" {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_question_says_why_it_was_asked_and_checks_the_answer() {
+async fn a_question_says_why_it_was_asked_and_checks_the_answer_and_a_run_cancels() {
     let bp = r#"local swarm = require "swarm"
 return swarm.blueprint "review" {
   agents = {
@@ -146,7 +146,8 @@ return swarm.blueprint "review" {
 "#;
     let (s, c, op) = start(&[("review.lua".to_string(), bp.to_string())], "question");
     let id = run(&c, json!({ "blueprint": "review", "id": "q" })).await;
-    if drive_async(&s.url, &s.dir, "question", &[&op, &id])
+    let other = run(&c, json!({ "blueprint": "review", "id": "q2" })).await;
+    if drive_async(&s.url, &s.dir, "question", &[&op, &id, &other])
         .await
         .is_none()
     {
@@ -159,6 +160,8 @@ return swarm.blueprint "review" {
         r["result"]["verdict"]["override"],
         json!({ "ok": true, "why": "fine" })
     );
+    let r = c.until(&other, |r| r["status"] != "running").await;
+    assert_eq!(r["status"], "cancelled", "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,12 +176,19 @@ async fn the_timeline_of_a_parallel_run_shows_its_branches_overlapping() {
     let bp = format!(
         r#"local swarm = require "swarm"
 return swarm.blueprint "fan" {{
-  agents = {{ left = {}, right = {} }},
+  agents = {{
+    left = {}, right = {},
+    flaky = swarm.agent.lua {{
+      layers = {{ {{ "retry", max = 2, backoff_ms = 50 }} }},
+      run = function(task) if task.retry == 0 then return nil, "flaky" end return "steady" end,
+    }},
+  }},
   flow = function()
-    return swarm.parallel {{
+    local both = swarm.parallel {{
       function() return swarm.step("left", {{}}) end,
       function() return swarm.step("right", {{}}) end,
     }}
+    return {{ both = both, then_ = swarm.step("flaky", {{}}) }}
   end,
 }}
 "#,
@@ -205,4 +215,9 @@ async fn a_run_starts_from_the_form_with_an_operator_token_only() {
     let r = c.until("from-form", |r| r["status"] != "running").await;
     assert_eq!(r["status"], "pass", "{r}");
     assert_eq!(r["result"], json!({ "name": "Ada" }));
+    let r = c.until("from-schema", |r| r["status"] != "running").await;
+    assert_eq!(
+        r["result"],
+        json!({ "name": "Grace", "times": 2, "loud": false })
+    );
 }

@@ -33,8 +33,8 @@ export async function api(method, path, body) {
 
 /** The least role that may do each thing the page does: the server's
  *  one table (operator does all, senior answers and reads, observer reads). */
-export const LEAST_ROLE = { read: "observer", answer: "senior", start: "operator", cancel: "operator" };
-const DOING = { read: "watch runs", answer: "answer questions", start: "start runs", cancel: "cancel runs" };
+export const LEAST_ROLE = { read: "observer", answer: "senior", start: "operator", cancel: "operator", resume: "operator" };
+const DOING = { read: "watch runs", answer: "answer questions", start: "start runs", cancel: "cancel runs", resume: "resume runs" };
 
 /** What to do about `err` met while trying `action`, or null when it is
  *  not about the token. */

@@ -19,7 +19,7 @@ const list = new RunList({ onProblem: (e) => problem(e && !authAdvice(e, "read")
 function open(id) {
   if (!id) return;
   if (view && view.id === id) return;
-  if (view) view.stop();
+  if (view) view.close();
   view = new RunView(id, { onProblem: problem, onEnd: () => list.reload() });
   view.mount($("#run"));
   list.select(id);
@@ -43,7 +43,7 @@ async function whoami() {
 }
 
 async function newRun() {
-  if (view) { view.stop(); view = null; }
+  if (view) { view.close(); view = null; }
   list.select(null);
   const blueprints = await list.loadBlueprints();
   $("#run").replaceChildren(startForm(blueprints, (id) => { list.reload(); location.hash = "#" + encodeURIComponent(id); }));

@@ -11,6 +11,9 @@ import { Steps, usageCell } from "./steps.js";
 import { drawTimeline } from "./timeline.js";
 import { questionCard } from "./forms.js";
 
+/** How often a running run's journal is read for finished steps' results. */
+const JOURNAL_EVERY = 500;
+
 export class RunView {
   constructor(id, { onProblem, onEnd }) {
     this.id = id;
@@ -21,6 +24,7 @@ export class RunView {
     this.gen = 0;
     this.ctl = null;
     this.ended = false;
+    this.closed = false;
     this.status = null;
     this.asked = "";
     this.drawing = false;
@@ -42,6 +46,12 @@ export class RunView {
     const gen = ++this.gen;
     this.follow(gen, 0);
     this.refresh();
+  }
+
+  /** Leaves the run for good: nothing of this view draws any more. */
+  close() {
+    this.closed = true;
+    this.stop();
   }
 
   stop() {
@@ -123,7 +133,7 @@ export class RunView {
   /** Reads the recorded results soon (one read for a burst of steps). */
   journalSoon() {
     if (this.journalDue) return;
-    this.journalDue = setTimeout(() => { this.journalDue = null; this.fetchJournal(); }, 250);
+    this.journalDue = setTimeout(() => { this.journalDue = null; this.fetchJournal(); }, JOURNAL_EVERY);
   }
 
   async fetchJournal() {
@@ -132,9 +142,10 @@ export class RunView {
         api("GET", `/v1/runs/${encodeURIComponent(this.id)}/journal`),
         api("GET", `/v1/runs/${encodeURIComponent(this.id)}`),
       ]);
+      if (this.closed) return;
       this.steps.record(entries, run.usage);
       this.draw();
-    } catch (e) { this.onProblem(e); }
+    } catch (e) { if (!this.closed) this.onProblem(e); }
   }
 
   /** Redraws on the next frame (a burst of events draws once). */
@@ -143,7 +154,7 @@ export class RunView {
     this.drawing = true;
     requestAnimationFrame(() => {
       this.drawing = false;
-      if (!this.box) return;
+      if (this.closed || !this.box) return;
       this.steps.render(this.box("flow-line"), this.box("steps"));
       drawTimeline(this.box("timeline"), this.steps);
       this.head();
@@ -152,27 +163,46 @@ export class RunView {
 
   /** Between events: the running bars grow with the server's clock. */
   tick() {
-    if (this.ended || !this.box || this.drawing) return;
+    if (this.closed || this.ended || !this.box || this.drawing) return;
     this.steps.renderFlow(this.box("flow-line"));
     drawTimeline(this.box("timeline"), this.steps);
   }
 
   head() {
     const r = this.run;
-    if (!r) return;
+    if (!r || this.closed) return;
     const steps = this.steps.steps();
     const done = steps.filter(({ t }) => t.end !== null).length;
     const usage = r.usage && r.usage.total && r.usage.total.turns ? r.usage.total : null;
     this.box("run-head").replaceChildren(el("p", {}, "status ", el("b", { id: "run-status", class: r.status }, r.status),
       el("span", { class: "dim", id: "run-counts" }, ` · ${r.blueprint} · ${plural(steps.length, "step")} (${done} done)`),
       usage ? el("span", { class: "dim" }, " · ") : "", usage ? usageCell(usage) : "",
-      r.cause ? el("span", { class: "bad" }, ` · ${r.cause.code}`) : ""));
+      r.cause ? el("span", { class: "bad" }, ` · ${r.cause.code}`) : "",
+      r.status === "running" ? this.action("cancel", "cancel") : "",
+      // A diverged run is not offered: forcing it past its journal is a
+      // decision for `swarm resume --force`, not a button.
+      r.status === "interrupted" ? this.action("resume", "resume") : ""));
+  }
+
+  /** A button that asks the server to `verb` the run (cancel, resume). */
+  action(verb, label, body = {}) {
+    return el("button", { type: "button", id: `run-${verb}`, class: "act", onclick: async (ev) => {
+      ev.target.disabled = true;
+      try {
+        await api("POST", `/v1/runs/${encodeURIComponent(this.id)}/${verb}`, body);
+        if (verb === "resume") { this.ended = false; this.start(); } else this.refresh();
+      } catch (e) {
+        this.box("run-advice").replaceChildren(el("p", { class: "advice" }, authAdvice(e, verb) || e.message));
+        ev.target.disabled = false;
+      }
+    } }, label);
   }
 
   /** The run's record: head, result, open questions. */
   async refresh() {
     try {
       const r = await api("GET", `/v1/runs/${encodeURIComponent(this.id)}`);
+      if (this.closed) return;
       this.run = r;
       this.head();
       this.box("run-advice").replaceChildren();
@@ -187,6 +217,7 @@ export class RunView {
       }
       if (r.status !== "running" && this.steps.missing().length) this.fetchJournal();
     } catch (e) {
+      if (this.closed) return;
       const advice = authAdvice(e, "read");
       if (advice) this.box("run-advice").replaceChildren(el("p", { class: "advice" }, advice));
       else if (e.status === 404) this.box("run-advice").replaceChildren(el("p", { class: "advice" }, `No run \`${this.id}\` here (${e.detail}).`));

@@ -5,6 +5,10 @@
 
 import { el, fmtUs, fmtMs, plural, textBlock, valueBlock } from "./dom.js";
 
+/** Rows drawn at most, in the table and the timeline: a 100,000-step run
+ *  stays readable and the page stays quick. */
+export const ROWS = 500;
+
 /** True when a usage figure was counted by us, not reported by the server. */
 export function estimated(u) {
   return !!u && (u.estimated === true || (u.estimated_turns | 0) > 0 || (u.estimated_tokens | 0) > 0);
@@ -38,7 +42,7 @@ export class Steps {
     if (!t) {
       t = { id, parent: null, agent: id === this.root ? "flow" : "?", pos: null, created: null, end: null, status: "pending", us: null,
             attempts: [], waits: [], streamed: "", turn: "", text: "", usage: null, progress: null,
-            stderr: [], artifacts: [], result: undefined };
+            stderr: [], artifacts: [], retries: [], result: undefined };
       this.tasks.set(id, t);
     }
     return t;
@@ -75,6 +79,10 @@ export class Steps {
         for (const a of t.attempts) if (a.end === null) { a.end = at; a.status = "cancelled"; }
         break;
       case "worker_output": this.output(t, ev.output, ev.data); break;
+      case "layer_note":
+        // A retry layer's try failed: it waits `backoff_ms`, then tries again.
+        if (ev.layer === "retry" && ev.note) t.retries.push({ at, ...ev.note });
+        break;
       default: break;
     }
     return t;
@@ -114,13 +122,21 @@ export class Steps {
     }
     for (const list of kids.values()) list.sort((a, b) => a.id - b.id);
     const out = [];
-    const walk = (t, depth) => {
-      out.push({ t, depth });
-      for (const k of kids.get(t.id) || []) walk(k, depth + 1);
+    const placed = new Set();
+    // Depth first without recursion: a deep tree cannot overflow the stack.
+    const walk = (top) => {
+      const stack = [{ t: top, depth: 0 }];
+      while (stack.length) {
+        const o = stack.pop();
+        out.push(o);
+        placed.add(o.t.id);
+        const below = kids.get(o.t.id) || [];
+        for (let i = below.length - 1; i >= 0; i--) stack.push({ t: below[i], depth: o.depth + 1 });
+      }
     };
-    for (const t of kids.get(-1) || []) walk(t, 0);
+    for (const t of kids.get(-1) || []) walk(t);
     // Tasks whose parent was never seen still get a row.
-    for (const t of this.tasks.values()) if (!out.some((o) => o.t === t)) out.push({ t, depth: 1 });
+    for (const t of this.tasks.values()) if (!placed.has(t.id)) out.push({ t, depth: 1 });
     return out;
   }
 
@@ -181,14 +197,18 @@ export class Steps {
     this.renderFlow(flowBox);
     const head = el("tr", {}, el("th", { class: "n" }, "task"), el("th", { class: "agent" }, "agent"),
       el("th", { class: "st" }, "status"), el("th", { class: "time" }, "time"), el("th", { class: "use" }, "usage"), el("th", {}, "output"));
-    const rows = this.steps().map(({ t, depth }) => el("tr", { "data-task": t.id, "data-agent": t.agent },
+    const all = this.steps();
+    const rows = all.slice(0, ROWS).map(({ t, depth }) => el("tr", { "data-task": t.id, "data-agent": t.agent },
       el("td", {}, "t" + t.id),
       el("td", { class: "agent" }, "\u2003".repeat(Math.max(0, depth - 1)), depth > 1 ? "↳ " : "", t.agent,
-        t.attempts.length > 1 ? el("span", { class: "dim" }, ` ×${t.attempts.length}`) : ""),
+        t.attempts.length > 1 ? el("span", { class: "dim" }, ` ×${t.attempts.length}`) : "",
+        t.retries.length ? el("span", { class: "dim", title: t.retries.map((r) => `try ${r.try}: ${r.outcome} ${JSON.stringify(r.cause)}`).join("\n") },
+          ` (${t.retries.length + 1} tries)`) : ""),
       el("td", { class: t.status }, t.status),
       el("td", {}, this.elapsed(t)),
       el("td", {}, usageCell(t.usage)),
       this.outputCell(t)));
-    table.replaceChildren(head, ...rows);
+    const more = all.length > ROWS ? el("tr", {}, el("td", { colspan: "6", class: "dim" }, `and ${all.length - ROWS} more steps (the journal has them all)`)) : null;
+    table.replaceChildren(head, ...rows, ...(more ? [more] : []));
   }
 }

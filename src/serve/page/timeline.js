@@ -1,15 +1,17 @@
 // The run's timeline: one bar per task from its creation to its end (the
 // flow on top, each step nested under its parent), its attempts drawn
-// inside it (a retry is a second segment) and its waits for an answer
-// hatched. Parallel branches are rows whose bars overlap in time. Live:
+// inside it, a retry layer's waits between tries marked, and its waits
+// for an answer hatched. Parallel branches are rows whose bars overlap in time. Live:
 // a running task's bar grows with the server's clock.
 
 import { el, fmtMs } from "./dom.js";
+import { ROWS } from "./steps.js";
 
 /** Draws `steps` (a Steps) into `box`. Positions are set through the
  *  style object (allowed by the page's policy; style attributes are not). */
 export function drawTimeline(box, steps) {
-  const rows = steps.ordered();
+  const all = steps.ordered();
+  const rows = all.slice(0, ROWS + 1);
   if (!rows.length) { box.replaceChildren(); return; }
   const now = steps.now();
   const span = (t) => [t.created, t.end ?? now];
@@ -38,6 +40,12 @@ export function drawTimeline(box, steps) {
       seg.style.left = left; seg.style.width = w;
       bar.append(seg);
     }
+    for (const r of t.retries) {
+      const [left, w] = inner(r.at, Math.min(b, r.at + (r.backoff_ms || 0)));
+      const seg = el("div", { class: "tl-retry", title: `try ${r.try} ${r.outcome}; waited ${fmtMs(r.backoff_ms || 0)} to try again` });
+      seg.style.left = left; seg.style.width = w;
+      bar.append(seg);
+    }
     for (const wait of t.waits) {
       const [left, w] = inner(wait.start, wait.end ?? b);
       const seg = el("div", { class: "tl-wait", title: `waiting for an answer (${wait.key || "question"})` });
@@ -48,5 +56,6 @@ export function drawTimeline(box, steps) {
       t.id === steps.root ? "flow" : "\u2003".repeat(Math.max(0, depth - 1)) + (depth ? "↳ " : "") + t.agent);
     return el("div", { class: "tl-row", "data-task": t.id }, label, el("div", { class: "tl-track" }, bar));
   });
-  box.replaceChildren(el("div", { class: "tl-axis" }, el("span", {}, "0"), el("span", {}, fmtMs(total))), ...out);
+  const more = all.length > rows.length ? el("div", { class: "dim" }, `and ${all.length - rows.length} more`) : null;
+  box.replaceChildren(el("div", { class: "tl-axis" }, el("span", {}, "0"), el("span", {}, fmtMs(total))), ...out, ...(more ? [more] : []));
 }
