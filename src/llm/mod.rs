@@ -9,11 +9,13 @@
 //! and its [`TurnLog`] (the journal).
 
 mod http;
-mod schema;
+pub mod schema;
 pub mod scripted;
+mod tools;
 mod usage;
 mod wire;
 
+pub use tools::{Offered, ToolCatalog, wire_name};
 pub use usage::{Meter, Tally, Usage, thousands};
 pub use wire::{Accumulator, SseDecoder, Turn};
 
@@ -81,6 +83,23 @@ pub struct ToolInfo {
 /// The run's agents, as tools.
 pub trait Tools: Send + Sync {
     fn describe(&self, name: &str) -> Option<ToolInfo>;
+    /// The tools an agent's `tools` list names, described. By default
+    /// each name through [`Tools::describe`]; a run whose agents include
+    /// tool families (`fs.*`, an MCP server's) lists them, which may start
+    /// their servers.
+    fn select(
+        &self,
+        names: &[String],
+    ) -> BoxFuture<'static, Result<Vec<(String, ToolInfo)>, String>> {
+        let found: Result<Vec<_>, String> = names
+            .iter()
+            .map(|n| match self.describe(n) {
+                Some(info) => Ok((n.clone(), info)),
+                None => Err(format!("tool `{n}` is not an agent of this blueprint")),
+            })
+            .collect();
+        Box::pin(std::future::ready(found))
+    }
     /// Runs tool `name` as a child task of `ctx`'s task through its own
     /// stack; its result, or a description of why it failed.
     fn call(
@@ -249,7 +268,8 @@ impl Step {
             None => std::env::var("SWARM_LLM_API_KEY").ok(),
         };
         let headers: Vec<(String, String)> = self.spec.headers.clone().into_iter().collect();
-        let tools = self.tool_list()?;
+        let offered = self.offered().await?;
+        let tools = offered.wire();
         let mut schema_left = SCHEMA_RETRIES;
         for turn_no in 1..=self.spec.max_turns {
             let body = self.body(&model, &messages, &tools);
@@ -275,7 +295,9 @@ impl Step {
             messages.push(turn.message.clone());
             let calls = turn.tool_calls();
             if !calls.is_empty() {
-                let results = self.call_tools(ctx, &calls, pos.as_deref()).await?;
+                let results = self
+                    .call_tools(ctx, &offered, &calls, pos.as_deref())
+                    .await?;
                 messages.extend(results);
                 continue;
             }
@@ -307,24 +329,15 @@ impl Step {
         ))
     }
 
-    fn tool_list(&self) -> Result<Vec<Value>, Value> {
-        self.spec
-            .tools
-            .iter()
-            .map(|name| {
-                let info = self.side.tools.describe(name).ok_or_else(|| {
-                    fail(
-                        "llm_config",
-                        format!(
-                            "agent `{}`: tool `{name}` is not an agent of this blueprint",
-                            self.name
-                        ),
-                    )
-                })?;
-                Ok(json!({ "type": "function", "function": {
-                    "name": name, "description": info.description, "parameters": info.params } }))
-            })
-            .collect()
+    /// The tools this step offers the model.
+    async fn offered(&self) -> Result<Offered, Value> {
+        if self.spec.tools.is_empty() {
+            return Ok(Offered::default());
+        }
+        let listed = self.side.tools.select(&self.spec.tools).await;
+        let listed =
+            listed.map_err(|why| fail("llm_config", format!("agent `{}`: {why}", self.name)))?;
+        Ok(Offered::new(listed))
     }
 
     fn body(&self, model: &str, messages: &[Value], tools: &[Value]) -> Value {
@@ -427,6 +440,7 @@ impl Step {
     async fn call_tools(
         &self,
         ctx: &SpawnCtx,
+        offered: &Offered,
         calls: &[Value],
         turn_pos: Option<&str>,
     ) -> Result<Vec<Value>, Value> {
@@ -442,7 +456,7 @@ impl Step {
             {
                 return Ok(tool_message(&id, &rec));
             }
-            let out = self.tool(ctx, call).await;
+            let out = self.tool(ctx, offered, call).await;
             let rec = match out {
                 Ok(v) => json!({ "ok": true, "value": v }),
                 Err(e) => json!({ "ok": false, "error": e }),
@@ -459,17 +473,17 @@ impl Step {
         futures_util::future::try_join_all(runs).await
     }
 
-    async fn tool(&self, ctx: &SpawnCtx, call: &Value) -> Result<Value, Value> {
-        let name = call
+    async fn tool(&self, ctx: &SpawnCtx, offered: &Offered, call: &Value) -> Result<Value, Value> {
+        let wire = call
             .pointer("/function/name")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        if !self.spec.tools.iter().any(|t| t == name) {
+        let Some((name, info)) = offered.get(wire) else {
             return Err(json!(format!(
-                "unknown tool `{name}` (tools: {})",
-                self.spec.tools.join(", ")
+                "unknown tool `{wire}` (tools: {})",
+                offered.names().join(", ")
             )));
-        }
+        };
         let raw = call
             .pointer("/function/arguments")
             .and_then(Value::as_str)
@@ -477,9 +491,7 @@ impl Step {
         let raw = if raw.trim().is_empty() { "{}" } else { raw };
         let args: Value = serde_json::from_str(raw)
             .map_err(|e| json!(format!("the arguments are not JSON ({e}): {raw}")))?;
-        if let Some(info) = self.side.tools.describe(name)
-            && let Err(why) = schema::validate(&info.params, &args)
-        {
+        if let Err(why) = schema::validate(&info.params, &args) {
             return Err(json!(format!(
                 "the arguments do not match the parameters of `{name}`: {why}"
             )));

@@ -39,6 +39,9 @@ pub struct Version {
     pub hash: String,
     pub source: Arc<str>,
     pub deps: Vec<PathBuf>,
+    /// The blueprint's `description` and `input` schema, when declared.
+    pub description: Option<String>,
+    pub input: Option<serde_json::Value>,
 }
 
 /// What a (re)load did.
@@ -258,6 +261,8 @@ impl LiveBlueprints {
                 hash: hash.clone(),
                 source: Arc::from(source),
                 deps,
+                description: run.blueprint.description.clone(),
+                input: run.blueprint.input.clone(),
             },
         );
         drop(live);

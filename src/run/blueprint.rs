@@ -88,6 +88,10 @@ pub struct Blueprint {
     pub deadline: Option<Duration>,
     /// `limits.tokens`: model tokens a run may spend (default none).
     pub tokens: Option<u64>,
+    /// What the blueprint does, for those who list it (MCP clients).
+    pub description: Option<String>,
+    /// `input`: the JSON Schema of a run's input, when declared.
+    pub input: Option<serde_json::Value>,
 }
 
 /// The directory of a blueprint file: where its process agents run and its
@@ -208,9 +212,21 @@ impl Reader<'_> {
             None => None,
         };
         let (deadline, tokens) = self.limits(&spec, &at)?;
+        let input = match spec.get::<Option<Table>>("input") {
+            Ok(Some(t)) => Some(
+                self.vm
+                    .lua()
+                    .from_value::<serde_json::Value>(Value::Table(t))
+                    .map_err(|e| err(&at, "input", format!("must be a JSON Schema: {e}")))?,
+            ),
+            Ok(None) => None,
+            Err(e) => return Err(self.lua_err(e)),
+        };
         Ok(Blueprint {
             deadline,
             tokens,
+            description: spec.get("description").map_err(|e| self.lua_err(e))?,
+            input,
             name: bp.get("name").map_err(|e| self.lua_err(e))?,
             path: path.to_path_buf(),
             chunk: chunk.to_string(),

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod dir;
 pub mod flow;
+pub mod mcp;
 pub mod server;
 
 use lua_swarm::auth::{CapToken, Role, Signer};

@@ -8,6 +8,7 @@
 //! sees only the fields, through `Host::kinds`.
 
 mod builtin;
+mod mcp;
 
 use super::agents::Build;
 use super::blueprint::{BlueprintError, Problem};
@@ -29,6 +30,12 @@ pub trait Backend: fmt::Debug + Send + Sync {
     /// program not on PATH, an API key not set). Nothing by default.
     fn preflight(&self, _agent: &str, _dir: &Path) -> Vec<String> {
         Vec::new()
+    }
+
+    /// True when the agent is a family of tool agents (`name.<tool>`, an
+    /// MCP server's): its stack is registered under `name.*`.
+    fn family(&self) -> bool {
+        false
     }
 }
 
