@@ -260,3 +260,46 @@ fn the_sample_blueprint_runs_against_the_reference_server() {
         "{stdout}"
     );
 }
+
+#[test]
+fn check_lists_each_mcp_agents_tools_and_flags_an_unknown_one() {
+    let Some(server) = common::mcp::npm_server("mcp-server-everything") else {
+        return;
+    };
+    let d = dir("check");
+    let agents = format!(
+        r#"everything = swarm.agent.mcp {{ command = {{ "{}" }}, tools = {{ "echo", "get-sum" }} }},"#,
+        server.display()
+    );
+    let good = blueprint(
+        &d,
+        &agents,
+        r#"return swarm.step("everything.echo", { message = "hi" })"#,
+    );
+    let out = common::cli::swarm()
+        .arg("check")
+        .arg(&good)
+        .output()
+        .unwrap();
+    common::cli::passed(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("everything: echo, get-sum"), "{stdout}");
+
+    let bad = blueprint(
+        &d,
+        &agents,
+        r#"return swarm.step("everything.get-sun", { a = 1, b = 2 })"#,
+    );
+    let out = common::cli::swarm()
+        .arg("check")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("mcp.lua:7: swarm.step: no agent named `everything.get-sun`")
+            && stderr.contains("did you mean `everything.get-sum`?"),
+        "{stderr}"
+    );
+}

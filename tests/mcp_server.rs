@@ -210,3 +210,65 @@ async fn over_http_tokens_and_roles_gate_the_tools() {
     assert_eq!(r["status"], "pass", "{ran}");
     assert_eq!(r["result"], json!({ "greeting": "hello Op" }));
 }
+
+/// Both ways at once: a blueprint's MCP agent reaches another `swarm
+/// serve`'s `/mcp` over streamable HTTP, with a bearer token read from an
+/// allow-listed variable that appears nowhere in the run's record.
+#[test]
+fn an_mcp_agent_over_http_calls_a_served_swarm_with_a_bearer_token() {
+    let served = fresh("mcp-server-remote", &[("hello.lua", HELLO)]);
+    let s = serve(&served, &[]);
+    let token = s.token(Role::Operator, None);
+    let dir = fresh(
+        "mcp-client-http",
+        &[(
+            "remote.lua",
+            &format!(
+                r#"local swarm = require "swarm"
+return swarm.blueprint "remote" {{
+  agents = {{
+    remote = swarm.agent.mcp {{ url = "{}/mcp", bearer_env = "REMOTE_MCP_TOKEN", tools = {{ "run_hello" }} }},
+  }},
+  flow = function()
+    return swarm.step("remote.run_hello", {{ name = "over HTTP" }})
+  end,
+}}
+"#,
+                s.url
+            ),
+        )],
+    );
+    let db = dir.join("swarm.db");
+    let run = |allow: &str| {
+        common::cli::swarm()
+            .args(["run", "remote.lua", "--run-id", "h1", "--json", "--db"])
+            .arg(&db)
+            .current_dir(&dir)
+            .env("SWARM_ALLOW_ENV", allow)
+            .env("REMOTE_MCP_TOKEN", &token)
+            .output()
+            .unwrap()
+    };
+    // Not allow-listed: refused when the blueprint's agents are built.
+    let refused = run("");
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("REMOTE_MCP_TOKEN") && said.contains("SWARM_ALLOW_ENV"),
+        "{said}"
+    );
+
+    let out = run("REMOTE_MCP_TOKEN");
+    common::cli::passed(&out);
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["status"], "pass", "{result}");
+    assert_eq!(result["result"], json!({ "greeting": "hello over HTTP" }));
+    let shown = common::cli::swarm()
+        .args(["show", "h1", "--json", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("hello over HTTP"), "{shown}");
+    assert!(!shown.contains(&token), "the token is in the run's record");
+}

@@ -99,6 +99,9 @@ fn check_one(engine: &Engine, file: &Path) -> bool {
             bp.name,
             if n == 1 { "" } else { "s" }
         );
+        for (agent, tools) in &checked.tools {
+            outln!("  {agent}: {}", tools.join(", "));
+        }
     }
     checked.ok()
 }

@@ -78,7 +78,14 @@ impl ClientHandler for Handler {
 struct Conn {
     service: RunningService<RoleClient, Handler>,
     faults: watch::Receiver<Option<Fault>>,
-    _child: ChildGuard,
+    _hold: Hold,
+}
+
+/// What a connection keeps alive: the stdio server's process (killed when
+/// dropped), or the sender of an HTTP connection's fault channel.
+enum Hold {
+    Child(#[allow(dead_code)] ChildGuard),
+    Http(#[allow(dead_code)] watch::Sender<Option<Fault>>),
 }
 
 impl Conn {
@@ -135,6 +142,9 @@ impl McpClient {
     }
 
     async fn start(&self) -> Result<Conn, Fault> {
+        if let Some(url) = &self.spec.url {
+            return self.start_http(url).await;
+        }
         let shared = self.shared.clone();
         lock(&shared.tail).clear();
         let route = {
@@ -150,27 +160,65 @@ impl McpClient {
         let pipes = stdio::start(&self.spec, sink)?;
         let faults = pipes.faults.clone();
         let init = Handler(shared).serve((pipes.reader, pipes.writer));
-        let limit = self.spec.start_timeout;
-        let service = match tokio::time::timeout(limit, init).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                if let Some(f) = faults.borrow().clone() {
-                    return Err(f);
-                }
-                return Err(Fault::Start(format!("{e}{}", self.tail())));
-            }
-            Err(_) => {
-                return Err(Fault::Start(format!(
-                    "no answer to `initialize` within {limit:?}{}",
-                    self.tail()
-                )));
-            }
-        };
+        let service = self.handshake(init, &faults).await?;
         Ok(Conn {
             service,
             faults,
-            _child: pipes.child,
+            _hold: Hold::Child(pipes.child),
         })
+    }
+
+    /// Connects to a streamable-HTTP server, with the bearer token of the
+    /// variable `bearer_env` names (allow-listed; read here, never kept in
+    /// a message, a log or the journal).
+    async fn start_http(&self, url: &str) -> Result<Conn, Fault> {
+        use rmcp::transport::StreamableHttpClientTransport;
+        use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+        let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_string());
+        if let Some(var) = &self.spec.bearer_env {
+            crate::spawn::secrets::may_name(var).map_err(Fault::Start)?;
+            let token = std::env::var(var).map_err(|_| {
+                Fault::Start(format!("the bearer token's variable ${var} is not set"))
+            })?;
+            config = config.auth_header(token);
+        }
+        // The SDK's HTTP client takes the process's TLS provider; none
+        // is set unless someone installs one (a second install is a no-op).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let transport = StreamableHttpClientTransport::from_config(config);
+        let (tx, faults) = watch::channel(None);
+        let init = Handler(self.shared.clone()).serve(transport);
+        let service = self.handshake(init, &faults).await?;
+        Ok(Conn {
+            service,
+            faults,
+            _hold: Hold::Http(tx),
+        })
+    }
+
+    /// The handshake, within `start_timeout`.
+    async fn handshake(
+        &self,
+        init: impl std::future::Future<
+            Output = Result<
+                RunningService<RoleClient, Handler>,
+                rmcp::service::ClientInitializeError,
+            >,
+        >,
+        faults: &watch::Receiver<Option<Fault>>,
+    ) -> Result<RunningService<RoleClient, Handler>, Fault> {
+        let limit = self.spec.start_timeout;
+        match tokio::time::timeout(limit, init).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => match faults.borrow().clone() {
+                Some(f) => Err(f),
+                None => Err(Fault::Start(format!("{e}{}", self.tail()))),
+            },
+            Err(_) => Err(Fault::Start(format!(
+                "no answer to `initialize` within {limit:?}{}",
+                self.tail()
+            ))),
+        }
     }
 
     /// `; stderr: …` with the server's last stderr lines, when it wrote any.

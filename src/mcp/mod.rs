@@ -34,8 +34,12 @@ use std::time::Duration;
 /// An MCP agent as the blueprint declares it.
 #[derive(Debug, Clone)]
 pub struct McpSpec {
-    /// The server's program and arguments (no shell).
+    /// The server's program and arguments (no shell), for stdio.
     pub command: Vec<String>,
+    /// The server's streamable-HTTP endpoint, instead of `command`.
+    pub url: Option<String>,
+    /// The NAME of the host variable holding the HTTP bearer token.
+    pub bearer_env: Option<String>,
     pub cwd: Option<PathBuf>,
     /// Variables set for the server, on top of the clean environment.
     pub env: BTreeMap<String, String>,
@@ -56,6 +60,8 @@ impl McpSpec {
     pub fn new(command: Vec<String>) -> McpSpec {
         McpSpec {
             command,
+            url: None,
+            bearer_env: None,
             cwd: None,
             env: BTreeMap::new(),
             inherit: Vec::new(),

@@ -18,6 +18,8 @@ pub struct Checked {
     pub unknown: Vec<String>,
     /// `file: agent …: …` for what its agents miss here.
     pub warnings: Vec<String>,
+    /// Each tool family's (MCP agent's) tools, as listed by its server.
+    pub tools: Vec<(String, Vec<String>)>,
 }
 
 impl Checked {
@@ -36,34 +38,53 @@ pub fn check_file(engine: &Engine, file: &Path) -> Checked {
                 error: Some(e),
                 unknown: Vec::new(),
                 warnings: Vec::new(),
+                tools: Vec::new(),
             };
         }
     };
-    let unknown = unknown_steps(&bp);
     let dir = super::blueprint::dir_of(&bp.path);
-    let warnings = bp
+    let mut warnings: Vec<String> = bp
         .agents
         .iter()
         .flat_map(|a| a.backend.preflight(&a.name, &dir))
         .map(|w| format!("{}: {w}", bp.chunk))
         .collect();
+    let mut tools = Vec::new();
+    for a in &bp.agents {
+        match a.backend.tool_names(&a.name) {
+            Some(Ok(names)) => tools.push((a.name.clone(), names)),
+            Some(Err(why)) => warnings.push(format!(
+                "{}: agent `{}`: its tools could not be listed: {why}",
+                bp.chunk, a.name
+            )),
+            None => {}
+        }
+    }
+    let unknown = unknown_steps(&bp, &tools);
     Checked {
         blueprint: Some(bp),
         error: None,
         unknown,
         warnings,
+        tools,
     }
 }
 
 /// `swarm.step("name", …)` / `swarm.pstep("name", …)` with a literal name
 /// that no agent of the blueprint has. A name `fs.x` of a tool family
-/// (`fs`, an MCP agent) is its server's business, found when it runs.
-fn unknown_steps(bp: &Blueprint) -> Vec<String> {
-    let names: Vec<&str> = bp.agents.iter().map(|a| a.name.as_str()).collect();
+/// (`fs`, an MCP agent) must be one of the tools its server listed; when
+/// they could not be listed, any is let through.
+fn unknown_steps(bp: &Blueprint, listed: &[(String, Vec<String>)]) -> Vec<String> {
+    let mut names: Vec<String> = bp.agents.iter().map(|a| a.name.clone()).collect();
+    for (family, tools) in listed {
+        names.retain(|n| n != family);
+        names.extend(tools.iter().map(|t| format!("{family}.{t}")));
+    }
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let families: Vec<&str> = bp
         .agents
         .iter()
-        .filter(|a| a.backend.family())
+        .filter(|a| a.backend.family() && !listed.iter().any(|(f, _)| *f == a.name))
         .map(|a| a.name.as_str())
         .collect();
     let mut out = Vec::new();

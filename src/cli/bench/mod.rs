@@ -6,6 +6,7 @@ mod flow;
 mod journal;
 mod llm;
 mod lua;
+mod mcp;
 mod process;
 mod reload;
 mod serve;
@@ -42,6 +43,7 @@ const WORKLOADS: &[&str] = &[
     "llm",
     "serve",
     "swarm-run",
+    "mcp-stdio",
 ];
 
 pub fn run(args: BenchArgs) -> ExitCode {
@@ -77,6 +79,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
             "llm" => rt.block_on(llm::llm()),
             "serve" => rt.block_on(serve::serve()),
             "swarm-run" => process::swarm_run(),
+            "mcp-stdio" => rt.block_on(mcp::mcp_stdio()),
             _ => unreachable!("checked above"),
         }
     }

@@ -37,6 +37,13 @@ pub trait Backend: fmt::Debug + Send + Sync {
     fn family(&self) -> bool {
         false
     }
+
+    /// A family's tool names, for `swarm check` (which may start a server
+    /// for it, with a short deadline). `None` for an agent that is not a
+    /// family; `Some(Err)` when they cannot be listed here.
+    fn tool_names(&self, _agent: &str) -> Option<Result<Vec<String>, String>> {
+        None
+    }
 }
 
 /// Reads a validated declaration into its backend.

@@ -135,7 +135,7 @@ impl McpFace {
                 self.wait(who, h).await
             }
             "list_blueprints" => self.list_blueprints(who),
-            "check_blueprint" => self.check_blueprint(who, str_arg(args, "path")?),
+            "check_blueprint" => self.check_blueprint(who, str_arg(args, "path")?).await,
             other => Err(RunError::Refused(format!("no tool `{other}`"))),
         }
     }
@@ -200,9 +200,15 @@ impl McpFace {
         Ok((json!({ "blueprints": list }), text))
     }
 
-    fn check_blueprint(&self, who: &Authority, path: &str) -> Answer {
+    async fn check_blueprint(&self, who: &Authority, path: &str) -> Answer {
         who.check(Action::Read, None)?;
-        let checked = crate::run::check::check_file(self.runs.engine(), std::path::Path::new(path));
+        // Listing an MCP agent's tools may start its server: off the
+        // async workers.
+        let (engine, file) = (self.runs.engine().clone(), std::path::PathBuf::from(path));
+        let checked =
+            tokio::task::spawn_blocking(move || crate::run::check::check_file(&engine, &file))
+                .await
+                .map_err(|e| RunError::Refused(format!("the check failed: {e}")))?;
         let mut problems: Vec<Value> = match &checked.error {
             Some(RunError::Blueprint(crate::run::BlueprintError::Invalid(ps))) => ps
                 .iter()
@@ -217,7 +223,13 @@ impl McpFace {
             true => format!("ok {path}"),
             false => format!("{path}: {} problems", problems.len()),
         };
-        let body = json!({ "ok": ok, "problems": problems, "warnings": checked.warnings });
+        let tools: serde_json::Map<String, Value> = checked
+            .tools
+            .iter()
+            .map(|(a, t)| (a.clone(), json!(t)))
+            .collect();
+        let body = json!({ "ok": ok, "problems": problems, "warnings": checked.warnings,
+                           "tools": tools });
         Ok((body, text))
     }
 
