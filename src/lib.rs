@@ -8,6 +8,7 @@
 //! - `store`  — the store contract (runs, journal, events, questions, fenced ownership, work queue); SQLite and memory.
 //! - `spawn`  — agent backends (Rust, process, remote) and the layers that wrap them.
 //! - `llm`    — the OpenAI-compatible LLM agent backend (turns, tools, usage).
+//! - `mcp`    — MCP client: an MCP server's tools as agents (`rmcp`, the official SDK).
 //! - `lua`    — sandboxed VMs, the `swarm.*` modules, the `lua` agent backend.
 //! - `run`    — blueprints: load, validate, build agent stacks, run a flow; `Runs`, the one owner of executing runs.
 //! - `reload` — hot reload: live blueprint versions kept current by a file watcher.
@@ -26,6 +27,7 @@ pub mod duration;
 pub mod engine;
 pub mod llm;
 pub mod lua;
+pub mod mcp;
 pub mod reload;
 #[cfg(feature = "cli")]
 pub mod repl;

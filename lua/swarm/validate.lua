@@ -93,7 +93,10 @@ local function check_agent(name, a, bp, errors)
   end
   if a.__swarm == "agent.llm" and type(a.spec.tools) == "table" then
     for i, t in ipairs(a.spec.tools) do
-      if type(bp.spec.agents) ~= "table" or bp.spec.agents[t] == nil then
+      local family = type(t) == "string" and t:match("^([^.]+)%.") or nil
+      local fam = family and type(bp.spec.agents) == "table" and bp.spec.agents[family]
+      local mcp_tool = type(fam) == "table" and fam.__swarm == "agent.mcp"
+      if not mcp_tool and (type(bp.spec.agents) ~= "table" or bp.spec.agents[t] == nil) then
         errors[#errors + 1] = { where = a.where, field = field .. ".tools[" .. i .. "]",
           message = "`" .. tostring(t) .. "` is not an agent of this blueprint" }
       end

@@ -97,7 +97,7 @@ function swarm.duration(v) end
 ---@class swarm.LlmAgentSpec : swarm.AgentSpec
 ---@field base_url string?     default $SWARM_LLM_BASE_URL, else https://api.openai.com/v1
 ---@field api_key_env string?  the NAME of the env var holding the key (read at dispatch)
----@field tools string[]?      other agents of this blueprint, offered as tools
+---@field tools string[]?      other agents of this blueprint, offered as tools (`fs.*`: every tool of MCP agent `fs`)
 ---@field schema table?        JSON Schema: the answer is decoded and validated
 ---@field max_turns number?    default 8
 ---@field temperature number?
@@ -113,7 +113,20 @@ function swarm.duration(v) end
 ---@field queue string           the queue `swarm worker --queue` claims from
 ---@field timeout (number|string)?  the whole step, waiting for a worker included
 
+---@class swarm.McpAgentSpec : swarm.AgentSpec
+---@field command string[]            the MCP server: program and arguments (no shell)
+---@field tools string[]?             the server's tools offered as agents `name.<tool>` (default all)
+---@field cwd string?                 relative to the blueprint's directory (the default)
+---@field env table<string, string>?  variables set for the server
+---@field inherit string[]?           host variables passed through by name ($SWARM_ALLOW_ENV)
+---@field timeout (number|string)?    one tool call (default 5 minutes)
+---@field start_timeout (number|string)?  starting the server and its handshake (default 60s)
+---@field max_message number?         bytes of one message from the server (default 16 MiB)
+
 swarm.agent = {}
+---Each allowed tool of the server is an agent `name.<tool>`: `swarm.step("fs.read_text_file", { path = "..." })`.
+---@param spec swarm.McpAgentSpec
+function swarm.agent.mcp(spec) end
 ---@param spec swarm.LlmAgentSpec
 function swarm.agent.llm(spec) end
 ---@param spec swarm.LuaAgentSpec

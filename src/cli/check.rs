@@ -10,7 +10,7 @@
 use crate::auth::Signer;
 use crate::engine::{Engine, EngineConfig};
 use crate::reload::{blueprint_files, is_blueprint};
-use crate::run::{self, Blueprint, BlueprintError, RunOptions};
+use crate::run::{self, BlueprintError};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -73,28 +73,25 @@ fn targets(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
 
 /// Checks one file; prints `ok …` or its errors. True when it is fine.
 fn check_one(engine: &Engine, file: &Path) -> bool {
-    let bp = match run::prepare(engine, file, RunOptions::default()) {
-        Ok(r) => r.blueprint.clone(),
-        Err(e @ run::RunError::Blueprint(BlueprintError::Invalid(_))) => {
-            super::report_error(&e);
+    let checked = run::check::check_file(engine, file);
+    match &checked.error {
+        Some(e @ run::RunError::Blueprint(BlueprintError::Invalid(_))) => {
+            super::report_error(e);
             return false;
         }
-        Err(e) => {
+        Some(e) => {
             errln!("error: {}: {e}", file.display());
             return false;
         }
-    };
-    let unknown = unknown_steps(&bp);
-    for e in &unknown {
+        None => {}
+    }
+    for e in &checked.unknown {
         errln!("error: {e}");
     }
-    let dir = run::blueprint::dir_of(&bp.path);
-    for a in &bp.agents {
-        for w in a.backend.preflight(&a.name, &dir) {
-            errln!("warning: {}: {w}", bp.chunk);
-        }
+    for w in &checked.warnings {
+        errln!("warning: {w}");
     }
-    if unknown.is_empty() {
+    if let (true, Some(bp)) = (checked.ok(), &checked.blueprint) {
         let n = bp.agents.len();
         outln!(
             "ok {} (blueprint `{}`, {n} agent{})",
@@ -102,11 +99,14 @@ fn check_one(engine: &Engine, file: &Path) -> bool {
             bp.name,
             if n == 1 { "" } else { "s" }
         );
+        for (agent, tools) in &checked.tools {
+            outln!("  {agent}: {}", tools.join(", "));
+        }
         if let Some(schema) = bp.input_schema() {
             outln!("  input: {}", input_summary(schema));
         }
     }
-    unknown.is_empty()
+    checked.ok()
 }
 
 /// A declared input in one line: an object's fields with their types
@@ -138,50 +138,4 @@ fn input_summary(schema: &serde_json::Value) -> String {
         })
         .collect();
     format!("object {{ {} }} (* required)", fields.join(", "))
-}
-
-/// `swarm.step("name", …)` / `swarm.pstep("name", …)` with a literal name
-/// that no agent of the blueprint has.
-fn unknown_steps(bp: &Blueprint) -> Vec<String> {
-    let names: Vec<&str> = bp.agents.iter().map(|a| a.name.as_str()).collect();
-    let mut out = Vec::new();
-    for (i, line) in bp.source.lines().enumerate() {
-        for call in ["swarm.step(", "swarm.pstep("] {
-            let mut rest = line;
-            while let Some(at) = rest.find(call) {
-                let before = &rest[..at];
-                let after = &rest[at + call.len()..];
-                rest = after;
-                if before.contains("--") {
-                    break;
-                }
-                let Some(name) = literal(after) else { continue };
-                if names.contains(&name) {
-                    continue;
-                }
-                let hint = crate::text::did_you_mean(name, names.iter().copied());
-                out.push(format!(
-                    "{}:{}: swarm.step: no agent named `{name}`{hint}; agents: {}",
-                    bp.chunk,
-                    i + 1,
-                    if names.is_empty() {
-                        "none".to_string()
-                    } else {
-                        names.join(", ")
-                    }
-                ));
-            }
-        }
-    }
-    out
-}
-
-/// The string literal at the start of `s` (after spaces), if any.
-fn literal(s: &str) -> Option<&str> {
-    let s = s.trim_start();
-    let quote = s.chars().next().filter(|c| *c == '"' || *c == '\'')?;
-    let body = &s[1..];
-    let end = body.find(quote)?;
-    let name = &body[..end];
-    (!name.contains('\\')).then_some(name)
 }

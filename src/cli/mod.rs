@@ -22,6 +22,7 @@ mod check;
 mod dev;
 mod doctor;
 mod init;
+mod mcp;
 mod repl;
 mod run;
 mod runs;
@@ -89,6 +90,8 @@ enum Command {
     Doctor(doctor::DoctorArgs),
     /// Serve runs over HTTP: start, watch (SSE), answer, cancel, resume.
     Serve(serve::ServeArgs),
+    /// Serve runs to MCP clients over stdio (`claude mcp add swarm -- swarm mcp DIR`).
+    Mcp(mcp::McpArgs),
     /// Mint a bearer token for `swarm serve`.
     Token(serve::TokenArgs),
     /// Do remote agents' steps for a server: `swarm worker --queue Q -- CMD`.
@@ -264,6 +267,7 @@ pub fn main() -> ExitCode {
         Command::Dev(args) => dev::run(args),
         Command::Serve(args) => serve::serve(args),
         Command::Token(args) => serve::token(args),
+        Command::Mcp(args) => mcp::run(args),
         Command::Worker(args) => worker::run(args),
         Command::Repl(args) => repl::run(args),
         Command::Runs(args) => runs::list(args),

@@ -10,7 +10,8 @@
 
 mod estimate;
 mod http;
-mod schema;
+mod offer;
+pub mod schema;
 pub mod scripted;
 mod send;
 mod structured;
@@ -18,6 +19,7 @@ mod tools;
 mod usage;
 mod wire;
 
+pub use offer::{Offered, ToolCatalog, wire_name};
 pub use usage::{Meter, Tally, Usage, thousands};
 pub use wire::{Accumulator, SseDecoder, Turn};
 
@@ -116,6 +118,23 @@ pub struct ToolInfo {
 /// The run's agents, as tools.
 pub trait Tools: Send + Sync {
     fn describe(&self, name: &str) -> Option<ToolInfo>;
+    /// The tools an agent's `tools` list names, described. By default
+    /// each name through [`Tools::describe`]; a run whose agents include
+    /// tool families (`fs.*`, an MCP server's) lists them, which may start
+    /// their servers.
+    fn select(
+        &self,
+        names: &[String],
+    ) -> BoxFuture<'static, Result<Vec<(String, ToolInfo)>, String>> {
+        let found: Result<Vec<_>, String> = names
+            .iter()
+            .map(|n| match self.describe(n) {
+                Some(info) => Ok((n.clone(), info)),
+                None => Err(format!("tool `{n}` is not an agent of this blueprint")),
+            })
+            .collect();
+        Box::pin(std::future::ready(found))
+    }
     /// Runs tool `name` as a child task of `ctx`'s task through its own
     /// stack; its result, or a description of why it failed.
     fn call(
@@ -258,7 +277,8 @@ impl Step {
     async fn run(&self, ctx: &SpawnCtx) -> Result<Value, Value> {
         let mut messages = opening(self.spec.system.as_deref(), &ctx.input)?;
         let ep = self.endpoint()?;
-        let tools = self.tool_list()?;
+        let offered = self.offered().await?;
+        let tools = offered.wire();
         let mut schema_left = SCHEMA_RETRIES;
         // Whether a final answer without a tool call is still worth a note.
         let mut note_unused = !tools.is_empty();
@@ -271,7 +291,7 @@ impl Step {
             let calls = turn.tool_calls();
             if !calls.is_empty() {
                 note_unused = false;
-                let results = self.call_tools(ctx, &calls, pos.as_deref()).await?;
+                let results = self.call_tools(ctx, &offered, &calls, pos.as_deref()).await?;
                 messages.extend(results);
                 continue;
             }
@@ -361,24 +381,15 @@ impl Step {
         })
     }
 
-    fn tool_list(&self) -> Result<Vec<Value>, Value> {
-        self.spec
-            .tools
-            .iter()
-            .map(|name| {
-                let info = self.side.tools.describe(name).ok_or_else(|| {
-                    fail(
-                        "llm_config",
-                        format!(
-                            "agent `{}`: tool `{name}` is not an agent of this blueprint",
-                            self.name
-                        ),
-                    )
-                })?;
-                Ok(json!({ "type": "function", "function": {
-                    "name": name, "description": info.description, "parameters": info.params } }))
-            })
-            .collect()
+    /// The tools this step offers the model.
+    async fn offered(&self) -> Result<Offered, Value> {
+        if self.spec.tools.is_empty() {
+            return Ok(Offered::default());
+        }
+        let listed = self.side.tools.select(&self.spec.tools).await;
+        let listed =
+            listed.map_err(|why| fail("llm_config", format!("agent `{}`: {why}", self.name)))?;
+        Ok(Offered::new(listed))
     }
 
     /// The turn's request as the journal knows it: structured output asked

@@ -3,7 +3,7 @@
 //! finished calls; an unknown tool or arguments that fail the tool's
 //! `params` go back to the model as the tool's error, for it to fix.
 
-use super::{Step, fail, schema};
+use super::{Offered, Step, fail, schema};
 use crate::engine::SpawnCtx;
 use serde_json::{Value, json};
 
@@ -14,6 +14,7 @@ impl Step {
     pub(super) async fn call_tools(
         &self,
         ctx: &SpawnCtx,
+        offered: &Offered,
         calls: &[Value],
         turn_pos: Option<&str>,
     ) -> Result<Vec<Value>, Value> {
@@ -29,7 +30,7 @@ impl Step {
             {
                 return Ok(tool_message(&id, &rec));
             }
-            let out = self.tool(ctx, call).await;
+            let out = self.tool(ctx, offered, call).await;
             let rec = match out {
                 Ok(v) => json!({ "ok": true, "value": v }),
                 Err(e) => json!({ "ok": false, "error": e }),
@@ -46,17 +47,17 @@ impl Step {
         futures_util::future::try_join_all(runs).await
     }
 
-    async fn tool(&self, ctx: &SpawnCtx, call: &Value) -> Result<Value, Value> {
-        let name = call
+    async fn tool(&self, ctx: &SpawnCtx, offered: &Offered, call: &Value) -> Result<Value, Value> {
+        let wire = call
             .pointer("/function/name")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        if !self.spec.tools.iter().any(|t| t == name) {
+        let Some((name, info)) = offered.get(wire) else {
             return Err(json!(format!(
-                "unknown tool `{name}` (tools: {})",
-                self.spec.tools.join(", ")
+                "unknown tool `{wire}` (tools: {})",
+                offered.names().join(", ")
             )));
-        }
+        };
         let raw = call
             .pointer("/function/arguments")
             .and_then(Value::as_str)
@@ -64,9 +65,7 @@ impl Step {
         let raw = if raw.trim().is_empty() { "{}" } else { raw };
         let args: Value = serde_json::from_str(raw)
             .map_err(|e| json!(format!("the arguments are not JSON ({e}): {raw}")))?;
-        if let Some(info) = self.side.tools.describe(name)
-            && let Err(why) = schema::validate(&info.params, &args)
-        {
+        if let Err(why) = schema::validate(&info.params, &args) {
             return Err(json!(format!(
                 "the arguments do not match the parameters of `{name}`: {why}"
             )));

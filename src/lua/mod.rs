@@ -53,12 +53,15 @@ impl Agents {
             .insert(name.to_string(), spawner);
     }
 
+    /// The agent `name`; for `fs.read_file`, when no agent has that name,
+    /// the family `fs.*` (an MCP server's tools, one stack for all).
     pub fn get(&self, name: &str) -> Option<Arc<dyn Spawner>> {
-        self.0
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
+        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = map.get(name) {
+            return Some(found.clone());
+        }
+        let (family, _) = name.split_once('.')?;
+        map.get(&format!("{family}.*")).cloned()
     }
 
     pub fn downgrade(&self) -> AgentsRef {

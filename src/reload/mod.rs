@@ -39,6 +39,8 @@ pub struct Version {
     pub hash: String,
     pub source: Arc<str>,
     pub deps: Vec<PathBuf>,
+    /// The blueprint's `description`, when declared.
+    pub description: Option<String>,
     /// The JSON Schema its `input` declares, if any (`run::input`).
     pub input: Option<serde_json::Value>,
 }
@@ -260,6 +262,7 @@ impl LiveBlueprints {
                 hash: hash.clone(),
                 source: Arc::from(source),
                 deps,
+                description: run.blueprint.description.clone(),
                 input: run.blueprint.input_schema().cloned(),
             },
         );

@@ -80,6 +80,8 @@ pub struct Build<'a> {
     pub journal: super::llm::JournalSlot,
     pub stop: super::llm::RunStop,
     pub meter: Arc<crate::llm::Meter>,
+    /// The run's tool families (MCP agents), for LLM agents' `tools`.
+    pub catalogs: super::llm::Catalogs,
 }
 
 /// Builds every agent's stack into `agents`.
@@ -91,7 +93,11 @@ pub fn build_agents(b: &Build<'_>, agents: &Agents) -> Result<(), SpawnError> {
         for use_ in b.blueprint.layers.iter().chain(&spec.layers) {
             layers.push(layer(b, &registry, use_)?);
         }
-        agents.insert(&spec.name, build_stack(backend, &layers));
+        let name = match spec.backend.family() {
+            true => format!("{}.*", spec.name),
+            false => spec.name.clone(),
+        };
+        agents.insert(&name, build_stack(backend, &layers));
     }
     Ok(())
 }

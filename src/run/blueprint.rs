@@ -90,6 +90,8 @@ pub struct Blueprint {
     pub tokens: Option<u64>,
     /// `input`: the JSON Schema a run's input must match (`run::input`).
     pub input: Option<serde_json::Value>,
+    /// What the blueprint does, for those who list it (MCP clients).
+    pub description: Option<String>,
     /// `limits.instructions`, `memory`, `journal_entries`, `journal_bytes`:
     /// the run-wide budgets of its Lua VMs and journal.
     pub budgets: crate::lua::RunLimits,
@@ -235,6 +237,7 @@ impl Reader<'_> {
             tokens,
             input,
             budgets,
+            description: spec.get("description").map_err(|e| self.lua_err(e))?,
             name: bp.get("name").map_err(|e| self.lua_err(e))?,
             path: path.to_path_buf(),
             chunk: chunk.to_string(),

@@ -7,7 +7,7 @@ use super::blueprint::AgentSpec;
 use crate::auth::CapToken;
 use crate::engine::SpawnCtx;
 use crate::engine::{Engine, TaskId, TaskSpec, TaskStatus};
-use crate::llm::{Tally, ToolInfo, Tools, TurnLog, Usage};
+use crate::llm::{Tally, ToolCatalog, ToolInfo, Tools, TurnLog, Usage};
 use crate::lua::AgentsRef;
 use crate::store::{Halt, Journal, JournalEntry, input_hash};
 use futures_util::future::BoxFuture;
@@ -18,14 +18,19 @@ use std::sync::{Arc, Mutex};
 /// The run's journal, once attached (durable runs only).
 pub type JournalSlot = Arc<Mutex<Option<Arc<Journal>>>>;
 
+/// The run's tool families by agent (MCP agents), filled as their
+/// agents are built.
+pub type Catalogs = Arc<Mutex<BTreeMap<String, Arc<dyn ToolCatalog>>>>;
+
 /// The blueprint's agents, offered as tools.
 pub struct RunTools {
     agents: AgentsRef,
     info: BTreeMap<String, ToolInfo>,
+    catalogs: Catalogs,
 }
 
 impl RunTools {
-    pub fn new(agents: AgentsRef, specs: &[AgentSpec]) -> RunTools {
+    pub fn new(agents: AgentsRef, specs: &[AgentSpec], catalogs: Catalogs) -> RunTools {
         let info = specs
             .iter()
             .map(|s| {
@@ -46,13 +51,73 @@ impl RunTools {
                 )
             })
             .collect();
-        RunTools { agents, info }
+        RunTools {
+            agents,
+            info,
+            catalogs,
+        }
+    }
+
+    fn catalog(&self, agent: &str) -> Option<Arc<dyn ToolCatalog>> {
+        let c = self.catalogs.lock().unwrap_or_else(|e| e.into_inner());
+        c.get(agent).cloned()
+    }
+}
+
+/// `name` as a plain agent, `agent.*` (every tool of a family), or
+/// `agent.tool` (one of them).
+async fn select_one(
+    info: Option<ToolInfo>,
+    family: Option<(Arc<dyn ToolCatalog>, String)>,
+    name: String,
+) -> Result<Vec<(String, ToolInfo)>, String> {
+    if let Some(info) = info {
+        return Ok(vec![(name, info)]);
+    }
+    let Some((catalog, tool)) = family else {
+        return Err(format!("tool `{name}` is not an agent of this blueprint"));
+    };
+    let all = catalog.tools().await.map_err(|e| match &e["error"] {
+        Value::String(s) => s.clone(),
+        _ => e.to_string(),
+    })?;
+    if tool == "*" {
+        return Ok(all);
+    }
+    match all.iter().find(|(n, _)| *n == name) {
+        Some(found) => Ok(vec![found.clone()]),
+        None => {
+            let known: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+            Err(format!(
+                "tool `{name}` is not offered (tools: {})",
+                known.join(", ")
+            ))
+        }
     }
 }
 
 impl Tools for RunTools {
     fn describe(&self, name: &str) -> Option<ToolInfo> {
         self.info.get(name).cloned()
+    }
+
+    fn select(
+        &self,
+        names: &[String],
+    ) -> BoxFuture<'static, Result<Vec<(String, ToolInfo)>, String>> {
+        let picks: Vec<_> = names
+            .iter()
+            .map(|n| {
+                let family = n
+                    .split_once('.')
+                    .and_then(|(agent, tool)| Some((self.catalog(agent)?, tool.to_string())));
+                select_one(self.describe(n), family, n.clone())
+            })
+            .collect();
+        Box::pin(async move {
+            let lists = futures_util::future::try_join_all(picks).await?;
+            Ok(lists.into_iter().flatten().collect())
+        })
     }
 
     fn call(

@@ -9,6 +9,7 @@
 
 mod agents;
 pub mod blueprint;
+pub mod check;
 mod desk;
 mod durable;
 mod ending;
@@ -253,6 +254,7 @@ pub fn prepare_source(
         journal: journal.clone(),
         stop: stop.clone(),
         meter: meter.clone(),
+        catalogs: Default::default(),
     };
     agents::build_agents(&build, &agents)?;
     let flow: Function = table

@@ -17,6 +17,7 @@ pub mod auth;
 mod error;
 mod events;
 pub mod listen;
+pub mod mcp;
 mod origin;
 mod page;
 mod sweep;
@@ -110,6 +111,7 @@ impl Server {
     /// answers from memory or the journal.
     pub fn router(self: &Arc<Self>) -> Router {
         api::routes()
+            .merge(mcp::routes(self))
             .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),

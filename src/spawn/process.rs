@@ -40,16 +40,23 @@ pub const ALLOWED_ENV: &[&str] = &[
 
 /// The process's whole environment, in one place (see the module doc).
 fn environment(spec: &ProcessSpec) -> BTreeMap<String, String> {
-    let mut env: BTreeMap<String, String> = ALLOWED_ENV
+    clean_env(&spec.inherit, &spec.env)
+}
+
+/// A started program's whole environment (process agents, MCP servers):
+/// [`ALLOWED_ENV`] and `inherit` from the host, never its own secrets,
+/// then `env`.
+pub fn clean_env(inherit: &[String], env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = ALLOWED_ENV
         .iter()
         .copied()
-        .chain(spec.inherit.iter().map(String::as_str))
+        .chain(inherit.iter().map(String::as_str))
         // The host's own secrets never pass, whoever asked for them.
         .filter(|k| !super::secrets::NEVER.contains(k))
         .filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?)))
         .collect();
-    env.extend(spec.env.clone());
-    env
+    out.extend(env.clone());
+    out
 }
 
 /// What to run.
@@ -109,7 +116,7 @@ impl Spawner for ProcessAgent {
 
 /// Kills the process group when dropped (timeout, cancel, abandoned worker,
 /// or leftovers after a normal exit).
-struct KillGroup(Option<u32>);
+pub struct KillGroup(pub Option<u32>);
 
 impl Drop for KillGroup {
     fn drop(&mut self) {
@@ -350,7 +357,7 @@ fn event_line(line: &[u8], sink: &Sink, out: &mut Stdout) -> bool {
 /// Emits each stderr line as an event; returns the last few KiB. A line
 /// longer than [`STDERR_LINE`] is cut into pieces of that size, so a
 /// process that never writes a newline cannot grow the host's memory.
-async fn read_stderr(stderr: impl AsyncRead + Unpin, sink: &Sink) -> String {
+pub async fn read_stderr(stderr: impl AsyncRead + Unpin, sink: &Sink) -> String {
     const TAIL: usize = 4096;
     let mut reader = BufReader::new(stderr);
     let mut tail = String::new();
@@ -385,7 +392,7 @@ async fn read_stderr(stderr: impl AsyncRead + Unpin, sink: &Sink) -> String {
 
 /// A bounded, quoted view of `bytes`: all of it when short, else its first
 /// and last 120 bytes.
-fn excerpt(bytes: &[u8]) -> String {
+pub fn excerpt(bytes: &[u8]) -> String {
     const END: usize = 120;
     let text = |b: &[u8]| format!("{:?}", String::from_utf8_lossy(b));
     if bytes.len() <= 2 * END + 20 {

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod dir;
 pub mod flow;
 pub mod postgres;
+pub mod mcp;
 pub mod server;
 
 use lua_swarm::auth::{CapToken, Role, Signer};

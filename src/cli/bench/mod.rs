@@ -8,6 +8,7 @@ mod llm;
 mod lua;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod mcp;
 mod process;
 mod reload;
 mod serve;
@@ -46,6 +47,7 @@ const WORKLOADS: &[&str] = &[
     "swarm-run",
     #[cfg(feature = "postgres")]
     "postgres",
+    "mcp-stdio",
 ];
 
 pub fn run(args: BenchArgs) -> ExitCode {
@@ -83,6 +85,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
             "swarm-run" => process::swarm_run(),
             #[cfg(feature = "postgres")]
             "postgres" => rt.block_on(postgres::postgres()),
+            "mcp-stdio" => rt.block_on(mcp::mcp_stdio()),
             _ => unreachable!("checked above"),
         }
     }

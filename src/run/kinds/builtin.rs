@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-pub(super) const KINDS: &[Kind] = &[LUA, PROCESS, RUST, LLM, REMOTE];
+pub(super) const KINDS: &[Kind] = &[LUA, PROCESS, RUST, LLM, REMOTE, super::mcp::MCP];
 
 // lua ------------------------------------------------------------------
 
@@ -215,6 +215,7 @@ impl Backend for Llm {
             tools: Arc::new(crate::run::llm::RunTools::new(
                 b.host.agents.clone(),
                 &b.blueprint.agents,
+                b.catalogs.clone(),
             )),
             log: Arc::new(crate::run::llm::RunLog {
                 journal: b.journal.clone(),

@@ -8,6 +8,7 @@
 //! sees only the fields, through `Host::kinds`.
 
 mod builtin;
+mod mcp;
 
 use super::agents::Build;
 use super::blueprint::{BlueprintError, Problem};
@@ -29,6 +30,19 @@ pub trait Backend: fmt::Debug + Send + Sync {
     /// program not on PATH, an API key not set). Nothing by default.
     fn preflight(&self, _agent: &str, _dir: &Path) -> Vec<String> {
         Vec::new()
+    }
+
+    /// True when the agent is a family of tool agents (`name.<tool>`, an
+    /// MCP server's): its stack is registered under `name.*`.
+    fn family(&self) -> bool {
+        false
+    }
+
+    /// A family's tool names, for `swarm check` (which may start a server
+    /// for it, with a short deadline). `None` for an agent that is not a
+    /// family; `Some(Err)` when they cannot be listed here.
+    fn tool_names(&self, _agent: &str) -> Option<Result<Vec<String>, String>> {
+        None
     }
 }
 
