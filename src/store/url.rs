@@ -19,7 +19,7 @@ pub const SCHEMES: &str =
 pub const SCHEMES: &str = "`sqlite:PATH` (or a bare path) and `memory:`";
 
 /// Where a store lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Location {
     /// A SQLite journal file (created, with its directory, when missing).
     Sqlite(PathBuf),
@@ -89,6 +89,19 @@ impl Location {
         match self {
             Location::Sqlite(path) => Some(path),
             _ => None,
+        }
+    }
+}
+
+/// As [`Display`](std::fmt::Display) for a Postgres URL: a password in it
+/// is never printed, not even in a debug dump.
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Location::Memory => f.write_str("Memory"),
+            #[cfg(feature = "postgres")]
+            Location::Postgres(_) => write!(f, "Postgres({self})"),
         }
     }
 }
@@ -179,7 +192,8 @@ mod tests {
         #[cfg(feature = "postgres")]
         for url in ["postgres://h/db", "postgresql://u:pw@h:5433/db"] {
             assert_eq!(parse(url), Some(Location::Postgres(url.into())));
-            let shown = Location::Postgres(url.into()).to_string();
+            let at = Location::Postgres(url.into());
+            let shown = format!("{at} {at:?}");
             assert!(!shown.contains("pw"), "{shown}");
         }
     }

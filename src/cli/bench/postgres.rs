@@ -53,20 +53,18 @@ async fn drive(store: Arc<dyn Store>, source: &str, n: u64, runs: u64, at_once: 
         store: Some(store),
         ..RunOptions::default()
     };
-    let r = run::prepare_source(&engine, Path::new("bench.lua"), source, opts).expect("bench");
-    let r = Arc::new(r);
-    // Both flows return n.
-    let want = json!(n);
-    let one = |r: Arc<run::Prepared>| {
-        let want = want.clone();
+    // A prepared run executes one run at a time: one each.
+    let one = || {
+        let r = run::prepare_source(&engine, Path::new("bench.lua"), source, opts.clone());
         async move {
-            let report = r.run(json!(n)).await.expect("run");
-            run_passed("postgres", &report, Some(&want));
+            let report = r.expect("bench").run(json!(n)).await.expect("run");
+            // Both flows return n.
+            run_passed("postgres", &report, Some(&json!(n)));
         }
     };
-    one(r.clone()).await;
+    one().await;
     let start = Instant::now();
-    futures_util::stream::iter((0..runs).map(|_| one(r.clone())))
+    futures_util::stream::iter((0..runs).map(|_| one()))
         .buffer_unordered(at_once)
         .collect::<Vec<()>>()
         .await;
