@@ -291,7 +291,9 @@ impl Step {
             let calls = turn.tool_calls();
             if !calls.is_empty() {
                 note_unused = false;
-                let results = self.call_tools(ctx, &offered, &calls, pos.as_deref()).await?;
+                let results = self
+                    .call_tools(ctx, &offered, &calls, pos.as_deref())
+                    .await?;
                 messages.extend(results);
                 continue;
             }

@@ -10,8 +10,8 @@ pub mod browser;
 pub mod cli;
 pub mod dir;
 pub mod flow;
-pub mod postgres;
 pub mod mcp;
+pub mod postgres;
 pub mod server;
 
 use lua_swarm::auth::{CapToken, Role, Signer};

@@ -6,9 +6,9 @@ mod flow;
 mod journal;
 mod llm;
 mod lua;
+mod mcp;
 #[cfg(feature = "postgres")]
 mod postgres;
-mod mcp;
 mod process;
 mod reload;
 mod serve;
