@@ -6,7 +6,7 @@
 //! so each is reachable only through an operator's allow-list, and the
 //! host's own secrets never are:
 //!
-//! - `api_key_env`: `$SWARM_LLM_KEYS` (names, or `PREFIX*` / `*SUFFIX`;
+//! - `api_key_env` (and an MCP agent's `bearer_env`): `$SWARM_LLM_KEYS` (names, or `PREFIX*` / `*SUFFIX`;
 //!   default `SWARM_LLM_API_KEY, *_API_KEY`), or `$SWARM_ALLOW_ENV`;
 //! - `inherit`: `$SWARM_ALLOW_ENV` only (a process can send what it
 //!   inherits anywhere, so nothing is allowed by default);
@@ -71,14 +71,15 @@ pub fn may_reach(url: &str) -> Result<(), String> {
     ))
 }
 
-/// [`may_name`] (field `api_key_env`) or [`may_inherit`] (any other field)
-/// for each of `vars`, naming the agent and the field.
+/// [`may_name`] (a key: fields `api_key_env` and an MCP agent's
+/// `bearer_env`) or [`may_inherit`] (any other field) for each of `vars`,
+/// naming the agent and the field.
 pub fn check_all<'a>(
     agent: &str,
     field: &str,
     vars: impl IntoIterator<Item = &'a str>,
 ) -> Result<(), crate::engine::SpawnError> {
-    let rule = if field == "api_key_env" {
+    let rule = if field == "api_key_env" || field == "bearer_env" {
         may_name
     } else {
         may_inherit
