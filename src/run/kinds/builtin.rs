@@ -112,23 +112,8 @@ impl Backend for Process {
 
     /// The program is neither on PATH nor a file.
     fn preflight(&self, agent: &str, dir: &Path) -> Vec<String> {
-        let Some(program) = self.0.argv.first() else {
-            return Vec::new();
-        };
         let dir = self.0.cwd.as_deref().unwrap_or(dir);
-        let found = if program.contains('/') {
-            dir.join(program).exists()
-        } else {
-            std::env::var_os("PATH")
-                .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
-        };
-        if found {
-            return Vec::new();
-        }
-        vec![format!(
-            "agent `{agent}`: program `{program}` is not on PATH nor relative to {}",
-            dir.display()
-        )]
+        super::program_missing(agent, self.0.argv.first(), dir)
     }
 }
 

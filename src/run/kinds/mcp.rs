@@ -156,22 +156,7 @@ impl Backend for Mcp {
                 Ok(()) => Vec::new(),
             };
         }
-        let Some(program) = self.0.command.first() else {
-            return Vec::new();
-        };
         let dir = self.0.cwd.as_deref().unwrap_or(dir);
-        let found = if program.contains('/') {
-            dir.join(program).exists()
-        } else {
-            std::env::var_os("PATH")
-                .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
-        };
-        match found {
-            true => Vec::new(),
-            false => vec![format!(
-                "agent `{agent}`: program `{program}` is not on PATH nor relative to {}",
-                dir.display()
-            )],
-        }
+        super::program_missing(agent, self.0.command.first(), dir)
     }
 }

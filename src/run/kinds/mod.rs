@@ -169,3 +169,25 @@ impl Decl<'_> {
         BlueprintError::Lua(self.vm.classify(e))
     }
 }
+
+/// A preflight warning when `program` (an agent's command) is neither on
+/// PATH nor a file relative to `dir` (the agent's `cwd`, else the
+/// blueprint's directory); empty when it is found or there is none.
+pub(super) fn program_missing(agent: &str, program: Option<&String>, dir: &Path) -> Vec<String> {
+    let Some(program) = program else {
+        return Vec::new();
+    };
+    let found = if program.contains('/') {
+        dir.join(program).exists()
+    } else {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
+    };
+    if found {
+        return Vec::new();
+    }
+    vec![format!(
+        "agent `{agent}`: program `{program}` is not on PATH nor relative to {}",
+        dir.display()
+    )]
+}
