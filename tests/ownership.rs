@@ -595,7 +595,7 @@ fn a_full_disk_interrupts_the_run_and_resume_continues_once_space_is_freed() {
     std::fs::write(
         &bp,
         format!(
-            "local swarm = require 'swarm'\nreturn swarm.blueprint 'fill' {{\n  agents = {{ work = swarm.agent.process {{ shell = [[doc=$(cat); n=$(printf '%s' \"$doc\" | sed -n 's/.*\"input\":\\([0-9][0-9]*\\).*/\\1/p'); echo $n >> {fx}; printf '\"%s\"' $(head -c 5000 /dev/zero | tr '\\0' x)]] }} }},\n  flow = function()\n    local n = 0\n    for i = 1, 150 do n = n + #swarm.step('work', i) end\n    return n\n  end,\n}}\n",
+            "local swarm = require 'swarm'\nreturn swarm.blueprint 'fill' {{\n  agents = {{ work = swarm.agent.process {{ shell = [[doc=$(cat); n=$(printf '%s' \"$doc\" | sed -n 's/.*\"input\":\\([0-9][0-9]*\\).*/\\1/p'); echo $n >> \"{fx}\"; printf '\"%s\"' $(head -c 5000 /dev/zero | tr '\\0' x)]] }} }},\n  flow = function()\n    local n = 0\n    for i = 1, 150 do n = n + #swarm.step('work', i) end\n    return n\n  end,\n}}\n",
             fx = d.0.join("effects").display()
         ),
     )
