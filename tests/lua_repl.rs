@@ -3,27 +3,10 @@
 //! repeated is nothing, JSON round-trips through the straight decoder, a
 //! host thread cannot be resumed, and an error leaves the session serving.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+mod common;
 
 fn repl(input: &str) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_swarm"))
-        .args(["repl", "--no-history"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::cli::repl(&[], input).0
 }
 
 #[test]

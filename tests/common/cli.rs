@@ -31,3 +31,31 @@ pub fn passed(out: &Output) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `swarm repl ARGS --no-history` fed `input` on stdin, run to its end
+/// (asserted successful): (stdout, stderr).
+pub fn repl(args: &[&str], input: &str) -> (String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_swarm"))
+        .arg("repl")
+        .args(args)
+        .arg("--no-history")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
