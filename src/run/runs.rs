@@ -34,6 +34,8 @@ pub struct Runs {
     release: bool,
     /// Told of every run that ends, with its report.
     on_end: std::sync::OnceLock<EndHook>,
+    /// The journal pollers of the runs being followed (see `follow`).
+    tails: super::follow::Tails,
 }
 
 /// What [`Runs::on_end`] calls: the run's id and how it ended.
@@ -92,6 +94,7 @@ impl Runs {
             idle: Notify::new(),
             release,
             on_end: std::sync::OnceLock::new(),
+            tails: Default::default(),
         })
     }
 
@@ -113,6 +116,10 @@ impl Runs {
         self.store
             .as_ref()
             .ok_or_else(|| RunError::Refused("this needs a journal (not --no-journal)".into()))
+    }
+
+    pub(super) fn tails(&self) -> &super::follow::Tails {
+        &self.tails
     }
 
     fn active(&self) -> MutexGuard<'_, HashMap<String, Active>> {

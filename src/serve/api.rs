@@ -72,7 +72,7 @@ async fn stats(State(s): S, headers: HeaderMap) -> Reply {
         let message = format!("a caller bound to run `{run}` sees that run, not the server");
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", message));
     }
-    let following = s.tails.lock().unwrap_or_else(|e| e.into_inner()).len();
+    let following = s.runs.followed_count();
     ok(json!({
         "draining": s.draining(),
         "executing": s.runs.active_count(),

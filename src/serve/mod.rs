@@ -37,8 +37,7 @@ use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Largest request body accepted (a run's input, an answer).
@@ -57,8 +56,6 @@ pub struct Server {
     access: Access,
     /// How resumed runs run (the same options as `dev`'s).
     opts: RunOptions,
-    /// The journal poller of each run being followed over SSE.
-    tails: Mutex<HashMap<String, tokio::sync::watch::Sender<(i64, bool)>>>,
     /// What the orphan sweep remembers between passes.
     sweep: Arc<sweep::Memory>,
     /// Host names answered beyond loopback (`--allow-host`).
@@ -88,7 +85,6 @@ impl Server {
             signer,
             access,
             opts,
-            tails: Mutex::new(HashMap::new()),
             sweep,
             hosts: std::sync::OnceLock::new(),
         })
