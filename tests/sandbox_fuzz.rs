@@ -7,8 +7,11 @@
 //! C-function `__index`, raising `__eq`/`__lt`/`__concat`/`__tostring`,
 //! functions that raise or spin, coroutines dead, suspended and running.
 //!
-//! Each call is one task of a Lua agent under small limits; a healthy
-//! agent must keep passing beside them. The test asserts that every call
+//! In Lua-agent mode each call is one task of an agent under small
+//! limits, and a healthy agent must keep passing beside them; in flow mode
+//! each call is one whole run (the flow's VM reaches `swarm.step`, `ask`,
+//! `sleep`, `map` and the journaled reads too), and a healthy run must
+//! keep passing. The test asserts that every call
 //! ends (a hang guard far beyond the limits), with a pass or a typed error
 //! code, that the host's memory stays far below what an unbounded host
 //! buffer would take, and — by finishing at all — that nothing killed the
@@ -24,10 +27,14 @@ use std::time::{Duration, Instant};
 
 /// Calls per reachable function.
 const DRAWS: usize = 6;
+/// Runs per function a flow reaches (each a whole run: fewer draws).
+const FLOW_DRAWS: usize = 3;
 /// Arguments per call, at most.
 const ARITY: usize = 4;
 
-const FUZZER: &str = r#"
+/// What both modes share: the walk of reachable functions and the pool of
+/// adversarial arguments.
+const POOL: &str = r#"
 local swarm = require "swarm"
 -- Every reachable function, by dotted name, sorted (stable indices).
 local function reachable()
@@ -81,19 +88,32 @@ local pool = {
   function() local t = {} t.t = t return t end,
 }
 
-return function(task)
+local function fuzz(input)
   local fns = reachable()
-  if task.input.list then
+  if input.list then
     local names = {}
     for i, f in ipairs(fns) do names[i] = f.name end
     return { names = names, pool = #pool }
   end
-  local f = fns[task.input.fn]
+  local f = fns[input.fn]
   local args = {}
-  for i, a in ipairs(task.input.args) do args[i] = pool[a]() end
-  local ok = pcall(f.f, table.unpack(args, 1, #task.input.args))
+  for i, a in ipairs(input.args) do args[i] = pool[a]() end
+  local ok = pcall(f.f, table.unpack(args, 1, #input.args))
   return { name = f.name, ok = ok }
 end
+"#;
+
+/// Lua-agent mode: each call is one task of an agent.
+const AGENT: &str = "return function(task) return fuzz(task.input) end";
+
+/// Flow mode: each call is one run, in the flow's VM (where `swarm.step`,
+/// `ask`, `sleep` and the journaled reads live).
+const FLOW: &str = r#"
+return swarm.blueprint "fuzz" {
+  limits = { deadline = "2s", instructions = 50000000, memory = 64000000, journal_entries = 1000 },
+  agents = { echo = swarm.agent.rust { name = "echo" } },
+  flow = function(input) return fuzz(input) end,
+}
 "#;
 
 /// Codes a fuzzed call may end with: a limit, or a usage error.
@@ -143,7 +163,7 @@ async fn every_reachable_function_survives_adversarial_arguments() {
         timeout: Some(Duration::from_secs(2)),
         ..VmOptions::default()
     };
-    w.agent("fuzz", FUZZER, opts);
+    w.agent("fuzz", &format!("{POOL}\n{AGENT}"), opts);
     w.agent("healthy", HEALTHY, VmOptions::default());
     let (s, listed) = w.run("fuzz", json!({"list": true})).await;
     assert_eq!(s, TaskStatus::Pass, "{listed}");
@@ -192,6 +212,86 @@ async fn every_reachable_function_survives_adversarial_arguments() {
     let calls = names.len() * DRAWS;
     eprintln!(
         "fuzz: {calls} calls over {} functions in {:?}, peak RSS {} MiB",
+        names.len(),
+        started.elapsed(),
+        rss >> 20
+    );
+}
+
+/// Codes a fuzzed flow may end with beyond [`EXPECTED`]: the run's own
+/// limits, and a question nobody is there to answer.
+const FLOW_EXPECTED: &[&str] = &["run_deadline", "journal_budget", "senior_unanswered"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_function_a_flow_reaches_survives_adversarial_arguments() {
+    use lua_swarm::run::{self, RunOptions};
+    let started = Instant::now();
+    let w = world();
+    let source = format!("{POOL}\n{FLOW}");
+    let limits = VmOptions {
+        memory_limit: 32 << 20,
+        instruction_budget: 20_000_000,
+        timeout: Some(Duration::from_secs(2)),
+        ..VmOptions::default()
+    };
+    let run = |input: serde_json::Value| {
+        let opts = RunOptions {
+            flow_vm: limits.clone(),
+            vm: limits.clone(),
+            ..RunOptions::default()
+        };
+        let prepared =
+            run::prepare_source(&w.engine, std::path::Path::new("fuzz.lua"), &source, opts);
+        async move {
+            let report = prepared.unwrap().run(input).await.unwrap();
+            (report.status, report.result)
+        }
+    };
+    let (s, listed) = run(json!({"list": true})).await;
+    assert_eq!(s, TaskStatus::Pass, "{listed}");
+    let names: Vec<String> = serde_json::from_value(listed["names"].clone()).unwrap();
+    let pool = listed["pool"].as_u64().unwrap() as usize;
+    for must in [
+        "swarm.step",
+        "swarm.ask",
+        "swarm.sleep",
+        "swarm.map",
+        "table.move",
+    ] {
+        assert!(
+            names.iter().any(|n| n == must),
+            "{must} not reached: {names:?}"
+        );
+    }
+    let mut draws = Draws(0x5eed_1234_abcd_0002);
+    let mut unexpected = Vec::new();
+    for (fi, name) in names.iter().enumerate() {
+        for _ in 0..FLOW_DRAWS {
+            let arity = draws.below(ARITY + 1);
+            let args: Vec<usize> = (0..arity).map(|_| draws.below(pool) + 1).collect();
+            let input = json!({"fn": fi + 1, "args": args});
+            let (status, r) = tokio::time::timeout(HANG_GUARD, run(input.clone()))
+                .await
+                .unwrap_or_else(|_| panic!("{name} {input} did not end"));
+            let code = r["code"].as_str().unwrap_or_default();
+            let fine = status == TaskStatus::Pass
+                || EXPECTED.contains(&code)
+                || FLOW_EXPECTED.contains(&code);
+            if !fine {
+                unexpected.push(format!("{name} {input}: {status:?} {r}"));
+            }
+        }
+        if fi % 16 == 0 {
+            let (hs, hr) = run(json!({"list": true})).await;
+            assert_eq!(hs, TaskStatus::Pass, "a healthy run after {name}: {hr}");
+        }
+    }
+    assert!(unexpected.is_empty(), "{}", unexpected.join("\n"));
+    let rss = peak_rss();
+    assert!(rss < 3 << 30, "peak host memory {rss} bytes");
+    eprintln!(
+        "flow fuzz: {} runs over {} functions in {:?}, peak RSS {} MiB",
+        names.len() * FLOW_DRAWS,
         names.len(),
         started.elapsed(),
         rss >> 20
