@@ -65,10 +65,11 @@ def scenarios(m):
         found = b.js(f"({{ streamed: {cell}.dataset.streamed, shown: {cell}.querySelector('pre').textContent }})")
         print("RESULT " + json.dumps(found), flush=True)
 
-    def llm(b, url, token, run, failed):
+    def llm(b, url, token, run, failed, bare):
         """A finished LLM step shows its text (wrapped), its usage, the flow
         apart from the steps and a count that agrees with the table; a
-        failed run's traceback reads as lines."""
+        failed run's traceback reads as lines; usage the server did not
+        report (BARE) is marked estimated, reported usage is not."""
         b.go(url + "#" + run)
         b.use_token(token)
         b.until("the run passing", m.status_is("pass"))
@@ -78,6 +79,7 @@ def scenarios(m):
         b.check("the long text wraps", b.js(f"{cell}.scrollWidth <= {cell}.clientWidth + 1"))
         usage = b.js(m.row("model") + ".querySelectorAll('td')[4].textContent")
         b.check(f"usage per step ({usage})", "18 tokens" in usage and "1 turn" in usage)
+        b.check(f"reported usage is not marked ({usage})", "estimated" not in usage)
         b.check("one step row", b.js("document.querySelectorAll('#steps tr[data-task]').length") == 1)
         b.check("the header counts it", "1 step (1 done)" in b.js("document.querySelector('#run-counts').textContent"))
         b.until("the flow apart", "document.querySelector('#flow-status')?.textContent === 'pass'")
@@ -86,6 +88,11 @@ def scenarios(m):
         text = b.until("its error as lines", "(() => { const p = document.querySelector('#result pre'); return p && p.textContent.includes('\\n') && p.textContent; })()")
         b.check("no escaped line breaks", "\\n" not in text and "\\t" not in text)
         b.check("the traceback shown", "traceback" in text)
+        b.js(f"location.hash = {json.dumps('#' + bare)}; true")
+        b.until("the bare run", "document.querySelector('#run-id')?.textContent === " + json.dumps(bare))
+        b.until("its text", m.row("model") + "?.querySelector('td.out pre')?.textContent.startsWith('A short')")
+        usage = b.until("its usage, marked estimated", m.row("model") + ".querySelectorAll('td')[4].textContent.includes('(estimated)') && " + m.row("model") + ".querySelectorAll('td')[4].textContent")
+        b.check(f"counted tokens shown ({usage})", "tokens" in usage)
 
     def question(b, url, token, run, other):
         """An escalated step's question says why (the agent's verdict) and

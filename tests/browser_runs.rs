@@ -103,9 +103,13 @@ async fn a_resubmitted_token_mid_stream_does_not_double_the_text() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_llm_step_shows_its_text_and_usage_and_a_traceback_reads_as_lines() {
     let story = format!("Once upon a time {}", "a swarm of small agents ".repeat(80));
-    let scripted = Scripted::start(vec![Reply::Text(story.clone())])
-        .await
-        .unwrap();
+    // The second run's server reports no usage: its tokens are counted
+    // here, and the page says so.
+    let replies = vec![
+        Reply::Text(story.clone()),
+        Reply::Bare("A short answer.".into()),
+    ];
+    let scripted = Scripted::start(replies).await.unwrap();
     let crash = r#"local swarm = require "swarm"
 local function deeper() error("the flow broke here") end
 return swarm.blueprint "crash" {
@@ -120,10 +124,12 @@ return swarm.blueprint "crash" {
     let (s, c, op) = start(&bps, "llm");
     let id = run(&c, json!({ "blueprint": "llm", "id": "story" })).await;
     c.until(&id, |r| r["status"] != "running").await;
+    let bare = run(&c, json!({ "blueprint": "llm", "id": "bare" })).await;
+    c.until(&bare, |r| r["status"] != "running").await;
     let failed = run(&c, json!({ "blueprint": "crash", "id": "crash" })).await;
     let ended = c.until(&failed, |r| r["status"] != "running").await;
     assert!(ended["result"].to_string().contains("\\n"), "{ended}");
-    drive_async(&s.url, &s.dir, "llm", &[&op, &id, &failed]).await;
+    drive_async(&s.url, &s.dir, "llm", &[&op, &id, &failed, &bare]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
