@@ -12,7 +12,6 @@ use common::server::{fresh, serve};
 use lua_swarm::auth::Role;
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::Command;
 
 const HELLO: &str = r#"local swarm = require "swarm"
 return swarm.blueprint "hello" {
@@ -36,27 +35,11 @@ return swarm.blueprint "ask" {
 "#;
 
 fn client(args: &[&str]) -> Option<Value> {
-    let python = common::mcp::sdk_python()?;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/client.py");
-    let out = Command::new(python)
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "client failed\nstdout:\n{text}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}")))
+    common::mcp::sdk_client(args)
 }
 
 fn stdio(dir: &Path, calls: Value) -> Option<Value> {
-    let store = format!("sqlite:{}", dir.join("db/swarm.db").display());
-    let swarm = env!("CARGO_BIN_EXE_swarm");
-    let calls = calls.to_string();
-    client(&["stdio", swarm, &dir.display().to_string(), &store, &calls])
+    common::mcp::sdk_stdio(dir, calls)
 }
 
 #[test]

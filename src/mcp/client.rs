@@ -14,8 +14,9 @@ use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest, Implementation,
     ProgressNotificationParam, ProgressToken, ServerResult,
 };
+use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
 use rmcp::service::{NotificationContext, PeerRequestOptions, RequestHandle, RunningService};
-use rmcp::{ClientHandler, RoleClient, ServiceError, ServiceExt};
+use rmcp::{ClientHandler, RoleClient, ServiceError};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -159,7 +160,7 @@ impl McpClient {
         });
         let pipes = stdio::start(&self.spec, sink)?;
         let faults = pipes.faults.clone();
-        let init = Handler(shared).serve((pipes.reader, pipes.writer));
+        let init = Handler(shared).serve_with_lifecycle((pipes.reader, pipes.writer), lifecycle());
         let service = self.handshake(init, &faults).await?;
         Ok(Conn {
             service,
@@ -187,7 +188,7 @@ impl McpClient {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let transport = StreamableHttpClientTransport::from_config(config);
         let (tx, faults) = watch::channel(None);
-        let init = Handler(self.shared.clone()).serve(transport);
+        let init = Handler(self.shared.clone()).serve_with_lifecycle(transport, lifecycle());
         let service = self.handshake(init, &faults).await?;
         Ok(Conn {
             service,
@@ -237,6 +238,14 @@ impl McpClient {
         if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
             *slot = None;
         }
+    }
+
+    /// The protocol revision the server and this client agreed on,
+    /// starting the server when it is not running.
+    pub async fn protocol(&self) -> Result<String, Fault> {
+        let conn = self.conn().await?;
+        let info = conn.service.peer().peer_info();
+        Ok(info.map_or_else(String::new, |i| i.protocol_version.to_string()))
     }
 
     /// The allowed tools, listing them from the server when not known yet
@@ -431,5 +440,17 @@ fn keep_tail(shared: &Shared, line: &str) {
             cut += 1;
         }
         t.drain(..cut);
+    }
+}
+
+/// How a connection starts: the current revision (2026-07-28, asked with
+/// `server/discover`), else, for a server that does not know it, the
+/// `initialize` handshake of 2025-11-25 (which negotiates further down
+/// when the server asks).
+fn lifecycle() -> ClientLifecycleMode {
+    use rmcp::model::ProtocolVersion;
+    ClientLifecycleMode::Auto {
+        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        legacy_version: Some(ProtocolVersion::V_2025_11_25),
     }
 }

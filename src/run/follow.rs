@@ -171,6 +171,11 @@ impl Follow {
         }
     }
 
+    /// Events already read and not yet handed out (the rest of a page).
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
     /// The id of the last event handed out (the cursor to resume from).
     pub fn cursor(&self) -> i64 {
         self.cursor

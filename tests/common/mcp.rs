@@ -41,3 +41,34 @@ pub fn sdk_python() -> Option<PathBuf> {
         "the Python MCP SDK (`mcp`)",
     )
 }
+
+/// Runs `tests/mcp/client.py` (the official Python SDK's client) with
+/// `args` and returns the JSON it prints; `None` (after saying how to
+/// install it) when the SDK is missing.
+#[allow(dead_code)]
+pub fn sdk_client(args: &[&str]) -> Option<serde_json::Value> {
+    let python = sdk_python()?;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/client.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "client failed\nstdout:\n{text}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}")))
+}
+
+/// Drives `swarm mcp DIR` (stdio, journal `DIR/db/swarm.db`) through
+/// `calls` (see tests/mcp/client.py) with the SDK's client.
+#[allow(dead_code)]
+pub fn sdk_stdio(dir: &std::path::Path, calls: serde_json::Value) -> Option<serde_json::Value> {
+    let store = format!("sqlite:{}", dir.join("db/swarm.db").display());
+    let swarm = env!("CARGO_BIN_EXE_swarm");
+    let calls = calls.to_string();
+    sdk_client(&["stdio", swarm, &dir.display().to_string(), &store, &calls])
+}

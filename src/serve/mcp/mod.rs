@@ -10,19 +10,26 @@
 //! Every answer carries `structuredContent` and a short text; a refusal is
 //! a tool error whose structured content is `{code, message}`.
 
+mod resources;
 mod tools;
+mod watch;
 
 use crate::reload::LiveBlueprints;
 use crate::run::service::Authority;
 use crate::run::{RunOptions, Runs};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig,
+    SubscribeRequestParams, SubscriptionFilter, Tool, UnsubscribeRequestParams,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::Mutex;
+use watch::Progress;
 
 /// What the MCP face serves from: the run service and the live blueprints.
 pub struct McpFace {
@@ -65,11 +72,18 @@ impl McpFace {
         out
     }
 
-    /// Calls tool `name` as `who`; a refusal is a tool error.
-    async fn call(&self, who: &Authority, name: &str, args: Value) -> CallToolResult {
+    /// Calls tool `name` as `who`; a refusal is a tool error. A run the
+    /// call waits for reports its events to `progress`.
+    async fn call(
+        &self,
+        who: &Authority,
+        name: &str,
+        args: Value,
+        progress: Option<Progress>,
+    ) -> CallToolResult {
         let answer = match tools::FIXED.iter().any(|t| t.name == name) {
-            true => self.fixed(who, name, &args).await,
-            false => self.start(who, name, args).await,
+            true => self.fixed(who, name, &args, progress).await,
+            false => self.start(who, name, args, progress).await,
         };
         match answer {
             Ok((value, text)) => {
@@ -102,6 +116,8 @@ fn object(v: Value) -> serde_json::Map<String, Value> {
 pub struct McpSession {
     face: Arc<McpFace>,
     who: Option<Authority>,
+    /// The session's `resources/subscribe` watchers, by URI.
+    subs: Arc<Mutex<HashMap<String, watch::Watch>>>,
 }
 
 impl McpSession {
@@ -110,13 +126,18 @@ impl McpSession {
         McpSession {
             face,
             who: Some(Authority::local()),
+            subs: Arc::default(),
         }
     }
 
     /// A session whose caller each HTTP request carries (set by `/mcp`'s
     /// authentication in the request's extensions).
     pub fn per_request(face: Arc<McpFace>) -> McpSession {
-        McpSession { face, who: None }
+        McpSession {
+            face,
+            who: None,
+            subs: Arc::default(),
+        }
     }
 
     fn who(&self, ctx: &RequestContext<RoleServer>) -> Result<Authority, ErrorData> {
@@ -133,13 +154,58 @@ impl McpSession {
     }
 }
 
+impl McpSession {
+    fn subs(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Watch>> {
+        self.subs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A watcher telling `to` of changes to run resource `uri`, once `who`
+    /// may read it; refused where there is no session to tell (stateless
+    /// HTTP).
+    async fn subscription(
+        &self,
+        who: &Authority,
+        uri: &str,
+        to: watch::Updates,
+    ) -> Result<watch::Watch, ErrorData> {
+        if self.who.is_none() {
+            let message = "subscriptions need a session: use `swarm mcp` (stdio), or poll \
+                           resources/read over HTTP";
+            let data = json!({ "code": "unsupported", "message": message });
+            return Err(ErrorData::invalid_request(message, Some(data)));
+        }
+        let id = watch::run_of(uri).ok_or_else(|| {
+            let message = format!("no resource `{uri}` (runs are swarm://runs/{{id}})");
+            let data = json!({ "code": "unknown_resource", "message": message });
+            ErrorData::resource_not_found(message, Some(data))
+        })?;
+        self.face
+            .runs
+            .record(who, id)
+            .await
+            .map_err(resources::refused)?;
+        Ok(watch::updates(
+            &self.face.runs,
+            who.clone(),
+            id.to_string(),
+            to,
+        ))
+    }
+}
+
 impl ServerHandler for McpSession {
     fn get_info(&self) -> ServerConfig {
-        let mut info = ServerConfig::new(ServerCapabilities::builder().enable_tools().build());
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_resources()
+            .enable_resources_subscribe()
+            .build();
+        let mut info = ServerConfig::new(capabilities);
         info.server_info = Implementation::new("swarm", env!("CARGO_PKG_VERSION"));
         info.instructions = Some(
             "lua-swarm: run_<blueprint> starts a run of a live blueprint; list_runs, show_run, \
-             answer_question, cancel_run and resume_run steer runs; check_blueprint validates a file."
+             answer_question, cancel_run and resume_run steer runs; check_blueprint validates a file. \
+             Each run is the resource swarm://runs/{id} (subscribable over stdio)."
                 .into(),
         );
         info
@@ -161,7 +227,93 @@ impl ServerHandler for McpSession {
     ) -> Result<CallToolResponse, ErrorData> {
         let who = self.who(&ctx)?;
         let args = Value::Object(req.arguments.unwrap_or_default());
-        Ok(self.face.call(&who, &req.name, args).await.into())
+        let progress = Progress::of(&ctx);
+        Ok(self.face.call(&who, &req.name, args, progress).await.into())
+    }
+
+    async fn list_resources(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let who = self.who(&ctx)?;
+        let all = self.face.resources(&who).await?;
+        Ok(ListResourcesResult::with_all_items(all))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        self.who(&ctx)?;
+        Ok(ListResourceTemplatesResult::with_all_items(
+            self.face.templates(),
+        ))
+    }
+
+    async fn read_resource(
+        &self,
+        req: ReadResourceRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let who = self.who(&ctx)?;
+        Ok(ReadResourceResponse::Complete(
+            self.face.read(&who, &req.uri).await?,
+        ))
+    }
+
+    #[allow(deprecated)] // the pre-2026-07-28 way, still what most clients send
+    async fn subscribe(
+        &self,
+        req: SubscribeRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let who = self.who(&ctx)?;
+        let to = watch::Updates::Peer(ctx.peer.clone());
+        let watch = self.subscription(&who, &req.uri, to).await?;
+        self.subs().insert(req.uri, watch);
+        Ok(())
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        req: UnsubscribeRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.subs().remove(&req.uri);
+        Ok(())
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        let mut accepted = SubscriptionFilter::new();
+        accepted.resource_subscriptions = requested.resource_subscriptions.as_ref().map(|uris| {
+            uris.iter()
+                .filter(|u| watch::run_of(u).is_some())
+                .cloned()
+                .collect()
+        });
+        Some(accepted)
+    }
+
+    async fn listen(&self, sub: SubscriptionContext) -> Result<(), ErrorData> {
+        let who = self.who(sub.request_context())?;
+        let mut watches = Vec::new();
+        let uris = sub
+            .accepted()
+            .resource_subscriptions
+            .clone()
+            .unwrap_or_default();
+        for uri in uris {
+            let to = watch::Updates::Listen(sub.sink().clone());
+            watches.push(self.subscription(&who, &uri, to).await?);
+        }
+        sub.cancelled().await;
+        Ok(())
     }
 }
 

@@ -5,6 +5,7 @@
 //! service checks again when it is called.
 
 use super::McpFace;
+use super::watch::Progress;
 use crate::llm::wire_name;
 use crate::run::RunError;
 use crate::run::service::{Action, Answered, Authority, Cancelled};
@@ -102,7 +103,13 @@ fn str_arg<'a>(args: &'a Value, key: &str) -> Result<&'a str, RunError> {
 
 impl McpFace {
     /// Calls fixed tool `name`.
-    pub(super) async fn fixed(&self, who: &Authority, name: &str, args: &Value) -> Answer {
+    pub(super) async fn fixed(
+        &self,
+        who: &Authority,
+        name: &str,
+        args: &Value,
+        progress: Option<Progress>,
+    ) -> Answer {
         match name {
             "list_runs" => self.list_runs(who, args).await,
             "show_run" => self.show_run(who, str_arg(args, "id")?).await,
@@ -132,7 +139,7 @@ impl McpFace {
                 let id = str_arg(args, "id")?;
                 let force = args.get("force").and_then(Value::as_bool).unwrap_or(false);
                 let h = self.runs.resume(who, id, force, self.opts.clone()).await?;
-                self.wait(who, h).await
+                self.wait(who, h, progress).await
             }
             "list_blueprints" => self.list_blueprints(who),
             "check_blueprint" => self.check_blueprint(who, str_arg(args, "path")?).await,
@@ -234,7 +241,13 @@ impl McpFace {
     }
 
     /// Starts a run of the live blueprint whose run tool is `tool`.
-    pub(super) async fn start(&self, who: &Authority, tool: &str, input: Value) -> Answer {
+    pub(super) async fn start(
+        &self,
+        who: &Authority,
+        tool: &str,
+        input: Value,
+        progress: Option<Progress>,
+    ) -> Answer {
         who.check(Action::Start, None)?;
         let name = self
             .live
@@ -245,14 +258,23 @@ impl McpFace {
             .ok_or_else(|| RunError::Refused(format!("no tool `{tool}`")))?;
         let prepared = self.live.prepare(&name)?;
         let h = self.runs.start_prepared(who, prepared, input).await?;
-        self.wait(who, h).await
+        self.wait(who, h, progress).await
     }
 
     /// The run's report when it ends within [`WAIT`]; else its id and
     /// status (and open questions: a run that waits for an answer is
-    /// answered at once).
-    async fn wait(&self, who: &Authority, h: crate::run::Handle) -> Answer {
+    /// answered at once). Meanwhile its events go to `progress`.
+    async fn wait(
+        &self,
+        who: &Authority,
+        h: crate::run::Handle,
+        progress: Option<Progress>,
+    ) -> Answer {
         let id = h.id.clone();
+        let progress = match (progress, &id) {
+            (Some(p), Some(id)) => Some(p.watch(&self.runs, who.clone(), id.clone())),
+            _ => None,
+        };
         let finished = h.finished();
         tokio::pin!(finished);
         let until = Instant::now() + WAIT;
@@ -260,6 +282,9 @@ impl McpFace {
             let tick = tokio::time::sleep(Duration::from_millis(200));
             tokio::select! {
                 report = &mut finished => {
+                    if let Some(p) = progress {
+                        p.finish(Duration::from_secs(5)).await;
+                    }
                     let r = report?;
                     let status = r.status.as_str();
                     let text = format!("run {}: {status}", id.as_deref().unwrap_or("?"));
