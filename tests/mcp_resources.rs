@@ -3,7 +3,9 @@
 //! `tests/mcp/client.py`): a run tool called with a progress token
 //! reports the run's events as progress before its answer; each run is
 //! the resource `swarm://runs/{id}`, listed, readable and subscribable
-//! (an answered run's subscriber is told it changed); unknown runs and
+//! (an answered run's subscriber is told it changed, by
+//! `resources/subscribe` or by 2026-07-28's `subscriptions/listen`);
+//! unknown runs and
 //! unknown URIs are refused with `{code, message}`; over `/mcp`, reads
 //! follow the caller's role and run binding, and subscribing (no session
 //! there) is refused with a clear code.
@@ -116,6 +118,29 @@ fn a_subscriber_is_told_when_a_waiting_run_goes_on() {
         "the answer is journaled: {journal}"
     );
     assert_eq!(c[5]["data"]["code"], "unknown_run", "{}", c[5]);
+}
+
+#[test]
+fn on_2026_07_28_a_listener_is_told_of_a_run_until_it_ends() {
+    let dir = fresh("mcp-listen", &[("ask.lua", ASK)]);
+    let answer = json!(["answer_question", { "id": "$0", "question": "go", "value": "yes" }]);
+    let calls = json!([
+        ["run_ask", {}],
+        { "listen": ["swarm://runs/$0", "pass", answer] },
+        { "resources": true },
+    ]);
+    let Some(out) = common::mcp::sdk_stdio_as("stdio-2026", &dir, calls) else {
+        return;
+    };
+    let c = &out["calls"];
+    assert_eq!(c[0]["structured"]["status"], "waiting", "{}", c[0]);
+    let l = &c[1];
+    assert_eq!(l["version"], "2026-07-28", "{l}");
+    let id = c[0]["structured"]["id"].as_str().unwrap();
+    assert_eq!(l["honored"], json!([format!("swarm://runs/{id}")]), "{l}");
+    assert_eq!(l["took"]["error"], false, "{l}");
+    assert_eq!(l["body"]["run"]["result"], json!({ "said": "yes" }), "{l}");
+    assert!(c[2]["resources"].to_string().contains(id), "{}", c[2]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -67,8 +67,19 @@ pub fn sdk_client(args: &[&str]) -> Option<serde_json::Value> {
 /// `calls` (see tests/mcp/client.py) with the SDK's client.
 #[allow(dead_code)]
 pub fn sdk_stdio(dir: &std::path::Path, calls: serde_json::Value) -> Option<serde_json::Value> {
+    sdk_stdio_as("stdio", dir, calls)
+}
+
+/// [`sdk_stdio`] with the client starting as `mode` says: `stdio`
+/// (`initialize`) or `stdio-2026` (`server/discover`, 2026-07-28).
+#[allow(dead_code)]
+pub fn sdk_stdio_as(
+    mode: &str,
+    dir: &std::path::Path,
+    calls: serde_json::Value,
+) -> Option<serde_json::Value> {
     let store = format!("sqlite:{}", dir.join("db/swarm.db").display());
     let swarm = env!("CARGO_BIN_EXE_swarm");
     let calls = calls.to_string();
-    sdk_client(&["stdio", swarm, &dir.display().to_string(), &store, &calls])
+    sdk_client(&[mode, swarm, &dir.display().to_string(), &store, &calls])
 }

@@ -2,6 +2,7 @@
 official Python MCP SDK's client, for tests/mcp_server.rs.
 
   client.py stdio SWARM_BIN DIR STORE CALLS_JSON
+  client.py stdio-2026 SWARM_BIN DIR STORE CALLS_JSON   (server/discover, 2026-07-28)
   client.py http URL TOKEN CALLS_JSON        (TOKEN "-": none)
 
 CALLS_JSON is a list of steps, each [tool, arguments] (a tool call) or one
@@ -11,6 +12,8 @@ result gains "progress": the notifications' messages), {"resources": true}
 {"await_update": uri} (waits, at most a minute, for resources/updated),
 {"await_status": [uri, status]} (reads the resource at each update until its
 run has that status, at most a minute).
+{"listen": [uri, status, step]} (2026-07-28: opens subscriptions/listen for
+uri, takes step, then reads at each event until the run has that status).
 "$N" in a string stands for the run id the N-th step's result carries.
 Prints one JSON document:
 {"tools": [names], "calls": [{"error": bool, "structured": ..., "text": ...}]}
@@ -86,7 +89,31 @@ async def step(s, st, updated):
     except Exception as e:  # an MCP error: its code, message and data
         err = getattr(e, "error", None)
         return {"failed": repr(e), "data": getattr(err, "data", None)}
+    if "listen" in st:
+        return await listening(s, *st["listen"], updated)
     raise ValueError(f"unknown step {st!r}")
+
+
+async def listening(s, uri, status, inner, updated):
+    from mcp.client.subscriptions import listen
+
+    async with listen(s, resource_subscriptions=[uri]) as sub:
+        honored = sub.honored.resource_subscriptions
+        took = await step(s, inner, updated)
+        events = 0
+
+        async def until():
+            nonlocal events
+            while True:
+                r = await s.read_resource(uri)
+                body = json.loads(r.contents[0].text)
+                if body["run"]["status"] == status:
+                    return body
+                await sub.__anext__()
+                events += 1
+        body = await asyncio.wait_for(until(), 60)
+    return {"honored": honored, "took": took, "events": events, "body": body,
+            "version": s.protocol_version}
 
 
 def subst(v, done):
@@ -99,7 +126,7 @@ def subst(v, done):
     return v
 
 
-async def session_work(read, write, calls):
+async def session_work(read, write, calls, modern=False):
     updated = {"changed": asyncio.Event()}
 
     async def on_message(m):
@@ -109,7 +136,10 @@ async def session_work(read, write, calls):
             updated["changed"].set()
 
     async with ClientSession(read, write, message_handler=on_message) as s:
-        await s.initialize()
+        if modern:
+            await s.discover()
+        else:
+            await s.initialize()
         tools = await s.list_tools()
         out = {"tools": [t.name for t in tools.tools], "schemas": {t.name: t.input_schema for t in tools.tools}, "calls": []}
         for st in calls:
@@ -119,11 +149,11 @@ async def session_work(read, write, calls):
 
 async def main():
     mode = sys.argv[1]
-    if mode == "stdio":
+    if mode.startswith("stdio"):
         swarm, directory, store, calls = sys.argv[2:6]
         params = StdioServerParameters(command=swarm, args=["mcp", directory, "--store", store])
         async with stdio_client(params) as (read, write):
-            out = await session_work(read, write, json.loads(calls))
+            out = await session_work(read, write, json.loads(calls), modern=mode == "stdio-2026")
     else:
         url, token, calls = sys.argv[2:5]
         headers = {} if token == "-" else {"Authorization": "Bearer " + token}
