@@ -86,7 +86,7 @@ struct Conn {
 /// dropped), or the sender of an HTTP connection's fault channel.
 enum Hold {
     Child(#[allow(dead_code)] ChildGuard),
-    Http(#[allow(dead_code)] watch::Sender<Option<Fault>>),
+    Http(#[allow(dead_code)] Arc<watch::Sender<Option<Fault>>>),
 }
 
 impl Conn {
@@ -186,8 +186,10 @@ impl McpClient {
         // The SDK's HTTP client takes the process's TLS provider; none
         // is set unless someone installs one (a second install is a no-op).
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let transport = StreamableHttpClientTransport::from_config(config);
         let (tx, faults) = watch::channel(None);
+        let tx = Arc::new(tx);
+        let client = super::http::Capped::new(self.spec.max_message, tx.clone());
+        let transport = StreamableHttpClientTransport::with_client(client, config);
         let init = Handler(self.shared.clone()).serve_with_lifecycle(transport, lifecycle());
         let service = self.handshake(init, &faults).await?;
         Ok(Conn {

@@ -20,6 +20,7 @@
 
 mod agent;
 mod client;
+mod http;
 mod result;
 mod stdio;
 
