@@ -29,6 +29,8 @@ pub struct SpawnCtx {
     pub retry: u32,
     /// The task's spawn depth (a run's root is 0, its steps 1).
     pub depth: u32,
+    /// The root task of the task's tree (its run).
+    pub root: TaskId,
     /// The step's position in its run's journal, when the run is durable.
     pub journal_pos: Option<Arc<str>>,
 }

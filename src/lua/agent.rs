@@ -158,11 +158,7 @@ impl Inner {
         vm.reseed()
             .map_err(|e| SpawnError::VmSetup(e.to_string()))?;
         // The task's run's meter: this VM charges the run-wide budgets too.
-        let root = ctx
-            .engine
-            .with_state("run_of", |s| s.tasks.get(&ctx.task).map(|t| t.root.0));
-        vm.limits()
-            .join_run(root.and_then(|root| self.host.runs.get(root)));
+        vm.limits().join_run(self.host.runs.get(ctx.root.0));
         let result = async {
             // One call: fresh environment, the chunk's top level (it only
             // defines, so it runs synchronously), the body, the task table.

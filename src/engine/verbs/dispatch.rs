@@ -33,7 +33,7 @@ impl Engine {
             nonce: nonce(),
             task: Some(task.0),
         });
-        let (attempt, agent, input, cancel, depth, journal_pos) =
+        let (attempt, agent, input, cancel, depth, root, journal_pos) =
             self.with_state("dispatch", |s| {
                 s.authorize(tok, Access::on(Verb::Dispatch, task))?;
                 let gate = s.verify(tok)?.gate;
@@ -57,6 +57,7 @@ impl Engine {
                     t.input.clone(),
                     t.cancel.clone(),
                     t.depth,
+                    t.root,
                     t.journal_pos.clone(),
                 );
                 s.tokens
@@ -74,6 +75,7 @@ impl Engine {
             cancel: cancel.clone(),
             retry: 0,
             depth,
+            root,
             journal_pos,
         };
         let mut guard = SettleOnDrop {
