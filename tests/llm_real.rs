@@ -177,6 +177,34 @@ fn streamed_tool_call(d: &Dir, url: &str) {
     );
 }
 
+/// The error path against the real server: a turn the model cannot finish
+/// within `max_tokens` fails the step with code `max_tokens` (the
+/// server's `finish_reason: "length"`), named in the run's result, and
+/// the run ends blocked with a clear line, not a hang or a half answer.
+const CUT: &str = r#"local swarm = require "swarm"
+return swarm.blueprint "cut" {
+  agents = { writer = swarm.agent.llm { max_tokens = 2, retries = 0 } },
+  flow = function() return swarm.step("writer", "Write a long story about the Lua language.") end,
+}
+"#;
+
+fn cut_short(d: &Dir, url: &str) {
+    let bp = d.file("cut.lua", CUT);
+    let child = d
+        .cmd(&["run", &bp, "--run-id", "cut"])
+        .env("SWARM_LLM_BASE_URL", url)
+        .env("SWARM_LLM_MODEL", "smollm2")
+        .spawn()
+        .unwrap();
+    let out = wait_exit(child, 300);
+    assert!(!out.status.success(), "{}", text(&out));
+    let shown = shown(d, "cut");
+    assert_eq!(shown["run"]["status"], "blocked", "{shown}");
+    let result = shown["run"]["result"].to_string();
+    assert!(result.contains("max_tokens"), "{result}");
+    assert!(text(&out).contains("max_tokens"), "{}", text(&out));
+}
+
 #[test]
 fn the_research_sample_passes_against_llama_cpp_python() {
     let Some(py) = python() else {
@@ -192,6 +220,7 @@ fn the_research_sample_passes_against_llama_cpp_python() {
     let d = Dir::new("llm-real");
     let server = start(&py, &d.0.join("server.log"));
     streamed_tool_call(&d, &server.url);
+    cut_short(&d, &server.url);
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/blueprints/research.lua");
     let t0 = Instant::now();
     let child = d

@@ -1,6 +1,8 @@
 //! Many nodes on one Postgres: three `swarm serve` processes share one
 //! throwaway database (`common/postgres.rs`). An answer posted to one node
-//! continues a run waiting on another; 60 runs whose process agent
+//! continues a run waiting on another, and a cancel at one node ends a run
+//! waiting on another, both carried by LISTEN/NOTIFY (the nodes' safety
+//! poll is set far past the hang guard); 60 runs whose process agent
 //! appends to a side-effect file are started across the nodes, one node
 //! is killed with SIGKILL mid-way, and every run still ends `pass`, each
 //! completed step's side effect happening once (only a step in flight at
@@ -44,6 +46,9 @@ fn swarm(store: &str) -> Command {
     c.env("SWARM_SECRET", SECRET)
         .env("SWARM_STORE", store)
         .env("SWARM_LEASE_MS", "3000")
+        // Far past the hang guard: an answer or a cancel given at another
+        // node can only arrive in time by NOTIFY, never by the safety poll.
+        .env("SWARM_PG_SAFETY_POLL_MS", "600000")
         .stdin(Stdio::null());
     c
 }
@@ -276,6 +281,27 @@ fn three_nodes_share_runs_and_survive_a_kill() {
         let done = api.until(&b, "ask", |r| r["status"] != "running").await;
         assert_eq!(done["status"], "pass", "{done}");
         assert_eq!(done["result"], json!({ "said": "yes" }));
+
+        // A cancel at node B ends the run waiting on node A.
+        let new = json!({ "blueprint": "asks", "id": "ask2" });
+        let got = api
+            .call("POST", format!("{}/v1/runs", a.url), Some(new))
+            .await;
+        assert_eq!(got.0, 201, "{}", got.1);
+        api.until(&b, "ask2", |r| {
+            r["questions"].as_array().is_some_and(|q| !q.is_empty())
+        })
+        .await;
+        let got = api
+            .call(
+                "POST",
+                format!("{}/v1/runs/ask2/cancel", b.url),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(got.0, 200, "{}", got.1);
+        let done = api.until(&c, "ask2", |r| r["status"] != "running").await;
+        assert_eq!(done["status"], "cancelled", "{done}");
 
         // 60 runs across the nodes; A's first run followed through B.
         let nodes = [&a, &b, &c];

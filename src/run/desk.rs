@@ -100,17 +100,23 @@ impl Ctx {
         // Engine keys of questions that may still be answered from the
         // journal (by `swarm answer` in another process).
         let mut open: Vec<String> = Vec::new();
-        let hold = if self.journal.is_some() {
-            Duration::from_millis(250)
-        } else {
-            Duration::from_secs(3600)
-        };
         loop {
-            let Ok(new) = self
-                .engine
-                .pending_questions(&self.senior, &seen, hold)
-                .await
-            else {
+            // New questions here, or a wake from the journal (an answer or
+            // a cancel given elsewhere; by default a short poll).
+            let woken = async {
+                match &self.journal {
+                    Some(j) => j.store().woken(j.run()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let asked =
+                self.engine
+                    .pending_questions(&self.senior, &seen, Duration::from_secs(3600));
+            let new = tokio::select! {
+                new = asked => new,
+                () = woken => Ok(Vec::new()),
+            };
+            let Ok(new) = new else {
                 return;
             };
             for q in new {

@@ -472,4 +472,14 @@ pub trait Store: RunStore + Ownership + JournalStore + EventStore + QuestionStor
     fn work(&self) -> Option<&dyn work::WorkQueue> {
         None
     }
+
+    /// Resolves when something addressed to `run` (an answer, a cancel
+    /// request) may have arrived, so that its owner looks. A store that
+    /// can tell (Postgres: `LISTEN`/`NOTIFY`) resolves at the write,
+    /// whichever node made it; by default, after a short poll interval
+    /// (another process may have written the file).
+    fn woken(&self, run: &str) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let _ = run;
+        Box::pin(tokio::time::sleep(std::time::Duration::from_millis(250)))
+    }
 }

@@ -32,6 +32,7 @@ mod ownership;
 mod reads;
 mod runs;
 mod schema;
+mod wake;
 mod work;
 
 pub use config::redacted;
@@ -56,8 +57,11 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 pub struct PostgresStore {
     inner: Arc<Inner>,
     batch: batch::Batcher,
-    /// Wakes this process's waiters on the work queue.
+    /// Wakes this process's waiters on the work queue (told by any node:
+    /// `wake.rs`).
     changed: Arc<tokio::sync::Notify>,
+    /// This process's runs waiting for an answer, a cancel, a message.
+    wakes: Arc<wake::Wakes>,
     /// Attempt tokens of the remote steps this process offered, by id.
     tokens: Arc<Mutex<std::collections::HashMap<u64, crate::auth::CapToken>>>,
 }
@@ -78,6 +82,7 @@ impl PostgresStore {
     pub fn open(url: &str) -> Result<PostgresStore, StoreError> {
         let config = config::parse(url)?;
         let name = config::redacted(&config);
+        let listener = config.clone();
         let pool = {
             let _enter = runtime().enter();
             config::pool(config)?
@@ -93,10 +98,13 @@ impl PostgresStore {
             let _ = tx.send(ready.migrate().await);
         });
         rx.recv().map_err(|_| StoreError::Closed)??;
+        let (changed, wakes) = (Arc::default(), Arc::default());
+        wake::listen(listener, Arc::clone(&wakes), Arc::clone(&changed));
         Ok(PostgresStore {
             batch: batch::Batcher::start(inner.clone()),
             inner,
-            changed: Arc::default(),
+            changed,
+            wakes,
             tokens: Arc::default(),
         })
     }
@@ -125,6 +133,18 @@ fn spawn<T: Send + 'static>(
 }
 
 impl Inner {
+    /// Tells every node's listener that `what` (a run id, or
+    /// [`wake::WORK`]) changed. Best effort: a lost notification costs a
+    /// waiter one safety interval, never a wrong answer.
+    async fn notify(&self, c: &tokio_postgres::Client, what: &str) {
+        let sent = c
+            .execute("SELECT pg_notify($1, $2)", &[&wake::CHANNEL, &what])
+            .await;
+        if let Err(e) = sent {
+            tracing::debug!("NOTIFY {what} failed: {e}");
+        }
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         schema::migrate(&mut client).await.map_err(|e| match e {
@@ -331,5 +351,9 @@ impl QuestionStore for PostgresStore {
 impl Store for PostgresStore {
     fn work(&self) -> Option<&dyn super::work::WorkQueue> {
         Some(self)
+    }
+
+    fn woken(&self, run: &str) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(self.wakes.waiter(run))
     }
 }

@@ -210,6 +210,7 @@ impl Inner {
         )
         .await
         .map_err(|e| self.write_error(e))?;
+        self.notify(&c, &run).await;
         Ok(())
     }
 
@@ -281,6 +282,9 @@ impl Inner {
             .execute(&sql, &[&run, &name, &answer.to_string()])
             .await
             .map_err(|e| self.write_error(e))?;
+        if n > 0 {
+            self.notify(&c, &run).await;
+        }
         Ok(n > 0)
     }
 

@@ -107,10 +107,15 @@ impl PostgresStore {
         F: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
     {
         let changed = self.changed.clone();
+        let inner = self.inner.clone();
         let f = op(self.inner.clone());
         super::spawn(async move {
             let v = f.await?;
             changed.notify_waiters();
+            // The other nodes' waiters (workers polling for steps).
+            if let Ok(c) = inner.client().await {
+                inner.notify(&c, super::wake::WORK).await;
+            }
             Ok(v)
         })
     }
