@@ -23,7 +23,7 @@ const LINES: &[(&str, &str)] = &[
     ),
     (
         "local j = swarm.json.decode('[' .. string.rep('1,', 8e6) .. '1]')",
-        "memory",
+        "memory limit of 67108864 bytes exceeded",
     ),
 ];
 

@@ -253,8 +253,7 @@ impl Vm {
             return LuaError::Limit(limit);
         }
         let raised = find_raised(&err);
-        let memory = matches!(err, mlua::Error::MemoryError(_))
-            || self.limits.tripped() == Some(Tripped::Memory);
+        let memory = out_of_memory(&err) || self.limits.tripped() == Some(Tripped::Memory);
         if memory {
             self.limits.trip(Tripped::Memory);
             return LuaError::Limit(LimitError {
@@ -357,6 +356,18 @@ fn find_limit(err: &mlua::Error) -> Option<LimitError> {
         mlua::Error::CallbackError { cause, .. } => find_limit(cause),
         mlua::Error::WithContext { cause, .. } => find_limit(cause),
         _ => None,
+    }
+}
+
+/// Whether the allocator refused, anywhere down the error's causes (a
+/// host function that built a value the limit did not allow raises it
+/// wrapped as its callback's error).
+fn out_of_memory(err: &mlua::Error) -> bool {
+    match err {
+        mlua::Error::MemoryError(_) => true,
+        mlua::Error::CallbackError { cause, .. } => out_of_memory(cause),
+        mlua::Error::WithContext { cause, .. } => out_of_memory(cause),
+        _ => false,
     }
 }
 
