@@ -8,7 +8,8 @@
 //! completed step's side effect happening once (only a step in flight at
 //! the kill may run again); a run of the killed node followed over SSE
 //! through another node reads gapless across the takeover. SIGTERM on a
-//! node drains it, and another node takes its runs over.
+//! node drains it, and another node takes its runs over. A worker at one
+//! node takes the remote steps of a run executing at another.
 
 mod common;
 
@@ -412,4 +413,100 @@ fn three_nodes_share_runs_and_survive_a_kill() {
     });
     let lines = |n: &Node| n.lines.lock().unwrap().join("\n");
     eprintln!("node B said:\n{}\nnode C said:\n{}", lines(&b), lines(&c));
+}
+
+/// A worker connected to one node takes the remote steps of a run that
+/// another node executes: the work queue is in the database, a step
+/// offered at A is claimed, heartbeated and settled through B (woken by
+/// NOTIFY, not by a poll), a claimed step is never handed out again by
+/// either, and the run at A passes with the worker's results.
+#[test]
+fn a_worker_at_one_node_takes_the_steps_of_a_run_at_another() {
+    let Some(pg) = Postgres::start("queue") else {
+        return;
+    };
+    let store = pg.database("swarm");
+    let dir = scratch().join("queue");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("pair.lua"),
+        "local swarm = require 'swarm'\n\
+         return swarm.blueprint 'pair' {\n\
+           agents = { gpu = swarm.agent.remote { queue = 'shared' } },\n\
+           flow = function()\n\
+             return swarm.parallel {\n\
+               function() return swarm.step('gpu', { n = 1 }) end,\n\
+               function() return swarm.step('gpu', { n = 2 }) end,\n\
+             }\n\
+           end,\n\
+         }\n",
+    )
+    .unwrap();
+    let (a, b) = (node(&dir, &store), node(&dir, &store));
+    let token = |role: &str| {
+        let out = swarm(&store)
+            .args(["token", "--role", role])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let http = reqwest::Client::new();
+    let op = Api {
+        http: http.clone(),
+        token: token("operator"),
+    };
+    let worker = Api {
+        http,
+        token: token("worker"),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let new = json!({ "blueprint": "pair", "id": "pair" });
+        let got = op
+            .call("POST", format!("{}/v1/runs", a.url), Some(new))
+            .await;
+        assert_eq!(got.0, 201, "{}", got.1);
+        let mut claims = Vec::new();
+        for _ in 0..2 {
+            let wait = json!({ "wait_ms": 60000 });
+            let url = format!("{}/v1/queues/shared/claim", b.url);
+            let (code, step) = worker.call("POST", url, Some(wait)).await;
+            assert_eq!(code, 200, "{step}");
+            assert_eq!(step["run"], "pair", "{step}");
+            claims.push(step);
+        }
+        let url = format!("{}/v1/queues/shared/claim", a.url);
+        let (code, none) = worker
+            .call("POST", url, Some(json!({ "wait_ms": 300 })))
+            .await;
+        assert_eq!(code, 204, "a claimed step was handed out twice: {none}");
+        for step in &claims {
+            let claim = step["claim"].as_str().unwrap();
+            let url = format!("{}/v1/claims/{claim}/heartbeat", b.url);
+            assert_eq!(worker.call("POST", url, Some(json!({}))).await.0, 200);
+            let n = step["input"]["n"].as_i64().unwrap();
+            let result = json!({ "task": step["task"], "ok": true, "value": n * 10 });
+            let url = format!("{}/v1/claims/{claim}/result", b.url);
+            let (code, body) = worker.call("POST", url, Some(result.clone())).await;
+            assert_eq!(code, 200, "{body}");
+            let url = format!("{}/v1/claims/{claim}/result", a.url);
+            let (code, again) = worker.call("POST", url, Some(result)).await;
+            assert_eq!(
+                (code, &again["code"]),
+                (409, &json!("claim_done")),
+                "{again}"
+            );
+        }
+        let done = op.until(&a, "pair", |r| r["status"] != "running").await;
+        assert_eq!(done["status"], "pass", "{done}");
+        assert_eq!(done["result"], json!([10, 20]), "{done}");
+    });
 }
