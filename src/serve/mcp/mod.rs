@@ -152,9 +152,7 @@ impl McpSession {
                 ErrorData::invalid_request("no caller (a bearer token is required)", None)
             })
     }
-}
 
-impl McpSession {
     fn subs(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Watch>> {
         self.subs.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -174,11 +172,7 @@ impl McpSession {
             let data = json!({ "code": "unsupported", "message": message });
             return Err(ErrorData::invalid_request(message, Some(data)));
         }
-        let id = watch::run_of(uri).ok_or_else(|| {
-            let message = format!("no resource `{uri}` (runs are swarm://runs/{{id}})");
-            let data = json!({ "code": "unknown_resource", "message": message });
-            ErrorData::resource_not_found(message, Some(data))
-        })?;
+        let id = watch::run_of(uri).ok_or_else(|| resources::not_found(uri))?;
         self.face
             .runs
             .record(who, id)

@@ -95,7 +95,8 @@ impl McpFace {
     }
 }
 
-fn not_found(uri: &str) -> ErrorData {
+/// The refusal of a URI that names no run.
+pub(super) fn not_found(uri: &str) -> ErrorData {
     let message = format!("no resource `{uri}` (runs are swarm://runs/{{id}})");
     ErrorData::resource_not_found(
         message.clone(),
