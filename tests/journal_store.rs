@@ -471,6 +471,7 @@ fn a_row_per_entry_journal_becomes_pages_and_keeps_every_entry() {
             at_ms,
             tokens,
             epoch: 0,
+            from: None,
         };
     assert_eq!(
         wait(store.journal("r")).unwrap(),

@@ -21,6 +21,7 @@ mod bench;
 mod check;
 mod dev;
 mod doctor;
+mod fork;
 mod init;
 mod mcp;
 mod repl;
@@ -80,6 +81,8 @@ enum Command {
     Show(show::ShowArgs),
     /// Continue an interrupted or waiting run from its journal.
     Resume(run::ResumeArgs),
+    /// A new run from any step of a recorded one, reusing what is unchanged.
+    Fork(fork::ForkArgs),
     /// Answer a run's pending senior question.
     Answer(runs::AnswerArgs),
     /// Cancel a run.
@@ -273,6 +276,7 @@ pub fn main() -> ExitCode {
         Command::Runs(args) => runs::list(args),
         Command::Show(args) => show::show(args),
         Command::Resume(args) => run::resume(args),
+        Command::Fork(args) => fork::fork(args),
         Command::Answer(args) => runs::answer(args),
         Command::Cancel(args) => runs::cancel(args),
         Command::Prune(args) => runs::prune(args),

@@ -13,9 +13,11 @@ pub mod check;
 mod desk;
 mod durable;
 mod ending;
+mod fork;
 mod input;
 pub mod kinds;
 mod llm;
+pub mod position;
 mod render;
 mod runs;
 pub mod service;
@@ -24,6 +26,7 @@ pub use agents::{Build, RustAgents};
 pub use blueprint::{Blueprint, BlueprintError, Problem};
 pub use desk::parse_answer;
 pub use durable::{EventSink, valid_run_id};
+pub use fork::{ForkRequest, default_at};
 pub use kinds::AgentKinds;
 pub use llm::{JournalUsage, StepUsage, journal_usage};
 pub use render::error_chain;
@@ -143,6 +146,10 @@ pub enum RunError {
         role: crate::auth::Role,
         action: &'static str,
     },
+    /// A fork that cannot be made as asked (a bad position, a `--set` of
+    /// an entry that is not there).
+    #[error("{0}")]
+    Fork(String),
 }
 
 impl RunError {
@@ -160,6 +167,7 @@ impl RunError {
             RunError::Input(_) => "input_invalid",
             RunError::UnknownQuestion { .. } => "unknown_question",
             RunError::Draining => "draining",
+            RunError::Fork(_) => "fork_invalid",
             RunError::Forbidden { .. } | RunError::Bound(_) => "forbidden",
         }
     }

@@ -40,7 +40,9 @@ pub async fn step(
 ) -> Result<(bool, Value), HostError> {
     let call = match begin(lua, agent, input, pos)? {
         Ok(call) => call,
-        Err(replayed) => return Ok(replayed),
+        Err(Early::Replayed(ok, value)) => return Ok((ok, value)),
+        // Boxed: only a fork's reused steps pay for its state.
+        Err(Early::Reused(j, e)) => return Box::pin(reused(lua, j, e)).await,
     };
     if let Some((j, ..)) = &call.journal {
         // A step is refused before it starts once the run's journal is
@@ -82,15 +84,37 @@ pub async fn step(
     }
 }
 
+/// A step answered without dispatching it.
+enum Early {
+    /// The journal recorded it: its outcome.
+    Replayed(bool, Value),
+    /// A fork's source recorded the same call past the fork point: its
+    /// entry, to record in this run's journal and return.
+    Reused(Arc<crate::store::Journal>, crate::store::JournalEntry),
+}
+
+/// A step a fork reuses from its source: recorded in this run's journal
+/// (charged like any entry), then its result returned as the source's.
+async fn reused(
+    lua: &Lua,
+    j: Arc<crate::store::Journal>,
+    e: crate::store::JournalEntry,
+) -> Result<(bool, Value), HostError> {
+    super::journal::within_budget(lua, "a step", 0)?;
+    hold(lua, &j).await?;
+    let value = to_lua(lua, &e.value)?;
+    super::journal::record_taken(lua, &j, e).await?;
+    Ok((true, value))
+}
+
 /// Everything before the dispatch: read the arguments, replay the step if
-/// the journal recorded it (`Err` holds the replayed outcome), else start
-/// its task.
+/// the journal recorded it (or reuse it, in a fork), else start its task.
 fn begin(
     lua: &Lua,
     agent: Value,
     input: Value,
     pos: Value,
-) -> Result<Result<Call, (bool, Value)>, HostError> {
+) -> Result<Result<Call, Early>, HostError> {
     let agent = match agent {
         Value::String(s) => s.to_str()?.to_string(),
         other => {
@@ -125,10 +149,14 @@ fn begin(
             let hash = input_hash(&input);
             if let Some(e) = replay(lua, &j, &pos, "step", &agent, &hash)? {
                 if e.ok {
-                    return Ok(Err((true, to_lua(lua, &e.value)?)));
+                    return Ok(Err(Early::Replayed(true, to_lua(lua, &e.value)?)));
                 }
                 let at = caller_location(lua, 0);
-                return Ok(Err((false, replayed_error(lua, &agent, &e.value, &at)?)));
+                let error = replayed_error(lua, &agent, &e.value, &at)?;
+                return Ok(Err(Early::Replayed(false, error)));
+            }
+            if let Some(e) = j.reuse(&pos, "step", &agent, &hash) {
+                return Ok(Err(Early::Reused(j, e)));
             }
             Some((j, pos, hash))
         }
