@@ -51,7 +51,11 @@ fn twenty(name: &str) -> Dir {
 fn calls(d: &Dir) -> Vec<u64> {
     let log = std::fs::read_to_string(d.0.join("calls.log")).unwrap_or_default();
     log.lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["i"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["i"]
+                .as_u64()
+                .unwrap()
+        })
         .collect()
 }
 
@@ -98,7 +102,10 @@ fn a_fork_at_12_runs_steps_12_to_20_only() {
     assert_eq!(result(&out)["last"], json!({"n": 20, "prev": 19}));
     assert_eq!(calls(&d), (12..=20).collect::<Vec<_>>());
     let f = shown(&d, "f12");
-    assert_eq!(f["run"]["fork"], json!({"run": "src", "at": "12", "reuse": false}));
+    assert_eq!(
+        f["run"]["fork"],
+        json!({"run": "src", "at": "12", "reuse": false})
+    );
     let journal = f["journal"].as_array().unwrap();
     assert_eq!(journal.len(), 20);
     for e in journal {
@@ -124,11 +131,23 @@ fn set_changes_what_step_11_returned_and_the_flow_sees_it() {
     let d = twenty("set");
     source(&d);
     let out = d.swarm(&[
-        "fork", "src", "--at", "12", "--set", r#"11={"n":1100}"#, "--run-id", "fset", "--json",
+        "fork",
+        "src",
+        "--at",
+        "12",
+        "--set",
+        r#"11={"n":1100}"#,
+        "--run-id",
+        "fset",
+        "--json",
     ]);
     let r = result(&out);
     assert_eq!(r["eleventh"], json!({"n": 1100}));
-    assert_eq!(r["twelfth"], json!({"n": 12, "prev": 1100}), "step 12 saw the edit");
+    assert_eq!(
+        r["twelfth"],
+        json!({"n": 12, "prev": 1100}),
+        "step 12 saw the edit"
+    );
     // Steps 12 and 13 asked something new (each is given the step
     // before); 13 answered as it did in the source, so from 14 on every
     // request is the recorded one and is reused.
@@ -176,7 +195,9 @@ fn unchanged_steps_past_the_fork_point_are_reused_not_run() {
 fn a_fork_of_a_fork_keeps_its_lineage() {
     let d = twenty("twice");
     source(&d);
-    ok(&d.swarm(&["fork", "src", "--at", "12", "--reuse", "none", "--run-id", "f1"]));
+    ok(&d.swarm(&[
+        "fork", "src", "--at", "12", "--reuse", "none", "--run-id", "f1",
+    ]));
     clear_calls(&d);
     let out = d.swarm(&[
         "fork", "f1", "--at", "15", "--reuse", "none", "--run-id", "f2", "--json",
@@ -212,7 +233,10 @@ fn bad_fork_requests_are_refused_naming_what_and_where() {
     source(&d);
     for (args, want) in [
         (vec!["--at", "3/x"], "`3/x` is not a journal position"),
-        (vec!["--at", "12", "--set", "14=1"], "no entry at 14 before the fork point 12"),
+        (
+            vec!["--at", "12", "--set", "14=1"],
+            "no entry at 14 before the fork point 12",
+        ),
         (vec!["--set", "nope"], "--set `nope`: expected POS=JSON"),
     ] {
         let mut all = vec!["fork", "src"];
@@ -263,7 +287,18 @@ async fn a_changed_critic_prompt_calls_only_the_critic() {
     .unwrap();
     let d = Dir::new("fork-llm");
     let bp = d.file("review.lua", &review(&server.url, "You critique."));
-    let out = swarm(&d, &["run", &bp, "--run-id", "r1", "--input", r#"{"topic":"forks"}"#]).await;
+    let out = swarm(
+        &d,
+        &[
+            "run",
+            &bp,
+            "--run-id",
+            "r1",
+            "--input",
+            r#"{"topic":"forks"}"#,
+        ],
+    )
+    .await;
     ok(&out);
     assert_eq!(server.count(), 2);
     d.file("review.lua", &review(&server.url, "You critique kindly."));
@@ -274,18 +309,85 @@ async fn a_changed_critic_prompt_calls_only_the_critic() {
     let requests = server.requests();
     assert_eq!(requests.len(), 3, "one more request: the critic's");
     assert_eq!(requests[2]["model"], "c");
-    assert_eq!(requests[2]["messages"][0]["content"], "You critique kindly.");
+    assert_eq!(
+        requests[2]["messages"][0]["content"],
+        "You critique kindly."
+    );
     let f = shown(&d, "r2");
     let usage = &f["usage"];
-    assert_eq!(usage["total"]["total_tokens"], 18, "only the critic's turn was spent: {usage}");
-    assert_eq!(usage["reused"]["total"]["total_tokens"], 18, "the writer's was saved: {usage}");
+    assert_eq!(
+        usage["total"]["total_tokens"], 18,
+        "only the critic's turn was spent: {usage}"
+    );
+    assert_eq!(
+        usage["reused"]["total"]["total_tokens"], 18,
+        "the writer's was saved: {usage}"
+    );
     assert_eq!(f["run"]["tokens"], 18, "{f}");
     let table = ok(&swarm(&d, &["show", "r2"]).await);
     assert!(table.contains("reused from r1@1~t1"), "{table}");
     assert!(table.contains("saved      18 tokens"), "{table}");
     // The same fork without reuse sends both again.
     server.push([Reply::Text("again".into()), Reply::Text("fine".into())]);
-    let out = swarm(&d, &["fork", "r1", "--at", "1", "--reuse", "none", "--json"]).await;
+    let out = swarm(
+        &d,
+        &["fork", "r1", "--at", "1", "--reuse", "none", "--json"],
+    )
+    .await;
     ok(&out);
     assert_eq!(server.count(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_fork_route_forks_for_who_may_start_runs_only() {
+    use common::server::{Client, fresh, serve};
+    use lua_swarm::auth::Role;
+    let dir = fresh("fork-http", &[("twenty.lua", TWENTY), ("rec.py", RECORDER)]);
+    let s = serve(&dir, &[]);
+    let op = Client::new(&s, Some(s.token(Role::Operator, None)));
+    let (code, run) = op
+        .post("/v1/runs", json!({"blueprint": "twenty", "id": "h1"}))
+        .await;
+    assert_eq!(code, 201, "{run}");
+    op.until("h1", |r| r["status"] == "pass").await;
+    let ask = json!({"at": "12", "id": "h2", "reuse": "none", "set": {"11": {"n": 1100}}});
+    let refused = [
+        s.token(Role::Senior, None),
+        s.token(Role::Observer, None),
+        s.token(Role::Worker, None),
+        s.token(Role::Operator, Some("h1")),
+    ];
+    for token in refused {
+        let (code, reply) = Client::new(&s, Some(token))
+            .post("/v1/runs/h1/fork", ask.clone())
+            .await;
+        assert_eq!(
+            (code, &reply["code"]),
+            (403, &json!("forbidden")),
+            "{reply}"
+        );
+    }
+    for (bad, code) in [
+        (json!({"reuse": "maybe"}), "bad_request"),
+        (json!({"at": "x"}), "fork_invalid"),
+        (json!({"set": {"30": 1}}), "fork_invalid"),
+    ] {
+        let (status, reply) = op.post("/v1/runs/h1/fork", bad).await;
+        assert_eq!((status, &reply["code"]), (400, &json!(code)), "{reply}");
+    }
+    let (code, reply) = op.post("/v1/runs/h1/fork", ask).await;
+    assert_eq!(code, 201, "{reply}");
+    assert_eq!(reply["fork"], json!({"run": "h1", "at": "12"}));
+    let run = op.until("h2", |r| r["status"] == "pass").await;
+    assert_eq!(run["result"]["twelfth"], json!({"n": 12, "prev": 1100}));
+    assert_eq!(
+        run["fork"],
+        json!({"run": "h1", "at": "12", "reuse": false})
+    );
+    let log = std::fs::read_to_string(dir.join("calls.log")).unwrap();
+    assert_eq!(
+        log.lines().count(),
+        20 + 9,
+        "the fork ran steps 12 to 20: {log}"
+    );
 }

@@ -72,7 +72,14 @@ pub fn default_at(source: &RunRecord, journal: &[JournalEntry], new_input: bool)
         .filter(|e| e.kind == "step" && !e.ok)
         .map(|e| e.pos.clone());
     let diverged = (source.status == RunStatus::Diverged)
-        .then(|| source.result.as_ref()?.get("at")?.as_str().map(str::to_string))
+        .then(|| {
+            source
+                .result
+                .as_ref()?
+                .get("at")?
+                .as_str()
+                .map(str::to_string)
+        })
         .flatten();
     let first = failed
         .chain(diverged)
@@ -111,7 +118,11 @@ pub(super) fn plan(
     for (pos, value) in &req.set {
         edit(&mut copied, pos, value, &at_text, &source.id)?;
     }
-    let reusable = if req.reuse { reusable(rest) } else { Vec::new() };
+    let reusable = if req.reuse {
+        reusable(rest)
+    } else {
+        Vec::new()
+    };
     Ok(Plan {
         fork: ForkOf {
             run: source.id.clone(),

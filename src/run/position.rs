@@ -29,7 +29,8 @@ pub enum Relation {
 impl Position {
     /// `text` as a position, or why it is not one.
     pub fn parse(text: &str) -> Result<Position, String> {
-        let bad = |why: &str| format!("`{text}` is not a journal position ({why}; e.g. 12 or 3/2:1)");
+        let bad =
+            |why: &str| format!("`{text}` is not a journal position ({why}; e.g. 12 or 3/2:1)");
         let (call, inner) = match text.split_once('~') {
             Some((call, _)) => (call, true),
             None => (text, false),
@@ -74,7 +75,9 @@ impl Position {
     /// The flow's order where it is total (a call before the next one),
     /// branches by index: for picking the first of several positions.
     pub fn order(&self, other: &Position) -> Ordering {
-        self.path.cmp(&other.path).then(self.inner.cmp(&other.inner))
+        self.path
+            .cmp(&other.path)
+            .then(self.inner.cmp(&other.inner))
     }
 }
 

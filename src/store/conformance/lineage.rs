@@ -62,7 +62,11 @@ pub(super) async fn a_forks_lineage_reads_back_as_written(db: Db) -> Outcome {
         r.tokens
     );
     let src = peer.run("src").await.ctx("run")?.ok_or("run src is gone")?;
-    ensure!(src.fork.is_none(), "src reads back as a fork: {:?}", src.fork);
+    ensure!(
+        src.fork.is_none(),
+        "src reads back as a fork: {:?}",
+        src.fork
+    );
     let listed = peer.runs(None).await.ctx("runs")?;
     let forks: Vec<&str> = listed
         .iter()
