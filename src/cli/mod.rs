@@ -25,10 +25,12 @@ mod fork;
 mod init;
 mod mcp;
 mod repl;
+mod replay;
 mod run;
 mod runs;
 mod serve;
 mod show;
+mod transfer;
 mod worker;
 
 use crate::store::{Location, Store, StoreError};
@@ -83,6 +85,12 @@ enum Command {
     Resume(run::ResumeArgs),
     /// A new run from any step of a recorded one, reusing what is unchanged.
     Fork(fork::ForkArgs),
+    /// Check journals against a blueprint, dispatching nothing.
+    Replay(replay::ReplayArgs),
+    /// Print a run (record, journal, questions) as one JSON document.
+    Export(transfer::ExportArgs),
+    /// Record a run that `swarm export` wrote.
+    Import(transfer::ImportArgs),
     /// Answer a run's pending senior question.
     Answer(runs::AnswerArgs),
     /// Cancel a run.
@@ -277,6 +285,9 @@ pub fn main() -> ExitCode {
         Command::Show(args) => show::show(args),
         Command::Resume(args) => run::resume(args),
         Command::Fork(args) => fork::fork(args),
+        Command::Replay(args) => replay::replay(args),
+        Command::Export(args) => transfer::export(args),
+        Command::Import(args) => transfer::import(args),
         Command::Answer(args) => runs::answer(args),
         Command::Cancel(args) => runs::cancel(args),
         Command::Prune(args) => runs::prune(args),

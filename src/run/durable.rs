@@ -237,7 +237,7 @@ impl Prepared {
             .collect()
     }
 
-    fn attach_journal(&self, journal: Journal) {
+    pub(super) fn attach_journal(&self, journal: Journal) {
         let journal = Arc::new(journal);
         self.vm.set_journal(Some(journal.clone()));
         *self.journal.lock().unwrap_or_else(|e| e.into_inner()) = Some(journal);

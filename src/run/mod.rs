@@ -19,8 +19,10 @@ pub mod kinds;
 mod llm;
 pub mod position;
 mod render;
+mod replay;
 mod runs;
 pub mod service;
+mod transfer;
 
 pub use agents::{Build, RustAgents};
 pub use blueprint::{Blueprint, BlueprintError, Problem};
@@ -30,7 +32,9 @@ pub use fork::{ForkRequest, default_at};
 pub use kinds::AgentKinds;
 pub use llm::{JournalUsage, StepUsage, journal_usage};
 pub use render::error_chain;
+pub use replay::Verdict;
 pub use runs::{Handle, Runs};
+pub use transfer::{EXPORT_FORMAT, Exported};
 
 use crate::auth::{CapToken, Role};
 use crate::engine::{AttachOptions, Caller, Engine, EngineError, TaskId, TaskSpec, TaskStatus};

@@ -331,7 +331,7 @@ pub struct EventRow {
 }
 
 /// A senior question asked by a run.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct QuestionRecord {
     pub run: String,
     pub pos: String,
