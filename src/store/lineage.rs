@@ -72,12 +72,12 @@ impl JournalEntry {
             run: run.to_string(),
             tokens: 0,
             epoch,
-            from: Some(Origin {
+            from: Some(Box::new(Origin {
                 how,
                 run: self.run.clone(),
                 pos: self.pos.clone(),
                 tokens: self.original_tokens(),
-            }),
+            })),
             ..self.clone()
         }
     }

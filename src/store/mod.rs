@@ -305,7 +305,7 @@ pub struct JournalEntry {
     /// Where it came from when this run did not record it live (a fork's
     /// copied, edited or reused entries).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<Origin>,
+    pub from: Option<Box<Origin>>,
 }
 
 /// A persisted engine event.

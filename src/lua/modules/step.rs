@@ -42,7 +42,7 @@ pub async fn step(
         Ok(call) => call,
         Err(Early::Replayed(ok, value)) => return Ok((ok, value)),
         // Boxed: only a fork's reused steps pay for its state.
-        Err(Early::Reused(j, e)) => return Box::pin(reused(lua, j, e)).await,
+        Err(Early::Reused(j, e)) => return Box::pin(reused(lua, j, *e)).await,
     };
     if let Some((j, ..)) = &call.journal {
         // A step is refused before it starts once the run's journal is
@@ -90,7 +90,7 @@ enum Early {
     Replayed(bool, Value),
     /// A fork's source recorded the same call past the fork point: its
     /// entry, to record in this run's journal and return.
-    Reused(Arc<crate::store::Journal>, crate::store::JournalEntry),
+    Reused(Arc<crate::store::Journal>, Box<crate::store::JournalEntry>),
 }
 
 /// A step a fork reuses from its source: recorded in this run's journal
@@ -156,7 +156,7 @@ fn begin(
                 return Ok(Err(Early::Replayed(false, error)));
             }
             if let Some(e) = j.reuse(&pos, "step", &agent, &hash) {
-                return Ok(Err(Early::Reused(j, e)));
+                return Ok(Err(Early::Reused(j, Box::new(e))));
             }
             Some((j, pos, hash))
         }

@@ -26,12 +26,12 @@ pub(super) async fn a_forks_lineage_reads_back_as_written(db: Db) -> Outcome {
     let fence = s.create_run(&forked, &owner).await.ctx("create_run f1")?;
     let taken = |pos: &str, how, tokens| crate::store::JournalEntry {
         kind: "llm_turn".into(),
-        from: Some(Origin {
+        from: Some(Box::new(Origin {
             how,
             run: "src".into(),
             pos: pos.into(),
             tokens,
-        }),
+        })),
         ..entry("f1", pos, json!({ "pos": pos }), 1)
     };
     let written = [
