@@ -391,3 +391,76 @@ async fn the_http_fork_route_forks_for_who_may_start_runs_only() {
         "the fork ran steps 12 to 20: {log}"
     );
 }
+
+/// Fails step 7 until a file `up` exists beside it: a tool outage.
+const FLAKY: &str = r#"import json, os, sys
+doc = json.load(sys.stdin)
+i = doc["input"]
+with open(sys.argv[1], "a") as f:
+    f.write(json.dumps(i, sort_keys=True) + "\n")
+if i["i"] == 7 and not os.path.exists("up"):
+    sys.exit("the tool is down")
+print(json.dumps({"n": i["i"]}))
+"#;
+
+#[test]
+fn without_a_position_a_fork_starts_at_the_failed_step() {
+    let d = Dir::new("fork-failed");
+    d.file("rec.py", FLAKY);
+    let bp = d.file("twenty.lua", TWENTY);
+    let out = d.swarm(&["run", &bp, "--run-id", "down"]);
+    assert_eq!(out.status.code(), Some(1), "step 7 failed: {}", text(&out));
+    assert_eq!(calls(&d), (1..=7).collect::<Vec<_>>());
+    clear_calls(&d);
+    d.file("up", "");
+    let out = d.swarm(&["fork", "down", "--run-id", "again", "--json"]);
+    assert_eq!(result(&out)["last"], json!({"n": 20}));
+    assert_eq!(
+        calls(&d),
+        (7..=20).collect::<Vec<_>>(),
+        "1-6 replayed, 7 on"
+    );
+    assert_eq!(shown(&d, "again")["run"]["fork"]["at"], "7");
+}
+
+#[test]
+fn without_a_position_a_fork_of_a_diverged_run_starts_where_it_diverged() {
+    let d = Dir::new("fork-diverged");
+    d.file("rec.py", RECORDER);
+    let flow = |third: &str| {
+        format!(
+            r#"local swarm = require "swarm"
+return swarm.blueprint "five" {{
+  agents = {{ rec = swarm.agent.process {{ cmd = {{ "python3", "rec.py", "calls.log" }} }} }},
+  flow = function(input)
+    for i = 1, 5 do
+      swarm.step("rec", {{ i = i == 3 and {third} or i }})
+    end
+    return swarm.ask("done?")
+  end,
+}}
+"#
+        )
+    };
+    let bp = d.file("five.lua", &flow("3"));
+    let out = d.swarm(&["run", &bp, "--run-id", "w"]);
+    assert_eq!(out.status.code(), Some(3), "waiting: {}", text(&out));
+    d.file("five.lua", &flow("30"));
+    let out = d.swarm(&["resume", "w", "--force"]);
+    assert_eq!(out.status.code(), Some(3), "diverged: {}", text(&out));
+    assert!(text(&out).contains("diverged"), "{}", text(&out));
+    clear_calls(&d);
+    let out = d.swarm(&[
+        "fork",
+        "w",
+        "--run-id",
+        "w2",
+        "--answer",
+        "done?=yes",
+        "--json",
+    ]);
+    assert_eq!(result(&out), json!("yes"));
+    assert_eq!(shown(&d, "w2")["run"]["fork"]["at"], "3");
+    // 1-2 replayed, the new step 3 ran, 4-5 asked what they had: reused.
+    assert_eq!(calls(&d), [30]);
+}
