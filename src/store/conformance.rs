@@ -90,6 +90,7 @@ pub const CHECKS: &[Check] = checks![
     runs::cancel_requests_hold_until_the_run_stops,
     runs::prune_never_touches_an_active_run,
     lineage::a_forks_lineage_reads_back_as_written,
+    lineage::a_version_moves_only_under_its_fence,
     ownership::two_owners_race_and_exactly_one_wins,
     ownership::claims_are_never_handed_to_two_owners,
     ownership::a_stale_owners_writes_are_refused_after_a_takeover,

@@ -411,6 +411,18 @@ pub trait RunStore: Send + Sync {
     fn prune(&self, filter: &Prune) -> StoreFut<'static, Vec<String>>;
     fn request_cancel(&self, run: &str) -> Commit;
     fn cancel_requested(&self, run: &str) -> StoreFut<'static, bool>;
+    /// Moves a run to another version of its code (`swarm upgrade`): its
+    /// blueprint hash and its helpers' hashes. Only while the ownership
+    /// `fence` holds the run ([`StoreError::Fenced`] otherwise).
+    fn set_version(&self, run: &str, version: &Version, fence: &Fence) -> Commit;
+}
+
+/// A version of a run's code: the blueprint's hash and each `require`d
+/// helper's, by path.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Version {
+    pub hash: String,
+    pub helpers: std::collections::BTreeMap<String, String>,
 }
 
 /// Who executes a run: claims, renewals and lapses, decided on the store's one clock.

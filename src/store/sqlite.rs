@@ -397,6 +397,20 @@ impl RunStore for SqliteStore {
         })
     }
 
+    fn set_version(&self, run: &str, version: &crate::store::Version, fence: &Fence) -> Commit {
+        let id = run.to_string();
+        let hash = version.hash.clone();
+        let helpers = serde_json::to_string(&version.helpers).unwrap_or_default();
+        let (owner, epoch) = (fence.owner.clone(), fence.epoch as i64);
+        self.fenced_write(run, Some(fence), move |tx| {
+            tx.prepare_cached(
+                "UPDATE runs SET hash = ?2, helpers = ?3, updated_ms = ?4
+                 WHERE id = ?1 AND owner = ?5 AND epoch = ?6",
+            )?
+            .execute(params![id, hash, helpers, now_ms() as i64, owner, epoch])
+        })
+    }
+
     fn run(&self, id: &str) -> StoreFut<'static, Option<RunRecord>> {
         done(self.load_run(id))
     }

@@ -90,3 +90,48 @@ pub(super) async fn a_forks_lineage_reads_back_as_written(db: Db) -> Outcome {
     ensure!(read.len() == 4, "f1 has {} entries, not 4", read.len());
     Ok(())
 }
+
+/// A run moves to another version of its code (its blueprint and helper
+/// hashes) only under the ownership that holds it: a released or stale
+/// fence is refused and changes nothing.
+pub(super) async fn a_version_moves_only_under_its_fence(db: Db) -> Outcome {
+    use crate::store::{StoreError, Version};
+    let (s, peer) = (db.open(), db.open());
+    let a = crate::store::Owner::new();
+    let fence = s.create_run(&record("v", 1000), &a).await.ctx("create_run")?;
+    let v2 = Version {
+        hash: "b1ue2".into(),
+        helpers: [("lib/util.lua".to_string(), "def456".to_string())].into(),
+    };
+    s.set_version("v", &v2, &fence).await.ctx("set_version")?;
+    let r = peer.run("v").await.ctx("run")?.ok_or("run v is gone")?;
+    ensure!(
+        (r.hash.as_str(), &r.helpers) == (v2.hash.as_str(), &v2.helpers),
+        "run v reads back at {} {:?}, not at the version set",
+        r.hash,
+        r.helpers
+    );
+    s.set_status("v", RunStatus::Waiting, None, Some(&fence))
+        .await
+        .ctx("set_status waiting")?;
+    let v3 = Version {
+        hash: "b1ue3".into(),
+        ..v2.clone()
+    };
+    let stale = s.set_version("v", &v3, &fence).await;
+    ensure!(
+        matches!(stale, Err(StoreError::Fenced { .. })),
+        "a released fence moved the version: {stale:?}"
+    );
+    let b = crate::store::Owner::new();
+    let taken = peer.claim("v", &b).await.ctx("claim")?;
+    peer.set_version("v", &v3, &taken).await.ctx("set_version b")?;
+    let stale = s.set_version("v", &v2, &fence).await;
+    ensure!(
+        matches!(stale, Err(StoreError::Fenced { .. })),
+        "a stale fence moved the version: {stale:?}"
+    );
+    let r = s.run("v").await.ctx("run")?.ok_or("run v is gone")?;
+    ensure!(r.hash == "b1ue3", "run v is at {}, not b1ue3", r.hash);
+    Ok(())
+}

@@ -90,6 +90,36 @@ impl Inner {
         })
     }
 
+    pub(super) async fn set_version(
+        &self,
+        run: String,
+        version: crate::store::Version,
+        fence: Fence,
+    ) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        let sql = format!(
+            "UPDATE runs SET hash = $2, helpers = $3, updated_ms = {NOW_MS}
+             WHERE id = $1 AND owner = $4 AND epoch = $5"
+        );
+        let stmt = c
+            .prepare_cached(&sql)
+            .await
+            .map_err(|e| self.write_error(e))?;
+        let helpers = serde_json::to_string(&version.helpers).unwrap_or_default();
+        let epoch = fence.epoch as i64;
+        let n = c
+            .execute(&stmt, &[&run, &version.hash, &helpers, &fence.owner, &epoch])
+            .await
+            .map_err(|e| self.write_error(e))?;
+        if n == 0 {
+            return Err(StoreError::Fenced {
+                run,
+                epoch: fence.epoch,
+            });
+        }
+        Ok(())
+    }
+
     pub(super) async fn set_status(
         &self,
         run: String,
