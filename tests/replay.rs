@@ -237,3 +237,130 @@ fn export_then_import_round_trips_a_run() {
         text(&out)
     );
 }
+
+/// A run waiting on a question after ten steps, whose flow `require`s a
+/// helper: the setting of the upgrade tests.
+fn waiting(name: &str) -> (Dir, String) {
+    let d = Dir::new(&format!("upgrade-{name}"));
+    d.file("rec.py", RECORDER);
+    d.file("names.lua", "return { agent = \"rec\" }\n");
+    let bp = d.file(
+        "ten.lua",
+        &with_names(&ten("names.agent", "local ok = swarm.ask(\"approve\")")),
+    );
+    let out = d.swarm(&["run", &bp, "--run-id", "w1"]);
+    assert_eq!(out.status.code(), Some(3), "waiting: {}", text(&out));
+    assert_eq!(calls(&d), 10);
+    (d, bp)
+}
+
+/// `src` with the helper `names.lua` required when the blueprint loads.
+fn with_names(src: &str) -> String {
+    src.replacen(
+        "local swarm = require \"swarm\"",
+        "local swarm = require \"swarm\"\nlocal names = require \"names\"",
+        1,
+    )
+}
+
+fn hash_of(d: &Dir, run: &str) -> String {
+    let out = d.swarm(&["show", run, "--json", "--events", "0"]);
+    let first = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let v: Value = serde_json::from_str(&first).unwrap();
+    v["run"]["hash"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_compatible_save_upgrades_a_waiting_run_and_resume_runs_nothing_twice() {
+    let (d, bp) = waiting("compatible");
+    let before = hash_of(&d, "w1");
+    // A comment, and a step added after the run's position.
+    let src = format!(
+        "-- edited\n{}",
+        with_names(&ten(
+            "names.agent",
+            "local ok = swarm.ask(\"approve\")\n    swarm.step(\"rec\", { i = 11 })"
+        ))
+    );
+    std::fs::write(&bp, &src).unwrap();
+    let out = d.swarm(&["resume", "w1"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("its journal replays on the new version: `swarm upgrade w1`"),
+        "{t}"
+    );
+    let out = d.swarm(&["upgrade", "w1", "--check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("w1 would upgrade"), "{}", text(&out));
+    assert_eq!(hash_of(&d, "w1"), before, "--check changes nothing");
+    let out = d.swarm(&["upgrade", "w1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains(&format!("w1 upgraded {} → ", &before[..12])),
+        "{t}"
+    );
+    assert_ne!(hash_of(&d, "w1"), before);
+    let show = text(&d.swarm(&["show", "w1", "--all"]));
+    assert!(show.contains("run_upgraded"), "{show}");
+    let out = d.swarm(&["upgrade", "w1"]);
+    assert!(text(&out).contains("w1 current"), "{}", text(&out));
+    let out = d.swarm(&["resume", "w1", "--answer", "approve=yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(calls(&d), 11, "only the new step ran");
+}
+
+#[test]
+fn an_incompatible_save_keeps_the_run_and_resume_names_the_divergence() {
+    let (d, bp) = waiting("incompatible");
+    let before = hash_of(&d, "w1");
+    let src = ten(
+        "i == 5 and \"other\" or \"rec\"",
+        "local ok = swarm.ask(\"approve\")",
+    );
+    std::fs::write(&bp, &src).unwrap();
+    let line = line_of(&src, "AGENT");
+    let out = d.swarm(&["upgrade", "w1"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("w1 kept on its version: diverges at 5: "), "{t}");
+    assert!(t.contains(&format!("ten.lua:{line}:")), "{t}");
+    assert_eq!(hash_of(&d, "w1"), before, "kept on its version");
+    let out = d.swarm(&["resume", "w1"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("on the new version it diverges at 5: "), "{t}");
+    assert!(
+        t.contains("journal has step(rec,") && t.contains("asked for step(other,"),
+        "{t}"
+    );
+    assert_eq!(calls(&d), 10, "nothing ran");
+}
+
+#[test]
+fn a_helper_edit_triggers_the_check() {
+    let (d, _) = waiting("helper");
+    d.file("names.lua", "-- a comment\nreturn { agent = \"rec\" }\n");
+    let out = d.swarm(&["resume", "w1"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("helper files of run `w1` changed"), "{t}");
+    assert!(t.contains("`swarm upgrade w1`"), "{t}");
+    let out = d.swarm(&["upgrade", "w1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = d.swarm(&["resume", "w1", "--answer", "approve=yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = d.swarm(&["upgrade", "w1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a passed run is not upgraded: {}",
+        text(&out)
+    );
+    assert!(text(&out).contains("is pass"), "{}", text(&out));
+}

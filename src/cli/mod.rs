@@ -31,6 +31,7 @@ mod runs;
 mod serve;
 mod show;
 mod transfer;
+mod upgrade;
 mod worker;
 
 use crate::store::{Location, Store, StoreError};
@@ -91,6 +92,8 @@ enum Command {
     Export(transfer::ExportArgs),
     /// Record a run that `swarm export` wrote.
     Import(transfer::ImportArgs),
+    /// Move stopped runs to their blueprint as it is now, when replay allows.
+    Upgrade(upgrade::UpgradeArgs),
     /// Answer a run's pending senior question.
     Answer(runs::AnswerArgs),
     /// Cancel a run.
@@ -288,6 +291,7 @@ pub fn main() -> ExitCode {
         Command::Replay(args) => replay::replay(args),
         Command::Export(args) => transfer::export(args),
         Command::Import(args) => transfer::import(args),
+        Command::Upgrade(args) => upgrade::upgrade(args),
         Command::Answer(args) => runs::answer(args),
         Command::Cancel(args) => runs::cancel(args),
         Command::Prune(args) => runs::prune(args),

@@ -23,6 +23,7 @@ mod replay;
 mod runs;
 pub mod service;
 mod transfer;
+mod upgrade;
 
 pub use agents::{Build, RustAgents};
 pub use blueprint::{Blueprint, BlueprintError, Problem};
@@ -35,6 +36,7 @@ pub use render::error_chain;
 pub use replay::Verdict;
 pub use runs::{Handle, Runs};
 pub use transfer::{EXPORT_FORMAT, Exported};
+pub use upgrade::Upgraded;
 
 use crate::auth::{CapToken, Role};
 use crate::engine::{AttachOptions, Caller, Engine, EngineError, TaskId, TaskSpec, TaskStatus};

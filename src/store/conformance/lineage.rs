@@ -98,7 +98,10 @@ pub(super) async fn a_version_moves_only_under_its_fence(db: Db) -> Outcome {
     use crate::store::{StoreError, Version};
     let (s, peer) = (db.open(), db.open());
     let a = crate::store::Owner::new();
-    let fence = s.create_run(&record("v", 1000), &a).await.ctx("create_run")?;
+    let fence = s
+        .create_run(&record("v", 1000), &a)
+        .await
+        .ctx("create_run")?;
     let v2 = Version {
         hash: "b1ue2".into(),
         helpers: [("lib/util.lua".to_string(), "def456".to_string())].into(),
@@ -125,7 +128,9 @@ pub(super) async fn a_version_moves_only_under_its_fence(db: Db) -> Outcome {
     );
     let b = crate::store::Owner::new();
     let taken = peer.claim("v", &b).await.ctx("claim")?;
-    peer.set_version("v", &v3, &taken).await.ctx("set_version b")?;
+    peer.set_version("v", &v3, &taken)
+        .await
+        .ctx("set_version b")?;
     let stale = s.set_version("v", &v2, &fence).await;
     ensure!(
         matches!(stale, Err(StoreError::Fenced { .. })),

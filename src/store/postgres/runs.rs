@@ -108,7 +108,10 @@ impl Inner {
         let helpers = serde_json::to_string(&version.helpers).unwrap_or_default();
         let epoch = fence.epoch as i64;
         let n = c
-            .execute(&stmt, &[&run, &version.hash, &helpers, &fence.owner, &epoch])
+            .execute(
+                &stmt,
+                &[&run, &version.hash, &helpers, &fence.owner, &epoch],
+            )
             .await
             .map_err(|e| self.write_error(e))?;
         if n == 0 {
