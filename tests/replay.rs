@@ -307,7 +307,9 @@ fn a_compatible_save_upgrades_a_waiting_run_and_resume_runs_nothing_twice() {
     );
     assert_ne!(hash_of(&d, "w1"), before);
     let show = text(&d.swarm(&["show", "w1", "--all"]));
-    assert!(show.contains("run_upgraded"), "{show}");
+    let now = hash_of(&d, "w1");
+    let line = format!("upgraded   {} → {}", &before[..12], &now[..12]);
+    assert!(show.contains(&line), "{show}");
     let out = d.swarm(&["upgrade", "w1"]);
     assert!(text(&out).contains("w1 current"), "{}", text(&out));
     let out = d.swarm(&["resume", "w1", "--answer", "approve=yes"]);

@@ -178,6 +178,22 @@ fn print_lineage(s: &dyn Store, r: &RunRecord) -> Result<(), StoreError> {
     if !forks.is_empty() {
         outln!("forks      {}", forks.join(", "));
     }
+    for e in wait(s.events_of_kind(&r.id, "run_upgraded", 100))? {
+        let short = |k: &str| {
+            e.payload[k]
+                .as_str()
+                .unwrap_or("?")
+                .chars()
+                .take(12)
+                .collect::<String>()
+        };
+        outln!(
+            "upgraded   {} → {} (event #{})",
+            short("from"),
+            short("to"),
+            e.id
+        );
+    }
     Ok(())
 }
 
