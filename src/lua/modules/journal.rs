@@ -146,15 +146,18 @@ pub(super) fn replay(
     if e.kind == kind && e.key == key && e.input_hash == hash {
         return Ok(Some(e));
     }
+    // A check says what it found; a run also says how to go on.
+    let hint = match j.is_check() {
+        true => String::new(),
+        false => format!("; fix or revert the code, then `swarm resume {}`", j.run()),
+    };
     let msg = format!(
         "{}: flow is not deterministic: journal has {}({}, input hash {}) at position {pos}, \
-         flow asked for {kind}({key}, input hash {hash}); fix or revert the code, \
-         then `swarm resume {}`",
+         flow asked for {kind}({key}, input hash {hash}){hint}",
         caller_location(lua, 0),
         e.kind,
         e.key,
         e.input_hash,
-        j.run(),
     );
     Err(halt_at(lua, j, Halt::Diverged, msg, pos))
 }
