@@ -133,17 +133,11 @@ fn begin(
         _ => None,
     };
     let journal_pos = pos.as_deref().map(Arc::from);
-    // What the step needs of the VM, in one borrow of its host data.
-    let (attached, engine, tok, spawner, parent) = {
-        let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
-        (
-            pos.as_ref().and_then(|_| ctx.journal()),
-            ctx.host.engine.clone(),
-            ctx.token(),
-            ctx.host.agents.get(&agent),
-            ctx.parent(),
-        )
+    let attached = match &pos {
+        Some(_) => lua.app_data_ref::<VmCtx>().expect("VmCtx").journal(),
+        None => None,
     };
+    // A replayed step needs nothing more of the VM: the rest is read after.
     let journal = match (pos, attached) {
         (Some(pos), Some(j)) => {
             let hash = input_hash(&input);
@@ -161,6 +155,16 @@ fn begin(
             Some((j, pos, hash))
         }
         _ => None,
+    };
+    // What a dispatched step needs of the VM, in one borrow of its host data.
+    let (engine, tok, spawner, parent) = {
+        let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
+        (
+            ctx.host.engine.clone(),
+            ctx.token(),
+            ctx.host.agents.get(&agent),
+            ctx.parent(),
+        )
     };
     let tok = tok.ok_or_else(no_token)?;
     let Some(spawner) = spawner else {
