@@ -248,6 +248,15 @@ impl Journal {
             .remove(pos)
     }
 
+    /// Whether an earlier execution recorded a call at `pos` that has
+    /// not been replayed yet.
+    pub fn has(&self, pos: &str) -> bool {
+        self.recorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(pos)
+    }
+
     /// Records a call's outcome, durably (see the step log). New entries
     /// are not kept in memory (no position is asked for twice), so a long
     /// run's memory stays flat.

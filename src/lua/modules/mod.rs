@@ -65,6 +65,7 @@ pub fn compose(lua: &Lua) -> mlua::Result<Table> {
     // that never waits need not pay.
     raw.raw_set("wait", lua.create_function(|lua, ()| waiting(lua))?)?;
     raw.raw_set("journal_active", journal::active(lua)?)?;
+    raw.raw_set("step_replayed", step::replayed_fn(lua)?)?;
     raw.raw_set("flow", lua.create_function(|lua, ()| parts::flow(lua))?)?;
     let (swarm, host, makers): (Table, Table, Table) =
         embedded::chunk(lua, embedded::INIT)?.call(raw)?;

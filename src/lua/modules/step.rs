@@ -84,6 +84,51 @@ pub async fn step(
     }
 }
 
+/// `swarm.step` at journal position `pos` when the journal recorded it:
+/// replayed in a plain host call, without the async machinery a step that
+/// runs needs (a replay check, and a resumed run catching up, are mostly
+/// such calls). `nil` when nothing is recorded there (the step then goes
+/// through [`step`]); else what `wait("step", ...)` answers: `true,
+/// result`, `"failed", step error`, or `false, error` (a divergence).
+pub fn replayed_fn(lua: &Lua) -> mlua::Result<mlua::Function> {
+    lua.create_function(|lua, (agent, input, pos): (Value, Value, Value)| {
+        match replayed(lua, agent, input, pos) {
+            Ok(None) => Ok((Value::Nil, Value::Nil)),
+            Ok(Some((true, v))) => Ok((Value::Boolean(true), v)),
+            Ok(Some((false, v))) => Ok((Value::String(lua.create_string("failed")?), v)),
+            Err(e) => crate::lua::error::reply(lua, Err(e)).map(|(ok, v)| (Value::Boolean(ok), v)),
+        }
+    })
+}
+
+/// The recorded outcome of the step at `pos`, if the journal has one
+/// there; a different call recorded there halts the run (diverged).
+fn replayed(
+    lua: &Lua,
+    agent: Value,
+    input: Value,
+    pos: Value,
+) -> Result<Option<(bool, Value)>, HostError> {
+    let (Value::String(agent), Value::String(pos)) = (&agent, &pos) else {
+        return Ok(None);
+    };
+    let journal = lua.app_data_ref::<VmCtx>().expect("VmCtx").journal();
+    let (agent, pos) = (agent.to_str()?, pos.to_str()?);
+    let Some(j) = journal.filter(|j| j.has(&pos)) else {
+        return Ok(None);
+    };
+    let input = to_json(lua, input, "the step input")?;
+    let hash = input_hash(&input);
+    let Some(e) = replay(lua, &j, &pos, "step", &agent, &hash)? else {
+        return Ok(None);
+    };
+    if e.ok {
+        return Ok(Some((true, to_lua(lua, &e.value)?)));
+    }
+    let at = caller_location(lua, 0);
+    Ok(Some((false, replayed_error(lua, &agent, &e.value, &at)?)))
+}
+
 /// A step answered without dispatching it.
 enum Early {
     /// The journal recorded it: its outcome.
