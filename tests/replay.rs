@@ -158,6 +158,39 @@ fn a_waiting_run_replays_up_to_its_question() {
 }
 
 #[test]
+fn a_check_waits_for_no_sleep_it_replays() {
+    let d = Dir::new("replay-sleep");
+    let bp = d.file(
+        "nap.lua",
+        r#"local swarm = require "swarm"
+return swarm.blueprint "nap" {
+  agents = { echo = swarm.agent.rust { name = "echo" } },
+  flow = function(input)
+    swarm.step("echo", 1)
+    swarm.sleep(3600 * 1000)
+    return swarm.step("echo", 2)
+  end,
+}
+"#,
+    );
+    // Stopped by its deadline an hour before its sleep ends.
+    let out = d.swarm(&["run", &bp, "--run-id", "s1", "--deadline", "2s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("deadline"), "{}", text(&out));
+    let started = std::time::Instant::now();
+    let out = d.swarm(&["replay", "s1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "s1 ok (2 entries replayed; position 3 would run next)"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "it did not wait"
+    );
+}
+
+#[test]
 fn export_then_import_round_trips_a_run() {
     let (d, _) = setup("export");
     let out = d.swarm(&["export", "r1"]);
