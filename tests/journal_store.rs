@@ -439,6 +439,7 @@ fn a_row_per_entry_journal_becomes_pages_and_keeps_every_entry() {
          ALTER TABLE runs DROP COLUMN epoch;
          ALTER TABLE runs DROP COLUMN lease_boot;
          ALTER TABLE runs DROP COLUMN lease_until_boot;
+         ALTER TABLE runs DROP COLUMN fork;
          DROP TABLE work;
          DROP TABLE work_ended;
          {JOURNAL_V4}
@@ -471,6 +472,7 @@ fn a_row_per_entry_journal_becomes_pages_and_keeps_every_entry() {
             at_ms,
             tokens,
             epoch: 0,
+            from: None,
         };
     assert_eq!(
         wait(store.journal("r")).unwrap(),

@@ -95,6 +95,44 @@ fn over_stdio_a_run_tool_returns_the_result_and_errors_carry_codes() {
 }
 
 #[test]
+fn over_stdio_a_run_is_forked_with_a_new_input() {
+    let dir = fresh("mcp-server-fork", &[("hello.lua", HELLO)]);
+    let Some(out) = stdio(&dir, json!([["run_hello", { "name": "Ada" }]])) else {
+        return;
+    };
+    let id = out["calls"][0]["structured"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = stdio(
+        &dir,
+        json!([
+            ["fork_run", { "id": id, "new_id": "f1", "input": { "name": "Bob" } }],
+            ["fork_run", { "id": id, "at": "x" }],
+        ]),
+    )
+    .unwrap();
+    assert!(
+        out["tools"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("fork_run")),
+        "{}",
+        out["tools"]
+    );
+    let c = &out["calls"];
+    assert_eq!(c[0]["error"], false, "{}", c[0]);
+    assert_eq!(c[0]["structured"]["id"], "f1");
+    assert_eq!(c[0]["structured"]["status"], "pass", "{}", c[0]);
+    assert_eq!(
+        c[0]["structured"]["result"],
+        json!({ "greeting": "hello Bob" })
+    );
+    assert_eq!(c[1]["error"], true);
+    assert_eq!(c[1]["structured"]["code"], "fork_invalid", "{}", c[1]);
+}
+
+#[test]
 fn over_stdio_a_run_that_asks_is_returned_waiting_and_answered() {
     let dir = fresh("mcp-server-ask", &[("ask.lua", ASK)]);
     let Some(out) = stdio(&dir, json!([["run_ask", {}]])) else {

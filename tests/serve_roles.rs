@@ -73,6 +73,14 @@ async fn every_role_on_every_route_is_refused_before_the_state_is_told() {
         ),
         (
             "POST",
+            "/v1/runs/{id}/fork".into(),
+            Some(json!({})),
+            "start",
+            201,
+            404,
+        ),
+        (
+            "POST",
             "/v1/runs/{id}/resume".into(),
             Some(json!({})),
             "resume",

@@ -21,13 +21,17 @@ mod bench;
 mod check;
 mod dev;
 mod doctor;
+mod fork;
 mod init;
 mod mcp;
 mod repl;
+mod replay;
 mod run;
 mod runs;
 mod serve;
 mod show;
+mod transfer;
+mod upgrade;
 mod worker;
 
 use crate::store::{Location, Store, StoreError};
@@ -80,6 +84,16 @@ enum Command {
     Show(show::ShowArgs),
     /// Continue an interrupted or waiting run from its journal.
     Resume(run::ResumeArgs),
+    /// A new run from any step of a recorded one, reusing what is unchanged.
+    Fork(fork::ForkArgs),
+    /// Check journals against a blueprint, dispatching nothing.
+    Replay(replay::ReplayArgs),
+    /// Print a run (record, journal, questions) as one JSON document.
+    Export(transfer::ExportArgs),
+    /// Record a run that `swarm export` wrote.
+    Import(transfer::ImportArgs),
+    /// Move stopped runs to their blueprint as it is now, when replay allows.
+    Upgrade(upgrade::UpgradeArgs),
     /// Answer a run's pending senior question.
     Answer(runs::AnswerArgs),
     /// Cancel a run.
@@ -273,6 +287,11 @@ pub fn main() -> ExitCode {
         Command::Runs(args) => runs::list(args),
         Command::Show(args) => show::show(args),
         Command::Resume(args) => run::resume(args),
+        Command::Fork(args) => fork::fork(args),
+        Command::Replay(args) => replay::replay(args),
+        Command::Export(args) => transfer::export(args),
+        Command::Import(args) => transfer::import(args),
+        Command::Upgrade(args) => upgrade::upgrade(args),
         Command::Answer(args) => runs::answer(args),
         Command::Cancel(args) => runs::cancel(args),
         Command::Prune(args) => runs::prune(args),

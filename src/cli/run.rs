@@ -106,7 +106,7 @@ fn parse_deadline(s: &str) -> Result<Deadline, String> {
     }
 }
 
-fn options(out: &Output, store: Option<Arc<dyn Store>>) -> Result<RunOptions, String> {
+pub(super) fn options(out: &Output, store: Option<Arc<dyn Store>>) -> Result<RunOptions, String> {
     if out.events && out.events_file.is_some() {
         return Err("--events and --events-file: choose one (both write the same NDJSON)".into());
     }
@@ -193,7 +193,7 @@ pub fn resume(args: ResumeArgs) -> ExitCode {
 }
 
 /// Waits for a run to end with progress, events and Ctrl-C.
-async fn execute(runs: &Arc<Runs>, run: Handle, out: &Output) -> ExitCode {
+pub(super) async fn execute(runs: &Arc<Runs>, run: Handle, out: &Output) -> ExitCode {
     // Registered before anything runs, so a signal that comes as soon as
     // the first agent starts is ours, not the default (killing us).
     let mut stop = Stop::register();

@@ -132,8 +132,13 @@ pub fn list(args: RunsArgs) -> ExitCode {
             "{status}{}",
             " ".repeat(13usize.saturating_sub(status.chars().count()))
         );
+        // Lineage: the run a fork was made from, and where.
+        let fork = r
+            .fork
+            .as_ref()
+            .map_or(String::new(), |f| format!("  ← {}@{}", f.run, f.at));
         outln!(
-            "{:<28} {:<14} {} {:>6} {:>9}  {:<10} {}",
+            "{:<28} {:<14} {} {:>6} {:>9}  {:<10} {}{fork}",
             r.id,
             r.blueprint,
             status,

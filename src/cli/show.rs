@@ -116,12 +116,19 @@ fn show_table(
     if let Some(res) = &r.result {
         outln!("result     {res}");
     }
+    print_lineage(s, r)?;
     let journal = wait(s.journal(&r.id))?;
     outln!("\njournal ({} entries)", journal.len());
     for e in &journal {
         let mark = if e.ok { "ok " } else { "err" };
+        // A fork says where each entry came from; another run's are all live.
+        let from = match (&e.from, &r.fork) {
+            (Some(o), _) => format!("  {o}"),
+            (None, Some(_)) => "  live".into(),
+            (None, None) => String::new(),
+        };
         outln!(
-            "  {:<10} {:<6} {:<16} {mark} {}",
+            "  {:<10} {:<6} {:<16} {mark} {}{from}",
             e.pos,
             e.kind,
             e.key,
@@ -156,13 +163,55 @@ fn show_table(
     })
 }
 
-/// Model tokens: the run's total, then by model and by step.
+/// Where the run was forked from, and the runs forked from it.
+fn print_lineage(s: &dyn Store, r: &RunRecord) -> Result<(), StoreError> {
+    if let Some(f) = &r.fork {
+        let reuse = if f.reuse { "unchanged" } else { "none" };
+        outln!("forked     from {} at {} (reuse {reuse})", f.run, f.at);
+    }
+    let forks: Vec<String> = wait(s.runs(None))?
+        .into_iter()
+        .filter_map(|c| Some((c.fork?, c.id)))
+        .filter(|(f, _)| f.run == r.id)
+        .map(|(f, id)| format!("{id} (at {})", f.at))
+        .collect();
+    if !forks.is_empty() {
+        outln!("forks      {}", forks.join(", "));
+    }
+    for e in wait(s.events_of_kind(&r.id, "run_upgraded", 100))? {
+        let short = |k: &str| {
+            e.payload[k]
+                .as_str()
+                .unwrap_or("?")
+                .chars()
+                .take(12)
+                .collect::<String>()
+        };
+        outln!(
+            "upgraded   {} → {} (event #{})",
+            short("from"),
+            short("to"),
+            e.id
+        );
+    }
+    Ok(())
+}
+
+/// Model tokens: the run's total, then by model and by step; in a fork,
+/// what its reused and copied turns had spent in their source.
 fn print_usage(u: &crate::run::JournalUsage) {
     use crate::llm::thousands;
-    if u.tally.total.turns == 0 {
+    let taken = u.reused.total.turns + u.copied.total.turns;
+    if u.tally.total.turns + taken == 0 {
         return;
     }
     outln!("\nusage      {}", u.tally.line());
+    if u.reused.total.turns > 0 {
+        outln!("saved      {} reused, not spent again", u.reused.line());
+    }
+    if u.copied.total.turns > 0 {
+        outln!("copied     {} spent by the source", u.copied.line());
+    }
     // Counted here, not reported by the server (see `llm::estimate`).
     let mark = |u: &crate::llm::Usage| if u.estimated { "  estimated" } else { "" };
     for (model, m) in &u.tally.by_model {

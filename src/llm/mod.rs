@@ -163,6 +163,18 @@ pub trait TurnLog: Send + Sync {
         value: Value,
         tokens: u64,
     ) -> BoxFuture<'static, Result<(), String>>;
+    /// In a fork: what its source recorded at `pos` (`kind`: `llm_turn`
+    /// or `llm_tool`) for this very `request`, now recorded as this run's
+    /// (reused, spending nothing); the caller uses it instead of sending.
+    /// `None` when there is nothing to reuse.
+    fn reuse(
+        &self,
+        _pos: &str,
+        _kind: &str,
+        _request: &Value,
+    ) -> BoxFuture<'static, Result<Option<Value>, String>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// What a step needs from its run: the other agents as tools, the
@@ -452,17 +464,20 @@ impl Step {
             None => None,
         };
         if let Some(rec) = replayed {
-            let turn = Turn {
-                message: rec["message"].clone(),
-                usage: rec.get("usage").cloned(),
-                finish_reason: rec["finish_reason"].as_str().map(str::to_string),
-            };
+            let turn = Turn::recorded(&rec);
             let spent = Usage::of_turn(turn.usage.as_ref());
             self.side
                 .meter
                 .charge(model, spent)
                 .map_err(|e| fail("token_budget", e))?;
             return self.cut_short(turn);
+        }
+        if let Some(p) = pos {
+            let reused = self.side.log.reuse(p, "llm_turn", &body).await;
+            // A fork's reused turn: this run spent nothing on it.
+            if let Some(rec) = reused.map_err(|e| fail("journal_fault", e))? {
+                return self.cut_short(Turn::recorded(&rec));
+            }
         }
         self.side
             .meter

@@ -30,6 +30,12 @@ impl Step {
             {
                 return Ok(tool_message(&id, &rec));
             }
+            if let Some(p) = pos.as_deref() {
+                let reused = self.side.log.reuse(p, "llm_tool", call).await;
+                if let Some(rec) = reused.map_err(|e| fail("journal_fault", e))? {
+                    return Ok(tool_message(&id, &rec));
+                }
+            }
             let out = self.tool(ctx, offered, call).await;
             let rec = match out {
                 Ok(v) => json!({ "ok": true, "value": v }),

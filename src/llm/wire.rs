@@ -16,6 +16,15 @@ pub struct Turn {
 }
 
 impl Turn {
+    /// A turn as the journal recorded it.
+    pub fn recorded(rec: &Value) -> Turn {
+        Turn {
+            message: rec["message"].clone(),
+            usage: rec.get("usage").cloned(),
+            finish_reason: rec["finish_reason"].as_str().map(str::to_string),
+        }
+    }
+
     /// The tool calls the model asked for (empty when it answered).
     pub fn tool_calls(&self) -> Vec<Value> {
         self.message

@@ -50,6 +50,16 @@ impl Prepared {
         let Some(store) = self.opts.store.clone() else {
             return Ok(());
         };
+        let record = self.new_record(input)?;
+        let taken_at = clock::local_ms();
+        let fence = store.create_run(&record, &self.owner).await?;
+        self.own(store, &record.id, fence, taken_at, Vec::new(), None);
+        Ok(())
+    }
+
+    /// The record of a new run of this blueprint with `input`: its id is
+    /// the one asked for (checked) or a new one.
+    pub(super) fn new_record(&self, input: &serde_json::Value) -> Result<RunRecord, RunError> {
         let id = match &self.opts.run_id {
             Some(id) if !valid_run_id(id) => return Err(RunError::BadRunId(id.clone())),
             Some(id) => id.clone(),
@@ -57,8 +67,8 @@ impl Prepared {
         };
         let path = std::fs::canonicalize(&self.blueprint.path)
             .unwrap_or_else(|_| self.blueprint.path.clone());
-        let record = RunRecord {
-            id: id.clone(),
+        Ok(RunRecord {
+            id,
             blueprint: self.blueprint.name.clone(),
             path: path.display().to_string(),
             hash: self.blueprint.hash.clone(),
@@ -76,11 +86,8 @@ impl Prepared {
             lease_until_ms: None,
             epoch: 0,
             helpers: self.helper_hashes(),
-        };
-        let taken_at = clock::local_ms();
-        let fence = store.create_run(&record, &self.owner).await?;
-        self.own(store, &id, fence, taken_at, Vec::new());
-        Ok(())
+            fork: None,
+        })
     }
 
     /// Re-opens a recorded run: its journal is replayed from the top.
@@ -93,22 +100,30 @@ impl Prepared {
         let taken_at = clock::local_ms();
         let fence = store.claim(&record.id, &self.owner).await?;
         let entries = store.journal(&record.id).await?;
-        self.own(store, &record.id, fence, taken_at, entries);
+        // A fork goes on reusing what its source recorded past its point.
+        let reuse = super::fork::reusable_again(&*store, record).await?;
+        self.own(store, &record.id, fence, taken_at, entries, reuse);
         Ok(())
     }
 
     /// Attaches the journal of run `id`, owned under `fence`, and keeps
-    /// its lease.
-    fn own(
+    /// its lease. `reuse`: a fork's source and the entries of it that it
+    /// may reuse.
+    pub(super) fn own(
         &self,
         store: Arc<dyn Store>,
         id: &str,
         fence: Fence,
         taken_at: u64,
         entries: Vec<crate::store::JournalEntry>,
+        reuse: Option<(String, Vec<crate::store::JournalEntry>)>,
     ) {
         let lease = Arc::new(Lease::new(store.clone(), id, fence, taken_at));
-        self.attach_journal(Journal::new(store, id, entries).owned(lease.clone()));
+        let mut journal = Journal::new(store, id, entries).owned(lease.clone());
+        if let Some((from, entries)) = reuse {
+            journal = journal.reusing(&from, entries);
+        }
+        self.attach_journal(journal);
         self.keep_lease(lease);
     }
 
@@ -222,7 +237,7 @@ impl Prepared {
             .collect()
     }
 
-    fn attach_journal(&self, journal: Journal) {
+    pub(super) fn attach_journal(&self, journal: Journal) {
         let journal = Arc::new(journal);
         self.vm.set_journal(Some(journal.clone()));
         *self.journal.lock().unwrap_or_else(|e| e.into_inner()) = Some(journal);

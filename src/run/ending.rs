@@ -22,10 +22,12 @@ impl Prepared {
         use serde_json::json;
         let of_task = RunStatus::of_task(view.status);
         if let Some((why, message)) = journal.and_then(|j| j.halted()) {
-            return (
-                why.status(),
-                json!({ "error": message, "code": why.code() }),
-            );
+            let mut result = json!({ "error": message, "code": why.code() });
+            // Where it diverged: a fork of the run starts there by default.
+            if let Some(at) = journal.and_then(|j| j.halted_at()) {
+                result["at"] = json!(at);
+            }
+            return (why.status(), result);
         }
         if self.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
             let run = journal.map_or("", |j| j.run());

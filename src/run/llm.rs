@@ -231,15 +231,50 @@ impl TurnLog for RunLog {
             })
         })
     }
+
+    fn reuse(
+        &self,
+        pos: &str,
+        kind: &str,
+        request: &Value,
+    ) -> BoxFuture<'static, Result<Option<Value>, String>> {
+        let taken = self
+            .journal()
+            .and_then(|j| Some((j.reuse(pos, kind, "llm", &input_hash(request))?, j)));
+        let Some((entry, j)) = taken else {
+            return Box::pin(async { Ok(None) });
+        };
+        let stop = self.stop.clone();
+        Box::pin(async move {
+            let value = entry.value.clone();
+            j.write(entry).await.map_err(|e| {
+                let msg = format!("the journal could not record a reused LLM turn: {e}");
+                j.halt(Halt::Fault, msg.clone());
+                stop.fire();
+                msg
+            })?;
+            Ok(Some(value))
+        })
+    }
 }
 
 /// A durable run's token usage, read back from its journal: in total, by
-/// model and by step (the step's position and agent).
+/// model and by step (the step's position and agent), live turns only. A
+/// fork's turns taken from its source are counted apart: what reuse past
+/// the fork point saved, and what the copied prefix had spent.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct JournalUsage {
     #[serde(flatten)]
     pub tally: Tally,
     pub by_step: BTreeMap<String, StepUsage>,
+    #[serde(skip_serializing_if = "no_turns")]
+    pub reused: Tally,
+    #[serde(skip_serializing_if = "no_turns")]
+    pub copied: Tally,
+}
+
+fn no_turns(t: &Tally) -> bool {
+    t.total.turns == 0
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -259,7 +294,17 @@ pub fn journal_usage(journal: &[JournalEntry]) -> JournalUsage {
     for e in journal.iter().filter(|e| e.kind == "llm_turn") {
         let spent = Usage::of_turn(e.value.get("usage"));
         let model = e.value["model"].as_str().unwrap_or("?");
-        out.tally.add(model, spent);
+        match e.from.as_ref().map(|o| o.how) {
+            Some(crate::store::Taken::Reused) => {
+                out.reused.add(model, spent);
+                continue;
+            }
+            Some(_) => {
+                out.copied.add(model, spent);
+                continue;
+            }
+            None => out.tally.add(model, spent),
+        }
         let step = e.pos.rsplit_once("~t").map_or(e.pos.as_str(), |(s, _)| s);
         let entry = out.by_step.entry(step.to_string()).or_default();
         entry.agent = agents.get(step).unwrap_or(&"?").to_string();

@@ -14,22 +14,31 @@ mod desk;
 mod durable;
 mod ending;
 mod follow;
+mod fork;
 mod input;
 pub mod kinds;
 mod llm;
+pub mod position;
 mod render;
+mod replay;
 mod runs;
 pub mod service;
+mod transfer;
+mod upgrade;
 
 pub use agents::{Build, RustAgents};
 pub use blueprint::{Blueprint, BlueprintError, Problem};
 pub use desk::parse_answer;
 pub use durable::{EventSink, valid_run_id};
 pub use follow::{Follow, Followed};
+pub use fork::{ForkRequest, default_at};
 pub use kinds::AgentKinds;
 pub use llm::{JournalUsage, StepUsage, journal_usage};
 pub use render::error_chain;
+pub use replay::Verdict;
 pub use runs::{Handle, Runs};
+pub use transfer::{EXPORT_FORMAT, Exported};
+pub use upgrade::Upgraded;
 
 use crate::auth::{CapToken, Role};
 use crate::engine::{AttachOptions, Caller, Engine, EngineError, TaskId, TaskSpec, TaskStatus};
@@ -145,6 +154,10 @@ pub enum RunError {
         role: crate::auth::Role,
         action: &'static str,
     },
+    /// A fork that cannot be made as asked (a bad position, a `--set` of
+    /// an entry that is not there).
+    #[error("{0}")]
+    Fork(String),
 }
 
 impl RunError {
@@ -162,6 +175,7 @@ impl RunError {
             RunError::Input(_) => "input_invalid",
             RunError::UnknownQuestion { .. } => "unknown_question",
             RunError::Draining => "draining",
+            RunError::Fork(_) => "fork_invalid",
             RunError::Forbidden { .. } | RunError::Bound(_) => "forbidden",
         }
     }

@@ -112,7 +112,7 @@ impl Runs {
         self.store.as_ref()
     }
 
-    fn journal(&self) -> Result<&Arc<dyn Store>, RunError> {
+    pub(super) fn journal(&self) -> Result<&Arc<dyn Store>, RunError> {
         self.store
             .as_ref()
             .ok_or_else(|| RunError::Refused("this needs a journal (not --no-journal)".into()))
@@ -145,7 +145,7 @@ impl Runs {
         opts
     }
 
-    fn refuse_if_draining(&self) -> Result<(), RunError> {
+    pub(super) fn refuse_if_draining(&self) -> Result<(), RunError> {
         if self.draining() {
             return Err(RunError::Draining);
         }
@@ -206,7 +206,7 @@ impl Runs {
 
     /// Executes a started run to its end on a task of its own. One started
     /// as the drain began stops with the others.
-    fn launch(self: &Arc<Self>, run: Prepared, root: TaskId) -> Handle {
+    pub(super) fn launch(self: &Arc<Self>, run: Prepared, root: TaskId) -> Handle {
         let id = run.run_id();
         let key = id.clone().unwrap_or_else(|| format!("task:{root}"));
         let run = Arc::new(run);

@@ -166,21 +166,21 @@ pub(super) async fn resume(
     let source = super::blueprint::read(&path)?;
     let hash = super::blueprint::hash(&source);
     if hash != record.hash && !force {
+        let now = super::upgrade::on_new_code(engine, &path, &source, record, &opts).await;
         return Err(refused(format!(
-            "the blueprint {} changed since run `{}` started (was {}, now {}); \
-             resume with --force to replay the journal against the new version",
+            "the blueprint {} changed since run `{}` started (was {}, now {}); {now}",
             path.display(),
             record.id,
             &record.hash[..12.min(record.hash.len())],
             &hash[..12]
         )));
     }
-    let run = prepare_source(engine, &path, &source, opts)?;
+    let run = prepare_source(engine, &path, &source, opts.clone())?;
     let changed = run.changed_helpers(&record.helpers);
     if !changed.is_empty() && !force {
+        let now = super::upgrade::on_new_code(engine, &path, &source, record, &opts).await;
         return Err(refused(format!(
-            "helper files of run `{}` changed since it started: {}; resume with --force \
-             to replay the journal against the new version",
+            "helper files of run `{}` changed since it started: {}; {now}",
             record.id,
             changed.join(", ")
         )));

@@ -29,6 +29,7 @@ pub fn routes() -> Router<Arc<Server>> {
         .route("/v1/runs/{id}/answers", post(answer))
         .route("/v1/runs/{id}/cancel", post(cancel))
         .route("/v1/runs/{id}/resume", post(resume))
+        .route("/v1/runs/{id}/fork", post(super::fork::fork))
         .merge(super::work::routes())
         .merge(super::page::routes())
         .fallback(|| async {
@@ -105,7 +106,7 @@ struct NewRun {
 }
 
 /// A run id a client chose: short, and safe in a URL and a file name.
-fn check_id(id: &str) -> Result<(), ApiError> {
+pub(super) fn check_id(id: &str) -> Result<(), ApiError> {
     if crate::run::valid_run_id(id) {
         Ok(())
     } else {

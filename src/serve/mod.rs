@@ -16,6 +16,7 @@ mod api;
 pub mod auth;
 mod error;
 mod events;
+mod fork;
 pub mod listen;
 pub mod mcp;
 mod origin;

@@ -19,6 +19,7 @@
 //! (this crate's dev-dependency on itself); builds leave it out.
 
 mod events;
+mod lineage;
 mod ownership;
 mod runs;
 mod work;
@@ -88,6 +89,8 @@ pub const CHECKS: &[Check] = checks![
     runs::a_position_keeps_the_later_epochs_entry,
     runs::cancel_requests_hold_until_the_run_stops,
     runs::prune_never_touches_an_active_run,
+    lineage::a_forks_lineage_reads_back_as_written,
+    lineage::a_version_moves_only_under_its_fence,
     ownership::two_owners_race_and_exactly_one_wins,
     ownership::claims_are_never_handed_to_two_owners,
     ownership::a_stale_owners_writes_are_refused_after_a_takeover,
@@ -168,6 +171,7 @@ fn record(id: &str, created_ms: u64) -> RunRecord {
         lease_until_ms: None,
         epoch: 0,
         helpers: [("lib/util.lua".to_string(), "abc123".to_string())].into(),
+        fork: None,
     }
 }
 
@@ -184,6 +188,7 @@ fn entry(run: &str, pos: &str, value: Value, epoch: u64) -> JournalEntry {
         at_ms: crate::engine::now_ms(),
         tokens: 0,
         epoch,
+        from: None,
     }
 }
 

@@ -3,9 +3,11 @@
 //! Entries recorded by an earlier process are replayed by position; new ones
 //! are appended and waited for (group commit). The map of engine resume keys
 //! to positions lets the senior desk match answers given with
-//! `swarm answer` from another process.
+//! `swarm answer` from another process. A fork's journal also holds what
+//! it may reuse of its source's recording ([`Journal::reusing`]); a replay
+//! check's journal runs nothing past its entries ([`Journal::checking`]).
 
-use super::{Fence, JournalEntry, Lease, Lost, QuestionRecord, Store, StoreError};
+use super::{Fence, JournalEntry, Lease, Lost, QuestionRecord, Store, StoreError, Taken};
 use crate::engine::now_ms;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -24,6 +26,13 @@ pub struct Journal {
     recorded: Mutex<HashMap<String, JournalEntry>>,
     asks: Mutex<HashMap<String, String>>,
     halted: Mutex<Option<(Halt, String)>>,
+    /// The position the run halted at, when the halt names one.
+    halted_at: Mutex<Option<String>>,
+    /// A fork's source and the source's entries it may reuse, by position.
+    reuse: Option<(String, Mutex<HashMap<String, JournalEntry>>)>,
+    /// A replay check: a call the journal has no entry for halts the
+    /// run ([`Halt::Frontier`]) instead of running.
+    checking: bool,
 }
 
 /// A short, stable hash of a JSON value (keys are sorted by serde_json).
@@ -62,13 +71,16 @@ pub enum Halt {
     /// Another owner took the run (or it was ended from outside): this
     /// execution stops and writes nothing more.
     Lost,
+    /// A replay check reached a call its journal has no entry for:
+    /// nothing past the journal runs in a check.
+    Frontier,
 }
 
 impl Halt {
     /// The run's status after it stopped this way.
     pub fn status(self) -> super::RunStatus {
         match self {
-            Halt::Fault | Halt::Lost => super::RunStatus::Interrupted,
+            Halt::Fault | Halt::Lost | Halt::Frontier => super::RunStatus::Interrupted,
             Halt::Diverged => super::RunStatus::Diverged,
         }
     }
@@ -78,6 +90,7 @@ impl Halt {
             Halt::Fault => "journal_fault",
             Halt::Diverged => "diverged",
             Halt::Lost => "run_lost",
+            Halt::Frontier => "replay_frontier",
         }
     }
 }
@@ -91,9 +104,27 @@ impl Journal {
             .get_or_insert((why, message));
     }
 
+    /// [`Journal::halt`] at journal position `pos` (a divergence, a
+    /// check's frontier), which [`Journal::halted_at`] then names.
+    pub fn halt_at(&self, why: Halt, message: String, pos: &str) {
+        let mut halted = self.halted.lock().unwrap_or_else(|e| e.into_inner());
+        if halted.is_none() {
+            *halted = Some((why, message));
+            *self.halted_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(pos.to_string());
+        }
+    }
+
     /// Why the journal stopped the run, if it did.
     pub fn halted(&self) -> Option<(Halt, String)> {
         self.halted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The position the run halted at, when its halt named one.
+    pub fn halted_at(&self) -> Option<String> {
+        self.halted_at
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -109,7 +140,61 @@ impl Journal {
             recorded: Mutex::new(entries.into_iter().map(|e| (e.pos.clone(), e)).collect()),
             asks: Mutex::new(HashMap::new()),
             halted: Mutex::new(None),
+            halted_at: Mutex::new(None),
+            reuse: None,
+            checking: false,
         }
+    }
+
+    /// A fork's journal: `entries` are what its source run `from`
+    /// recorded past the fork point that a call asking the same may reuse
+    /// (see [`Journal::reuse`]).
+    pub fn reusing(mut self, from: &str, entries: Vec<JournalEntry>) -> Journal {
+        let by_pos = entries.into_iter().map(|e| (e.pos.clone(), e)).collect();
+        self.reuse = Some((from.to_string(), Mutex::new(by_pos)));
+        self
+    }
+
+    /// A replay check's journal: nothing past its entries runs.
+    pub fn checking(mut self) -> Journal {
+        self.checking = true;
+        self
+    }
+
+    /// Whether this journal belongs to a replay check.
+    pub fn is_check(&self) -> bool {
+        self.checking
+    }
+
+    /// The source's entry at `pos`, taken for this run, when it recorded
+    /// the same call there (kind, key and request hash) and it succeeded:
+    /// the caller records it ([`Journal::write`]) instead of running the
+    /// call. Each is offered once.
+    pub fn reuse(&self, pos: &str, kind: &str, key: &str, hash: &str) -> Option<JournalEntry> {
+        let (from, entries) = self.reuse.as_ref()?;
+        let mut entries = entries.lock().unwrap_or_else(|e| e.into_inner());
+        let e = entries.get(pos)?;
+        if !(e.ok && e.kind == kind && e.key == key && e.input_hash == hash) {
+            return None;
+        }
+        let e = entries.remove(pos)?;
+        let epoch = self.fence().map_or(0, |f| f.epoch);
+        let mut taken = e.taken(&self.run, Taken::Reused, epoch);
+        if let Some(o) = taken.from.as_mut() {
+            o.run = from.clone();
+        }
+        taken.at_ms = now_ms();
+        Some(taken)
+    }
+
+    /// The recorded entries no call has replayed yet.
+    pub fn unreplayed(&self) -> Vec<JournalEntry> {
+        self.recorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// The journal of an owned run: writes are fenced by `lease`.
@@ -163,6 +248,15 @@ impl Journal {
             .remove(pos)
     }
 
+    /// Whether an earlier execution recorded a call at `pos` that has
+    /// not been replayed yet.
+    pub fn has(&self, pos: &str) -> bool {
+        self.recorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(pos)
+    }
+
     /// Records a call's outcome, durably (see the step log). New entries
     /// are not kept in memory (no position is asked for twice), so a long
     /// run's memory stays flat.
@@ -201,6 +295,7 @@ impl Journal {
             at_ms: now_ms(),
             tokens: 0,
             epoch: self.fence().map_or(0, |f| f.epoch),
+            from: None,
         }
     }
 

@@ -293,6 +293,21 @@ impl RunStore for MemoryStore {
         done(Ok(()))
     }
 
+    fn set_version(&self, run: &str, version: &crate::store::Version, fence: &Fence) -> Commit {
+        let mut st = self.lock();
+        let Some(row) = st.runs.get_mut(run) else {
+            return done(Err(fenced(run, fence.epoch)));
+        };
+        let r = &mut row.record;
+        if r.owner.as_deref() != Some(fence.owner.as_str()) || r.epoch != fence.epoch {
+            return done(Err(fenced(run, fence.epoch)));
+        }
+        r.hash = version.hash.clone();
+        r.helpers = version.helpers.clone();
+        r.updated_ms = now_ms();
+        done(Ok(()))
+    }
+
     fn run(&self, id: &str) -> StoreFut<'static, Option<RunRecord>> {
         done(Ok(self.lock().record(id)))
     }

@@ -19,6 +19,7 @@ pub mod clock;
 pub mod conformance;
 mod journal;
 mod lease;
+mod lineage;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -35,6 +36,7 @@ pub mod prelude {
     pub use super::{EventStore, JournalStore, Ownership, QuestionStore, RunStore, Store};
 }
 pub use lease::{Lease, Lost, RenewError, clock_text};
+pub use lineage::{ForkOf, Origin, Taken};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
@@ -248,7 +250,7 @@ impl std::str::FromStr for RunStatus {
 }
 
 /// A run as the journal knows it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RunRecord {
     pub id: String,
     pub blueprint: String,
@@ -274,7 +276,11 @@ pub struct RunRecord {
     pub epoch: u64,
     /// SHA-256 of each helper file the blueprint `require`d, by path: a
     /// changed helper is refused on resume like a changed blueprint.
+    #[serde(default)]
     pub helpers: std::collections::BTreeMap<String, String>,
+    /// The run it was forked from (`swarm fork`), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork: Option<ForkOf>,
 }
 
 /// One journaled call of a flow: a step, an answer, a sleep, a clock or
@@ -296,6 +302,10 @@ pub struct JournalEntry {
     /// recorded one position, the later ownership's entry is the one kept.
     #[serde(default)]
     pub epoch: u64,
+    /// Where it came from when this run did not record it live (a fork's
+    /// copied, edited or reused entries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Box<Origin>>,
 }
 
 /// A persisted engine event.
@@ -321,7 +331,7 @@ pub struct EventRow {
 }
 
 /// A senior question asked by a run.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct QuestionRecord {
     pub run: String,
     pub pos: String,
@@ -401,6 +411,18 @@ pub trait RunStore: Send + Sync {
     fn prune(&self, filter: &Prune) -> StoreFut<'static, Vec<String>>;
     fn request_cancel(&self, run: &str) -> Commit;
     fn cancel_requested(&self, run: &str) -> StoreFut<'static, bool>;
+    /// Moves a run to another version of its code (`swarm upgrade`): its
+    /// blueprint hash and its helpers' hashes. Only while the ownership
+    /// `fence` holds the run ([`StoreError::Fenced`] otherwise).
+    fn set_version(&self, run: &str, version: &Version, fence: &Fence) -> Commit;
+}
+
+/// A version of a run's code: the blueprint's hash and each `require`d
+/// helper's, by path.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Version {
+    pub hash: String,
+    pub helpers: std::collections::BTreeMap<String, String>,
 }
 
 /// Who executes a run: claims, renewals and lapses, decided on the store's one clock.

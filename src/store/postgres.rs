@@ -248,6 +248,11 @@ impl RunStore for PostgresStore {
         self.op(move |s| async move { s.set_status(run, status, result, fence).await })
     }
 
+    fn set_version(&self, run: &str, version: &crate::store::Version, fence: &Fence) -> Commit {
+        let (run, version, fence) = (run.to_string(), version.clone(), fence.clone());
+        self.op(move |s| async move { s.set_version(run, version, fence).await })
+    }
+
     fn run(&self, id: &str) -> StoreFut<'static, Option<RunRecord>> {
         let id = id.to_string();
         self.op(move |s| async move { s.load_run(&id).await })

@@ -312,17 +312,21 @@ fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRecord> {
         },
         tokens: r.get::<_, i64>(16)? as u64,
         epoch: r.get::<_, i64>(17)? as u64,
+        fork: match json(r, 18)? {
+            Some(v) => serde_json::from_value(v).map_err(|e| not_ours(r, 18, e))?,
+            None => None,
+        },
     })
 }
 
 const RUN_COLUMNS: &str = "id, blueprint, path, hash, input, status, result, pid, created_ms, updated_ms, \
      (SELECT coalesce(sum(j.steps), 0) FROM journal_pages j WHERE j.run = runs.id), owner, owner_host, owned_since_ms, \
-     lease_until_ms, helpers, tokens, epoch";
+     lease_until_ms, helpers, tokens, epoch, fork";
 
 const INSERT_RUN: &str = "INSERT INTO runs (id, blueprint, path, hash, input, status, result, pid,
        created_ms, updated_ms, owner, owner_host, owned_since_ms, lease_until_ms, owner_machine, helpers,
-       epoch, lease_boot, lease_until_boot)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7, ?8, ?8, ?9, ?10, ?8, ?11, ?12, ?13, 1, ?14, ?15)";
+       epoch, lease_boot, lease_until_boot, fork)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7, ?8, ?8, ?9, ?10, ?8, ?11, ?12, ?13, 1, ?14, ?15, ?16)";
 
 /// Every write's statement is a cached one: parsing an `UPDATE runs`
 /// anew cost more than running it.
@@ -351,7 +355,8 @@ impl RunStore for SqliteStore {
                 o.machine,
                 serde_json::to_string(&r.helpers).unwrap_or_default(),
                 boot,
-                until
+                until,
+                r.fork.as_ref().map(|f| serde_json::json!(f).to_string())
             ])?;
             Ok(())
         }));
@@ -389,6 +394,20 @@ impl RunStore for SqliteStore {
                 o,
                 e
             ])
+        })
+    }
+
+    fn set_version(&self, run: &str, version: &crate::store::Version, fence: &Fence) -> Commit {
+        let id = run.to_string();
+        let hash = version.hash.clone();
+        let helpers = serde_json::to_string(&version.helpers).unwrap_or_default();
+        let (owner, epoch) = (fence.owner.clone(), fence.epoch as i64);
+        self.fenced_write(run, Some(fence), move |tx| {
+            tx.prepare_cached(
+                "UPDATE runs SET hash = ?2, helpers = ?3, updated_ms = ?4
+                 WHERE id = ?1 AND owner = ?5 AND epoch = ?6",
+            )?
+            .execute(params![id, hash, helpers, now_ms() as i64, owner, epoch])
         })
     }
 

@@ -11,6 +11,7 @@ mod mcp;
 mod postgres;
 mod process;
 mod reload;
+mod replay;
 mod serve;
 
 use crate::auth::{Role, Signer};
@@ -40,6 +41,7 @@ const WORKLOADS: &[&str] = &[
     "flow-map100k",
     "step-process",
     "journal",
+    "replay-check",
     "reload-latency",
     "repl-start",
     "llm",
@@ -78,6 +80,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
             "flow-map100k" => rt.block_on(flow::flow_map100k()),
             "step-process" => rt.block_on(flow::step_process()),
             "journal" => rt.block_on(journal::journal()),
+            "replay-check" => rt.block_on(replay::replay_check()),
             "reload-latency" => rt.block_on(reload::reload_latency()),
             "repl-start" => lua::repl_start(),
             "llm" => rt.block_on(llm::llm()),

@@ -186,6 +186,7 @@ fn seed_history(db: &Path, n: usize) {
             lease_until_ms: None,
             epoch: 0,
             helpers: Default::default(),
+            fork: None,
         })
         .collect();
     let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(store);

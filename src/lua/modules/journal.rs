@@ -122,6 +122,8 @@ pub fn register(lua: &Lua, host: &Table) -> mlua::Result<()> {
 
 /// The entry an earlier execution recorded at `pos`, if any; halts the run
 /// as diverged when that entry is a different call (kind, key or input).
+/// In a replay check, a call with no entry halts it at its frontier: a
+/// check runs nothing.
 pub(super) fn replay(
     lua: &Lua,
     j: &Journal,
@@ -131,22 +133,33 @@ pub(super) fn replay(
     hash: &str,
 ) -> mlua::Result<Option<JournalEntry>> {
     let Some(e) = j.take(pos) else {
+        if j.is_check() {
+            let msg = format!(
+                "{}: the flow asks for {kind}({key}, input hash {hash}) at position {pos}, \
+                 past the journal",
+                caller_location(lua, 0)
+            );
+            return Err(halt_at(lua, j, Halt::Frontier, msg, pos));
+        }
         return Ok(None);
     };
     if e.kind == kind && e.key == key && e.input_hash == hash {
         return Ok(Some(e));
     }
+    // A check says what it found; a run also says how to go on.
+    let hint = match j.is_check() {
+        true => String::new(),
+        false => format!("; fix or revert the code, then `swarm resume {}`", j.run()),
+    };
     let msg = format!(
         "{}: flow is not deterministic: journal has {}({}, input hash {}) at position {pos}, \
-         flow asked for {kind}({key}, input hash {hash}); fix or revert the code, \
-         then `swarm resume {}`",
+         flow asked for {kind}({key}, input hash {hash}){hint}",
         caller_location(lua, 0),
         e.kind,
         e.key,
         e.input_hash,
-        j.run(),
     );
-    Err(halt(lua, j, Halt::Diverged, msg))
+    Err(halt_at(lua, j, Halt::Diverged, msg, pos))
 }
 
 /// Records a call's outcome and waits for the commit; a failed write
@@ -164,6 +177,15 @@ pub(super) async fn record(
     j.record(pos, kind, key, hash, ok, value)
         .await
         .map_err(|e| fault(lua, j, e))?;
+    spent(lua, bytes);
+    Ok(())
+}
+
+/// Records an entry taken from another run (a fork's reused step) and
+/// waits for the commit; a failed write interrupts the run.
+pub(super) async fn record_taken(lua: &Lua, j: &Journal, e: JournalEntry) -> Result<(), HostError> {
+    let bytes = crate::engine::size::measure(&e.value, usize::MAX).json;
+    j.write(e).await.map_err(|e| fault(lua, j, e))?;
     spent(lua, bytes);
     Ok(())
 }
@@ -199,6 +221,16 @@ fn store_err(e: crate::store::StoreError) -> HostError {
 /// then ends resumable (see [`Halt::status`]), never as a step failure.
 fn halt(lua: &Lua, j: &Journal, why: Halt, message: String) -> mlua::Error {
     j.halt(why, message.clone());
+    trip(lua, message)
+}
+
+/// [`halt`] at journal position `pos`.
+fn halt_at(lua: &Lua, j: &Journal, why: Halt, message: String, pos: &str) -> mlua::Error {
+    j.halt_at(why, message.clone(), pos);
+    trip(lua, message)
+}
+
+fn trip(lua: &Lua, message: String) -> mlua::Error {
     if let Some(ctx) = lua.app_data_ref::<VmCtx>() {
         ctx.limits.trip(crate::lua::Tripped::Cancelled);
     }

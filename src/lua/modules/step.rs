@@ -40,7 +40,9 @@ pub async fn step(
 ) -> Result<(bool, Value), HostError> {
     let call = match begin(lua, agent, input, pos)? {
         Ok(call) => call,
-        Err(replayed) => return Ok(replayed),
+        Err(Early::Replayed(ok, value)) => return Ok((ok, value)),
+        // Boxed: only a fork's reused steps pay for its state.
+        Err(Early::Reused(j, e)) => return Box::pin(reused(lua, j, *e)).await,
     };
     if let Some((j, ..)) = &call.journal {
         // A step is refused before it starts once the run's journal is
@@ -82,15 +84,82 @@ pub async fn step(
     }
 }
 
+/// `swarm.step` at journal position `pos` when the journal recorded it:
+/// replayed in a plain host call, without the async machinery a step that
+/// runs needs (a replay check, and a resumed run catching up, are mostly
+/// such calls). `nil` when nothing is recorded there (the step then goes
+/// through [`step`]); else what `wait("step", ...)` answers: `true,
+/// result`, `"failed", step error`, or `false, error` (a divergence).
+pub fn replayed_fn(lua: &Lua) -> mlua::Result<mlua::Function> {
+    lua.create_function(|lua, (agent, input, pos): (Value, Value, Value)| {
+        match replayed(lua, agent, input, pos) {
+            Ok(None) => Ok((Value::Nil, Value::Nil)),
+            Ok(Some((true, v))) => Ok((Value::Boolean(true), v)),
+            Ok(Some((false, v))) => Ok((Value::String(lua.create_string("failed")?), v)),
+            Err(e) => crate::lua::error::reply(lua, Err(e)).map(|(ok, v)| (Value::Boolean(ok), v)),
+        }
+    })
+}
+
+/// The recorded outcome of the step at `pos`, if the journal has one
+/// there; a different call recorded there halts the run (diverged).
+fn replayed(
+    lua: &Lua,
+    agent: Value,
+    input: Value,
+    pos: Value,
+) -> Result<Option<(bool, Value)>, HostError> {
+    let (Value::String(agent), Value::String(pos)) = (&agent, &pos) else {
+        return Ok(None);
+    };
+    let journal = lua.app_data_ref::<VmCtx>().expect("VmCtx").journal();
+    let (agent, pos) = (agent.to_str()?, pos.to_str()?);
+    let Some(j) = journal.filter(|j| j.has(&pos)) else {
+        return Ok(None);
+    };
+    let input = to_json(lua, input, "the step input")?;
+    let hash = input_hash(&input);
+    let Some(e) = replay(lua, &j, &pos, "step", &agent, &hash)? else {
+        return Ok(None);
+    };
+    if e.ok {
+        return Ok(Some((true, to_lua(lua, &e.value)?)));
+    }
+    let at = caller_location(lua, 0);
+    Ok(Some((false, replayed_error(lua, &agent, &e.value, &at)?)))
+}
+
+/// A step answered without dispatching it.
+enum Early {
+    /// The journal recorded it: its outcome.
+    Replayed(bool, Value),
+    /// A fork's source recorded the same call past the fork point: its
+    /// entry, to record in this run's journal and return.
+    Reused(Arc<crate::store::Journal>, Box<crate::store::JournalEntry>),
+}
+
+/// A step a fork reuses from its source: recorded in this run's journal
+/// (charged like any entry), then its result returned as the source's.
+async fn reused(
+    lua: &Lua,
+    j: Arc<crate::store::Journal>,
+    e: crate::store::JournalEntry,
+) -> Result<(bool, Value), HostError> {
+    super::journal::within_budget(lua, "a step", 0)?;
+    hold(lua, &j).await?;
+    let value = to_lua(lua, &e.value)?;
+    super::journal::record_taken(lua, &j, e).await?;
+    Ok((true, value))
+}
+
 /// Everything before the dispatch: read the arguments, replay the step if
-/// the journal recorded it (`Err` holds the replayed outcome), else start
-/// its task.
+/// the journal recorded it (or reuse it, in a fork), else start its task.
 fn begin(
     lua: &Lua,
     agent: Value,
     input: Value,
     pos: Value,
-) -> Result<Result<Call, (bool, Value)>, HostError> {
+) -> Result<Result<Call, Early>, HostError> {
     let agent = match agent {
         Value::String(s) => s.to_str()?.to_string(),
         other => {
@@ -109,30 +178,38 @@ fn begin(
         _ => None,
     };
     let journal_pos = pos.as_deref().map(Arc::from);
-    // What the step needs of the VM, in one borrow of its host data.
-    let (attached, engine, tok, spawner, parent) = {
-        let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
-        (
-            pos.as_ref().and_then(|_| ctx.journal()),
-            ctx.host.engine.clone(),
-            ctx.token(),
-            ctx.host.agents.get(&agent),
-            ctx.parent(),
-        )
+    let attached = match &pos {
+        Some(_) => lua.app_data_ref::<VmCtx>().expect("VmCtx").journal(),
+        None => None,
     };
+    // A replayed step needs nothing more of the VM: the rest is read after.
     let journal = match (pos, attached) {
         (Some(pos), Some(j)) => {
             let hash = input_hash(&input);
             if let Some(e) = replay(lua, &j, &pos, "step", &agent, &hash)? {
                 if e.ok {
-                    return Ok(Err((true, to_lua(lua, &e.value)?)));
+                    return Ok(Err(Early::Replayed(true, to_lua(lua, &e.value)?)));
                 }
                 let at = caller_location(lua, 0);
-                return Ok(Err((false, replayed_error(lua, &agent, &e.value, &at)?)));
+                let error = replayed_error(lua, &agent, &e.value, &at)?;
+                return Ok(Err(Early::Replayed(false, error)));
+            }
+            if let Some(e) = j.reuse(&pos, "step", &agent, &hash) {
+                return Ok(Err(Early::Reused(j, Box::new(e))));
             }
             Some((j, pos, hash))
         }
         _ => None,
+    };
+    // What a dispatched step needs of the VM, in one borrow of its host data.
+    let (engine, tok, spawner, parent) = {
+        let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
+        (
+            ctx.host.engine.clone(),
+            ctx.token(),
+            ctx.host.agents.get(&agent),
+            ctx.parent(),
+        )
     };
     let tok = tok.ok_or_else(no_token)?;
     let Some(spawner) = spawner else {

@@ -67,6 +67,24 @@ pub(super) const FIXED: &[Fixed] = &[
         },
     },
     Fixed {
+        name: "fork_run",
+        about: "Fork a run: a new run of its blueprint as it is now, replaying the run's \
+                journal before position `at` (default: the first failed step, or the end) \
+                and running live from there; `set` replaces recorded results before `at` \
+                ({position: value}); past `at`, unchanged calls reuse the recorded result \
+                unless `reuse` is \"none\".",
+        action: Action::Start,
+        schema: || {
+            json!({ "type": "object", "properties": {
+                "id": { "type": "string", "description": "The run to fork." },
+                "at": { "type": "string", "description": "A journal position: 12, 3/2:1." },
+                "new_id": { "type": "string" }, "input": {},
+                "set": { "type": "object" },
+                "reuse": { "type": "string", "enum": ["unchanged", "none"] } },
+                "required": ["id"] })
+        },
+    },
+    Fixed {
         name: "list_blueprints",
         about: "List the live blueprints: name, description, input schema, file.",
         action: Action::Read,
@@ -141,6 +159,7 @@ impl McpFace {
                 let h = self.runs.resume(who, id, force, self.opts.clone()).await?;
                 self.wait(who, h, progress).await
             }
+            "fork_run" => self.fork(who, args, progress).await,
             "list_blueprints" => self.list_blueprints(who),
             "check_blueprint" => self.check_blueprint(who, str_arg(args, "path")?).await,
             other => Err(RunError::Refused(format!("no tool `{other}`"))),
@@ -190,6 +209,35 @@ impl McpFace {
         let body = json!({ "id": id, "blueprint": r.blueprint, "status": r.status.as_str(),
             "result": r.result, "usage": shown.usage, "open_questions": open, "events": last });
         Ok((body, text))
+    }
+
+    /// Forks a run into the live version of its blueprint.
+    async fn fork(&self, who: &Authority, args: &Value, progress: Option<Progress>) -> Answer {
+        who.check(Action::Start, None)?;
+        let text = |k: &str| args.get(k).and_then(Value::as_str).map(str::to_string);
+        let set = match args.get("set") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Object(m)) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Some(_) => {
+                return Err(RunError::Fork(
+                    "`set` is an object: {position: value}".into(),
+                ));
+            }
+        };
+        let req = crate::run::ForkRequest {
+            source: str_arg(args, "id")?.to_string(),
+            at: text("at"),
+            run_id: text("new_id"),
+            input: args.get("input").cloned(),
+            set,
+            reuse: text("reuse").as_deref() != Some("none"),
+        };
+        let source = self.runs.record(who, &req.source).await?;
+        let prepared = self
+            .live
+            .prepare_as(&source.blueprint, req.run_id.clone())?;
+        let h = self.runs.fork_prepared(who, &req, prepared).await?;
+        self.wait(who, h, progress).await
     }
 
     fn list_blueprints(&self, who: &Authority) -> Answer {

@@ -14,7 +14,8 @@ pub(super) const RUN_COLUMNS: &str = "id, blueprint, path, hash, input, status, 
      created_ms, updated_ms, \
      (SELECT coalesce(sum(j.steps), 0)::int8 FROM journal_pages j WHERE j.run = runs.id), \
      owner, owner_host, owned_since_ms, lease_until_ms, helpers, \
-     (SELECT coalesce(sum(j.tokens), 0)::int8 FROM journal_pages j WHERE j.run = runs.id), epoch";
+     (SELECT coalesce(sum(j.tokens), 0)::int8 FROM journal_pages j WHERE j.run = runs.id), epoch, \
+     fork";
 
 impl Inner {
     pub(super) fn run_row(&self, r: &Row) -> Result<RunRecord, StoreError> {
@@ -41,6 +42,10 @@ impl Inner {
             },
             tokens: r.get::<_, i64>(16) as u64,
             epoch: r.get::<_, i64>(17) as u64,
+            fork: match json(self, "fork", r.get(18))? {
+                Some(v) => serde_json::from_value(v).map_err(|e| self.not_ours("fork", e))?,
+                None => None,
+            },
         })
     }
 
@@ -50,9 +55,9 @@ impl Inner {
         let sql = format!(
             "INSERT INTO runs (id, blueprint, path, hash, input, status, pid, created_ms,
                updated_ms, owner, owner_host, owner_machine, owned_since_ms, lease_until_ms,
-               helpers, epoch)
+               helpers, epoch, fork)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11, {NOW_MS},
-                     {NOW_MS} + $12, $13, 1)"
+                     {NOW_MS} + $12, $13, 1, $14)"
         );
         let stmt = c
             .prepare_cached(&sql)
@@ -74,6 +79,7 @@ impl Inner {
                 &o.machine,
                 &lease,
                 &serde_json::to_string(&r.helpers).unwrap_or_default(),
+                &r.fork.as_ref().map(|f| serde_json::json!(f).to_string()),
             ],
         )
         .await
@@ -82,6 +88,39 @@ impl Inner {
             owner: o.id,
             epoch: 1,
         })
+    }
+
+    pub(super) async fn set_version(
+        &self,
+        run: String,
+        version: crate::store::Version,
+        fence: Fence,
+    ) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        let sql = format!(
+            "UPDATE runs SET hash = $2, helpers = $3, updated_ms = {NOW_MS}
+             WHERE id = $1 AND owner = $4 AND epoch = $5"
+        );
+        let stmt = c
+            .prepare_cached(&sql)
+            .await
+            .map_err(|e| self.write_error(e))?;
+        let helpers = serde_json::to_string(&version.helpers).unwrap_or_default();
+        let epoch = fence.epoch as i64;
+        let n = c
+            .execute(
+                &stmt,
+                &[&run, &version.hash, &helpers, &fence.owner, &epoch],
+            )
+            .await
+            .map_err(|e| self.write_error(e))?;
+        if n == 0 {
+            return Err(StoreError::Fenced {
+                run,
+                epoch: fence.epoch,
+            });
+        }
+        Ok(())
     }
 
     pub(super) async fn set_status(

@@ -95,6 +95,10 @@ const MIGRATIONS: &[&str] = &[
         ended_ms        int8 NOT NULL
     );
     "#,
+    // 2: the run a fork was made from (`store::ForkOf` as JSON).
+    r#"
+    ALTER TABLE runs ADD COLUMN fork text;
+    "#,
 ];
 
 /// The schema version this binary writes.

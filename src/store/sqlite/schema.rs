@@ -145,6 +145,10 @@ const MIGRATIONS: &[&str] = &[
         ended_ms    INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 8: the run a fork was made from (`store::ForkOf` as JSON).
+    r#"
+    ALTER TABLE runs ADD COLUMN fork TEXT;
+    "#,
 ];
 
 /// The schema version this binary writes.

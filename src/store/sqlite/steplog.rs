@@ -425,6 +425,7 @@ mod tests {
             at_ms: 7,
             tokens: 0,
             epoch: 1,
+            from: None,
         }
     }
 
