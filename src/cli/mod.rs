@@ -26,6 +26,7 @@ mod mcp;
 mod repl;
 mod run;
 mod runs;
+mod send;
 mod serve;
 mod show;
 mod worker;
@@ -84,6 +85,8 @@ enum Command {
     Answer(runs::AnswerArgs),
     /// Cancel a run.
     Cancel(runs::CancelArgs),
+    /// Send a message into a run (the flow's `swarm.recv(topic)`).
+    Send(send::SendArgs),
     /// Delete finished runs (default: older than 30 days) and reclaim space.
     Prune(runs::PruneArgs),
     /// Check the journal's health and say what to do about problems.
@@ -275,6 +278,7 @@ pub fn main() -> ExitCode {
         Command::Resume(args) => run::resume(args),
         Command::Answer(args) => runs::answer(args),
         Command::Cancel(args) => runs::cancel(args),
+        Command::Send(args) => send::send(args),
         Command::Prune(args) => runs::prune(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Bench(args) => bench::run(args),

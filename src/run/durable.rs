@@ -108,7 +108,9 @@ impl Prepared {
         entries: Vec<crate::store::JournalEntry>,
     ) {
         let lease = Arc::new(Lease::new(store.clone(), id, fence, taken_at));
-        self.attach_journal(Journal::new(store, id, entries).owned(lease.clone()));
+        let waits = self.opts.interactive || self.opts.wait_for_answers;
+        let journal = Journal::new(store, id, entries).owned(lease.clone());
+        self.attach_journal(journal.waiting_for_messages(waits));
         self.keep_lease(lease);
     }
 

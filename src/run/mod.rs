@@ -137,6 +137,15 @@ pub enum RunError {
     /// The host is shutting down: it starts and resumes no runs.
     #[error("this host is draining (shutting down): it starts and resumes no runs")]
     Draining,
+    /// A message sent to a run that has finished.
+    #[error("run `{run}` already finished ({status}); it receives no more messages")]
+    Finished {
+        run: String,
+        status: crate::store::RunStatus,
+    },
+    /// A message the run service refuses (its topic, id, value or size).
+    #[error("{0}")]
+    BadMessage(String),
     /// The caller's role may not do this to a run.
     #[error("role `{role}` may not {action} runs")]
     Forbidden {
@@ -160,6 +169,8 @@ impl RunError {
             RunError::Input(_) => "input_invalid",
             RunError::UnknownQuestion { .. } => "unknown_question",
             RunError::Draining => "draining",
+            RunError::Finished { .. } => "run_finished",
+            RunError::BadMessage(_) => "bad_message",
             RunError::Forbidden { .. } | RunError::Bound(_) => "forbidden",
         }
     }

@@ -27,6 +27,7 @@ pub fn routes() -> Router<Arc<Server>> {
         .route("/v1/runs/{id}/journal", get(journal))
         .route("/v1/runs/{id}/events", get(events::stream))
         .route("/v1/runs/{id}/answers", post(answer))
+        .route("/v1/runs/{id}/messages", post(message))
         .route("/v1/runs/{id}/cancel", post(cancel))
         .route("/v1/runs/{id}/resume", post(resume))
         .merge(super::work::routes())
@@ -228,6 +229,32 @@ async fn answer(
     let req = body.parse()?;
     let answered = s.runs.answer(&who, &id, &req.question, req.value).await?;
     ok(json!({ "answered": true, "resume_needed": answered == Answered::NeedsResume }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageReq {
+    topic: String,
+    value: Value,
+    id: Option<String>,
+}
+
+/// A message into a run, for its flow's `swarm.recv(topic)`: `{seq,
+/// duplicate, resume_needed}` (a retry with the same `id` adds nothing).
+async fn message(
+    State(s): S,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body<MessageReq>,
+) -> Reply {
+    let who = s.who(&headers)?;
+    who.check(Action::Send, Some(&id))?;
+    let req = body.parse()?;
+    let sent = s
+        .runs
+        .send(&who, &id, &req.topic, req.value, req.id.as_deref())
+        .await?;
+    ok(json!(sent))
 }
 
 async fn cancel(State(s): S, headers: HeaderMap, Path(id): Path<String>) -> Reply {

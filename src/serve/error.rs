@@ -57,7 +57,8 @@ impl From<RunError> for ApiError {
             | RunError::UnknownBlueprint { .. }
             | RunError::UnknownQuestion { .. } => StatusCode::NOT_FOUND,
             RunError::Forbidden { .. } | RunError::Bound(_) => StatusCode::FORBIDDEN,
-            RunError::Refused(_) => StatusCode::CONFLICT,
+            RunError::Refused(_) | RunError::Finished { .. } => StatusCode::CONFLICT,
+            RunError::BadMessage(_) => StatusCode::BAD_REQUEST,
             RunError::BadRunId(_) | RunError::Input(_) => StatusCode::BAD_REQUEST,
             RunError::Blueprint(_) => StatusCode::UNPROCESSABLE_ENTITY,
             RunError::Store(s) => match s.code() {

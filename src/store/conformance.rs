@@ -19,6 +19,7 @@
 //! (this crate's dev-dependency on itself); builds leave it out.
 
 mod events;
+mod messages;
 mod ownership;
 mod runs;
 mod work;
@@ -96,6 +97,7 @@ pub const CHECKS: &[Check] = checks![
     events::events_page_filter_and_tail,
     events::questions_are_answered_once,
     work::work_claims_are_never_handed_to_two_workers,
+    messages::messages_are_numbered_once_in_order,
 ];
 
 /// How long one check may take before it counts as hung.

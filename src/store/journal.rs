@@ -24,6 +24,11 @@ pub struct Journal {
     recorded: Mutex<HashMap<String, JournalEntry>>,
     asks: Mutex<HashMap<String, String>>,
     halted: Mutex<Option<(Halt, String)>>,
+    /// Messages sent into the run that its flow received (`inbox.rs`).
+    inbox: super::Inbox,
+    /// Whether a `swarm.recv` with no message waits for one (a server, a
+    /// terminal, `--wait-answers`) or stops the run `waiting`.
+    waits: std::sync::atomic::AtomicBool,
 }
 
 /// A short, stable hash of a JSON value (keys are sorted by serde_json).
@@ -62,6 +67,9 @@ pub enum Halt {
     /// Another owner took the run (or it was ended from outside): this
     /// execution stops and writes nothing more.
     Lost,
+    /// The flow waits for a message nobody here waits for (`swarm.recv`
+    /// in a run that does not wait): resumable once one is sent.
+    Waiting,
 }
 
 impl Halt {
@@ -70,6 +78,7 @@ impl Halt {
         match self {
             Halt::Fault | Halt::Lost => super::RunStatus::Interrupted,
             Halt::Diverged => super::RunStatus::Diverged,
+            Halt::Waiting => super::RunStatus::Waiting,
         }
     }
 
@@ -78,6 +87,7 @@ impl Halt {
             Halt::Fault => "journal_fault",
             Halt::Diverged => "diverged",
             Halt::Lost => "run_lost",
+            Halt::Waiting => "message_awaited",
         }
     }
 }
@@ -106,10 +116,31 @@ impl Journal {
             store,
             run: run.to_string(),
             lease: None,
+            inbox: super::Inbox::from_journal(&entries),
             recorded: Mutex::new(entries.into_iter().map(|e| (e.pos.clone(), e)).collect()),
             asks: Mutex::new(HashMap::new()),
             halted: Mutex::new(None),
+            waits: std::sync::atomic::AtomicBool::new(true),
         }
+    }
+
+    /// Sets whether a `swarm.recv` with no message waits for one (`true`,
+    /// the default) or stops the run `waiting` for `swarm send` and
+    /// `swarm resume`.
+    pub fn waiting_for_messages(self, waits: bool) -> Journal {
+        self.waits
+            .store(waits, std::sync::atomic::Ordering::Relaxed);
+        self
+    }
+
+    /// See [`Journal::waiting_for_messages`].
+    pub fn waits_for_messages(&self) -> bool {
+        self.waits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The messages sent into the run that its flow received.
+    pub fn inbox(&self) -> &super::Inbox {
+        &self.inbox
     }
 
     /// The journal of an owned run: writes are fenced by `lease`.

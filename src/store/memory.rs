@@ -32,6 +32,8 @@ const PLACE: &str = "memory:";
 /// an LLM step): not counted in [`RunRecord::steps`].
 const NOT_STEPS: [&str; 2] = ["llm_turn", "llm_tool"];
 
+mod messages;
+
 pub struct MemoryStore {
     state: Mutex<State>,
     /// The lease length; `None`: [`super::lease`] when a lease is taken.
@@ -50,6 +52,8 @@ struct State {
     journals: HashMap<String, HashMap<String, JournalEntry>>,
     events: HashMap<String, Vec<Event>>,
     questions: HashMap<String, Vec<QuestionRecord>>,
+    /// Messages sent into runs, in order (`memory/messages.rs`).
+    messages: HashMap<String, Vec<super::MessageRecord>>,
 }
 
 /// A run's row: the record as readers see it (less the counts computed
@@ -331,6 +335,7 @@ impl RunStore for MemoryStore {
             st.journals.remove(id);
             st.events.remove(id);
             st.questions.remove(id);
+            st.messages.remove(id);
         }
         done(Ok(ids))
     }

@@ -17,6 +17,7 @@
 pub mod clock;
 #[cfg(feature = "testing")]
 pub mod conformance;
+mod inbox;
 mod journal;
 mod lease;
 mod memory;
@@ -26,13 +27,16 @@ mod sqlite;
 mod url;
 pub mod work;
 
+pub use inbox::Inbox;
 pub use journal::{Halt, Journal, input_hash};
 
 /// The store contract's traits, for code that calls a store's methods on
 /// a concrete type (`use lua_swarm::store::prelude::*`).
 pub mod prelude {
     pub use super::work::WorkQueue;
-    pub use super::{EventStore, JournalStore, Ownership, QuestionStore, RunStore, Store};
+    pub use super::{
+        EventStore, JournalStore, MessageStore, Ownership, QuestionStore, RunStore, Store,
+    };
 }
 pub use lease::{Lease, Lost, RenewError, clock_text};
 pub use memory::MemoryStore;
@@ -348,6 +352,31 @@ impl QuestionRecord {
     }
 }
 
+/// A message sent into a run from outside (`swarm send`, `POST
+/// /v1/runs/{id}/messages`), for the flow's `swarm.recv(topic)`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MessageRecord {
+    pub run: String,
+    /// Its number in the run: 1, 2, 3, ... in the order the store took
+    /// the run's messages (all topics together), with no gaps.
+    pub seq: u64,
+    pub topic: String,
+    pub value: Value,
+    /// The sender's own id for it, which makes a retried send a no-op.
+    pub id: Option<String>,
+    pub sent_ms: u64,
+}
+
+/// What [`MessageStore::send_message`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Posted {
+    /// The message's number in its run.
+    pub seq: u64,
+    /// True when the run already had a message with the sender's id: no
+    /// new message was added, `seq` is the earlier one's.
+    pub duplicate: bool,
+}
+
 /// Which finished runs `swarm prune` deletes.
 #[derive(Debug, Clone)]
 pub struct Prune {
@@ -463,9 +492,36 @@ pub trait QuestionStore: Send + Sync {
     fn questions(&self, run: &str) -> StoreFut<'static, Vec<QuestionRecord>>;
 }
 
+/// Messages sent into a run, kept in the order they were taken.
+pub trait MessageStore: Send + Sync {
+    /// Appends a message on `topic` to run `run`'s messages, numbered one
+    /// after the run's last. With a sender's `id` that one of the run's
+    /// messages already carries, nothing is added: the answer is that
+    /// message's number, marked `duplicate` (retries are safe). Whether
+    /// the run exists is the caller's to check.
+    fn send_message(
+        &self,
+        run: &str,
+        topic: &str,
+        value: Value,
+        id: Option<&str>,
+    ) -> StoreFut<'static, Posted>;
+    /// Up to `limit` messages of `run` on `topic` numbered after `after`,
+    /// in order.
+    fn messages(
+        &self,
+        run: &str,
+        topic: &str,
+        after: u64,
+        limit: usize,
+    ) -> StoreFut<'static, Vec<MessageRecord>>;
+}
+
 /// The whole contract, as the host holds a store: every part above,
 /// and the work queue.
-pub trait Store: RunStore + Ownership + JournalStore + EventStore + QuestionStore {
+pub trait Store:
+    RunStore + Ownership + JournalStore + EventStore + QuestionStore + MessageStore
+{
     /// The remote-step work queue every server on this journal shares
     /// (`store/work.rs`); `None` for a journal without one, whose runs use
     /// the engine's in-memory board.

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 mod batch;
 pub(super) mod config;
+mod messages;
 mod ownership;
 mod reads;
 mod runs;

@@ -29,6 +29,7 @@ mod commit;
 mod entries;
 mod errors;
 mod health;
+mod messages;
 mod ownership;
 mod pages;
 mod reads;

@@ -13,6 +13,7 @@ mod journal;
 mod json;
 mod log;
 mod parts;
+mod recv;
 mod step;
 mod time;
 mod worker;
@@ -100,6 +101,7 @@ fn waiting(lua: &Lua) -> mlua::Result<mlua::Function> {
                 "gather" => Box::pin(gather::gather(&lua, a, b)),
                 "journal_put" => Box::pin(journal::put(&lua, a, b)),
                 "journal_question" => Box::pin(journal::question(&lua, a, b)),
+                "recv" => Box::pin(recv::recv(&lua, a, b)),
                 _ => Box::pin(engine::wait(&lua, &op, a, b)),
             };
             let r = within_limits(&lua, r).await?;

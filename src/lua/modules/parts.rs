@@ -33,6 +33,7 @@ const FLOW_PART: Part = (
         "map",
         "ask",
         "sleep",
+        "recv",
     ],
 );
 const BLUEPRINT_PART: Part = (BLUEPRINT, &["blueprint", "agent", "layer", "duration"]);

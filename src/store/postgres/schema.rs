@@ -95,6 +95,21 @@ const MIGRATIONS: &[&str] = &[
         ended_ms        int8 NOT NULL
     );
     "#,
+    // 2: messages sent into runs (`postgres/messages.rs`), numbered per
+    // run; a sender's id is unique per run.
+    r#"
+    CREATE TABLE messages (
+        run             text NOT NULL,
+        seq             int8 NOT NULL,
+        topic           text NOT NULL,
+        value           text NOT NULL,
+        client_id       text,
+        sent_ms         int8 NOT NULL,
+        PRIMARY KEY (run, seq)
+    );
+    CREATE INDEX messages_topic ON messages (run, topic, seq);
+    CREATE UNIQUE INDEX messages_client ON messages (run, client_id) WHERE client_id IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this binary writes.

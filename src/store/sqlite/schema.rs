@@ -145,6 +145,21 @@ const MIGRATIONS: &[&str] = &[
         ended_ms    INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 8: messages sent into runs (`sqlite/messages.rs`), numbered per run;
+    // a sender's id is unique per run, so a retried send adds nothing.
+    r#"
+    CREATE TABLE messages (
+        run         TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        topic       TEXT NOT NULL,
+        value       TEXT NOT NULL,
+        client_id   TEXT,
+        sent_ms     INTEGER NOT NULL,
+        PRIMARY KEY (run, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX messages_topic ON messages(run, topic, seq);
+    CREATE UNIQUE INDEX messages_client ON messages(run, client_id) WHERE client_id IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this binary writes.
