@@ -65,6 +65,14 @@ async fn every_role_on_every_route_is_refused_before_the_state_is_told() {
         ),
         (
             "POST",
+            "/v1/runs/{id}/messages".into(),
+            Some(json!({"topic": "q", "value": 1})),
+            "send",
+            409,
+            404,
+        ),
+        (
+            "POST",
             "/v1/runs/{id}/cancel".into(),
             Some(json!({})),
             "cancel",
