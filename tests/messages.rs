@@ -62,7 +62,7 @@ fn entries(head: &Value, kind: &str) -> Vec<Value> {
 }
 
 /// Polls the journal until `done` holds (a hang guard, not a timer).
-fn until(d: &Dir, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+fn until(d: &Dir, what: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
     let t0 = Instant::now();
     loop {
         let h = head(d, id);
@@ -103,6 +103,9 @@ fn messages_from_other_processes_arrive_in_order_once_across_a_sigkill() {
         "inbox",
         "--wait-answers",
     ]);
+    until(&d, "the run is recorded", "inbox", |h| {
+        h["run"]["status"] == "running"
+    });
     // Three messages while it runs, one of them retried with its id.
     send(&d, &["inbox", "work", "1"]);
     send(&d, &["inbox", "work", "2", "--id", "two"]);
@@ -110,7 +113,7 @@ fn messages_from_other_processes_arrive_in_order_once_across_a_sigkill() {
     assert!(again.contains("already sent as message 2"), "{again}");
     send(&d, &["inbox", "work", "3"]);
     // Its third step is recorded: it now waits in its fourth recv.
-    until(&d, "inbox", "three steps", |h| {
+    until(&d, "three steps", "inbox", |h| {
         entries(h, "step").len() == 3
     });
     owner.kill().unwrap();
@@ -142,7 +145,12 @@ fn a_run_that_does_not_wait_stops_waiting_and_resumes_with_the_message() {
     let d = Dir::new("messages-waiting");
     let bp = receiver(&d);
     let out = d.swarm(&["run", &bp, "--input", r#"{"n":1}"#, "--run-id", "w"]);
-    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).contains("waiting for a message"),
+        "{}",
+        text(&out)
+    );
     let h = head(&d, "w");
     assert_eq!(h["run"]["status"], "waiting", "{h}");
     assert_eq!(h["run"]["result"]["code"], "message_awaited", "{h}");
