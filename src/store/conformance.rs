@@ -20,6 +20,7 @@
 
 mod events;
 mod messages;
+mod mobs;
 mod ownership;
 mod runs;
 mod work;
@@ -98,6 +99,7 @@ pub const CHECKS: &[Check] = checks![
     events::questions_are_answered_once,
     work::work_claims_are_never_handed_to_two_workers,
     messages::messages_are_numbered_once_in_order,
+    mobs::mob_rosters_and_conversations_are_compare_and_set,
 ];
 
 /// How long one check may take before it counts as hung.

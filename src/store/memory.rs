@@ -33,6 +33,7 @@ const PLACE: &str = "memory:";
 const NOT_STEPS: [&str; 2] = ["llm_turn", "llm_tool"];
 
 mod messages;
+mod mobs;
 
 pub struct MemoryStore {
     state: Mutex<State>,
@@ -54,6 +55,9 @@ struct State {
     questions: HashMap<String, Vec<QuestionRecord>>,
     /// Messages sent into runs, in order (`memory/messages.rs`).
     messages: HashMap<String, Vec<super::MessageRecord>>,
+    /// Mobs by name, and their conversations by (mob, conversation).
+    mobs: HashMap<String, super::MobRecord>,
+    turns: HashMap<(String, String), Vec<Value>>,
 }
 
 /// A run's row: the record as readers see it (less the counts computed

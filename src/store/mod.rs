@@ -35,7 +35,7 @@ pub use journal::{Halt, Journal, input_hash};
 pub mod prelude {
     pub use super::work::WorkQueue;
     pub use super::{
-        EventStore, JournalStore, MessageStore, Ownership, QuestionStore, RunStore, Store,
+        EventStore, JournalStore, MessageStore, MobStore, Ownership, QuestionStore, RunStore, Store,
     };
 }
 pub use lease::{Lease, Lost, RenewError, clock_text};
@@ -517,10 +517,44 @@ pub trait MessageStore: Send + Sync {
     ) -> StoreFut<'static, Vec<MessageRecord>>;
 }
 
+/// A mob as stored: its roster document and that document's version.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MobRecord {
+    pub name: String,
+    /// 1 once written, one more at every write.
+    pub version: u64,
+    /// The roster (`crate::mob::Roster`), as JSON.
+    pub doc: Value,
+    pub updated_ms: u64,
+}
+
+/// Mobs: named rosters of long-lived members, shared by every run that
+/// names them (`swarm.mob(name)`), and each member's conversation.
+pub trait MobStore: Send + Sync {
+    fn mob(&self, name: &str) -> StoreFut<'static, Option<MobRecord>>;
+    /// Writes mob `name`'s roster when its version is still `version` (0:
+    /// the mob does not exist yet); false, writing nothing, when another
+    /// writer got there first (read again and retry).
+    fn put_mob(&self, name: &str, version: u64, doc: Value) -> StoreFut<'static, bool>;
+    /// Every mob, by name.
+    fn mobs(&self) -> StoreFut<'static, Vec<MobRecord>>;
+    /// The turns of conversation `convo` of mob `mob`, in order.
+    fn turns(&self, mob: &str, convo: &str) -> StoreFut<'static, Vec<Value>>;
+    /// Appends `turns` to conversation `convo` when it holds exactly `at`
+    /// turns; false, appending nothing, otherwise.
+    fn append_turns(
+        &self,
+        mob: &str,
+        convo: &str,
+        at: u64,
+        turns: Vec<Value>,
+    ) -> StoreFut<'static, bool>;
+}
+
 /// The whole contract, as the host holds a store: every part above,
 /// and the work queue.
 pub trait Store:
-    RunStore + Ownership + JournalStore + EventStore + QuestionStore + MessageStore
+    RunStore + Ownership + JournalStore + EventStore + QuestionStore + MessageStore + MobStore
 {
     /// The remote-step work queue every server on this journal shares
     /// (`store/work.rs`); `None` for a journal without one, whose runs use

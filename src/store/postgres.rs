@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 mod batch;
 pub(super) mod config;
 mod messages;
+mod mobs;
 mod ownership;
 mod reads;
 mod runs;

@@ -30,6 +30,7 @@ mod entries;
 mod errors;
 mod health;
 mod messages;
+mod mobs;
 mod ownership;
 mod pages;
 mod reads;

@@ -160,6 +160,23 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX messages_topic ON messages(run, topic, seq);
     CREATE UNIQUE INDEX messages_client ON messages(run, client_id) WHERE client_id IS NOT NULL;
     "#,
+    // 9: mobs (`sqlite/mobs.rs`): each roster one versioned document, and
+    // each member's conversation a turn per row.
+    r#"
+    CREATE TABLE mobs (
+        name        TEXT PRIMARY KEY,
+        version     INTEGER NOT NULL,
+        doc         TEXT NOT NULL,
+        updated_ms  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE mob_turns (
+        mob         TEXT NOT NULL,
+        convo       TEXT NOT NULL,
+        n           INTEGER NOT NULL,
+        turn        TEXT NOT NULL,
+        PRIMARY KEY (mob, convo, n)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this binary writes.
