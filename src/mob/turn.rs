@@ -1,0 +1,136 @@
+//! One turn of a member's conversation, around the model call the caller
+//! makes: [`Mob::open_turn`] reads what the model is sent (the
+//! conversation, then the peer messages waiting in its inbox and the new
+//! text as one user turn); [`Mob::close_turn`] appends the user turn and
+//! the reply, both marked with the turn's origin, and takes the messages
+//! shown out of the inbox. A turn made again after a crash finds its
+//! reply by origin ([`Mob::finished_turn`]) instead of asking again.
+//!
+//! A member takes one turn at a time: [`turn_lock`] queues turns on one
+//! member in this process (turns on different members run in parallel).
+
+use super::{Handle, Mob, MobError};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// What a turn starts from.
+#[derive(Debug, Clone)]
+pub struct TurnStart {
+    pub agent: String,
+    /// The whole request: the conversation so far, then `user`.
+    pub messages: Vec<Value>,
+    /// The new user turn: peer messages waiting, then the text.
+    pub user: String,
+    /// The conversation's length when the turn began.
+    pub at: u64,
+    pub convo: String,
+    /// The last peer message shown (0: none).
+    pub upto: u64,
+    /// Who it may message (`send_message`).
+    pub peers: Vec<String>,
+}
+
+/// The queue of turns on member `id` of mob `mob`, in this process.
+pub fn turn_lock(mob: &str, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
+    let mut locks = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    // Locks nobody waits on are let go, so the map stays small.
+    locks.retain(|_, l| Arc::strong_count(l) > 1);
+    locks.entry(format!("{mob}\u{0}{id}")).or_default().clone()
+}
+
+impl Mob<'_> {
+    /// Reads what the turn of `h` on `text` sends the model.
+    pub async fn open_turn(&self, h: &Handle, text: &str) -> Result<TurnStart, MobError> {
+        let roster = self.roster().await?;
+        let m = self.current(&roster, h)?;
+        let turns = self.store.turns(&self.name, &m.convo).await?;
+        let mut user = String::new();
+        if !m.inbox.is_empty() {
+            user.push_str("Messages from your peers since your last turn:\n");
+            for msg in &m.inbox {
+                user.push_str(&format!("- from {}: {}\n", msg.from, msg.text));
+            }
+            user.push('\n');
+        }
+        user.push_str(text);
+        let mut messages = super::as_messages(&turns);
+        messages.push(json!({ "role": "user", "content": user }));
+        Ok(TurnStart {
+            agent: m.agent.clone(),
+            messages,
+            user,
+            at: turns.len() as u64,
+            convo: m.convo.clone(),
+            upto: m.inbox.last().map_or(0, |msg| msg.seq),
+            peers: m.wired.iter().cloned().collect(),
+        })
+    }
+
+    /// The reply of the turn `origin` made, if it finished before.
+    pub async fn finished_turn(&self, h: &Handle, origin: &str) -> Result<Option<Value>, MobError> {
+        let roster = self.roster().await?;
+        let Some(m) = roster.members.get(&h.id) else {
+            return Ok(None);
+        };
+        let turns = self.store.turns(&self.name, &m.convo).await?;
+        Ok(turns
+            .iter()
+            .rev()
+            .find(|t| t["origin"] == origin && t["role"] == "assistant")
+            .map(|t| {
+                t.get("reply")
+                    .cloned()
+                    .unwrap_or_else(|| t["content"].clone())
+            }))
+    }
+
+    /// Records the finished turn: its user turn and `reply`, then the
+    /// roster (inbox emptied up to what it showed, counts, last reply).
+    pub async fn close_turn(
+        &self,
+        h: &Handle,
+        start: &TurnStart,
+        origin: &str,
+        reply: &Value,
+        tokens: u64,
+    ) -> Result<(), MobError> {
+        let content = match reply {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let turns = vec![
+            json!({ "role": "user", "content": start.user, "origin": origin }),
+            json!({ "role": "assistant", "content": content, "reply": reply, "origin": origin }),
+        ];
+        let appended = self
+            .store
+            .append_turns(&self.name, &start.convo, start.at, turns)
+            .await?;
+        if !appended && self.finished_turn(h, origin).await?.is_none() {
+            return Err(MobError::Contended(self.name.clone()));
+        }
+        self.update(|r| {
+            let Some(m) = r.members.get_mut(&h.id) else {
+                return Ok(((), false));
+            };
+            if m.incarnation != h.incarnation {
+                return Ok(((), false));
+            }
+            let before = m.inbox.len();
+            m.inbox.retain(|msg| msg.seq > start.upto);
+            if !appended && before == m.inbox.len() {
+                return Ok(((), false));
+            }
+            m.turns += 1;
+            m.tokens += tokens;
+            m.last_reply = Some(reply.clone());
+            Ok(((), true))
+        })
+        .await
+    }
+}
