@@ -274,6 +274,13 @@ function M.recv(topic, opts)
   return got.value, { seq = got.seq, id = got.id, topic = got.topic, sent_ms = got.sent_ms }
 end
 
+-- For the mob library (`swarm/mob.lua`): the one journaled-call helper,
+-- and the next journal position (nil when the run is not durable).
+M._journaled_call = journaled_call
+function M._position()
+  return journaled() and next_pos() or nil
+end
+
 -- The journaled reads behind swarm.time.now, os.time, os.clock and
 -- math.random in a durable run (swarm/init.lua installs those).
 function M._read(kind, read)

@@ -1,0 +1,431 @@
+//! Mobs against the scripted OpenAI-compatible server: members with
+//! durable conversations (`swarm.mob`), peer messages through the
+//! `send_message` tool and `tell`, incarnations fencing stale handles,
+//! forks, budgets reserved from the run's limit before any model call,
+//! conversations carried into a later run, and a run killed with SIGKILL
+//! mid-mob that resumes without asking the model for a finished turn.
+
+mod common;
+
+use common::HANG_GUARD;
+use lua_swarm::auth::Signer;
+use lua_swarm::engine::{Engine, EngineConfig, EventKind};
+use lua_swarm::llm::scripted::{Reply, Scripted};
+use lua_swarm::run::{self, RunOptions};
+use lua_swarm::store::{MemoryStore, Store};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+fn dir(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("mob-{name}"));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A blueprint with LLM agents `lead` and `coder` on `url`, limits
+/// `limits`, and `flow` as the flow's body.
+fn blueprint(d: &Path, url: &str, limits: &str, flow: &str) -> PathBuf {
+    let body = format!(
+        r#"local swarm = require "swarm"
+return swarm.blueprint "mob" {{
+  agents = {{
+    lead = swarm.agent.llm {{ base_url = "{url}", model = "m", system = "You lead.", stream = false }},
+    coder = swarm.agent.llm {{ base_url = "{url}", model = "m", system = "You code." }},
+  }},
+  limits = {{ {limits} }},
+  flow = function(input)
+    {flow}
+  end,
+}}
+"#
+    );
+    let p = d.join("mob.lua");
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+/// Runs the blueprint at `path` on `store` (a mob lives in the store).
+async fn run_on(store: &Arc<dyn Store>, path: &Path) -> (run::RunReport, Engine) {
+    let engine = Engine::new(EngineConfig::default(), Signer::random());
+    let opts = RunOptions {
+        store: Some(store.clone()),
+        ..RunOptions::default()
+    };
+    let r = run::prepare(&engine, path, opts).unwrap();
+    let report = tokio::time::timeout(HANG_GUARD, r.run(Value::Null))
+        .await
+        .expect("hang guard")
+        .unwrap();
+    (report, engine)
+}
+
+fn memory() -> Arc<dyn Store> {
+    Arc::new(MemoryStore::new())
+}
+
+fn tool_call(id: &str, to: &str, text: &str) -> Reply {
+    let args = json!({ "to": to, "text": text }).to_string();
+    Reply::Tools(vec![(id.into(), "send_message".into(), args)])
+}
+
+fn contents(req: &Value) -> Vec<(String, String)> {
+    req["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap_or_default().to_string(),
+                m["content"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn last_user(req: &Value) -> String {
+    contents(req)
+        .into_iter()
+        .rev()
+        .find(|(role, _)| role == "user")
+        .map(|(_, c)| c)
+        .unwrap_or_default()
+}
+
+/// The mob events (layer notes of layer `mob`) on the engine's ledger.
+fn mob_events(engine: &Engine) -> Vec<Value> {
+    let tok = engine
+        .attach(
+            lua_swarm::engine::Caller::Host,
+            lua_swarm::engine::AttachOptions::new("t", lua_swarm::auth::Role::Observer),
+        )
+        .unwrap();
+    let mut sub = engine.subscribe(&tok, 0).unwrap();
+    std::iter::from_fn(|| sub.try_next().unwrap())
+        .filter_map(|e| match e.kind {
+            EventKind::LayerNote { layer: "mob", note } => Some((*note).clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coders_message_the_lead_through_send_message_and_the_lead_answers() {
+    let server = Scripted::start(vec![
+        tool_call("a1", "lead", "tokenizer done"),
+        Reply::Text("wrote the tokenizer".into()),
+        tool_call("b1", "lead", "parser done"),
+        Reply::Text("wrote the parser".into()),
+        Reply::Text("both are done".into()),
+        Reply::Text("nothing new".into()),
+    ])
+    .await
+    .unwrap();
+    let d = dir("team");
+    let bp = blueprint(
+        &d,
+        &server.url,
+        "",
+        r#"local mob = swarm.mob("team")
+    local lead = mob:spawn { id = "lead", agent = "lead", labels = { role = "lead" } }
+    local c1 = mob:spawn { id = "c1", agent = "coder", message = "You own the tokenizer.",
+                           wire = { "lead" }, labels = { role = "coder" } }
+    local c2 = mob:spawn { id = "c2", agent = "coder", wire = { "lead" }, labels = { role = "coder" } }
+    local r1 = c1:ask("Write the tokenizer.")
+    local r2 = c2:ask("Write the parser.")
+    local status = lead:ask("Status?")
+    local again = lead:ask("Anything else?")
+    local coders = mob:members { labels = { role = "coder" } }
+    local ok, unwired = pcall(c1.tell, c1, "c2", "hello")
+    local ok2, unknown = pcall(c1.tell, c1, "nobody", "hello")
+    local ok3, dup = pcall(mob.spawn, mob, { id = "lead", agent = "lead" })
+    local ok4, bad = pcall(mob.spawn, mob, { id = "x", agent = "nope" })
+    local receipt = lead:tell("c1", "thanks")
+    return { r1 = r1, r2 = r2, status = status, again = again, coders = #coders,
+             unwired = unwired.code, unknown = unknown.code, dup = dup.code, bad = bad.code,
+             said = tostring(unwired), receipt = receipt, history = lead:history() }"#,
+    );
+    let store = memory();
+    let (report, engine) = run_on(&store, &bp).await;
+    let r = &report.result;
+    assert_eq!(report.status, lua_swarm::engine::TaskStatus::Pass, "{r}");
+    assert_eq!(r["r1"], "wrote the tokenizer");
+    assert_eq!(r["r2"], "wrote the parser");
+    assert_eq!(r["status"], "both are done");
+    assert_eq!(r["coders"], 2);
+    assert_eq!(r["unwired"], "not_wired");
+    assert!(r["said"].as_str().unwrap().contains("mob.lua:"), "{r}");
+    assert_eq!(r["unknown"], "unknown_member");
+    assert_eq!(r["dup"], "member_exists");
+    assert_eq!(r["bad"], "unknown_agent");
+    assert_eq!(r["receipt"]["delivered"], true);
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 6);
+    // The coder's first turn: its profile's system prompt, its standing
+    // instruction, the text; and send_message offered for its one peer.
+    assert_eq!(
+        contents(&reqs[0]),
+        [
+            ("system".to_string(), "You code.".to_string()),
+            ("system".into(), "You own the tokenizer.".into()),
+            ("user".into(), "Write the tokenizer.".into()),
+        ]
+    );
+    let tool = &reqs[0]["tools"][0]["function"];
+    assert_eq!(tool["name"], "send_message");
+    assert_eq!(
+        tool["parameters"]["properties"]["to"]["enum"],
+        json!(["lead"])
+    );
+    // The tool's answer went back to the model: a receipt.
+    let receipt = contents(&reqs[1]).last().unwrap().1.clone();
+    assert!(receipt.contains("\"delivered\":true"), "{receipt}");
+    // The lead saw both messages, in order, at the start of its turn...
+    let seen = last_user(&reqs[4]);
+    let (a, b) = (
+        seen.find("from c1: tokenizer done").expect(&seen),
+        seen.find("from c2: parser done").expect(&seen),
+    );
+    assert!(a < b && seen.ends_with("Status?"), "{seen}");
+    // ... and only once.
+    assert_eq!(last_user(&reqs[5]), "Anything else?");
+    // Wiring is mutual: the lead may message both coders.
+    let lead_tool = &reqs[4]["tools"][0]["function"]["parameters"]["properties"]["to"];
+    assert_eq!(lead_tool["enum"], json!(["c1", "c2"]));
+    let history = r["history"].as_array().unwrap();
+    assert_eq!(history.len(), 4, "{r}");
+    assert_eq!(history[1]["content"], "both are done");
+    let kinds: Vec<String> = mob_events(&engine)
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or_default().to_string())
+        .collect();
+    for want in ["spawn", "turn", "message", "tell"] {
+        assert!(
+            kinds.iter().any(|k| k == want),
+            "no `{want}` event: {kinds:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_carries_into_a_second_run_of_the_same_mob() {
+    let server = Scripted::start(vec![
+        Reply::Text("noted".into()),
+        Reply::Text("it was 42".into()),
+    ])
+    .await
+    .unwrap();
+    let d = dir("carry");
+    let store = memory();
+    let first = blueprint(
+        &d,
+        &server.url,
+        "",
+        r#"local a = swarm.mob("memo"):ensure { id = "a", agent = "coder" }
+    return a:ask("Remember the number 42.")"#,
+    );
+    let (r1, _) = run_on(&store, &first).await;
+    assert_eq!(r1.result, "noted");
+    let second = blueprint(
+        &d,
+        &server.url,
+        "",
+        r#"local a = swarm.mob("memo"):ensure { id = "a", agent = "coder" }
+    return { reply = a:ask("Which number?"), turns = #a:history() }"#,
+    );
+    let (r2, _) = run_on(&store, &second).await;
+    assert_eq!(r2.result, json!({ "reply": "it was 42", "turns": 4 }));
+    assert_eq!(
+        contents(&server.requests()[1]),
+        [
+            ("system".to_string(), "You code.".to_string()),
+            ("user".into(), "Remember the number 42.".into()),
+            ("assistant".into(), "noted".into()),
+            ("user".into(), "Which number?".into()),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn respawn_fences_a_stale_handle_and_fork_starts_from_the_source() {
+    let server = Scripted::start(vec![
+        Reply::Text("one".into()),
+        Reply::Text("fresh".into()),
+        Reply::Text("forked".into()),
+    ])
+    .await
+    .unwrap();
+    let d = dir("fence");
+    let bp = blueprint(
+        &d,
+        &server.url,
+        "",
+        r#"local mob = swarm.mob("fence")
+    local old = mob:spawn { id = "a", agent = "coder" }
+    old:ask("first")
+    local fork = old:fork { id = "b" }
+    local new = mob:respawn("a")
+    local ok, stale = pcall(old.ask, old, "through the stale handle")
+    local ok2, stale2 = pcall(old.tell, old, "b", "x")
+    local fresh = new:ask("again")
+    local forked = fork:ask("go on")
+    local kept = mob:respawn("a", { keep_history = true })
+    local fresh_turns = #kept:history()
+    kept:retire()
+    local ok3, gone = pcall(kept.ask, kept, "after retire")
+    return { stale = stale.code, stale2 = stale2.code, said = tostring(stale), fresh = fresh,
+             forked = forked, fresh_turns = fresh_turns, gone = gone.code,
+             source_turns = #fork:history() }"#,
+    );
+    let (report, _) = run_on(&memory(), &bp).await;
+    let r = &report.result;
+    assert_eq!(r["stale"], "stale_member", "{r}");
+    assert_eq!(r["stale2"], "stale_member", "{r}");
+    assert!(r["said"].as_str().unwrap().contains("incarnation 1"), "{r}");
+    assert_eq!(r["fresh"], "fresh");
+    assert_eq!(r["forked"], "forked");
+    // The respawned `a` started fresh: only its own turn; kept by the
+    // next respawn with keep_history.
+    assert_eq!(r["fresh_turns"], 2, "{r}");
+    assert_eq!(r["source_turns"], 4, "{r}");
+    assert_eq!(r["gone"], "retired", "{r}");
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 3, "no stale call reached the model");
+    assert_eq!(
+        contents(&reqs[1]),
+        [
+            ("system".to_string(), "You code.".to_string()),
+            ("user".into(), "again".into()),
+        ]
+    );
+    assert_eq!(
+        contents(&reqs[2]),
+        [
+            ("system".to_string(), "You code.".to_string()),
+            ("user".into(), "first".into()),
+            ("assistant".into(), "one".into()),
+            ("user".into(), "go on".into()),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_spawns_past_the_run_limit_fail_before_any_model_call() {
+    let server = Scripted::start(vec![Reply::Text("ok".into())])
+        .await
+        .unwrap();
+    let d = dir("budget");
+    let bp = blueprint(
+        &d,
+        &server.url,
+        "tokens = 1000",
+        r#"local mob = swarm.mob("budget")
+    local got = swarm.all_settled {
+      function() return mob:spawn { id = "p", agent = "coder", budget = { tokens = 600 } } end,
+      function() return mob:spawn { id = "q", agent = "coder", budget = { tokens = 600 } } end,
+    }
+    local won = got[1].ok and got[1].value or got[2].value
+    local lost = got[1].ok and got[2].error or got[1].error
+    won:retire()
+    local later = mob:spawn { id = "r", agent = "coder", budget = { tokens = 900 } }
+    return { oks = (got[1].ok and 1 or 0) + (got[2].ok and 1 or 0), code = lost.code,
+             said = lost.message, later = later.id }"#,
+    );
+    let (report, _) = run_on(&memory(), &bp).await;
+    let r = &report.result;
+    assert_eq!(r["oks"], 1, "{r}");
+    assert_eq!(r["code"], "token_budget", "{r}");
+    assert!(
+        r["said"]
+            .as_str()
+            .unwrap()
+            .contains("limits.tokens is 1000"),
+        "{r}"
+    );
+    assert_eq!(
+        r["later"], "r",
+        "the retired member's budget came back: {r}"
+    );
+    assert_eq!(server.count(), 0, "no model call was made");
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !ok() {
+        assert!(t0.elapsed() < HANG_GUARD, "hang guard: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mob_killed_mid_conversation_resumes_without_asking_a_finished_turn_again() {
+    let server = Scripted::start(vec![
+        tool_call("t1", "b", "over to you"),
+        Reply::Text("a1".into()),
+        Reply::Text("b1".into()),
+        Reply::Held("par".into(), "tial".into()),
+        Reply::Text("a2".into()),
+    ])
+    .await
+    .unwrap();
+    let d = dir("kill");
+    let bp = blueprint(
+        &d,
+        &server.url,
+        "",
+        r#"local mob = swarm.mob("killed")
+    local a = mob:spawn { id = "a", agent = "coder" }
+    local b = mob:spawn { id = "b", agent = "coder", wire = { "a" } }
+    local r = { a:ask("start"), b:ask("go") }
+    r[3] = a:ask("finish")
+    return r"#,
+    );
+    let db = d.join("swarm.db");
+    let swarm = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_swarm"));
+        c.args(args).arg("--db").arg(&db);
+        c.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+    let mut child = swarm(&["run", bp.to_str().unwrap(), "--run-id", "m1"])
+        .spawn()
+        .unwrap();
+    // Three turns finished (one with its tool call); the fourth is held open.
+    wait_for("the fourth model request", || server.count() == 4);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = swarm(&["resume", "m1", "--json"]).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    let result: Value = serde_json::from_str(text.lines().next().unwrap()).expect(&text);
+    assert_eq!(result, json!(["a1", "b1", "a2"]));
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 5, "only the unfinished turn was asked again");
+    // a's message reached b's turn; the resumed turn carried a's
+    // conversation as the store holds it.
+    let seen = last_user(&reqs[2]);
+    assert_eq!(
+        seen,
+        "Messages from your peers since your last turn:\n- from a: over to you\n\ngo"
+    );
+    assert_eq!(
+        contents(&reqs[4]),
+        [
+            ("system".to_string(), "You code.".to_string()),
+            ("user".into(), "start".into()),
+            ("assistant".into(), "a1".into()),
+            ("user".into(), "finish".into()),
+        ]
+    );
+    assert_eq!(
+        reqs[3]["messages"], reqs[4]["messages"],
+        "the same request again"
+    );
+}
