@@ -523,7 +523,7 @@ pub struct MobRecord {
     pub name: String,
     /// 1 once written, one more at every write.
     pub version: u64,
-    /// The roster (`crate::mob::Roster`), as JSON.
+    /// The roster (the `mob` layer's `Roster`), as JSON.
     pub doc: Value,
     pub updated_ms: u64,
 }
