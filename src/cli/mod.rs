@@ -23,6 +23,7 @@ mod dev;
 mod doctor;
 mod init;
 mod mcp;
+mod mob;
 mod repl;
 mod run;
 mod runs;
@@ -87,6 +88,8 @@ enum Command {
     Cancel(runs::CancelArgs),
     /// Send a message into a run (the flow's `swarm.recv(topic)`).
     Send(send::SendArgs),
+    /// Mobs (`swarm.mob`): `list`, `show NAME`.
+    Mob(mob::MobArgs),
     /// Delete finished runs (default: older than 30 days) and reclaim space.
     Prune(runs::PruneArgs),
     /// Check the journal's health and say what to do about problems.
@@ -279,6 +282,7 @@ pub fn main() -> ExitCode {
         Command::Answer(args) => runs::answer(args),
         Command::Cancel(args) => runs::cancel(args),
         Command::Send(args) => send::send(args),
+        Command::Mob(args) => mob::run(args),
         Command::Prune(args) => runs::prune(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Bench(args) => bench::run(args),

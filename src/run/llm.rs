@@ -243,6 +243,7 @@ impl TurnLog for RunLog {
             self.stop.fire();
             return Err(msg);
         }
+        j.spent(pos, e.tokens);
         Ok(Some(e.value))
     }
 
@@ -259,6 +260,7 @@ impl TurnLog for RunLog {
         };
         let mut entry = j.entry(pos, kind, "llm", input_hash(request), true, value);
         entry.tokens = tokens;
+        j.spent(pos, tokens);
         let stop = self.stop.clone();
         Box::pin(async move {
             j.write(entry).await.map_err(|e| {

@@ -16,6 +16,7 @@ mod ending;
 mod input;
 pub mod kinds;
 mod llm;
+mod mobs;
 mod render;
 mod runs;
 pub mod service;
@@ -26,6 +27,7 @@ pub use desk::parse_answer;
 pub use durable::{EventSink, valid_run_id};
 pub use kinds::AgentKinds;
 pub use llm::{JournalUsage, StepUsage, journal_usage};
+pub use mobs::MobShown;
 pub use render::error_chain;
 pub use runs::{Handle, Runs};
 
@@ -143,6 +145,8 @@ pub enum RunError {
         run: String,
         status: crate::store::RunStatus,
     },
+    #[error("no mob `{0}`")]
+    UnknownMob(String),
     /// A message the run service refuses (its topic, id, value or size).
     #[error("{0}")]
     BadMessage(String),
@@ -171,6 +175,7 @@ impl RunError {
             RunError::Draining => "draining",
             RunError::Finished { .. } => "run_finished",
             RunError::BadMessage(_) => "bad_message",
+            RunError::UnknownMob(_) => "unknown_mob",
             RunError::Forbidden { .. } | RunError::Bound(_) => "forbidden",
         }
     }

@@ -28,6 +28,8 @@ pub fn routes() -> Router<Arc<Server>> {
         .route("/v1/runs/{id}/events", get(events::stream))
         .route("/v1/runs/{id}/answers", post(answer))
         .route("/v1/runs/{id}/messages", post(message))
+        .route("/v1/mobs", get(mobs))
+        .route("/v1/mobs/{name}", get(mob))
         .route("/v1/runs/{id}/cancel", post(cancel))
         .route("/v1/runs/{id}/resume", post(resume))
         .merge(super::work::routes())
@@ -255,6 +257,17 @@ async fn message(
         .send(&who, &id, &req.topic, req.value, req.id.as_deref())
         .await?;
     ok(json!(sent))
+}
+
+/// Every mob: its members, their status, incarnation, labels, token use
+/// and last reply (not for a caller bound to one run).
+async fn mobs(State(s): S, headers: HeaderMap) -> Reply {
+    let mobs = s.runs.mobs(&s.who(&headers)?).await?;
+    ok(json!({ "mobs": mobs }))
+}
+
+async fn mob(State(s): S, headers: HeaderMap, Path(name): Path<String>) -> Reply {
+    ok(json!(s.runs.mob(&s.who(&headers)?, &name).await?))
 }
 
 async fn cancel(State(s): S, headers: HeaderMap, Path(id): Path<String>) -> Reply {

@@ -55,7 +55,8 @@ impl From<RunError> for ApiError {
         let status = match &e {
             RunError::UnknownRun(_)
             | RunError::UnknownBlueprint { .. }
-            | RunError::UnknownQuestion { .. } => StatusCode::NOT_FOUND,
+            | RunError::UnknownQuestion { .. }
+            | RunError::UnknownMob(_) => StatusCode::NOT_FOUND,
             RunError::Forbidden { .. } | RunError::Bound(_) => StatusCode::FORBIDDEN,
             RunError::Refused(_) | RunError::Finished { .. } => StatusCode::CONFLICT,
             RunError::BadMessage(_) => StatusCode::BAD_REQUEST,

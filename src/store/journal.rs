@@ -29,6 +29,8 @@ pub struct Journal {
     /// Whether a `swarm.recv` with no message waits for one (a server, a
     /// terminal, `--wait-answers`) or stops the run `waiting`.
     waits: std::sync::atomic::AtomicBool,
+    /// Model tokens spent under steps still asking (see [`Journal::spent`]).
+    tokens: Mutex<HashMap<String, u64>>,
 }
 
 /// A short, stable hash of a JSON value (keys are sorted by serde_json).
@@ -121,7 +123,34 @@ impl Journal {
             asks: Mutex::new(HashMap::new()),
             halted: Mutex::new(None),
             waits: std::sync::atomic::AtomicBool::new(true),
+            tokens: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Starts counting the tokens the step at `pos` spends (a mob
+    /// member's turn): [`Journal::take_spent`] reads them at its end.
+    pub fn count_spent(&self, pos: &str) {
+        let mut by_step = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        by_step.insert(pos.to_string(), 0);
+    }
+
+    /// Counts `tokens` a model turn at `pos` (`STEP~tN`) spent, or
+    /// replayed, towards its step, when that step is counted.
+    pub fn spent(&self, pos: &str, tokens: u64) {
+        if tokens == 0 {
+            return;
+        }
+        let step = pos.split('~').next().unwrap_or(pos);
+        let mut by_step = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = by_step.get_mut(step) {
+            *n += tokens;
+        }
+    }
+
+    /// The tokens counted towards the step at `pos`, forgotten here.
+    pub fn take_spent(&self, pos: &str) -> u64 {
+        let mut by_step = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        by_step.remove(pos).unwrap_or(0)
     }
 
     /// Sets whether a `swarm.recv` with no message waits for one (`true`,

@@ -206,14 +206,20 @@ pub async fn ask(lua: &Lua, handle: Value, text_v: Value, pos: Value) -> Result<
                 .await
                 .map_err(|e| mob_err(lua, e))?;
             let input = json!({ "messages": start.messages, "peers": start.peers, "member": h });
+            j.count_spent(&pos);
             match model_step(lua, &j, &start.agent, input, &pos).await? {
                 Ok(reply) => {
-                    let closed = mob.close_turn(&h, &start, &origin, &reply, 0).await;
+                    let tokens = j.take_spent(&pos);
+                    let closed = mob.close_turn(&h, &start, &origin, &reply, tokens).await;
                     closed.map_err(|e| mob_err(lua, e))?;
                     reply
                 }
-                Err(None) => return Err(HostError::new("cancelled", "the turn was cancelled")),
+                Err(None) => {
+                    j.take_spent(&pos);
+                    return Err(HostError::new("cancelled", "the turn was cancelled"));
+                }
                 Err(Some(failed)) => {
+                    j.take_spent(&pos);
                     let at = (pos.as_str(), "mob_turn", key.as_str());
                     record(lua, &j, at, hash, false, failed.clone()).await?;
                     return Err(turn_failed(&failed));
