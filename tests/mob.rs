@@ -382,7 +382,7 @@ async fn a_mob_killed_mid_conversation_resumes_without_asking_a_finished_turn_ag
     return r"#,
     );
     let db = d.join("swarm.db");
-    let swarm = |args: &[&str]| {
+    let swarm = move |args: &[&str]| {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_swarm"));
         c.args(args).arg("--db").arg(&db);
         c.stdin(std::process::Stdio::null())
@@ -390,20 +390,27 @@ async fn a_mob_killed_mid_conversation_resumes_without_asking_a_finished_turn_ag
             .stderr(std::process::Stdio::piped());
         c
     };
-    let mut child = swarm(&["run", bp.to_str().unwrap(), "--run-id", "m1"])
-        .spawn()
-        .unwrap();
-    // Three turns finished (one with its tool call); the fourth is held open.
-    wait_for("the fourth model request", || server.count() == 4);
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let out = swarm(&["resume", "m1", "--json"]).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
+    let watched = server.clone();
+    // Processes and polling off the runtime the scripted server runs on.
+    let (text, swarm) = tokio::task::spawn_blocking(move || {
+        let mut child = swarm(&["run", bp.to_str().unwrap(), "--run-id", "m1"])
+            .spawn()
+            .unwrap();
+        // Three turns finished (one with its tool call); the fourth is held open.
+        wait_for("the fourth model request", || watched.count() == 4);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let out = swarm(&["resume", "m1", "--json"]).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        (text, swarm)
+    })
+    .await
+    .unwrap();
     let result: Value = serde_json::from_str(text.lines().next().unwrap()).expect(&text);
     assert_eq!(result, json!(["a1", "b1", "a2"]));
     let reqs = server.requests();
@@ -427,5 +434,81 @@ async fn a_mob_killed_mid_conversation_resumes_without_asking_a_finished_turn_ag
     assert_eq!(
         reqs[3]["messages"], reqs[4]["messages"],
         "the same request again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_team_sample_exchanges_messages_between_lead_coders_and_critic() {
+    let server = Scripted::start(vec![
+        Reply::Text("coder1: tokenizer; coder2: parser".into()),
+        tool_call("c1", "lead", "tokenizer done"),
+        Reply::Text("tokenizer written".into()),
+        tool_call("c2", "critic", "please look at the parser"),
+        Reply::Text("parser written".into()),
+        Reply::Text(json!({ "approved": false, "notes": "the parser lacks tests" }).to_string()),
+        Reply::Text("built both; parser tests are left".into()),
+    ])
+    .await
+    .unwrap();
+    let d = dir("sample");
+    let db = d.join("swarm.db");
+    let bp = Path::new(env!("CARGO_MANIFEST_DIR")).join("blueprints/team.lua");
+    let url = server.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_swarm"))
+            .args([
+                "run",
+                bp.to_str().unwrap(),
+                "--json",
+                "--input",
+                "\"a calculator\"",
+            ])
+            .arg("--db")
+            .arg(&db)
+            .env("SWARM_LLM_BASE_URL", &url)
+            .env("SWARM_LLM_MODEL", "scripted")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        result["work"],
+        json!(["tokenizer written", "parser written"])
+    );
+    assert_eq!(result["review"]["approved"], false);
+    assert_eq!(result["summary"], "built both; parser tests are left");
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 7);
+    let critic_saw = last_user(&reqs[5]);
+    assert!(
+        critic_saw.contains("- from coder2: please look at the parser"),
+        "{critic_saw}"
+    );
+    let lead_saw = last_user(&reqs[6]);
+    let (a, b) = (
+        lead_saw
+            .find("- from coder1: tokenizer done")
+            .expect(&lead_saw),
+        lead_saw
+            .find("- from critic: Not approved yet: the parser lacks tests")
+            .expect(&lead_saw),
+    );
+    assert!(a < b, "{lead_saw}");
+    // The lead's conversation so far: its plan turn came first.
+    assert_eq!(
+        contents(&reqs[6])[2],
+        (
+            "assistant".to_string(),
+            "coder1: tokenizer; coder2: parser".to_string()
+        )
     );
 }
