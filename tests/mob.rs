@@ -420,7 +420,7 @@ async fn a_mob_killed_mid_conversation_resumes_without_asking_a_finished_turn_ag
     let seen = last_user(&reqs[2]);
     assert_eq!(
         seen,
-        "Messages from your peers since your last turn:\n- from a: over to you\n\ngo"
+        "Messages for you since your last turn:\n- from a: over to you\n\ngo"
     );
     assert_eq!(
         contents(&reqs[4]),
@@ -510,5 +510,70 @@ async fn the_team_sample_exchanges_messages_between_lead_coders_and_critic() {
             "assistant".to_string(),
             "coder1: tokenizer; coder2: parser".to_string()
         )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_into_the_run_reaches_a_member_and_failures_are_typed() {
+    let server = Scripted::start(vec![
+        Reply::Text("edge: empty input".into()),
+        Reply::Text("hello, user".into()),
+        Reply::Status(400, None),
+    ])
+    .await
+    .unwrap();
+    let d = dir("post");
+    let bp = blueprint(
+        &d,
+        &server.url,
+        "",
+        r#"local mob = swarm.mob("desk")
+    local lead = mob:spawn { id = "lead", agent = "lead" }
+    local found = mob:helper { agent = "coder", task = "Find edge cases." }
+    local receipt = mob:post("lead", swarm.recv("lead"), { from = "user" })
+    local reply = lead:ask("Answer the user.")
+    local c = mob:spawn { id = "c", agent = "coder", wire = { "lead" } }
+    mob:unwire("c", lead)
+    local ok, unwired = pcall(c.tell, c, "lead", "x")
+    local ok2, failed = pcall(lead.ask, lead, "this one fails")
+    local ok3, nobody = pcall(mob.post, mob, "ghost", "hi")
+    return { found = found, receipt = receipt, reply = reply, unwired = unwired.code,
+             failed = failed.code, said = failed.message, nobody = nobody.code,
+             members = #mob:members(), turns = #lead:history() }"#,
+    );
+    let store = memory();
+    store
+        .send_message("post1", "lead", json!("hi there"), None)
+        .await
+        .unwrap();
+    let engine = Engine::new(EngineConfig::default(), Signer::random());
+    let opts = RunOptions {
+        store: Some(store.clone()),
+        run_id: Some("post1".into()),
+        wait_for_answers: true,
+        ..RunOptions::default()
+    };
+    let r = run::prepare(&engine, &bp, opts).unwrap();
+    let report = tokio::time::timeout(HANG_GUARD, r.run(Value::Null))
+        .await
+        .expect("hang guard")
+        .unwrap();
+    let r = &report.result;
+    assert_eq!(r["found"], "edge: empty input", "{r}");
+    assert_eq!(r["receipt"]["delivered"], true, "{r}");
+    assert_eq!(r["reply"], "hello, user");
+    assert_eq!(r["unwired"], "not_wired");
+    assert_eq!(r["failed"], "member_turn", "{r}");
+    assert!(r["said"].as_str().unwrap().contains("mob.lua:"), "{r}");
+    assert_eq!(r["nobody"], "unknown_member");
+    assert_eq!(r["members"], 2, "the helper retired: {r}");
+    assert_eq!(
+        r["turns"], 2,
+        "a failed turn is not in the conversation: {r}"
+    );
+    let reqs = server.requests();
+    assert_eq!(
+        last_user(&reqs[1]),
+        "Messages for you since your last turn:\n- from user: hi there\n\nAnswer the user."
     );
 }

@@ -188,6 +188,20 @@ function Mob:unwire(a, b)
   return call("unwire", { mob = self.name, a = x, b = y })
 end
 
+--- A message from outside the mob into member `id`'s inbox (no wiring
+--- needed), shown at the start of its next turn: `{ id, delivered }`.
+--- `opts.from` names the sender (default "outside"). With `swarm.recv`,
+--- a message sent into the run reaches a member:
+--- `mob:post("lead", swarm.recv("lead"))`.
+function Mob:post(id, text, opts)
+  if getmetatable(id) == Member then id = id.id end
+  need_string(id, "mob:post: the member id")
+  need_string(text, "mob:post: the text")
+  local from = type(opts) == "table" and opts.from or "outside"
+  need_string(from, "mob:post: from")
+  return call("post", { mob = self.name, to = id, from = from, text = text })
+end
+
 --- Spawns a member of `spec.agent`, asks it `spec.task`, retires it and
 --- returns the reply.
 function Mob:helper(spec)

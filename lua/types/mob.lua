@@ -81,6 +81,14 @@ function Mob:wire(a, b) end
 ---@param b string|swarm.Member
 function Mob:unwire(a, b) end
 
+---A message from outside the mob into a member's inbox (no wiring needed):
+---`mob:post("lead", swarm.recv("lead"))` hands it a message sent into the run.
+---@param id string|swarm.Member
+---@param text string
+---@param opts { from: string? }?
+---@return swarm.Receipt
+function Mob:post(id, text, opts) end
+
 ---Spawns a member of `spec.agent`, asks it `spec.task`, retires it; the reply.
 ---@param spec { agent: string, task: string, id: string?, budget: { tokens: integer }? }
 ---@return any reply

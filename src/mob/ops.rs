@@ -278,6 +278,58 @@ impl Mob<'_> {
         .await
     }
 
+    /// Puts `text` from outside the mob (the flow, a message sent into the
+    /// run) into member `to`'s inbox: no wiring needed; `from` names the
+    /// sender as the member will read it.
+    pub async fn post(
+        &self,
+        to: &str,
+        from: &str,
+        text: &str,
+        origin: &str,
+    ) -> Result<Receipt, MobError> {
+        if text.len() > MAX_TEXT {
+            return Err(MobError::Bad(format!(
+                "a message is at most {MAX_TEXT} bytes, this one {}",
+                text.len()
+            )));
+        }
+        self.update(|r| {
+            let recipient = r.members.get(to).ok_or_else(|| self.unknown(to))?;
+            if let Some(had) = recipient.inbox.iter().find(|m| m.origin == origin) {
+                let receipt = Receipt {
+                    id: had.seq,
+                    delivered: true,
+                };
+                return Ok((receipt, false));
+            }
+            if !recipient.live {
+                return Err(MobError::Retired {
+                    mob: self.name.clone(),
+                    id: to.to_string(),
+                });
+            }
+            r.messages += 1;
+            let seq = r.messages;
+            r.members
+                .get_mut(to)
+                .expect("found")
+                .inbox
+                .push(PeerMessage {
+                    seq,
+                    from: from.to_string(),
+                    text: text.to_string(),
+                    origin: origin.to_string(),
+                });
+            let receipt = Receipt {
+                id: seq,
+                delivered: true,
+            };
+            Ok((receipt, true))
+        })
+        .await
+    }
+
     /// The live members whose labels include every one of `labels`.
     pub async fn members(&self, labels: &BTreeMap<String, String>) -> Result<Vec<View>, MobError> {
         let roster = self.roster().await?;

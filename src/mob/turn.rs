@@ -51,7 +51,7 @@ impl Mob<'_> {
         let turns = self.store.turns(&self.name, &m.convo).await?;
         let mut user = String::new();
         if !m.inbox.is_empty() {
-            user.push_str("Messages from your peers since your last turn:\n");
+            user.push_str("Messages for you since your last turn:\n");
             for msg in &m.inbox {
                 user.push_str(&format!("- from {}: {}\n", msg.from, msg.text));
             }

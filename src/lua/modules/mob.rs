@@ -129,6 +129,15 @@ pub async fn op(lua: &Lua, op: Value, args: Value, pos: Value) -> Result<Value, 
             let receipt = mob.tell(&h, &to, &body, &origin).await;
             json!(receipt.map_err(|e| mob_err(lua, e))?)
         }
+        "post" => {
+            let (to, from, body): (String, String, String) = (
+                field(&args, "to", &what)?,
+                field(&args, "from", &what)?,
+                field(&args, "text", &what)?,
+            );
+            let receipt = mob.post(&to, &from, &body, &origin).await;
+            json!(receipt.map_err(|e| mob_err(lua, e))?)
+        }
         "members" => {
             let labels: Option<BTreeMap<String, String>> = field(&args, "labels", &what)?;
             let found = mob.members(&labels.unwrap_or_default()).await;
