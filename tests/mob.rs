@@ -435,6 +435,33 @@ async fn a_mob_killed_mid_conversation_resumes_without_asking_a_finished_turn_ag
         reqs[3]["messages"], reqs[4]["messages"],
         "the same request again"
     );
+    // The roster as `swarm mob show` has it: turns and tokens per member.
+    let (shown, listed, missing) = tokio::task::spawn_blocking(move || {
+        let out = |args: &[&str]| swarm(args).output().unwrap();
+        (
+            out(&["mob", "show", "killed", "--json"]),
+            out(&["mob", "list"]),
+            out(&["mob", "show", "nope"]),
+        )
+    })
+    .await
+    .unwrap();
+    let shown: Value = serde_json::from_slice(&shown.stdout).expect("mob show --json");
+    let a = &shown["members"][0];
+    assert_eq!(
+        (a["id"].as_str(), a["turns"].as_u64()),
+        (Some("a"), Some(2)),
+        "{shown}"
+    );
+    assert!(a["tokens"].as_u64().unwrap() > 0, "{shown}");
+    assert_eq!(a["last_reply"], "a2");
+    assert_eq!(
+        shown["members"][1]["inbox"], 0,
+        "b's message was shown: {shown}"
+    );
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.lines().any(|l| l.starts_with("killed ")), "{listed}");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("[unknown_mob]"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
