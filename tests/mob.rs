@@ -604,3 +604,76 @@ async fn a_message_sent_into_the_run_reaches_a_member_and_failures_are_typed() {
         "Messages for you since your last turn:\n- from user: hi there\n\nAnswer the user."
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_autonomous_mob_killed_mid_exchange_resumes_without_asking_a_finished_turn() {
+    let server = Scripted::start(vec![
+        tool_call("a1", "b", "ping"),
+        Reply::Text("a sent ping".into()),
+        tool_call("b1", "a", "pong"),
+        Reply::Held("par".into(), "tial".into()),
+        Reply::Text("b sent pong".into()),
+        Reply::Text("a is done".into()),
+    ])
+    .await
+    .unwrap();
+    let d = dir("auto");
+    let bp = blueprint(
+        &d,
+        &server.url,
+        "",
+        r#"local mob = swarm.mob("auto")
+    local a = mob:spawn { id = "a", agent = "coder", mode = "autonomous" }
+    local b = mob:spawn { id = "b", agent = "coder", mode = "autonomous", wire = { "a" } }
+    mob:post("a", "start the exchange", { from = "user" })
+    local rounds = mob:run {}
+    local ok, bad = pcall(mob.spawn, mob, { id = "c", agent = "coder", mode = "eager" })
+    return { rounds = rounds, a = #a:history(), b = #b:history(), bad = bad.code }"#,
+    );
+    let db = d.join("swarm.db");
+    let swarm = move |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_swarm"));
+        c.args(args).arg("--db").arg(&db);
+        c.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+    let watched = server.clone();
+    let text = tokio::task::spawn_blocking(move || {
+        let mut child = swarm(&["run", bp.to_str().unwrap(), "--run-id", "auto1"])
+            .spawn()
+            .unwrap();
+        // a's turn (with its tool call) and b's first model call finished;
+        // b's second is held open.
+        wait_for("the fourth model request", || watched.count() == 4);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let out = swarm(&["resume", "auto1", "--json"]).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        text
+    })
+    .await
+    .unwrap();
+    let result: Value = serde_json::from_str(text.lines().next().unwrap()).expect(&text);
+    assert_eq!(
+        result,
+        json!({ "rounds": 3, "a": 4, "b": 2, "bad": "bad_argument" })
+    );
+    let reqs = server.requests();
+    assert_eq!(
+        reqs.len(),
+        6,
+        "only the unfinished model call was sent again"
+    );
+    assert_eq!(reqs[3]["messages"], reqs[4]["messages"]);
+    let seen = last_user(&reqs[5]);
+    assert!(seen.contains("- from b: pong"), "{seen}");
+    assert_eq!(seen.matches("pong").count(), 1, "delivered once: {seen}");
+    assert!(last_user(&reqs[0]).contains("- from user: start the exchange"));
+}

@@ -106,7 +106,7 @@ function Member:fork(spec)
 end
 
 local SPEC = { id = "string", agent = "string", message = "string", wire = "table",
-               labels = "table", budget = "table" }
+               labels = "table", budget = "table", mode = "string" }
 
 local function check_spec(spec, what)
   if type(spec) ~= "table" then raise("bad_argument", what .. ": expects a table") end
@@ -114,7 +114,7 @@ local function check_spec(spec, what)
     local want = SPEC[k]
     if not want then
       raise("bad_argument", what .. ": unknown field `" .. tostring(k)
-        .. "` (fields: id, agent, message, wire, labels, budget)")
+        .. "` (fields: id, agent, message, wire, labels, budget, mode)")
     end
     if type(v) ~= want then
       raise("bad_argument", what .. ": `" .. k .. "` must be a " .. want .. ", got " .. type(v))
@@ -122,6 +122,10 @@ local function check_spec(spec, what)
   end
   need_string(spec.id, what .. ": id")
   need_string(spec.agent, what .. ": agent")
+  if spec.mode ~= nil and spec.mode ~= "turns" and spec.mode ~= "autonomous" then
+    raise("bad_argument", what .. ": mode is \"turns\" or \"autonomous\", got \""
+      .. spec.mode .. "\"")
+  end
   local b = spec.budget
   if b ~= nil and (type(b.tokens) ~= "number" or b.tokens < 1 or b.tokens % 1 ~= 0) then
     raise("bad_argument", what .. ": budget must be { tokens = N }, N a whole number >= 1")
@@ -200,6 +204,45 @@ function Mob:post(id, text, opts)
   local from = type(opts) == "table" and opts.from or "outside"
   need_string(from, "mob:post: from")
   return call("post", { mob = self.name, to = id, from = from, text = text })
+end
+
+--- Runs the mob's autonomous members (`mode = "autonomous"`): round
+--- after round, every live one with messages waiting takes a turn (in
+--- parallel, `opts.prompt` as its text), until none has any; with
+--- `opts.idle` ("30s") it waits that long for new ones (a `mob:post` from
+--- another branch) before it stops. At most `opts.rounds` rounds (100).
+--- Returns how many rounds ran.
+function Mob:run(opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    raise("bad_argument", "mob:run: opts must be a table, got " .. type(opts))
+  end
+  opts = opts or {}
+  local prompt = opts.prompt or "Continue: act on the messages above."
+  need_string(prompt, "mob:run: prompt")
+  local idle = opts.idle and swarm.duration(opts.idle) or 0
+  local most = opts.rounds or 100
+  local rounds, waited = 0, 0
+  while rounds < most do
+    local busy = {}
+    for _, view in ipairs(call("members", { mob = self.name })) do
+      if view.mode == "autonomous" and view.inbox > 0 then
+        busy[#busy + 1] = member(self, view)
+      end
+    end
+    if #busy == 0 then
+      if waited >= idle then break end
+      local step = math.min(250, idle - waited)
+      swarm.sleep(step)
+      waited = waited + step
+    else
+      waited = 0
+      rounds = rounds + 1
+      local turns = {}
+      for i, m in ipairs(busy) do turns[i] = function() return m:ask(prompt) end end
+      swarm.parallel(turns)
+    end
+  end
+  return rounds
 end
 
 --- Spawns a member of `spec.agent`, asks it `spec.task`, retires it and

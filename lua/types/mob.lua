@@ -9,6 +9,7 @@
 ---@field wire string[]?            peers it may message (wiring is mutual)
 ---@field labels table<string,string>?
 ---@field budget { tokens: integer }? reserved from the run's `limits.tokens` at spawn
+---@field mode "turns"|"autonomous"? autonomous members take turns by themselves in `mob:run`
 
 ---@class swarm.Receipt
 ---@field id integer        the message's number in the mob
@@ -88,6 +89,12 @@ function Mob:unwire(a, b) end
 ---@param opts { from: string? }?
 ---@return swarm.Receipt
 function Mob:post(id, text, opts) end
+
+---Runs the autonomous members: each live one with messages waiting takes a
+---turn, round after round, until none has any (or none for `idle`).
+---@param opts { prompt: string?, idle: string|number?, rounds: integer? }?
+---@return integer rounds
+function Mob:run(opts) end
 
 ---Spawns a member of `spec.agent`, asks it `spec.task`, retires it; the reply.
 ---@param spec { agent: string, task: string, id: string?, budget: { tokens: integer }? }

@@ -38,6 +38,10 @@ pub struct Roster {
 pub struct Member {
     /// The blueprint's LLM agent it talks as (its profile).
     pub agent: String,
+    /// `turns` (the default: only when asked) or `autonomous` (also a
+    /// turn of its own whenever messages wait for it, in `mob:run`).
+    #[serde(default = "turns")]
+    pub mode: String,
     /// 1 at spawn, one more at every respawn: handles carry it.
     pub incarnation: u64,
     pub live: bool,
@@ -68,6 +72,10 @@ pub struct Member {
     pub tokens: u64,
 }
 
+fn turns() -> String {
+    "turns".into()
+}
+
 /// A message from one member to another, waiting in the recipient's inbox.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PeerMessage {
@@ -91,6 +99,7 @@ pub struct View {
     pub mob: String,
     pub id: String,
     pub agent: String,
+    pub mode: String,
     pub incarnation: u64,
     pub status: &'static str,
     pub labels: BTreeMap<String, String>,
@@ -108,6 +117,7 @@ impl Member {
             mob: mob.to_string(),
             id: id.to_string(),
             agent: self.agent.clone(),
+            mode: self.mode.clone(),
             incarnation: self.incarnation,
             status: if self.live { "live" } else { "retired" },
             labels: self.labels.clone(),

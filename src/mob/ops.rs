@@ -14,6 +14,9 @@ use std::collections::BTreeMap;
 pub struct Spawn {
     pub id: String,
     pub agent: String,
+    /// `turns` (default) or `autonomous`.
+    #[serde(default)]
+    pub mode: Option<String>,
     /// Its standing instruction: the conversation's first turn.
     #[serde(default)]
     pub message: Option<String>,
@@ -44,6 +47,19 @@ pub struct Receipt {
 /// The longest id, label or peer message a mob takes.
 const MAX_TEXT: usize = 64 * 1024;
 
+/// Members a mob holds at most (live or retired): every operation reads
+/// and writes the whole roster.
+pub const MAX_MEMBERS: usize = 1000;
+
+/// Messages waiting in one member's inbox at most.
+pub const MAX_INBOX: usize = 1000;
+
+fn inbox_full(mob: &str, to: &str) -> MobError {
+    MobError::Bad(format!(
+        "member `{to}` of mob `{mob}` has {MAX_INBOX} messages waiting already;          let it take a turn first"
+    ))
+}
+
 fn check_id(what: &str, id: &str) -> Result<(), MobError> {
     if id.is_empty() || id.len() > 128 || id.contains('#') {
         return Err(MobError::Bad(format!(
@@ -59,6 +75,12 @@ impl Mob<'_> {
     /// turn of its conversation.
     pub async fn spawn(&self, spec: &Spawn, origin: &str) -> Result<View, MobError> {
         check_id("id", &spec.id)?;
+        let mode = spec.mode.clone().unwrap_or_else(|| "turns".into());
+        if mode != "turns" && mode != "autonomous" {
+            return Err(MobError::Bad(format!(
+                "a member's mode is `turns` or `autonomous`, not `{mode}`"
+            )));
+        }
         let view = self
             .update(|r| {
                 if let Some(m) = r.members.get(&spec.id) {
@@ -78,9 +100,16 @@ impl Mob<'_> {
                         _ => return Err(self.unknown(peer)),
                     }
                 }
+                if !r.members.contains_key(&spec.id) && r.members.len() >= MAX_MEMBERS {
+                    return Err(MobError::Bad(format!(
+                        "mob `{}` holds {MAX_MEMBERS} members already (retired ones count)",
+                        self.name
+                    )));
+                }
                 let incarnation = r.members.get(&spec.id).map_or(1, |m| m.incarnation + 1);
                 let m = Member {
                     agent: spec.agent.clone(),
+                    mode: mode.clone(),
                     incarnation,
                     live: true,
                     labels: spec.labels.clone(),
@@ -172,6 +201,7 @@ impl Mob<'_> {
         let spec = Spawn {
             id: id.to_string(),
             agent: src.agent.clone(),
+            mode: Some(src.mode.clone()),
             message: None,
             wire: Vec::new(),
             labels: src.labels.clone(),
@@ -255,6 +285,9 @@ impl Mob<'_> {
                     id: to.to_string(),
                 });
             }
+            if recipient.inbox.len() >= MAX_INBOX {
+                return Err(inbox_full(&self.name, to));
+            }
             r.messages += 1;
             let seq = r.messages;
             r.members
@@ -308,6 +341,9 @@ impl Mob<'_> {
                     mob: self.name.clone(),
                     id: to.to_string(),
                 });
+            }
+            if recipient.inbox.len() >= MAX_INBOX {
+                return Err(inbox_full(&self.name, to));
             }
             r.messages += 1;
             let seq = r.messages;

@@ -154,6 +154,9 @@ pub async fn op(lua: &Lua, op: Value, args: Value, pos: Value) -> Result<Value, 
             ));
         }
     };
+    // Host work in proportion to what was read and answered, charged.
+    let bytes = crate::engine::size::measure(&out, usize::MAX).json;
+    crate::lua::meter::charge_bytes(lua, bytes)?;
     if !matches!(op.as_str(), "members" | "history") {
         note(
             lua,
@@ -215,6 +218,8 @@ pub async fn ask(lua: &Lua, handle: Value, text_v: Value, pos: Value) -> Result<
                 .await
                 .map_err(|e| mob_err(lua, e))?;
             let input = json!({ "messages": start.messages, "peers": start.peers, "member": h });
+            let bytes = crate::engine::size::measure(&input, usize::MAX).json;
+            crate::lua::meter::charge_bytes(lua, bytes)?;
             j.count_spent(&pos);
             match model_step(lua, &j, &start.agent, input, &pos).await? {
                 Ok(reply) => {
