@@ -677,3 +677,65 @@ async fn an_autonomous_mob_killed_mid_exchange_resumes_without_asking_a_finished
     assert_eq!(seen.matches("pong").count(), 1, "delivered once: {seen}");
     assert!(last_user(&reqs[0]).contains("- from user: start the exchange"));
 }
+
+/// A turn whose conversation rows were written but whose roster update
+/// was not (the process died between the two writes) is counted once
+/// when it is made again: its messages leave the inbox, its turn counts
+/// once, and the model is not asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_cut_between_its_two_writes_is_settled_once() {
+    use lua_swarm::mob::{Handle, Mob, Spawn};
+    let store = memory();
+    let mob = Mob::new(&*store, "cut");
+    let spec: Spawn = serde_json::from_value(json!({ "id": "a", "agent": "coder" })).unwrap();
+    mob.spawn(&spec, "r/1").await.unwrap();
+    let spec: Spawn =
+        serde_json::from_value(json!({ "id": "b", "agent": "coder", "wire": ["a"] })).unwrap();
+    mob.spawn(&spec, "r/2").await.unwrap();
+    let b = Handle {
+        mob: "cut".into(),
+        id: "b".into(),
+        incarnation: 1,
+    };
+    let a = Handle {
+        mob: "cut".into(),
+        id: "a".into(),
+        incarnation: 1,
+    };
+    mob.tell(&b, "a", "hello", "r/3").await.unwrap();
+    let again = mob.tell(&b, "a", "hello", "r/3").await.unwrap();
+    assert_eq!(again.id, 1, "a tell made again is the same message");
+    let start = mob.open_turn(&a, "go").await.unwrap();
+    assert_eq!(start.upto, 1);
+    // The conversation's write landed; the roster's did not.
+    let rows = vec![
+        json!({ "role": "user", "content": start.user, "origin": "r/4" }),
+        json!({ "role": "assistant", "content": "done", "reply": "done", "origin": "r/4",
+                "upto": start.upto, "tokens": 7 }),
+    ];
+    assert!(
+        store
+            .append_turns("cut", &start.convo, 0, rows)
+            .await
+            .unwrap()
+    );
+    for _ in 0..2 {
+        let reply = mob.finished_turn(&a, "r/4").await.unwrap();
+        assert_eq!(reply, Some(json!("done")));
+    }
+    let views = mob.all().await.unwrap();
+    let va = views.iter().find(|v| v.id == "a").unwrap();
+    assert_eq!((va.turns, va.tokens, va.inbox), (1, 7, 0), "{va:?}");
+    // Closing it again after that is a no-op, not a conflict.
+    mob.close_turn(&a, &start, "r/4", &json!("done"), 7)
+        .await
+        .unwrap();
+    let va = mob
+        .all()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|v| v.id == "a")
+        .unwrap();
+    assert_eq!(va.turns, 1);
+}

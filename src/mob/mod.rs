@@ -70,6 +70,10 @@ pub struct Member {
     /// Model tokens its turns spent.
     #[serde(default)]
     pub tokens: u64,
+    /// The origin of the last turn counted here: a turn closed again
+    /// after a crash is not counted twice.
+    #[serde(default)]
+    pub last_turn: Option<String>,
 }
 
 fn turns() -> String {

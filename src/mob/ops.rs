@@ -122,6 +122,7 @@ impl Mob<'_> {
                     turns: 0,
                     last_reply: None,
                     tokens: 0,
+                    last_turn: None,
                 };
                 for peer in &spec.wire {
                     if let Some(p) = r.members.get_mut(peer) {

@@ -71,22 +71,57 @@ impl Mob<'_> {
         })
     }
 
-    /// The reply of the turn `origin` made, if it finished before.
+    /// The reply of the turn `origin` made, if it finished before; the
+    /// roster is brought up to date with it (a crash may have come between
+    /// the conversation's write and the roster's).
     pub async fn finished_turn(&self, h: &Handle, origin: &str) -> Result<Option<Value>, MobError> {
         let roster = self.roster().await?;
         let Some(m) = roster.members.get(&h.id) else {
             return Ok(None);
         };
         let turns = self.store.turns(&self.name, &m.convo).await?;
-        Ok(turns
+        let Some(done) = turns
             .iter()
             .rev()
             .find(|t| t["origin"] == origin && t["role"] == "assistant")
-            .map(|t| {
-                t.get("reply")
-                    .cloned()
-                    .unwrap_or_else(|| t["content"].clone())
-            }))
+        else {
+            return Ok(None);
+        };
+        let reply = done
+            .get("reply")
+            .cloned()
+            .unwrap_or_else(|| done["content"].clone());
+        let upto = done["upto"].as_u64().unwrap_or(0);
+        let tokens = done["tokens"].as_u64().unwrap_or(0);
+        self.settle(h, origin, upto, &reply, tokens).await?;
+        Ok(Some(reply))
+    }
+
+    /// Counts the turn `origin` in the roster once: the messages it
+    /// showed leave the inbox, its tokens and reply are kept.
+    async fn settle(
+        &self,
+        h: &Handle,
+        origin: &str,
+        upto: u64,
+        reply: &Value,
+        tokens: u64,
+    ) -> Result<(), MobError> {
+        self.update(|r| {
+            let Some(m) = r.members.get_mut(&h.id) else {
+                return Ok(((), false));
+            };
+            if m.incarnation != h.incarnation || m.last_turn.as_deref() == Some(origin) {
+                return Ok(((), false));
+            }
+            m.inbox.retain(|msg| msg.seq > upto);
+            m.turns += 1;
+            m.tokens += tokens;
+            m.last_reply = Some(reply.clone());
+            m.last_turn = Some(origin.to_string());
+            Ok(((), true))
+        })
+        .await
     }
 
     /// Records the finished turn: its user turn and `reply`, then the
@@ -105,32 +140,21 @@ impl Mob<'_> {
         };
         let turns = vec![
             json!({ "role": "user", "content": start.user, "origin": origin }),
-            json!({ "role": "assistant", "content": content, "reply": reply, "origin": origin }),
+            json!({ "role": "assistant", "content": content, "reply": reply, "origin": origin,
+                    "upto": start.upto, "tokens": tokens }),
         ];
         let appended = self
             .store
             .append_turns(&self.name, &start.convo, start.at, turns)
             .await?;
-        if !appended && self.finished_turn(h, origin).await?.is_none() {
-            return Err(MobError::Contended(self.name.clone()));
-        }
-        self.update(|r| {
-            let Some(m) = r.members.get_mut(&h.id) else {
-                return Ok(((), false));
+        if !appended {
+            // Written already (made again after a crash), or another writer
+            // took the conversation on meanwhile.
+            return match self.finished_turn(h, origin).await? {
+                Some(_) => Ok(()),
+                None => Err(MobError::Contended(self.name.clone())),
             };
-            if m.incarnation != h.incarnation {
-                return Ok(((), false));
-            }
-            let before = m.inbox.len();
-            m.inbox.retain(|msg| msg.seq > start.upto);
-            if !appended && before == m.inbox.len() {
-                return Ok(((), false));
-            }
-            m.turns += 1;
-            m.tokens += tokens;
-            m.last_reply = Some(reply.clone());
-            Ok(((), true))
-        })
-        .await
+        }
+        self.settle(h, origin, start.upto, reply, tokens).await
     }
 }
