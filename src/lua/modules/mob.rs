@@ -83,77 +83,7 @@ pub async fn op(lua: &Lua, op: Value, args: Value, pos: Value) -> Result<Value, 
         None => field(&args, "mob", "swarm.mob")?,
     };
     let mob = Mob::new(store, &name);
-    let what = format!("swarm.mob `{op}`");
-    let out = match op.as_str() {
-        "spawn" | "ensure" => {
-            let spec: Spawn = field(&args, "spec", &what)?;
-            check_agent(lua, &spec.agent)?;
-            let view = if op == "spawn" {
-                mob.spawn(&spec, &origin).await
-            } else {
-                mob.ensure(&spec, &origin).await
-            };
-            json!(view.map_err(|e| mob_err(lua, e))?)
-        }
-        "retire" => {
-            let h: Handle = field(&args, "handle", &what)?;
-            let budget = mob.retire(&h, &origin).await.map_err(|e| mob_err(lua, e))?;
-            json!({ "budget": budget })
-        }
-        "respawn" => {
-            let id: String = field(&args, "id", &what)?;
-            let keep: Option<bool> = field(&args, "keep_history", &what)?;
-            let view = mob.respawn(&id, keep.unwrap_or(false), &origin).await;
-            json!(view.map_err(|e| mob_err(lua, e))?)
-        }
-        "fork" => {
-            let h: Handle = field(&args, "handle", &what)?;
-            let id: String = field(&args, "id", &what)?;
-            json!(
-                mob.fork(&h, &id, &origin)
-                    .await
-                    .map_err(|e| mob_err(lua, e))?
-            )
-        }
-        "wire" | "unwire" => {
-            let (a, b): (String, String) = (field(&args, "a", &what)?, field(&args, "b", &what)?);
-            mob.wire(&a, &b, op == "wire")
-                .await
-                .map_err(|e| mob_err(lua, e))?;
-            json!(true)
-        }
-        "tell" => {
-            let h: Handle = field(&args, "handle", &what)?;
-            let (to, body): (String, String) =
-                (field(&args, "to", &what)?, field(&args, "text", &what)?);
-            let receipt = mob.tell(&h, &to, &body, &origin).await;
-            json!(receipt.map_err(|e| mob_err(lua, e))?)
-        }
-        "post" => {
-            let (to, from, body): (String, String, String) = (
-                field(&args, "to", &what)?,
-                field(&args, "from", &what)?,
-                field(&args, "text", &what)?,
-            );
-            let receipt = mob.post(&to, &from, &body, &origin).await;
-            json!(receipt.map_err(|e| mob_err(lua, e))?)
-        }
-        "members" => {
-            let labels: Option<BTreeMap<String, String>> = field(&args, "labels", &what)?;
-            let found = mob.members(&labels.unwrap_or_default()).await;
-            json!(found.map_err(|e| mob_err(lua, e))?)
-        }
-        "history" => {
-            let h: Handle = field(&args, "handle", &what)?;
-            json!(mob.history(&h).await.map_err(|e| mob_err(lua, e))?)
-        }
-        other => {
-            return Err(HostError::new(
-                "bad_argument",
-                format!("swarm.mob: no operation `{other}`"),
-            ));
-        }
-    };
+    let out = apply(lua, &mob, &op, &args, &origin).await?;
     // Host work in proportion to what was read and answered, charged.
     let bytes = crate::engine::size::measure(&out, usize::MAX).json;
     crate::lua::meter::charge_bytes(lua, bytes)?;
@@ -164,6 +94,87 @@ pub async fn op(lua: &Lua, op: Value, args: Value, pos: Value) -> Result<Value, 
         );
     }
     Ok(to_lua(lua, &out)?)
+}
+
+/// One roster operation `op` on `mob`, made as `origin`; its answer.
+async fn apply(
+    lua: &Lua,
+    mob: &Mob<'_>,
+    op: &str,
+    args: &Json,
+    origin: &str,
+) -> Result<Json, HostError> {
+    let what = format!("swarm.mob `{op}`");
+    Ok(match op {
+        "spawn" | "ensure" => {
+            let spec: Spawn = field(args, "spec", &what)?;
+            check_agent(lua, &spec.agent)?;
+            let view = if op == "spawn" {
+                mob.spawn(&spec, origin).await
+            } else {
+                mob.ensure(&spec, origin).await
+            };
+            json!(view.map_err(|e| mob_err(lua, e))?)
+        }
+        "retire" => {
+            let h: Handle = field(args, "handle", &what)?;
+            let budget = mob.retire(&h, origin).await.map_err(|e| mob_err(lua, e))?;
+            json!({ "budget": budget })
+        }
+        "respawn" => {
+            let id: String = field(args, "id", &what)?;
+            let keep: Option<bool> = field(args, "keep_history", &what)?;
+            let view = mob.respawn(&id, keep.unwrap_or(false), origin).await;
+            json!(view.map_err(|e| mob_err(lua, e))?)
+        }
+        "fork" => {
+            let h: Handle = field(args, "handle", &what)?;
+            let id: String = field(args, "id", &what)?;
+            json!(
+                mob.fork(&h, &id, origin)
+                    .await
+                    .map_err(|e| mob_err(lua, e))?
+            )
+        }
+        "wire" | "unwire" => {
+            let (a, b): (String, String) = (field(args, "a", &what)?, field(args, "b", &what)?);
+            mob.wire(&a, &b, op == "wire")
+                .await
+                .map_err(|e| mob_err(lua, e))?;
+            json!(true)
+        }
+        "tell" => {
+            let h: Handle = field(args, "handle", &what)?;
+            let (to, body): (String, String) =
+                (field(args, "to", &what)?, field(args, "text", &what)?);
+            let receipt = mob.tell(&h, &to, &body, origin).await;
+            json!(receipt.map_err(|e| mob_err(lua, e))?)
+        }
+        "post" => {
+            let (to, from, body): (String, String, String) = (
+                field(args, "to", &what)?,
+                field(args, "from", &what)?,
+                field(args, "text", &what)?,
+            );
+            let receipt = mob.post(&to, &from, &body, origin).await;
+            json!(receipt.map_err(|e| mob_err(lua, e))?)
+        }
+        "members" => {
+            let labels: Option<BTreeMap<String, String>> = field(args, "labels", &what)?;
+            let found = mob.members(&labels.unwrap_or_default()).await;
+            json!(found.map_err(|e| mob_err(lua, e))?)
+        }
+        "history" => {
+            let h: Handle = field(args, "handle", &what)?;
+            json!(mob.history(&h).await.map_err(|e| mob_err(lua, e))?)
+        }
+        other => {
+            return Err(HostError::new(
+                "bad_argument",
+                format!("swarm.mob: no operation `{other}`"),
+            ));
+        }
+    })
 }
 
 /// A member's profile must be an agent of the blueprint.
