@@ -139,7 +139,7 @@ impl ServerHandler for McpSession {
         info.server_info = Implementation::new("swarm", env!("CARGO_PKG_VERSION"));
         info.instructions = Some(
             "lua-swarm: run_<blueprint> starts a run of a live blueprint; list_runs, show_run, \
-             answer_question, cancel_run and resume_run steer runs; check_blueprint validates a file."
+             answer_question, send_to_run, cancel_run and resume_run steer runs; check_blueprint validates a file."
                 .into(),
         );
         info
