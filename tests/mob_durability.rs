@@ -215,7 +215,7 @@ async fn a_turn_cut_between_its_two_writes_is_settled_once() {
     mob.tell(&b, "a", "hello", "r/3").await.unwrap();
     let again = mob.tell(&b, "a", "hello", "r/3").await.unwrap();
     assert_eq!(again.id, 1, "a tell made again is the same message");
-    let start = mob.open_turn(&a, "go").await.unwrap();
+    let start = mob.open_turn(&a, "go", None).await.unwrap();
     assert_eq!(start.upto, 1);
     // The conversation's write landed; the roster's did not.
     let rows = vec![
@@ -248,4 +248,93 @@ async fn a_turn_cut_between_its_two_writes_is_settled_once() {
         .find(|v| v.id == "a")
         .unwrap();
     assert_eq!(va.turns, 1);
+}
+
+/// A turn killed after one of its model calls finished is opened again on
+/// resume with the messages it showed the first time, though another
+/// arrived meanwhile (sent into the run and posted to the member by a
+/// parallel branch): its finished call replays, the new message waits
+/// for the next turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_turn_shows_what_it_showed_before_the_kill() {
+    let server = Scripted::start(vec![
+        tool_call("t1", "nobody", "x"),
+        Reply::Held("par".into(), "tial".into()),
+        Reply::Text("b1".into()),
+        Reply::Text("b2".into()),
+    ])
+    .await
+    .unwrap();
+    let d = dir("late");
+    let bp = blueprint(
+        &d,
+        &server.url,
+        "",
+        r#"local mob = swarm.mob("late")
+    local b = mob:spawn { id = "b", agent = "coder" }
+    mob:post("b", "first", { from = "user" })
+    local r = swarm.parallel {
+      function() return b:ask("go") end,
+      function() return mob:post("b", swarm.recv("late"), { from = "user" }) end,
+    }
+    return { r[1], b:ask("next") }"#,
+    );
+    let db = d.join("swarm.db");
+    let swarm = move |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_swarm"));
+        c.args(args).arg("--db").arg(&db);
+        c.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+    let watched = server.clone();
+    let text = tokio::task::spawn_blocking(move || {
+        let run = [
+            "run",
+            bp.to_str().unwrap(),
+            "--run-id",
+            "late1",
+            "--wait-answers",
+        ];
+        let mut child = swarm(&run).spawn().unwrap();
+        wait_for("the second model request", || watched.count() == 2);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let sent = swarm(&["send", "late1", "late", "second"])
+            .output()
+            .unwrap();
+        assert!(
+            sent.status.success(),
+            "{}",
+            String::from_utf8_lossy(&sent.stderr)
+        );
+        let out = swarm(&["resume", "late1", "--json", "--wait-answers"])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        text
+    })
+    .await
+    .unwrap();
+    let result: Value = serde_json::from_str(text.lines().next().unwrap()).expect(&text);
+    assert_eq!(result, json!(["b1", "b2"]));
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 4, "the finished model call replayed");
+    assert_eq!(reqs[1]["messages"], reqs[2]["messages"]);
+    let first = last_user(&reqs[0]);
+    assert!(
+        first.contains("- from user: first") && !first.contains("second"),
+        "{first}"
+    );
+    let next = last_user(&reqs[3]);
+    assert!(
+        next.contains("- from user: second") && !next.contains("first"),
+        "{next}"
+    );
 }

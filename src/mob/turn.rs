@@ -44,15 +44,28 @@ pub fn turn_lock(mob: &str, id: &str) -> Arc<tokio::sync::Mutex<()>> {
 }
 
 impl Mob<'_> {
-    /// Reads what the turn of `h` on `text` sends the model.
-    pub async fn open_turn(&self, h: &Handle, text: &str) -> Result<TurnStart, MobError> {
+    /// Reads what the turn of `h` on `text` sends the model: with `upto`,
+    /// the inbox's messages up to that number only (a turn opened again
+    /// after a crash shows what it showed the first time, so its model
+    /// calls replay; later messages wait for the next turn).
+    pub async fn open_turn(
+        &self,
+        h: &Handle,
+        text: &str,
+        upto: Option<u64>,
+    ) -> Result<TurnStart, MobError> {
         let roster = self.roster().await?;
         let m = self.current(&roster, h)?;
         let turns = self.store.turns(&self.name, &m.convo).await?;
+        let shown: Vec<_> = m
+            .inbox
+            .iter()
+            .filter(|msg| upto.is_none_or(|u| msg.seq <= u))
+            .collect();
         let mut user = String::new();
-        if !m.inbox.is_empty() {
+        if !shown.is_empty() {
             user.push_str("Messages for you since your last turn:\n");
-            for msg in &m.inbox {
+            for msg in &shown {
                 user.push_str(&format!("- from {}: {}\n", msg.from, msg.text));
             }
             user.push('\n');
@@ -66,7 +79,7 @@ impl Mob<'_> {
             user,
             at: turns.len() as u64,
             convo: m.convo.clone(),
-            upto: m.inbox.last().map_or(0, |msg| msg.seq),
+            upto: shown.last().map_or(upto.unwrap_or(0), |msg| msg.seq),
             peers: m.wired.iter().cloned().collect(),
         })
     }

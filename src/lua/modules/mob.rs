@@ -217,34 +217,20 @@ pub async fn ask(lua: &Lua, handle: Value, text_v: Value, pos: Value) -> Result<
     let origin = format!("{}/{pos}", j.run());
     let store: &dyn MobStore = &**j.store();
     let mob = Mob::new(store, &h.mob);
-    let reply = match mob
-        .finished_turn(&h, &origin)
-        .await
-        .map_err(|e| mob_err(lua, e))?
-    {
+    let done = mob.finished_turn(&h, &origin).await;
+    let reply = match done.map_err(|e| mob_err(lua, e))? {
         Some(reply) => reply,
         None => {
-            let start = mob
-                .open_turn(&h, &said)
-                .await
-                .map_err(|e| mob_err(lua, e))?;
-            let input = json!({ "messages": start.messages, "peers": start.peers, "member": h });
-            let bytes = crate::engine::size::measure(&input, usize::MAX).json;
-            crate::lua::meter::charge_bytes(lua, bytes)?;
-            j.count_spent(&pos);
-            match model_step(lua, &j, &start.agent, input, &pos).await? {
-                Ok(reply) => {
-                    let tokens = j.take_spent(&pos);
-                    let closed = mob.close_turn(&h, &start, &origin, &reply, tokens).await;
-                    closed.map_err(|e| mob_err(lua, e))?;
-                    reply
-                }
-                Err(None) => {
-                    j.take_spent(&pos);
-                    return Err(HostError::new("cancelled", "the turn was cancelled"));
-                }
-                Err(Some(failed)) => {
-                    j.take_spent(&pos);
+            let turn = Turn {
+                h: &h,
+                said: &said,
+                pos: &pos,
+                key: &key,
+                origin: &origin,
+            };
+            match live_turn(lua, &j, &mob, &turn).await? {
+                Ok(reply) => reply,
+                Err(failed) => {
                     let at = (pos.as_str(), "mob_turn", key.as_str());
                     record(lua, &j, at, hash, false, failed.clone()).await?;
                     return Err(turn_failed(&failed));
@@ -260,6 +246,65 @@ pub async fn ask(lua: &Lua, handle: Value, text_v: Value, pos: Value) -> Result<
                 "reply": reply }),
     );
     Ok(to_lua(lua, &reply)?)
+}
+
+/// One turn being made, as [`live_turn`] needs it.
+struct Turn<'a> {
+    h: &'a Handle,
+    said: &'a str,
+    pos: &'a str,
+    key: &'a str,
+    origin: &'a str,
+}
+
+/// Opens the turn (journaling which messages it shows), asks the model
+/// and closes it: the reply, or the failure to journal.
+async fn live_turn(
+    lua: &Lua,
+    j: &Journal,
+    mob: &Mob<'_>,
+    t: &Turn<'_>,
+) -> Result<Result<Json, Json>, HostError> {
+    let upto = opened(lua, j, t.pos, t.key).await?;
+    let start = mob.open_turn(t.h, t.said, upto).await;
+    let start = start.map_err(|e| mob_err(lua, e))?;
+    if upto.is_none() {
+        let at = format!("{}~open", t.pos);
+        let hash = input_hash(&Json::Null);
+        record(
+            lua,
+            j,
+            (&at, "mob_open", t.key),
+            hash,
+            true,
+            json!(start.upto),
+        )
+        .await?;
+    }
+    let input = json!({ "messages": start.messages, "peers": start.peers, "member": t.h });
+    let bytes = crate::engine::size::measure(&input, usize::MAX).json;
+    crate::lua::meter::charge_bytes(lua, bytes)?;
+    j.count_spent(t.pos);
+    let out = model_step(lua, j, &start.agent, input, t.pos).await;
+    let tokens = j.take_spent(t.pos);
+    match out? {
+        Ok(reply) => {
+            let closed = mob.close_turn(t.h, &start, t.origin, &reply, tokens).await;
+            closed.map_err(|e| mob_err(lua, e))?;
+            Ok(Ok(reply))
+        }
+        Err(None) => Err(HostError::new("cancelled", "the turn was cancelled")),
+        Err(Some(failed)) => Ok(Err(failed)),
+    }
+}
+
+/// Which inbox messages the turn at `pos` showed when it first opened
+/// (`STEP~open`, journaled before its model is asked), or `None` for a
+/// turn opening now.
+async fn opened(lua: &Lua, j: &Journal, pos: &str, key: &str) -> Result<Option<u64>, HostError> {
+    let at = format!("{pos}~open");
+    let hash = input_hash(&Json::Null);
+    Ok(replay(lua, j, &at, "mob_open", key, &hash)?.and_then(|e| e.value.as_u64()))
 }
 
 /// A failed turn as the flow sees it: the step's code where it is one of
