@@ -252,9 +252,8 @@ async fn a_turn_cut_between_its_two_writes_is_settled_once() {
 
 /// A turn killed after one of its model calls finished is opened again on
 /// resume with the messages it showed the first time, though another
-/// arrived meanwhile (sent into the run and posted to the member by a
-/// parallel branch): its finished call replays, the new message waits
-/// for the next turn.
+/// arrived meanwhile (posted to the member by another run of the mob):
+/// its finished call replays, the new message waits for the next turn.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_turn_shows_what_it_showed_before_the_kill() {
     let server = Scripted::start(vec![
@@ -271,13 +270,10 @@ async fn a_resumed_turn_shows_what_it_showed_before_the_kill() {
         &server.url,
         "",
         r#"local mob = swarm.mob("late")
-    local b = mob:spawn { id = "b", agent = "coder" }
+    local b = mob:ensure { id = "b", agent = "coder" }
+    if input and input.post then return mob:post("b", input.post, { from = "user" }) end
     mob:post("b", "first", { from = "user" })
-    local r = swarm.parallel {
-      function() return b:ask("go") end,
-      function() return mob:post("b", swarm.recv("late"), { from = "user" }) end,
-    }
-    return { r[1], b:ask("next") }"#,
+    return { b:ask("go"), b:ask("next") }"#,
     );
     let db = d.join("swarm.db");
     let swarm = move |args: &[&str]| {
@@ -290,28 +286,20 @@ async fn a_resumed_turn_shows_what_it_showed_before_the_kill() {
     };
     let watched = server.clone();
     let text = tokio::task::spawn_blocking(move || {
-        let run = [
-            "run",
-            bp.to_str().unwrap(),
-            "--run-id",
-            "late1",
-            "--wait-answers",
-        ];
-        let mut child = swarm(&run).spawn().unwrap();
+        let bp = bp.to_str().unwrap();
+        let mut child = swarm(&["run", bp, "--run-id", "late1"]).spawn().unwrap();
         wait_for("the second model request", || watched.count() == 2);
         child.kill().unwrap();
         child.wait().unwrap();
-        let sent = swarm(&["send", "late1", "late", "second"])
+        let other = swarm(&["run", bp, "--input", r#"{"post":"second"}"#])
             .output()
             .unwrap();
         assert!(
-            sent.status.success(),
+            other.status.success(),
             "{}",
-            String::from_utf8_lossy(&sent.stderr)
+            String::from_utf8_lossy(&other.stderr)
         );
-        let out = swarm(&["resume", "late1", "--json", "--wait-answers"])
-            .output()
-            .unwrap();
+        let out = swarm(&["resume", "late1", "--json"]).output().unwrap();
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
