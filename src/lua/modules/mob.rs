@@ -265,21 +265,19 @@ async fn live_turn(
     mob: &Mob<'_>,
     t: &Turn<'_>,
 ) -> Result<Result<Json, Json>, HostError> {
-    let upto = opened(lua, j, t.pos, t.key).await?;
+    let before = opened(lua, j, t.pos, t.key).await?;
+    let upto = before.as_ref().and_then(|b| b["upto"].as_u64());
     let start = mob.open_turn(t.h, t.said, upto).await;
-    let start = start.map_err(|e| mob_err(lua, e))?;
-    if upto.is_none() {
-        let at = format!("{}~open", t.pos);
-        let hash = input_hash(&Json::Null);
-        record(
-            lua,
-            j,
-            (&at, "mob_open", t.key),
-            hash,
-            true,
-            json!(start.upto),
-        )
-        .await?;
+    let mut start = start.map_err(|e| mob_err(lua, e))?;
+    match before.and_then(|b| serde_json::from_value(b["peers"].clone()).ok()) {
+        // The peers it was offered the first time: its tools are the same.
+        Some(peers) => start.peers = peers,
+        None => {
+            let at = format!("{}~open", t.pos);
+            let hash = input_hash(&Json::Null);
+            let shown = json!({ "upto": start.upto, "peers": start.peers });
+            record(lua, j, (&at, "mob_open", t.key), hash, true, shown).await?;
+        }
     }
     let input = json!({ "messages": start.messages, "peers": start.peers, "member": t.h });
     let bytes = crate::engine::size::measure(&input, usize::MAX).json;
@@ -298,13 +296,13 @@ async fn live_turn(
     }
 }
 
-/// Which inbox messages the turn at `pos` showed when it first opened
-/// (`STEP~open`, journaled before its model is asked), or `None` for a
-/// turn opening now.
-async fn opened(lua: &Lua, j: &Journal, pos: &str, key: &str) -> Result<Option<u64>, HostError> {
+/// What the turn at `pos` showed when it first opened, `{upto, peers}`
+/// (`STEP~open`, journaled before its model is asked: the last inbox
+/// message and the peers it was offered), or `None` for a turn opening now.
+async fn opened(lua: &Lua, j: &Journal, pos: &str, key: &str) -> Result<Option<Json>, HostError> {
     let at = format!("{pos}~open");
     let hash = input_hash(&Json::Null);
-    Ok(replay(lua, j, &at, "mob_open", key, &hash)?.and_then(|e| e.value.as_u64()))
+    Ok(replay(lua, j, &at, "mob_open", key, &hash)?.map(|e| e.value))
 }
 
 /// A failed turn as the flow sees it: the step's code where it is one of
