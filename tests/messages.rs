@@ -268,6 +268,8 @@ return swarm.blueprint 'inbox' {
         (404, Some("unknown_run")),
         "{r}"
     );
+    let (code, r) = bound.get("/v1/mobs").await;
+    assert_eq!((code, r["code"].as_str()), (403, Some("forbidden")), "{r}");
     let (code, r) = op.post(&path, json!({"topic": "q", "value": null})).await;
     assert_eq!(
         (code, r["code"].as_str()),

@@ -39,7 +39,7 @@ fn need_journal(lua: &Lua) -> Result<Arc<Journal>, HostError> {
 }
 
 /// A refusal, as the flow sees it (its `where` says the line).
-fn mob_err(_lua: &Lua, e: MobError) -> HostError {
+fn mob_err(e: MobError) -> HostError {
     HostError::new(e.code(), e.to_string())
 }
 
@@ -114,33 +114,27 @@ async fn apply(
             } else {
                 mob.ensure(&spec, origin).await
             };
-            json!(view.map_err(|e| mob_err(lua, e))?)
+            json!(view.map_err(mob_err)?)
         }
         "retire" => {
             let h: Handle = field(args, "handle", &what)?;
-            let budget = mob.retire(&h, origin).await.map_err(|e| mob_err(lua, e))?;
+            let budget = mob.retire(&h, origin).await.map_err(mob_err)?;
             json!({ "budget": budget })
         }
         "respawn" => {
             let id: String = field(args, "id", &what)?;
             let keep: Option<bool> = field(args, "keep_history", &what)?;
             let view = mob.respawn(&id, keep.unwrap_or(false), origin).await;
-            json!(view.map_err(|e| mob_err(lua, e))?)
+            json!(view.map_err(mob_err)?)
         }
         "fork" => {
             let h: Handle = field(args, "handle", &what)?;
             let id: String = field(args, "id", &what)?;
-            json!(
-                mob.fork(&h, &id, origin)
-                    .await
-                    .map_err(|e| mob_err(lua, e))?
-            )
+            json!(mob.fork(&h, &id, origin).await.map_err(mob_err)?)
         }
         "wire" | "unwire" => {
             let (a, b): (String, String) = (field(args, "a", &what)?, field(args, "b", &what)?);
-            mob.wire(&a, &b, op == "wire")
-                .await
-                .map_err(|e| mob_err(lua, e))?;
+            mob.wire(&a, &b, op == "wire").await.map_err(mob_err)?;
             json!(true)
         }
         "tell" => {
@@ -148,7 +142,7 @@ async fn apply(
             let (to, body): (String, String) =
                 (field(args, "to", &what)?, field(args, "text", &what)?);
             let receipt = mob.tell(&h, &to, &body, origin).await;
-            json!(receipt.map_err(|e| mob_err(lua, e))?)
+            json!(receipt.map_err(mob_err)?)
         }
         "post" => {
             let (to, from, body): (String, String, String) = (
@@ -157,16 +151,16 @@ async fn apply(
                 field(args, "text", &what)?,
             );
             let receipt = mob.post(&to, &from, &body, origin).await;
-            json!(receipt.map_err(|e| mob_err(lua, e))?)
+            json!(receipt.map_err(mob_err)?)
         }
         "members" => {
             let labels: Option<BTreeMap<String, String>> = field(args, "labels", &what)?;
             let found = mob.members(&labels.unwrap_or_default()).await;
-            json!(found.map_err(|e| mob_err(lua, e))?)
+            json!(found.map_err(mob_err)?)
         }
         "history" => {
             let h: Handle = field(args, "handle", &what)?;
-            json!(mob.history(&h).await.map_err(|e| mob_err(lua, e))?)
+            json!(mob.history(&h).await.map_err(mob_err)?)
         }
         other => {
             return Err(HostError::new(
@@ -218,7 +212,7 @@ pub async fn ask(lua: &Lua, handle: Value, text_v: Value, pos: Value) -> Result<
     let store: &dyn MobStore = &**j.store();
     let mob = Mob::new(store, &h.mob);
     let done = mob.finished_turn(&h, &origin).await;
-    let reply = match done.map_err(|e| mob_err(lua, e))? {
+    let reply = match done.map_err(mob_err)? {
         Some(reply) => reply,
         None => {
             let turn = Turn {
@@ -268,7 +262,7 @@ async fn live_turn(
     let before = opened(lua, j, t.pos, t.key).await?;
     let upto = before.as_ref().and_then(|b| b["upto"].as_u64());
     let start = mob.open_turn(t.h, t.said, upto).await;
-    let mut start = start.map_err(|e| mob_err(lua, e))?;
+    let mut start = start.map_err(mob_err)?;
     match before.and_then(|b| serde_json::from_value(b["peers"].clone()).ok()) {
         // The peers it was offered the first time: its tools are the same.
         Some(peers) => start.peers = peers,
@@ -288,7 +282,7 @@ async fn live_turn(
     match out? {
         Ok(reply) => {
             let closed = mob.close_turn(t.h, &start, t.origin, &reply, tokens).await;
-            closed.map_err(|e| mob_err(lua, e))?;
+            closed.map_err(mob_err)?;
             Ok(Ok(reply))
         }
         Err(None) => Err(HostError::new("cancelled", "the turn was cancelled")),
