@@ -396,3 +396,44 @@ async fn a_message_sent_into_the_run_reaches_a_member_and_failures_are_typed() {
         "Messages for you since your last turn:\n- from user: hi there\n\nAnswer the user."
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submitted_work_is_taken_up_by_a_turn_and_can_be_withdrawn_before() {
+    let server = Scripted::start(vec![
+        Reply::Text("lexer done".into()),
+        Reply::Text("planned".into()),
+    ])
+    .await
+    .unwrap();
+    let d = dir("work");
+    let bp = blueprint(
+        &d,
+        &server.url,
+        "",
+        r#"local mob = swarm.mob("work")
+    local m = mob:spawn { id = "w", agent = "coder" }
+    local a = m:submit("Write the lexer.")
+    local b = m:submit("Write the docs.")
+    local withdrawn, again = b:cancel(), b:cancel()
+    local reply = a:wait()
+    local ok, gone = pcall(b.wait, b)
+    local auto = mob:spawn { id = "x", agent = "coder", mode = "autonomous" }
+    local plan = auto:submit("Plan the release.")
+    return { reply = reply, withdrawn = withdrawn, again = again, gone = gone.code,
+             taken = a:cancel(), plan = plan:wait(), twice = a:wait() }"#,
+    );
+    let (report, _) = run_on(&memory(), &bp).await;
+    let r = &report.result;
+    assert_eq!(
+        r,
+        &json!({ "reply": "lexer done", "withdrawn": true, "again": true, "gone": "cancelled",
+                 "taken": false, "plan": "planned", "twice": "lexer done" })
+    );
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2, "one turn per unit of work");
+    assert_eq!(
+        last_user(&reqs[0]),
+        "Messages for you since your last turn:\n- from work: Write the lexer.\n\nDo the work above."
+    );
+    assert!(last_user(&reqs[1]).contains("- from work: Plan the release."));
+}

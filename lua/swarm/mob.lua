@@ -57,7 +57,7 @@ Mob.__index = Mob
 
 local function member(mob, view)
   return setmetatable({ mob = mob, id = view.id, incarnation = view.incarnation,
-                        agent = view.agent, labels = view.labels }, Member)
+                        agent = view.agent, labels = view.labels, mode = view.mode }, Member)
 end
 
 local function handle(m)
@@ -103,6 +103,46 @@ function Member:fork(spec)
   if type(spec) ~= "table" then raise("bad_argument", "member:fork: expects { id = ... }") end
   need_string(spec.id, "member:fork: id")
   return member(self.mob, call("fork", { handle = h, id = spec.id }))
+end
+
+local Work = {}
+Work.__index = Work
+
+--- Queues `work` (text) for the member: a message from `work` that its
+--- next turn shows. Returns a handle: `h:wait()` is the reply of the turn
+--- that took it up, `h:cancel()` withdraws it while no turn has.
+function Member:submit(work)
+  local h = handle(self)
+  need_string(work, "member:submit: the work")
+  local r = call("post", { mob = h.mob, to = h.id, from = "work", text = work })
+  return setmetatable({ member = self, id = r.id }, Work)
+end
+
+--- The reply of the turn that took this work up. While it waits, the
+--- member takes turns: an autonomous one through `mob:run`, another by
+--- being asked to do the work waiting for it. Raises `cancelled` for work
+--- withdrawn.
+function Work:wait()
+  local m = self.member
+  local args = { handle = handle(m), seq = self.id }
+  local state = call("work", args)
+  while state.state == "queued" do
+    if m.mode == "autonomous" then
+      m.mob:run { rounds = 1 }
+    else
+      m:ask("Do the work above.")
+    end
+    state = call("work", args)
+  end
+  if state.state == "cancelled" then
+    raise("cancelled", "work " .. self.id .. " for `" .. m.id .. "` was withdrawn")
+  end
+  return state.reply
+end
+
+--- Withdraws the work while no turn has taken it up: true, else false.
+function Work:cancel()
+  return call("cancel_work", { handle = handle(self.member), seq = self.id }).cancelled
 end
 
 local SPEC = { id = "string", agent = "string", message = "string", wire = "table",

@@ -43,6 +43,23 @@ function Member:retire() end
 ---@return swarm.Receipt
 function Member:tell(to, text) end
 
+---@class swarm.Work
+---@field id integer  the work's message number
+local Work = {}
+
+---The reply of the turn that took the work up (the member takes turns meanwhile).
+---@return any reply
+function Work:wait() end
+
+---Withdraws the work while no turn has taken it up.
+---@return boolean withdrawn
+function Work:cancel() end
+
+---Queues a unit of work for the member's next turn.
+---@param text string
+---@return swarm.Work
+function Member:submit(text) end
+
 ---A new member whose conversation starts as a copy of this one's.
 ---@param spec { id: string }
 ---@return swarm.Member

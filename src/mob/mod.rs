@@ -14,9 +14,11 @@
 
 mod ops;
 mod turn;
+mod work;
 
 pub use ops::{Budget, Receipt, Spawn};
 pub use turn::{TurnStart, turn_lock};
+pub use work::WorkState;
 
 use crate::store::{MobStore, StoreError};
 use serde::{Deserialize, Serialize};
@@ -74,6 +76,9 @@ pub struct Member {
     /// after a crash is not counted twice.
     #[serde(default)]
     pub last_turn: Option<String>,
+    /// Submitted work withdrawn before a turn showed it (message numbers).
+    #[serde(default)]
+    pub withdrawn: Vec<u64>,
 }
 
 fn turns() -> String {

@@ -123,6 +123,7 @@ impl Mob<'_> {
                     last_reply: None,
                     tokens: 0,
                     last_turn: None,
+                    withdrawn: Vec::new(),
                 };
                 for peer in &spec.wire {
                     if let Some(p) = r.members.get_mut(peer) {

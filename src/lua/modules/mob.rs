@@ -87,7 +87,7 @@ pub async fn op(lua: &Lua, op: Value, args: Value, pos: Value) -> Result<Value, 
     // Host work in proportion to what was read and answered, charged.
     let bytes = crate::engine::size::measure(&out, usize::MAX).json;
     crate::lua::meter::charge_bytes(lua, bytes)?;
-    if !matches!(op.as_str(), "members" | "history") {
+    if !matches!(op.as_str(), "members" | "history" | "work") {
         note(
             lua,
             json!({ "event": op, "mob": name, "args": args, "answer": out }),
@@ -152,6 +152,15 @@ async fn apply(
             );
             let receipt = mob.post(&to, &from, &body, origin).await;
             json!(receipt.map_err(mob_err)?)
+        }
+        "work" | "cancel_work" => {
+            let h: Handle = field(args, "handle", &what)?;
+            let seq: u64 = field(args, "seq", &what)?;
+            if op == "work" {
+                json!(mob.work(&h, seq).await.map_err(mob_err)?)
+            } else {
+                json!({ "cancelled": mob.cancel_work(&h, seq).await.map_err(mob_err)? })
+            }
         }
         "members" => {
             let labels: Option<BTreeMap<String, String>> = field(args, "labels", &what)?;
