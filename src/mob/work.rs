@@ -66,6 +66,10 @@ impl Mob<'_> {
                 return Ok((false, false));
             }
             m.withdrawn.push(seq);
+            // The last ones are enough to answer `wait` on them.
+            if m.withdrawn.len() > super::ops::MAX_INBOX {
+                m.withdrawn.remove(0);
+            }
             Ok((true, true))
         })
         .await
