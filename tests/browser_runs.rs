@@ -165,6 +165,29 @@ return swarm.blueprint "review" {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_mob_events_are_shown_by_member() {
+    let bp = r#"local swarm = require "swarm"
+return swarm.blueprint "team" {
+  agents = { coder = swarm.agent.lua { run = function(task) return "x" end } },
+  flow = function()
+    local mob = swarm.mob("page")
+    local lead = mob:spawn { id = "lead", agent = "coder" }
+    local c = mob:spawn { id = "c1", agent = "coder", wire = { "lead" } }
+    c:tell("lead", "tokenizer done")
+    mob:post("lead", "hello", { from = "user" })
+    c:retire()
+    return "ok"
+  end,
+}
+"#;
+    let (s, c, op) = start(&[("team.lua".to_string(), bp.to_string())], "mob");
+    let id = run(&c, json!({ "blueprint": "team", "id": "mob" })).await;
+    let r = c.until(&id, |r| r["status"] != "running").await;
+    assert_eq!(r["status"], "pass", "{r}");
+    drive_async(&s.url, &s.dir, "mob", &[&op, &id]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_timeline_of_a_parallel_run_shows_its_branches_overlapping() {
     // Each branch waits for the other to have started: they overlap by
     // construction, whatever the machine's load (the loop is a hang guard).
