@@ -2,7 +2,8 @@
 //! `tests/browser.py` and `tests/browser_runs.py` for what each scenario
 //! does through the page): paging 105 runs newest first, one event stream
 //! per open run (no doubled text), an LLM step's output cell, a question's
-//! context and checked answer, the timeline of a parallel run, and
+//! context and checked answer, the timeline of a parallel run, a run's mob
+//! events by member, and
 //! starting a run from the form. Each test runs its own `swarm serve`.
 
 mod common;
