@@ -220,8 +220,14 @@ pub async fn ask(lua: &Lua, handle: Value, text_v: Value, pos: Value) -> Result<
     let origin = format!("{}/{pos}", j.run());
     let store: &dyn MobStore = &**j.store();
     let mob = Mob::new(store, &h.mob);
-    let done = mob.finished_turn(&h, &origin).await;
-    let reply = match done.map_err(mob_err)? {
+    // A turn never opened before (no `STEP~open`) cannot have finished:
+    // only one that was is looked for in the conversation.
+    let before = opened(lua, &j, &pos, &key).await?;
+    let done = match before {
+        Some(_) => mob.finished_turn(&h, &origin).await.map_err(mob_err)?,
+        None => None,
+    };
+    let reply = match done {
         Some(reply) => reply,
         None => {
             let turn = Turn {
@@ -230,6 +236,7 @@ pub async fn ask(lua: &Lua, handle: Value, text_v: Value, pos: Value) -> Result<
                 pos: &pos,
                 key: &key,
                 origin: &origin,
+                before,
             };
             match live_turn(lua, &j, &mob, &turn).await? {
                 Ok(reply) => reply,
@@ -258,6 +265,8 @@ struct Turn<'a> {
     pos: &'a str,
     key: &'a str,
     origin: &'a str,
+    /// What it showed when it first opened, if it did (`opened`).
+    before: Option<Json>,
 }
 
 /// Opens the turn (journaling which messages it shows), asks the model
@@ -268,7 +277,7 @@ async fn live_turn(
     mob: &Mob<'_>,
     t: &Turn<'_>,
 ) -> Result<Result<Json, Json>, HostError> {
-    let before = opened(lua, j, t.pos, t.key).await?;
+    let before = t.before.clone();
     let upto = before.as_ref().and_then(|b| b["upto"].as_u64());
     let start = mob.open_turn(t.h, t.said, upto).await;
     let mut start = start.map_err(mob_err)?;
