@@ -14,6 +14,7 @@ const CHUNKS: &[&str] = &[
     "frozen",
     "entry",
     "flow",
+    "mob",
     "blueprint",
     "validate",
     "tablelib",

@@ -6,6 +6,7 @@
 //! - `auth`   — roles, verbs, the role × verb gate, HMAC-signed capability tokens.
 //! - `engine` — tasks, attempts, the event ledger, the board, the spawner seam; one state, one lock.
 //! - `store`  — the store contract (runs, journal, events, questions, fenced ownership, work queue); SQLite and memory.
+//! - `mob`    — mobs: rosters of long-lived LLM members, their conversations and peer messages, over the store.
 //! - `spawn`  — agent backends (Rust, process, remote) and the layers that wrap them.
 //! - `llm`    — the OpenAI-compatible LLM agent backend (turns, tools, usage).
 //! - `mcp`    — MCP client: an MCP server's tools as agents (`rmcp`, the official SDK).
@@ -28,6 +29,7 @@ pub mod engine;
 pub mod llm;
 pub mod lua;
 pub mod mcp;
+pub mod mob;
 pub mod reload;
 #[cfg(feature = "cli")]
 pub mod repl;

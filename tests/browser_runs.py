@@ -199,6 +199,20 @@ def scenarios(m):
         b.until("the second run open", "document.querySelector('#run-id')?.textContent === 'from-schema'")
         b.until("its result", "document.querySelector('#result').textContent.includes('Grace')")
 
+    def mob(b, url, token, run):
+        """A run's mob events grouped by member: one row per member, with
+        what it did and what reached it, in order."""
+        b.go(url + "#" + run)
+        b.use_token(token)
+        b.until("the run passing", m.status_is("pass"))
+        b.until("the mob table", "!document.querySelector('#mob')?.hidden && document.querySelectorAll('#mob tr[data-member]').length === 2")
+        lead = b.js("document.querySelector('#mob tr[data-member=\"page/lead\"]').textContent")
+        coder = b.js("document.querySelector('#mob tr[data-member=\"page/c1\"]').textContent")
+        b.check("the lead's row", "spawned" in lead and "message from c1: tokenizer done" in lead and "message from user: hello" in lead)
+        b.check("in order", lead.index("tokenizer done") < lead.index("message from user"))
+        b.check("the coder's row", "told lead: tokenizer done" in coder)
+        b.check("its retirement", coder.rstrip().endswith("retired"))
+
     def screens(b, url, token, out, asking, story):
         """The README's screenshots: the runs list, a run waiting on a
         question, and a finished LLM run, written as PNGs under OUT."""
@@ -215,4 +229,4 @@ def scenarios(m):
         b.until("its text", m.row("writer") + "?.querySelector('td.out pre')")
         b.screenshot(f"{out}/llm-run.png")
 
-    return {f.__name__: f for f in (paging, stream, llm, question, timeline, start, screens)}
+    return {f.__name__: f for f in (paging, stream, llm, question, timeline, start, mob, screens)}

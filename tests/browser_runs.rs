@@ -2,7 +2,8 @@
 //! `tests/browser.py` and `tests/browser_runs.py` for what each scenario
 //! does through the page): paging 105 runs newest first, one event stream
 //! per open run (no doubled text), an LLM step's output cell, a question's
-//! context and checked answer, the timeline of a parallel run, and
+//! context and checked answer, the timeline of a parallel run, a run's mob
+//! events by member, and
 //! starting a run from the form. Each test runs its own `swarm serve`.
 
 mod common;
@@ -168,6 +169,29 @@ return swarm.blueprint "review" {
     );
     let r = c.until(&other, |r| r["status"] != "running").await;
     assert_eq!(r["status"], "cancelled", "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_mob_events_are_shown_by_member() {
+    let bp = r#"local swarm = require "swarm"
+return swarm.blueprint "team" {
+  agents = { coder = swarm.agent.lua { run = function(task) return "x" end } },
+  flow = function()
+    local mob = swarm.mob("page")
+    local lead = mob:spawn { id = "lead", agent = "coder" }
+    local c = mob:spawn { id = "c1", agent = "coder", wire = { "lead" } }
+    c:tell("lead", "tokenizer done")
+    mob:post("lead", "hello", { from = "user" })
+    c:retire()
+    return "ok"
+  end,
+}
+"#;
+    let (s, c, op) = start(&[("team.lua".to_string(), bp.to_string())], "mob");
+    let id = run(&c, json!({ "blueprint": "team", "id": "mob" })).await;
+    let r = c.until(&id, |r| r["status"] != "running").await;
+    assert_eq!(r["status"], "pass", "{r}");
+    drive_async(&s.url, &s.dir, "mob", &[&op, &id]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

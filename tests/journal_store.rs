@@ -442,6 +442,9 @@ fn a_row_per_entry_journal_becomes_pages_and_keeps_every_entry() {
          ALTER TABLE runs DROP COLUMN fork;
          DROP TABLE work;
          DROP TABLE work_ended;
+         DROP TABLE messages;
+         DROP TABLE mobs;
+         DROP TABLE mob_turns;
          {JOURNAL_V4}
          INSERT INTO runs (id, blueprint, path, hash, input, status, created_ms, updated_ms)
              VALUES ('r', 'b', 'b.lua', 'h', 'null', 'pass', 1, 1);

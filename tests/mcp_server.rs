@@ -51,6 +51,7 @@ fn over_stdio_a_run_tool_returns_the_result_and_errors_carry_codes() {
         ["list_blueprints", {}],
         ["show_run", { "id": "no-such-run" }],
         ["check_blueprint", { "path": dir.join("hello.lua") }],
+        ["send_to_run", { "id": "no-such-run", "topic": "t", "value": 1 }],
     ]);
     let Some(out) = stdio(&dir, calls) else {
         return;
@@ -66,6 +67,7 @@ fn over_stdio_a_run_tool_returns_the_result_and_errors_carry_codes() {
         "list_runs",
         "show_run",
         "answer_question",
+        "send_to_run",
         "cancel_run",
         "resume_run",
         "list_blueprints",
@@ -92,6 +94,7 @@ fn over_stdio_a_run_tool_returns_the_result_and_errors_carry_codes() {
     assert_eq!(c[3]["structured"]["code"], "unknown_run", "{}", c[3]);
     assert!(c[3]["structured"]["message"].as_str().is_some());
     assert_eq!(c[4]["structured"]["ok"], true, "{}", c[4]);
+    assert_eq!(c[5]["structured"]["code"], "unknown_run", "{}", c[5]);
 }
 
 #[test]

@@ -280,8 +280,8 @@ end"#
         assert_eq!(s, TaskStatus::Pass, "{agent}: {r}");
         assert_eq!(
             r["names"],
-            "agent all_settled any ask blueprint duration engine gate json layer log map \
-             parallel pstep race sleep step time try worker",
+            "agent all_settled any ask blueprint duration engine gate json layer log map mob \
+             parallel pstep race recv sleep step time try worker",
             "{agent}"
         );
         assert_eq!(r["same"], true, "{agent}: {r}");

@@ -46,6 +46,8 @@ async fn every_role_on_every_route_is_refused_before_the_state_is_told() {
     type Route<'a> = (&'a str, String, Option<Value>, &'a str, u16, u16);
     let routes: Vec<Route> = vec![
         ("GET", "/v1/runs".into(), None, "read", 200, 200),
+        ("GET", "/v1/mobs".into(), None, "read", 200, 200),
+        ("GET", "/v1/mobs/{id}".into(), None, "read", 404, 404),
         ("GET", "/v1/runs/{id}".into(), None, "read", 200, 404),
         (
             "GET",
@@ -61,6 +63,14 @@ async fn every_role_on_every_route_is_refused_before_the_state_is_told() {
             Some(json!({"question": "q", "value": 1})),
             "answer",
             404,
+            404,
+        ),
+        (
+            "POST",
+            "/v1/runs/{id}/messages".into(),
+            Some(json!({"topic": "q", "value": 1})),
+            "send",
+            409,
             404,
         ),
         (

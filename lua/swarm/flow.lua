@@ -239,6 +239,48 @@ function M.sleep(ms)
   return true
 end
 
+--- Waits for the next message sent into the run on `topic` (`swarm send
+--- RUN TOPIC JSON`, `POST /v1/runs/{id}/messages`). Returns its value and
+--- `{ seq, id, topic, sent_ms }`. With `opts.timeout` ("10m", "90s", or
+--- milliseconds), returns `nil, err` (code `recv_timeout`) once it passes
+--- without one. Journaled: a resumed run receives the same messages at
+--- the same places, each message once, and waits only what is left of
+--- the timeout.
+function M.recv(topic, opts)
+  if type(topic) ~= "string" or topic == "" then
+    raise("bad_argument", "swarm.recv: expects a topic (a non-empty string), got "
+      .. (topic == "" and "\"\"" or type(topic)))
+  end
+  local ms
+  if opts ~= nil then
+    if type(opts) ~= "table" then
+      raise("bad_argument", "swarm.recv: opts must be a table, got " .. type(opts))
+    end
+    local t = opts.timeout
+    ms = type(t) == "string" and host.duration_ms(t) or t
+    if t ~= nil and (type(ms) ~= "number" or ms < 0 or ms ~= ms) then
+      raise("bad_argument", "swarm.recv: timeout must be a duration (\"10m\", \"90s\") or "
+        .. "milliseconds, got " .. tostring(t))
+    end
+  end
+  local deadline = ms and journaled_call("recv_until", topic, ms,
+    function() return raw_now() + ms end)
+  local got = journaled_call("recv", topic, nil,
+    function() return wait("recv", topic, deadline) end)
+  if got.timeout then
+    return nil, error_of("recv_timeout", "swarm.recv: no message on `" .. topic
+      .. "` within " .. tostring(opts.timeout), { topic = topic })
+  end
+  return got.value, { seq = got.seq, id = got.id, topic = got.topic, sent_ms = got.sent_ms }
+end
+
+-- For the mob library (`swarm/mob.lua`): the one journaled-call helper,
+-- and the next journal position (nil when the run is not durable).
+M._journaled_call = journaled_call
+function M._position()
+  return journaled() and next_pos() or nil
+end
+
 -- The journaled reads behind swarm.time.now, os.time, os.clock and
 -- math.random in a durable run (swarm/init.lua installs those).
 function M._read(kind, read)

@@ -111,7 +111,7 @@ end
 -- when the library loads, see src/lua/modules/parts.rs), and the makers of
 -- the host modules.
 return swarm, {
-  wait = function(op, a, b) return check(wait(op, a, b)) end,
+  wait = function(op, a, b, c) return check(wait(op, a, b, c)) end,
   step = step,
   journal_active = journal_active,
   now = raw_now,

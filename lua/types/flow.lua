@@ -63,6 +63,22 @@ function swarm.map(items, fn, opts) end
 ---@return any answer
 function swarm.ask(question, opts) end
 
+---@class swarm.Message
+---@field seq integer      its number among the run's messages
+---@field id string?       the sender's id (`--id`, `id`), which dedups retries
+---@field topic string
+---@field sent_ms integer
+
+---Waits for the next message sent into the run on `topic` (`swarm send RUN
+---TOPIC JSON`, `POST /v1/runs/{id}/messages`): its value and details. With
+---`opts.timeout`, `nil, err` (code `recv_timeout`) once it passes. Journaled:
+---a resumed run receives the same messages in the same places, each once.
+---@param topic string
+---@param opts { timeout: string|number? }?
+---@return any value
+---@return swarm.Message|swarm.Error meta
+function swarm.recv(topic, opts) end
+
 ---Waits without blocking other branches (journaled in durable runs).
 ---@param ms number
 function swarm.sleep(ms) end

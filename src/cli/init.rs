@@ -14,6 +14,7 @@ const STUBS: &[(&str, &str)] = &[
     ("swarm.lua", include_str!("../../lua/types/swarm.lua")),
     ("engine.lua", include_str!("../../lua/types/engine.lua")),
     ("flow.lua", include_str!("../../lua/types/flow.lua")),
+    ("mob.lua", include_str!("../../lua/types/mob.lua")),
     ("modules.lua", include_str!("../../lua/types/modules.lua")),
 ];
 

@@ -24,10 +24,12 @@ mod doctor;
 mod fork;
 mod init;
 mod mcp;
+mod mob;
 mod repl;
 mod replay;
 mod run;
 mod runs;
+mod send;
 mod serve;
 mod show;
 mod transfer;
@@ -98,6 +100,10 @@ enum Command {
     Answer(runs::AnswerArgs),
     /// Cancel a run.
     Cancel(runs::CancelArgs),
+    /// Send a message into a run (the flow's `swarm.recv(topic)`).
+    Send(send::SendArgs),
+    /// Mobs (`swarm.mob`): `list`, `show NAME`.
+    Mob(mob::MobArgs),
     /// Delete finished runs (default: older than 30 days) and reclaim space.
     Prune(runs::PruneArgs),
     /// Check the journal's health and say what to do about problems.
@@ -294,6 +300,8 @@ pub fn main() -> ExitCode {
         Command::Upgrade(args) => upgrade::upgrade(args),
         Command::Answer(args) => runs::answer(args),
         Command::Cancel(args) => runs::cancel(args),
+        Command::Send(args) => send::send(args),
+        Command::Mob(args) => mob::run(args),
         Command::Prune(args) => runs::prune(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Bench(args) => bench::run(args),

@@ -301,6 +301,13 @@ fn print_report(report: &run::RunReport, json: bool) -> ExitCode {
             );
             ExitCode::from(EXIT_WAITING)
         }
+        (_, Some("message_awaited"), Some(id)) => {
+            errln!(
+                "run {id} is waiting for a message: {}",
+                message.unwrap_or("swarm.recv waits")
+            );
+            ExitCode::from(EXIT_WAITING)
+        }
         (_, Some("interrupted"), Some(_)) => {
             errln!("run {}", message.unwrap_or("interrupted"));
             ExitCode::from(EXIT_WAITING)

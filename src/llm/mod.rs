@@ -10,6 +10,7 @@
 
 mod estimate;
 mod http;
+pub mod mail;
 mod offer;
 pub mod schema;
 pub mod scripted;
@@ -184,6 +185,8 @@ pub struct RunSide {
     pub tools: Arc<dyn Tools>,
     pub log: Arc<dyn TurnLog>,
     pub meter: Arc<Meter>,
+    /// Delivers a mob member's `send_message` calls (`mail.rs`).
+    pub mail: Option<Arc<dyn mail::PeerMail>>,
 }
 
 /// The spawner of one LLM agent.
@@ -289,7 +292,7 @@ impl Step {
     async fn run(&self, ctx: &SpawnCtx) -> Result<Value, Value> {
         let mut messages = opening(self.spec.system.as_deref(), &ctx.input)?;
         let ep = self.endpoint()?;
-        let offered = self.offered().await?;
+        let offered = self.offered(&ctx.input).await?;
         let tools = offered.wire();
         let mut schema_left = SCHEMA_RETRIES;
         // Whether a final answer without a tool call is still worth a note.
@@ -395,14 +398,20 @@ impl Step {
         })
     }
 
-    /// The tools this step offers the model.
-    async fn offered(&self) -> Result<Offered, Value> {
-        if self.spec.tools.is_empty() {
+    /// The tools this step offers the model: its agent's, and a mob
+    /// member's `send_message` when the step is one of its turns.
+    async fn offered(&self, input: &Value) -> Result<Offered, Value> {
+        let host = mail::offered(input).filter(|_| self.side.mail.is_some());
+        if self.spec.tools.is_empty() && host.is_none() {
             return Ok(Offered::default());
         }
-        let listed = self.side.tools.select(&self.spec.tools).await;
-        let listed =
-            listed.map_err(|why| fail("llm_config", format!("agent `{}`: {why}", self.name)))?;
+        let mut listed = Vec::new();
+        if !self.spec.tools.is_empty() {
+            let found = self.side.tools.select(&self.spec.tools).await;
+            listed =
+                found.map_err(|why| fail("llm_config", format!("agent `{}`: {why}", self.name)))?;
+        }
+        listed.extend(host);
         Ok(Offered::new(listed))
     }
 

@@ -36,7 +36,7 @@ impl Step {
                     return Ok(tool_message(&id, &rec));
                 }
             }
-            let out = self.tool(ctx, offered, call).await;
+            let out = self.tool(ctx, offered, call, pos.as_deref()).await;
             let rec = match out {
                 Ok(v) => json!({ "ok": true, "value": v }),
                 Err(e) => json!({ "ok": false, "error": e }),
@@ -53,7 +53,13 @@ impl Step {
         futures_util::future::try_join_all(runs).await
     }
 
-    async fn tool(&self, ctx: &SpawnCtx, offered: &Offered, call: &Value) -> Result<Value, Value> {
+    async fn tool(
+        &self,
+        ctx: &SpawnCtx,
+        offered: &Offered,
+        call: &Value,
+        pos: Option<&str>,
+    ) -> Result<Value, Value> {
         let wire = call
             .pointer("/function/name")
             .and_then(Value::as_str)
@@ -75,6 +81,16 @@ impl Step {
             return Err(json!(format!(
                 "the arguments do not match the parameters of `{name}`: {why}"
             )));
+        }
+        if name == super::mail::SEND_MESSAGE
+            && let (Some(mail), Some(member)) = (&self.side.mail, ctx.input.get("member"))
+        {
+            let text = |k: &str| args[k].as_str().unwrap_or_default().to_string();
+            let receipt = mail.send(member, &text("to"), &text("text"), pos).await?;
+            let event = json!({ "event": "message", "mob": member["mob"], "from": member["id"],
+                                "to": args["to"], "receipt": receipt, "by": "send_message" });
+            ctx.engine.note(ctx.task, "mob", event);
+            return Ok(receipt);
         }
         self.side.tools.call(ctx, name, args).await
     }

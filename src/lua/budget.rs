@@ -28,6 +28,8 @@ pub struct RunLimits {
     pub memory: Option<usize>,
     pub journal_entries: Option<u64>,
     pub journal_bytes: Option<u64>,
+    /// `limits.tokens`: what mob members' budgets are reserved from.
+    pub tokens: Option<u64>,
 }
 
 /// A run's budgets and what its VMs have used of them.

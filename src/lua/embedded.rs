@@ -28,6 +28,7 @@ pub const FROZEN: (&str, &str) = (
 );
 pub const ENTRY: (&str, &str) = ("swarm/entry.lua", include_str!("../../lua/swarm/entry.lua"));
 pub const FLOW: (&str, &str) = ("swarm/flow.lua", include_str!("../../lua/swarm/flow.lua"));
+pub const MOB: (&str, &str) = ("swarm/mob.lua", include_str!("../../lua/swarm/mob.lua"));
 pub const BLUEPRINT: (&str, &str) = (
     "swarm/blueprint.lua",
     include_str!("../../lua/swarm/blueprint.lua"),
@@ -44,8 +45,8 @@ pub const VALIDATE: (&str, &str) = (
 );
 
 /// The chunks every VM may load as bytecode.
-const CHUNKS: [(&str, &str); 9] = [
-    INIT, GUARDS, ERROR_MT, FROZEN, ENTRY, FLOW, BLUEPRINT, VALIDATE, TABLELIB,
+const CHUNKS: [(&str, &str); 10] = [
+    INIT, GUARDS, ERROR_MT, FROZEN, ENTRY, FLOW, MOB, BLUEPRINT, VALIDATE, TABLELIB,
 ];
 
 /// Bytecode of the embedded chunk `name`: all of [`CHUNKS`] are compiled

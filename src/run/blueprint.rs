@@ -225,6 +225,7 @@ impl Reader<'_> {
         };
         let mut budgets = crate::lua::RunLimits::default();
         let (deadline, tokens) = self.limits(&spec, &at, &mut budgets)?;
+        budgets.tokens = tokens;
         let input = match spec.get::<Value>("input").map_err(|e| self.lua_err(e))? {
             Value::Nil => None,
             v => {

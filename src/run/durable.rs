@@ -119,11 +119,12 @@ impl Prepared {
         reuse: Option<(String, Vec<crate::store::JournalEntry>)>,
     ) {
         let lease = Arc::new(Lease::new(store.clone(), id, fence, taken_at));
+        let waits = self.opts.interactive || self.opts.wait_for_answers;
         let mut journal = Journal::new(store, id, entries).owned(lease.clone());
         if let Some((from, entries)) = reuse {
             journal = journal.reusing(&from, entries);
         }
-        self.attach_journal(journal);
+        self.attach_journal(journal.waiting_for_messages(waits));
         self.keep_lease(lease);
     }
 

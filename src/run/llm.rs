@@ -150,6 +150,44 @@ impl Tools for RunTools {
     }
 }
 
+/// A mob member's `send_message` calls, delivered into the run's store.
+pub struct RunMail {
+    pub journal: JournalSlot,
+}
+
+impl crate::llm::mail::PeerMail for RunMail {
+    fn send(
+        &self,
+        member: &Value,
+        to: &str,
+        text: &str,
+        origin: Option<&str>,
+    ) -> BoxFuture<'static, Result<Value, Value>> {
+        let journal = self
+            .journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let handle = serde_json::from_value::<crate::mob::Handle>(member.clone());
+        let (to, text) = (to.to_string(), text.to_string());
+        let origin = origin.map_or_else(
+            || format!("unjournaled-{:016x}", rand::random::<u64>()),
+            str::to_string,
+        );
+        Box::pin(async move {
+            let j = journal.ok_or_else(|| json!("send_message needs a journaled run"))?;
+            let h = handle.map_err(|e| json!(format!("not a member's turn: {e}")))?;
+            let origin = format!("{}/{origin}", j.run());
+            let store: &dyn crate::store::MobStore = &**j.store();
+            crate::mob::Mob::new(store, &h.mob)
+                .tell(&h, &to, &text, &origin)
+                .await
+                .map(|r| json!(r))
+                .map_err(|e| json!(format!("{e} [{}]", e.code())))
+        })
+    }
+}
+
 /// Stops the run once its root task exists (a budget tripped, the
 /// journal halted): cancels the root, so every step under it stops.
 #[derive(Clone, Default)]
@@ -205,6 +243,7 @@ impl TurnLog for RunLog {
             self.stop.fire();
             return Err(msg);
         }
+        j.spent(pos, e.tokens);
         Ok(Some(e.value))
     }
 
@@ -221,6 +260,7 @@ impl TurnLog for RunLog {
         };
         let mut entry = j.entry(pos, kind, "llm", input_hash(request), true, value);
         entry.tokens = tokens;
+        j.spent(pos, tokens);
         let stop = self.stop.clone();
         Box::pin(async move {
             j.write(entry).await.map_err(|e| {

@@ -18,6 +18,7 @@ mod fork;
 mod input;
 pub mod kinds;
 mod llm;
+mod mobs;
 pub mod position;
 mod render;
 mod replay;
@@ -34,6 +35,7 @@ pub use follow::{Follow, Followed};
 pub use fork::{ForkRequest, default_at};
 pub use kinds::AgentKinds;
 pub use llm::{JournalUsage, StepUsage, journal_usage};
+pub use mobs::MobShown;
 pub use render::error_chain;
 pub use replay::Verdict;
 pub use runs::{Handle, Runs};
@@ -148,6 +150,17 @@ pub enum RunError {
     /// The host is shutting down: it starts and resumes no runs.
     #[error("this host is draining (shutting down): it starts and resumes no runs")]
     Draining,
+    /// A message sent to a run that has finished.
+    #[error("run `{run}` already finished ({status}); it receives no more messages")]
+    Finished {
+        run: String,
+        status: crate::store::RunStatus,
+    },
+    #[error("no mob `{0}`")]
+    UnknownMob(String),
+    /// A message the run service refuses (its topic, id, value or size).
+    #[error("{0}")]
+    BadMessage(String),
     /// The caller's role may not do this to a run.
     #[error("role `{role}` may not {action} runs")]
     Forbidden {
@@ -176,6 +189,9 @@ impl RunError {
             RunError::UnknownQuestion { .. } => "unknown_question",
             RunError::Draining => "draining",
             RunError::Fork(_) => "fork_invalid",
+            RunError::Finished { .. } => "run_finished",
+            RunError::BadMessage(_) => "bad_message",
+            RunError::UnknownMob(_) => "unknown_mob",
             RunError::Forbidden { .. } | RunError::Bound(_) => "forbidden",
         }
     }

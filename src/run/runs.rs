@@ -9,7 +9,7 @@
 //! it does it is *active*, and an active run's memory is released the
 //! moment it ends (nothing is kept per finished run).
 
-use super::service::{self, Action, Answered, Authority, Cancelled, Shown};
+use super::service::{self, Action, Answered, Authority, Cancelled, Sent, Shown};
 use super::{Prepared, RunError, RunOptions, RunReport};
 use crate::engine::{Engine, TaskId};
 use crate::store::{RunRecord, RunStatus, Store};
@@ -336,6 +336,30 @@ impl Runs {
         who.check(Action::Answer, Some(id))?;
         let record = self.record(who, id).await?;
         service::answer_record(who, self.journal()?, &record, name, value).await
+    }
+
+    /// Sends a message on `topic` into run `id` (`id`: the sender's own id
+    /// for it, which makes a retry a no-op). A run executing here is woken
+    /// at once; one executing elsewhere reads it from the store; a stopped
+    /// one receives it once resumed.
+    pub async fn send(
+        &self,
+        who: &Authority,
+        id: &str,
+        topic: &str,
+        value: Value,
+        client_id: Option<&str>,
+    ) -> Result<Sent, RunError> {
+        who.check(Action::Send, Some(id))?;
+        let record = self.record(who, id).await?;
+        let limit = self.engine.payload_limit();
+        let message = (topic, value, client_id);
+        let sent = service::send_record(who, self.journal()?, &record, message, limit).await?;
+        let active = self.active().get(id).map(|a| a.run.clone());
+        if let Some(j) = active.and_then(|run| run.journal()) {
+            j.inbox().wake();
+        }
+        Ok(sent)
     }
 
     /// Resumes the interrupted runs `pick` chooses (a server: those of

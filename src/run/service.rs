@@ -21,6 +21,8 @@ pub enum Action {
     Cancel,
     Interrupt,
     Answer,
+    /// Send a message into a run (`swarm send`, `POST .../messages`).
+    Send,
     /// List and show runs, their journal, questions and events.
     Read,
     /// Claim remote steps from a queue and report on them (`swarm worker`).
@@ -35,6 +37,7 @@ impl Action {
             Action::Cancel => "cancel",
             Action::Interrupt => "interrupt",
             Action::Answer => "answer",
+            Action::Send => "send messages to",
             Action::Read => "read",
             Action::Work => "work",
         }
@@ -138,6 +141,69 @@ pub enum Answered {
     Continues,
     /// The run is stopped: `resume` continues it with the answer.
     NeedsResume,
+}
+
+/// What `send` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Sent {
+    /// The message's number in the run.
+    pub seq: u64,
+    /// The run had a message with this sender's id already: nothing new.
+    pub duplicate: bool,
+    /// The run is stopped: `resume` continues it, and it receives this.
+    pub resume_needed: bool,
+}
+
+/// The longest topic and sender's id a message may have.
+const MESSAGE_NAME_MAX: usize = 256;
+
+/// Sends a message on `topic` into run `record`: refused when the run has
+/// finished (`run_finished`), and for a topic or id that is empty or too
+/// long, a null value or one past `limit` bytes of JSON (`bad_message`).
+pub(super) async fn send_record(
+    who: &Authority,
+    store: &Arc<dyn Store>,
+    record: &RunRecord,
+    message: (&str, Value, Option<&str>),
+    limit: usize,
+) -> Result<Sent, RunError> {
+    who.check(Action::Send, Some(&record.id))?;
+    let (topic, value, id) = message;
+    if record.status.is_finished() {
+        return Err(RunError::Finished {
+            run: record.id.clone(),
+            status: record.status,
+        });
+    }
+    let bad = |m: String| Err(RunError::BadMessage(m));
+    if topic.is_empty() || topic.len() > MESSAGE_NAME_MAX {
+        return bad(format!(
+            "a message's topic must be 1-{MESSAGE_NAME_MAX} bytes, not {}",
+            topic.len()
+        ));
+    }
+    if let Some(id) = id.filter(|id| id.is_empty() || id.len() > MESSAGE_NAME_MAX) {
+        return bad(format!(
+            "a message's id must be 1-{MESSAGE_NAME_MAX} bytes, not {}",
+            id.len()
+        ));
+    }
+    if value.is_null() {
+        return bad("a message's value must not be null (`swarm.recv` answers nil on a                     timeout); send an object, a string, a number or a boolean"
+            .into());
+    }
+    let bytes = crate::engine::size::measure(&value, limit).json;
+    if bytes > limit {
+        return bad(format!(
+            "the message's value is {bytes} bytes of JSON, past the limit of {limit}"
+        ));
+    }
+    let posted = store.send_message(&record.id, topic, value, id).await?;
+    Ok(Sent {
+        seq: posted.seq,
+        duplicate: posted.duplicate,
+        resume_needed: record.status != RunStatus::Running,
+    })
 }
 
 /// Why a run cannot be resumed: the refusal, in words for the user.

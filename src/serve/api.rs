@@ -27,6 +27,9 @@ pub fn routes() -> Router<Arc<Server>> {
         .route("/v1/runs/{id}/journal", get(journal))
         .route("/v1/runs/{id}/events", get(events::stream))
         .route("/v1/runs/{id}/answers", post(answer))
+        .route("/v1/runs/{id}/messages", post(message))
+        .route("/v1/mobs", get(mobs))
+        .route("/v1/mobs/{name}", get(mob))
         .route("/v1/runs/{id}/cancel", post(cancel))
         .route("/v1/runs/{id}/resume", post(resume))
         .route("/v1/runs/{id}/fork", post(super::fork::fork))
@@ -229,6 +232,43 @@ async fn answer(
     let req = body.parse()?;
     let answered = s.runs.answer(&who, &id, &req.question, req.value).await?;
     ok(json!({ "answered": true, "resume_needed": answered == Answered::NeedsResume }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageReq {
+    topic: String,
+    value: Value,
+    id: Option<String>,
+}
+
+/// A message into a run, for its flow's `swarm.recv(topic)`: `{seq,
+/// duplicate, resume_needed}` (a retry with the same `id` adds nothing).
+async fn message(
+    State(s): S,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body<MessageReq>,
+) -> Reply {
+    let who = s.who(&headers)?;
+    who.check(Action::Send, Some(&id))?;
+    let req = body.parse()?;
+    let sent = s
+        .runs
+        .send(&who, &id, &req.topic, req.value, req.id.as_deref())
+        .await?;
+    ok(json!(sent))
+}
+
+/// Every mob: its members, their status, incarnation, labels, token use
+/// and last reply (not for a caller bound to one run).
+async fn mobs(State(s): S, headers: HeaderMap) -> Reply {
+    let mobs = s.runs.mobs(&s.who(&headers)?).await?;
+    ok(json!({ "mobs": mobs }))
+}
+
+async fn mob(State(s): S, headers: HeaderMap, Path(name): Path<String>) -> Reply {
+    ok(json!(s.runs.mob(&s.who(&headers)?, &name).await?))
 }
 
 async fn cancel(State(s): S, headers: HeaderMap, Path(id): Path<String>) -> Reply {

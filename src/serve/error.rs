@@ -55,12 +55,14 @@ impl From<RunError> for ApiError {
         let status = match &e {
             RunError::UnknownRun(_)
             | RunError::UnknownBlueprint { .. }
-            | RunError::UnknownQuestion { .. } => StatusCode::NOT_FOUND,
+            | RunError::UnknownQuestion { .. }
+            | RunError::UnknownMob(_) => StatusCode::NOT_FOUND,
             RunError::Forbidden { .. } | RunError::Bound(_) => StatusCode::FORBIDDEN,
-            RunError::Refused(_) => StatusCode::CONFLICT,
-            RunError::BadRunId(_) | RunError::Input(_) | RunError::Fork(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            RunError::Refused(_) | RunError::Finished { .. } => StatusCode::CONFLICT,
+            RunError::BadRunId(_)
+            | RunError::Input(_)
+            | RunError::Fork(_)
+            | RunError::BadMessage(_) => StatusCode::BAD_REQUEST,
             RunError::Blueprint(_) => StatusCode::UNPROCESSABLE_ENTITY,
             RunError::Store(s) => match s.code() {
                 "run_owned" | "run_fenced" | "store_exists" => StatusCode::CONFLICT,

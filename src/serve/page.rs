@@ -43,6 +43,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("runs.js", JS, include_str!("page/runs.js")),
     ("run.js", JS, include_str!("page/run.js")),
     ("steps.js", JS, include_str!("page/steps.js")),
+    ("mob.js", JS, include_str!("page/mob.js")),
     ("timeline.js", JS, include_str!("page/timeline.js")),
     ("forms.js", JS, include_str!("page/forms.js")),
 ];

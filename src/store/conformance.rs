@@ -20,6 +20,8 @@
 
 mod events;
 mod lineage;
+mod messages;
+mod mobs;
 mod ownership;
 mod runs;
 mod work;
@@ -99,6 +101,8 @@ pub const CHECKS: &[Check] = checks![
     events::events_page_filter_and_tail,
     events::questions_are_answered_once,
     work::work_claims_are_never_handed_to_two_workers,
+    messages::messages_are_numbered_once_in_order,
+    mobs::mob_rosters_and_conversations_are_compare_and_set,
 ];
 
 /// How long one check may take before it counts as hung.

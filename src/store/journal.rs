@@ -33,6 +33,13 @@ pub struct Journal {
     /// A replay check: a call the journal has no entry for halts the
     /// run ([`Halt::Frontier`]) instead of running.
     checking: bool,
+    /// Messages sent into the run that its flow received (`inbox.rs`).
+    inbox: super::Inbox,
+    /// Whether a `swarm.recv` with no message waits for one (a server, a
+    /// terminal, `--wait-answers`) or stops the run `waiting`.
+    waits: std::sync::atomic::AtomicBool,
+    /// Model tokens spent under steps still asking (see [`Journal::spent`]).
+    tokens: Mutex<HashMap<String, u64>>,
 }
 
 /// A short, stable hash of a JSON value (keys are sorted by serde_json).
@@ -74,6 +81,9 @@ pub enum Halt {
     /// A replay check reached a call its journal has no entry for:
     /// nothing past the journal runs in a check.
     Frontier,
+    /// The flow waits for a message nobody here waits for (`swarm.recv`
+    /// in a run that does not wait): resumable once one is sent.
+    Waiting,
 }
 
 impl Halt {
@@ -82,6 +92,7 @@ impl Halt {
         match self {
             Halt::Fault | Halt::Lost | Halt::Frontier => super::RunStatus::Interrupted,
             Halt::Diverged => super::RunStatus::Diverged,
+            Halt::Waiting => super::RunStatus::Waiting,
         }
     }
 
@@ -91,6 +102,7 @@ impl Halt {
             Halt::Diverged => "diverged",
             Halt::Lost => "run_lost",
             Halt::Frontier => "replay_frontier",
+            Halt::Waiting => "message_awaited",
         }
     }
 }
@@ -137,12 +149,15 @@ impl Journal {
             store,
             run: run.to_string(),
             lease: None,
+            inbox: super::Inbox::from_journal(&entries),
             recorded: Mutex::new(entries.into_iter().map(|e| (e.pos.clone(), e)).collect()),
             asks: Mutex::new(HashMap::new()),
             halted: Mutex::new(None),
             halted_at: Mutex::new(None),
             reuse: None,
             checking: false,
+            waits: std::sync::atomic::AtomicBool::new(true),
+            tokens: Mutex::new(HashMap::new()),
         }
     }
 
@@ -195,6 +210,51 @@ impl Journal {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// Starts counting the tokens the step at `pos` spends (a mob
+    /// member's turn): [`Journal::take_spent`] reads them at its end.
+    pub fn count_spent(&self, pos: &str) {
+        let mut by_step = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        by_step.insert(pos.to_string(), 0);
+    }
+
+    /// Counts `tokens` a model turn at `pos` (`STEP~tN`) spent, or
+    /// replayed, towards its step, when that step is counted.
+    pub fn spent(&self, pos: &str, tokens: u64) {
+        if tokens == 0 {
+            return;
+        }
+        let step = pos.split('~').next().unwrap_or(pos);
+        let mut by_step = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = by_step.get_mut(step) {
+            *n += tokens;
+        }
+    }
+
+    /// The tokens counted towards the step at `pos`, forgotten here.
+    pub fn take_spent(&self, pos: &str) -> u64 {
+        let mut by_step = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        by_step.remove(pos).unwrap_or(0)
+    }
+
+    /// Sets whether a `swarm.recv` with no message waits for one (`true`,
+    /// the default) or stops the run `waiting` for `swarm send` and
+    /// `swarm resume`.
+    pub fn waiting_for_messages(self, waits: bool) -> Journal {
+        self.waits
+            .store(waits, std::sync::atomic::Ordering::Relaxed);
+        self
+    }
+
+    /// See [`Journal::waiting_for_messages`].
+    pub fn waits_for_messages(&self) -> bool {
+        self.waits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The messages sent into the run that its flow received.
+    pub fn inbox(&self) -> &super::Inbox {
+        &self.inbox
     }
 
     /// The journal of an owned run: writes are fenced by `lease`.

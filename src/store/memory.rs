@@ -32,6 +32,9 @@ const PLACE: &str = "memory:";
 /// an LLM step): not counted in [`RunRecord::steps`].
 const NOT_STEPS: [&str; 2] = ["llm_turn", "llm_tool"];
 
+mod messages;
+mod mobs;
+
 pub struct MemoryStore {
     state: Mutex<State>,
     /// The lease length; `None`: [`super::lease`] when a lease is taken.
@@ -50,6 +53,11 @@ struct State {
     journals: HashMap<String, HashMap<String, JournalEntry>>,
     events: HashMap<String, Vec<Event>>,
     questions: HashMap<String, Vec<QuestionRecord>>,
+    /// Messages sent into runs, in order (`memory/messages.rs`).
+    messages: HashMap<String, Vec<super::MessageRecord>>,
+    /// Mobs by name, and their conversations by (mob, conversation).
+    mobs: HashMap<String, super::MobRecord>,
+    turns: HashMap<(String, String), Vec<Value>>,
 }
 
 /// A run's row: the record as readers see it (less the counts computed
@@ -346,6 +354,7 @@ impl RunStore for MemoryStore {
             st.journals.remove(id);
             st.events.remove(id);
             st.questions.remove(id);
+            st.messages.remove(id);
         }
         done(Ok(ids))
     }

@@ -17,6 +17,7 @@
 pub mod clock;
 #[cfg(feature = "testing")]
 pub mod conformance;
+mod inbox;
 mod journal;
 mod lease;
 mod lineage;
@@ -27,13 +28,16 @@ mod sqlite;
 mod url;
 pub mod work;
 
+pub use inbox::Inbox;
 pub use journal::{Halt, Journal, input_hash};
 
 /// The store contract's traits, for code that calls a store's methods on
 /// a concrete type (`use lua_swarm::store::prelude::*`).
 pub mod prelude {
     pub use super::work::WorkQueue;
-    pub use super::{EventStore, JournalStore, Ownership, QuestionStore, RunStore, Store};
+    pub use super::{
+        EventStore, JournalStore, MessageStore, MobStore, Ownership, QuestionStore, RunStore, Store,
+    };
 }
 pub use lease::{Lease, Lost, RenewError, clock_text};
 pub use lineage::{ForkOf, Origin, Taken};
@@ -358,6 +362,31 @@ impl QuestionRecord {
     }
 }
 
+/// A message sent into a run from outside (`swarm send`, `POST
+/// /v1/runs/{id}/messages`), for the flow's `swarm.recv(topic)`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MessageRecord {
+    pub run: String,
+    /// Its number in the run: 1, 2, 3, ... in the order the store took
+    /// the run's messages (all topics together), with no gaps.
+    pub seq: u64,
+    pub topic: String,
+    pub value: Value,
+    /// The sender's own id for it, which makes a retried send a no-op.
+    pub id: Option<String>,
+    pub sent_ms: u64,
+}
+
+/// What [`MessageStore::send_message`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Posted {
+    /// The message's number in its run.
+    pub seq: u64,
+    /// True when the run already had a message with the sender's id: no
+    /// new message was added, `seq` is the earlier one's.
+    pub duplicate: bool,
+}
+
 /// Which finished runs `swarm prune` deletes.
 #[derive(Debug, Clone)]
 pub struct Prune {
@@ -485,9 +514,70 @@ pub trait QuestionStore: Send + Sync {
     fn questions(&self, run: &str) -> StoreFut<'static, Vec<QuestionRecord>>;
 }
 
+/// Messages sent into a run, kept in the order they were taken.
+pub trait MessageStore: Send + Sync {
+    /// Appends a message on `topic` to run `run`'s messages, numbered one
+    /// after the run's last. With a sender's `id` that one of the run's
+    /// messages already carries, nothing is added: the answer is that
+    /// message's number, marked `duplicate` (retries are safe). Whether
+    /// the run exists is the caller's to check.
+    fn send_message(
+        &self,
+        run: &str,
+        topic: &str,
+        value: Value,
+        id: Option<&str>,
+    ) -> StoreFut<'static, Posted>;
+    /// Up to `limit` messages of `run` on `topic` numbered after `after`,
+    /// in order.
+    fn messages(
+        &self,
+        run: &str,
+        topic: &str,
+        after: u64,
+        limit: usize,
+    ) -> StoreFut<'static, Vec<MessageRecord>>;
+}
+
+/// A mob as stored: its roster document and that document's version.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MobRecord {
+    pub name: String,
+    /// 1 once written, one more at every write.
+    pub version: u64,
+    /// The roster (the `mob` layer's `Roster`), as JSON.
+    pub doc: Value,
+    pub updated_ms: u64,
+}
+
+/// Mobs: named rosters of long-lived members, shared by every run that
+/// names them (`swarm.mob(name)`), and each member's conversation.
+pub trait MobStore: Send + Sync {
+    fn mob(&self, name: &str) -> StoreFut<'static, Option<MobRecord>>;
+    /// Writes mob `name`'s roster when its version is still `version` (0:
+    /// the mob does not exist yet); false, writing nothing, when another
+    /// writer got there first (read again and retry).
+    fn put_mob(&self, name: &str, version: u64, doc: Value) -> StoreFut<'static, bool>;
+    /// Every mob, by name.
+    fn mobs(&self) -> StoreFut<'static, Vec<MobRecord>>;
+    /// The turns of conversation `convo` of mob `mob`, in order.
+    fn turns(&self, mob: &str, convo: &str) -> StoreFut<'static, Vec<Value>>;
+    /// Appends `turns` to conversation `convo` when it holds exactly `at`
+    /// turns; false, appending nothing, otherwise.
+    fn append_turns(
+        &self,
+        mob: &str,
+        convo: &str,
+        at: u64,
+        turns: Vec<Value>,
+    ) -> StoreFut<'static, bool>;
+}
+
 /// The whole contract, as the host holds a store: every part above,
 /// and the work queue.
-pub trait Store: RunStore + Ownership + JournalStore + EventStore + QuestionStore {
+pub trait Store:
+    RunStore + Ownership + JournalStore + EventStore + QuestionStore + MessageStore + MobStore
+{
     /// The remote-step work queue every server on this journal shares
     /// (`store/work.rs`); `None` for a journal without one, whose runs use
     /// the engine's in-memory board.

@@ -28,6 +28,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 mod batch;
 pub(super) mod config;
+mod messages;
+mod mobs;
 mod ownership;
 mod reads;
 mod runs;

@@ -29,6 +29,8 @@ mod commit;
 mod entries;
 mod errors;
 mod health;
+mod messages;
+mod mobs;
 mod ownership;
 mod pages;
 mod reads;

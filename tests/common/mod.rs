@@ -11,6 +11,7 @@ pub mod cli;
 pub mod dir;
 pub mod flow;
 pub mod mcp;
+pub mod mob;
 pub mod postgres;
 pub mod server;
 

@@ -7,6 +7,7 @@ mod journal;
 mod llm;
 mod lua;
 mod mcp;
+mod mob;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod process;
@@ -45,6 +46,7 @@ const WORKLOADS: &[&str] = &[
     "reload-latency",
     "repl-start",
     "llm",
+    "mob",
     "serve",
     "swarm-run",
     #[cfg(feature = "postgres")]
@@ -84,6 +86,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
             "reload-latency" => rt.block_on(reload::reload_latency()),
             "repl-start" => lua::repl_start(),
             "llm" => rt.block_on(llm::llm()),
+            "mob" => rt.block_on(mob::mob()),
             "serve" => rt.block_on(serve::serve()),
             "swarm-run" => process::swarm_run(),
             #[cfg(feature = "postgres")]

@@ -212,14 +212,14 @@ pub(super) async fn hold_run(lua: &Lua) -> Result<(), HostError> {
     }
 }
 
-fn store_err(e: crate::store::StoreError) -> HostError {
+pub(super) fn store_err(e: crate::store::StoreError) -> HostError {
     HostError::new("journal", e.to_string())
 }
 
 /// Stops the run for `why`: records it on the journal and trips the VM, so
 /// no `pcall` in the flow can swallow it and the flow ends at once. The run
 /// then ends resumable (see [`Halt::status`]), never as a step failure.
-fn halt(lua: &Lua, j: &Journal, why: Halt, message: String) -> mlua::Error {
+pub(super) fn halt(lua: &Lua, j: &Journal, why: Halt, message: String) -> mlua::Error {
     j.halt(why, message.clone());
     trip(lua, message)
 }

@@ -12,7 +12,9 @@ mod host;
 mod journal;
 mod json;
 mod log;
+mod mob;
 mod parts;
+mod recv;
 mod step;
 mod time;
 mod worker;
@@ -106,6 +108,9 @@ fn waiting(lua: &Lua) -> mlua::Result<mlua::Function> {
                 "gather" => Box::pin(gather::gather(&lua, a, b)),
                 "journal_put" => Box::pin(journal::put(&lua, a, b)),
                 "journal_question" => Box::pin(journal::question(&lua, a, b)),
+                "recv" => Box::pin(recv::recv(&lua, a, b)),
+                "mob" => Box::pin(mob::op(&lua, a, b, c)),
+                "mob_ask" => Box::pin(mob::ask(&lua, a, b, c)),
                 _ => Box::pin(engine::wait(&lua, &op, a, b)),
             };
             let r = within_limits(&lua, r).await?;

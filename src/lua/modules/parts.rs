@@ -12,7 +12,7 @@
 
 use super::{host, journal};
 use crate::lua::ctx::{HOST, LIBRARY, MAKERS};
-use crate::lua::embedded::{self, BLUEPRINT, FLOW, VALIDATE};
+use crate::lua::embedded::{self, BLUEPRINT, FLOW, MOB, VALIDATE};
 use crate::lua::frozen::freeze;
 use crate::lua::location::keep_caller;
 use mlua::{Function, Lua, Table, Value};
@@ -33,10 +33,12 @@ const FLOW_PART: Part = (
         "map",
         "ask",
         "sleep",
+        "recv",
     ],
 );
 const BLUEPRINT_PART: Part = (BLUEPRINT, &["blueprint", "agent", "layer", "duration"]);
-const PARTS: [Part; 2] = [FLOW_PART, BLUEPRINT_PART];
+const MOB_PART: Part = (MOB, &["mob"]);
+const PARTS: [Part; 3] = [FLOW_PART, BLUEPRINT_PART, MOB_PART];
 
 /// Makes the parts of `swarm` (the table behind the frozen `swarm`) load
 /// on first read. `host` holds what the parts take besides `swarm`; the
@@ -156,6 +158,16 @@ fn host_helpers(lua: &Lua) -> mlua::Result<Table> {
     if helpers.raw_get::<Value>("where")?.is_nil() {
         host::register(lua, &helpers)?;
         journal::register(lua, &helpers)?;
+        // The mob library's: the flow library's exports, the run's tokens.
+        helpers.raw_set("flow_exports", lua.create_function(|lua, ()| flow(lua))?)?;
+        helpers.raw_set(
+            "token_limit",
+            lua.create_function(|lua, ()| {
+                let ctx = lua.app_data_ref::<crate::lua::ctx::VmCtx>().expect("VmCtx");
+                let limits = *ctx.run_limits.lock().unwrap_or_else(|e| e.into_inner());
+                Ok(limits.tokens)
+            })?,
+        )?;
     }
     Ok(helpers)
 }

@@ -207,6 +207,9 @@ impl Backend for Llm {
                 stop: b.stop.clone(),
             }),
             meter: b.meter.clone(),
+            mail: Some(Arc::new(crate::run::llm::RunMail {
+                journal: b.journal.clone(),
+            })),
         };
         Ok(Arc::new(crate::llm::LlmAgent::new(
             agent,

@@ -198,8 +198,9 @@ impl ServerHandler for McpSession {
         info.server_info = Implementation::new("swarm", env!("CARGO_PKG_VERSION"));
         info.instructions = Some(
             "lua-swarm: run_<blueprint> starts a run of a live blueprint; list_runs, show_run, \
-             answer_question, cancel_run and resume_run steer runs; check_blueprint validates a file. \
-             Each run is the resource swarm://runs/{id} (subscribable over stdio)."
+             answer_question, send_to_run, cancel_run, resume_run and fork_run steer runs; \
+             check_blueprint validates a file. Each run is the resource swarm://runs/{id} \
+             (subscribable over stdio)."
                 .into(),
         );
         info

@@ -52,6 +52,18 @@ pub(super) const FIXED: &[Fixed] = &[
         },
     },
     Fixed {
+        name: "send_to_run",
+        about: "Send a message into a run, for its flow's swarm.recv(topic); `message_id` \
+                makes a retry a no-op.",
+        action: Action::Send,
+        schema: || {
+            json!({ "type": "object", "properties": {
+                "id": { "type": "string" }, "topic": { "type": "string" }, "value": {},
+                "message_id": { "type": "string" } },
+                "required": ["id", "topic", "value"] })
+        },
+    },
+    Fixed {
         name: "cancel_run",
         about: "Cancel a run (final: a cancelled run is not resumed).",
         action: Action::Cancel,
@@ -141,6 +153,14 @@ impl McpFace {
                     false => format!("answered; run {id} goes on"),
                 };
                 Ok((json!({ "answered": true, "resume_needed": resume }), text))
+            }
+            "send_to_run" => {
+                let (id, topic) = (str_arg(args, "id")?, str_arg(args, "topic")?);
+                let value = args.get("value").cloned().unwrap_or(Value::Null);
+                let client = args.get("message_id").and_then(Value::as_str);
+                let sent = self.runs.send(who, id, topic, value, client).await?;
+                let text = format!("sent to run {id} as message {}", sent.seq);
+                Ok((json!(sent), text))
             }
             "cancel_run" => {
                 let id = str_arg(args, "id")?;

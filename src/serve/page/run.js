@@ -34,7 +34,8 @@ export class RunView {
   mount(section) {
     const n = (tag, id, ...kids) => el(tag, { id }, ...kids);
     section.replaceChildren(el("h2", { id: "run-id" }, this.id), n("div", "run-head"), n("div", "run-advice"), n("div", "questions"),
-      n("div", "flow-line"), el("h3", {}, "Timeline"), n("div", "timeline"),
+      n("div", "flow-line"), el("h3", { id: "mob-head", hidden: true }, "Mob"), el("table", { id: "mob", hidden: true }),
+      el("h3", {}, "Timeline"), n("div", "timeline"),
       el("h3", {}, "Steps"), el("table", { id: "steps" }), el("h3", {}, "Result"), n("div", "result", "…"));
     this.box = (id) => section.querySelector("#" + id);
     this.draw();
@@ -156,6 +157,7 @@ export class RunView {
       this.drawing = false;
       if (this.closed || !this.box) return;
       this.steps.render(this.box("flow-line"), this.box("steps"));
+      this.steps.mobs.render(this.box("mob-head"), this.box("mob"));
       drawTimeline(this.box("timeline"), this.steps);
       this.head();
     });

@@ -4,6 +4,7 @@
 // the steps, so the counts the page shows are the table's rows.
 
 import { el, fmtUs, fmtMs, plural, textBlock, valueBlock } from "./dom.js";
+import { Mobs } from "./mob.js";
 
 /** Rows drawn at most, in the table and the timeline: a 100,000-step run
  *  stays readable and the page stays quick. */
@@ -30,6 +31,7 @@ export class Steps {
   constructor() {
     this.tasks = new Map();
     this.root = null;
+    this.mobs = new Mobs();
     // The server's clock: the newest event's time and when it arrived here.
     this.seen = { at: 0, local: 0 };
   }
@@ -82,6 +84,7 @@ export class Steps {
       case "layer_note":
         // A retry layer's try failed: it waits `backoff_ms`, then tries again.
         if (ev.layer === "retry" && ev.note) t.retries.push({ at, ...ev.note });
+        if (ev.layer === "mob" && ev.note) this.mobs.apply(ev.note);
         break;
       default: break;
     }

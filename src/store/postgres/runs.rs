@@ -232,7 +232,13 @@ impl Inner {
             .await
             .map_err(|e| self.write_error(e))?;
         let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-        for table in ["journal_pages", "event_pages", "event_heads", "questions"] {
+        for table in [
+            "journal_pages",
+            "event_pages",
+            "event_heads",
+            "questions",
+            "messages",
+        ] {
             tx.execute(&format!("DELETE FROM {table} WHERE run = ANY($1)"), &[&ids])
                 .await
                 .map_err(|e| self.write_error(e))?;

@@ -99,6 +99,38 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE runs ADD COLUMN fork text;
     "#,
+    // 3: messages sent into runs (`postgres/messages.rs`), numbered per
+    // run; a sender's id is unique per run.
+    r#"
+    CREATE TABLE messages (
+        run             text NOT NULL,
+        seq             int8 NOT NULL,
+        topic           text NOT NULL,
+        value           text NOT NULL,
+        client_id       text,
+        sent_ms         int8 NOT NULL,
+        PRIMARY KEY (run, seq)
+    );
+    CREATE INDEX messages_topic ON messages (run, topic, seq);
+    CREATE UNIQUE INDEX messages_client ON messages (run, client_id) WHERE client_id IS NOT NULL;
+    "#,
+    // 4: mobs (`postgres/mobs.rs`): each roster one versioned document,
+    // each member's conversation a turn per row.
+    r#"
+    CREATE TABLE mobs (
+        name            text PRIMARY KEY,
+        version         int8 NOT NULL,
+        doc             text NOT NULL,
+        updated_ms      int8 NOT NULL
+    );
+    CREATE TABLE mob_turns (
+        mob             text NOT NULL,
+        convo           text NOT NULL,
+        n               int8 NOT NULL,
+        turn            text NOT NULL,
+        PRIMARY KEY (mob, convo, n)
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -196,7 +196,7 @@ impl SqliteStore {
                     [id],
                 )?;
                 if n == 1 {
-                    for table in ["journal_pages", "event_pages", "questions"] {
+                    for table in ["journal_pages", "event_pages", "questions", "messages"] {
                         tx.execute(&format!("DELETE FROM {table} WHERE run = ?1"), [id])?;
                     }
                 }

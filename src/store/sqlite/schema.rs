@@ -149,6 +149,38 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE runs ADD COLUMN fork TEXT;
     "#,
+    // 9: messages sent into runs (`sqlite/messages.rs`), numbered per run;
+    // a sender's id is unique per run, so a retried send adds nothing.
+    r#"
+    CREATE TABLE messages (
+        run         TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        topic       TEXT NOT NULL,
+        value       TEXT NOT NULL,
+        client_id   TEXT,
+        sent_ms     INTEGER NOT NULL,
+        PRIMARY KEY (run, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX messages_topic ON messages(run, topic, seq);
+    CREATE UNIQUE INDEX messages_client ON messages(run, client_id) WHERE client_id IS NOT NULL;
+    "#,
+    // 10: mobs (`sqlite/mobs.rs`): each roster one versioned document, and
+    // each member's conversation a turn per row.
+    r#"
+    CREATE TABLE mobs (
+        name        TEXT PRIMARY KEY,
+        version     INTEGER NOT NULL,
+        doc         TEXT NOT NULL,
+        updated_ms  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE mob_turns (
+        mob         TEXT NOT NULL,
+        convo       TEXT NOT NULL,
+        n           INTEGER NOT NULL,
+        turn        TEXT NOT NULL,
+        PRIMARY KEY (mob, convo, n)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this binary writes.
