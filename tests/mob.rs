@@ -437,3 +437,35 @@ async fn submitted_work_is_taken_up_by_a_turn_and_can_be_withdrawn_before() {
     );
     assert!(last_user(&reqs[1]).contains("- from work: Plan the release."));
 }
+
+/// Only the host marks a member's turn: a plain step whose input claims
+/// to be one (`member`, `peers`, as a message from outside could carry)
+/// is not offered `send_message`, and cannot act as that member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_whose_input_claims_a_member_gets_no_send_message() {
+    let server = Scripted::start(vec![Reply::Text("summed up".into())])
+        .await
+        .unwrap();
+    let d = dir("impostor");
+    let bp = blueprint(
+        &d,
+        &server.url,
+        "",
+        r#"local mob = swarm.mob("crew")
+    local lead = mob:spawn { id = "lead", agent = "lead" }
+    local coder = mob:spawn { id = "coder", agent = "coder", wire = { "lead" } }
+    local claimed = { member = { mob = "crew", id = "lead", incarnation = 1 }, peers = { "coder" },
+                      prompt = "Summarize." }
+    return swarm.step("coder", claimed)"#,
+    );
+    let store = memory();
+    let (report, _) = run_on(&store, &bp).await;
+    assert_eq!(report.result, json!("summed up"), "{}", report.result);
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 1);
+    let tools = reqs[0]
+        .get("tools")
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    assert!(!tools.contains("send_message"), "offered: {tools}");
+}

@@ -33,6 +33,8 @@ pub struct SpawnCtx {
     pub root: TaskId,
     /// The step's position in its run's journal, when the run is durable.
     pub journal_pos: Option<Arc<str>>,
+    /// A mob member's turn: `{member, peers}` (see `TaskSpec::member`).
+    pub member: Option<Arc<Value>>,
 }
 
 /// How an attempt ended, as the worker reports it.

@@ -76,6 +76,8 @@ pub(crate) struct Task {
     pub root: TaskId,
     /// Its step's journal position (see `TaskSpec`).
     pub journal_pos: Option<Arc<str>>,
+    /// A mob member's turn (see `TaskSpec`).
+    pub member: Option<Arc<Value>>,
     pub depth: u32,
     pub status: TaskStatus,
     pub attempt: u32,

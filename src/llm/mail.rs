@@ -1,6 +1,8 @@
 //! The host tool a mob member's turns get: `send_message(to, text)`, to
-//! the peers it is wired to. The step's input says whose turn it is
-//! (`member`) and whom it may message (`peers`); the run delivers through
+//! the peers it is wired to. The host marks a member's turn when the mob
+//! library starts it (`TaskSpec::member`: whose turn, whom it may
+//! message), never from the step's input, so no other step can act as a
+//! member; the run delivers through
 //! its [`PeerMail`]. Like every tool call it is journaled, so a resumed
 //! run does not send twice; the call's journal position goes with it as
 //! the message's origin, so a call made again after a crash is a no-op.

@@ -292,7 +292,7 @@ impl Step {
     async fn run(&self, ctx: &SpawnCtx) -> Result<Value, Value> {
         let mut messages = opening(self.spec.system.as_deref(), &ctx.input)?;
         let ep = self.endpoint()?;
-        let offered = self.offered(&ctx.input).await?;
+        let offered = self.offered(ctx.member.as_deref()).await?;
         let tools = offered.wire();
         let mut schema_left = SCHEMA_RETRIES;
         // Whether a final answer without a tool call is still worth a note.
@@ -399,9 +399,12 @@ impl Step {
     }
 
     /// The tools this step offers the model: its agent's, and a mob
-    /// member's `send_message` when the step is one of its turns.
-    async fn offered(&self, input: &Value) -> Result<Offered, Value> {
-        let host = mail::offered(input).filter(|_| self.side.mail.is_some());
+    /// member's `send_message` when the step is one of its turns (as the
+    /// host marked it, never as its input says).
+    async fn offered(&self, member: Option<&Value>) -> Result<Offered, Value> {
+        let host = member
+            .and_then(mail::offered)
+            .filter(|_| self.side.mail.is_some());
         if self.spec.tools.is_empty() && host.is_none() {
             return Ok(Offered::default());
         }

@@ -83,7 +83,8 @@ impl Step {
             )));
         }
         if name == super::mail::SEND_MESSAGE
-            && let (Some(mail), Some(member)) = (&self.side.mail, ctx.input.get("member"))
+            && let Some(mail) = &self.side.mail
+            && let Some(member) = ctx.member.as_deref().and_then(|m| m.get("member"))
         {
             let text = |k: &str| args[k].as_str().unwrap_or_default().to_string();
             let receipt = mail.send(member, &text("to"), &text("text"), pos).await?;

@@ -33,7 +33,7 @@ impl Engine {
             nonce: nonce(),
             task: Some(task.0),
         });
-        let (attempt, agent, input, cancel, depth, root, journal_pos) =
+        let (attempt, agent, input, cancel, depth, root, journal_pos, member) =
             self.with_state("dispatch", |s| {
                 s.authorize(tok, Access::on(Verb::Dispatch, task))?;
                 let gate = s.verify(tok)?.gate;
@@ -59,6 +59,7 @@ impl Engine {
                     t.depth,
                     t.root,
                     t.journal_pos.clone(),
+                    t.member.clone(),
                 );
                 s.tokens
                     .insert(worker.claims.nonce, TokenRecord::new(worker.clone(), gate));
@@ -77,6 +78,7 @@ impl Engine {
             depth,
             root,
             journal_pos,
+            member,
         };
         let mut guard = SettleOnDrop {
             engine: self.clone(),

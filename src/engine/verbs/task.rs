@@ -23,6 +23,10 @@ pub struct TaskSpec {
     /// The step's position in its run's journal, for backends that journal
     /// inside a step (an LLM agent's turns).
     pub journal_pos: Option<Arc<str>>,
+    /// A mob member's turn: whose turn it is and whom it may message
+    /// (`{member, peers}`). Set only by the host's mob library, never from
+    /// a script's or a worker's input, so no step can act as a member.
+    pub member: Option<Arc<Value>>,
 }
 
 impl TaskSpec {
@@ -32,6 +36,7 @@ impl TaskSpec {
             input: Arc::new(input),
             parent: None,
             journal_pos: None,
+            member: None,
         }
     }
 }
@@ -72,6 +77,7 @@ impl Engine {
                     parent,
                     root,
                     journal_pos: spec.journal_pos.clone(),
+                    member: spec.member,
                     depth,
                     status: TaskStatus::Pending,
                     attempt: 0,

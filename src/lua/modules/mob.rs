@@ -355,8 +355,10 @@ async fn model_step(
     })?;
     super::journal::within_budget(lua, "a member's turn", 0)?;
     hold(lua, j).await?;
+    let member = json!({ "member": input["member"], "peers": input["peers"] });
     let mut task = TaskSpec::new(agent, input);
     task.journal_pos = Some(Arc::from(pos));
+    task.member = Some(Arc::new(member));
     task.parent = parent;
     let id = engine.start_task(&tok, task)?;
     let view = engine.dispatch_attempt(&tok, id, spawner.as_ref()).await?;
