@@ -276,6 +276,15 @@ return swarm.blueprint 'inbox' {
         (400, Some("bad_message")),
         "{r}"
     );
+    // One message is at most 1 MiB of JSON (the body may be larger).
+    let big = "x".repeat((1 << 20) + 1);
+    let (code, r) = op.post(&path, json!({"topic": "q", "value": big})).await;
+    assert_eq!(
+        (code, r["code"].as_str()),
+        (400, Some("bad_message")),
+        "{r}"
+    );
+    assert!(r["message"].as_str().unwrap().contains("1048576"), "{r}");
     let (code, r) = op.post(&path, json!({"topic": "q", "value": 3})).await;
     assert_eq!(code, 200, "{r}");
     let done = op.until(&id, |r| r["status"] == "pass").await;
@@ -296,5 +305,38 @@ return swarm.blueprint 'inbox' {
         (code, r["code"].as_str()),
         (404, Some("unknown_run")),
         "{r}"
+    );
+}
+
+/// Topics are numbered together: messages of two topics sent interleaved
+/// are received per topic in order, each once, whatever the other topic's
+/// numbers are in between.
+#[test]
+fn interleaved_topics_are_received_each_in_its_order() {
+    let d = Dir::new("messages-topics");
+    let bp = d.file(
+        "two.lua",
+        r#"local swarm = require "swarm"
+return swarm.blueprint "two" {
+  flow = function()
+    local a, b = {}, {}
+    for i = 1, 3 do a[i] = swarm.recv("a") end
+    for i = 1, 3 do b[i] = swarm.recv("b") end
+    return { a = a, b = b }
+  end,
+}
+"#,
+    );
+    let out = d.swarm(&["run", &bp, "--run-id", "two"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    for i in 1..=3 {
+        send(&d, &["two", "b", &format!("\"b{i}\"")]);
+        send(&d, &["two", "a", &format!("\"a{i}\"")]);
+    }
+    let out = d.swarm(&["resume", "two"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        head(&d, "two")["run"]["result"],
+        json!({ "a": ["a1", "a2", "a3"], "b": ["b1", "b2", "b3"] })
     );
 }

@@ -157,6 +157,11 @@ pub struct Sent {
 /// The longest topic and sender's id a message may have.
 const MESSAGE_NAME_MAX: usize = 256;
 
+/// The most bytes of JSON one message's value may take (and the engine's
+/// payload limit, when smaller): a `recv` reads a few at a time, so the
+/// host never holds more than a few MiB of a run's mail at once.
+pub const MESSAGE_MAX: usize = 1 << 20;
+
 /// Sends a message on `topic` into run `record`: refused when the run has
 /// finished (`run_finished`), and for a topic or id that is empty or too
 /// long, a null value or one past `limit` bytes of JSON (`bad_message`).
@@ -189,9 +194,13 @@ pub(super) async fn send_record(
         ));
     }
     if value.is_null() {
-        return bad("a message's value must not be null (`swarm.recv` answers nil on a                     timeout); send an object, a string, a number or a boolean"
-            .into());
+        return bad(
+            "a message's value must not be null (`swarm.recv` answers nil on a \
+                    timeout); send an object, a string, a number or a boolean"
+                .into(),
+        );
     }
+    let limit = limit.min(MESSAGE_MAX);
     let bytes = crate::engine::size::measure(&value, limit).json;
     if bytes > limit {
         return bad(format!(

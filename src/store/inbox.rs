@@ -24,16 +24,20 @@ pub struct Inbox {
 }
 
 /// The messages of one topic taken so far: every one numbered up to
-/// `below`, and those in `above`.
+/// `below`, and those in `above`. Numbers are shared by all of a run's
+/// topics, so `below` alone stalls where topics interleave; `floor` is
+/// what reads of this topic have shown: every message of the topic
+/// numbered up to it is taken, so a read starts after it.
 #[derive(Default)]
 struct Taken {
     below: u64,
     above: BTreeSet<u64>,
+    floor: u64,
 }
 
 impl Taken {
     fn has(&self, seq: u64) -> bool {
-        seq <= self.below || self.above.contains(&seq)
+        seq <= self.below || seq <= self.floor || self.above.contains(&seq)
     }
 
     fn add(&mut self, seq: u64) {
@@ -63,17 +67,25 @@ impl Inbox {
     /// received: where a read of the store starts.
     pub fn cursor(&self, topic: &str) -> u64 {
         let taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
-        taken.get(topic).map_or(0, |t| t.below)
+        taken.get(topic).map_or(0, |t| t.below.max(t.floor))
     }
 
-    /// Takes the first of `found` (messages of `topic`, in order) not
-    /// received yet, so no other `recv` of this execution takes it too.
+    /// Takes the first of `found` (messages of `topic`, in order, read
+    /// from [`Inbox::cursor`] on) not received yet, so no other `recv` of
+    /// this execution takes it too.
     pub fn take(&self, topic: &str, found: Vec<MessageRecord>) -> Option<MessageRecord> {
         let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
         let t = taken.entry(topic.to_string()).or_default();
-        let m = found.into_iter().find(|m| !t.has(m.seq))?;
-        t.add(m.seq);
-        Some(m)
+        for m in found {
+            let had = t.has(m.seq);
+            // Every message of the topic before this one was taken.
+            t.floor = t.floor.max(m.seq);
+            if !had {
+                t.add(m.seq);
+                return Some(m);
+            }
+        }
+        None
     }
 
     /// Tells waiting receivers that a message was sent.

@@ -1,8 +1,9 @@
 //! `wait("recv", topic, until)`: the host side of `swarm.recv`. Takes the
 //! first message sent into the run on `topic` that the flow has not
 //! received (`store/inbox.rs`), waiting for one: woken at once by a send
-//! through this process (the run service wakes the inbox), and reading
-//! the store every [`POLL`] for sends from other processes. The flow
+//! through this process (the run service wakes the inbox), and by the
+//! store's wake-up for sends from other processes (`Store::woken`: a
+//! Postgres NOTIFY, or SQLite's short poll). The flow
 //! library journals what it returns, so a resumed run receives the same
 //! messages at the same places.
 
@@ -14,12 +15,9 @@ use mlua::{Lua, LuaSerdeExt, Value};
 use serde_json::json;
 use std::time::Duration;
 
-/// How often a waiting `recv` reads the store for messages sent by other
-/// processes (a send through this process wakes it at once).
-const POLL: Duration = Duration::from_millis(200);
-
-/// How many messages one read of the store takes at most.
-const BATCH: usize = 256;
+/// How many messages one read of the store takes at most (each at most
+/// `run::service::MESSAGE_MAX` bytes: a read holds a few MiB at most).
+const BATCH: usize = 8;
 
 /// Returns `{seq, topic, value, id, sent_ms}` for the message taken, or
 /// `{timeout = true}` once `until` (epoch ms) has passed without one.
@@ -59,10 +57,20 @@ pub async fn recv(lua: &Lua, topic: Value, until: Value) -> Result<Value, HostEr
         if !j.waits_for_messages() {
             return Err(stop_waiting(lua, &j, &topic));
         }
-        let left = until.map_or(POLL, |u| POLL.min(Duration::from_millis(u - now)));
+        // A send through this process wakes the inbox; one through another
+        // wakes the store's waiter (Postgres: NOTIFY, at once; SQLite: a
+        // short poll, `Store::woken`).
+        let elsewhere = j.store().woken(j.run());
+        let deadline = async {
+            match until {
+                Some(u) => tokio::time::sleep(Duration::from_millis(u - now)).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = &mut woken => {}
-            () = tokio::time::sleep(left) => {}
+            () = elsewhere => {}
+            () = deadline => {}
         }
     }
 }

@@ -75,6 +75,8 @@ impl Inner {
             .await
             .map_err(|e| self.write_error(e))?;
         tx.commit().await.map_err(|e| self.write_error(e))?;
+        // The run's owner, on whichever node, looks at once.
+        self.notify(&c, &run).await;
         Ok(Posted {
             seq: row.get::<_, i64>(0) as u64,
             duplicate: false,
