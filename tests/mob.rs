@@ -469,3 +469,44 @@ async fn a_step_whose_input_claims_a_member_gets_no_send_message() {
         .unwrap_or_default();
     assert!(!tools.contains("send_message"), "offered: {tools}");
 }
+
+/// A member's budget holds: once its turns have spent it, the next turn is
+/// refused `token_budget` before any model call. And a member holds one
+/// reservation of the run's limit however often it is retired and
+/// respawned: the reservations never go below what is really reserved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_budget_stops_its_turns_and_reservations_stay_exact() {
+    let server = Scripted::start(vec![Reply::Text("first".into()), Reply::Text("x".into())])
+        .await
+        .unwrap();
+    let d = dir("member-budget");
+    let bp = blueprint(
+        &d,
+        &server.url,
+        "tokens = 1000",
+        r#"local mob = swarm.mob("thrifty")
+    local small = mob:spawn { id = "small", agent = "coder", budget = { tokens = 10 } }
+    local first = small:ask("One.")
+    local ok, over = pcall(small.ask, small, "Two.")
+    local a = mob:spawn { id = "a", agent = "coder", budget = { tokens = 800 } }
+    a:retire()
+    a = mob:respawn("a")
+    a:retire()
+    small:retire()
+    local b = mob:spawn { id = "b", agent = "coder", budget = { tokens = 1000 } }
+    local ok2, full = pcall(mob.spawn, mob, { id = "c", agent = "coder", budget = { tokens = 800 } })
+    return { first = first, over = over.code, said = tostring(over), full = full.code }"#,
+    );
+    let store = memory();
+    let (report, _) = run_on(&store, &bp).await;
+    let r = &report.result;
+    assert_eq!(r["first"], "first", "{r}");
+    assert_eq!(r["over"], "token_budget", "{r}");
+    assert!(r["said"].as_str().unwrap().contains("budget of 10"), "{r}");
+    assert_eq!(r["full"], "token_budget", "{r}");
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "the refused turn asked no model"
+    );
+}

@@ -30,24 +30,26 @@ local function need_string(v, what)
 end
 
 -- Tokens reserved for members' budgets in this execution of the run, out
--- of its `limits.tokens`. A flow's Lua runs one branch at a time, so a
--- check and its reservation are never split by another branch; replayed
--- spawns reserve again, so a resumed run counts the same.
-local reserved = 0
+-- of its `limits.tokens`, by member id (a member holds one reservation
+-- whatever spawns, ensures and respawns it). A flow's Lua runs one branch
+-- at a time, so a check and its reservation are never split by another
+-- branch; replayed spawns reserve again, so a resumed run counts the same.
+local reserved, by_member = 0, {}
 
 local function reserve(tokens, id)
-  if type(tokens) ~= "number" then return end
+  if type(tokens) ~= "number" or by_member[id] then return end
   local limit = token_limit()
   if limit and reserved + tokens > limit then
     raise("token_budget", "member `" .. id .. "`'s budget of " .. tokens
       .. " tokens cannot be covered: the run's limits.tokens is " .. limit .. ", "
       .. reserved .. " of it reserved for members already")
   end
-  reserved = reserved + tokens
+  reserved, by_member[id] = reserved + tokens, tokens
 end
 
-local function release(tokens)
-  if type(tokens) == "number" then reserved = reserved - tokens end
+local function release(id)
+  local tokens = by_member[id]
+  if tokens then reserved, by_member[id] = reserved - tokens, nil end
 end
 
 local Member = {}
@@ -84,8 +86,8 @@ end
 --- Ends the member; its budget goes back to the run. Its handles are
 --- refused from now on (`retired`).
 function Member:retire()
-  local r = call("retire", { handle = handle(self) })
-  release(r.budget)
+  call("retire", { handle = handle(self) })
+  release(self.id)
   return true
 end
 
@@ -178,10 +180,11 @@ end
 function Mob:spawn(spec)
   check_spec(spec, "mob:spawn")
   local tokens = spec.budget and spec.budget.tokens
+  local held = by_member[spec.id]
   reserve(tokens, spec.id)
   local ok, view = pcall(call, "spawn", { mob = self.name, spec = spec })
   if not ok then
-    release(tokens)
+    if not held then release(spec.id) end
     error(view, 0)
   end
   return member(self, view)
@@ -190,8 +193,15 @@ end
 --- The live member with `spec.id`, or a new one spawned from `spec`.
 function Mob:ensure(spec)
   check_spec(spec, "mob:ensure")
-  local view = call("ensure", { mob = self.name, spec = spec })
-  reserve(view.budget, view.id)
+  -- Reserved first: a member its budget cannot cover is never spawned.
+  local held = by_member[spec.id]
+  reserve(spec.budget and spec.budget.tokens, spec.id)
+  local ok, view = pcall(call, "ensure", { mob = self.name, spec = spec })
+  if not ok then
+    if not held then release(spec.id) end
+    error(view, 0)
+  end
+  if not by_member[view.id] then reserve(view.budget, view.id) end
   return member(self, view)
 end
 
@@ -200,7 +210,9 @@ end
 function Mob:respawn(id, opts)
   need_string(id, "mob:respawn: id")
   local keep = type(opts) == "table" and opts.keep_history == true or nil
-  return member(self, call("respawn", { mob = self.name, id = id, keep_history = keep }))
+  local view = call("respawn", { mob = self.name, id = id, keep_history = keep })
+  reserve(view.budget, view.id)
+  return member(self, view)
 end
 
 --- The live members, those with every label of `opts.labels` if given.

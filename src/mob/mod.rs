@@ -166,6 +166,16 @@ pub enum MobError {
         to: String,
         wired: String,
     },
+    #[error(
+        "member `{id}` of mob `{mob}` has spent {spent} of its budget of {budget} tokens: \
+         no more turns (respawn it, or give it a larger budget)"
+    )]
+    Budget {
+        mob: String,
+        id: String,
+        budget: u64,
+        spent: u64,
+    },
     #[error("{0}")]
     Bad(String),
     #[error("mob `{0}` changed under too many writers at once; try again")]
@@ -182,6 +192,7 @@ impl MobError {
             MobError::Stale { .. } => "stale_member",
             MobError::Retired { .. } => "retired",
             MobError::NotWired { .. } => "not_wired",
+            MobError::Budget { .. } => "token_budget",
             MobError::Bad(_) => "bad_argument",
             MobError::Contended(_) => "mob_contended",
             MobError::Store(e) => e.code(),

@@ -56,6 +56,14 @@ impl Mob<'_> {
     ) -> Result<TurnStart, MobError> {
         let roster = self.roster().await?;
         let m = self.current(&roster, h)?;
+        if let Some(budget) = m.budget.filter(|b| m.tokens >= *b) {
+            return Err(MobError::Budget {
+                mob: self.name.clone(),
+                id: h.id.clone(),
+                budget,
+                spent: m.tokens,
+            });
+        }
         let turns = self.store.turns(&self.name, &m.convo).await?;
         let shown: Vec<_> = m
             .inbox
