@@ -326,3 +326,42 @@ async fn a_resumed_turn_shows_what_it_showed_before_the_kill() {
         "{next}"
     );
 }
+
+/// A peer message made again after a crash (the same origin) is not
+/// delivered twice, even once the recipient's turn has taken the first
+/// copy out of its inbox: the second send answers the first receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tell_made_again_after_its_message_was_shown_is_not_delivered_twice() {
+    use lua_swarm::mob::{Handle, Mob, Spawn};
+    let store = memory();
+    let mob = Mob::new(&*store, "twice");
+    for (id, wire) in [("a", json!([])), ("b", json!(["a"]))] {
+        let spec: Spawn =
+            serde_json::from_value(json!({ "id": id, "agent": "coder", "wire": wire })).unwrap();
+        mob.spawn(&spec, &format!("r/{id}")).await.unwrap();
+    }
+    let handle = |id: &str| Handle {
+        mob: "twice".into(),
+        id: id.into(),
+        incarnation: 1,
+    };
+    let (a, b) = (handle("a"), handle("b"));
+    let first = mob.tell(&b, "a", "hello", "r/3").await.unwrap();
+    // `a` takes a turn that is shown the message; it leaves the inbox.
+    let start = mob.open_turn(&a, "go", None).await.unwrap();
+    assert_eq!(start.upto, first.id);
+    mob.close_turn(&a, &start, "r/4", &json!("seen"), 1)
+        .await
+        .unwrap();
+    let views = mob.all().await.unwrap();
+    assert_eq!(views.iter().find(|v| v.id == "a").unwrap().inbox, 0);
+    // The crash: `b`'s tell is made again with its origin.
+    let again = mob.tell(&b, "a", "hello", "r/3").await.unwrap();
+    assert_eq!(again.id, first.id, "the first receipt");
+    let views = mob.all().await.unwrap();
+    assert_eq!(
+        views.iter().find(|v| v.id == "a").unwrap().inbox,
+        0,
+        "not delivered again"
+    );
+}

@@ -64,6 +64,12 @@ pub struct Member {
     /// Peer messages not yet shown to it, in order.
     #[serde(default)]
     pub inbox: Vec<PeerMessage>,
+    /// The origins (and numbers) of the last [`DELIVERED`] messages its
+    /// turns were shown: a send made again after a crash, with its
+    /// origin, finds its first receipt here once the message has left
+    /// the inbox, and is not delivered twice.
+    #[serde(default)]
+    pub delivered: std::collections::VecDeque<(String, u64)>,
     /// Finished turns of this incarnation.
     #[serde(default)]
     pub turns: u64,
@@ -292,4 +298,25 @@ pub fn as_messages(turns: &[Value]) -> Vec<Value> {
         .iter()
         .map(|t| serde_json::json!({ "role": t["role"], "content": t["content"] }))
         .collect()
+}
+
+/// How many shown messages' origins a member remembers (see
+/// [`Member::delivered`]).
+pub const DELIVERED: usize = 1000;
+
+impl Member {
+    /// The number of the message `origin` sent, if it reached this member
+    /// (waiting in its inbox, or shown to it already).
+    pub fn received(&self, origin: &str) -> Option<u64> {
+        self.inbox
+            .iter()
+            .find(|m| m.origin == origin)
+            .map(|m| m.seq)
+            .or_else(|| {
+                self.delivered
+                    .iter()
+                    .find(|(o, _)| o == origin)
+                    .map(|(_, seq)| *seq)
+            })
+    }
 }

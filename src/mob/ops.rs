@@ -119,6 +119,12 @@ impl Mob<'_> {
                     origin: origin.to_string(),
                     ended_by: None,
                     inbox: Vec::new(),
+                    // What reached its earlier incarnations stays known.
+                    delivered: r
+                        .members
+                        .get(&spec.id)
+                        .map(|m| m.delivered.clone())
+                        .unwrap_or_default(),
                     turns: 0,
                     last_reply: None,
                     tokens: 0,
@@ -261,10 +267,10 @@ impl Mob<'_> {
         self.update(|r| {
             let sender = self.current(r, from)?;
             let recipient = r.members.get(to).ok_or_else(|| self.unknown(to))?;
-            if let Some(had) = recipient.inbox.iter().find(|m| m.origin == origin) {
+            if let Some(id) = recipient.received(origin) {
                 return Ok((
                     Receipt {
-                        id: had.seq,
+                        id,
                         delivered: true,
                     },
                     false,
@@ -331,9 +337,9 @@ impl Mob<'_> {
         }
         self.update(|r| {
             let recipient = r.members.get(to).ok_or_else(|| self.unknown(to))?;
-            if let Some(had) = recipient.inbox.iter().find(|m| m.origin == origin) {
+            if let Some(id) = recipient.received(origin) {
                 let receipt = Receipt {
-                    id: had.seq,
+                    id,
                     delivered: true,
                 };
                 return Ok((receipt, false));

@@ -135,6 +135,12 @@ impl Mob<'_> {
             if m.incarnation != h.incarnation || m.last_turn.as_deref() == Some(origin) {
                 return Ok(((), false));
             }
+            for shown in m.inbox.iter().filter(|msg| msg.seq <= upto) {
+                m.delivered.push_back((shown.origin.clone(), shown.seq));
+            }
+            while m.delivered.len() > super::DELIVERED {
+                m.delivered.pop_front();
+            }
             m.inbox.retain(|msg| msg.seq > upto);
             m.turns += 1;
             m.tokens += tokens;
