@@ -365,3 +365,32 @@ async fn a_tell_made_again_after_its_message_was_shown_is_not_delivered_twice() 
         "not delivered again"
     );
 }
+
+/// A turn through a handle the member outgrew while the model answered
+/// (a respawn that keeps the conversation) fails `stale_member` and
+/// writes nothing into the new incarnation's conversation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_of_a_stale_handle_writes_nothing_into_the_new_incarnation() {
+    use lua_swarm::mob::{Handle, Mob, Spawn};
+    let store = memory();
+    let mob = Mob::new(&*store, "stale");
+    let spec: Spawn = serde_json::from_value(json!({ "id": "a", "agent": "coder" })).unwrap();
+    mob.spawn(&spec, "r/1").await.unwrap();
+    let old = Handle {
+        mob: "stale".into(),
+        id: "a".into(),
+        incarnation: 1,
+    };
+    let start = mob.open_turn(&old, "go", None).await.unwrap();
+    let fresh = mob.respawn("a", true, "r/2").await.unwrap();
+    assert_eq!(fresh.incarnation, 2);
+    let closed = mob.close_turn(&old, &start, "r/3", &json!("late"), 5).await;
+    let err = closed.expect_err("a stale handle's turn is refused");
+    assert_eq!(err.code(), "stale_member", "{err}");
+    let new = Handle {
+        mob: "stale".into(),
+        id: "a".into(),
+        incarnation: 2,
+    };
+    assert!(mob.history(&new).await.unwrap().is_empty());
+}

@@ -161,6 +161,11 @@ impl Mob<'_> {
         reply: &Value,
         tokens: u64,
     ) -> Result<(), MobError> {
+        // A turn through a handle the member outgrew (respawned while the
+        // model answered) writes nothing into the new incarnation's
+        // conversation: it fails `stale_member` (or `retired`).
+        let roster = self.roster().await?;
+        self.current(&roster, h)?;
         let content = match reply {
             Value::String(s) => s.clone(),
             other => other.to_string(),
