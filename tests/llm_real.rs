@@ -220,7 +220,6 @@ fn the_research_sample_passes_against_llama_cpp_python() {
     let d = Dir::new("llm-real");
     let server = start(&py, &d.0.join("server.log"));
     streamed_tool_call(&d, &server.url);
-    cut_short(&d, &server.url);
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/blueprints/research.lua");
     let t0 = Instant::now();
     let child = d
@@ -260,6 +259,9 @@ fn the_research_sample_passes_against_llama_cpp_python() {
     );
     let critic = journal.iter().any(|e| e["key"] == "critic");
     assert!(critic, "the critic ran: {shown}");
+    // Last: the server's sampling state is shared by every request, and
+    // the sample above is measured after the same requests as before.
+    cut_short(&d, &server.url);
     eprintln!(
         "real model: research.lua passed in {:.1} s, {} tokens{}",
         took.as_secs_f64(),

@@ -56,7 +56,7 @@ pub const MAX_INBOX: usize = 1000;
 
 fn inbox_full(mob: &str, to: &str) -> MobError {
     MobError::Bad(format!(
-        "member `{to}` of mob `{mob}` has {MAX_INBOX} messages waiting already;          let it take a turn first"
+        "member `{to}` of mob `{mob}` has {MAX_INBOX} messages waiting already; let it take a turn first"
     ))
 }
 
