@@ -209,6 +209,10 @@ impl Prepared {
         };
         let mut record = self.new_record(&plan.input)?;
         record.fork = Some(plan.fork.clone());
+        // Recorded `blocked` (nothing claims, sweeps or resumes that) until
+        // every taken entry is on disk: a fork that stops partway is never
+        // resumed to run its missing steps again.
+        record.status = RunStatus::Blocked;
         let taken_at = clock::local_ms();
         let fence = store.create_run(&record, &self.owner).await?;
         let taken: Vec<JournalEntry> = plan
@@ -229,6 +233,9 @@ impl Prepared {
                 .await;
             return Err(e.into());
         }
+        store
+            .set_status(&record.id, RunStatus::Running, None, Some(&fence))
+            .await?;
         let reuse = Some((plan.fork.run.clone(), plan.reusable));
         self.own(store, &record.id, fence, taken_at, taken, reuse);
         self.root(plan.input)

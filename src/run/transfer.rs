@@ -61,9 +61,11 @@ impl Runs {
             st => st,
         };
         let result = doc.run.result.take();
+        // `blocked` until written whole: an import that stops partway is
+        // never claimed or resumed with half a journal.
         let record = RunRecord {
             id: id.clone(),
-            status: RunStatus::Running,
+            status: RunStatus::Blocked,
             ..doc.run
         };
         let store = self.journal()?;
