@@ -28,8 +28,8 @@ pub struct ForkRequest {
     pub at: Option<String>,
     /// The new run's id (default: `<blueprint>-<8 hex>`).
     pub run_id: Option<String>,
-    /// A new input (default: the source's). Without `at`, the fork then
-    /// runs from the start.
+    /// A new input (default: the source's). The fork then runs from the
+    /// start, reusing each call whose request is unchanged.
     pub input: Option<Value>,
     /// Recorded results to replace before the fork point: position, value.
     pub set: Vec<(String, Value)>,
@@ -96,16 +96,39 @@ pub fn default_at(source: &RunRecord, journal: &[JournalEntry], new_input: bool)
     (last + 1).to_string()
 }
 
+/// The position a fork runs live from: `--at` (or [`default_at`]), but
+/// never past the call after the earliest `--set` (what follows an edit
+/// is asked again, each call reused only if its request is unchanged),
+/// and the start when the input changes.
+fn effective_at(
+    source: &RunRecord,
+    journal: &[JournalEntry],
+    req: &ForkRequest,
+) -> Result<String, RunError> {
+    let at = match &req.at {
+        // A new input: nothing is taken as it was; every call is asked
+        // again and reused only where it asks what it asked before.
+        _ if req.input.is_some() => "1".to_string(),
+        Some(at) => at.clone(),
+        None => default_at(source, journal, false),
+    };
+    let mut first = (position(&at)?, at);
+    for (pos, _) in &req.set {
+        let next = position(pos)?.next();
+        if next.order(&first.0) == std::cmp::Ordering::Less {
+            first = (next.clone(), next.to_string());
+        }
+    }
+    Ok(first.1)
+}
+
 /// Plans the fork of `source` (its journal `journal`) that `req` asks for.
 pub(super) fn plan(
     source: &RunRecord,
     journal: Vec<JournalEntry>,
     req: &ForkRequest,
 ) -> Result<Plan, RunError> {
-    let at_text = match &req.at {
-        Some(at) => at.clone(),
-        None => default_at(source, &journal, req.input.is_some()),
-    };
+    let at_text = effective_at(source, &journal, req)?;
     let at = position(&at_text)?;
     let mut copied = Vec::new();
     let mut rest = Vec::new();
@@ -118,6 +141,7 @@ pub(super) fn plan(
     for (pos, value) in &req.set {
         edit(&mut copied, pos, value, &at_text, &source.id)?;
     }
+
     let reusable = if req.reuse {
         reusable(rest)
     } else {

@@ -72,12 +72,33 @@ impl Position {
         }
     }
 
+    /// The call the flow makes right after this one (same gather
+    /// branch); an entry inside a step stands for its step.
+    pub fn next(&self) -> Position {
+        let mut path = self.path.clone();
+        if let Some(last) = path.last_mut() {
+            *last += 1;
+        }
+        Position { path, inner: false }
+    }
+
     /// The flow's order where it is total (a call before the next one),
     /// branches by index: for picking the first of several positions.
     pub fn order(&self, other: &Position) -> Ordering {
         self.path
             .cmp(&other.path)
             .then(self.inner.cmp(&other.inner))
+    }
+}
+
+impl std::fmt::Display for Position {
+    /// The position as the flow writes it, without an inner tail.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.path[0])?;
+        for pair in self.path[1..].chunks(2) {
+            write!(f, "/{}:{}", pair[0], pair.get(1).copied().unwrap_or(1))?;
+        }
+        Ok(())
     }
 }
 
