@@ -399,3 +399,51 @@ fn a_helper_edit_triggers_the_check() {
     );
     assert!(text(&out).contains("is pass"), "{}", text(&out));
 }
+
+#[test]
+fn a_check_stopped_in_one_branch_does_not_pass_the_other_unchecked() {
+    let d = Dir::new("replay-parallel");
+    d.file("rec.py", RECORDER);
+    // Branch 1 sleeps past the run's deadline; branch 2 makes three
+    // steps meanwhile, the third through `agent`.
+    let flow = |agent: &str| {
+        format!(
+            r#"local swarm = require "swarm"
+return swarm.blueprint "two" {{
+  agents = {{
+    rec = swarm.agent.process {{ cmd = {{ "python3", "rec.py", "calls.log" }} }},
+    other = swarm.agent.process {{ cmd = {{ "python3", "rec.py", "calls.log" }} }},
+  }},
+  flow = function(input)
+    return swarm.parallel {{
+      function()
+        swarm.sleep(3600 * 1000)
+        return swarm.step("rec", {{ i = 10 }})
+      end,
+      function()
+        swarm.step("rec", {{ i = 1 }})
+        swarm.step("rec", {{ i = 2 }})
+        return swarm.step("{agent}", {{ i = 3 }})
+      end,
+    }}
+  end,
+}}
+"#
+        )
+    };
+    let bp = d.file("two.lua", &flow("rec"));
+    let out = d.swarm(&["run", &bp, "--run-id", "p1", "--deadline", "5s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("deadline"), "{}", text(&out));
+    assert_eq!(calls(&d), 3, "branch 2 ran: {}", text(&out));
+    std::fs::write(&bp, flow("other")).unwrap();
+    let out = d.swarm(&["replay", "p1"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "branch 2 renamed: {t}");
+    assert!(
+        t.contains("p1 diverges at 1/2:3: ") || t.contains("p1 not confirmed at 1/2:"),
+        "{t}"
+    );
+    assert!(!t.contains("p1 ok"), "{t}");
+    assert_eq!(calls(&d), 3, "nothing ran");
+}

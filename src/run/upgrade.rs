@@ -141,6 +141,11 @@ pub(super) async fn on_new_code(
              resume with --force to replay the journal against the new version anyway",
             at.map_or(String::new(), |a| format!(" at {a}"))
         ),
+        Ok(Verdict::Unchecked { at, message }) => format!(
+            "on the new version its journal could not be confirmed{}: {message}; \
+             resume with --force to replay the journal against it anyway",
+            at.map_or(String::new(), |a| format!(" at {a}"))
+        ),
         Err(e) => format!(
             "the new version could not be checked ({e}); resume with --force to replay \
              the journal against it"
