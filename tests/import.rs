@@ -1,10 +1,14 @@
-//! `swarm import`: a run is recorded `blocked` until every entry of it
-//! is written (an import cut short is never resumed with half a journal).
+//! `swarm import` of a document nobody vouches for: a run is recorded
+//! `blocked` until every entry of it is written (an import cut short is
+//! never resumed with half a journal), and hostile documents (a relative
+//! or `..` blueprint path, a bad position, an unknown kind) are refused
+//! with `import_invalid` and nothing written; lineage that names no run
+//! here is dropped and the creation time is the import's.
 
 mod common;
 
 use common::dir::{Dir, text};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const RECORDER: &str = r#"import json, sys
 doc = json.load(sys.stdin)
@@ -94,4 +98,80 @@ fn an_import_is_not_resumable_until_it_is_written_whole() {
     let out = d.swarm(&["resume", "cut"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("already finished"), "{}", text(&out));
+}
+
+#[test]
+fn hostile_documents_are_refused_with_import_invalid_and_nothing_written() {
+    let (d, doc) = exported("hostile");
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut v = doc.clone();
+        f(&mut v);
+        v
+    };
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "relative",
+            with(&|v| v["run"]["path"] = json!("waits.lua")),
+            "run.path `waits.lua`",
+        ),
+        (
+            "dotdot",
+            with(&|v| v["run"]["path"] = json!("/tmp/../etc/evil.lua")),
+            "run.path `/tmp/../etc/evil.lua`",
+        ),
+        (
+            "nopath",
+            with(&|v| v["run"]["path"] = json!("")),
+            "run.path ``",
+        ),
+        (
+            "badpos",
+            with(&|v| v["journal"][1]["pos"] = json!("2/x")),
+            "journal[1].pos: `2/x` is not a journal position",
+        ),
+        (
+            "badkind",
+            with(&|v| v["journal"][2]["kind"] = json!("os.execute")),
+            "journal[2].kind `os.execute` at 3",
+        ),
+        (
+            "badquestion",
+            with(&|v| v["questions"][0]["pos"] = json!("0")),
+            "questions[0].pos: `0`",
+        ),
+    ];
+    for (id, bad, want) in cases {
+        let out = import(&d, &bad, id);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{id}: {t}");
+        assert!(t.contains("import_invalid: "), "{id}: {t}");
+        assert!(t.contains(want), "{id}: {t}");
+        assert!(head(&d, id).is_none(), "{id}: nothing written");
+    }
+    let out = d.swarm(&["runs", "--json"]);
+    let listed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.len(), 1, "only w1: {}", text(&out));
+}
+
+#[test]
+fn lineage_naming_no_run_here_is_dropped_and_the_time_is_the_imports() {
+    let (d, doc) = exported("lineage");
+    let mut v = doc.clone();
+    v["run"]["created_ms"] = json!(1);
+    v["run"]["fork"] = json!({"run": "ghost", "at": "2", "reuse": true});
+    v["journal"][0]["from"] = json!({"how": "copied", "run": "ghost", "pos": "1"});
+    v["journal"][1]["from"] = json!({"how": "copied", "run": "w1", "pos": "2"});
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let out = import(&d, &v, "copy");
+    assert!(out.status.success(), "{}", text(&out));
+    let h = head(&d, "copy").unwrap();
+    assert!(h["run"]["fork"].is_null(), "{h}");
+    assert!(h["run"]["created_ms"].as_u64().unwrap() >= before, "{h}");
+    let journal = h["journal"].as_array().unwrap();
+    let at = |p: &str| journal.iter().find(|e| e["pos"] == p).unwrap().clone();
+    assert!(at("1").get("from").is_none(), "{h}");
+    assert_eq!(at("2")["from"]["run"], "w1", "{h}");
 }

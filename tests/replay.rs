@@ -240,7 +240,6 @@ fn export_then_import_round_trips_a_run() {
         "status",
         "result",
         "steps",
-        "created_ms",
     ] {
         assert_eq!(a["run"][field], b["run"][field], "{field}");
     }

@@ -15,6 +15,7 @@ mod durable;
 mod ending;
 mod follow;
 mod fork;
+mod import_check;
 mod input;
 pub mod kinds;
 mod llm;
@@ -32,6 +33,7 @@ pub use desk::parse_answer;
 pub use durable::{EventSink, valid_run_id};
 pub use follow::{Follow, Followed};
 pub use fork::{ForkRequest, default_at};
+pub use import_check::MAX_IMPORT_BYTES;
 pub use kinds::AgentKinds;
 pub use llm::{JournalUsage, StepUsage, journal_usage};
 pub use render::error_chain;
@@ -158,6 +160,9 @@ pub enum RunError {
     /// an entry that is not there).
     #[error("{0}")]
     Fork(String),
+    /// A `swarm import` document that is refused (what and where).
+    #[error("{0}")]
+    Import(String),
 }
 
 impl RunError {
@@ -176,6 +181,7 @@ impl RunError {
             RunError::UnknownQuestion { .. } => "unknown_question",
             RunError::Draining => "draining",
             RunError::Fork(_) => "fork_invalid",
+            RunError::Import(_) => "import_invalid",
             RunError::Forbidden { .. } | RunError::Bound(_) => "forbidden",
         }
     }

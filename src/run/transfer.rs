@@ -56,6 +56,8 @@ impl Runs {
         if !valid_run_id(&id) {
             return Err(RunError::BadRunId(id));
         }
+        let store = self.journal()?;
+        super::import_check::sanitize(store.as_ref(), &mut doc).await?;
         let status = match doc.run.status {
             RunStatus::Running => RunStatus::Interrupted,
             st => st,
@@ -68,7 +70,6 @@ impl Runs {
             status: RunStatus::Blocked,
             ..doc.run
         };
-        let store = self.journal()?;
         let fence = store.create_run(&record, &Owner::new()).await?;
         let written: Result<(), crate::store::StoreError> = async {
             for e in doc.journal {

@@ -58,9 +58,10 @@ impl From<RunError> for ApiError {
             | RunError::UnknownQuestion { .. } => StatusCode::NOT_FOUND,
             RunError::Forbidden { .. } | RunError::Bound(_) => StatusCode::FORBIDDEN,
             RunError::Refused(_) => StatusCode::CONFLICT,
-            RunError::BadRunId(_) | RunError::Input(_) | RunError::Fork(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            RunError::BadRunId(_)
+            | RunError::Input(_)
+            | RunError::Fork(_)
+            | RunError::Import(_) => StatusCode::BAD_REQUEST,
             RunError::Blueprint(_) => StatusCode::UNPROCESSABLE_ENTITY,
             RunError::Store(s) => match s.code() {
                 "run_owned" | "run_fenced" | "store_exists" => StatusCode::CONFLICT,
