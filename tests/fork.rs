@@ -238,6 +238,11 @@ fn bad_fork_requests_are_refused_naming_what_and_where() {
             "no entry at 14 before the fork point 12",
         ),
         (vec!["--set", "nope"], "--set `nope`: expected POS=JSON"),
+        (
+            vec!["--at", "22"],
+            "--at 22: run `src` has calls up to position 20",
+        ),
+        (vec!["--at", "12~t0"], "`~t0` is not a turn"),
     ] {
         let mut all = vec!["fork", "src"];
         all.extend(args);
@@ -501,7 +506,7 @@ fn set_without_at_forks_just_past_the_edit_and_step_12_sees_it() {
         assert_eq!(e["from"]["how"].as_str(), want, "{e}");
     }
     // An explicit --at past the edit: what follows the edit is still
-    // asked again, never copied as it was.
+    // asked again, never copied as it was. (`011` is position 11.)
     clear_calls(&d);
     let out = d.swarm(&[
         "fork",
@@ -509,7 +514,7 @@ fn set_without_at_forks_just_past_the_edit_and_step_12_sees_it() {
         "--at",
         "16",
         "--set",
-        r#"11={"n":1100}"#,
+        r#"011={"n":1100}"#,
         "--run-id",
         "fs16",
         "--json",

@@ -112,7 +112,21 @@ fn effective_at(
         Some(at) => at.clone(),
         None => default_at(source, journal, false),
     };
-    let mut first = (position(&at)?, at);
+    let last = journal
+        .iter()
+        .filter_map(|e| Some(Position::parse(&e.pos).ok()?.top()))
+        .max()
+        .unwrap_or(0);
+    let parsed = position(&at)?;
+    if parsed.top() > last + 1 {
+        return Err(invalid(format!(
+            "--at {at}: run `{}` has calls up to position {last}; a fork runs live from \
+             {} at the latest",
+            source.id,
+            last + 1
+        )));
+    }
+    let mut first = (parsed, at);
     for (pos, _) in &req.set {
         let next = position(pos)?.next();
         if next.order(&first.0) == std::cmp::Ordering::Less {
@@ -168,8 +182,11 @@ fn edit(
     at: &str,
     source: &str,
 ) -> Result<(), RunError> {
-    position(pos)?;
-    let Some((e, how)) = copied.iter_mut().find(|(e, _)| e.pos == pos) else {
+    let wanted = position(pos)?;
+    let found = copied
+        .iter_mut()
+        .find(|(e, _)| Position::parse(&e.pos).is_ok_and(|p| p == wanted));
+    let Some((e, how)) = found else {
         return Err(invalid(format!(
             "--set {pos}: run `{source}` has no entry at {pos} before the fork point {at} \
              (`swarm show {source}` lists its positions)"
