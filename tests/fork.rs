@@ -549,3 +549,28 @@ fn a_new_input_takes_nothing_as_it_was_even_with_at() {
         assert_eq!(e["from"]["how"], "reused", "{e}");
     }
 }
+
+#[test]
+fn a_step_whose_agent_was_removed_is_not_reused() {
+    let d = twenty("removed");
+    source(&d);
+    // The agent `rec` is gone from the blueprint; the flow still asks it.
+    d.file(
+        "twenty.lua",
+        &TWENTY.replace("    rec = swarm.agent", "    gone = swarm.agent"),
+    );
+    let out = d.swarm(&["fork", "src", "--at", "12", "--run-id", "fr"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("unknown_agent") || t.contains("no agent"), "{t}");
+    assert!(t.contains("rec"), "{t}");
+    assert_eq!(calls(&d), Vec::<u64>::new(), "nothing ran");
+    let f = shown(&d, "fr");
+    let reused = f["journal"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["from"]["how"] == "reused")
+        .count();
+    assert_eq!(reused, 0, "{f}");
+}
