@@ -238,6 +238,11 @@ fn bad_fork_requests_are_refused_naming_what_and_where() {
             "no entry at 14 before the fork point 12",
         ),
         (vec!["--set", "nope"], "--set `nope`: expected POS=JSON"),
+        (
+            vec!["--at", "22"],
+            "--at 22: run `src` has calls up to position 20",
+        ),
+        (vec!["--at", "12~t0"], "`~t0` is not a turn"),
     ] {
         let mut all = vec!["fork", "src"];
         all.extend(args);
@@ -463,4 +468,109 @@ return swarm.blueprint "five" {{
     assert_eq!(shown(&d, "w2")["run"]["fork"]["at"], "3");
     // 1-2 replayed, the new step 3 ran, 4-5 asked what they had: reused.
     assert_eq!(calls(&d), [30]);
+}
+
+#[test]
+fn set_without_at_forks_just_past_the_edit_and_step_12_sees_it() {
+    let d = twenty("set-no-at");
+    source(&d);
+    let out = d.swarm(&[
+        "fork",
+        "src",
+        "--set",
+        r#"11={"n":1100}"#,
+        "--run-id",
+        "fs",
+        "--json",
+    ]);
+    let r = result(&out);
+    assert_eq!(
+        r["twelfth"],
+        json!({"n": 12, "prev": 1100}),
+        "step 12 saw the edit"
+    );
+    assert_eq!(r["last"], json!({"n": 20, "prev": 19}));
+    // 12 and 13 ask something new; from 14 on the requests are the
+    // recorded ones: reused, not run.
+    assert_eq!(calls(&d), [12, 13]);
+    let f = shown(&d, "fs");
+    assert_eq!(f["run"]["fork"]["at"], "12");
+    for e in f["journal"].as_array().unwrap() {
+        let n: u64 = e["pos"].as_str().unwrap().parse().unwrap();
+        let want = match n {
+            11 => Some("edited"),
+            12 | 13 => None,
+            n if n < 11 => Some("copied"),
+            _ => Some("reused"),
+        };
+        assert_eq!(e["from"]["how"].as_str(), want, "{e}");
+    }
+    // An explicit --at past the edit: what follows the edit is still
+    // asked again, never copied as it was. (`011` is position 11.)
+    clear_calls(&d);
+    let out = d.swarm(&[
+        "fork",
+        "src",
+        "--at",
+        "16",
+        "--set",
+        r#"011={"n":1100}"#,
+        "--run-id",
+        "fs16",
+        "--json",
+    ]);
+    assert_eq!(result(&out)["twelfth"], json!({"n": 12, "prev": 1100}));
+    assert_eq!(calls(&d), [12, 13]);
+    assert_eq!(shown(&d, "fs16")["run"]["fork"]["at"], "12");
+}
+
+#[test]
+fn a_new_input_takes_nothing_as_it_was_even_with_at() {
+    let d = twenty("input-at");
+    source(&d);
+    let out = d.swarm(&[
+        "fork",
+        "src",
+        "--at",
+        "12",
+        "--input",
+        r#"{"x":1}"#,
+        "--run-id",
+        "fi",
+        "--json",
+    ]);
+    assert_eq!(result(&out)["last"], json!({"n": 20, "prev": 19}));
+    // The flow ignores its input: every step asks what it asked.
+    assert_eq!(calls(&d), Vec::<u64>::new());
+    let f = shown(&d, "fi");
+    assert_eq!(f["run"]["fork"]["at"], "1");
+    assert_eq!(f["run"]["input"], json!({"x": 1}));
+    for e in f["journal"].as_array().unwrap() {
+        assert_eq!(e["from"]["how"], "reused", "{e}");
+    }
+}
+
+#[test]
+fn a_step_whose_agent_was_removed_is_not_reused() {
+    let d = twenty("removed");
+    source(&d);
+    // The agent `rec` is gone from the blueprint; the flow still asks it.
+    d.file(
+        "twenty.lua",
+        &TWENTY.replace("    rec = swarm.agent", "    gone = swarm.agent"),
+    );
+    let out = d.swarm(&["fork", "src", "--at", "12", "--run-id", "fr"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("unknown_agent") || t.contains("no agent"), "{t}");
+    assert!(t.contains("rec"), "{t}");
+    assert_eq!(calls(&d), Vec::<u64>::new(), "nothing ran");
+    let f = shown(&d, "fr");
+    let reused = f["journal"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["from"]["how"] == "reused")
+        .count();
+    assert_eq!(reused, 0, "{f}");
 }

@@ -240,7 +240,6 @@ fn export_then_import_round_trips_a_run() {
         "status",
         "result",
         "steps",
-        "created_ms",
     ] {
         assert_eq!(a["run"][field], b["run"][field], "{field}");
     }
@@ -398,4 +397,104 @@ fn a_helper_edit_triggers_the_check() {
         text(&out)
     );
     assert!(text(&out).contains("is pass"), "{}", text(&out));
+}
+
+#[test]
+fn a_check_stopped_in_one_branch_does_not_pass_the_other_unchecked() {
+    let d = Dir::new("replay-parallel");
+    d.file("rec.py", RECORDER);
+    // Branch 1 sleeps past the run's deadline; branch 2 makes three
+    // steps meanwhile, the third through `agent`.
+    let flow = |agent: &str| {
+        format!(
+            r#"local swarm = require "swarm"
+return swarm.blueprint "two" {{
+  agents = {{
+    rec = swarm.agent.process {{ cmd = {{ "python3", "rec.py", "calls.log" }} }},
+    other = swarm.agent.process {{ cmd = {{ "python3", "rec.py", "calls.log" }} }},
+  }},
+  flow = function(input)
+    return swarm.parallel {{
+      function()
+        swarm.sleep(3600 * 1000)
+        return swarm.step("rec", {{ i = 10 }})
+      end,
+      function()
+        swarm.step("rec", {{ i = 1 }})
+        swarm.step("rec", {{ i = 2 }})
+        return swarm.step("{agent}", {{ i = 3 }})
+      end,
+    }}
+  end,
+}}
+"#
+        )
+    };
+    let bp = d.file("two.lua", &flow("rec"));
+    let out = d.swarm(&["run", &bp, "--run-id", "p1", "--deadline", "5s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("deadline"), "{}", text(&out));
+    assert_eq!(calls(&d), 3, "branch 2 ran: {}", text(&out));
+    std::fs::write(&bp, flow("other")).unwrap();
+    let out = d.swarm(&["replay", "p1"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "branch 2 renamed: {t}");
+    assert!(
+        t.contains("p1 diverges at 1/2:3: ") || t.contains("p1 not confirmed at 1/2:"),
+        "{t}"
+    );
+    assert!(!t.contains("p1 ok"), "{t}");
+    assert_eq!(calls(&d), 3, "nothing ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_llm_step_in_flight_is_not_confirmed() {
+    use lua_swarm::llm::scripted::{Reply, Scripted};
+    let server = Scripted::start(vec![Reply::Text("a draft".into())])
+        .await
+        .unwrap();
+    let d = Dir::new("replay-llm-in-flight");
+    let bp = d.file(
+        "w.lua",
+        &format!(
+            r#"local swarm = require "swarm"
+return swarm.blueprint "w" {{
+  agents = {{ writer = swarm.agent.llm {{ base_url = "{}", model = "w" }} }},
+  flow = function(input) return swarm.step("writer", "topic") end,
+}}
+"#,
+            server.url
+        ),
+    );
+    let run = |args: Vec<String>| {
+        let mut c = d.cmd(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        tokio::task::spawn_blocking(move || c.output().unwrap())
+    };
+    let out = run(vec!["run".into(), bp, "--run-id".into(), "l1".into()])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    // The same run as it stood with its turn recorded and the step not:
+    // interrupted inside the LLM step.
+    let out = run(vec!["export".into(), "l1".into()]).await.unwrap();
+    let mut doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    doc["run"]["status"] = "interrupted".into();
+    doc["journal"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|e| e["pos"] != "1");
+    assert_eq!(doc["journal"][0]["pos"], "1~t1", "{doc}");
+    let file = d.0.join("inflight.json");
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let file = file.display().to_string();
+    let out = run(vec!["import".into(), file, "--run-id".into(), "l2".into()])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(vec!["replay".into(), "l2".into()]).await.unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("l2 not confirmed at 1: "), "{t}");
+    assert!(t.contains("LLM step in flight at 1"), "{t}");
+    assert_eq!(server.count(), 1, "the check sent nothing");
 }

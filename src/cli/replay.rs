@@ -93,5 +93,9 @@ fn say(id: &str, v: &Verdict, json: bool) {
             outln!("{id} diverges at {at}: {message}")
         }
         Verdict::Diverged { at: None, message } => outln!("{id} diverges: {message}"),
+        Verdict::Unchecked { at, message } => outln!(
+            "{id} not confirmed{}: {message}",
+            at.as_ref().map_or(String::new(), |a| format!(" at {a}"))
+        ),
     }
 }

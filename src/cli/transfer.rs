@@ -4,7 +4,7 @@
 
 use super::Db;
 use super::runs::{fail, on_runs, store};
-use crate::run::Exported;
+use crate::run::{Exported, MAX_IMPORT_BYTES};
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,19 +43,18 @@ pub fn export(args: ExportArgs) -> ExitCode {
 }
 
 pub fn import(args: ImportArgs) -> ExitCode {
-    let text = if args.file.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin())
-    } else {
-        std::fs::read_to_string(&args.file)
-    };
     let name = args.file.display();
-    let text = match text {
+    let text = match read_bounded(&args.file) {
         Ok(t) => t,
         Err(e) => return fail(format!("{name}: {e}")),
     };
     let doc: Exported = match serde_json::from_str(&text) {
         Ok(d) => d,
-        Err(e) => return fail(format!("{name} is not a `swarm export` document: {e}")),
+        Err(e) => {
+            return fail(format!(
+                "import_invalid: {name} is not a `swarm export` document: {e}"
+            ));
+        }
     };
     let (s, _) = match args.journal.open_to_write(true) {
         Ok(x) => x,
@@ -67,6 +66,29 @@ pub fn import(args: ImportArgs) -> ExitCode {
             outln!("imported run {id}");
             ExitCode::SUCCESS
         }
-        Err(e) => fail(e),
+        Err(e) => fail(format!("{}: {e}", e.code())),
     }
+}
+
+/// The document at `file` (`-`: stdin), refused past
+/// [`MAX_IMPORT_BYTES`] without reading more than one byte beyond it.
+fn read_bounded(file: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    let input: Box<dyn Read> = if file.as_os_str() == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(std::fs::File::open(file).map_err(|e| e.to_string())?)
+    };
+    let mut text = String::new();
+    input
+        .take(MAX_IMPORT_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > MAX_IMPORT_BYTES {
+        return Err(format!(
+            "import_invalid: larger than {} MiB, the most `swarm import` reads",
+            MAX_IMPORT_BYTES / (1024 * 1024)
+        ));
+    }
+    Ok(text)
 }

@@ -59,6 +59,10 @@ pub fn upgrade(args: UpgradeArgs) -> ExitCode {
                         format!("diverges at {at}: {message}")
                     }
                     Verdict::Diverged { at: None, message } => format!("diverges: {message}"),
+                    Verdict::Unchecked { at, message } => format!(
+                        "not confirmed{}: {message}",
+                        at.as_ref().map_or(String::new(), |a| format!(" at {a}"))
+                    ),
                     Verdict::Ok { .. } => "replays".into(),
                 };
                 outln!("{id} kept on its version: {why}");

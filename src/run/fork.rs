@@ -28,8 +28,8 @@ pub struct ForkRequest {
     pub at: Option<String>,
     /// The new run's id (default: `<blueprint>-<8 hex>`).
     pub run_id: Option<String>,
-    /// A new input (default: the source's). Without `at`, the fork then
-    /// runs from the start.
+    /// A new input (default: the source's). The fork then runs from the
+    /// start, reusing each call whose request is unchanged.
     pub input: Option<Value>,
     /// Recorded results to replace before the fork point: position, value.
     pub set: Vec<(String, Value)>,
@@ -96,16 +96,53 @@ pub fn default_at(source: &RunRecord, journal: &[JournalEntry], new_input: bool)
     (last + 1).to_string()
 }
 
+/// The position a fork runs live from: `--at` (or [`default_at`]), but
+/// never past the call after the earliest `--set` (what follows an edit
+/// is asked again, each call reused only if its request is unchanged),
+/// and the start when the input changes.
+fn effective_at(
+    source: &RunRecord,
+    journal: &[JournalEntry],
+    req: &ForkRequest,
+) -> Result<String, RunError> {
+    let at = match &req.at {
+        // A new input: nothing is taken as it was; every call is asked
+        // again and reused only where it asks what it asked before.
+        _ if req.input.is_some() => "1".to_string(),
+        Some(at) => at.clone(),
+        None => default_at(source, journal, false),
+    };
+    let last = journal
+        .iter()
+        .filter_map(|e| Some(Position::parse(&e.pos).ok()?.top()))
+        .max()
+        .unwrap_or(0);
+    let parsed = position(&at)?;
+    if parsed.top() > last + 1 {
+        return Err(invalid(format!(
+            "--at {at}: run `{}` has calls up to position {last}; a fork runs live from \
+             {} at the latest",
+            source.id,
+            last + 1
+        )));
+    }
+    let mut first = (parsed, at);
+    for (pos, _) in &req.set {
+        let next = position(pos)?.next();
+        if next.order(&first.0) == std::cmp::Ordering::Less {
+            first = (next.clone(), next.to_string());
+        }
+    }
+    Ok(first.1)
+}
+
 /// Plans the fork of `source` (its journal `journal`) that `req` asks for.
 pub(super) fn plan(
     source: &RunRecord,
     journal: Vec<JournalEntry>,
     req: &ForkRequest,
 ) -> Result<Plan, RunError> {
-    let at_text = match &req.at {
-        Some(at) => at.clone(),
-        None => default_at(source, &journal, req.input.is_some()),
-    };
+    let at_text = effective_at(source, &journal, req)?;
     let at = position(&at_text)?;
     let mut copied = Vec::new();
     let mut rest = Vec::new();
@@ -118,6 +155,7 @@ pub(super) fn plan(
     for (pos, value) in &req.set {
         edit(&mut copied, pos, value, &at_text, &source.id)?;
     }
+
     let reusable = if req.reuse {
         reusable(rest)
     } else {
@@ -144,8 +182,11 @@ fn edit(
     at: &str,
     source: &str,
 ) -> Result<(), RunError> {
-    position(pos)?;
-    let Some((e, how)) = copied.iter_mut().find(|(e, _)| e.pos == pos) else {
+    let wanted = position(pos)?;
+    let found = copied
+        .iter_mut()
+        .find(|(e, _)| Position::parse(&e.pos).is_ok_and(|p| p == wanted));
+    let Some((e, how)) = found else {
         return Err(invalid(format!(
             "--set {pos}: run `{source}` has no entry at {pos} before the fork point {at} \
              (`swarm show {source}` lists its positions)"
@@ -209,6 +250,10 @@ impl Prepared {
         };
         let mut record = self.new_record(&plan.input)?;
         record.fork = Some(plan.fork.clone());
+        // Recorded `blocked` (nothing claims, sweeps or resumes that) until
+        // every taken entry is on disk: a fork that stops partway is never
+        // resumed to run its missing steps again.
+        record.status = RunStatus::Blocked;
         let taken_at = clock::local_ms();
         let fence = store.create_run(&record, &self.owner).await?;
         let taken: Vec<JournalEntry> = plan
@@ -229,6 +274,9 @@ impl Prepared {
                 .await;
             return Err(e.into());
         }
+        store
+            .set_status(&record.id, RunStatus::Running, None, Some(&fence))
+            .await?;
         let reuse = Some((plan.fork.run.clone(), plan.reusable));
         self.own(store, &record.id, fence, taken_at, taken, reuse);
         self.root(plan.input)

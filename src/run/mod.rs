@@ -15,6 +15,7 @@ mod durable;
 mod ending;
 mod follow;
 mod fork;
+mod import_check;
 mod input;
 pub mod kinds;
 mod llm;
@@ -33,6 +34,7 @@ pub use desk::parse_answer;
 pub use durable::{EventSink, valid_run_id};
 pub use follow::{Follow, Followed};
 pub use fork::{ForkRequest, default_at};
+pub use import_check::MAX_IMPORT_BYTES;
 pub use kinds::AgentKinds;
 pub use llm::{JournalUsage, StepUsage, journal_usage};
 pub use mobs::MobShown;
@@ -171,6 +173,9 @@ pub enum RunError {
     /// an entry that is not there).
     #[error("{0}")]
     Fork(String),
+    /// A `swarm import` document that is refused (what and where).
+    #[error("{0}")]
+    Import(String),
 }
 
 impl RunError {
@@ -192,6 +197,7 @@ impl RunError {
             RunError::Finished { .. } => "run_finished",
             RunError::BadMessage(_) => "bad_message",
             RunError::UnknownMob(_) => "unknown_mob",
+            RunError::Import(_) => "import_invalid",
             RunError::Forbidden { .. } | RunError::Bound(_) => "forbidden",
         }
     }

@@ -32,7 +32,10 @@ impl Position {
         let bad =
             |why: &str| format!("`{text}` is not a journal position ({why}; e.g. 12 or 3/2:1)");
         let (call, inner) = match text.split_once('~') {
-            Some((call, _)) => (call, true),
+            Some((call, tail)) => {
+                check_tail(tail).map_err(|why| bad(&why))?;
+                (call, true)
+            }
             None => (text, false),
         };
         let mut segments = call.split('/');
@@ -49,6 +52,12 @@ impl Position {
             path.push(number(n)?);
         }
         Ok(Position { path, inner })
+    }
+
+    /// The number of the top-level call this position is in (`3` for
+    /// `3/2:1`).
+    pub fn top(&self) -> u64 {
+        self.path[0]
     }
 
     /// Where this position stands relative to fork point `at`.
@@ -72,12 +81,45 @@ impl Position {
         }
     }
 
+    /// The call the flow makes right after this one (same gather
+    /// branch); an entry inside a step stands for its step.
+    pub fn next(&self) -> Position {
+        let mut path = self.path.clone();
+        if let Some(last) = path.last_mut() {
+            *last += 1;
+        }
+        Position { path, inner: false }
+    }
+
     /// The flow's order where it is total (a call before the next one),
     /// branches by index: for picking the first of several positions.
     pub fn order(&self, other: &Position) -> Ordering {
         self.path
             .cmp(&other.path)
             .then(self.inner.cmp(&other.inner))
+    }
+}
+
+/// The part of an LLM step's entry after its step (`t1`, `t1~call_7`):
+/// a turn `tN` from 1, then any tool call's id.
+fn check_tail(tail: &str) -> Result<(), String> {
+    let turn = tail.split('~').next().unwrap_or_default();
+    let n = turn.strip_prefix('t').and_then(|n| n.parse::<u64>().ok());
+    if !matches!(n, Some(n) if n >= 1) || turn.starts_with("t+") {
+        return Err(format!("`~{turn}` is not a turn: ~t1, ~t2, …"));
+    }
+    // What follows is a tool call's id, as the model named it.
+    Ok(())
+}
+
+impl std::fmt::Display for Position {
+    /// The position as the flow writes it, without an inner tail.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.path[0])?;
+        for pair in self.path[1..].chunks(2) {
+            write!(f, "/{}:{}", pair[0], pair.get(1).copied().unwrap_or(1))?;
+        }
+        Ok(())
     }
 }
 
@@ -118,10 +160,13 @@ mod tests {
 
     #[test]
     fn malformed_positions_are_refused_naming_the_text() {
-        for bad in ["", "0", "x", "3/2", "3/:1", "-1", "3/2:0", "+4"] {
+        for bad in [
+            "", "0", "x", "3/2", "3/:1", "-1", "3/2:0", "+4", "5~", "5~x1", "5~t0", "5~t+1",
+        ] {
             let e = Position::parse(bad).unwrap_err();
             assert!(e.contains(&format!("`{bad}`")), "{e}");
         }
         assert!(Position::parse("3/2:1/4:5~t1~call_1").is_ok());
+        assert_eq!(Position::parse("011"), Position::parse("11"));
     }
 }

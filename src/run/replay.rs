@@ -30,6 +30,10 @@ pub enum Verdict {
     /// The first call that differs: where, and the message (file:line,
     /// what the journal has, what the code asks).
     Diverged { at: Option<String>, message: String },
+    /// Not confirmed without running: the check stopped (at the journal's
+    /// end in one branch, or at an LLM step in flight) before it reached
+    /// the journal's entry at `at`; the message says why.
+    Unchecked { at: Option<String>, message: String },
 }
 
 impl Verdict {
@@ -69,10 +73,9 @@ impl Prepared {
         let replayed = total - journal.unreplayed().len();
         let at = journal.halted_at();
         Ok(match journal.halted() {
-            Some((Halt::Frontier, _)) if record.status != RunStatus::Pass => Verdict::Ok {
-                replayed,
-                waits_at: at,
-            },
+            Some((Halt::Frontier, _)) if record.status != RunStatus::Pass => {
+                self.at_frontier(&journal.unreplayed(), left, replayed, at)
+            }
             Some((Halt::Frontier, message)) => Verdict::Diverged {
                 at,
                 message: format!("{message}; the run passed without it"),
@@ -86,6 +89,46 @@ impl Prepared {
         })
     }
 
+    /// The verdict on an unfinished run whose check stopped at `at`, the
+    /// first call past its journal: ok only when nothing else is left
+    /// unchecked (`left`: the entries never replayed but LLM ones, `all`:
+    /// every one) and no LLM step is in flight there.
+    fn at_frontier(
+        &self,
+        all: &[JournalEntry],
+        left: Vec<JournalEntry>,
+        replayed: usize,
+        at: Option<String>,
+    ) -> Verdict {
+        let frontier = at.as_deref().unwrap_or("?");
+        let inside = format!("{frontier}~");
+        if all.iter().any(|e| e.pos.starts_with(&inside)) {
+            return Verdict::Unchecked {
+                message: format!(
+                    "{}: LLM step in flight at {frontier}: its turns cannot be checked \
+                     without running",
+                    self.blueprint.chunk
+                ),
+                at,
+            };
+        }
+        match first(left) {
+            Some(e) => Verdict::Unchecked {
+                at: Some(e.pos.clone()),
+                message: format!(
+                    "{}: the check stopped at {frontier} (past the journal) and never reached \
+                     {}({}, input hash {}), which the journal has at position {}: that part \
+                     of the run cannot be confirmed",
+                    self.blueprint.chunk, e.kind, e.key, e.input_hash, e.pos
+                ),
+            },
+            None => Verdict::Ok {
+                replayed,
+                waits_at: at,
+            },
+        }
+    }
+
     /// The verdict on a flow that ran to its end in the check.
     fn ended(
         &self,
@@ -94,11 +137,7 @@ impl Prepared {
         left: Vec<JournalEntry>,
         replayed: usize,
     ) -> Verdict {
-        let first = left
-            .into_iter()
-            .filter_map(|e| Some((Position::parse(&e.pos).ok()?, e)))
-            .min_by(|a, b| a.0.order(&b.0));
-        if let Some((_, e)) = first {
+        if let Some(e) = first(left) {
             return Verdict::Diverged {
                 at: Some(e.pos.clone()),
                 message: format!(
@@ -121,6 +160,15 @@ impl Prepared {
             waits_at: None,
         }
     }
+}
+
+/// The first of `entries` in the flow's order.
+fn first(entries: Vec<JournalEntry>) -> Option<JournalEntry> {
+    entries
+        .into_iter()
+        .filter_map(|e| Some((Position::parse(&e.pos).ok()?, e)))
+        .min_by(|a, b| a.0.order(&b.0))
+        .map(|(_, e)| e)
 }
 
 impl Runs {

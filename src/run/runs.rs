@@ -196,11 +196,34 @@ impl Runs {
         force: bool,
         opts: RunOptions,
     ) -> Result<Handle, RunError> {
+        self.resume_as(who, id, force, true, opts).await
+    }
+
+    /// [`Runs::resume`] for the host itself (a sweep, a restart): a run
+    /// whose code changed is refused without replay-checking its journal
+    /// (that is for a user who asks, under a deadline).
+    pub async fn resume_unasked(
+        self: &Arc<Self>,
+        who: &Authority,
+        id: &str,
+        opts: RunOptions,
+    ) -> Result<Handle, RunError> {
+        self.resume_as(who, id, false, false, opts).await
+    }
+
+    async fn resume_as(
+        self: &Arc<Self>,
+        who: &Authority,
+        id: &str,
+        force: bool,
+        explain: bool,
+        opts: RunOptions,
+    ) -> Result<Handle, RunError> {
         who.check(Action::Resume, Some(id))?;
         self.refuse_if_draining()?;
         let record = self.record(who, id).await?;
-        let resumed =
-            service::resume(who, &self.engine, &record, force, self.with_store(opts)).await?;
+        let opts = self.with_store(opts);
+        let resumed = service::resume(who, &self.engine, &record, force, explain, opts).await?;
         Ok(self.launch(resumed.run, resumed.root))
     }
 
@@ -376,7 +399,7 @@ impl Runs {
         };
         let mut resumed = Vec::new();
         for r in runs.into_iter().filter(|r| pick(r)) {
-            match self.resume(&who, &r.id, false, opts.clone()).await {
+            match self.resume_unasked(&who, &r.id, opts.clone()).await {
                 Ok(h) => resumed.extend(h.id),
                 Err(e) => tracing::warn!("run {} not resumed: {e}", r.id),
             }

@@ -228,6 +228,7 @@ pub(super) async fn resume(
     engine: &Engine,
     record: &RunRecord,
     force: bool,
+    explain: bool,
     opts: RunOptions,
 ) -> Result<Resumed, RunError> {
     who.check(Action::Resume, Some(&record.id))?;
@@ -241,7 +242,7 @@ pub(super) async fn resume(
     let source = super::blueprint::read(&path)?;
     let hash = super::blueprint::hash(&source);
     if hash != record.hash && !force {
-        let now = super::upgrade::on_new_code(engine, &path, &source, record, &opts).await;
+        let now = super::upgrade::on_new_code(engine, &path, &source, record, &opts, explain).await;
         return Err(refused(format!(
             "the blueprint {} changed since run `{}` started (was {}, now {}); {now}",
             path.display(),
@@ -253,7 +254,7 @@ pub(super) async fn resume(
     let run = prepare_source(engine, &path, &source, opts.clone())?;
     let changed = run.changed_helpers(&record.helpers);
     if !changed.is_empty() && !force {
-        let now = super::upgrade::on_new_code(engine, &path, &source, record, &opts).await;
+        let now = super::upgrade::on_new_code(engine, &path, &source, record, &opts, explain).await;
         return Err(refused(format!(
             "helper files of run `{}` changed since it started: {}; {now}",
             record.id,

@@ -56,17 +56,20 @@ impl Runs {
         if !valid_run_id(&id) {
             return Err(RunError::BadRunId(id));
         }
+        let store = self.journal()?;
+        super::import_check::sanitize(store.as_ref(), &mut doc).await?;
         let status = match doc.run.status {
             RunStatus::Running => RunStatus::Interrupted,
             st => st,
         };
         let result = doc.run.result.take();
+        // `blocked` until written whole: an import that stops partway is
+        // never claimed or resumed with half a journal.
         let record = RunRecord {
             id: id.clone(),
-            status: RunStatus::Running,
+            status: RunStatus::Blocked,
             ..doc.run
         };
-        let store = self.journal()?;
         let fence = store.create_run(&record, &Owner::new()).await?;
         let written: Result<(), crate::store::StoreError> = async {
             for e in doc.journal {

@@ -106,6 +106,9 @@ impl Runs {
     }
 }
 
+/// How long a refused resume may spend checking the journal to say why.
+const EXPLAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What `resume` says of a run whose code changed: whether its journal
 /// replays on the new version (then `swarm upgrade` moves it there) or
 /// where it diverges, so the refusal names the divergence rather than
@@ -116,21 +119,35 @@ pub(super) async fn on_new_code(
     source: &str,
     record: &RunRecord,
     opts: &RunOptions,
+    explain: bool,
 ) -> String {
-    let Some(store) = opts.store.clone() else {
-        return "resume with --force to replay the journal against the new version".into();
+    let Some(store) = opts.store.clone().filter(|_| explain) else {
+        return format!(
+            "`swarm upgrade {}` checks its journal against the new version and moves it \
+             there if it replays; or resume with --force",
+            record.id
+        );
     };
     let checked = async {
         let entries = store.journal(&record.id).await?;
         let opts = RunOptions {
             store: None,
             print: opts.print.clone(),
+            deadline: Some(EXPLAIN_DEADLINE),
             ..RunOptions::default()
         };
         let run = super::prepare_source(engine, path, source, opts)?;
         run.check(record, entries).await
     };
-    match checked.await {
+    let Ok(checked) = tokio::time::timeout(EXPLAIN_DEADLINE, checked).await else {
+        return format!(
+            "the check of its journal against the new version did not finish within {} s; \
+             `swarm upgrade {}` checks it, or resume with --force",
+            EXPLAIN_DEADLINE.as_secs(),
+            record.id
+        );
+    };
+    match checked {
         Ok(Verdict::Ok { .. }) => format!(
             "its journal replays on the new version: `swarm upgrade {}` moves it there, \
              then resume (or resume with --force)",
@@ -139,6 +156,11 @@ pub(super) async fn on_new_code(
         Ok(Verdict::Diverged { at, message }) => format!(
             "on the new version it diverges{}: {message}; fix or revert the code, or \
              resume with --force to replay the journal against the new version anyway",
+            at.map_or(String::new(), |a| format!(" at {a}"))
+        ),
+        Ok(Verdict::Unchecked { at, message }) => format!(
+            "on the new version its journal could not be confirmed{}: {message}; \
+             resume with --force to replay the journal against it anyway",
             at.map_or(String::new(), |a| format!(" at {a}"))
         ),
         Err(e) => format!(

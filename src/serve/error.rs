@@ -62,6 +62,7 @@ impl From<RunError> for ApiError {
             RunError::BadRunId(_)
             | RunError::Input(_)
             | RunError::Fork(_)
+            | RunError::Import(_)
             | RunError::BadMessage(_) => StatusCode::BAD_REQUEST,
             RunError::Blueprint(_) => StatusCode::UNPROCESSABLE_ENTITY,
             RunError::Store(s) => match s.code() {

@@ -156,7 +156,7 @@ impl Server {
         let who = Authority::local();
         let h = self
             .runs
-            .resume(&who, &r.id, false, self.opts.clone())
+            .resume_unasked(&who, &r.id, self.opts.clone())
             .await?;
         Ok(h.id)
     }

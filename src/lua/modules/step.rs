@@ -194,7 +194,15 @@ fn begin(
                 let error = replayed_error(lua, &agent, &e.value, &at)?;
                 return Ok(Err(Early::Replayed(false, error)));
             }
-            if let Some(e) = j.reuse(&pos, "step", &agent, &hash) {
+            // Only for an agent the blueprint still has: one removed is
+            // `unknown_agent`, as it would be live.
+            let known = || {
+                let ctx = lua.app_data_ref::<VmCtx>().expect("VmCtx");
+                ctx.host.agents.get(&agent).is_some()
+            };
+            if known()
+                && let Some(e) = j.reuse(&pos, "step", &agent, &hash)
+            {
                 return Ok(Err(Early::Reused(j, Box::new(e))));
             }
             Some((j, pos, hash))
