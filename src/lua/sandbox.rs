@@ -81,8 +81,17 @@ impl Vm {
     /// Attaches the run's journal: journaled calls replay and record.
     pub fn set_journal(&self, journal: Option<Arc<crate::store::Journal>>) {
         let ctx = self.lua.app_data_ref::<VmCtx>().expect("VmCtx installed");
+        // The run's budget counts what its journal holds already: a run
+        // resumed any number of times has one budget, not one each time.
+        let used = journal
+            .as_ref()
+            .filter(|j| !j.is_check())
+            .map_or((0, 0), |j| {
+                let (n, bytes) = j.loaded();
+                (n, bytes + n * super::modules::ENTRY_OVERHEAD)
+            });
         *ctx.journal.lock().unwrap_or_else(|e| e.into_inner()) = journal;
-        *ctx.journal_used.lock().unwrap_or_else(|e| e.into_inner()) = (0, 0);
+        *ctx.journal_used.lock().unwrap_or_else(|e| e.into_inner()) = used;
     }
 
     /// Files this VM has `require`d from the blueprint's directory.

@@ -202,6 +202,18 @@ impl Journal {
         Some(taken)
     }
 
+    /// How many entries, and bytes of their values, the run had journaled
+    /// before this execution.
+    /// (Read before any call replays: it counts what is still recorded.)
+    pub fn loaded(&self) -> (u64, u64) {
+        let recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
+        let bytes = recorded
+            .values()
+            .map(|e| crate::engine::size::measure(&e.value, usize::MAX).json as u64)
+            .sum();
+        (recorded.len() as u64, bytes)
+    }
+
     /// The recorded entries no call has replayed yet.
     pub fn unreplayed(&self) -> Vec<JournalEntry> {
         self.recorded

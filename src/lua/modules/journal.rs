@@ -12,7 +12,7 @@ use mlua::{Lua, LuaSerdeExt, Table, Value};
 use std::sync::Arc;
 
 /// What an entry costs beyond its value: position, kind, key, hash, row.
-const ENTRY_OVERHEAD: u64 = 128;
+pub(crate) const ENTRY_OVERHEAD: u64 = 128;
 
 /// Refuses, before anything is stored, an entry of `bytes` that would take
 /// the run's journal past its budget (`journal_budget`).

@@ -10,6 +10,7 @@ mod gate;
 mod gather;
 mod host;
 mod journal;
+pub(crate) use journal::ENTRY_OVERHEAD;
 mod json;
 mod log;
 mod mob;
