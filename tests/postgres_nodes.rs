@@ -225,8 +225,9 @@ fn effects(path: &Path) -> HashMap<(String, u64), usize> {
     n
 }
 
-fn scratch() -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("postgres-nodes");
+/// A fresh directory of its own for each test (they run at once).
+fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -238,7 +239,7 @@ fn three_nodes_share_runs_and_survive_a_kill() {
         return;
     };
     let store = pg.database("swarm");
-    let dir = scratch();
+    let dir = scratch("postgres-nodes");
     let fx = dir.join("effects");
     blueprints(&dir, &fx);
     let (mut a, mut b, c) = (node(&dir, &store), node(&dir, &store), node(&dir, &store));
@@ -426,8 +427,7 @@ fn a_worker_at_one_node_takes_the_steps_of_a_run_at_another() {
         return;
     };
     let store = pg.database("swarm");
-    let dir = scratch().join("queue");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("postgres-queue");
     std::fs::write(
         dir.join("pair.lua"),
         "local swarm = require 'swarm'\n\
