@@ -254,7 +254,6 @@ impl Prepared {
         // every taken entry is on disk: a fork that stops partway is never
         // resumed to run its missing steps again.
         record.status = RunStatus::Blocked;
-        let taken_at = clock::local_ms();
         let fence = store.create_run(&record, &self.owner).await?;
         let taken: Vec<JournalEntry> = plan
             .copied
@@ -277,6 +276,14 @@ impl Prepared {
         store
             .set_status(&record.id, RunStatus::Running, None, Some(&fence))
             .await?;
+        // Its lease runs from here, however long the copy took.
+        let taken_at = clock::local_ms();
+        if !store.renew(&record.id, &fence).await? {
+            return Err(RunError::Refused(format!(
+                "fork `{}` was taken by another owner as it started; `swarm resume {}`",
+                record.id, record.id
+            )));
+        }
         let reuse = Some((plan.fork.run.clone(), plan.reusable));
         self.own(store, &record.id, fence, taken_at, taken, reuse);
         self.root(plan.input)
