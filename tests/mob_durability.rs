@@ -394,3 +394,24 @@ async fn a_turn_of_a_stale_handle_writes_nothing_into_the_new_incarnation() {
     };
     assert!(mob.history(&new).await.unwrap().is_empty());
 }
+
+/// Work submitted to a member that is retired before any turn took it up
+/// fails `retired` when waited for, rather than staying queued for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_of_a_retired_member_fails_retired() {
+    use lua_swarm::mob::{Handle, Mob, Spawn};
+    let store = memory();
+    let mob = Mob::new(&*store, "idle");
+    let spec: Spawn = serde_json::from_value(json!({ "id": "a", "agent": "coder" })).unwrap();
+    mob.spawn(&spec, "r/1").await.unwrap();
+    let h = Handle {
+        mob: "idle".into(),
+        id: "a".into(),
+        incarnation: 1,
+    };
+    let posted = mob.post("a", "work", "do it", "r/2").await.unwrap();
+    assert!(mob.work(&h, posted.id).await.is_ok());
+    mob.retire(&h, "r/3").await.unwrap();
+    let err = mob.work(&h, posted.id).await.expect_err("retired");
+    assert_eq!(err.code(), "retired", "{err}");
+}

@@ -28,6 +28,14 @@ impl Mob<'_> {
             self.current(&roster, h)?;
         }
         if m.inbox.iter().any(|msg| msg.seq == seq) {
+            // A retired member takes no more turns: its pending work fails
+            // `retired` (a waiter would otherwise wait for ever).
+            if !m.live {
+                return Err(MobError::Retired {
+                    mob: self.name.clone(),
+                    id: h.id.clone(),
+                });
+            }
             return Ok(WorkState::Queued);
         }
         if m.withdrawn.contains(&seq) {
