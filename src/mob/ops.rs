@@ -3,7 +3,7 @@
 //! change is one compare-and-set of the roster; one made again with the
 //! same origin (after a crash) answers what it answered the first time.
 
-use super::{Handle, Member, Mob, MobError, PeerMessage, View};
+use super::{Handle, Member, Mob, MobError, PeerMessage, Roster, View};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -58,6 +58,17 @@ fn inbox_full(mob: &str, to: &str) -> MobError {
     MobError::Bad(format!(
         "member `{to}` of mob `{mob}` has {MAX_INBOX} messages waiting already; let it take a turn first"
     ))
+}
+
+/// A message's text is at most [`MAX_TEXT`] bytes.
+fn check_text(text: &str, what: &str) -> Result<(), MobError> {
+    if text.len() > MAX_TEXT {
+        return Err(MobError::Bad(format!(
+            "{what} is at most {MAX_TEXT} bytes, this one {}",
+            text.len()
+        )));
+    }
+    Ok(())
 }
 
 fn check_id(what: &str, id: &str) -> Result<(), MobError> {
@@ -258,25 +269,11 @@ impl Mob<'_> {
         text: &str,
         origin: &str,
     ) -> Result<Receipt, MobError> {
-        if text.len() > MAX_TEXT {
-            return Err(MobError::Bad(format!(
-                "a peer message is at most {MAX_TEXT} bytes, this one {}",
-                text.len()
-            )));
-        }
+        check_text(text, "a peer message")?;
         self.update(|r| {
             let sender = self.current(r, from)?;
             let recipient = r.members.get(to).ok_or_else(|| self.unknown(to))?;
-            if let Some(id) = recipient.received(origin) {
-                return Ok((
-                    Receipt {
-                        id,
-                        delivered: true,
-                    },
-                    false,
-                ));
-            }
-            if !sender.wired.contains(to) {
+            if recipient.received(origin).is_none() && !sender.wired.contains(to) {
                 return Err(MobError::NotWired {
                     mob: self.name.clone(),
                     from: from.id.clone(),
@@ -287,34 +284,7 @@ impl Mob<'_> {
                     },
                 });
             }
-            if !recipient.live {
-                return Err(MobError::Retired {
-                    mob: self.name.clone(),
-                    id: to.to_string(),
-                });
-            }
-            if recipient.inbox.len() >= MAX_INBOX {
-                return Err(inbox_full(&self.name, to));
-            }
-            r.messages += 1;
-            let seq = r.messages;
-            r.members
-                .get_mut(to)
-                .expect("found")
-                .inbox
-                .push(PeerMessage {
-                    seq,
-                    from: from.id.clone(),
-                    text: text.to_string(),
-                    origin: origin.to_string(),
-                });
-            Ok((
-                Receipt {
-                    id: seq,
-                    delivered: true,
-                },
-                true,
-            ))
+            self.deliver(r, to, &from.id, text, origin)
         })
         .await
     }
@@ -329,49 +299,55 @@ impl Mob<'_> {
         text: &str,
         origin: &str,
     ) -> Result<Receipt, MobError> {
-        if text.len() > MAX_TEXT {
-            return Err(MobError::Bad(format!(
-                "a message is at most {MAX_TEXT} bytes, this one {}",
-                text.len()
-            )));
-        }
-        self.update(|r| {
-            let recipient = r.members.get(to).ok_or_else(|| self.unknown(to))?;
-            if let Some(id) = recipient.received(origin) {
-                let receipt = Receipt {
-                    id,
-                    delivered: true,
-                };
-                return Ok((receipt, false));
-            }
-            if !recipient.live {
-                return Err(MobError::Retired {
-                    mob: self.name.clone(),
-                    id: to.to_string(),
-                });
-            }
-            if recipient.inbox.len() >= MAX_INBOX {
-                return Err(inbox_full(&self.name, to));
-            }
-            r.messages += 1;
-            let seq = r.messages;
-            r.members
-                .get_mut(to)
-                .expect("found")
-                .inbox
-                .push(PeerMessage {
-                    seq,
-                    from: from.to_string(),
-                    text: text.to_string(),
-                    origin: origin.to_string(),
-                });
+        check_text(text, "a message")?;
+        self.update(|r| self.deliver(r, to, from, text, origin))
+            .await
+    }
+
+    /// The one way a message enters an inbox: once per origin (made again,
+    /// it answers the first receipt), to a live member with room.
+    fn deliver(
+        &self,
+        r: &mut Roster,
+        to: &str,
+        from: &str,
+        text: &str,
+        origin: &str,
+    ) -> Result<(Receipt, bool), MobError> {
+        let recipient = r.members.get(to).ok_or_else(|| self.unknown(to))?;
+        if let Some(id) = recipient.received(origin) {
             let receipt = Receipt {
-                id: seq,
+                id,
                 delivered: true,
             };
-            Ok((receipt, true))
-        })
-        .await
+            return Ok((receipt, false));
+        }
+        if !recipient.live {
+            return Err(MobError::Retired {
+                mob: self.name.clone(),
+                id: to.to_string(),
+            });
+        }
+        if recipient.inbox.len() >= MAX_INBOX {
+            return Err(inbox_full(&self.name, to));
+        }
+        r.messages += 1;
+        let seq = r.messages;
+        r.members
+            .get_mut(to)
+            .expect("found")
+            .inbox
+            .push(PeerMessage {
+                seq,
+                from: from.to_string(),
+                text: text.to_string(),
+                origin: origin.to_string(),
+            });
+        let receipt = Receipt {
+            id: seq,
+            delivered: true,
+        };
+        Ok((receipt, true))
     }
 
     /// The live members whose labels include every one of `labels`.
