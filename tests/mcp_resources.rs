@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::mcp::{sdk_client, sdk_stdio};
+use common::mcp::{ASK, sdk_client, sdk_stdio};
 use common::server::{fresh, serve};
 use lua_swarm::auth::Role;
 use serde_json::{Value, json};
@@ -24,16 +24,6 @@ return swarm.blueprint "five" {
     local n = 0
     for i = 1, 5 do n = n + swarm.step("echo", { i = i }).i end
     return { sum = n }
-  end,
-}
-"#;
-
-const ASK: &str = r#"local swarm = require "swarm"
-return swarm.blueprint "ask" {
-  agents = { echo = swarm.agent.rust { name = "echo" } },
-  flow = function()
-    local said = swarm.ask { key = "go", text = "Ship it?" }
-    return swarm.step("echo", { said = said })
   end,
 }
 "#;

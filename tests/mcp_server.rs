@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::mcp::ASK;
 use common::server::{fresh, serve};
 use lua_swarm::auth::Role;
 use serde_json::{Value, json};
@@ -20,16 +21,6 @@ return swarm.blueprint "hello" {
   agents = { echo = swarm.agent.rust { name = "echo" } },
   flow = function(input)
     return swarm.step("echo", { greeting = "hello " .. input.name })
-  end,
-}
-"#;
-
-const ASK: &str = r#"local swarm = require "swarm"
-return swarm.blueprint "ask" {
-  agents = { echo = swarm.agent.rust { name = "echo" } },
-  flow = function()
-    local said = swarm.ask { key = "go", text = "Ship it?" }
-    return swarm.step("echo", { said = said })
   end,
 }
 "#;

@@ -194,7 +194,7 @@ async fn an_autonomous_mob_killed_mid_exchange_resumes_without_asking_a_finished
 /// once, and the model is not asked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_turn_cut_between_its_two_writes_is_settled_once() {
-    use lua_swarm::mob::{Handle, Mob, Spawn};
+    use lua_swarm::mob::{Mob, Spawn};
     let store = memory();
     let mob = Mob::new(&*store, "cut");
     let spec: Spawn = serde_json::from_value(json!({ "id": "a", "agent": "coder" })).unwrap();
@@ -202,16 +202,8 @@ async fn a_turn_cut_between_its_two_writes_is_settled_once() {
     let spec: Spawn =
         serde_json::from_value(json!({ "id": "b", "agent": "coder", "wire": ["a"] })).unwrap();
     mob.spawn(&spec, "r/2").await.unwrap();
-    let b = Handle {
-        mob: "cut".into(),
-        id: "b".into(),
-        incarnation: 1,
-    };
-    let a = Handle {
-        mob: "cut".into(),
-        id: "a".into(),
-        incarnation: 1,
-    };
+    let b = member("cut", "b", 1);
+    let a = member("cut", "a", 1);
     mob.tell(&b, "a", "hello", "r/3").await.unwrap();
     let again = mob.tell(&b, "a", "hello", "r/3").await.unwrap();
     assert_eq!(again.id, 1, "a tell made again is the same message");
@@ -332,7 +324,7 @@ async fn a_resumed_turn_shows_what_it_showed_before_the_kill() {
 /// copy out of its inbox: the second send answers the first receipt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tell_made_again_after_its_message_was_shown_is_not_delivered_twice() {
-    use lua_swarm::mob::{Handle, Mob, Spawn};
+    use lua_swarm::mob::{Mob, Spawn};
     let store = memory();
     let mob = Mob::new(&*store, "twice");
     for (id, wire) in [("a", json!([])), ("b", json!(["a"]))] {
@@ -340,12 +332,7 @@ async fn a_tell_made_again_after_its_message_was_shown_is_not_delivered_twice() 
             serde_json::from_value(json!({ "id": id, "agent": "coder", "wire": wire })).unwrap();
         mob.spawn(&spec, &format!("r/{id}")).await.unwrap();
     }
-    let handle = |id: &str| Handle {
-        mob: "twice".into(),
-        id: id.into(),
-        incarnation: 1,
-    };
-    let (a, b) = (handle("a"), handle("b"));
+    let (a, b) = (member("twice", "a", 1), member("twice", "b", 1));
     let first = mob.tell(&b, "a", "hello", "r/3").await.unwrap();
     // `a` takes a turn that is shown the message; it leaves the inbox.
     let start = mob.open_turn(&a, "go", None).await.unwrap();
@@ -371,27 +358,19 @@ async fn a_tell_made_again_after_its_message_was_shown_is_not_delivered_twice() 
 /// writes nothing into the new incarnation's conversation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_turn_of_a_stale_handle_writes_nothing_into_the_new_incarnation() {
-    use lua_swarm::mob::{Handle, Mob, Spawn};
+    use lua_swarm::mob::{Mob, Spawn};
     let store = memory();
     let mob = Mob::new(&*store, "stale");
     let spec: Spawn = serde_json::from_value(json!({ "id": "a", "agent": "coder" })).unwrap();
     mob.spawn(&spec, "r/1").await.unwrap();
-    let old = Handle {
-        mob: "stale".into(),
-        id: "a".into(),
-        incarnation: 1,
-    };
+    let old = member("stale", "a", 1);
     let start = mob.open_turn(&old, "go", None).await.unwrap();
     let fresh = mob.respawn("a", true, "r/2").await.unwrap();
     assert_eq!(fresh.incarnation, 2);
     let closed = mob.close_turn(&old, &start, "r/3", &json!("late"), 5).await;
     let err = closed.expect_err("a stale handle's turn is refused");
     assert_eq!(err.code(), "stale_member", "{err}");
-    let new = Handle {
-        mob: "stale".into(),
-        id: "a".into(),
-        incarnation: 2,
-    };
+    let new = member("stale", "a", 2);
     assert!(mob.history(&new).await.unwrap().is_empty());
 }
 
@@ -399,19 +378,24 @@ async fn a_turn_of_a_stale_handle_writes_nothing_into_the_new_incarnation() {
 /// fails `retired` when waited for, rather than staying queued for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_of_a_retired_member_fails_retired() {
-    use lua_swarm::mob::{Handle, Mob, Spawn};
+    use lua_swarm::mob::{Mob, Spawn};
     let store = memory();
     let mob = Mob::new(&*store, "idle");
     let spec: Spawn = serde_json::from_value(json!({ "id": "a", "agent": "coder" })).unwrap();
     mob.spawn(&spec, "r/1").await.unwrap();
-    let h = Handle {
-        mob: "idle".into(),
-        id: "a".into(),
-        incarnation: 1,
-    };
+    let h = member("idle", "a", 1);
     let posted = mob.post("a", "work", "do it", "r/2").await.unwrap();
     assert!(mob.work(&h, posted.id).await.is_ok());
     mob.retire(&h, "r/3").await.unwrap();
     let err = mob.work(&h, posted.id).await.expect_err("retired");
     assert_eq!(err.code(), "retired", "{err}");
+}
+
+/// A handle of member `id` (incarnation `n`) of mob `mob`.
+fn member(mob: &str, id: &str, n: u64) -> lua_swarm::mob::Handle {
+    lua_swarm::mob::Handle {
+        mob: mob.into(),
+        id: id.into(),
+        incarnation: n,
+    }
 }

@@ -83,3 +83,16 @@ pub fn sdk_stdio_as(
     let calls = calls.to_string();
     sdk_client(&[mode, swarm, &dir.display().to_string(), &store, &calls])
 }
+
+/// A blueprint whose run waits on a question (`go`), then echoes the
+/// answer: the MCP tests' waiting run.
+#[allow(dead_code)]
+pub const ASK: &str = r#"local swarm = require "swarm"
+return swarm.blueprint "ask" {
+  agents = { echo = swarm.agent.rust { name = "echo" } },
+  flow = function()
+    local said = swarm.ask { key = "go", text = "Ship it?" }
+    return swarm.step("echo", { said = said })
+  end,
+}
+"#;
